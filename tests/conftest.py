@@ -1,0 +1,67 @@
+"""Shared fixtures: every test runs offline, with its own empty cache, on data it makes itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vanishing.idx import write_idx
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory, monkeypatch):
+    """No test reads the user's cache or data, or the network (realdata tests opt back in)."""
+    monkeypatch.setenv("VANISHING_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("VANISHING_OFFLINE", "1")
+    monkeypatch.delenv("VANISHING_DATA", raising=False)
+
+
+def make_arrays(train: int = 320, test: int = 80, seed: int = 0) -> dict[str, np.ndarray]:
+    """A tiny MNIST-shaped data set that a small MLP can learn: one noisy prototype per class."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.random((10, 28, 28)) < 0.2  # (10, 28, 28) sparse strokes
+
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.arange(n) % 10
+        rng.shuffle(labels)
+        noise = rng.random((n, 28, 28)) < 0.05
+        images = (prototypes[labels] ^ noise) * rng.integers(150, 256, (n, 28, 28))
+        return images.astype(np.uint8), labels.astype(np.uint8)
+
+    train_images, train_labels = split(train)
+    test_images, test_labels = split(test)
+    return {
+        "train_images": train_images,
+        "train_labels": train_labels,
+        "test_images": test_images,
+        "test_labels": test_labels,
+    }
+
+
+FILE_NAMES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+def write_arrays(folder: Path, arrays: dict[str, np.ndarray], gz: bool = False) -> Path:
+    """Write the four IDX files into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for role, name in FILE_NAMES.items():
+        write_idx(folder / (name + (".gz" if gz else "")), arrays[role])
+    return folder
+
+
+@pytest.fixture
+def tiny_arrays() -> dict[str, np.ndarray]:
+    return make_arrays()
+
+
+@pytest.fixture
+def tiny_dir(tmp_path, tiny_arrays) -> Path:
+    """A data directory with a tiny learnable MNIST-shaped data set as gzipped IDX files."""
+    return write_arrays(tmp_path / "tiny", tiny_arrays, gz=True)
