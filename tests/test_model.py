@@ -1,0 +1,251 @@
+"""MLP shapes and parameter count, init-scheme statistics, optimizers, seeds and bad input."""
+
+import math
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from vanishing.activations import ACTIVATIONS, ActivationOptions
+from vanishing.errors import UsageError
+from vanishing.model import (
+    INIT_ALIASES,
+    INITS,
+    MLP,
+    OPTIMIZERS,
+    SEED_HIDDEN,
+    build_model,
+    hidden_widths,
+    init_names,
+    initialize,
+    make_optimizer,
+    parse_hidden,
+)
+
+TINY = (7, 5)
+
+
+def _weights(model: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.fixture(scope="module")
+def wide() -> MLP:
+    """784 -> 2000 -> 10: the first layer has 1.6 M weights, enough for tight statistics."""
+    torch.manual_seed(0)
+    return MLP((2000,), "relu")
+
+
+def test_seed_mlp_parameter_count():
+    model = MLP(SEED_HIDDEN, "relu")
+    expected = 784 * 520 + 520 + 520 * 320 + 320 + 320 * 240 + 240 + 240 * 120 + 120 + 120 * 10 + 10
+    assert sum(p.numel() for p in model.parameters()) == expected
+    assert [linear.weight.shape for linear in model.linears] == [
+        (520, 784),
+        (320, 520),
+        (240, 320),
+        (120, 240),
+        (10, 120),
+    ]
+    assert len(model.activations) == 4
+
+
+def test_prelu_slopes_per_layer_or_per_unit():
+    layer = MLP(TINY, "prelu")
+    unit = MLP(TINY, "prelu", ActivationOptions(prelu_mode="unit"))
+    assert [act.weight.shape for act in layer.activations] == [(1,), (1,)]
+    assert [act.weight.shape for act in unit.activations] == [(7,), (5,)]
+
+
+@pytest.mark.parametrize("init", ["default", "kaiming"])
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_forward_and_one_adam_step(activation, init):
+    model = build_model(TINY, activation, init, seed=0)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 784, generator=generator)
+    y = torch.randint(0, 10, (3,), generator=generator)
+    assert model(x).shape == (3, 10)
+    model.eval()  # RReLU is random in train mode
+    torch.testing.assert_close(model(x.reshape(3, 28, 28)), model(x))
+    model.train()
+    before = [linear.weight.detach().clone() for linear in model.linears]
+    optimizer = make_optimizer("adam", model.parameters(), lr=1e-2)
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    for linear, old in zip(model.linears, before, strict=True):
+        assert not torch.equal(linear.weight, old)
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_model_pickles(activation):
+    # Sweeps may send whole models to worker processes.
+    model = build_model(TINY, activation, seed=0).eval()
+    copy = pickle.loads(pickle.dumps(model))
+    x = torch.randn(2, 784)
+    torch.testing.assert_close(copy(x), model(x))
+    assert copy.activation == model.activation
+
+
+def test_forward_hidden_matches_forward():
+    model = build_model(TINY, "tanh", seed=0)
+    x = torch.randn(4, 784)
+    logits, pre_activations, outputs = model.forward_hidden(x)
+    torch.testing.assert_close(logits, model(x))
+    assert [z.shape for z in pre_activations] == [(4, 7), (4, 5)]
+    for z, h in zip(pre_activations, outputs, strict=True):
+        torch.testing.assert_close(h, torch.tanh(z))
+    torch.testing.assert_close(pre_activations[0], model.linears[0](x))
+
+
+@pytest.mark.parametrize(
+    ("init", "activation", "std"),
+    [
+        ("kaiming", "relu", math.sqrt(2 / 784)),
+        ("he", "tanh", math.sqrt(2 / 784)),  # nonlinearity "relu" for everything else
+        ("kaiming", "leaky_relu", math.sqrt(2 / (1 + 0.01**2) / 784)),
+        ("kaiming", "prelu", math.sqrt(2 / (1 + 0.25**2) / 784)),
+        ("lecun", "selu", math.sqrt(1 / 784)),
+        ("xavier_normal", "tanh", math.sqrt(2 / (784 + 2000))),
+        ("xavier_uniform", "tanh", math.sqrt(6 / (784 + 2000)) / math.sqrt(3)),
+        ("default", "relu", 1 / math.sqrt(784) / math.sqrt(3)),
+    ],
+)
+def test_init_weight_std(wide, init, activation, std):
+    initialize(wide, init, activation)
+    weight = wide.linears[0].weight
+    assert weight.mean().abs() < 0.01 * std
+    assert weight.std().item() == pytest.approx(std, rel=0.01)  # 1.6 M draws: ~0.1 % noise
+
+
+def test_uniform_inits_stay_in_bounds(wide):
+    initialize(wide, "xavier", "relu")
+    assert wide.linears[0].weight.abs().max() <= math.sqrt(6 / (784 + 2000))
+    initialize(wide, "default", "relu")
+    bound = 1 / math.sqrt(784)
+    assert wide.linears[0].weight.abs().max() <= bound
+    assert wide.linears[0].bias.abs().max() <= bound
+    assert wide.linears[0].bias.abs().max() > 0.5 * bound  # default draws biases, not zeros
+
+
+def test_orthogonal_square_layer():
+    model = MLP((64, 64), "relu", in_features=64)
+    initialize(model, "orthogonal", "relu")
+    weight = model.linears[1].weight  # (64, 64)
+    torch.testing.assert_close(weight @ weight.T, torch.eye(64), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("init", [name for name in init_names() if name != "default"])
+def test_non_default_inits_zero_the_biases(init):
+    model = MLP(TINY, "relu")
+    initialize(model, init, "relu")
+    for linear in model.linears:
+        assert torch.count_nonzero(linear.bias) == 0
+        assert linear.weight.std() > 0
+
+
+def test_init_names_include_aliases():
+    assert init_names() == [*INITS, "xavier", "he"]
+    assert set(INIT_ALIASES.values()) <= set(INITS)
+
+
+def test_same_seed_same_weights_and_global_rng_untouched():
+    torch.manual_seed(123)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(123)
+    first = _weights(build_model(TINY, "prelu", "kaiming", seed=7))
+    second = _weights(build_model(TINY, "prelu", "kaiming", seed=7))
+    other = _weights(build_model(TINY, "prelu", "kaiming", seed=8))
+    torch.testing.assert_close(torch.rand(3), expected_draw)
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(first[0], other[0])
+
+
+def _reference_step(name: str, w0: list[float], steps: int) -> torch.Tensor:
+    """Weights after `steps` updates on loss sum(w^2), by the textbook update rules."""
+    w, lr, momentum = torch.tensor(w0, dtype=torch.float64), 0.1, 0.5
+    velocity = m = v = torch.zeros_like(w)
+    for t in range(1, steps + 1):
+        grad = 2 * w
+        if name == "sgd":
+            velocity = momentum * velocity + grad
+            w = w - lr * velocity
+        else:
+            m = 0.9 * m + 0.1 * grad
+            v = 0.999 * v + 0.001 * grad**2
+            w = w - lr * (m / (1 - 0.9**t)) / ((v / (1 - 0.999**t)).sqrt() + 1e-8)
+    return w
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optimizer_steps_match_the_update_rule(name):
+    weight = nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    optimizer = make_optimizer(name, [weight], lr=0.1, momentum=0.5)
+    for _ in range(3):
+        optimizer.zero_grad()
+        (weight**2).sum().backward()
+        optimizer.step()
+    torch.testing.assert_close(weight.detach(), _reference_step(name, [1.0, -2.0], 3))
+
+
+def test_adam_uses_the_seed_settings():
+    optimizer = make_optimizer("adam", [nn.Parameter(torch.zeros(1))], lr=1e-3)
+    group = optimizer.param_groups[0]
+    assert (group["betas"], group["eps"], group["weight_decay"]) == ((0.9, 0.999), 1e-8, 0)
+    assert group["foreach"] is True
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("520,320,240,120", SEED_HIDDEN), ("64", (64,)), (" 8, 4 ", (8, 4))],
+)
+def test_parse_hidden(text, expected):
+    assert parse_hidden(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "bad"), [("520,x,120", "'x'"), ("520,,120", "''"), ("8,0", "'0'")]
+)
+def test_parse_hidden_names_the_bad_item(text, bad):
+    with pytest.raises(UsageError, match=f"bad hidden width {bad}.*e.g. 520,320,240,120"):
+        parse_hidden(text)
+
+
+def test_hidden_widths():
+    assert hidden_widths() == SEED_HIDDEN
+    assert hidden_widths([3, 2]) == (3, 2)
+    assert hidden_widths(depth=3) == (256, 256, 256)
+    assert hidden_widths(depth=2, width=9) == (9, 9)
+    assert hidden_widths(width=9) == (9, 9, 9, 9)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"hidden": [4], "depth": 2}, "not both"),
+        ({"hidden": []}, "must not be empty"),
+        ({"hidden": [4, 0]}, "integer >= 1, got 0"),
+        ({"depth": 0}, "depth must be >= 1"),
+        ({"depth": 2, "width": 0}, "width must be >= 1"),
+    ],
+)
+def test_hidden_widths_rejects(kwargs, message):
+    with pytest.raises(UsageError, match=message):
+        hidden_widths(**kwargs)
+
+
+def test_bad_names_and_values_raise():
+    model = MLP(TINY, "relu")
+    with pytest.raises(UsageError, match="unknown init 'glorot'; choose from: default, .*, he"):
+        initialize(model, "glorot", "relu")
+    with pytest.raises(UsageError, match="unknown activation 'swish'"):
+        build_model(TINY, "swish")
+    with pytest.raises(UsageError, match="unknown optimizer 'rmsprop'; choose from: adam, sgd"):
+        make_optimizer("rmsprop", model.parameters(), lr=0.1)
+    with pytest.raises(UsageError, match="learning rate must be a finite number > 0, got 0"):
+        make_optimizer("sgd", model.parameters(), lr=0)
+    with pytest.raises(UsageError, match="momentum must be >= 0 and < 1, got 1.0"):
+        make_optimizer("sgd", model.parameters(), lr=0.1, momentum=1.0)
