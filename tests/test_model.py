@@ -195,7 +195,7 @@ def test_adam_uses_the_seed_settings():
     optimizer = make_optimizer("adam", [nn.Parameter(torch.zeros(1))], lr=1e-3)
     group = optimizer.param_groups[0]
     assert (group["betas"], group["eps"], group["weight_decay"]) == ((0.9, 0.999), 1e-8, 0)
-    assert group["foreach"] is True
+    assert group["fused"] is True  # one kernel for every parameter: no per-tensor loop
 
 
 @pytest.mark.parametrize(

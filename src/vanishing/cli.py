@@ -6,9 +6,13 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
-from vanishing import data
+from vanishing import compare, data
+from vanishing.activations import ACTIVATIONS, PRELU_MODES
 from vanishing.errors import UsageError
+from vanishing.model import INIT_ALIASES, INITS, OPTIMIZERS, hidden_widths, parse_hidden
+from vanishing.train import DEVICES, TrainConfig
 
 
 class Parser(argparse.ArgumentParser):
@@ -130,6 +134,204 @@ def cmd_data_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_names(text: str) -> list[str]:
+    """'relu,sigmoid' -> ['relu', 'sigmoid']; 'all' -> every registered activation."""
+    if text.strip() == "all":
+        return list(ACTIVATIONS)
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise UsageError("--activations: give at least one name, e.g. relu,sigmoid")
+    return names
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2]."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--seeds: expected integers separated by commas, got {text!r}") from None
+    if any(seed < 0 for seed in seeds):
+        raise UsageError(f"--seeds: seeds must be >= 0, got {text!r}")
+    if len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds: each seed once, got {text!r}")
+    return seeds
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """Model, optimizer and probe options shared by `train` and `compare`."""
+    d = TrainConfig()
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--hidden",
+        metavar="W1,W2,..",
+        help="hidden widths, input side first "
+        f"(default: {','.join(map(str, d.hidden))}, the reference MLP)",
+    )
+    group.add_argument(
+        "--depth",
+        type=int,
+        metavar="N",
+        help="N hidden layers of --width units (instead of --hidden)",
+    )
+    group.add_argument(
+        "--width", type=int, metavar="W", help="units per layer with --depth (default: 256)"
+    )
+    inits = list(INITS) + list(INIT_ALIASES)
+    group.add_argument(
+        "--init",
+        default=d.init,
+        metavar="NAME",
+        help=f"weight init: {', '.join(inits)} (default: {d.init}, PyTorch's own)",
+    )
+    group.add_argument(
+        "--negative-slope",
+        type=float,
+        default=d.negative_slope,
+        metavar="A",
+        help=f"leaky_relu's slope for z < 0 (default: {d.negative_slope})",
+    )
+    group.add_argument(
+        "--prelu-mode",
+        default=d.prelu_mode,
+        metavar="MODE",
+        help=f"PReLU slopes: {' or '.join(PRELU_MODES)} (default: {d.prelu_mode})",
+    )
+    group = parser.add_argument_group("optimisation")
+    group.add_argument(
+        "--optimizer",
+        default=d.optimizer,
+        metavar="NAME",
+        help=f"{', '.join(OPTIMIZERS)} (default: {d.optimizer}, betas 0.9/0.999, eps 1e-8)",
+    )
+    group.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default: {d.lr})")
+    group.add_argument(
+        "--momentum", type=float, metavar="M", help="SGD momentum (default: 0; sgd only)"
+    )
+    group.add_argument(
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        metavar="N",
+        help=f"samples per step (default: {d.batch_size})",
+    )
+    group.add_argument(
+        "--epochs",
+        type=int,
+        default=d.epochs,
+        metavar="N",
+        help=f"passes over the training set (default: {d.epochs})",
+    )
+    group.add_argument(
+        "--device",
+        default=d.device,
+        metavar="NAME",
+        help=f"{', '.join(DEVICES)} (default: {d.device}: the GPU when present)",
+    )
+    group = parser.add_argument_group("measurement")
+    group.add_argument(
+        "--probe-every",
+        type=int,
+        default=d.probe_every,
+        metavar="K",
+        help=f"measure gradient flow every K steps (default: {d.probe_every}, "
+        "under 5 %% of training time)",
+    )
+    group.add_argument(
+        "--probe-size",
+        type=int,
+        default=d.probe_size,
+        metavar="N",
+        help=f"samples in the fixed probe batch (default: {d.probe_size})",
+    )
+
+
+def training_config(args: argparse.Namespace, activation: str, seed: int) -> TrainConfig:
+    """The TrainConfig that the options describe."""
+    hidden = parse_hidden(args.hidden) if args.hidden else None
+    if args.momentum is not None and args.optimizer != "sgd":
+        raise UsageError("--momentum applies to --optimizer sgd only")
+    return TrainConfig(
+        activation=activation,
+        hidden=hidden_widths(hidden, args.depth, args.width),
+        init=args.init,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        momentum=args.momentum or 0.0,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        seed=seed,
+        dataset=args.dataset,
+        negative_slope=args.negative_slope,
+        prelu_mode=args.prelu_mode,
+        probe_every=args.probe_every,
+        probe_size=args.probe_size,
+        device=args.device,
+    )
+
+
+def epoch_line(config: TrainConfig, row: dict, seeds: int) -> str:
+    """`[ReLU] epoch 3 | train loss .. | test loss .. | acc ..% | 1.9 s`, like the reference."""
+    label = ACTIVATIONS[config.activation].label + (f" s{config.seed}" if seeds > 1 else "")
+    return (
+        f"[{label}] epoch {row['epoch']} | train loss {row['train_loss']:.4f} | "
+        f"test loss {row['test_loss']:.4f} | acc {100 * row['test_accuracy']:.2f}% | "
+        f"{row['train_seconds']:.1f} s"
+    )
+
+
+def run_runs(args: argparse.Namespace, activations: list[str], seeds: list[int], out) -> list:
+    """Validate everything, load the data once, then train every (activation, seed) with a bar."""
+    from tqdm import tqdm
+
+    configs = [training_config(args, a, s) for a in activations for s in seeds]  # validates all
+    out = compare.ensure_writable(out)
+    dataset = data.load_dataset(
+        args.dataset,
+        data_dir=args.data_dir,
+        cache_dir=args.cache_dir,
+        verify=not args.no_verify,
+        report=stderr,
+    )
+    steps = -(-len(dataset.train_labels) // configs[0].batch_size) * configs[0].epochs
+    with tqdm(
+        total=steps * len(configs),
+        unit="step",
+        disable=None,
+        dynamic_ncols=True,
+        desc=f"{len(configs)} run(s)",
+    ) as bar:
+        return compare.compare(
+            configs[0],
+            activations,
+            seeds,
+            out,
+            dataset,
+            on_epoch=lambda c, row: bar.write(epoch_line(c, row, len(seeds))),
+            on_steps=bar.update,
+        )
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    activations, seeds = parse_names(args.activations), parse_seeds(args.seeds)
+    results = run_runs(args, activations, seeds, args.out)
+    rows = compare.summarize(results)
+    compare.write_summary_csv(Path(args.out) / "summary.csv", rows)
+    print()
+    print(compare.format_table(rows))
+    print(f"\nruns and summary.csv in {args.out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    (result,) = run_runs(args, [args.activation], [args.seed], args.out)
+    print(
+        f"{result.status}: test accuracy {100 * result.test_accuracy:.2f}%, "
+        f"test loss {result.test_loss:.4f}, vanishing ratio at init "
+        f"{result.vanishing_ratio_init:.2e}; records in {result.run_dir}"
+    )
+    return 0
+
+
 def build_parser() -> Parser:
     """The whole command tree."""
     parser = Parser(
@@ -159,6 +361,60 @@ def build_parser() -> Parser:
         )
         add_data_options(sub, all_datasets=True)
         sub.set_defaults(func=func)
+
+    activations = ", ".join(ACTIVATIONS)
+    sub = commands.add_parser(
+        "compare",
+        help="train the reference MLP with several activations and compare (the main job)",
+        description="Train the reference MLP (784-520-320-240-120-10, Adam 1e-3, batch 64, "
+        "9 epochs) once per activation and seed, measure gradient flow layer by layer, and print "
+        "a summary table. Each run writes config.json, metrics.jsonl and result.json under --out.",
+    )
+    sub.add_argument(
+        "--activations",
+        default=",".join(compare.DEFAULT_ACTIVATIONS),
+        metavar="A,B,..",
+        help=f"comma-separated, or 'all': {activations} "
+        f"(default: {','.join(compare.DEFAULT_ACTIVATIONS)})",
+    )
+    sub.add_argument(
+        "--seeds",
+        default=",".join(map(str, compare.DEFAULT_SEEDS)),
+        metavar="S1,S2,..",
+        help="one run per seed (default: 0,1,2)",
+    )
+    sub.add_argument(
+        "--out",
+        default="runs/compare",
+        metavar="DIR",
+        help="where the runs and summary.csv go (default: runs/compare)",
+    )
+    add_training_options(sub)
+    add_data_options(sub)
+    sub.set_defaults(func=cmd_compare)
+
+    sub = commands.add_parser(
+        "train",
+        help="one run with any options",
+        description="Train one MLP and write its records (config.json, metrics.jsonl, "
+        "result.json) to --out.",
+    )
+    sub.add_argument(
+        "--activation",
+        default=TrainConfig.activation,
+        metavar="NAME",
+        help=f"{activations} (default: {TrainConfig.activation})",
+    )
+    sub.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sub.add_argument(
+        "--out",
+        default="runs/train",
+        metavar="DIR",
+        help="records go to DIR/ACTIVATION-seedSEED (default: runs/train)",
+    )
+    add_training_options(sub)
+    add_data_options(sub)
+    sub.set_defaults(func=cmd_train)
     return parser
 
 

@@ -1,0 +1,356 @@
+"""Train one MLP and measure it: `train(config) -> RunResult`, the core everything else calls."""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+import vanishing
+from vanishing import probes, records
+from vanishing.activations import PRELU_MODES, ActivationOptions, get_activation
+from vanishing.data import Dataset, get_spec, load_dataset
+from vanishing.errors import UsageError, choices_error
+from vanishing.model import MLP, OPTIMIZERS, SEED_HIDDEN, build_model, init_names, make_optimizer
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines one run; the defaults are the reference experiment's."""
+
+    activation: str = "relu"
+    hidden: tuple[int, ...] = SEED_HIDDEN  # 784-520-320-240-120-10, the reference MLP
+    init: str = "default"  # PyTorch's own Linear init, as the reference code used
+    optimizer: str = "adam"  # Adam(lr 1e-3, betas 0.9/0.999, eps 1e-8), the reference's
+    lr: float = 1e-3
+    momentum: float = 0.0  # sgd only
+    batch_size: int = 64
+    epochs: int = 9
+    seed: int = 0
+    dataset: str = "mnist"
+    negative_slope: float = 0.01  # leaky_relu: PyTorch's default
+    prelu_mode: str = "layer"  # one learned slope per layer, PyTorch's default
+    probe_every: int = 300  # steps; about 3 probes per MNIST epoch costs < 5 % of training time
+    probe_size: int = 512  # samples in the fixed probe batch: stable norms, cheap to measure
+    device: str = "auto"  # the accelerator when there is one
+
+    def __post_init__(self) -> None:
+        get_activation(self.activation)
+        get_spec(self.dataset)
+        if self.init not in init_names():
+            raise choices_error("init", self.init, init_names())
+        if self.optimizer not in OPTIMIZERS:
+            raise choices_error("optimizer", self.optimizer, list(OPTIMIZERS))
+        if self.device not in DEVICES:
+            raise choices_error("device", self.device, DEVICES)
+        if self.prelu_mode not in PRELU_MODES:
+            raise choices_error("PReLU mode", self.prelu_mode, PRELU_MODES)
+        if not self.hidden or any(int(w) < 1 for w in self.hidden):
+            raise UsageError(f"hidden widths must be integers >= 1, got {self.hidden!r}")
+        object.__setattr__(self, "hidden", tuple(int(w) for w in self.hidden))
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise UsageError(f"seed must be an integer >= 0, got {self.seed!r}")
+        positive = {
+            "batch size": self.batch_size,
+            "epochs": self.epochs,
+            "probe interval": self.probe_every,
+            "probe size": self.probe_size,
+        }
+        for name, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
+        if not (self.lr > 0 and np.isfinite(self.lr)):
+            raise UsageError(f"learning rate must be a finite number > 0, got {self.lr!r}")
+        if not 0 <= self.momentum < 1:
+            raise UsageError(f"momentum must be >= 0 and < 1, got {self.momentum!r}")
+        if not 0 <= self.negative_slope < 1:
+            raise UsageError(f"negative slope must be >= 0 and < 1, got {self.negative_slope!r}")
+
+    @property
+    def options(self) -> ActivationOptions:
+        return ActivationOptions(negative_slope=self.negative_slope, prelu_mode=self.prelu_mode)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UsageError(f"unknown config field(s) {', '.join(unknown)}")
+        return cls(**{**values, "hidden": tuple(values.get("hidden", SEED_HIDDEN))})
+
+
+@dataclass
+class RunResult:
+    """What one run produced; written as `result.json`."""
+
+    status: str  # "ok" or "diverged"
+    test_accuracy: float  # a fraction, after the last completed epoch
+    test_loss: float  # mean per-sample cross-entropy on the test set
+    history: list[dict[str, Any]]  # per epoch: epoch, train_loss, test_loss, test_accuracy, ...
+    grad_norms_init: list[float]  # per Linear layer, input first, at step 0
+    vanishing_ratio_init: float  # grad_norms_init[0] / grad_norms_init[-1]
+    signal_norms_init: list[float]  # dLoss/dh per hidden layer at step 0
+    grad_norms_final: list[float]  # at the last probe
+    saturated_fraction: list[float]  # per hidden layer, at the last probe
+    dead_fraction: list[float]  # per hidden layer, over the whole training set, last epoch end
+    steps: int
+    train_seconds: float  # optimisation steps only
+    eval_seconds: float  # test-set evaluation and the epoch-end dead-unit count
+    probe_seconds: float  # the probes every `probe_every` steps
+    device: str
+    versions: dict[str, str]
+    config: dict[str, Any]
+    diverged_step: int | None = None
+    error: str | None = None
+    run_dir: str | None = field(default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is the accelerator when one is present, else the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA GPU is available here (try --device auto)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps: no Apple GPU is available here (try --device auto)")
+    return torch.device(name)
+
+
+def versions() -> dict[str, str]:
+    """Library versions, for the record."""
+    return {
+        "vanishing": vanishing.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def to_inputs(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 images (N, 28, 28) -> float pixels in [0, 1], (N, 784), on the device."""
+    return images.to(device).reshape(len(images), -1).float().div_(255)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued device work, so that timers measure it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def evaluate(
+    model: MLP, x: torch.Tensor, y: torch.Tensor, chunk: int = 10000
+) -> tuple[float, float]:
+    """Mean per-sample cross-entropy and accuracy over a whole split."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    for start in range(0, len(x), chunk):
+        logits = model(x[start : start + chunk])
+        target = y[start : start + chunk]
+        loss_sum += F.cross_entropy(logits, target, reduction="sum")
+        correct += (logits.argmax(dim=1) == target).sum()
+    model.train(was_training)
+    loss, right = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
+    return loss / len(x), right / len(x)
+
+
+EpochCallback = Callable[[dict[str, Any]], None]
+StepCallback = Callable[[int], None]
+
+
+def train(
+    config: TrainConfig,
+    *,
+    dataset: Dataset | None = None,
+    run_dir: Path | str | None = None,
+    data_dir: Path | str | None = None,
+    verify: bool = True,
+    on_epoch: EpochCallback | None = None,
+    on_steps: StepCallback | None = None,
+) -> RunResult:
+    """Train one model as `config` says, probing as it goes; write records when `run_dir` is set.
+
+    Deterministic for a given config on the CPU (same thread count). A non-finite loss ends the
+    run with status "diverged"; it is recorded, not raised.
+    """
+    device = resolve_device(config.device)
+    if dataset is None:
+        dataset = load_dataset(config.dataset, data_dir=data_dir, verify=verify)
+    writer = None
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / records.RESULT).unlink(missing_ok=True)  # a rerun is incomplete until done
+        records.write_json(run_dir / records.CONFIG, config.to_dict())
+        writer = records.MetricsWriter(run_dir / records.METRICS)
+    try:
+        # fork_rng: the run's random draws (RReLU's slopes) never leak into the caller's RNG.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(config.seed)
+            result = fit(config, dataset, device, writer, on_epoch, on_steps)
+    finally:
+        if writer is not None:
+            writer.close()
+    if run_dir is not None:
+        result.run_dir = str(run_dir)
+        records.write_json(run_dir / records.RESULT, result.to_dict())
+    return result
+
+
+def fit(
+    config: TrainConfig,
+    dataset: Dataset,
+    device: torch.device,
+    writer: records.MetricsWriter | None,
+    on_epoch: EpochCallback | None,
+    on_steps: StepCallback | None,
+) -> RunResult:
+    """The training loop proper (see `train`)."""
+    activation = get_activation(config.activation)
+    model = build_model(
+        config.hidden, config.activation, config.init, config.options, seed=config.seed
+    ).to(device)
+    optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, config.momentum)
+    x_train = to_inputs(dataset.train_images, device)  # (60000, 784)
+    y_train = dataset.train_labels.to(device)  # (60000,)
+    x_test = to_inputs(dataset.test_images, device)
+    y_test = dataset.test_labels.to(device)
+    n = len(x_train)
+    # Data order and probe batch come from the run's own generator: reproducible per seed.
+    generator = torch.Generator().manual_seed(config.seed)
+    probe_index = torch.randperm(n, generator=generator)[: config.probe_size].to(device)
+    x_probe, y_probe = x_train[probe_index], y_train[probe_index]
+
+    def emit(row: dict[str, Any]) -> None:
+        if writer is not None:
+            writer.write(row)
+
+    history: list[dict[str, Any]] = []
+    first_probe: dict[str, Any] | None = None
+    last_probe: dict[str, Any] = {}
+    dead = [0.0] * len(config.hidden)
+    step, status, diverged_step = 0, "ok", None
+    train_seconds = eval_seconds = probe_seconds = 0.0
+    test_loss, test_accuracy = float("nan"), float("nan")
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=generator).to(device)
+        loss_sum = torch.zeros((), device=device)  # on the device: no host sync per step
+        sync(device)
+        start = time.perf_counter()
+        epoch_probe_seconds = 0.0
+        for begin in range(0, n, config.batch_size):
+            index = order[begin : begin + config.batch_size]
+            x, y = x_train[index], y_train[index]  # (batch, 784), (batch,)
+            probing = step % config.probe_every == 0
+            if probing:
+                probe_start = time.perf_counter()
+                if not torch.isfinite(loss_sum):
+                    status, diverged_step = "diverged", step
+                    break
+                row = probes.measure(model, activation, x_probe, y_probe)
+                before = probes.snapshot(model)
+                epoch_probe_seconds += time.perf_counter() - probe_start
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(index)
+            if probing:
+                probe_start = time.perf_counter()
+                row = {
+                    "kind": "probe",
+                    "step": step,
+                    "epoch": epoch,
+                    **row,
+                    "update_ratio": probes.update_ratios(model, before),
+                }
+                emit(row)
+                first_probe = first_probe or row
+                last_probe = row
+                epoch_probe_seconds += time.perf_counter() - probe_start
+            step += 1
+            if on_steps is not None:
+                on_steps(1)
+        sync(device)
+        epoch_train_seconds = time.perf_counter() - start - epoch_probe_seconds
+        train_seconds += epoch_train_seconds
+        probe_seconds += epoch_probe_seconds
+        train_loss = float(loss_sum) / n
+        if status == "diverged" or not np.isfinite(train_loss):
+            status = "diverged"
+            diverged_step = diverged_step if diverged_step is not None else step
+            break
+
+        start = time.perf_counter()
+        test_loss, test_accuracy = evaluate(model, x_test, y_test)
+        if activation.family == "rectifier":  # only rectifiers output exact zeros
+            dead = probes.dead_units(model, x_train)  # a whole-training-set pass, like evaluation
+        epoch_eval_seconds = time.perf_counter() - start
+        eval_seconds += epoch_eval_seconds
+        row = {
+            "kind": "epoch",
+            "epoch": epoch,
+            "step": step,
+            "train_loss": train_loss,
+            "test_loss": test_loss,
+            "test_accuracy": test_accuracy,
+            "train_seconds": epoch_train_seconds,
+            "eval_seconds": epoch_eval_seconds,
+            "dead_fraction": dead,
+        }
+        history.append(row)
+        emit(row)
+        if on_epoch is not None:
+            on_epoch(row)
+        if not np.isfinite(test_loss):
+            status, diverged_step = "diverged", step
+            break
+
+    if status == "diverged":
+        emit({"kind": "diverged", "step": diverged_step, "epoch": epoch})
+    init = first_probe or {}
+    return RunResult(
+        status=status,
+        test_accuracy=history[-1]["test_accuracy"] if history else float("nan"),
+        test_loss=history[-1]["test_loss"] if history else float("nan"),
+        history=history,
+        grad_norms_init=init.get("grad_norms", []),
+        vanishing_ratio_init=init.get("vanishing_ratio", float("nan")),
+        signal_norms_init=init.get("signal_norms", []),
+        grad_norms_final=last_probe.get("grad_norms", []),
+        saturated_fraction=last_probe.get("saturated_fraction", []),
+        dead_fraction=dead,
+        steps=step,
+        train_seconds=train_seconds,
+        eval_seconds=eval_seconds,
+        probe_seconds=probe_seconds,
+        device=str(device),
+        versions=versions(),
+        config=config.to_dict(),
+        diverged_step=diverged_step,
+        error=None if status == "ok" else f"non-finite loss by step {diverged_step}",
+    )

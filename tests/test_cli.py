@@ -1,0 +1,184 @@
+"""The command line end to end on a tiny data set: files, table, exit codes and messages."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vanishing import records
+from vanishing.cli import main
+
+TINY = [
+    "--no-verify",
+    "--batch-size",
+    "32",
+    "--probe-every",
+    "3",
+    "--probe-size",
+    "32",
+    "--device",
+    "cpu",
+]
+
+
+def test_compare_end_to_end(capsys, tiny_dir, tmp_path):
+    out = tmp_path / "cmp"
+    code = main(
+        [
+            "compare",
+            "--data-dir",
+            str(tiny_dir),
+            "--activations",
+            "relu,sigmoid",
+            "--seeds",
+            "0,1",
+            "--epochs",
+            "2",
+            "--out",
+            str(out),
+            "--hidden",
+            "16,8",
+            *TINY,
+        ]
+    )
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr
+    assert "[ReLU s1] epoch 2 | train loss " in stdout and "| acc " in stdout
+    assert "[Sigmoid s0] epoch 1 |" in stdout
+    table = stdout[stdout.index("activation") :].splitlines()
+    assert table[0].split()[:3] == ["activation", "test", "acc"]
+    assert table[2].startswith("ReLU") and table[3].startswith("Sigmoid")
+    assert " ± " in table[2]
+    for name in ("relu-seed0", "relu-seed1", "sigmoid-seed0", "sigmoid-seed1"):
+        assert records.is_complete(out / name)
+        result = records.read_json(out / name / "result.json")
+        assert result["config"]["hidden"] == [16, 8] and result["status"] == "ok"
+    with open(out / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["activation"] for r in rows] == ["relu", "sigmoid"]
+    relu = [
+        records.read_json(out / f"relu-seed{s}" / "result.json")["test_accuracy"] for s in (0, 1)
+    ]
+    assert float(rows[0]["test_accuracy_mean"]) == pytest.approx(sum(relu) / 2)
+    assert int(rows[0]["runs"]) == 2
+    # The sigmoid network's first layer gets less gradient than its last, at init.
+    assert float(rows[1]["vanishing_ratio_init"]) < 1
+
+
+def test_train_end_to_end(capsys, tiny_dir, tmp_path):
+    code = main(
+        [
+            "train",
+            "--data-dir",
+            str(tiny_dir),
+            "--activation",
+            "prelu",
+            "--depth",
+            "3",
+            "--width",
+            "12",
+            "--epochs",
+            "1",
+            "--seed",
+            "4",
+            "--out",
+            str(tmp_path),
+            *TINY,
+        ]
+    )
+    stdout, _ = capsys.readouterr()
+    assert code == 0 and stdout.splitlines()[-1].startswith("ok: test accuracy ")
+    assert stdout.startswith("[PReLU] epoch 1 | train loss")
+    config = records.read_json(tmp_path / "prelu-seed4" / "config.json")
+    assert config["hidden"] == [12, 12, 12] and config["seed"] == 4
+    probe = records.read_metrics(tmp_path / "prelu-seed4")[0]
+    assert probe["prelu_slopes"] == pytest.approx([0.25] * 3)
+
+
+BAD_OPTIONS = [
+    (["--activations", "relu,swish"], "unknown activation 'swish'; choose from: sigmoid, tanh"),
+    (["--depth", "0"], "depth must be"),
+    (["--lr", "0"], "learning rate must be a finite number > 0"),
+    (["--lr=-1e-3"], "learning rate must be a finite number > 0"),
+    (["--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
+    (["--batch-size", "0"], "batch size must be an integer >= 1"),
+    (["--epochs", "0"], "epochs must be an integer >= 1"),
+    (["--hidden", "520,abc"], "'abc'"),
+    (["--hidden", "64", "--depth", "3"], "--hidden"),
+    (["--init", "zeros"], "unknown init 'zeros'; choose from: default, xavier_uniform"),
+    (["--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'; choose from: adam, sgd"),
+    (["--momentum", "0.9"], "--momentum applies to --optimizer sgd only"),
+    (["--seeds", "0,x"], "--seeds: expected integers separated by commas"),
+    (["--dataset", "cifar"], "unknown data set 'cifar'; choose from: mnist, fashion-mnist"),
+    (["--device", "tpu"], "unknown device 'tpu'; choose from: auto, cpu, cuda, mps"),
+]
+
+
+@pytest.mark.parametrize("options, message", BAD_OPTIONS, ids=[" ".join(o) for o, _ in BAD_OPTIONS])
+def test_bad_option_exits_2_with_one_line(capsys, tiny_dir, tmp_path, options, message):
+    argv = ["compare", "--data-dir", str(tiny_dir), "--out", str(tmp_path / "o"), *options]
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own type errors
+        code = e.code
+    stdout, stderr = capsys.readouterr()
+    assert code == 2
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith("vanishing compare: error: ") and message in stderr
+    assert not (tmp_path / "o").exists()  # nothing trained, nothing written
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_out_is_a_clear_error(capsys, tiny_dir, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    code = main(["compare", "--data-dir", str(tiny_dir), "--out", str(locked / "x"), *TINY])
+    assert code == 2 and "cannot write to output directory" in capsys.readouterr().err
+
+
+def test_out_that_is_a_file_is_a_clear_error(capsys, tiny_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code = main(["compare", "--data-dir", str(tiny_dir), "--out", str(blocker / "x"), *TINY])
+    assert code == 2 and "cannot write to output directory" in capsys.readouterr().err
+
+
+def test_console_script_help_and_exit_code():
+    done = subprocess.run(
+        [sys.executable, "-m", "vanishing", "compare", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0
+    for option in (
+        "--activations",
+        "--seeds",
+        "--hidden",
+        "--depth",
+        "--width",
+        "--init",
+        "--optimizer",
+        "--lr",
+        "--momentum",
+        "--batch-size",
+        "--epochs",
+        "--dataset",
+        "--data-dir",
+        "--device",
+        "--probe-every",
+        "--out",
+    ):
+        assert option in done.stdout
+    done = subprocess.run(
+        [sys.executable, "-m", "vanishing", "compare", "--activations", "x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "VANISHING_OFFLINE": "1"},
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
