@@ -1,0 +1,87 @@
+"""One epoch of the reference configuration: our trainer against a reference-style DataLoader loop.
+
+Run: .venv/bin/python bench/bench_epoch.py [--activation relu] [--repeats 2]
+Everything is timed in this one process, so the ratios hold even on a shared, noisy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import torch
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from vanishing.data import load_dataset
+from vanishing.model import build_model
+from vanishing.train import TrainConfig, train
+
+
+class PerSampleMNIST(TorchDataset):
+    """A torchvision-style dataset: one uint8 image -> one float tensor per __getitem__."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index].unsqueeze(0).float().div(255)  # (1, 28, 28), like ToTensor()
+        return image, int(self.labels[index])
+
+
+def reference_epoch(config: TrainConfig, dataset) -> float:
+    """Seconds for one epoch of the reference code's loop: DataLoader, .item() every step."""
+    torch.manual_seed(config.seed)
+    model = build_model(config.hidden, config.activation, seed=config.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)  # its defaults, no fused
+    loader = DataLoader(
+        PerSampleMNIST(dataset.train_images, dataset.train_labels),
+        batch_size=config.batch_size,
+        shuffle=True,
+    )
+    start = time.perf_counter()
+    running = 0.0
+    for images, labels in loader:
+        logits = model(images.view(-1, 784))
+        loss = F.cross_entropy(logits, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        running += loss.item()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--activation", default="relu")
+    parser.add_argument("--repeats", type=int, default=2, help="best of N for our trainer")
+    args = parser.parse_args()
+    dataset = load_dataset("mnist")
+    config = TrainConfig(activation=args.activation, epochs=1, device="cpu")
+    no_probes = dataclasses.replace(config, probe_every=10**9)  # only the step-0 probe
+
+    def ours(cfg: TrainConfig) -> float:
+        best = float("inf")
+        for _ in range(args.repeats):
+            result = train(cfg, dataset=dataset)
+            best = min(best, result.train_seconds + result.probe_seconds)
+        return best
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.activation}, "
+          f"784-520-320-240-120-10, Adam, batch 64, one epoch of 60000")  # fmt: skip
+    reference = reference_epoch(config, dataset)
+    plain = ours(no_probes)
+    probed = ours(config)
+    print(f"reference DataLoader loop   {reference:7.2f} s/epoch")
+    print(f"vanishing, probes off       {plain:7.2f} s/epoch   {reference / plain:5.1f}x faster")
+    print(f"vanishing, probes every {config.probe_every}  {probed:7.2f} s/epoch   "
+          f"probe overhead {100 * (probed - plain) / plain:+.1f} %")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
