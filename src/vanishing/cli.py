@@ -318,7 +318,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     compare.write_summary_csv(Path(args.out) / "summary.csv", rows)
     print()
     print(compare.format_table(rows))
-    print(f"\nruns and summary.csv in {args.out}")
+    # The report reads back exactly these runs' records, after the table is safely printed.
+    from vanishing import report  # matplotlib and scipy load only when a report is drawn
+
+    html, _ = report.write_report([r.run_dir for r in results], Path(args.out) / "report.html")
+    print(f"\nruns and summary.csv in {args.out}; report in {html}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from vanishing import report  # matplotlib and scipy load only when a report is drawn
+
+    html, markdown = report.write_report(args.dirs, args.out)
+    print(f"report in {html} and {markdown}")
     return 0
 
 
@@ -415,6 +427,26 @@ def build_parser() -> Parser:
     add_training_options(sub)
     add_data_options(sub)
     sub.set_defaults(func=cmd_train)
+
+    sub = commands.add_parser(
+        "report",
+        help="redraw the HTML report from run records (no training)",
+        description="Write one offline HTML page (and a Markdown twin) with the summary table, "
+        "a diagnosis and figures, read from run records only (config.json, metrics.jsonl, "
+        "result.json); nothing is retrained.",
+    )
+    sub.add_argument(
+        "dirs",
+        nargs="+",
+        metavar="RUN_OR_SWEEP_DIR",
+        help="a run directory, or any directory with run directories below it",
+    )
+    sub.add_argument(
+        "--out",
+        metavar="FILE",
+        help="the HTML file; report.md goes beside it (default: report.html in the first DIR)",
+    )
+    sub.set_defaults(func=cmd_report)
     return parser
 
 

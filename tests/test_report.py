@@ -1,0 +1,347 @@
+"""The report from records the tests write themselves: figures, table, diagnosis, escaping, CLI."""
+
+from __future__ import annotations
+
+import base64
+import math
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+from vanishing import compare, records, report
+from vanishing.cli import main
+
+HIDDEN = [8, 6, 4]  # three hidden layers: four Linear layers, the output layer is layer 4
+STEPS_PER_EPOCH = 15
+# Layer-1 gradient per seed, times the base: geometric mean 1, so the mean ratio is the base's.
+SEED_FACTORS = (1.0, 2.0, 0.5)
+GRAD_NORMS_INIT = {
+    "sigmoid": [3e-5, 1e-3, 1e-2, 0.1],  # layer 1 / output = 3e-4: vanishing
+    "relu": [0.02, 0.018, 0.015, 0.012],  # 1.67: none
+    "leaky_relu": [0.02, 0.018, 0.015, 0.012],
+    "prelu": [0.02, 0.018, 0.015, 0.012],
+    "tanh": [0.01, 0.02, 0.04, 0.08],
+    "linear": [0.05, 0.05, 0.05, 0.05],
+}
+RELU_DEAD = [[0.0, 0.05, 0.2], [0.0, 0.1, 0.31]]  # whole training set after epochs 1 and 2
+
+
+def write_run(
+    run_dir: Path,
+    activation: str,
+    seed: int,
+    accuracy: float,
+    epochs: int = 2,
+    finished: bool = True,
+    diverged: bool = False,
+) -> Path:
+    """A run directory with plausible config.json, metrics.jsonl and (if finished) result.json."""
+    run_dir.mkdir(parents=True)
+    config = {
+        "activation": activation,
+        "hidden": HIDDEN,
+        "init": "default",
+        "optimizer": "adam",
+        "lr": 0.001,
+        "momentum": 0.0,
+        "batch_size": 64,
+        "epochs": epochs,
+        "seed": seed,
+        "dataset": "mnist",
+        "negative_slope": 0.01,
+        "prelu_mode": "layer",
+        "probe_every": 10,
+        "probe_size": 64,
+        "device": "auto",
+    }
+    records.write_json(run_dir / records.CONFIG, config)
+    relu = activation == "relu"  # the only one of our fixtures with dead units
+    init = list(GRAD_NORMS_INIT[activation])
+    init[0] *= SEED_FACTORS[seed % 3]
+    final = [0.05, 0.04, 0.05, 0.1]
+    writer = records.MetricsWriter(run_dir / records.METRICS)
+    history = []
+    for step in range(0, epochs * STEPS_PER_EPOCH, 10):
+        progress = step / (epochs * STEPS_PER_EPOCH)
+        norms = [a + (b - a) * progress for a, b in zip(init, final, strict=True)]
+        if diverged and step > 0:
+            norms = [math.inf] * 4  # written as null
+        row = {
+            "kind": "probe",
+            "step": step,
+            "epoch": step // STEPS_PER_EPOCH + 1,
+            "loss": 2.3 - progress,
+            "grad_norms": norms,
+            "vanishing_ratio": norms[0] / norms[-1],
+            "signal_norms": [n / 10 for n in norms[:3]],
+            "activation_mean": [0.5, 0.4, 0.3],
+            "activation_std": [0.1, 0.2, 0.3],
+            "saturated_fraction": [0.1 * progress, 0.2 * progress, 0.4 * progress],
+            "dead_fraction": [0.0, 0.1 * progress, 0.3 * progress] if relu else [0.0] * 3,
+            "update_ratio": [0.01] * 4,
+        }
+        if activation == "prelu":
+            row["prelu_slopes"] = [0.25 - 0.1 * progress, 0.25, 0.25 + 0.05 * progress]
+        writer.write(row)
+        if step // STEPS_PER_EPOCH != (step + 10) // STEPS_PER_EPOCH:
+            epoch = step // STEPS_PER_EPOCH + 1
+            dead = RELU_DEAD[epoch - 1] if relu else [0.0] * 3
+            entry = {
+                "epoch": epoch,
+                "train_loss": 0.5 / epoch,
+                "test_loss": math.nan if diverged else 0.4 / epoch,
+                "test_accuracy": accuracy - 0.01 * (epochs - epoch),
+                "train_seconds": 1.5,
+                "eval_seconds": 0.1,
+                "dead_fraction": dead,
+            }
+            writer.write({"kind": "epoch", "step": epoch * STEPS_PER_EPOCH, **entry})
+            history.append(entry)
+    writer.close()
+    if not finished:
+        with open(run_dir / records.METRICS, "a") as f:
+            f.write('{"kind": "probe", "st')  # a run killed mid-line
+        return run_dir
+    records.write_json(
+        run_dir / records.RESULT,
+        {
+            "status": "diverged" if diverged else "ok",
+            "test_accuracy": math.nan if diverged else accuracy,
+            "test_loss": math.nan if diverged else 0.4 / epochs,
+            "history": history,
+            "grad_norms_init": init,
+            "vanishing_ratio_init": init[0] / init[-1],
+            "signal_norms_init": [n / 10 for n in init[:3]],
+            "grad_norms_final": [math.inf] * 4 if diverged else final,
+            "saturated_fraction": [0.1, 0.2, 0.4],
+            "dead_fraction": RELU_DEAD[-1] if relu else [0.0] * 3,
+            "steps": epochs * STEPS_PER_EPOCH,
+            "train_seconds": 1.5 * epochs,
+            "eval_seconds": 0.2,
+            "probe_seconds": 0.05,
+            "device": "cpu",
+            "versions": {"vanishing": "0.1.0"},
+            "config": config,
+            "diverged_step": 10 if diverged else None,
+            "error": None,
+            "run_dir": str(run_dir),
+        },
+    )
+    return run_dir
+
+
+ACCURACIES = {
+    "sigmoid": [0.950, 0.951, 0.949],
+    "relu": [0.980, 0.981, 0.979],
+    "prelu": [0.982, 0.980, 0.984],
+}
+
+
+def make_sweep(root: Path, accuracies: dict[str, list[float]] = ACCURACIES) -> Path:
+    """One run directory per activation and seed under `root`, as `vanishing compare` lays out."""
+    for activation, values in accuracies.items():
+        for seed, accuracy in enumerate(values):
+            write_run(root / f"{activation}-seed{seed}", activation, seed, accuracy)
+    return root
+
+
+class Page(HTMLParser):
+    """Collects tags with their attributes, and the text of figure captions and table cells."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.captions: list[str] = []
+        self.stack: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        while self.stack and self.stack.pop() != tag:
+            pass
+
+    def handle_data(self, data):
+        if self.stack and self.stack[-1] == "figcaption":
+            self.captions.append(data)
+
+
+QUESTIONS = [
+    "How much gradient reaches each layer?",
+    "Where and when is the gradient small during training?",
+    "Does the network learn, and how fast?",
+    "Do units saturate or die?",
+    "Which negative slope does PReLU learn?",
+    "What does each activation do to the gradient?",
+    "Does the slope bound predict the measured attenuation?",
+]
+
+
+@pytest.fixture(scope="module")
+def sweep_report(tmp_path_factory) -> tuple[Path, str, str]:
+    """A sweep, three activations x three seeds plus the awkward cases (a diverged run beside a
+    finished one, an activation whose only run diverged, a linear run), reported by the CLI."""
+    root = make_sweep(tmp_path_factory.mktemp("sweep"))
+    write_run(root / "leaky_relu-seed0", "leaky_relu", 0, 0.97)
+    write_run(root / "leaky_relu-seed1", "leaky_relu", 1, 0.0, diverged=True)
+    write_run(root / "tanh-seed0", "tanh", 0, 0.0, diverged=True)
+    write_run(root / "linear-seed0", "linear", 0, 0.92)
+    out = root / "site" / "page.html"
+    assert main(["report", str(root), "--out", str(out)]) == 0
+    return root, out.read_text(), out.with_suffix(".md").read_text()
+
+
+def test_report_has_every_figure_the_table_and_nothing_remote(sweep_report):
+    _, page, _ = sweep_report
+    parsed = Page()
+    parsed.feed(page)
+    images = [attrs for tag, attrs in parsed.tags if tag == "img"]
+    assert [img["alt"] for img in images] == QUESTIONS
+    for img in images:
+        prefix = "data:image/png;base64,"
+        assert img["src"].startswith(prefix)
+        assert base64.b64decode(img["src"][len(prefix) :])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(parsed.captions) == len(QUESTIONS)
+    assert "sigmoid's slope never exceeds 1/4" in " ".join(parsed.captions)
+    # Offline: no script, stylesheet link or frame, and no address in any attribute.
+    assert not {tag for tag, _ in parsed.tags} & {"script", "link", "iframe", "object", "embed"}
+    for tag, attrs in parsed.tags:
+        for name, value in attrs.items():
+            if name in ("src", "href", "srcset", "action", "data"):
+                assert value.startswith(("data:", "#")), (tag, name, value[:80])
+    assert "http://" not in page and "https://" not in page and "url(" not in page
+    table = page[page.index('<table class="summary">') : page.index("</table>")]
+    for label, accuracy in (("Sigmoid", "95.00 ± 0.10"), ("ReLU", "98.00 ± 0.10")):
+        assert f"<td>{label}</td>" in table and f"<td>{accuracy}</td>" in table
+    assert "<td>97.00 (1 diverged)</td>" in table
+    assert "<td>Tanh</td><td>1</td><td>– (1 diverged)</td>" in table
+
+
+def test_markdown_has_the_table_diagnosis_and_explanation(sweep_report):
+    _, _, markdown = sweep_report
+    assert "| activation | runs | test acc (%) |" in markdown
+    assert "| Sigmoid | 3 | 95.00 ± 0.10 |" in markdown
+    assert "At initialisation layer 1 receives 3.0e-04 of the gradient" in markdown
+    assert "## Why gradients vanish" in markdown and "page.html" in markdown
+
+
+def test_vanishing_and_dead_unit_sentences_quote_the_records(tmp_path):
+    built = report.build_report([make_sweep(tmp_path)], figures=False)
+    by_label = {g.label: d for g, d in zip(built.groups, built.diagnoses, strict=True)}
+    sigmoid, relu = " ".join(by_label["Sigmoid"]), " ".join(by_label["ReLU"])
+    ratio = math.exp(sum(math.log(3e-4 * f) for f in SEED_FACTORS) / 3)
+    assert f"{ratio:.1e}" == "3.0e-04"
+    assert (
+        "At initialisation layer 1 receives 3.0e-04 of the gradient that layer 4 (the output "
+        "layer) receives (geometric mean over 3 seeds): vanishing, 3 orders of magnitude less."
+    ) in sigmoid
+    assert "(0.25)^3 = 0.0156" in sigmoid
+    assert "40 % of layer-3 activations are saturated" in sigmoid
+    assert "receives 1.67 of the gradient" in relu and ": no vanishing." in relu
+    assert "31 % of layer-3 units are dead after epoch 2" in relu
+    assert "After epoch 1 it was 20 %." in relu
+    # The table row is compare.summarize's, fed with the same records.
+    row = built.rows[[g.label for g in built.groups].index("Sigmoid")]
+    assert row["vanishing_ratio_init"] == pytest.approx(ratio)
+    assert row["test_accuracy_mean"] == pytest.approx(0.95)
+
+
+def test_thresholds_decide_the_verdict(tmp_path):
+    root = tmp_path / "s"
+    write_run(root / "sigmoid-seed0", "sigmoid", 0, 0.9)
+    lenient = report.Thresholds(vanishing_ratio=1e-4)
+    (group,) = report.build_report([root], figures=False).groups
+    assert ": vanishing, 3 orders" in report.diagnose(group)[1]
+    assert ": attenuated." in report.diagnose(group, lenient)[1]
+
+
+def p_value(a: list[float], b: list[float]) -> float:
+    return stats.ttest_ind(a, b, equal_var=False).pvalue
+
+
+@pytest.mark.parametrize(
+    "best, other, verdict",
+    [
+        ([0.981, 0.980, 0.979], [0.901, 0.900, 0.899], "is larger than the seed spread: "),
+        ([0.980, 0.975, 0.985], [0.978, 0.983, 0.973], "is within the seed spread: not "),
+    ],
+    ids=["clear-gap", "overlap"],
+)
+def test_significance_is_welch_at_5_percent(tmp_path, best, other, verdict):
+    root = make_sweep(tmp_path, {"relu": best, "sigmoid": other})
+    (sentence,) = report.build_report([root], figures=False).verdicts
+    gap = 100 * (sum(best) - sum(other)) / 3
+    p = p_value(best, other)
+    assert sentence.startswith(f"The accuracy gap between ReLU and Sigmoid ({gap:.2f} points) ")
+    assert verdict in sentence
+    assert f"significant at 3 seeds (Welch's t-test, p = {p:.2g})." in sentence
+    assert (p < 0.05) == ("not significant" not in sentence)
+
+
+def test_one_seed_cannot_be_judged(tmp_path):
+    root = make_sweep(tmp_path, {"relu": [0.98], "sigmoid": [0.90]})
+    (sentence,) = report.build_report([root], figures=False).verdicts
+    assert sentence.endswith(
+        "cannot be judged: one seed: no spread to compare with, run --seeds 0,1,2."
+    )
+
+
+def test_record_strings_are_escaped(tmp_path):
+    evil = tmp_path / "<script>alert(1)</script>"
+    write_run(evil / "relu-seed0", "relu", 0, 0.97)
+    built = report.build_report([evil], figures=False)
+    page, markdown = report.render_html(built), report.render_markdown(built)
+    assert "<script" not in page and "<script" not in markdown
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in markdown
+
+
+def test_unfinished_runs_are_listed_not_fatal(tmp_path):
+    make_sweep(tmp_path / "sweep", {"relu": [0.98]})
+    write_run(tmp_path / "sweep" / "sigmoid-seed0", "sigmoid", 0, 0.9, finished=False)
+    built = report.build_report([tmp_path / "sweep"], figures=False)
+    assert [g.label for g in built.groups] == ["ReLU"]
+    assert any("1 run(s) have not finished" in note for note in built.notes)
+    assert "unfinished (2 of 2 epochs recorded)" in report.render_html(built)
+
+    only = tmp_path / "only"
+    write_run(only / "relu-seed0", "relu", 0, 0.9, finished=False)
+    html_path, md_path = report.write_report([only])
+    assert html_path == only / "report.html" and md_path == only / "report.md"
+    assert "No run has finished yet" in html_path.read_text()
+
+
+def test_summary_row_from_records_matches_compare(tmp_path):
+    run = write_run(tmp_path / "relu-seed0", "relu", 0, 0.97)
+    result = records.read_json(run / records.RESULT)
+    (expected,) = compare.summarize([report.run_result(result)])
+    (group,) = report.build_report([tmp_path], figures=False).groups
+    assert report.summary_row(group) == expected
+    assert expected["dead_percent"] == pytest.approx(100 * (0.1 * 6 + 0.31 * 4) / 18)
+
+
+def test_cli_default_out_is_the_first_directory(tmp_path, capsys):
+    root = make_sweep(tmp_path / "one", {"sigmoid": [0.9]})
+    assert main(["report", str(root), str(root)]) == 0
+    assert (root / "report.html").is_file() and (root / "report.md").is_file()
+    assert f"report in {root / 'report.html'}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing", "no such directory: "),
+        (lambda p: p, "no run directories (with config.json) under "),
+    ],
+    ids=["missing", "empty"],
+)
+def test_cli_without_runs_exits_2_with_one_line(tmp_path, capsys, make, message):
+    code = main(["report", str(make(tmp_path)), "--out", str(tmp_path / "r.html")])
+    stderr = capsys.readouterr().err
+    assert code == 2
+    assert len(stderr.strip().splitlines()) == 1
+    assert stderr.startswith(f"vanishing report: error: {message}")
+    assert not (tmp_path / "r.html").exists()
