@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from vanishing import compare, data
+from vanishing import compare, data, records
 from vanishing.activations import ACTIVATIONS, PRELU_MODES
 from vanishing.errors import UsageError
 from vanishing.model import INIT_ALIASES, INITS, OPTIMIZERS, hidden_widths, parse_hidden
@@ -27,12 +30,14 @@ def stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def add_data_options(parser: argparse.ArgumentParser, all_datasets: bool = False) -> None:
+def add_data_options(
+    parser: argparse.ArgumentParser, all_datasets: bool = False, dataset: str | None = "mnist"
+) -> None:
     """--dataset, --data-dir, --cache-dir, --no-verify: shared by every command that loads data."""
     names = list(data.DATASETS) + (["all"] if all_datasets else [])
     parser.add_argument(
         "--dataset",
-        default="mnist",
+        default=dataset,
         metavar="NAME",
         help=f"data set: {', '.join(names)} (default: mnist)",
     )
@@ -326,6 +331,149 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_list(text: str, kind: type, option: str) -> list:
+    """'2,5,10' -> [2, 5, 10] (or floats, or names), with a one-line error naming the option."""
+    try:
+        values = [kind(part.strip()) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(
+            f"{option}: expected {kind.__name__} values separated by commas, got {text!r}"
+        ) from None
+    if not values:
+        raise UsageError(f"{option}: give at least one value")
+    return values
+
+
+# Sweep options that become grid lists: (option attribute, sweep field, element type).
+SWEEP_LISTS = (
+    ("activations", "activations", str),
+    ("depths", "depths", int),
+    ("widths", "widths", int),
+    ("hidden", "hidden", int),
+    ("inits", "inits", str),
+    ("optimizers", "optimizers", str),
+    ("lrs", "lrs", float),
+    ("seeds", "seeds", int),
+)
+SWEEP_SCALARS = (
+    "epochs",
+    "dataset",
+    "batch_size",
+    "momentum",
+    "probe_every",
+    "probe_size",
+    "device",
+)
+
+
+def sweep_spec(args: argparse.Namespace):
+    """The grid from a preset or TOML file, with the options given on the command line on top."""
+    from vanishing import sweep
+
+    if args.preset and args.config:
+        raise UsageError("give either --preset or --config, not both")
+    values: dict = {}
+    source = "command line"
+    if args.preset:
+        values, source = dataclasses.asdict(sweep.load_preset(args.preset)), f"preset {args.preset}"
+    elif args.config:
+        values, source = sweep.read_toml(args.config), args.config
+    for option, name, kind in SWEEP_LISTS:
+        text = getattr(args, option)
+        if text is not None:
+            values[name] = (
+                list(ACTIVATIONS)
+                if option == "activations" and text == "all"
+                else parse_list(text, kind, "--" + option)
+            )
+    if args.hidden is not None:
+        values["depths"] = []  # explicit widths replace a preset's depth axis
+    for name in SWEEP_SCALARS:
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    return sweep.spec_from_dict(values, source)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from vanishing import sweep
+
+    spec = sweep_spec(args)
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    name = args.preset or (Path(args.config).stem if args.config else "grid")
+    out = compare.ensure_writable(Path(args.out or f"runs/sweep-{name}"))
+    data_options = {
+        "data_dir": args.data_dir,
+        "cache_dir": args.cache_dir,
+        "verify": not args.no_verify,
+    }
+    dataset = None
+    if args.backend == "local":  # loaded once, before any run: a data problem stops it here
+        dataset = data.load_dataset(spec.dataset, report=stderr, **data_options)
+    bar = tqdm(total=0, unit="run", disable=None, dynamic_ncols=True, desc="sweep")
+    counts = {"ok": 0, "diverged": 0, "failed": 0}
+    position = {"done": 0, "total": 0}  # kept here too: the bar is off when stderr is no TTY
+
+    def started(total: int, skipped: int) -> None:
+        bar.reset(total=total)
+        bar.update(skipped)
+        position.update(done=skipped, total=total)
+        stderr(f"{total} runs in the grid, {skipped} already finished in {out}")
+
+    def finished(config, run_dir: Path, status: str) -> None:
+        counts[status] = counts.get(status, 0) + 1
+        result = records.read_json(run_dir / records.RESULT)
+        accuracy = result.get("test_accuracy")
+        detail = f"acc {100 * accuracy:.2f}%" if accuracy is not None else result.get("error", "")
+        bar.update(1)
+        position["done"] += 1
+        bar.write(f"[{position['done']}/{position['total']}] {run_dir.name}: {status} {detail}")
+
+    # Ctrl-C and SIGTERM only set a flag; the sweep stops at its next check, never half-way
+    # through writing a record.
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        outcome = sweep.run_sweep(
+            spec,
+            out,
+            workers=args.workers,
+            backend=args.backend,
+            address=args.address,
+            retry_failed=args.retry_failed,
+            data_options=data_options,
+            on_start=started,
+            on_done=finished,
+            dataset=dataset,
+            stop=stop,
+        )
+    except KeyboardInterrupt:
+        bar.close()
+        done = len(list(out.glob("*/" + records.RESULT)))
+        stderr(
+            f"vanishing sweep: interrupted, {done} run(s) finished in {out}; "
+            "run the same command again to resume"
+        )
+        return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    bar.close()
+    print(
+        f"{len(outcome.configs)} runs: {outcome.skipped} already done, {outcome.ran} ran now "
+        f"({counts['ok']} ok, {counts['diverged']} diverged, {counts['failed']} failed)"
+    )
+    from vanishing import report  # matplotlib and scipy load only when a report is drawn
+
+    html, _ = report.write_report([out], out / "report.html")
+    print(f"runs.csv, points.csv and pairs.csv in {out}; report in {html}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from vanishing import report  # matplotlib and scipy load only when a report is drawn
 
@@ -427,6 +575,68 @@ def build_parser() -> Parser:
     add_training_options(sub)
     add_data_options(sub)
     sub.set_defaults(func=cmd_train)
+
+    sub = commands.add_parser(
+        "sweep",
+        help="run a grid of settings x seeds, resumable, with statistics",
+        description="Expand a grid (activations x depths x widths x inits x optimizers x lrs x "
+        "seeds) from a preset, a TOML file (--config) and/or the options below, run every run "
+        "that has not finished yet, and write runs.csv (one row per run), points.csv (mean, std "
+        "and 95%% CI over seeds), pairs.csv (paired tests between activations) and a report. "
+        "Interrupted, it resumes where it stopped when run again.",
+    )
+    from vanishing.sweep import BACKENDS, preset_names
+
+    sub.add_argument(
+        "--preset", metavar="NAME", help=f"a shipped grid: {', '.join(preset_names())}"
+    )
+    sub.add_argument("--config", metavar="FILE", help="a TOML file with the grid's keys")
+    group = sub.add_argument_group("grid (comma-separated lists; override the preset or file)")
+    group.add_argument("--activations", metavar="A,B,..", help=f"{activations}, or 'all'")
+    group.add_argument("--depths", metavar="N,..", help="numbers of hidden layers")
+    group.add_argument("--widths", metavar="W,..", help="units per layer with --depths (256)")
+    group.add_argument("--hidden", metavar="W1,W2,..", help="one fixed shape instead of depths")
+    group.add_argument("--inits", metavar="NAME,..", help="weight inits")
+    group.add_argument("--optimizers", metavar="NAME,..", help="adam, sgd")
+    group.add_argument("--lrs", metavar="LR,..", help="learning rates")
+    group.add_argument("--seeds", metavar="S,..", help="seeds (default: 0,1,2)")
+    group = sub.add_argument_group("settings shared by every run")
+    group.add_argument("--epochs", type=int, metavar="N")
+    group.add_argument("--batch-size", type=int, metavar="N")
+    group.add_argument("--momentum", type=float, metavar="M", help="for sgd")
+    group.add_argument("--probe-every", type=int, metavar="K")
+    group.add_argument("--probe-size", type=int, metavar="N")
+    group.add_argument("--device", metavar="NAME", help=", ".join(DEVICES))
+    group = sub.add_argument_group("execution")
+    group.add_argument(
+        "--out",
+        metavar="DIR",
+        help="the sweep directory (default: "
+        "runs/sweep-PRESET, runs/sweep-CONFIGNAME or runs/sweep-grid)",
+    )
+    group.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="local processes, one thread each (default: one per core)",
+    )
+    group.add_argument(
+        "--backend",
+        default="local",
+        choices=BACKENDS,
+        help="local (a process pool) or ray (one task per run)",
+    )
+    group.add_argument(
+        "--address",
+        default=None,
+        metavar="ADDR",
+        help="Ray cluster address, e.g. auto or HOST:PORT (default: a local one)",
+    )
+    group.add_argument(
+        "--retry-failed", action="store_true", help="also rerun runs that failed or diverged"
+    )
+    add_data_options(sub, dataset=None)
+    sub.set_defaults(func=cmd_sweep)
 
     sub = commands.add_parser(
         "report",

@@ -1,0 +1,584 @@
+"""Sweeps: expand a grid of settings into runs, run the missing ones, tabulate all of them.
+
+A sweep directory holds one run directory per grid point and seed, named from its config (readable
+parts plus a stable hash), so the same config is never run twice and an interrupted sweep resumes
+by skipping every run whose `result.json` exists. A run that raises is recorded with status
+"failed" and its error; one that diverges with "diverged"; neither stops the sweep.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from vanishing import records, stats
+from vanishing.data import Dataset, load_dataset
+from vanishing.errors import UsageError
+from vanishing.model import DEFAULT_WIDTH, SEED_HIDDEN
+from vanishing.train import TrainConfig, train, versions
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+# Grid axes: the sweep field (a list) and the TrainConfig field each value goes to.
+AXES = {
+    "activations": "activation",
+    "inits": "init",
+    "optimizers": "optimizer",
+    "lrs": "lr",
+    "seeds": "seed",
+}
+# Settings shared by every run of a sweep, passed to TrainConfig as they are.
+SHARED = (
+    "epochs",
+    "dataset",
+    "batch_size",
+    "momentum",
+    "negative_slope",
+    "prelu_mode",
+    "probe_every",
+    "probe_size",
+    "device",
+)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A grid: every combination of the list fields, each trained with the shared settings."""
+
+    activations: tuple[str, ...] = ("sigmoid", "relu")
+    depths: tuple[int, ...] = ()  # empty: the networks have the `hidden` widths
+    widths: tuple[int, ...] = (DEFAULT_WIDTH,)  # with depths: units per hidden layer
+    hidden: tuple[int, ...] = SEED_HIDDEN
+    inits: tuple[str, ...] = ("default",)
+    optimizers: tuple[str, ...] = ("adam",)
+    lrs: tuple[float, ...] = (1e-3,)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epochs: int = TrainConfig.epochs
+    dataset: str = TrainConfig.dataset
+    batch_size: int = TrainConfig.batch_size
+    momentum: float = TrainConfig.momentum
+    negative_slope: float = TrainConfig.negative_slope
+    prelu_mode: str = TrainConfig.prelu_mode
+    probe_every: int = TrainConfig.probe_every
+    probe_size: int = TrainConfig.probe_size
+    device: str = TrainConfig.device
+    description: str = ""  # what the sweep shows and where it comes from (presets)
+
+    def __post_init__(self) -> None:
+        for name in ("depths", "widths"):
+            bad = [v for v in getattr(self, name) if not isinstance(v, int) or v < 1]
+            if bad:
+                raise UsageError(f"{name} must be integers >= 1, got {bad[0]!r}")
+        for name in ("activations", "inits", "optimizers", "lrs", "seeds", "widths"):
+            if not getattr(self, name):
+                raise UsageError(f"{name}: give at least one value")
+
+
+LIST_FIELDS = ("activations", "depths", "widths", "hidden", "inits", "optimizers", "lrs", "seeds")
+
+
+def shapes(spec: SweepSpec) -> list[tuple[int, ...]]:
+    """The hidden widths of every network shape in the grid."""
+    if not spec.depths:
+        return [tuple(spec.hidden)]
+    return [(width,) * depth for depth in spec.depths for width in spec.widths]
+
+
+def expand(spec: SweepSpec) -> list[TrainConfig]:
+    """Every run of the grid, validated (a bad value raises UsageError before anything runs)."""
+    configs = []
+    for hidden in shapes(spec):
+        for activation in spec.activations:
+            for init in spec.inits:
+                for optimizer in spec.optimizers:
+                    for lr in spec.lrs:
+                        for seed in spec.seeds:
+                            configs.append(
+                                TrainConfig(
+                                    activation=activation,
+                                    hidden=hidden,
+                                    init=init,
+                                    optimizer=optimizer,
+                                    lr=lr,
+                                    seed=seed,
+                                    **{name: getattr(spec, name) for name in SHARED},
+                                )
+                            )
+    return configs
+
+
+def spec_from_dict(values: dict[str, Any], source: str = "sweep") -> SweepSpec:
+    """A SweepSpec from TOML-like values; unknown keys and wrong types are UsageErrors."""
+    known = [f.name for f in dataclasses.fields(SweepSpec)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise UsageError(
+            f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(known)}"
+        )
+    clean: dict[str, Any] = {}
+    for name, value in values.items():
+        default = getattr(SweepSpec(), name)
+        if name in LIST_FIELDS:
+            items = value if isinstance(value, list) else [value]
+            kind = (
+                float
+                if name == "lrs"
+                else (str if name in ("activations", "inits", "optimizers") else int)
+            )
+            clean[name] = tuple(check_type(f"{source}: {name}", item, kind) for item in items)
+        else:
+            kind = type(default)
+            clean[name] = check_type(f"{source}: {name}", value, kind)
+    spec = SweepSpec(**clean)
+    expand(spec)  # validates every value against the registries
+    if not expand(spec):
+        raise UsageError(f"{source}: the grid is empty")
+    return spec
+
+
+def check_type(where: str, value: Any, kind: type) -> Any:
+    """The value as `kind`, or a UsageError saying what was expected."""
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
+        raise UsageError(f"{where}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def read_toml(path: Path | str) -> dict[str, Any]:
+    """The table of a TOML file, or a UsageError naming the file and the problem."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: not valid TOML ({e})") from None
+
+
+def preset_names() -> list[str]:
+    """The presets shipped with the package."""
+    folder = resources.files("vanishing") / "presets"
+    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> SweepSpec:
+    """A named preset (`vanishing sweep --preset NAME`)."""
+    if name not in preset_names():
+        raise UsageError(f"unknown preset {name!r}; choose from: {', '.join(preset_names())}")
+    text = (resources.files("vanishing") / "presets" / f"{name}.toml").read_text()
+    return spec_from_dict(tomllib.loads(text), f"preset {name}")
+
+
+def run_name(config: TrainConfig) -> str:
+    """Readable parts plus a hash of every field that changes the result (not the device)."""
+    values = {k: v for k, v in config.to_dict().items() if k != "device"}
+    digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:10]
+    hidden = config.hidden
+    shape = (
+        f"d{len(hidden)}w{hidden[0]}" if len(set(hidden)) == 1 else "h" + "-".join(map(str, hidden))
+    )
+    return (
+        f"{config.activation}-{shape}-{config.init}-{config.optimizer}-lr{config.lr:g}"
+        f"-s{config.seed}-{digest}"
+    )
+
+
+def run_status(run_dir: Path) -> str | None:
+    """The recorded status of a finished run, None if it has not finished."""
+    if not records.is_complete(run_dir):
+        return None
+    try:
+        return records.read_json(run_dir / records.RESULT).get("status")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def failed_result(config: TrainConfig, error: str, run_dir: Path) -> dict[str, Any]:
+    """The result.json of a run that raised or whose worker died."""
+    return {
+        "status": "failed",
+        "error": error,
+        "config": config.to_dict(),
+        "test_accuracy": None,
+        "test_loss": None,
+        "history": [],
+        "versions": versions(),
+        "run_dir": str(run_dir),
+    }
+
+
+def run_one(
+    config: TrainConfig, run_dir: Path, dataset: Dataset, stop: threading.Event | None = None
+) -> str:
+    """Train one run into `run_dir`, recording any exception as a failed run; returns the status.
+
+    When `stop` is set the run is abandoned (KeyboardInterrupt) and left without result.json.
+    """
+
+    def check(steps: int) -> None:
+        if stop is not None and stop.is_set():
+            raise KeyboardInterrupt
+
+    try:
+        return train(config, dataset=dataset, run_dir=run_dir, on_steps=check).status
+    except Exception as e:  # recorded, never raised: one bad run must not stop a sweep
+        last = traceback.format_exception_only(type(e), e)[-1].strip()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        records.write_json(run_dir / records.RESULT, failed_result(config, last, run_dir))
+        return "failed"
+
+
+def pending_runs(
+    configs: Sequence[TrainConfig], out: Path, retry_failed: bool
+) -> list[tuple[TrainConfig, Path]]:
+    """The runs still to do: not finished, or (with retry_failed) failed or diverged."""
+    todo = []
+    for config in configs:
+        run_dir = out / run_name(config)
+        status = run_status(run_dir)
+        if status is None or (retry_failed and status in ("failed", "diverged")):
+            todo.append((config, run_dir))
+    return todo
+
+
+Done = Callable[[TrainConfig, Path, str], None]
+
+
+def run_local(
+    todo: Sequence[tuple[TrainConfig, Path]],
+    workers: int,
+    dataset: Dataset,
+    on_done: Done,
+    stop: threading.Event,
+) -> None:
+    """Run in this process (one worker) or in child processes, one thread each, `workers` at once.
+
+    A child is forked per run (cheap: it shares the parent's imports and data set, copy on
+    write); one that dies without a result is recorded as failed. When `stop` is set (the CLI
+    sets it on Ctrl-C or SIGTERM) every child is killed and KeyboardInterrupt raised; their runs
+    stay unfinished (no result.json) and run again on resume.
+    """
+    if workers <= 1:
+        for config, run_dir in todo:
+            on_done(config, run_dir, run_one(config, run_dir, dataset, stop))
+        return
+    import multiprocessing as mp
+    from multiprocessing.connection import wait
+
+    context = mp.get_context("fork" if sys.platform == "linux" else "spawn")
+    queue = list(todo)
+    running: dict[Any, tuple[Any, TrainConfig, Path]] = {}
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                config, run_dir = queue.pop(0)
+                process = context.Process(target=child_main, args=(config, run_dir, dataset))
+                process.start()
+                running[process.sentinel] = (process, config, run_dir)
+            if stop.is_set():
+                raise KeyboardInterrupt
+            for sentinel in wait(list(running), timeout=0.2):
+                process, config, run_dir = running.pop(sentinel)
+                process.join()
+                status = run_status(run_dir)
+                if status is None:  # killed before it could write anything
+                    error = f"worker exited with code {process.exitcode}"
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                    records.write_json(
+                        run_dir / records.RESULT, failed_result(config, error, run_dir)
+                    )
+                    status = "failed"
+                on_done(config, run_dir, status)
+    finally:
+        # SIGKILL, not SIGTERM: a child may not have set up its own handlers yet.
+        for process, _, _ in running.values():
+            process.kill()
+        for process, _, _ in running.values():
+            process.join()
+
+
+def child_main(config: TrainConfig, run_dir: Path, dataset: Dataset) -> None:
+    """A worker process: one thread (the pool uses the cores), default signal handling."""
+    import torch
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us on Ctrl-C
+    torch.set_num_threads(1)
+    run_one(config, run_dir, dataset)
+
+
+def run_ray(
+    todo: Sequence[tuple[TrainConfig, Path]],
+    address: str | None,
+    data_options: dict[str, Any],
+    on_done: Done,
+    stop: threading.Event,
+) -> None:
+    """Each run a Ray task with one CPU (and one GPU for cuda); records come back to `out`.
+
+    The task trains into a temporary directory on its node and returns the three files, which
+    are written here (result.json last), so no shared file system is needed.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--backend ray needs Ray: pip install 'vanishing[ray]'") from None
+    try:
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise UsageError(
+            f"--backend ray: cannot connect to a Ray cluster at {address!r} ({e})"
+        ) from None
+    remote = ray.remote(ray_task)
+    futures = {}
+    for config, run_dir in todo:
+        gpus = 1 if config.device == "cuda" else 0
+        future = remote.options(num_cpus=1, num_gpus=gpus).remote(config, data_options)
+        futures[future] = (config, run_dir)
+    try:
+        while futures:
+            if stop.is_set():
+                raise KeyboardInterrupt
+            ready, _ = ray.wait(list(futures), num_returns=1, timeout=0.5)
+            if not ready:
+                continue
+            config, run_dir = futures.pop(ready[0])
+            try:
+                files = ray.get(ready[0])
+            except Exception as e:  # a task whose worker died
+                run_dir.mkdir(parents=True, exist_ok=True)
+                files = {
+                    records.RESULT: records.dumps(
+                        failed_result(config, f"ray task failed: {type(e).__name__}", run_dir)
+                    )
+                }
+            write_files(run_dir, files)
+            on_done(config, run_dir, run_status(run_dir) or "failed")
+    finally:
+        for future in futures:
+            ray.cancel(future, force=True)
+
+
+def ray_task(config: TrainConfig, data_options: dict[str, Any]) -> dict[str, str]:
+    """Runs on a Ray worker: train into a temporary directory and return its files' text."""
+    import tempfile
+
+    import torch
+
+    torch.set_num_threads(1)
+    dataset = load_dataset(config.dataset, **data_options)  # the worker's own cache or source
+    with tempfile.TemporaryDirectory(prefix="vanishing-run-") as tmp:
+        run_dir = Path(tmp) / "run"
+        run_one(config, run_dir, dataset)
+        return {path.name: path.read_text() for path in run_dir.iterdir() if path.is_file()}
+
+
+def write_files(run_dir: Path, files: dict[str, str]) -> None:
+    """Write a run's returned files, result.json last and atomically."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        if name != records.RESULT:
+            (run_dir / name).write_text(text)
+    if records.RESULT in files:
+        result = json.loads(files[records.RESULT])
+        result["run_dir"] = str(run_dir)
+        records.write_json(run_dir / records.RESULT, result)
+
+
+def result_row(run_dir: Path) -> dict[str, Any]:
+    """One tidy row: every config field, then the result's scalar fields."""
+    result = records.read_json(run_dir / records.RESULT)
+    config = result["config"]
+    hidden = config["hidden"]
+    widths = hidden or [1]
+    row = {
+        **{k: v for k, v in config.items() if k != "hidden"},
+        "hidden": "-".join(map(str, hidden)),
+        "depth": len(hidden),
+        "width": hidden[0] if len(set(hidden)) == 1 else None,
+    }
+    dead = result.get("dead_fraction") or []
+    saturated = result.get("saturated_fraction") or []
+    row.update(
+        status=result["status"],
+        test_accuracy=result.get("test_accuracy"),
+        test_loss=result.get("test_loss"),
+        epochs_completed=len(result.get("history", [])),
+        vanishing_ratio_init=result.get("vanishing_ratio_init"),
+        dead_percent=percent_of_units(dead, widths),
+        saturated_percent=percent_of_units(saturated, widths),
+        train_seconds=result.get("train_seconds"),
+        eval_seconds=result.get("eval_seconds"),
+        error=result.get("error"),
+        run_dir=run_dir.name,
+    )
+    return row
+
+
+def percent_of_units(fractions: Sequence[float | None], widths: Sequence[int]) -> float | None:
+    """Per-layer fractions -> percent of all hidden units."""
+    if not fractions or len(fractions) != len(widths) or None in fractions:
+        return None
+    return 100 * sum(f * w for f, w in zip(fractions, widths, strict=True)) / sum(widths)
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """A CSV with the union of the rows' keys as columns, in first-seen order."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+POINT_KEYS = ("dataset", "hidden", "activation", "init", "optimizer", "lr", "batch_size", "epochs")
+
+
+def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per grid point (all but the seed): n, mean, std and 95 % CI of accuracy and loss."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in POINT_KEYS), []).append(row)
+    points = []
+    for key, group in groups.items():
+        ok = [r for r in group if r["status"] == "ok"]
+        point = dict(zip(POINT_KEYS, key, strict=True))
+        point.update(depth=group[0]["depth"], runs=len(group), ok=len(ok))
+        for metric in (
+            "test_accuracy",
+            "test_loss",
+            "vanishing_ratio_init",
+            "dead_percent",
+            "saturated_percent",
+        ):
+            summary = stats.summarize([r[metric] for r in ok if r[metric] is not None])
+            point[f"{metric}_mean"] = summary.mean
+            if metric in ("test_accuracy", "test_loss"):
+                point[f"{metric}_std"] = summary.std
+                point[f"{metric}_ci_low"] = summary.ci_low
+                point[f"{metric}_ci_high"] = summary.ci_high
+        points.append(point)
+    return points
+
+
+def paired_comparisons(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per setting, each pair of activations: a paired t-test of accuracy over shared seeds."""
+    keys = [k for k in POINT_KEYS if k != "activation"]
+    by_setting: dict[tuple, dict[str, dict[int, float]]] = {}
+    for row in rows:
+        if row["status"] != "ok" or row["test_accuracy"] is None:
+            continue
+        setting = by_setting.setdefault(tuple(row[k] for k in keys), {})
+        setting.setdefault(row["activation"], {})[row["seed"]] = row["test_accuracy"]
+    tests = []
+    for setting, by_activation in by_setting.items():
+        names = list(by_activation)
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                seeds = sorted(set(by_activation[a]) & set(by_activation[b]))
+                if not seeds:
+                    continue
+                test = stats.paired_test(
+                    [by_activation[a][s] for s in seeds], [by_activation[b][s] for s in seeds]
+                )
+                tests.append(
+                    {
+                        **dict(zip(keys, setting, strict=True)),
+                        "a": a,
+                        "b": b,
+                        "seeds": len(seeds),
+                        "mean_difference": test.mean_difference,
+                        "t": test.t,
+                        "p": test.p,
+                        "significant": bool(test.significant),
+                    }
+                )
+    return tests
+
+
+def tabulate(out: Path, configs: Sequence[TrainConfig]) -> list[dict[str, Any]]:
+    """Write runs.csv, points.csv and pairs.csv for the finished runs of the grid."""
+    rows = [
+        result_row(out / run_name(c)) for c in configs if records.is_complete(out / run_name(c))
+    ]
+    write_csv(out / "runs.csv", rows)
+    write_csv(out / "points.csv", aggregate(rows))
+    write_csv(out / "pairs.csv", paired_comparisons(rows))
+    return rows
+
+
+def default_workers() -> int:
+    """One worker per core."""
+    return os.cpu_count() or 1
+
+
+BACKENDS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """What a sweep call did: every run of the grid, and how many ran now."""
+
+    configs: list[TrainConfig]
+    ran: int
+    skipped: int
+    rows: list[dict[str, Any]]
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out: Path,
+    *,
+    workers: int | None = None,
+    backend: str = "local",
+    address: str | None = None,
+    retry_failed: bool = False,
+    data_options: dict[str, Any] | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+    on_done: Done | None = None,
+    dataset: Dataset | None = None,
+    stop: threading.Event | None = None,
+) -> SweepOutcome:
+    """Run every unfinished run of the grid, then write runs.csv, points.csv and pairs.csv.
+
+    Local runs share `dataset` (loaded here when not given); Ray tasks load their own. Setting
+    `stop` (e.g. from a signal handler) ends the sweep with KeyboardInterrupt, resumable.
+    """
+    stop = stop or threading.Event()
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}; choose from: {', '.join(BACKENDS)}")
+    configs = expand(spec)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records.write_json(out / "sweep.json", dataclasses.asdict(spec))
+    todo = pending_runs(configs, out, retry_failed)
+    if on_start is not None:
+        on_start(len(configs), len(configs) - len(todo))
+    data_options = data_options or {}
+    done = on_done or (lambda config, run_dir, status: None)
+    if todo and backend == "ray":
+        run_ray(todo, address, data_options, done, stop)
+    elif todo:
+        if dataset is None:
+            dataset = load_dataset(spec.dataset, **data_options)  # once: workers share it
+        run_local(todo, workers or default_workers(), dataset, done, stop)
+    rows = tabulate(out, configs)
+    return SweepOutcome(configs, len(todo), len(configs) - len(todo), rows)

@@ -1,0 +1,45 @@
+"""Statistics against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from vanishing import stats
+
+
+def test_summary_of_four_values():
+    s = stats.summarize([1.0, 2.0, 3.0, 4.0])
+    assert (s.n, s.mean) == (4, 2.5)
+    assert s.std == pytest.approx(math.sqrt(5 / 3))  # sum of squares 5, n - 1 = 3
+    # t(0.975, 3) = 3.182446305; half width = 3.182446305 * 1.290994449 / 2 = 2.0542603
+    assert s.ci_low == pytest.approx(2.5 - 2.0542603, abs=1e-6)
+    assert s.ci_high == pytest.approx(2.5 + 2.0542603, abs=1e-6)
+
+
+def test_summary_edge_cases():
+    assert stats.summarize([]).n == 0 and math.isnan(stats.summarize([]).mean)
+    one = stats.summarize([0.9])
+    assert one.mean == 0.9 and math.isnan(one.std) and math.isnan(one.ci_low)
+    assert stats.summarize([1.0, float("nan"), None, 3.0]).mean == 2.0  # non-finite skipped
+
+
+def test_paired_test_by_hand():
+    # Differences 0.5, 1.0, 0.5: mean 2/3, sd 0.288675, t = (2/3) / (0.288675 / sqrt 3) = 4.
+    # For df = 2, P(T > t) = (1 - t / sqrt(t^2 + 2)) / 2, so p = 1 - 4 / sqrt(18) = 0.057191.
+    test = stats.paired_test([1.0, 2.0, 3.0], [0.5, 1.0, 2.5])
+    assert test.n == 3
+    assert test.mean_difference == pytest.approx(2 / 3)
+    assert test.t == pytest.approx(4.0)
+    assert test.p == pytest.approx(1 - 4 / math.sqrt(18), rel=1e-6)
+    assert not test.significant  # 0.057 > 0.05
+
+
+def test_paired_test_significant_and_degenerate():
+    clear = stats.paired_test([0.98, 0.981, 0.979, 0.982], [0.90, 0.902, 0.899, 0.901])
+    assert clear.significant and clear.p < 1e-4
+    assert stats.paired_test([1.0, 2.0], [1.0, 2.0]).p == 1.0
+    assert math.isnan(stats.paired_test([1.0], [0.0]).p)
+    with pytest.raises(ValueError, match="differ in length"):
+        stats.paired_test([1.0], [1.0, 2.0])

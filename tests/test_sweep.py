@@ -1,0 +1,349 @@
+"""Sweeps: grid expansion, TOML, run naming, failures, resume after a kill, Ray, statistics."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vanishing import records, sweep
+from vanishing.errors import UsageError
+
+TINY_SETTINGS = {"batch_size": 32, "probe_every": 5, "probe_size": 32, "device": "cpu", "epochs": 1}
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def tiny_spec(**changes) -> sweep.SweepSpec:
+    values = {
+        "activations": ("relu", "tanh"),
+        "depths": (1, 2),
+        "widths": (8,),
+        "seeds": (0, 1),
+        **TINY_SETTINGS,
+        **changes,
+    }
+    return sweep.SweepSpec(**values)
+
+
+def test_grid_expansion():
+    configs = sweep.expand(tiny_spec(inits=("default", "he"), lrs=(1e-3, 1e-2)))
+    assert len(configs) == 2 * 2 * 2 * 2 * 2  # depths x activations x inits x lrs x seeds
+    assert {c.hidden for c in configs} == {(8,), (8, 8)}
+    assert {(c.activation, c.init, c.lr, c.seed) for c in configs} == {
+        (a, i, lr, s)
+        for a in ("relu", "tanh")
+        for i in ("default", "he")
+        for lr in (1e-3, 1e-2)
+        for s in (0, 1)
+    }
+    assert all(c.epochs == 1 and c.batch_size == 32 for c in configs)
+    # Without depths the networks have the `hidden` widths (the reference MLP by default).
+    assert {c.hidden for c in sweep.expand(sweep.SweepSpec())} == {(520, 320, 240, 120)}
+
+
+def test_toml_file(tmp_path):
+    path = tmp_path / "sweep.toml"
+    path.write_text(
+        'activations = ["sigmoid", "selu"]\ndepths = [3]\nwidths = 16\n'
+        "lrs = [1e-3, 0.01]\nseeds = [4]\nepochs = 2\n"
+    )
+    spec = sweep.spec_from_dict(sweep.read_toml(path), str(path))
+    assert spec.activations == ("sigmoid", "selu") and spec.widths == (16,)
+    assert spec.lrs == (1e-3, 0.01) and spec.epochs == 2
+    assert len(sweep.expand(spec)) == 4
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("activation = ['relu']", "unknown key(s) activation; valid keys: activations, depths"),
+        ("activations = ['swish']", "unknown activation 'swish'; choose from: sigmoid"),
+        ("inits = ['zeros']", "unknown init 'zeros'; choose from: default"),
+        ("epochs = 'two'", "epochs: expected int, got 'two'"),
+        ("depths = [0]", "depth"),
+        ("lrs = [-1.0]", "learning rate must be a finite number > 0"),
+        ("seeds = [true]", "seeds: expected int, got True"),
+        ("activations = [", "not valid TOML"),
+    ],
+)
+def test_bad_toml(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text + "\n")
+    with pytest.raises(UsageError) as e:
+        sweep.spec_from_dict(sweep.read_toml(path), str(path))
+    assert message in str(e.value)
+
+
+def test_presets_load_and_are_documented():
+    names = sweep.preset_names()
+    assert set(names) >= {"seed", "depth", "init", "glorot", "fashion"}
+    depth = sweep.load_preset("depth")
+    assert depth.depths == (2, 5, 10, 20, 30) and depth.widths == (256,)
+    assert len(sweep.expand(depth)) == 7 * 5 * 2
+    assert sweep.load_preset("fashion").dataset == "fashion-mnist"
+    for name in names:
+        assert sweep.load_preset(name).description
+    with pytest.raises(UsageError, match="unknown preset 'deep'; choose from: depth"):
+        sweep.load_preset("deep")
+
+
+def test_run_names_are_stable_and_distinct():
+    a, b = sweep.expand(tiny_spec())[:2]
+    assert sweep.run_name(a) == sweep.run_name(type(a).from_dict(a.to_dict()))
+    assert sweep.run_name(a) != sweep.run_name(b)
+    assert sweep.run_name(a).startswith("relu-d1w8-default-adam-lr0.001-s0-")
+    # The device does not change what a run is.
+    cuda = type(a).from_dict({**a.to_dict(), "device": "cuda"})
+    assert sweep.run_name(cuda) == sweep.run_name(a)
+
+
+def test_sweep_runs_records_failures_and_skips_on_resume(tiny_dir, tmp_path, monkeypatch):
+    spec = tiny_spec(activations=("relu", "tanh"), depths=(1,), seeds=(0, 1))
+    real_train = sweep.train
+
+    def flaky(config, **kwargs):
+        if config.activation == "tanh" and config.seed == 1:
+            raise RuntimeError("boom")
+        return real_train(config, **kwargs)
+
+    monkeypatch.setattr(sweep, "train", flaky)
+    options = {"data_dir": tiny_dir, "verify": False}
+    finished = []
+    outcome = sweep.run_sweep(
+        spec,
+        tmp_path,
+        workers=1,
+        data_options=options,
+        on_done=lambda c, d, s: finished.append((c.activation, s)),
+    )
+    assert outcome.ran == 4 and outcome.skipped == 0
+    assert sorted(finished) == [("relu", "ok"), ("relu", "ok"), ("tanh", "failed"), ("tanh", "ok")]
+    failed = [r for r in outcome.rows if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["error"] == "RuntimeError: boom"
+    with open(tmp_path / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and {"activation", "depth", "seed", "test_accuracy", "status"} <= set(
+        rows[0]
+    )
+    # Again: nothing runs; with --retry-failed only the failed run runs again.
+    monkeypatch.setattr(sweep, "train", real_train)
+    assert sweep.run_sweep(spec, tmp_path, workers=1, data_options=options).ran == 0
+    again = sweep.run_sweep(spec, tmp_path, workers=1, data_options=options, retry_failed=True)
+    assert again.ran == 1 and all(r["status"] == "ok" for r in again.rows)
+    points = list(read_csv(tmp_path / "points.csv"))
+    assert len(points) == 2 and {p["runs"] for p in points} == {"2"}
+    pairs = list(read_csv(tmp_path / "pairs.csv"))
+    assert [(p["a"], p["b"], p["seeds"]) for p in pairs] == [("relu", "tanh", "2")]
+
+
+def test_diverged_run_is_recorded(tiny_dir, tmp_path):
+    spec = tiny_spec(
+        activations=("linear",), depths=(1,), seeds=(0,), optimizers=("sgd",), lrs=(1e12,), epochs=2
+    )
+    outcome = sweep.run_sweep(
+        spec, tmp_path, workers=1, data_options={"data_dir": tiny_dir, "verify": False}
+    )
+    assert [r["status"] for r in outcome.rows] == ["diverged"]
+
+
+def test_local_pool_two_workers_and_a_killed_worker(tiny_dir, tmp_path, monkeypatch):
+    spec = tiny_spec(activations=("relu", "sigmoid"), depths=(1,), seeds=(0, 1))
+    real_train = sweep.train
+
+    def killer(config, **kwargs):
+        if config.activation == "sigmoid" and config.seed == 0:
+            os.kill(os.getpid(), signal.SIGKILL)  # the worker dies without a word
+        return real_train(config, **kwargs)
+
+    monkeypatch.setattr(sweep, "train", killer)  # the forked workers inherit it
+    outcome = sweep.run_sweep(
+        spec, tmp_path, workers=2, data_options={"data_dir": tiny_dir, "verify": False}
+    )
+    statuses = sorted((r["activation"], r["seed"], r["status"]) for r in outcome.rows)
+    assert statuses == [
+        ("relu", 0, "ok"),
+        ("relu", 1, "ok"),
+        ("sigmoid", 0, "failed"),
+        ("sigmoid", 1, "ok"),
+    ]
+    failed = next(r for r in outcome.rows if r["status"] == "failed")
+    assert failed["error"] == "worker exited with code -9"
+
+
+def sweep_command(tiny_dir: Path, out: Path, toml: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "vanishing",
+        "sweep",
+        "--config",
+        str(toml),
+        "--data-dir",
+        str(tiny_dir),
+        "--no-verify",
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+    ]
+
+
+def test_kill_and_resume(tiny_dir, tmp_path):
+    """SIGTERM a sweep mid-way; the rerun completes it, reruns nothing finished, leaves no half."""
+    toml = tmp_path / "grid.toml"
+    toml.write_text(
+        'activations = ["relu", "tanh", "sigmoid"]\ndepths = [1, 2]\nwidths = [8]\n'
+        "seeds = [0, 1]\nepochs = 3\nbatch_size = 16\nprobe_every = 5\n"
+        'probe_size = 32\ndevice = "cpu"\n'
+    )
+    out = tmp_path / "out"
+    env = {**os.environ, "VANISHING_OFFLINE": "1"}
+    process = subprocess.Popen(
+        sweep_command(tiny_dir, out, toml),
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(out.glob("*/result.json"))) < 2:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "run the same command again to resume" in stderr
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/result.json")}
+    assert 2 <= len(finished) < 12
+    for name in finished:  # each finished run is whole: its last epoch row is there
+        rows = records.read_metrics(out / name)
+        assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [1, 2, 3]
+    done = subprocess.run(
+        sweep_command(tiny_dir, out, toml), env=env, text=True, capture_output=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    results = list(out.glob("*/result.json"))
+    assert len(results) == 12
+    for name, mtime in finished.items():  # nothing finished ran twice
+        assert (out / name / "result.json").stat().st_mtime_ns == mtime
+    assert all(records.read_json(p)["status"] == "ok" for p in results)
+    assert len(list(read_csv(out / "runs.csv"))) == 12
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when a test's tool is missing here; under CI (which installs it) fail instead."""
+    if not condition:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def ray_netns(tmp_path_factory):
+    """A real Ray cluster (2 CPUs) in a network namespace of its own that has only loopback.
+
+    Ray binds to a machine's outward address even when told 127.0.0.1; inside a namespace whose
+    only interface is `lo` it has no other choice, so nothing leaves the loopback device.
+    """
+    require(importlib.util.find_spec("ray") is not None, "ray is not installed")
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    name = f"vanishing-ray-{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    require(made.returncode == 0, f"cannot make a network namespace: {made.stderr.strip()}")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    temp = f"/tmp/vray-{os.getpid()}"  # short: Ray's socket paths must stay under 108 bytes
+    inside = ["ip", "netns", "exec", name]
+    try:
+        subprocess.run([*inside, "ip", "link", "set", "lo", "up"], check=True)
+        subprocess.run(
+            [
+                *inside,
+                ray_bin,
+                "start",
+                "--head",
+                "--num-cpus",
+                "2",
+                "--port",
+                "6379",
+                "--include-dashboard",
+                "false",
+                "--disable-usage-stats",
+                "--temp-dir",
+                temp,
+            ],
+            check=True,
+            env=env,
+            capture_output=True,
+            timeout=180,
+        )
+        yield inside, "127.0.0.1:6379", env
+    finally:
+        subprocess.run(
+            [*inside, ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120
+        )
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.ray
+def test_ray_backend_on_a_local_cluster(ray_netns, tiny_dir, tmp_path):
+    inside, address, env = ray_netns
+    toml = tmp_path / "grid.toml"
+    toml.write_text(
+        'activations = ["relu", "sigmoid"]\ndepths = [1]\nwidths = [8]\n'
+        "seeds = [0, 1]\nepochs = 1\nbatch_size = 32\nprobe_every = 5\n"
+        'probe_size = 32\ndevice = "cpu"\n'
+    )
+    out = tmp_path / "ray"
+    done = subprocess.run(
+        [
+            *inside,
+            sys.executable,
+            "-m",
+            "vanishing",
+            "sweep",
+            "--config",
+            str(toml),
+            "--data-dir",
+            str(tiny_dir),
+            "--no-verify",
+            "--out",
+            str(out),
+            "--backend",
+            "ray",
+            "--address",
+            address,
+        ],
+        env={**env, "VANISHING_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "4 ran now (4 ok, 0 diverged, 0 failed)" in done.stdout
+    ray_rows = {r["run_dir"]: r for r in read_csv(out / "runs.csv")}
+    # The same grid run locally, one thread per worker as on Ray: the same numbers.
+    spec = sweep.spec_from_dict(sweep.read_toml(toml))
+    local = sweep.run_sweep(
+        spec,
+        tmp_path / "local",
+        workers=2,
+        data_options={"data_dir": str(tiny_dir), "verify": False},
+    )
+    assert sorted(ray_rows) == sorted(r["run_dir"] for r in local.rows)
+    for row in local.rows:
+        assert float(ray_rows[row["run_dir"]]["test_accuracy"]) == row["test_accuracy"]
+    first = out / local.rows[0]["run_dir"]
+    assert records.read_metrics(first)[0]["kind"] == "probe"
+    assert records.read_json(first / "result.json")["run_dir"] == str(first)
