@@ -347,3 +347,95 @@ def test_ray_backend_on_a_local_cluster(ray_netns, tiny_dir, tmp_path):
     first = out / local.rows[0]["run_dir"]
     assert records.read_metrics(first)[0]["kind"] == "probe"
     assert records.read_json(first / "result.json")["run_dir"] == str(first)
+
+
+def test_cli_preset_with_overrides(capsys, tiny_dir, tmp_path):
+    from vanishing.cli import main
+
+    out = tmp_path / "sw"
+    code = main(
+        [
+            "sweep",
+            "--preset",
+            "depth",
+            "--activations",
+            "relu,tanh",
+            "--depths",
+            "1,2",
+            "--widths",
+            "8",
+            "--seeds",
+            "0",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--data-dir",
+            str(tiny_dir),
+            "--no-verify",
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+        ]
+    )
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr
+    assert "4 runs: 0 already done, 4 ran now (4 ok, 0 diverged, 0 failed)" in stdout
+    rows = read_csv(out / "runs.csv")
+    assert sorted((r["activation"], r["depth"]) for r in rows) == [
+        ("relu", "1"),
+        ("relu", "2"),
+        ("tanh", "1"),
+        ("tanh", "2"),
+    ]
+    assert "[4/4] " in stdout
+    assert (out / "report.html").is_file()
+    # The same command again runs nothing.
+    main(
+        [
+            "sweep",
+            "--preset",
+            "depth",
+            "--activations",
+            "relu,tanh",
+            "--depths",
+            "1,2",
+            "--widths",
+            "8",
+            "--seeds",
+            "0",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--data-dir",
+            str(tiny_dir),
+            "--no-verify",
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+        ]
+    )
+    assert "4 runs: 4 already done, 0 ran now" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--preset", "nope"], "unknown preset 'nope'; choose from: depth"),
+        (["--preset", "depth", "--config", "x.toml"], "either --preset or --config"),
+        (["--config", "missing.toml"], "missing.toml: file not found"),
+        (["--depths", "2,x"], "--depths: expected int values separated by commas"),
+        (["--activations", "relu,swish"], "unknown activation 'swish'"),
+        (["--workers", "0"], "--workers must be >= 1"),
+    ],
+)
+def test_cli_bad_sweep_options(capsys, tmp_path, options, message):
+    from vanishing.cli import main
+
+    code = main(["sweep", "--out", str(tmp_path / "o"), *options])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("vanishing sweep: error: ") and message in err
+    assert len(err.strip().splitlines()) == 1

@@ -134,7 +134,7 @@ def spec_from_dict(values: dict[str, Any], source: str = "sweep") -> SweepSpec:
     for name, value in values.items():
         default = getattr(SweepSpec(), name)
         if name in LIST_FIELDS:
-            items = value if isinstance(value, list) else [value]
+            items = list(value) if isinstance(value, (list, tuple)) else [value]
             kind = (
                 float
                 if name == "lrs"
