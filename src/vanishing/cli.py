@@ -528,7 +528,8 @@ def build_parser() -> Parser:
         help="train the reference MLP with several activations and compare (the main job)",
         description="Train the reference MLP (784-520-320-240-120-10, Adam 1e-3, batch 64, "
         "9 epochs) once per activation and seed, measure gradient flow layer by layer, and print "
-        "a summary table. Each run writes config.json, metrics.jsonl and result.json under --out.",
+        "a summary table. Each run writes config.json, metrics.jsonl and result.json under --out; "
+        "summary.csv and report.html (with report.md) go there too.",
     )
     sub.add_argument(
         "--activations",
@@ -582,7 +583,7 @@ def build_parser() -> Parser:
         description="Expand a grid (activations x depths x widths x inits x optimizers x lrs x "
         "seeds) from a preset, a TOML file (--config) and/or the options below, run every run "
         "that has not finished yet, and write runs.csv (one row per run), points.csv (mean, std "
-        "and 95%% CI over seeds), pairs.csv (paired tests between activations) and a report. "
+        "and 95 % CI over seeds), pairs.csv (paired tests between activations) and a report. "
         "Interrupted, it resumes where it stopped when run again.",
     )
     from vanishing.sweep import BACKENDS, preset_names
