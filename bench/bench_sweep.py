@@ -72,7 +72,11 @@ def time_ray(out: Path) -> tuple[float, float]:
                               capture_output=True, text=True)  # fmt: skip
         return startup, json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
     finally:
-        subprocess.run([*inside, ray_bin, "stop", "--force"], env=env, capture_output=True)
+        # Kill this namespace's processes only: `ray stop` would kill every Ray on the machine.
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
+        for pid in pids.stdout.split():
+            subprocess.run(["kill", "-9", pid], capture_output=True)
+        time.sleep(1)
         subprocess.run(["ip", "netns", "delete", name], capture_output=True)
         shutil.rmtree(temp, ignore_errors=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import os
@@ -249,6 +250,23 @@ def require(condition: bool, reason: str) -> None:
         pytest.skip(reason)
 
 
+def stop_namespace(name: str) -> None:
+    """Kill the processes of one network namespace (our Ray cluster only), then remove it.
+
+    Not `ray stop`: that kills every Ray process on the machine, other users' clusters too.
+    """
+    listed = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
+    pids = [int(p) for p in listed.stdout.split()]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+            time.sleep(0.1)
+    subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+
+
 @pytest.fixture(scope="module")
 def ray_netns(tmp_path_factory):
     """A real Ray cluster (2 CPUs) in a network namespace of its own that has only loopback.
@@ -289,10 +307,7 @@ def ray_netns(tmp_path_factory):
         )
         yield inside, "127.0.0.1:6379", env
     finally:
-        subprocess.run(
-            [*inside, ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120
-        )
-        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+        stop_namespace(name)
         shutil.rmtree(temp, ignore_errors=True)
 
 
