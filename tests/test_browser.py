@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from test_report import QUESTIONS, make_sweep, write_run
+from test_report import (
+    DEPTH_ACCURACIES,
+    DEPTH_QUESTIONS,
+    QUESTIONS,
+    make_sweep,
+    write_depth_run,
+    write_run,
+)
 from vanishing import report
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -39,12 +46,9 @@ def browser_or_skip() -> tuple[object, Path]:
     return sync_playwright, executable
 
 
-def test_report_renders_in_chromium(tmp_path):
+def load_page(html_path: Path, screenshot: Path) -> dict[str, object]:
+    """Open the page in chromium: console errors, requests, images' alt texts and widths, title."""
     sync_playwright, executable = browser_or_skip()
-    root = make_sweep(tmp_path / "sweep")
-    write_run(root / "leaky_relu-seed0", "leaky_relu", 0, 0.97)
-    html_path, _ = report.write_report([root], tmp_path / "report.html")
-
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
         try:
@@ -59,17 +63,45 @@ def test_report_renders_in_chromium(tmp_path):
             )
             alts = page.eval_on_selector_all("figure img", "images => images.map(i => i.alt)")
             title = page.title()
-            screenshot = tmp_path / "report.png"
             page.screenshot(path=str(screenshot), full_page=True)
             if os.environ.get("VANISHING_SCREENSHOT"):
                 page.screenshot(path=os.environ["VANISHING_SCREENSHOT"], full_page=True)
         finally:
             browser.close()
+    return {"errors": errors, "requests": requests, "widths": widths, "alts": alts, "title": title}
 
-    assert errors == []
-    assert alts == QUESTIONS
+
+def test_report_renders_in_chromium(tmp_path):
+    browser_or_skip()
+    root = make_sweep(tmp_path / "sweep")
+    write_run(root / "leaky_relu-seed0", "leaky_relu", 0, 0.97)
+    html_path, _ = report.write_report([root], tmp_path / "report.html")
+    screenshot = tmp_path / "report.png"
+    loaded = load_page(html_path, screenshot)
+
+    assert loaded["errors"] == []
+    assert loaded["alts"] == QUESTIONS
+    widths = loaded["widths"]
     assert len(widths) == len(QUESTIONS) and all(w > 0 for w in widths), widths
     # Offline: the page itself and its data: images, nothing fetched from anywhere else.
+    requests = loaded["requests"]
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
-    assert title.startswith("Vanishing gradients: Sigmoid, ReLU, LeakyReLU, PReLU")
+    assert loaded["title"].startswith("Vanishing gradients: Sigmoid, ReLU, LeakyReLU, PReLU")
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_depth_sweep_report_renders_in_chromium(tmp_path):
+    browser_or_skip()
+    root = tmp_path / "depth"
+    for activation in ("sigmoid", "relu"):
+        for depth, accuracies in DEPTH_ACCURACIES[activation].items():
+            for seed, accuracy in enumerate(accuracies[:2]):
+                write_depth_run(root, activation, depth, seed, accuracy)
+    html_path, _ = report.write_report([root], tmp_path / "report.html")
+    loaded = load_page(html_path, tmp_path / "report.png")
+
+    assert loaded["errors"] == []
+    assert loaded["alts"][: len(DEPTH_QUESTIONS)] == DEPTH_QUESTIONS
+    assert all(w > 0 for w in loaded["widths"]), loaded["widths"]
+    assert all(url.startswith(("file:", "data:")) for url in loaded["requests"])
+    assert loaded["title"] == "Vanishing gradients: Sigmoid, ReLU on mnist, 2 to 10 hidden layers"

@@ -1,4 +1,5 @@
-"""The report from records the tests write themselves: figures, table, diagnosis, escaping, CLI."""
+"""The report from records the tests write themselves: figures, table, diagnosis, escaping, CLI;
+and a sweep over depth: figures against depth, where each activation stops learning, t-tests."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from scipy import stats
+from scipy import stats as scipy_stats
 
-from vanishing import compare, records, report
+from vanishing import compare, records, report, stats
 from vanishing.cli import main
 
 HIDDEN = [8, 6, 4]  # three hidden layers: four Linear layers, the output layer is layer 4
@@ -258,27 +259,29 @@ def test_thresholds_decide_the_verdict(tmp_path):
     assert ": attenuated." in report.diagnose(group, lenient)[1]
 
 
-def p_value(a: list[float], b: list[float]) -> float:
-    return stats.ttest_ind(a, b, equal_var=False).pvalue
-
-
 @pytest.mark.parametrize(
-    "best, other, verdict",
+    "best, other, paired, verdict",
     [
-        ([0.981, 0.980, 0.979], [0.901, 0.900, 0.899], "is larger than the seed spread: "),
-        ([0.980, 0.975, 0.985], [0.978, 0.983, 0.973], "is within the seed spread: not "),
+        ([0.981, 0.980, 0.979], [0.905, 0.895, 0.900], True, "is larger than the seed spread: "),
+        ([0.980, 0.975, 0.985], [0.978, 0.983, 0.973], True, "is within the seed spread: not "),
+        ([0.981, 0.980, 0.979], [0.900, 0.905], False, "is larger than the seed spread: "),
     ],
-    ids=["clear-gap", "overlap"],
+    ids=["clear-gap", "overlap", "other-seeds"],
 )
-def test_significance_is_welch_at_5_percent(tmp_path, best, other, verdict):
+def test_significance_pairs_shared_seeds_else_welch(tmp_path, best, other, paired, verdict):
     root = make_sweep(tmp_path, {"relu": best, "sigmoid": other})
     (sentence,) = report.build_report([root], figures=False).verdicts
-    gap = 100 * (sum(best) - sum(other)) / 3
-    p = p_value(best, other)
+    gap = 100 * (sum(best) / len(best) - sum(other) / len(other))
+    if paired:  # seeds 0, 1, 2 on both sides
+        p = stats.paired_test(best, other).p
+        test, seeds = "paired t-test", "3 seeds"
+    else:  # seeds 0, 1, 2 against 0, 1: Welch's t-test, as scipy computes it
+        p = scipy_stats.ttest_ind(best, other, equal_var=False).pvalue
+        test, seeds = "Welch's t-test", "3 and 2 seeds"
     assert sentence.startswith(f"The accuracy gap between ReLU and Sigmoid ({gap:.2f} points) ")
     assert verdict in sentence
-    assert f"significant at 3 seeds (Welch's t-test, p = {p:.2g})." in sentence
-    assert (p < 0.05) == ("not significant" not in sentence)
+    assert f"significant at {seeds} ({test}, p = {p:.2g})." in sentence
+    assert (p < stats.ALPHA) == ("not significant" not in sentence)
 
 
 def test_one_seed_cannot_be_judged(tmp_path):
@@ -345,3 +348,211 @@ def test_cli_without_runs_exits_2_with_one_line(tmp_path, capsys, make, message)
     assert len(stderr.strip().splitlines()) == 1
     assert stderr.startswith(f"vanishing report: error: {message}")
     assert not (tmp_path / "r.html").exists()
+
+
+DEPTHS = (2, 5, 10)
+# Test accuracy per activation, depth and seed 0, 1, 2: sigmoid collapses to the share of the
+# most common digit at depth 10, tanh and relu train at every depth.
+DEPTH_ACCURACIES = {
+    "sigmoid": {2: [0.950, 0.952, 0.948], 5: [0.900, 0.910, 0.890], 10: [0.1135, 0.1135, 0.1135]},
+    "tanh": {2: [0.960, 0.962, 0.958], 5: [0.977, 0.979, 0.975], 10: [0.930, 0.935, 0.925]},
+    "relu": {2: [0.980, 0.981, 0.979], 5: [0.978, 0.976, 0.980], 10: [0.975, 0.977, 0.973]},
+}
+SLOPE = {"sigmoid": 0.25, "tanh": 0.8, "relu": 0.97}  # per-layer gradient factor at init
+
+
+def write_depth_run(root: Path, activation: str, depth: int, seed: int, accuracy: float) -> None:
+    """A finished run of a depth sweep: `depth` hidden layers of 8 units, gradients at init
+    shrinking by SLOPE[activation] per layer towards the input."""
+    run_dir = root / f"{activation}-d{depth}w8-s{seed}"
+    run_dir.mkdir(parents=True)
+    config = {
+        "activation": activation,
+        "hidden": [8] * depth,
+        "init": "default",
+        "optimizer": "adam",
+        "lr": 0.001,
+        "batch_size": 64,
+        "epochs": 2,
+        "seed": seed,
+        "dataset": "mnist",
+        "probe_every": 10,
+        "probe_size": 64,
+    }
+    records.write_json(run_dir / records.CONFIG, config)
+    layers = depth + 1
+    init = [0.1 * SLOPE[activation] ** (layers - i) for i in range(1, layers + 1)]
+    final = [0.05] * layers
+    health = [min(0.9, 0.02 * depth + 0.01 * i) for i in range(depth)]
+    dead = health if activation == "relu" else [0.0] * depth
+    saturated = [0.0] * depth if activation == "relu" else health
+    writer = records.MetricsWriter(run_dir / records.METRICS)
+    history = []
+    for step in (0, 10, 20):
+        writer.write(
+            {
+                "kind": "probe",
+                "step": step,
+                "epoch": step // 15 + 1,
+                "grad_norms": init if step == 0 else final,
+                "saturated_fraction": saturated,
+                "dead_fraction": dead,
+            }
+        )
+    for epoch in (1, 2):
+        entry = {
+            "epoch": epoch,
+            "train_loss": 0.5 / epoch,
+            "test_loss": 0.4 / epoch,
+            "test_accuracy": accuracy - 0.01 * (2 - epoch),
+            "dead_fraction": dead,
+        }
+        writer.write({"kind": "epoch", "step": 15 * epoch, **entry})
+        history.append(entry)
+    writer.close()
+    records.write_json(
+        run_dir / records.RESULT,
+        {
+            "status": "ok",
+            "test_accuracy": accuracy,
+            "test_loss": 0.2,
+            "history": history,
+            "grad_norms_init": init,
+            "vanishing_ratio_init": init[0] / init[-1],
+            "signal_norms_init": init[:-1],
+            "grad_norms_final": final,
+            "saturated_fraction": saturated,
+            "dead_fraction": dead,
+            "steps": 30,
+            "train_seconds": 3.0,
+            "eval_seconds": 0.2,
+            "probe_seconds": 0.05,
+            "device": "cpu",
+            "versions": {"vanishing": "0.1.0"},
+            "config": config,
+        },
+    )
+
+
+DEPTH_QUESTIONS = [
+    "At which depth does each activation stop learning?",
+    "How much gradient reaches layer 1 as the network gets deeper?",
+    "Do more units die or saturate as the network gets deeper?",
+    "What does each activation do to the gradient?",
+]
+
+
+@pytest.fixture(scope="module")
+def depth_report(tmp_path_factory) -> tuple[report.Report, str, str]:
+    """3 activations x 3 depths x 3 seeds, one run left unfinished, reported by the CLI."""
+    root = tmp_path_factory.mktemp("depth")
+    for activation, by_depth in DEPTH_ACCURACIES.items():
+        for depth, accuracies in by_depth.items():
+            for seed, accuracy in enumerate(accuracies):
+                write_depth_run(root, activation, depth, seed, accuracy)
+    write_run(root / "relu-d20-s0", "relu", 0, 0.9, finished=False)  # still training
+    out = root / "site" / "report.html"
+    assert main(["report", str(root), "--out", str(out)]) == 0
+    built = report.build_report([root], figures=False)
+    return built, out.read_text(), out.with_suffix(".md").read_text()
+
+
+def test_depth_sweep_draws_depth_figures_and_per_layer_ones_for_two_depths(depth_report):
+    _, page, _ = depth_report
+    parsed = Page()
+    parsed.feed(page)
+    alts = [attrs["alt"] for tag, attrs in parsed.tags if tag == "img"]
+    assert alts[: len(DEPTH_QUESTIONS)] == DEPTH_QUESTIONS
+    per_layer = [q for q in QUESTIONS if q != "What does each activation do to the gradient?"]
+    per_layer.remove("Which negative slope does PReLU learn?")  # no PReLU runs
+    # The shallowest and the deepest setting only, not depth 5: the page does not grow with the
+    # grid.
+    assert alts[len(DEPTH_QUESTIONS) :] == [
+        f"{question} (depth {depth})" for depth in (2, 10) for question in per_layer
+    ]
+    assert "Depth 10 only (the deepest setting)." in " ".join(parsed.captions)
+    assert len(page) < 1_500_000  # bytes: 14 figures; a real 7 x 5 depth sweep stays < 3 MB
+    assert "Vanishing gradients: Sigmoid, Tanh, ReLU on mnist, 2 to 10 hidden layers" in page
+    assert "<td>Sigmoid, depth 10</td><td>3</td><td>11.35 ± 0.00</td>" in page
+    assert "<details><summary>All 28 runs, 1 unfinished</summary>" in page
+
+
+def test_stop_depth_sentences(depth_report):
+    built, page, markdown = depth_report
+    # Chance is 1/10; the best mean is ReLU's at depth 2, 98 %: half way is 54 %.
+    (rule,) = built.stop_rules
+    assert rule.endswith("(98.00 %, ReLU, depth 2): below 54.00 %.")
+    sigmoid, tanh, relu = built.stops
+    assert sigmoid == (
+        "Sigmoid stops learning at depth 10: mean test accuracy 11.35 %, below 54.00 %; "
+        "it trains at depths 2 and 5."
+    )
+    assert tanh.startswith("Tanh trains at every depth tried (2, 5 and 10): its lowest mean test")
+    assert relu.startswith("ReLU trains at every depth tried")
+    assert html_text(sigmoid) in page and f"- **{sigmoid}**" in markdown
+
+
+def html_text(text: str) -> str:
+    return text.replace("&", "&amp;").replace("'", "&#x27;")
+
+
+def test_paired_gaps_per_setting(depth_report):
+    built, page, markdown = depth_report
+    gaps = {
+        (g.better.activation.name, g.worse.activation.name, g.better.depth): g for g in built.gaps
+    }
+    assert len(gaps) == 9  # 3 pairs of activations at each of 3 depths
+    clear = gaps[("relu", "sigmoid", 10)]
+    expected = stats.paired_test(DEPTH_ACCURACIES["relu"][10], DEPTH_ACCURACIES["sigmoid"][10])
+    assert clear.test == "paired t-test" and clear.p == pytest.approx(expected.p)
+    assert clear.significant and expected.p < stats.ALPHA
+    overlap = gaps[("relu", "tanh", 5)]  # differences 0.001, -0.003, 0.005
+    expected = stats.paired_test(DEPTH_ACCURACIES["relu"][5], DEPTH_ACCURACIES["tanh"][5])
+    assert overlap.p == pytest.approx(expected.p) and expected.p > 0.5
+    assert not overlap.significant
+    row = f"<tr><td>depth 10</td><td>ReLU</td><td>Sigmoid</td><td>{100 * clear.difference:.2f}</td>"
+    table = page[page.index('<table class="gaps">') :]
+    table = table[: table.index("</table>")]
+    assert row in table
+    assert "<td>depth 5</td><td>ReLU</td><td>Tanh</td>" not in table
+    significant = sum(g.significant for g in built.gaps)
+    assert built.verdicts[0].startswith(f"{significant} of the 9 accuracy gaps between two ")
+    assert (
+        built.verdicts[1] == "Each gap is judged by a paired t-test on the shared seeds (9 pairs)."
+    )
+    assert f"| depth 10 | ReLU | Sigmoid | {100 * clear.difference:.2f} | paired | 3 |" in markdown
+
+
+def test_representative_settings_keep_the_other_axes():
+    def setting(depth: int, init: str) -> tuple:
+        return ("mnist", (64,) * depth, init, "adam", 0.001, 64, 2)
+
+    settings = [setting(d, i) for d in (5, 2, 10) for i in ("kaiming", "default")]
+    assert report.representative_settings(settings) == [
+        setting(2, "default"),
+        setting(10, "default"),
+    ]
+    # No depth axis: the first and the last in order.
+    assert report.representative_settings([setting(2, "xavier"), setting(2, "default")]) == [
+        setting(2, "default"),
+        setting(2, "xavier"),
+    ]
+
+
+def test_a_gradient_that_underflowed_to_zero_is_named(tmp_path):
+    for depth in (2, 30):
+        for seed in (0, 1):
+            write_depth_run(tmp_path, "sigmoid", depth, seed, 0.9 if depth == 2 else 0.1135)
+    for seed in (0, 1):  # float32 cannot hold 0.25^30 of the output layer's gradient
+        path = tmp_path / f"sigmoid-d30w8-s{seed}" / records.RESULT
+        result = records.read_json(path)
+        result["grad_norms_init"][0] = 0.0
+        result["vanishing_ratio_init"] = 0.0
+        records.write_json(path, result)
+    built = report.build_report([tmp_path], figures=False)
+    deep = built.groups[1]
+    assert deep.ratio_underflow and not built.groups[0].ratio_underflow
+    assert report.summary_cells(deep, built.rows[1])[5] == "0 (underflow)"
+    assert "layer 1 is exactly 0 at every seed: it underflowed" in " ".join(built.diagnoses[1])
+    (series,) = report.depth_series(built.groups)
+    assert series.ratio()[1] == 0.0  # drawn as a triangle on the bottom edge, not left out

@@ -43,3 +43,34 @@ def test_paired_test_significant_and_degenerate():
     assert math.isnan(stats.paired_test([1.0], [0.0]).p)
     with pytest.raises(ValueError, match="differ in length"):
         stats.paired_test([1.0], [1.0, 2.0])
+
+
+def test_welch_test_by_hand():
+    # Means 2 and 5, sample variances 2 and 2, n = 2 each: squared standard error 2/2 + 2/2 = 2,
+    # t = -3 / sqrt 2; df = 2^2 / (1^2 / 1 + 1^2 / 1) = 2, where P(T > t) = (1 - t / sqrt(t^2 + 2))
+    # / 2, so p = 1 - (3 / sqrt 2) / sqrt(4.5 + 2) = 0.167950.
+    test = stats.welch_test([1.0, 3.0], [4.0, 6.0])
+    assert (test.n_a, test.n_b, test.mean_difference) == (2, 2, -3.0)
+    assert test.t == pytest.approx(-3 / math.sqrt(2))
+    assert test.df == pytest.approx(2.0)
+    assert test.p == pytest.approx(1 - (3 / math.sqrt(2)) / math.sqrt(6.5), rel=1e-6)
+    assert not test.significant
+
+
+def test_welch_test_matches_scipy_on_unequal_samples():
+    from scipy import stats as reference
+
+    a, b = [0.981, 0.980, 0.979, 0.984], [0.90, 0.93, 0.91]
+    expected = reference.ttest_ind(a, b, equal_var=False)
+    test = stats.welch_test(a, b)
+    assert test.t == pytest.approx(expected.statistic)
+    assert test.df == pytest.approx(expected.df)
+    assert test.p == pytest.approx(expected.pvalue)
+    assert test.significant
+
+
+def test_welch_test_degenerate():
+    assert math.isnan(stats.welch_test([0.9], [0.8, 0.7]).p)  # one value: no spread to judge by
+    assert math.isnan(stats.welch_test([0.9, 0.9], [0.9, 0.9]).p)
+    constant = stats.welch_test([0.9, 0.9], [0.8, 0.8])  # as scipy: t infinite, p 0
+    assert constant.t == math.inf and constant.p == 0.0

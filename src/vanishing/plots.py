@@ -1,4 +1,5 @@
-"""The report's figures, drawn from run records only: each function takes groups, returns a Figure.
+"""The report's figures, drawn from run records only: each takes groups (or the report's lines
+over depth) and returns a Figure.
 
 Figures are built with `matplotlib.figure.Figure` directly, never pyplot, so nothing here touches
 a global backend or state; `png` renders one with Agg.
@@ -16,16 +17,21 @@ import torch
 from matplotlib import colormaps
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from vanishing.activations import ActivationOptions, derivative, make_activation
 
 if TYPE_CHECKING:
-    from vanishing.report import Group
+    from matplotlib.axes import Axes
 
-DPI = 100  # screen resolution: sharp in a browser, and the whole page stays well under 1 MB
+    from vanishing.report import DepthSeries, Group
+
+DPI = 100  # screen resolution: sharp in a browser; a compare's page < 1 MB, a sweep's < 3 MB
 WIDTH = 10.0  # inches: 1000 px, the page's column width
 Z_RANGE = (-6.0, 6.0)  # where every activation's shape and slope are visible
 DASHES = ("-", (0, (6, 2)), (0, (2, 1.5)), (0, (6, 2, 1.5, 2)))  # told apart where lines coincide
+MARKERS = ("o", "s", "^", "D", "v")  # with DASHES: one look per setting of the other axes
+LEGEND_LAYERS = 8  # at most this many layers named in a legend; deeper nets name a spread of them
 
 
 def number(value: float) -> str:
@@ -43,8 +49,8 @@ def png(figure: Figure) -> bytes:
 
 
 def colors(groups: Sequence[Group]) -> dict[str, str]:
-    """One colour per activation, the same in every figure."""
-    return {g.label: f"C{i % 10}" for i, g in enumerate(groups)}
+    """One colour per activation (the report picks it), the same in every figure."""
+    return {g.label: g.color for g in groups}
 
 
 def layer_colors(count: int) -> list[tuple[float, float, float, float]]:
@@ -56,6 +62,73 @@ def layer_colors(count: int) -> list[tuple[float, float, float, float]]:
 def layer_ticks(count: int) -> list[str]:
     """Tick labels of the Linear layers: 1 .. L, then 'out'."""
     return [str(i) for i in range(1, count)] + ["out"]
+
+
+def spread(count: int, most: int) -> list[int]:
+    """Indices 0 .. count-1, or `most` of them evenly spread, first and last included."""
+    if count <= most:
+        return list(range(count))
+    return sorted({round(i * (count - 1) / (most - 1)) for i in range(most)})
+
+
+def layer_tick_marks(count: int, most: int) -> tuple[list[int], list[str]]:
+    """(positions, labels) of the Linear layers 1 .. count: every layer, or for deep nets every
+    k-th layer and the output layer, at most about `most` so that labels never touch."""
+    labels = layer_ticks(count)
+    if count <= most:
+        return list(range(1, count + 1)), labels
+    step = math.ceil(count / most)
+    keep = [i for i in range(1, count, step) if count - i >= 0.6 * step] + [count]
+    return keep, [labels[i - 1] for i in keep]
+
+
+def legend_below(
+    figure: Figure,
+    most: int,
+    handles: Sequence | None = None,
+    labels: Sequence[str] | None = None,
+    **options: object,
+) -> None:
+    """A legend under the figure in at most `most` columns, read row by row like text
+    (matplotlib fills columns first); by default every labelled line of the figure, once."""
+    if handles is None:
+        found: dict[str, object] = {}
+        for axes in figure.axes:
+            for handle, label in zip(*axes.get_legend_handles_labels(), strict=True):
+                found.setdefault(label, handle)
+        labels, handles = list(found), list(found.values())
+    if not labels:
+        return
+    columns = max(1, min(len(labels), most))
+    order = [
+        i
+        for column in range(columns)
+        for i in range(column, len(labels), columns)  # column c holds items c, c + columns, ...
+    ]
+    figure.legend(
+        [handles[i] for i in order],
+        [labels[i] for i in order],
+        loc="outside lower center",
+        ncols=columns,
+        frameon=False,
+        **options,
+    )
+
+
+def group_columns(labels: Sequence[str]) -> int:
+    """Legend columns for one entry per activation: one row for up to 8 short names."""
+    return 8 if max((len(label) for label in labels), default=0) <= 12 else 4
+
+
+def layer_legend(axes_list: Sequence[Axes], figure: Figure) -> None:
+    """One legend under the figure naming the deepest panel's layers (a spread of them if many)."""
+    handles, labels = max(
+        (axes.get_legend_handles_labels() for axes in axes_list), key=lambda h: len(h[1])
+    )
+    if labels:
+        keep = spread(len(labels), LEGEND_LAYERS)
+        handles, labels = [handles[i] for i in keep], [labels[i] for i in keep]
+        legend_below(figure, len(labels), handles, labels)
 
 
 def learning_curves(groups: Sequence[Group]) -> Figure:
@@ -81,7 +154,7 @@ def learning_curves(groups: Sequence[Group]) -> Figure:
         axes.grid(alpha=0.3)
         axes.set_xlim(0.5, last + 0.5)
         axes.xaxis.get_major_locator().set_params(integer=True)
-    figure.legend(loc="outside lower center", ncols=min(len(groups), 6), frameon=False)
+    legend_below(figure, 6 if len(groups) <= 6 else group_columns([g.label for g in groups]))
     return figure
 
 
@@ -102,7 +175,11 @@ def gradient_flow(groups: Sequence[Group]) -> Figure:
             layers = np.arange(1, len(mean) + 1)
             label = None
             if axes is init_axes:
-                label = f"{group.label}: {mean[0] / mean[-1]:.1e}"
+                ratio = mean[0] / mean[-1]
+                if np.isfinite(ratio):
+                    label = f"{group.label}: {ratio:.1e}"
+                else:  # a layer-1 gradient of 0 (float32 underflow) has no geometric mean
+                    label = f"{group.label}: {'0' if group.ratio_underflow else '–'}"
             axes.plot(layers, mean, "o-", color=c, label=label)
             axes.fill_between(layers, low, high, color=c, alpha=0.2)
     depth = max(len(g.hidden) for g in groups) + 1
@@ -111,14 +188,13 @@ def gradient_flow(groups: Sequence[Group]) -> Figure:
         (final_axes, "After training (last probe)"),
     ):
         axes.set_yscale("log")
-        axes.set_xticks(range(1, depth + 1), layer_ticks(depth))
+        axes.set_xticks(*layer_tick_marks(depth, 16))
         axes.set(title=title, xlabel="layer (input side first)")
         axes.grid(alpha=0.3, which="both")
     init_axes.set_ylabel("‖dLoss/dW‖ (log)")
-    figure.legend(
-        loc="outside lower center",
-        ncols=min(len(groups), 5),
-        frameon=False,
+    legend_below(
+        figure,
+        5 if len(groups) <= 5 else 4,
         title="layer 1 / output gradient at initialisation",
         title_fontsize=9,
     )
@@ -141,8 +217,15 @@ def gradient_heatmaps(groups: Sequence[Group]) -> Figure:
     positive = np.concatenate([np.zeros(0)] + [values[values > 0].ravel() for _, values in series])
     # One scale for all, so a darker row means less gradient whichever activation it belongs to.
     norm = LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size else LogNorm(1e-6, 1)
-    figure = Figure(figsize=(WIDTH, 0.6 + 1.5 * len(groups)), layout="constrained")
-    axes_list = np.atleast_1d(figure.subplots(len(groups), 1, sharex=True, squeeze=False)[:, 0])
+    columns = 1 if len(groups) <= 4 else 2  # many activations: two columns keep the page short
+    rows = math.ceil(len(groups) / columns)
+    deep = max((values.shape[1] for _, values in series if values.size), default=0) > 8
+    height = 2.0 if deep else 1.5  # a deep net's layers need rows tall enough to see
+    figure = Figure(figsize=(WIDTH, 0.6 + height * rows), layout="constrained")
+    grid = figure.subplots(rows, columns, sharex=True, squeeze=False)
+    axes_list = grid.ravel()[: len(groups)]
+    for axes in grid.ravel()[len(groups) :]:
+        axes.set_visible(False)
     cmap = colormaps["viridis"].with_extremes(bad="lightgrey")  # grey: zero or not recorded
     mesh = None
     for axes, group, (steps, values) in zip(axes_list, groups, series, strict=True):
@@ -155,9 +238,11 @@ def gradient_heatmaps(groups: Sequence[Group]) -> Figure:
         mesh = axes.pcolormesh(
             step_edges(steps), np.arange(layers + 1) + 0.5, masked.T, norm=norm, cmap=cmap
         )
-        axes.set_yticks(range(1, layers + 1), layer_ticks(layers))
+        axes.set_yticks(*layer_tick_marks(layers, 8 if deep else 12))
         axes.set_ylabel("layer")
-    axes_list[-1].set_xlabel("training step")
+    for axes in axes_list[-columns:]:
+        axes.set_xlabel("training step")
+        axes.xaxis.set_tick_params(labelbottom=True)  # shared x: the bottom row of each column
     if mesh is not None:
         figure.colorbar(mesh, ax=list(axes_list), label="‖dLoss/dW‖ (log)", shrink=0.9)
     return figure
@@ -193,12 +278,7 @@ def unit_health(groups: Sequence[Group]) -> Figure | None:
         axes.set(xlabel="training step", ylabel=what)
         axes.set_ylim(0, max(5.0, 110 * top))  # at least 0-5 %, so "none" looks like none
         axes.grid(alpha=0.3)
-    # The deepest panel's layers name every colour.
-    handles, labels = max(
-        (axes.get_legend_handles_labels() for axes in axes_grid.ravel()), key=lambda h: len(h[1])
-    )
-    if labels:
-        figure.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
+    layer_legend(axes_grid.ravel(), figure)  # the deepest panel's layers name every colour
     return figure
 
 
@@ -222,7 +302,11 @@ def prelu_slopes(groups: Sequence[Group]) -> Figure | None:
             ylabel="slope a in max(z, a z)",
         )
         axes.grid(alpha=0.3)
-        axes.legend(fontsize=8, frameon=False)
+        handles, labels = axes.get_legend_handles_labels()
+        keep = spread(len(labels), LEGEND_LAYERS)
+        axes.legend(
+            [handles[i] for i in keep], [labels[i] for i in keep], fontsize=8, frameon=False
+        )
     return figure
 
 
@@ -260,7 +344,7 @@ def activation_shapes(groups: Sequence[Group]) -> Figure:
     for axes in (value_axes, slope_axes):
         axes.grid(alpha=0.3)
         axes.axhline(0, color="grey", linewidth=0.6)
-    figure.legend(loc="outside lower center", ncols=min(len(groups), 6), frameon=False)
+    legend_below(figure, 6 if len(groups) <= 6 else group_columns([g.label for g in groups]))
     return figure
 
 
@@ -284,4 +368,171 @@ def attenuation(groups: Sequence[Group]) -> Figure:
     axes.margins(y=0.25)
     axes.grid(alpha=0.3, axis="y", which="both")
     axes.legend(fontsize=8, frameon=False, loc="upper left")
+    return figure
+
+
+def series_style(series: DepthSeries) -> dict[str, object]:
+    """Colour by activation; line style and marker by the setting of the other axes."""
+    return {
+        "color": series.color,
+        "linestyle": DASHES[series.style % len(DASHES)],
+        "marker": MARKERS[series.style % len(MARKERS)],
+        "markersize": 4,
+    }
+
+
+def depth_axes(axes: Axes, series: Sequence[DepthSeries]) -> None:
+    """x: depth, ticked at every depth the runs have; grid."""
+    depths = sorted({int(d) for s in series for d in s.depths})
+    axes.set_xticks(depths)
+    axes.set_xlabel("depth (hidden layers)")
+    axes.grid(alpha=0.3, which="both")
+
+
+def series_legend(figure: Figure, series: Sequence[DepthSeries]) -> None:
+    """One legend under the figure, lines in series order; fewer columns for long labels."""
+    found: dict[str, object] = {}
+    for axes in figure.axes:
+        for handle, label in zip(*axes.get_legend_handles_labels(), strict=True):
+            found.setdefault(label, handle)
+    rank = {line.label: i for i, line in enumerate(series)}
+    labels = sorted(found, key=lambda label: rank.get(label, len(rank)))  # bounds last
+    legend_below(figure, group_columns(labels), [found[label] for label in labels], labels)
+
+
+def reference_line(axes: Axes, value: float, text: str, linestyle: str) -> None:
+    """A horizontal line (chance, a threshold) across the axes, labelled at its left end."""
+    axes.axhline(value, color="grey", linestyle=linestyle, linewidth=1)
+    if text:
+        axes.text(
+            0.01,
+            value,
+            text,
+            transform=axes.get_yaxis_transform(),
+            ha="left",
+            va="bottom",
+            fontsize=8,
+            color="dimgrey",
+        )
+
+
+def accuracy_by_depth(
+    series: Sequence[DepthSeries], references: Sequence[tuple[float, str, str]] = ()
+) -> Figure:
+    """Test accuracy against depth (left) and test error on a log scale (right), one line per
+    series, band mean ± std over seeds; (value, text, line style) references such as chance."""
+    figure = Figure(figsize=(WIDTH, 4.2), layout="constrained")
+    accuracy_axes, error_axes = figure.subplots(1, 2)
+    for line in series:
+        mean, std = line.accuracy()
+        style = series_style(line)
+        accuracy_axes.plot(line.depths, 100 * mean, label=line.label, **style)
+        accuracy_axes.fill_between(
+            line.depths, 100 * (mean - std), 100 * (mean + std), color=line.color, alpha=0.15
+        )
+        # Errors of 3 % and 5 % lie far apart on a log scale, where accuracies of 97 % and 95 %
+        # would touch; the band is clipped at 0.1 % error, which a log axis cannot show.
+        error_axes.plot(line.depths, 100 * (1 - mean), **style)
+        error_axes.fill_between(
+            line.depths,
+            np.maximum(100 * (1 - mean - std), 0.1),
+            100 * (1 - mean + std),
+            color=line.color,
+            alpha=0.15,
+        )
+    for value, text, linestyle in references:
+        reference_line(accuracy_axes, 100 * value, text, linestyle)
+        reference_line(error_axes, 100 * (1 - value), "", linestyle)
+    accuracy_axes.set(ylabel="test accuracy (%)", ylim=(0, 100), title="Test accuracy")
+    error_axes.set_yscale("log")
+    error_axes.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 1, 2, 5, 10, 20, 50
+    error_axes.yaxis.set_major_formatter(ScalarFormatter())
+    error_axes.yaxis.set_minor_formatter(NullFormatter())
+    error_axes.set(ylabel="test error (%), log scale", title="Test error = 100 % − accuracy")
+    top = 100 * max((1 - value for value, _, _ in references), default=0.9)
+    error_axes.set_ylim(top=min(100.0, 1.2 * top))
+    for axes in (accuracy_axes, error_axes):
+        depth_axes(axes, series)
+    series_legend(figure, series)
+    return figure
+
+
+def ratio_by_depth(series: Sequence[DepthSeries], vanishing: float) -> Figure:
+    """Layer-1 / output gradient ratio at init against depth (log), with the slope bound
+    (max f')^L dotted for activations whose slope stays below 1; a ratio that underflowed to 0
+    is a triangle on the bottom edge."""
+    figure = Figure(figsize=(WIDTH, 4.2), layout="constrained")
+    axes = figure.subplots()
+    bounded = {}
+    underflow = []
+    for line in series:
+        ratio = line.ratio()
+        axes.plot(
+            line.depths, np.where(ratio > 0, ratio, np.nan), label=line.label, **series_style(line)
+        )
+        underflow += [(depth, line.color) for depth in line.depths[ratio == 0]]
+        if line.activation.derivative_bound < 1:
+            bounded[line.activation.name] = line
+    depths = np.array(sorted({int(d) for s in series for d in s.depths}), dtype=float)
+    for line in bounded.values():
+        axes.plot(
+            depths,
+            line.activation.derivative_bound**depths,
+            color=line.color,
+            linestyle=":",
+            linewidth=1.2,
+            label=f"({line.activation.derivative_bound:g})^L: {line.activation.label}'s bound",
+        )
+    reference_line(axes, 1.0, "", "-")  # labelled in the caption: text here would hide lines
+    reference_line(axes, vanishing, "", "--")
+    axes.set_yscale("log")
+    axes.set(ylabel="layer 1 / output gradient at init (log)", title="Gradient reaching layer 1")
+    if underflow:
+        edge = axes.get_ylim()[0]
+        for depth, color in underflow:
+            axes.plot([depth], [edge], "v", color=color, markersize=9, clip_on=False)
+        axes.annotate(
+            "▼ 0: underflowed in float32",
+            (underflow[0][0], edge),
+            (-6, 8),
+            textcoords="offset points",
+            ha="right",
+            fontsize=8,
+        )
+        axes.set_ylim(bottom=edge)
+    depth_axes(axes, series)
+    series_legend(figure, series)
+    return figure
+
+
+def units_by_depth(series: Sequence[DepthSeries]) -> Figure | None:
+    """Dead share (rectifiers) and saturated share (the others) after training against depth."""
+    panels = [
+        ("dead_fraction", "Rectifiers: dead units", "dead hidden units (%)"),
+        (
+            "saturated_fraction",
+            "Saturating and smooth: saturated",
+            "saturated (sample, unit) pairs (%)",
+        ),
+    ]
+    panels = [p for p in panels if any(s.health_key == p[0] for s in series)]
+    if not panels:
+        return None
+    figure = Figure(figsize=(WIDTH, 3.8), layout="constrained")
+    axes_list = figure.subplots(1, len(panels), squeeze=False, sharex=True)[0]
+    for axes, (key, title, ylabel) in zip(axes_list, panels, strict=True):
+        shown = [s for s in series if s.health_key == key]
+        top = 0.0
+        for line in shown:
+            mean, std = line.units()
+            axes.plot(line.depths, 100 * mean, label=line.label, **series_style(line))
+            axes.fill_between(
+                line.depths, 100 * (mean - std), 100 * (mean + std), color=line.color, alpha=0.15
+            )
+            if np.isfinite(mean).any():
+                top = max(top, float(np.nanmax(mean + np.nan_to_num(std))))
+        axes.set(title=title, ylabel=ylabel)
+        axes.set_ylim(0, max(5.0, 110 * top))  # at least 0-5 %, so "none" looks like none
+        depth_axes(axes, series)  # every depth, so that both panels share the x axis
+    series_legend(figure, series)
     return figure

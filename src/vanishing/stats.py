@@ -1,4 +1,4 @@
-"""Statistics over seeds: mean, sample std, a 95 % confidence interval, and a paired t-test."""
+"""Statistics over seeds: mean, sample std, a 95 % confidence interval, paired and Welch t-tests."""
 
 from __future__ import annotations
 
@@ -78,3 +78,40 @@ def t_quantile(q: float, df: int) -> float:
     from scipy import stats
 
     return float(stats.t.ppf(q, df))
+
+
+@dataclass(frozen=True)
+class WelchTest:
+    """Welch's t-test of mean(a) - mean(b): independent samples, variances not assumed equal."""
+
+    n_a: int
+    n_b: int
+    mean_difference: float
+    t: float
+    df: float  # Welch-Satterthwaite degrees of freedom, in general not an integer
+    p: float  # two-sided; nan when it cannot be computed (a sample of < 2, or no spread at all)
+
+    @property
+    def significant(self) -> bool:
+        return self.p < ALPHA
+
+
+def welch_test(a: Sequence[float], b: Sequence[float]) -> WelchTest:
+    """Two-sided Welch's t-test, as scipy's ttest_ind(a, b, equal_var=False) computes it."""
+    n_a, n_b = len(a), len(b)
+    if n_a == 0 or n_b == 0:
+        return WelchTest(n_a, n_b, math.nan, math.nan, math.nan, math.nan)
+    mean_a, mean_b = sum(a) / n_a, sum(b) / n_b
+    difference = mean_a - mean_b
+    if n_a < 2 or n_b < 2:
+        return WelchTest(n_a, n_b, difference, math.nan, math.nan, math.nan)
+    # Squared standard errors of the two means.
+    se_a = sum((x - mean_a) ** 2 for x in a) / (n_a - 1) / n_a
+    se_b = sum((x - mean_b) ** 2 for x in b) / (n_b - 1) / n_b
+    if se_a + se_b == 0:  # every value equal within each sample: scipy's t is +-inf or nan
+        if difference == 0:
+            return WelchTest(n_a, n_b, 0.0, math.nan, math.nan, math.nan)
+        return WelchTest(n_a, n_b, difference, math.copysign(math.inf, difference), math.nan, 0.0)
+    t = difference / math.sqrt(se_a + se_b)
+    df = (se_a + se_b) ** 2 / (se_a**2 / (n_a - 1) + se_b**2 / (n_b - 1))
+    return WelchTest(n_a, n_b, difference, t, df, 2 * t_sf(abs(t), df))
