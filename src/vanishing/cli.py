@@ -313,6 +313,7 @@ def run_runs(args: argparse.Namespace, activations: list[str], seeds: list[int],
             dataset,
             on_epoch=lambda c, row: bar.write(epoch_line(c, row, len(seeds))),
             on_steps=bar.update,
+            group=not getattr(args, "no_group", False),  # `train` has no --no-group: one run
         )
 
 
@@ -549,6 +550,12 @@ def build_parser() -> Parser:
         default="runs/compare",
         metavar="DIR",
         help="where the runs and summary.csv go (default: runs/compare)",
+    )
+    sub.add_argument(
+        "--no-group",
+        action="store_true",
+        help="train one model at a time (default: on a GPU, runs of one shape train together, "
+        "with stacked weights; the CPU trains one at a time, where that measured faster)",
     )
     add_training_options(sub)
     add_data_options(sub)

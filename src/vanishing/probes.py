@@ -2,6 +2,8 @@
 
 Every probe returns plain Python numbers (one read-back from the device per probe point), so
 training can write them straight into `metrics.jsonl`. Lists are per layer, input layer first.
+The `*_group` functions measure every model of a `group.GroupedMLP` at once, each model on its
+own slice: the same numbers as the single-model functions, per model.
 
 Definitions (the report quotes them):
 - `grad_norms`: L2 norm of dLoss/dW for each Linear layer (hidden layers, then the output layer),
@@ -18,12 +20,17 @@ Definitions (the report quotes them):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from vanishing.activations import Activation, saturated_mask
+from vanishing.activations import Activation, get_activation, saturated_mask
 from vanishing.model import MLP
+
+if TYPE_CHECKING:  # group.py imports this module
+    from vanishing.group import GroupedMLP
 
 
 def measure(model: MLP, activation: Activation, x: Tensor, y: Tensor) -> dict[str, object]:
@@ -108,3 +115,106 @@ def dead_units(model: MLP, x: Tensor, chunk: int = 8192) -> list[float]:
         for flags, h in zip(alive, hidden, strict=True):
             flags |= (h != 0).any(dim=0)
     return torch.stack([1 - flags.float().mean() for flags in alive]).tolist()
+
+
+def per_sample_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Cross-entropy of each sample: logits (K, batch, classes), y (K, batch) -> (K, batch)."""
+    return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape)
+
+
+def norms(t: Tensor) -> Tensor:
+    """L2 norm of each model's slice of a stacked tensor (K, ...) -> (K,)."""
+    return t.flatten(1).norm(dim=1)
+
+
+def measure_group(group: GroupedMLP, x: Tensor, y: Tensor) -> list[dict[str, object]]:
+    """`measure` for every model of a group; x (K, batch, 784), y (K, batch), model k on x[k]."""
+    weights = list(group.weights)
+    with torch.enable_grad():
+        logits, pre, hidden = group.forward_hidden(x)  # pre, hidden: L x (K, batch, width)
+        losses = per_sample_loss(logits, y).mean(dim=1)  # (K,)
+        # The sum: each model's gradients are those of its own mean loss, as in `measure`.
+        grads = torch.autograd.grad(losses.sum(), weights + hidden)
+    weight_grads, signal_grads = grads[: len(weights)], grads[len(weights) :]
+    with torch.no_grad():
+        per_hidden = torch.stack(
+            [
+                torch.stack([norms(g) for g in signal_grads]),
+                torch.stack([h.flatten(1).mean(dim=1) for h in hidden]),
+                torch.stack([h.flatten(1).std(dim=1) for h in hidden]),
+                torch.stack([saturated_group(group, layer, z) for layer, z in enumerate(pre)]),
+                torch.stack([(h == 0).all(dim=1).float().mean(dim=1) for h in hidden]),
+            ]
+        )  # (5, L, K)
+        grad_norms = torch.stack([norms(g) for g in weight_grads]).T.tolist()  # K x (L + 1)
+        stats = per_hidden.permute(2, 0, 1).tolist()  # K x 5 x L
+        slopes = prelu_slopes_group(group)
+        losses = losses.tolist()
+    rows = []
+    for k, (signal, mean, std, saturated, dead) in enumerate(stats):
+        rows.append(
+            {
+                "loss": losses[k],
+                "grad_norms": grad_norms[k],
+                "vanishing_ratio": ratio(grad_norms[k][0], grad_norms[k][-1]),
+                "signal_norms": signal,
+                "activation_mean": mean,
+                "activation_std": std,
+                "saturated_fraction": saturated,
+                "dead_fraction": dead,
+                **({"prelu_slopes": slopes[k]} if k in slopes else {}),
+            }
+        )
+    return rows
+
+
+def saturated_group(group: GroupedMLP, layer: int, z: Tensor) -> Tensor:
+    """Per model, the saturated share of (sample, unit) pairs of one layer; z (K, batch, width)."""
+    parts = [
+        saturated_mask(get_activation(name), module, z[start:stop]).flatten(1).float().mean(dim=1)
+        for (name, start, stop), module in zip(
+            group.segments, group.activations[layer], strict=True
+        )
+    ]
+    return torch.cat(parts)
+
+
+def prelu_slopes_group(group: GroupedMLP) -> dict[int, list[float]]:
+    """Model index -> mean learned negative slope per layer, for the group's PReLU models."""
+    slopes = {}
+    for i, (name, start, _) in enumerate(group.segments):
+        if name == "prelu":
+            means = torch.stack([layer[i].weight.mean(dim=1) for layer in group.activations])
+            for offset, values in enumerate(means.T.tolist()):  # (models, L)
+                slopes[start + offset] = values
+    return slopes
+
+
+def snapshot_group(group: GroupedMLP) -> list[Tensor]:
+    """Copies of the stacked weights, to measure one optimizer step's update."""
+    return [weight.detach().clone() for weight in group.weights]
+
+
+def update_ratios_group(group: GroupedMLP, before: list[Tensor]) -> list[list[float]]:
+    """Per model, ||W_after - W_before|| / ||W_before|| per layer."""
+    with torch.no_grad():
+        values = torch.stack(
+            [
+                norms(weight - old) / norms(old).clamp_min(1e-12)
+                for weight, old in zip(group.weights, before, strict=True)
+            ]
+        )  # (L + 1, K)
+    return values.T.tolist()
+
+
+@torch.no_grad()
+def dead_units_group(group: GroupedMLP, x: Tensor, chunk: int = 8192) -> list[list[float]]:
+    """Per model and hidden layer, the fraction of units with zero output on every row of `x`."""
+    k = len(group)
+    alive = [torch.zeros(k, width, dtype=torch.bool, device=x.device) for width in group.hidden]
+    step = max(1, chunk // k)  # K copies of a chunk are in flight at once
+    for start in range(0, len(x), step):
+        _, _, hidden = group.forward_hidden(x[start : start + step].expand(k, -1, -1))
+        for flags, h in zip(alive, hidden, strict=True):
+            flags |= (h != 0).any(dim=1)
+    return torch.stack([1 - flags.float().mean(dim=1) for flags in alive]).T.tolist()

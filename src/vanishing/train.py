@@ -180,6 +180,25 @@ EpochCallback = Callable[[dict[str, Any]], None]
 StepCallback = Callable[[int], None]
 
 
+def open_records(config: TrainConfig, run_dir: Path | str | None) -> records.MetricsWriter | None:
+    """Start a run directory: config.json now, metrics.jsonl as rows come; None without one."""
+    if run_dir is None:
+        return None
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / records.RESULT).unlink(missing_ok=True)  # a rerun is incomplete until done
+    records.write_json(run_dir / records.CONFIG, config.to_dict())
+    return records.MetricsWriter(run_dir / records.METRICS)
+
+
+def close_records(result: RunResult, run_dir: Path | str | None) -> RunResult:
+    """Finish a run directory: result.json, written last (a run without it did not finish)."""
+    if run_dir is not None:
+        result.run_dir = str(run_dir)
+        records.write_json(Path(run_dir) / records.RESULT, result.to_dict())
+    return result
+
+
 def train(
     config: TrainConfig,
     *,
@@ -198,36 +217,133 @@ def train(
     device = resolve_device(config.device)
     if dataset is None:
         dataset = load_dataset(config.dataset, data_dir=data_dir, verify=verify)
-    writer = None
-    if run_dir is not None:
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / records.RESULT).unlink(missing_ok=True)  # a rerun is incomplete until done
-        records.write_json(run_dir / records.CONFIG, config.to_dict())
-        writer = records.MetricsWriter(run_dir / records.METRICS)
+    writer = open_records(config, run_dir)
     try:
         # fork_rng: the run's random draws (RReLU's slopes) never leak into the caller's RNG.
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(config.seed)
-            result = fit(config, dataset, device, writer, on_epoch, on_steps)
+            log = RunLog(config, writer, on_epoch)
+            fit(config, dataset, device, log, on_steps)
     finally:
         if writer is not None:
             writer.close()
-    if run_dir is not None:
-        result.run_dir = str(run_dir)
-        records.write_json(run_dir / records.RESULT, result.to_dict())
-    return result
+    return close_records(log.result(device), run_dir)
+
+
+@dataclass
+class RunLog:
+    """One run's records as they accrue (probe and epoch rows, status, timings) -> RunResult.
+
+    Shared by the single-model loop (`fit`) and the grouped one (`group.fit_group`), so that both
+    write the same rows and results.
+    """
+
+    config: TrainConfig
+    writer: records.MetricsWriter | None = None
+    on_epoch: EpochCallback | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    first_probe: dict[str, Any] | None = None
+    last_probe: dict[str, Any] = field(default_factory=dict)
+    dead: list[float] = field(default_factory=list)  # per hidden layer, at the last epoch end
+    status: str = "ok"
+    steps: int = 0
+    diverged_step: int | None = None
+    train_seconds: float = 0.0  # optimisation steps only
+    eval_seconds: float = 0.0
+    probe_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.dead = self.dead or [0.0] * len(self.config.hidden)
+
+    @property
+    def running(self) -> bool:
+        return self.status == "ok"
+
+    def emit(self, row: dict[str, Any]) -> None:
+        if self.writer is not None:
+            self.writer.write(row)
+
+    def probe(
+        self, step: int, epoch: int, measured: dict[str, Any], update_ratio: list[float]
+    ) -> None:
+        """Record one probe point: `probes.measure`'s row and the step's update ratios."""
+        row = {"kind": "probe", "step": step, "epoch": epoch, **measured}
+        row["update_ratio"] = update_ratio
+        self.emit(row)
+        self.first_probe = self.first_probe or row
+        self.last_probe = row
+
+    def end_epoch(
+        self,
+        epoch: int,
+        step: int,
+        train_loss: float,
+        test_loss: float,
+        test_accuracy: float,
+        train_seconds: float,
+        eval_seconds: float,
+    ) -> None:
+        """Record an epoch row (dead_fraction from `self.dead`); a non-finite test loss diverges."""
+        self.eval_seconds += eval_seconds
+        row = {
+            "kind": "epoch",
+            "epoch": epoch,
+            "step": step,
+            "train_loss": train_loss,
+            "test_loss": test_loss,
+            "test_accuracy": test_accuracy,
+            "train_seconds": train_seconds,
+            "eval_seconds": eval_seconds,
+            "dead_fraction": self.dead,
+        }
+        self.history.append(row)
+        self.emit(row)
+        if self.on_epoch is not None:
+            self.on_epoch(row)
+        self.steps = step
+        if not np.isfinite(test_loss):
+            self.diverge(step, epoch)
+
+    def diverge(self, step: int, epoch: int) -> None:
+        """The loss became non-finite by `step`: the run ends here, recorded, not raised."""
+        self.status, self.diverged_step, self.steps = "diverged", step, step
+        self.emit({"kind": "diverged", "step": step, "epoch": epoch})
+
+    def result(self, device: torch.device) -> RunResult:
+        """The RunResult of what was recorded."""
+        init = self.first_probe or {}
+        last = self.last_probe
+        return RunResult(
+            status=self.status,
+            test_accuracy=self.history[-1]["test_accuracy"] if self.history else float("nan"),
+            test_loss=self.history[-1]["test_loss"] if self.history else float("nan"),
+            history=self.history,
+            grad_norms_init=init.get("grad_norms", []),
+            vanishing_ratio_init=init.get("vanishing_ratio", float("nan")),
+            signal_norms_init=init.get("signal_norms", []),
+            grad_norms_final=last.get("grad_norms", []),
+            saturated_fraction=last.get("saturated_fraction", []),
+            dead_fraction=self.dead,
+            steps=self.steps,
+            train_seconds=self.train_seconds,
+            eval_seconds=self.eval_seconds,
+            probe_seconds=self.probe_seconds,
+            device=str(device),
+            versions=versions(),
+            config=self.config.to_dict(),
+            diverged_step=self.diverged_step,
+            error=None if self.running else f"non-finite loss by step {self.diverged_step}",
+        )
 
 
 def fit(
     config: TrainConfig,
     dataset: Dataset,
     device: torch.device,
-    writer: records.MetricsWriter | None,
-    on_epoch: EpochCallback | None,
-    on_steps: StepCallback | None,
-) -> RunResult:
-    """The training loop proper (see `train`)."""
+    log: RunLog,
+    on_steps: StepCallback | None = None,
+) -> MLP:
+    """The training loop proper (see `train`): records go to `log`; returns the trained model."""
     activation = get_activation(config.activation)
     model = build_model(
         config.hidden, config.activation, config.init, config.options, seed=config.seed
@@ -243,17 +359,7 @@ def fit(
     probe_index = torch.randperm(n, generator=generator)[: config.probe_size].to(device)
     x_probe, y_probe = x_train[probe_index], y_train[probe_index]
 
-    def emit(row: dict[str, Any]) -> None:
-        if writer is not None:
-            writer.write(row)
-
-    history: list[dict[str, Any]] = []
-    first_probe: dict[str, Any] | None = None
-    last_probe: dict[str, Any] = {}
-    dead = [0.0] * len(config.hidden)
-    step, status, diverged_step = 0, "ok", None
-    train_seconds = eval_seconds = probe_seconds = 0.0
-    test_loss, test_accuracy = float("nan"), float("nan")
+    step = 0
     for epoch in range(1, config.epochs + 1):
         model.train()
         order = torch.randperm(n, generator=generator).to(device)
@@ -268,9 +374,9 @@ def fit(
             if probing:
                 probe_start = time.perf_counter()
                 if not torch.isfinite(loss_sum):
-                    status, diverged_step = "diverged", step
+                    log.diverge(step, epoch)
                     break
-                row = probes.measure(model, activation, x_probe, y_probe)
+                measured = probes.measure(model, activation, x_probe, y_probe)
                 before = probes.snapshot(model)
                 epoch_probe_seconds += time.perf_counter() - probe_start
             logits = model(x)
@@ -281,76 +387,30 @@ def fit(
             loss_sum += loss.detach() * len(index)
             if probing:
                 probe_start = time.perf_counter()
-                row = {
-                    "kind": "probe",
-                    "step": step,
-                    "epoch": epoch,
-                    **row,
-                    "update_ratio": probes.update_ratios(model, before),
-                }
-                emit(row)
-                first_probe = first_probe or row
-                last_probe = row
+                log.probe(step, epoch, measured, probes.update_ratios(model, before))
                 epoch_probe_seconds += time.perf_counter() - probe_start
             step += 1
             if on_steps is not None:
                 on_steps(1)
         sync(device)
         epoch_train_seconds = time.perf_counter() - start - epoch_probe_seconds
-        train_seconds += epoch_train_seconds
-        probe_seconds += epoch_probe_seconds
+        log.train_seconds += epoch_train_seconds
+        log.probe_seconds += epoch_probe_seconds
+        if not log.running:
+            break
         train_loss = float(loss_sum) / n
-        if status == "diverged" or not np.isfinite(train_loss):
-            status = "diverged"
-            diverged_step = diverged_step if diverged_step is not None else step
+        if not np.isfinite(train_loss):
+            log.diverge(step, epoch)
             break
 
         start = time.perf_counter()
         test_loss, test_accuracy = evaluate(model, x_test, y_test)
         if activation.family == "rectifier":  # only rectifiers output exact zeros
-            dead = probes.dead_units(model, x_train)  # a whole-training-set pass, like evaluation
-        epoch_eval_seconds = time.perf_counter() - start
-        eval_seconds += epoch_eval_seconds
-        row = {
-            "kind": "epoch",
-            "epoch": epoch,
-            "step": step,
-            "train_loss": train_loss,
-            "test_loss": test_loss,
-            "test_accuracy": test_accuracy,
-            "train_seconds": epoch_train_seconds,
-            "eval_seconds": epoch_eval_seconds,
-            "dead_fraction": dead,
-        }
-        history.append(row)
-        emit(row)
-        if on_epoch is not None:
-            on_epoch(row)
-        if not np.isfinite(test_loss):
-            status, diverged_step = "diverged", step
+            log.dead = probes.dead_units(model, x_train)  # a whole-training-set pass, like eval
+        eval_seconds = time.perf_counter() - start
+        log.end_epoch(
+            epoch, step, train_loss, test_loss, test_accuracy, epoch_train_seconds, eval_seconds
+        )
+        if not log.running:
             break
-
-    if status == "diverged":
-        emit({"kind": "diverged", "step": diverged_step, "epoch": epoch})
-    init = first_probe or {}
-    return RunResult(
-        status=status,
-        test_accuracy=history[-1]["test_accuracy"] if history else float("nan"),
-        test_loss=history[-1]["test_loss"] if history else float("nan"),
-        history=history,
-        grad_norms_init=init.get("grad_norms", []),
-        vanishing_ratio_init=init.get("vanishing_ratio", float("nan")),
-        signal_norms_init=init.get("signal_norms", []),
-        grad_norms_final=last_probe.get("grad_norms", []),
-        saturated_fraction=last_probe.get("saturated_fraction", []),
-        dead_fraction=dead,
-        steps=step,
-        train_seconds=train_seconds,
-        eval_seconds=eval_seconds,
-        probe_seconds=probe_seconds,
-        device=str(device),
-        versions=versions(),
-        config=config.to_dict(),
-        diverged_step=diverged_step,
-        error=None if status == "ok" else f"non-finite loss by step {diverged_step}",
-    )
+    return model

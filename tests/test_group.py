@@ -1,0 +1,272 @@
+"""The grouped trainer against K one-by-one runs: weights, rows, optimizers, probes, NaN."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from vanishing import compare, data, group, probes, records
+from vanishing import train as train_module
+from vanishing.activations import get_activation
+from vanishing.cli import main
+from vanishing.errors import UsageError
+from vanishing.group import GroupedMLP, plan_groups, train_group
+from vanishing.model import build_model, make_optimizer
+from vanishing.train import TrainConfig, train
+
+SMALL = TrainConfig(
+    hidden=(32, 16), epochs=2, batch_size=32, probe_every=4, probe_size=64, device="cpu"
+)
+TIMINGS = {"train_seconds", "eval_seconds"}  # wall-clock: the only fields allowed to differ
+
+
+@pytest.fixture
+def tiny(tiny_dir) -> data.Dataset:
+    return data.load_dataset(data_dir=tiny_dir, verify=False)
+
+
+def configs_of(runs, **change) -> list[TrainConfig]:
+    base = dataclasses.replace(SMALL, **change)
+    return [dataclasses.replace(base, activation=a, init=i, seed=s) for a, i, s in runs]
+
+
+def capture(monkeypatch, module, name: str) -> list:
+    """Record what `module.name` returns each time it is called."""
+    returned = []
+    original = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        returned.append(original(*args, **kwargs))
+        return returned[-1]
+
+    monkeypatch.setattr(module, name, spy)
+    return returned
+
+
+def assert_rows_close(got, expected) -> None:
+    """Same rows (kind, step, epoch and keys), numbers equal to float tolerance."""
+    assert [(r["kind"], r["step"], r["epoch"]) for r in got] == [
+        (r["kind"], r["step"], r["epoch"]) for r in expected
+    ]
+    for a, b in zip(got, expected, strict=True):
+        assert set(a) == set(b)
+        assert a["kind"] == b["kind"]
+        for key in set(a) - TIMINGS - {"kind"}:
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6, nan_ok=True), key
+
+
+def group_models(trained: GroupedMLP, configs) -> list:
+    """The group's models in the callers' order (a group sorts equal activations together)."""
+    by_position = [trained.model(k) for k in range(len(trained))]
+    first_seen = {c.activation: i for i, c in reversed(list(enumerate(configs)))}
+    order = sorted(range(len(configs)), key=lambda i: (first_seen[configs[i].activation], i))
+    models = [None] * len(configs)
+    for position, i in enumerate(order):
+        models[i] = by_position[position]
+    return models
+
+
+def assert_weights_close(got: torch.Tensor, expected: torch.Tensor, lr: float) -> None:
+    """Equal to float tolerance, allowing a rare element to be off by a fraction of one step.
+
+    bmm and mm add in different orders; Adam divides each gradient element by its own scale, so
+    where a gradient is near zero that rounding can move a weight by a share of lr.
+    """
+    torch.testing.assert_close(got, expected, rtol=0, atol=lr / 10)
+    close = torch.isclose(got, expected, rtol=1e-4, atol=1e-6)
+    assert close.float().mean() >= 0.999, f"{(~close).sum()} of {close.numel()} differ"
+
+
+MIXES = {  # (activation, init, seed) per run, and PReLU's mode
+    "relu-inits": (
+        [("relu", "default", 0), ("relu", "kaiming", 1), ("relu", "orthogonal", 0)],
+        "layer",
+    ),
+    "prelu-sigmoid-interleaved": (
+        [("prelu", "default", 0), ("sigmoid", "xavier", 1), ("prelu", "lecun", 2)],
+        "layer",
+    ),
+    "smooth-leaky-prelu-unit": (
+        [
+            ("tanh", "lecun", 0),
+            ("leaky_relu", "he", 3),
+            ("prelu", "default", 1),
+            ("gelu", "default", 1),
+        ],
+        "unit",
+    ),
+}
+
+
+@pytest.mark.parametrize("mix", list(MIXES))
+def test_group_equals_one_by_one(tiny, tmp_path, monkeypatch, mix):
+    runs, prelu_mode = MIXES[mix]
+    configs = configs_of(runs, prelu_mode=prelu_mode)
+    singles = capture(monkeypatch, train_module, "fit")
+    expected = [train(c, dataset=tiny, run_dir=tmp_path / f"one{i}") for i, c in enumerate(configs)]
+    groups = capture(monkeypatch, group, "fit_group")
+    dirs = [tmp_path / f"group{i}" for i in range(len(configs))]
+    got = train_group(configs, dataset=tiny, run_dirs=dirs)
+    for one, grouped in zip(singles, group_models(groups[0], configs), strict=True):
+        for p, q in zip(grouped.parameters(), one.parameters(), strict=True):
+            assert_weights_close(p, q, SMALL.lr)
+    for i, (a, b) in enumerate(zip(got, expected, strict=True)):
+        assert a.status == b.status == "ok" and a.steps == b.steps == 20
+        assert a.config == b.config and a.run_dir == str(dirs[i])
+        assert_rows_close(records.read_metrics(dirs[i]), records.read_metrics(tmp_path / f"one{i}"))
+        for key in ("test_accuracy", "test_loss", "grad_norms_init", "grad_norms_final"):
+            assert getattr(a, key) == pytest.approx(getattr(b, key), rel=1e-4, abs=1e-6)
+        assert a.dead_fraction == pytest.approx(b.dead_fraction)
+
+
+def gradients_of(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of the model whose parameters are the model's gradients."""
+    copied = copy.deepcopy(model)
+    with torch.no_grad():
+        for p, source in zip(copied.parameters(), model.parameters(), strict=True):
+            p.copy_(source.grad)
+    return copied
+
+
+@pytest.mark.parametrize("optimizer, momentum", [("adam", 0.0), ("sgd", 0.9)])
+def test_stacked_optimizer_equals_independent_ones(optimizer, momentum):
+    models = [
+        build_model((12, 7), name, seed=s) for s, name in enumerate(["prelu", "relu", "tanh"])
+    ]
+    stacked = GroupedMLP.from_models(models)
+    singles = [make_optimizer(optimizer, m.parameters(), 0.01, momentum) for m in models]
+    joint = make_optimizer(optimizer, stacked.parameters(), 0.01, momentum)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):  # random gradients, different per model and per step
+        for model in models:
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, generator=g)
+        grads = GroupedMLP.from_models([gradients_of(m) for m in models])  # stacked alike
+        for p, grad in zip(stacked.parameters(), grads.parameters(), strict=True):
+            p.grad = grad.detach().clone()
+        for opt in [*singles, joint]:
+            opt.step()
+    for k, model in enumerate(models):
+        for p, q in zip(stacked.model(k).parameters(), model.parameters(), strict=True):
+            # Elementwise, so equal up to the last bit: fused Adam's vector lanes and scalar tail
+            # may round differently, and an element's lane depends on its offset in the tensor.
+            torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-9)
+
+
+def test_probes_per_model_equal_single_model_probes():
+    names = ["sigmoid", "prelu", "prelu", "relu"]
+    models = [build_model((12, 7, 5), n, seed=s) for s, n in enumerate(names)]
+    stacked = GroupedMLP.from_models(models)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(4, 32, 784, generator=g), torch.randint(0, 10, (4, 32), generator=g)
+    x[3, :, :] *= -1  # pushes some relu units dead, so dead_fraction is not all zeros
+    rows = probes.measure_group(stacked, x, y)
+    for k, model in enumerate(models):
+        expected = probes.measure(model, get_activation(names[k]), x[k], y[k])
+        assert set(rows[k]) == set(expected)
+        for key, value in expected.items():
+            assert rows[k][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+    dead = probes.dead_units_group(stacked, x.flatten(0, 1), chunk=40)
+    assert dead == [pytest.approx(probes.dead_units(m, x.flatten(0, 1), chunk=40)) for m in models]
+    before, before_each = probes.snapshot_group(stacked), [probes.snapshot(m) for m in models]
+    with torch.no_grad():
+        for weight in stacked.weights:
+            weight.mul_(1.5)
+        for model in models:
+            for linear in model.linears:
+                linear.weight.mul_(1.5)
+    ratios = probes.update_ratios_group(stacked, before)
+    for k, model in enumerate(models):
+        assert ratios[k] == pytest.approx(probes.update_ratios(model, before_each[k]), rel=1e-5)
+
+
+def test_nan_in_one_model_leaves_the_others_untouched(tiny, monkeypatch):
+    runs = [("relu", "default", 0), ("relu", "default", 1), ("tanh", "xavier", 2)]
+    configs = configs_of(runs, epochs=1)
+    clean = capture(monkeypatch, group, "fit_group")
+    train_group(configs, dataset=tiny)
+    poisoned_from = GroupedMLP.from_models
+
+    def poison(models):
+        stacked = poisoned_from(models)
+        with torch.no_grad():
+            stacked.weights[1][1, 0, 0] = math.nan  # model 1 only
+        return stacked
+
+    monkeypatch.setattr(GroupedMLP, "from_models", staticmethod(poison))
+    results = train_group(configs, dataset=tiny)
+    dirty = clean[1]
+    assert [r.status for r in results] == ["ok", "diverged", "ok"]
+    assert results[1].diverged_step == 4  # the first probe point after the NaN step (step 0)
+    assert results[1].history == [] and "non-finite loss" in results[1].error
+    for k in (0, 2):
+        for p, q in zip(dirty.model(k).parameters(), clean[0].model(k).parameters(), strict=True):
+            assert torch.equal(p, q)  # not merely close: nothing crosses between models
+
+
+def test_records_have_the_structure_train_writes(tiny, tmp_path):
+    config = dataclasses.replace(SMALL, activation="prelu", epochs=1)
+    train(config, dataset=tiny, run_dir=tmp_path / "one")
+    train_group([config, dataclasses.replace(config, seed=1)], dataset=tiny,
+                run_dirs=[tmp_path / "group", None])  # fmt: skip
+    one, grouped = tmp_path / "one", tmp_path / "group"
+    assert sorted(p.name for p in one.iterdir()) == sorted(p.name for p in grouped.iterdir())
+    assert records.read_json(grouped / records.CONFIG) == records.read_json(one / records.CONFIG)
+    a, b = records.read_json(grouped / records.RESULT), records.read_json(one / records.RESULT)
+    assert set(a) == set(b) and a["run_dir"] == str(grouped)
+    assert [set(h) for h in a["history"]] == [set(h) for h in b["history"]]
+    rows, expected = records.read_metrics(grouped), records.read_metrics(one)
+    assert [(r["kind"], set(r)) for r in rows] == [(r["kind"], set(r)) for r in expected]
+
+
+def test_plan_groups_by_shape_and_size_rrelu_alone():
+    configs = [
+        dataclasses.replace(SMALL, activation=a, seed=s)
+        for a in ("relu", "rrelu", "sigmoid")
+        for s in (0, 1)
+    ]
+    configs.append(dataclasses.replace(SMALL, hidden=(8,)))
+    assert plan_groups(configs, 3) == [[0, 1, 4], [2], [3], [5], [6]]
+    assert plan_groups(configs, 1) == [[i] for i in range(7)]
+    with pytest.raises(UsageError, match="must share hidden"):
+        train_group([configs[0], configs[6]])
+    with pytest.raises(UsageError, match="rrelu draws random numbers"):
+        train_group(configs[2:4])
+
+
+def test_compare_grouped_and_one_at_a_time_agree(tiny, tmp_path):
+    small = dataclasses.replace(SMALL, epochs=1)
+    rows, epochs, steps = {}, {}, {}
+    for grouped in (True, False):
+        epochs[grouped], steps[grouped] = [], []
+
+        def on_epoch(config, row, seen=epochs[grouped]):
+            seen.append((config.activation, config.seed, row["epoch"]))
+
+        results = compare.compare(
+            small, ["relu", "prelu"], [0, 1], tmp_path / str(grouped), tiny,
+            on_epoch=on_epoch, on_steps=steps[grouped].append, group=4 if grouped else False,
+        )  # fmt: skip
+        rows[grouped] = compare.summarize(results)
+        assert all(records.is_complete(r.run_dir) for r in results)
+    assert sorted(epochs[True]) == sorted(epochs[False]) and len(epochs[True]) == 4
+    assert sum(steps[True]) == sum(steps[False]) == 4 * 10 and len(steps[True]) == 10
+    for a, b in zip(rows[True], rows[False], strict=True):
+        assert a["activation"] == b["activation"]
+        for key in set(b) - {"activation", "seconds_per_epoch"}:
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+
+
+def test_cli_no_group_trains_one_at_a_time(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(compare.MAX_GROUP, "cpu", 4)  # as on a GPU: group by default
+    calls = capture(monkeypatch, compare, "train_group")
+    options = ["--data-dir", str(tiny_dir), "--no-verify", "--activations", "relu",
+               "--seeds", "0,1", "--epochs", "1", "--hidden", "8", "--device", "cpu"]  # fmt: skip
+    assert main(["compare", *options, "--out", str(tmp_path / "one"), "--no-group"]) == 0
+    assert calls == [] and records.is_complete(tmp_path / "one" / "relu-seed1")
+    assert main(["compare", *options, "--out", str(tmp_path / "grouped")]) == 0
+    assert len(calls) == 1 and len(calls[0]) == 2
