@@ -34,6 +34,7 @@ from vanishing.train import (
     StepCallback,
     TrainConfig,
     close_records,
+    flush_denormals,
     open_records,
     resolve_device,
     sync,
@@ -377,6 +378,7 @@ def train_group(
     device = resolve_device(configs[0].device)
     if dataset is None:
         dataset = load_dataset(configs[0].dataset, data_dir=data_dir, verify=verify)
+    flush_denormals()
     writers = []
     try:
         logs = []

@@ -180,6 +180,16 @@ EpochCallback = Callable[[dict[str, Any]], None]
 StepCallback = Callable[[int], None]
 
 
+def flush_denormals() -> None:
+    """Compute with denormal floats as zero, process-wide (where the CPU supports it).
+
+    Under Adam, the moment estimates of dead ReLU units decay towards zero through the denormal
+    range, where x86 arithmetic is many times slower: ReLU epochs took about 20 % longer than
+    leaky ReLU's. Values below 1.2e-38 are far below anything the measurements resolve.
+    """
+    torch.set_flush_denormal(True)
+
+
 def open_records(config: TrainConfig, run_dir: Path | str | None) -> records.MetricsWriter | None:
     """Start a run directory: config.json now, metrics.jsonl as rows come; None without one."""
     if run_dir is None:
@@ -217,6 +227,7 @@ def train(
     device = resolve_device(config.device)
     if dataset is None:
         dataset = load_dataset(config.dataset, data_dir=data_dir, verify=verify)
+    flush_denormals()
     writer = open_records(config, run_dir)
     try:
         # fork_rng: the run's random draws (RReLU's slopes) never leak into the caller's RNG.
