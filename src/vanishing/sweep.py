@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vanishing import records, stats
+from vanishing.compare import weighted_percent
 from vanishing.data import Dataset, load_dataset
 from vanishing.errors import UsageError
 from vanishing.model import DEFAULT_WIDTH, SEED_HIDDEN
@@ -432,10 +433,10 @@ def result_row(run_dir: Path) -> dict[str, Any]:
 
 
 def percent_of_units(fractions: Sequence[float | None], widths: Sequence[int]) -> float | None:
-    """Per-layer fractions -> percent of all hidden units."""
+    """Per-layer fractions -> percent of all hidden units; None for a failed run's missing list."""
     if not fractions or len(fractions) != len(widths) or None in fractions:
         return None
-    return 100 * sum(f * w for f, w in zip(fractions, widths, strict=True)) / sum(widths)
+    return weighted_percent(fractions, widths)
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
