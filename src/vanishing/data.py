@@ -10,7 +10,6 @@ and their MD5 compared with the canonical files' before anything reaches trainin
 from __future__ import annotations
 
 import codecs
-import gzip
 import hashlib
 import io
 import os
@@ -21,6 +20,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from vanishing.errors import DataError, choices_error
-from vanishing.idx import MAX_BYTES, idx_bytes, parse_idx, read_bytes
+from vanishing.idx import MAX_BYTES, gunzip, idx_bytes, parse_idx, read_bytes, read_limited
 
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 Arrays = dict[str, np.ndarray]
@@ -212,6 +212,34 @@ def read_idx_folder(files: dict[str, Path]) -> Arrays:
     return {role: parse_idx(read_bytes(path), str(path)) for role, path in files.items()}
 
 
+def check_npz_sizes(path: Path, keys: list[str]) -> None:
+    """Each member's declared array size against its real size, before numpy allocates it."""
+    with zipfile.ZipFile(path) as zf:
+        members = {info.filename: info for info in zf.infolist()}
+        missing = [k for k in keys if k + ".npy" not in members]
+        if missing:
+            raise DataError(
+                f"{path}: .npz without key(s) {', '.join(missing)} "
+                f"(need x_train, y_train, x_test, y_test)"
+            )
+        for key in keys:
+            info = members[key + ".npy"]
+            if info.file_size > MAX_BYTES:
+                raise DataError(f"{path}: {key} is larger than {MAX_BYTES} bytes")
+            with zf.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if declared != info.file_size - f.tell():
+                    raise DataError(
+                        f"{path}: {key} declares shape {shape} ({declared} bytes) but holds "
+                        f"{info.file_size - f.tell()} bytes: truncated or corrupt"
+                    )
+
+
 def read_npz(path: Path) -> Arrays:
     """A Keras-style `.npz` with keys x_train, y_train, x_test, y_test."""
     keys = {
@@ -221,18 +249,14 @@ def read_npz(path: Path) -> Arrays:
         "test_labels": "y_test",
     }
     try:
+        # Checked first: a header may declare gigabytes that numpy would allocate.
+        check_npz_sizes(path, list(keys.values()))
         # allow_pickle=False: an .npz may hold pickled objects, which could run code.
         with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in keys.values() if k not in npz.files]
-            if missing:
-                raise DataError(
-                    f"{path}: .npz without key(s) {', '.join(missing)} "
-                    f"(need x_train, y_train, x_test, y_test)"
-                )
             raw = {role: npz[key] for role, key in keys.items()}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        if isinstance(e, DataError):
-            raise
+    except DataError:
+        raise
+    except (OSError, ValueError, TypeError, zipfile.BadZipFile, EOFError, MemoryError) as e:
         raise DataError(f"{path}: not a readable .npz file ({e})") from None
     arrays = {}
     for role, value in raw.items():
@@ -264,7 +288,7 @@ def fetch_url(url: str, timeout: float = DOWNLOAD_TIMEOUT) -> bytes:
     """The body of a URL (at most MAX_BYTES), or DataError."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            data = response.read(MAX_BYTES + 1)
+            data = read_limited(response, MAX_BYTES)
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
         raise DataError(f"{url}: {reason}") from None
@@ -278,10 +302,13 @@ def from_mirror(spec: DatasetSpec, base: str) -> Arrays:
     arrays = {}
     for role, name in spec.files.items():
         url = base + name + ".gz"
+        compressed = fetch_url(url)
         try:
-            data = gzip.decompress(fetch_url(url))
-        except (OSError, EOFError) as e:
+            data = gunzip(compressed)
+        except (OSError, EOFError, zlib.error) as e:
             raise DataError(f"{url}: corrupt gzip ({e})") from None
+        if len(data) > MAX_BYTES:
+            raise DataError(f"{url}: larger than {MAX_BYTES} bytes uncompressed")
         arrays[role] = parse_idx(data, url)
     return arrays
 
@@ -337,14 +364,22 @@ def arrays_from_pickle(obj: object, source: str) -> Arrays:
     for role, pieces in parts.items():
         if not all(isinstance(p, np.ndarray) and p.dtype.kind in "fiu" for p in pieces):
             raise DataError(f"{source}: {role} is not a numeric numpy array")
-        value = np.concatenate(pieces)
+        try:
+            value = np.concatenate(pieces)
+        except ValueError as e:  # pieces of different widths
+            raise DataError(f"{source}: {role} pieces do not fit together ({e})") from None
+        if value.size == 0 or value.shape[0] == 0:
+            raise DataError(f"{source}: {role} is empty")
         if role.endswith("images"):
             pixels = np.rint(value.astype(np.float64) * 256)
-            if pixels.min() < 0 or pixels.max() > 255:
+            # `not (a <= b)` also catches NaN, which compares false with everything.
+            if not (pixels.min() >= 0 and pixels.max() <= 255):
                 raise DataError(f"{source}: image values outside [0, 255/256]")
+            if value.size != len(value) * 28 * 28:
+                raise DataError(f"{source}: {role} has shape {value.shape}, need (N, 784)")
             arrays[role] = pixels.astype(np.uint8).reshape(len(value), 28, 28)
         else:
-            if value.min() < 0 or value.max() > 255:
+            if not (value.min() >= 0 and value.max() <= 255):
                 raise DataError(f"{source}: labels outside 0-255")
             arrays[role] = value.astype(np.uint8)
     return arrays
@@ -354,11 +389,13 @@ def read_wheel_pickle(wheel: Path, member: str) -> Arrays:
     """The arrays in the gzipped pickle `member` of a wheel (a zip file)."""
     source = f"{wheel.name}:{member}"
     try:
-        with zipfile.ZipFile(wheel) as zf:
-            compressed = zf.read(member)
-        data = gzip.decompress(compressed)
-    except (zipfile.BadZipFile, KeyError, OSError, EOFError) as e:
+        with zipfile.ZipFile(wheel) as zf, zf.open(member) as f:
+            compressed = read_limited(f, MAX_BYTES)
+        data = gunzip(compressed)
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError, zlib.error) as e:
         raise DataError(f"{source}: cannot read ({e})") from None
+    if len(compressed) > MAX_BYTES or len(data) > MAX_BYTES:
+        raise DataError(f"{source}: larger than {MAX_BYTES} bytes; not the MNIST pickle")
     return arrays_from_pickle(load_pickle(data, source), source)
 
 

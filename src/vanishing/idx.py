@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import io
 import struct
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -17,23 +19,45 @@ UBYTE = 0x08
 # The largest file we will decompress: the MNIST training images are 47 MB, so anything far
 # larger is not a data set of this kind (and must not be allowed to fill memory).
 MAX_BYTES = 256 * 1024 * 1024
+CHUNK = 1024 * 1024  # read in pieces: `f.read(MAX_BYTES + 1)` would reserve 256 MB up front
+
+
+def read_limited(f: BinaryIO, limit: int = MAX_BYTES) -> bytes:
+    """At most `limit + 1` bytes of a stream, read in chunks so memory follows the real size."""
+    chunks: list[bytes] = []
+    total = 0
+    while total <= limit:
+        chunk = f.read(min(CHUNK, limit + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
+def gunzip(data: bytes, limit: int = MAX_BYTES) -> bytes:
+    """Decompress gzip bytes, stopping past `limit` bytes (a gzip bomb must not fill memory)."""
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
+        return read_limited(f, limit)
 
 
 def read_bytes(path: Path, limit: int = MAX_BYTES) -> bytes:
     """The uncompressed bytes of a file; `.gz` files are decompressed, at most `limit` bytes."""
     path = Path(path)
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                data = f.read(limit + 1)
-        else:
-            with open(path, "rb") as f:
-                data = f.read(limit + 1)
+        with open(path, "rb") as raw:
+            if path.suffix == ".gz":
+                with gzip.GzipFile(fileobj=raw) as f:
+                    data = read_limited(f, limit)
+            else:
+                data = read_limited(raw, limit)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (OSError, EOFError, zlib.error) as e:
-        # gzip raises BadGzipFile (an OSError), EOFError for a truncated stream, zlib.error inside.
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        # A truncated stream raises EOFError; a damaged one BadGzipFile or zlib.error.
         raise DataError(f"{path}: corrupt gzip file ({e}); delete it and fetch again") from None
+    except OSError as e:  # a directory, no permission, an I/O error
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
     if len(data) > limit:
         raise DataError(f"{path}: larger than {limit} bytes uncompressed; not an IDX data file")
     return data
