@@ -69,7 +69,7 @@ def test_toml_file(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("activation = ['relu']", "unknown key(s) activation; valid keys: activations, depths"),
+        ("activation = ['relu']", "unknown key(s) 'activation'; valid keys: activations, depths"),
         ("activations = ['swish']", "unknown activation 'swish'; choose from: sigmoid"),
         ("inits = ['zeros']", "unknown init 'zeros'; choose from: default"),
         ("epochs = 'two'", "epochs: expected int, got 'two'"),

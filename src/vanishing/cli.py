@@ -248,6 +248,20 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"samples in the fixed probe batch (default: {d.probe_size})",
     )
+    group = parser.add_argument_group("interruptions and debugging")
+    group.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue unfinished runs in --out from their last checkpoint (an epoch end) and "
+        "keep finished ones, to the same result as an uninterrupted run (default: every run "
+        "starts afresh); a checkpoint of another config is an error",
+    )
+    group.add_argument(
+        "--detect-anomaly",
+        action="store_true",
+        help="run with torch.autograd.set_detect_anomaly(True): the backward op that made a "
+        "NaN raises, with the forward op's traceback (slow; for debugging)",
+    )
 
 
 def training_config(args: argparse.Namespace, activation: str, seed: int) -> TrainConfig:
@@ -284,8 +298,34 @@ def epoch_line(config: TrainConfig, row: dict, seeds: int) -> str:
     )
 
 
-def run_runs(args: argparse.Namespace, activations: list[str], seeds: list[int], out) -> list:
-    """Validate everything, load the data once, then train every (activation, seed) with a bar."""
+def stop_on_signals() -> tuple[threading.Event, dict]:
+    """Ctrl-C and SIGTERM set the returned flag (a second Ctrl-C interrupts at once); the previous
+    handlers come back with `restore_signals`."""
+    stop = threading.Event()
+
+    def handler(signum, frame) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the user insists
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return stop, previous
+
+
+def restore_signals(previous: dict) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def run_runs(
+    args: argparse.Namespace, activations: list[str], seeds: list[int], out
+) -> list | None:
+    """Validate everything, load the data once, then train every (activation, seed) with a bar.
+
+    Ctrl-C (or SIGTERM) stops training between two steps, never half-way through a record: the
+    message says how to resume, and the result is None.
+    """
+    import torch
     from tqdm import tqdm
 
     configs = [training_config(args, a, s) for a in activations for s in seeds]  # validates all
@@ -298,28 +338,51 @@ def run_runs(args: argparse.Namespace, activations: list[str], seeds: list[int],
         report=stderr,
     )
     steps = -(-len(dataset.train_labels) // configs[0].batch_size) * configs[0].epochs
-    with tqdm(
-        total=steps * len(configs),
-        unit="step",
-        disable=None,
-        dynamic_ncols=True,
-        desc=f"{len(configs)} run(s)",
-    ) as bar:
-        return compare.compare(
-            configs[0],
-            activations,
-            seeds,
-            out,
-            dataset,
-            on_epoch=lambda c, row: bar.write(epoch_line(c, row, len(seeds))),
-            on_steps=bar.update,
-            group=not getattr(args, "no_group", False),  # `train` has no --no-group: one run
+    stop, previous = stop_on_signals()
+
+    def on_steps(count: int) -> None:
+        if stop.is_set():  # between two steps: every record so far is whole
+            raise KeyboardInterrupt
+        bar.update(count)
+
+    try:
+        with (
+            tqdm(
+                total=steps * len(configs),
+                unit="step",
+                disable=None,
+                dynamic_ncols=True,
+                desc=f"{len(configs)} run(s)",
+            ) as bar,
+            torch.autograd.set_detect_anomaly(args.detect_anomaly),
+        ):
+            return compare.compare(
+                configs[0],
+                activations,
+                seeds,
+                out,
+                dataset,
+                on_epoch=lambda c, row: bar.write(epoch_line(c, row, len(seeds))),
+                on_steps=on_steps,
+                group=not getattr(args, "no_group", False),  # `train` has no --no-group: one run
+                resume=args.resume,
+            )
+    except KeyboardInterrupt:
+        saved = len(list(Path(out).glob("*/" + records.CHECKPOINT)))
+        stderr(
+            f"vanishing {args.command}: interrupted; {saved} unfinished run(s) in {out} have a "
+            "checkpoint (the last epoch end); run the same command with --resume to continue"
         )
+        return None
+    finally:
+        restore_signals(previous)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     activations, seeds = parse_names(args.activations), parse_seeds(args.seeds)
     results = run_runs(args, activations, seeds, args.out)
+    if results is None:
+        return 130
     rows = compare.summarize(results)
     compare.write_summary_csv(Path(args.out) / "summary.csv", rows)
     print()
@@ -434,10 +497,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     # Ctrl-C and SIGTERM only set a flag; the sweep stops at its next check, never half-way
     # through writing a record.
-    stop = threading.Event()
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+    stop, previous = stop_on_signals()
     try:
         outcome = sweep.run_sweep(
             spec,
@@ -446,6 +506,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             backend=args.backend,
             address=args.address,
             retry_failed=args.retry_failed,
+            resume=args.resume,
             data_options=data_options,
             on_start=started,
             on_done=finished,
@@ -461,8 +522,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
         return 130
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        restore_signals(previous)
     bar.close()
     print(
         f"{len(outcome.configs)} runs: {outcome.skipped} already done, {outcome.ran} ran now "
@@ -484,7 +544,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    (result,) = run_runs(args, [args.activation], [args.seed], args.out)
+    results = run_runs(args, [args.activation], [args.seed], args.out)
+    if results is None:
+        return 130
+    (result,) = results
     print(
         f"{result.status}: test accuracy {100 * result.test_accuracy:.2f}%, "
         f"test loss {result.test_loss:.4f}, vanishing ratio at init "
@@ -643,6 +706,13 @@ def build_parser() -> Parser:
     group.add_argument(
         "--retry-failed", action="store_true", help="also rerun runs that failed or diverged"
     )
+    group.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="continue unfinished runs from their last checkpoint (default); --no-resume "
+        "starts them afresh. Finished runs are always kept",
+    )
     add_data_options(sub, dataset=None)
     sub.set_defaults(func=cmd_sweep)
 
@@ -668,6 +738,13 @@ def build_parser() -> Parser:
     return parser
 
 
+def prog_name(args: argparse.Namespace) -> str:
+    """`vanishing COMMAND [ACTION]`, for error lines."""
+    return " ".join(
+        ["vanishing", args.command] + ([args.data_command] if args.command == "data" else [])
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `vanishing` console script."""
     parser = build_parser()
@@ -675,10 +752,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except UsageError as e:
-        prog = " ".join(
-            ["vanishing", args.command] + ([args.data_command] if args.command == "data" else [])
-        )
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog_name(args)}: error: {e}", file=sys.stderr)
+        return 2
+    except records.WriteError as e:  # a full disk: the file is named, no record is left torn
+        print(f"{prog_name(args)}: error: {e.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -13,7 +13,7 @@ from vanishing.activations import get_activation
 from vanishing.data import Dataset
 from vanishing.errors import UsageError
 from vanishing.group import plan_groups, train_group
-from vanishing.train import RunResult, TrainConfig, resolve_device, train
+from vanishing.train import RunResult, TrainConfig, load_result, resolve_device, train
 
 DEFAULT_ACTIVATIONS = ("sigmoid", "relu", "leaky_relu", "prelu")  # the reference's pair + fixes
 DEFAULT_SEEDS = (0, 1, 2)  # three seeds: enough to see whether a gap exceeds the seed spread
@@ -74,27 +74,36 @@ def compare(
     on_epoch: Callable[[TrainConfig, dict[str, Any]], None] | None = None,
     on_steps: Callable[[int], None] | None = None,
     group: bool | int = True,
+    resume: bool = False,
 ) -> list[RunResult]:
     """Train `base` once per activation and seed; each run gets its own directory under `out`.
 
     Runs of one shape train together in groups (`group.train_group`: the same records) of up to
     `group_size` models for the device (1 on the CPU), or of up to `group` when it is a number;
-    False trains them one at a time.
+    False trains them one at a time. With `resume`, finished runs are read back and unfinished
+    ones continue from their checkpoints (`train`); without, every run starts afresh.
     """
     for name in activations:
         get_activation(name)
     configs = [dataclasses.replace(base, activation=a, seed=s) for a in activations for s in seeds]
     size = group_size(base.device) if group is True else max(1, int(group))
+    if resume:
+        # The grouped trainer writes no checkpoints and cannot resume: resumed runs train one at
+        # a time, on the single-model path, which can.
+        size = 1
     results: list[RunResult | None] = [None] * len(configs)
     for members in plan_groups(configs, size):
         chosen = [configs[i] for i in members]
         run_dirs = [Path(out) / run_name(c) for c in chosen]
-        if len(members) == 1:
+        finished = load_result(chosen[0], run_dirs[0]) if resume else None  # resume: one per group
+        if finished is not None:
+            done = [finished]
+        elif len(members) == 1:
             config = chosen[0]
             callback = (lambda row, c=config: on_epoch(c, row)) if on_epoch else None
             done = [
                 train(config, dataset=dataset, run_dir=run_dirs[0], on_epoch=callback,
-                      on_steps=on_steps)
+                      on_steps=on_steps, resume=resume)
             ]  # fmt: skip
         else:
             done = train_group(

@@ -34,7 +34,7 @@ from vanishing.train import (
     StepCallback,
     TrainConfig,
     close_records,
-    flush_denormals,
+    denormals_flushed,
     open_records,
     resolve_device,
     sync,
@@ -304,6 +304,9 @@ def fit_group(
                     break
                 measured = probes.measure_group(group, x_probe, y_probe)
                 before = probes.snapshot_group(group)
+                weight_norms = torch.stack([probes.norms(w) for w in before]).T.tolist()
+                for row, norms in zip(measured, weight_norms, strict=True):  # as `train.fit`
+                    row["weight_norms"] = norms
                 epoch_probe_seconds += time.perf_counter() - probe_start
             losses = probes.per_sample_loss(group(x), y).mean(dim=1)  # (K,)
             optimizer.zero_grad(set_to_none=True)
@@ -378,7 +381,6 @@ def train_group(
     device = resolve_device(configs[0].device)
     if dataset is None:
         dataset = load_dataset(configs[0].dataset, data_dir=data_dir, verify=verify)
-    flush_denormals()
     writers = []
     try:
         logs = []
@@ -386,7 +388,8 @@ def train_group(
             writers.append(open_records(configs[i], run_dirs[i]))
             callback = (lambda row, c=configs[i]: on_epoch(c, row)) if on_epoch else None
             logs.append(RunLog(configs[i], writers[-1], callback))
-        fit_group([configs[i] for i in order], dataset, device, logs, on_steps)
+        with denormals_flushed():
+            fit_group([configs[i] for i in order], dataset, device, logs, on_steps)
     finally:
         for writer in writers:
             if writer is not None:

@@ -1,9 +1,10 @@
 """Run records on disk: written by training, read by everything else.
 
 A run directory holds `config.json` (written first), `metrics.jsonl` (append-only, one row per
-probe and per epoch) and `result.json` (written last, atomically: a run without it did not
-finish). Non-finite floats (a diverged loss, a ratio over zero) are written as null, so every
-file is strict JSON that any reader, a browser included, can parse.
+probe and per epoch), `checkpoint.pt` while the run is unfinished (replaced atomically at each
+epoch end, deleted when the run ends) and `result.json` (written last, atomically: a run without
+it did not finish). Non-finite floats (a diverged loss, a ratio over zero) are written as null,
+so every file is strict JSON that any reader, a browser included, can parse.
 """
 
 from __future__ import annotations
@@ -12,10 +13,21 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 CONFIG, METRICS, RESULT = "config.json", "metrics.jsonl", "result.json"
+CHECKPOINT, LOCK = "checkpoint.pt", ".lock"
+
+
+class WriteError(OSError):
+    """A record that could not be written (a full disk); `strerror` names the file."""
+
+
+def write_error(path: Path, error: OSError) -> WriteError:
+    """The WriteError for `error` while writing `path`."""
+    return WriteError(error.errno, f"cannot write {path}: {error.strerror or error}")
 
 
 def finite(value: Any) -> Any:
@@ -34,33 +46,71 @@ def dumps(value: Any, indent: int | None = None) -> str:
     return json.dumps(finite(value), indent=indent, allow_nan=False)
 
 
-def write_json(path: Path, value: Any) -> None:
-    """Write a JSON file atomically: to a temporary name in the same directory, then rename."""
+def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write a file atomically: `write` fills a temporary file in the same directory, then rename.
+
+    An OSError (a full disk) becomes a WriteError naming `path`; the old file, if any, stays.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(dumps(value, indent=2) + "\n")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise write_error(path, e) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, WriteError):
+            raise write_error(path, e) from None
         raise
 
 
-class MetricsWriter:
-    """Appends rows to `metrics.jsonl`, one line each, flushed so a crash loses at most one row."""
+def write_json(path: Path, value: Any) -> None:
+    """Write a JSON file atomically."""
+    text = (dumps(value, indent=2) + "\n").encode()
+    write_atomic(path, lambda f: f.write(text))
 
-    def __init__(self, path: Path) -> None:
-        self.file = open(path, "w")  # noqa: SIM115 - closed by close()
+
+class MetricsWriter:
+    """Appends rows to `metrics.jsonl`, one whole line per system call, so a crash loses at most
+    the row being written; a failed write (a full disk) is cut back off, never left torn.
+
+    `offset` (bytes) resumes a file: it is cut back to its first `offset` bytes, the rows that a
+    checkpoint covers, and appended to from there.
+    """
+
+    def __init__(self, path: Path, offset: int | None = None) -> None:
+        self.path = Path(path)
+        flags = os.O_WRONLY | os.O_CREAT | (0 if offset is not None else os.O_TRUNC)
+        try:
+            self.fd = os.open(self.path, flags, 0o644)
+            self.offset = offset or 0
+            os.ftruncate(self.fd, self.offset)
+            os.lseek(self.fd, self.offset, os.SEEK_SET)
+        except OSError as e:
+            raise write_error(self.path, e) from None
 
     def write(self, row: dict[str, Any]) -> None:
-        self.file.write(dumps(row) + "\n")
-        self.file.flush()
+        data = (dumps(row) + "\n").encode()
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(self.fd, data[written:])
+        except OSError as e:
+            try:  # a partial line would be a torn record: remove it
+                os.ftruncate(self.fd, self.offset)
+                os.lseek(self.fd, self.offset, os.SEEK_SET)
+            except OSError:
+                pass
+            raise write_error(self.path, e) from None
+        self.offset += len(data)
 
     def close(self) -> None:
-        self.file.close()
+        os.close(self.fd)
 
 
 def read_json(path: Path) -> Any:

@@ -2,8 +2,12 @@
 
 A sweep directory holds one run directory per grid point and seed, named from its config (readable
 parts plus a stable hash), so the same config is never run twice and an interrupted sweep resumes
-by skipping every run whose `result.json` exists. A run that raises is recorded with status
+by skipping every run whose `result.json` exists and continuing unfinished runs from their last
+checkpoint (by default: a sweep is meant to be resumed). A run that raises is recorded with status
 "failed" and its error; one that diverges with "diverged"; neither stops the sweep.
+
+Each run is claimed with a lock (`run_dir/.lock`, an flock that the kernel drops when its holder
+dies, so a dead sweep's lock is never stale), so that sweeps sharing a directory split its runs.
 """
 
 from __future__ import annotations
@@ -29,6 +33,11 @@ from vanishing.data import Dataset, load_dataset
 from vanishing.errors import UsageError
 from vanishing.model import DEFAULT_WIDTH, SEED_HIDDEN
 from vanishing.train import TrainConfig, train, versions
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no locks, one sweep per directory
+    fcntl = None  # type: ignore[assignment]
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -128,9 +137,8 @@ def spec_from_dict(values: dict[str, Any], source: str = "sweep") -> SweepSpec:
     known = [f.name for f in dataclasses.fields(SweepSpec)]
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise UsageError(
-            f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(known)}"
-        )
+        names = ", ".join(map(repr, unknown))  # quoted: a key may hold any character
+        raise UsageError(f"{source}: unknown key(s) {names}; valid keys: {', '.join(known)}")
     clean: dict[str, Any] = {}
     for name, value in values.items():
         default = getattr(SweepSpec(), name)
@@ -225,11 +233,17 @@ def failed_result(config: TrainConfig, error: str, run_dir: Path) -> dict[str, A
 
 
 def run_one(
-    config: TrainConfig, run_dir: Path, dataset: Dataset, stop: threading.Event | None = None
+    config: TrainConfig,
+    run_dir: Path,
+    dataset: Dataset,
+    stop: threading.Event | None = None,
+    resume: bool = True,
 ) -> str:
     """Train one run into `run_dir`, recording any exception as a failed run; returns the status.
 
-    When `stop` is set the run is abandoned (KeyboardInterrupt) and left without result.json.
+    With `resume` an unfinished run continues from its checkpoint. When `stop` is set the run is
+    abandoned (KeyboardInterrupt) and left without result.json. A record that cannot be written
+    (a full disk) is raised: the sweep cannot go on.
     """
 
     def check(steps: int) -> None:
@@ -237,7 +251,9 @@ def run_one(
             raise KeyboardInterrupt
 
     try:
-        return train(config, dataset=dataset, run_dir=run_dir, on_steps=check).status
+        return train(config, dataset=dataset, run_dir=run_dir, on_steps=check, resume=resume).status
+    except records.WriteError:
+        raise
     except Exception as e:  # recorded, never raised: one bad run must not stop a sweep
         last = traceback.format_exception_only(type(e), e)[-1].strip()
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -258,6 +274,35 @@ def pending_runs(
     return todo
 
 
+def lock_run(run_dir: Path) -> int | None:
+    """Take the run's lock (an flock on run_dir/.lock, which holds our pid): its file descriptor,
+    or None when another process holds it. Closing the descriptor, or dying, releases it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / records.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    if fcntl is None:
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def claim(run_dir: Path, retry_failed: bool) -> int | None:
+    """Lock a run that is still to do; None if another sweep holds it or has just finished it."""
+    fd = lock_run(run_dir)
+    if fd is None:
+        return None
+    status = run_status(run_dir)  # again, under the lock: another sweep may have finished it
+    if status is None or (retry_failed and status in ("failed", "diverged")):
+        return fd
+    os.close(fd)
+    return None
+
+
 Done = Callable[[TrainConfig, Path, str], None]
 
 
@@ -267,35 +312,56 @@ def run_local(
     dataset: Dataset,
     on_done: Done,
     stop: threading.Event,
+    retry_failed: bool = False,
+    resume: bool = True,
 ) -> None:
     """Run in this process (one worker) or in child processes, one thread each, `workers` at once.
 
     A child is forked per run (cheap: it shares the parent's imports and data set, copy on
     write); one that dies without a result is recorded as failed. When `stop` is set (the CLI
     sets it on Ctrl-C or SIGTERM) every child is killed and KeyboardInterrupt raised; their runs
-    stay unfinished (no result.json) and run again on resume.
+    stay unfinished (no result.json) and continue from their checkpoints on resume. Each run is
+    claimed first (`claim`); one that another sweep holds or has finished is left to it.
     """
     if workers <= 1:
         for config, run_dir in todo:
-            on_done(config, run_dir, run_one(config, run_dir, dataset, stop))
+            fd = claim(run_dir, retry_failed)
+            if fd is None:
+                continue
+            try:
+                status = run_one(config, run_dir, dataset, stop, resume)
+            finally:
+                os.close(fd)
+            on_done(config, run_dir, status)
         return
     import multiprocessing as mp
     from multiprocessing.connection import wait
 
     context = mp.get_context("fork" if sys.platform == "linux" else "spawn")
     queue = list(todo)
-    running: dict[Any, tuple[Any, TrainConfig, Path]] = {}
+    running: dict[Any, tuple[Any, TrainConfig, Path, int]] = {}
     try:
         while queue or running:
             while queue and len(running) < workers:
                 config, run_dir = queue.pop(0)
-                process = context.Process(target=child_main, args=(config, run_dir, dataset))
-                process.start()
-                running[process.sentinel] = (process, config, run_dir)
+                fd = claim(run_dir, retry_failed)
+                if fd is None:
+                    continue
+                # The child inherits every lock we hold: it closes all but its own.
+                others = [held for *_, held in running.values()]
+                process = context.Process(
+                    target=child_main, args=(config, run_dir, dataset, resume, others)
+                )
+                try:
+                    process.start()
+                except BaseException:
+                    os.close(fd)
+                    raise
+                running[process.sentinel] = (process, config, run_dir, fd)
             if stop.is_set():
                 raise KeyboardInterrupt
             for sentinel in wait(list(running), timeout=0.2):
-                process, config, run_dir = running.pop(sentinel)
+                process, config, run_dir, fd = running.pop(sentinel)
                 process.join()
                 status = run_status(run_dir)
                 if status is None:  # killed before it could write anything
@@ -305,23 +371,33 @@ def run_local(
                         run_dir / records.RESULT, failed_result(config, error, run_dir)
                     )
                     status = "failed"
+                os.close(fd)
                 on_done(config, run_dir, status)
     finally:
         # SIGKILL, not SIGTERM: a child may not have set up its own handlers yet.
-        for process, _, _ in running.values():
+        for process, *_ in running.values():
             process.kill()
-        for process, _, _ in running.values():
+        for process, _, _, fd in running.values():
             process.join()
+            os.close(fd)
 
 
-def child_main(config: TrainConfig, run_dir: Path, dataset: Dataset) -> None:
+def child_main(
+    config: TrainConfig,
+    run_dir: Path,
+    dataset: Dataset,
+    resume: bool = True,
+    inherited_locks: Sequence[int] = (),
+) -> None:
     """A worker process: one thread (the pool uses the cores), default signal handling."""
     import torch
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us on Ctrl-C
+    for fd in inherited_locks:  # other runs' locks, copied by fork: theirs to release
+        os.close(fd)
     torch.set_num_threads(1)
-    run_one(config, run_dir, dataset)
+    run_one(config, run_dir, dataset, resume=resume)
 
 
 def run_ray(
@@ -330,11 +406,14 @@ def run_ray(
     data_options: dict[str, Any],
     on_done: Done,
     stop: threading.Event,
+    retry_failed: bool = False,
 ) -> None:
     """Each run a Ray task with one CPU (and one GPU for cuda); records come back to `out`.
 
     The task trains into a temporary directory on its node and returns the three files, which
-    are written here (result.json last), so no shared file system is needed.
+    are written here (result.json last), so no shared file system is needed. Runs are claimed
+    here as for local runs, but a Ray run does not resume from a checkpoint (it has none here):
+    an interrupted one starts afresh.
     """
     try:
         import ray
@@ -349,9 +428,12 @@ def run_ray(
     remote = ray.remote(ray_task)
     futures = {}
     for config, run_dir in todo:
+        fd = claim(run_dir, retry_failed)
+        if fd is None:
+            continue
         gpus = 1 if config.device == "cuda" else 0
         future = remote.options(num_cpus=1, num_gpus=gpus).remote(config, data_options)
-        futures[future] = (config, run_dir)
+        futures[future] = (config, run_dir, fd)
     try:
         while futures:
             if stop.is_set():
@@ -359,7 +441,7 @@ def run_ray(
             ready, _ = ray.wait(list(futures), num_returns=1, timeout=0.5)
             if not ready:
                 continue
-            config, run_dir = futures.pop(ready[0])
+            config, run_dir, fd = futures.pop(ready[0])
             try:
                 files = ray.get(ready[0])
             except Exception as e:  # a task whose worker died
@@ -369,11 +451,15 @@ def run_ray(
                         failed_result(config, f"ray task failed: {type(e).__name__}", run_dir)
                     )
                 }
-            write_files(run_dir, files)
+            try:
+                write_files(run_dir, files)
+            finally:
+                os.close(fd)
             on_done(config, run_dir, run_status(run_dir) or "failed")
     finally:
-        for future in futures:
+        for future, (*_, fd) in futures.items():
             ray.cancel(future, force=True)
+            os.close(fd)
 
 
 def ray_task(config: TrainConfig, data_options: dict[str, Any]) -> dict[str, str]:
@@ -386,8 +472,9 @@ def ray_task(config: TrainConfig, data_options: dict[str, Any]) -> dict[str, str
     dataset = load_dataset(config.dataset, **data_options)  # the worker's own cache or source
     with tempfile.TemporaryDirectory(prefix="vanishing-run-") as tmp:
         run_dir = Path(tmp) / "run"
-        run_one(config, run_dir, dataset)
-        return {path.name: path.read_text() for path in run_dir.iterdir() if path.is_file()}
+        run_one(config, run_dir, dataset, resume=False)
+        names = (records.CONFIG, records.METRICS, records.RESULT)
+        return {name: (run_dir / name).read_text() for name in names if (run_dir / name).is_file()}
 
 
 def write_files(run_dir: Path, files: dict[str, str]) -> None:
@@ -552,6 +639,7 @@ def run_sweep(
     backend: str = "local",
     address: str | None = None,
     retry_failed: bool = False,
+    resume: bool = True,
     data_options: dict[str, Any] | None = None,
     on_start: Callable[[int, int], None] | None = None,
     on_done: Done | None = None,
@@ -561,7 +649,10 @@ def run_sweep(
     """Run every unfinished run of the grid, then write runs.csv, points.csv and pairs.csv.
 
     Local runs share `dataset` (loaded here when not given); Ray tasks load their own. Setting
-    `stop` (e.g. from a signal handler) ends the sweep with KeyboardInterrupt, resumable.
+    `stop` (e.g. from a signal handler) ends the sweep with KeyboardInterrupt, resumable. With
+    `resume` (the default) unfinished local runs continue from their checkpoints; without, they
+    start afresh. `ran` counts the runs this call finished; runs that a concurrent sweep on the
+    same directory claimed are left to it.
     """
     stop = stop or threading.Event()
     if backend not in BACKENDS:
@@ -574,12 +665,18 @@ def run_sweep(
     if on_start is not None:
         on_start(len(configs), len(configs) - len(todo))
     data_options = data_options or {}
-    done = on_done or (lambda config, run_dir, status: None)
+    ran = []
+
+    def done(config: TrainConfig, run_dir: Path, status: str) -> None:
+        ran.append(run_dir)
+        if on_done is not None:
+            on_done(config, run_dir, status)
+
     if todo and backend == "ray":
-        run_ray(todo, address, data_options, done, stop)
+        run_ray(todo, address, data_options, done, stop, retry_failed)
     elif todo:
         if dataset is None:
             dataset = load_dataset(spec.dataset, **data_options)  # once: workers share it
-        run_local(todo, workers or default_workers(), dataset, done, stop)
+        run_local(todo, workers or default_workers(), dataset, done, stop, retry_failed, resume)
     rows = tabulate(out, configs)
-    return SweepOutcome(configs, len(todo), len(configs) - len(todo), rows)
+    return SweepOutcome(configs, len(ran), len(configs) - len(todo), rows)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import math
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -114,6 +117,9 @@ class RunResult:
     versions: dict[str, str]
     config: dict[str, Any]
     diverged_step: int | None = None
+    # For a diverged run: the step, grad_norms and weight_norms (per Linear layer) of the last
+    # probe at which the loss, the gradients and the weights were all still finite.
+    norms_before_divergence: dict[str, Any] | None = None
     error: str | None = None
     run_dir: str | None = field(default=None)
 
@@ -180,33 +186,137 @@ EpochCallback = Callable[[dict[str, Any]], None]
 StepCallback = Callable[[int], None]
 
 
-def flush_denormals() -> None:
-    """Compute with denormal floats as zero, process-wide (where the CPU supports it).
+@contextlib.contextmanager
+def denormals_flushed() -> Iterator[None]:
+    """While training, compute with denormal floats as zero (where the CPU supports it).
 
     Under Adam, the moment estimates of dead ReLU units decay towards zero through the denormal
     range, where x86 arithmetic is many times slower: ReLU epochs took about 20 % longer than
-    leaky ReLU's. Values below 1.2e-38 are far below anything the measurements resolve.
+    leaky ReLU's. Values below 1.2e-38 are far below anything the measurements resolve. The
+    setting is process-wide, so it is switched back off (the default) when training ends.
     """
     torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
-def open_records(config: TrainConfig, run_dir: Path | str | None) -> records.MetricsWriter | None:
-    """Start a run directory: config.json now, metrics.jsonl as rows come; None without one."""
+def open_records(
+    config: TrainConfig, run_dir: Path | str | None, offset: int | None = None
+) -> records.MetricsWriter | None:
+    """Start a run directory: config.json now, metrics.jsonl as rows come; None without one.
+
+    `offset` resumes metrics.jsonl from a checkpoint (cut back to the rows it covers); without it
+    the run starts afresh and an old checkpoint is removed.
+    """
     if run_dir is None:
         return None
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise records.write_error(run_dir, e) from None
     (run_dir / records.RESULT).unlink(missing_ok=True)  # a rerun is incomplete until done
+    if offset is None:
+        (run_dir / records.CHECKPOINT).unlink(missing_ok=True)
+    for stale in run_dir.glob(f".{records.CHECKPOINT}.*.tmp"):  # of a run killed mid-save
+        stale.unlink(missing_ok=True)
     records.write_json(run_dir / records.CONFIG, config.to_dict())
-    return records.MetricsWriter(run_dir / records.METRICS)
+    return records.MetricsWriter(run_dir / records.METRICS, offset)
 
 
 def close_records(result: RunResult, run_dir: Path | str | None) -> RunResult:
-    """Finish a run directory: result.json, written last (a run without it did not finish)."""
+    """Finish a run directory: result.json, written last (a run without it did not finish).
+
+    The checkpoint goes once result.json is there: a finished run is never resumed.
+    """
     if run_dir is not None:
         result.run_dir = str(run_dir)
         records.write_json(Path(run_dir) / records.RESULT, result.to_dict())
+        (Path(run_dir) / records.CHECKPOINT).unlink(missing_ok=True)
     return result
+
+
+# Fields that may differ between a checkpoint's config and the resumed run's: where it runs.
+RESUMABLE_CHANGES = ("device",)
+
+
+def load_checkpoint(
+    config: TrainConfig, run_dir: Path | str, device: torch.device
+) -> dict[str, Any] | None:
+    """The checkpoint in `run_dir` (tensors, plain containers only), None if there is none.
+
+    One written for another config is a UsageError, never used.
+    """
+    path = Path(run_dir) / records.CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # a truncated or foreign file: say which, do not guess
+        raise UsageError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    saved = json.loads(checkpoint["config"])
+    wanted = config.to_dict()
+    differ = [
+        key
+        for key in sorted(set(saved) | set(wanted))
+        if key not in RESUMABLE_CHANGES
+        and saved.get(key) != json.loads(json.dumps(wanted.get(key)))
+    ]
+    if differ:
+        shown = ", ".join(f"{k}={saved.get(k)!r} (now {wanted.get(k)!r})" for k in differ)
+        raise UsageError(
+            f"{path} belongs to a run with another config: {shown}; "
+            "run without --resume to start afresh, or remove it"
+        )
+    return checkpoint
+
+
+def save_checkpoint(
+    run_dir: Path | str,
+    config: TrainConfig,
+    epoch: int,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    log: RunLog,
+) -> None:
+    """Everything needed to continue after `epoch`, written atomically as checkpoint.pt.
+
+    Only tensors, dicts, lists, ints and strings, so that `torch.load(weights_only=True)` reads
+    it; the run's records (JSON with NaN allowed, exact for floats) go as one string.
+    """
+    state = {
+        "config": json.dumps(config.to_dict()),
+        "epoch": epoch,
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(),  # data order
+        "torch_rng": torch.get_rng_state(),  # RReLU's random slopes
+        "log": json.dumps(log.state_dict()),
+    }
+    records.write_atomic(Path(run_dir) / records.CHECKPOINT, lambda f: torch.save(state, f))
+
+
+def load_result(config: TrainConfig, run_dir: Path | str) -> RunResult | None:
+    """The finished result in `run_dir` for this config (device aside), None if there is none."""
+    path = Path(run_dir) / records.RESULT
+    if not path.is_file():
+        return None
+    values = records.read_json(path)
+    wanted = json.loads(json.dumps(config.to_dict()))
+    saved = values.get("config", {})
+    if any(saved.get(k) != v for k, v in wanted.items() if k not in RESUMABLE_CHANGES):
+        return None  # another run's result: train this one afresh
+    known = {f.name for f in dataclasses.fields(RunResult)}
+    values = {k: v for k, v in values.items() if k in known}
+    for key in ("test_accuracy", "test_loss", "vanishing_ratio_init"):
+        if values.get(key) is None:  # written as null when non-finite
+            values[key] = float("nan")
+    return RunResult(**values)
 
 
 def train(
@@ -218,23 +328,34 @@ def train(
     verify: bool = True,
     on_epoch: EpochCallback | None = None,
     on_steps: StepCallback | None = None,
+    resume: bool = False,
 ) -> RunResult:
     """Train one model as `config` says, probing as it goes; write records when `run_dir` is set.
 
     Deterministic for a given config on the CPU (same thread count). A non-finite loss ends the
-    run with status "diverged"; it is recorded, not raised.
+    run with status "diverged"; it is recorded, not raised. With `resume`, the
+    run continues from its last checkpoint (an epoch end) in `run_dir`, if it has one, to the
+    same result as an uninterrupted run; without, the run starts afresh.
     """
     device = resolve_device(config.device)
+    checkpoint = None
+    if resume and run_dir is not None:
+        checkpoint = load_checkpoint(config, run_dir, device)
     if dataset is None:
         dataset = load_dataset(config.dataset, data_dir=data_dir, verify=verify)
-    flush_denormals()
-    writer = open_records(config, run_dir)
+    log = RunLog(config, None, on_epoch)
+    if checkpoint is not None:
+        log.load_state_dict(json.loads(checkpoint["log"]))
+    writer = open_records(config, run_dir, log.offset if checkpoint is not None else None)
+    log.writer = writer
     try:
         # fork_rng: the run's random draws (RReLU's slopes) never leak into the caller's RNG.
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with (
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+            denormals_flushed(),
+        ):
             torch.manual_seed(config.seed)
-            log = RunLog(config, writer, on_epoch)
-            fit(config, dataset, device, log, on_steps)
+            fit(config, dataset, device, log, on_steps, run_dir=run_dir, checkpoint=checkpoint)
     finally:
         if writer is not None:
             writer.close()
@@ -259,12 +380,42 @@ class RunLog:
     status: str = "ok"
     steps: int = 0
     diverged_step: int | None = None
+    finite_probe: dict[str, Any] | None = None  # step and norms of the last all-finite probe
     train_seconds: float = 0.0  # optimisation steps only
     eval_seconds: float = 0.0
     probe_seconds: float = 0.0
+    resumed_offset: int = 0  # metrics.jsonl bytes that the loaded checkpoint covers
+
+    # What a checkpoint keeps of the log (all but config, writer and callback).
+    STATE: ClassVar[tuple[str, ...]] = (
+        "history",
+        "first_probe",
+        "last_probe",
+        "dead",
+        "status",
+        "steps",
+        "diverged_step",
+        "finite_probe",
+        "train_seconds",
+        "eval_seconds",
+        "probe_seconds",
+    )
 
     def __post_init__(self) -> None:
         self.dead = self.dead or [0.0] * len(self.config.hidden)
+
+    @property
+    def offset(self) -> int:
+        """Bytes of metrics.jsonl written so far (what a checkpoint covers)."""
+        return self.writer.offset if self.writer is not None else self.resumed_offset
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**{name: getattr(self, name) for name in self.STATE}, "offset": self.offset}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in self.STATE:
+            setattr(self, name, state[name])
+        self.resumed_offset = state["offset"]
 
     @property
     def running(self) -> bool:
@@ -283,6 +434,13 @@ class RunLog:
         self.emit(row)
         self.first_probe = self.first_probe or row
         self.last_probe = row
+        norms = [*row["grad_norms"], *row.get("weight_norms", [])]
+        if all(math.isfinite(v) for v in norms):
+            self.finite_probe = {
+                "step": step,
+                "grad_norms": row["grad_norms"],
+                "weight_norms": row.get("weight_norms"),
+            }
 
     def end_epoch(
         self,
@@ -343,6 +501,7 @@ class RunLog:
             versions=versions(),
             config=self.config.to_dict(),
             diverged_step=self.diverged_step,
+            norms_before_divergence=None if self.running else self.finite_probe,
             error=None if self.running else f"non-finite loss by step {self.diverged_step}",
         )
 
@@ -353,8 +512,15 @@ def fit(
     device: torch.device,
     log: RunLog,
     on_steps: StepCallback | None = None,
+    run_dir: Path | str | None = None,
+    checkpoint: dict[str, Any] | None = None,
 ) -> MLP:
-    """The training loop proper (see `train`): records go to `log`; returns the trained model."""
+    """The training loop proper (see `train`): records go to `log`; returns the trained model.
+
+    With `run_dir`, a checkpoint is saved at every epoch end; `checkpoint` continues from one.
+    `on_steps` may raise (KeyboardInterrupt, to stop): it is called between steps, never during
+    a write.
+    """
     activation = get_activation(config.activation)
     model = build_model(
         config.hidden, config.activation, config.init, config.options, seed=config.seed
@@ -370,8 +536,16 @@ def fit(
     probe_index = torch.randperm(n, generator=generator)[: config.probe_size].to(device)
     x_probe, y_probe = x_train[probe_index], y_train[probe_index]
 
-    step = 0
-    for epoch in range(1, config.epochs + 1):
+    step, first_epoch = 0, 1
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        generator.set_state(checkpoint["generator"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        step, first_epoch = checkpoint["step"], checkpoint["epoch"] + 1
+    for epoch in range(first_epoch, config.epochs + 1):
+        if not log.running:
+            break
         model.train()
         order = torch.randperm(n, generator=generator).to(device)
         loss_sum = torch.zeros((), device=device)  # on the device: no host sync per step
@@ -389,7 +563,11 @@ def fit(
                     break
                 measured = probes.measure(model, activation, x_probe, y_probe)
                 before = probes.snapshot(model)
+                measured["weight_norms"] = torch.stack([w.norm() for w in before]).tolist()
                 epoch_probe_seconds += time.perf_counter() - probe_start
+                if not all(map(math.isfinite, measured["grad_norms"])):  # gradient overflow
+                    log.diverge(step, epoch)
+                    break
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
@@ -424,4 +602,6 @@ def fit(
         )
         if not log.running:
             break
+        if run_dir is not None and epoch < config.epochs:
+            save_checkpoint(run_dir, config, epoch, step, model, optimizer, generator, log)
     return model
