@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from vanishing import records
 from vanishing.cli import main
@@ -182,3 +183,47 @@ def test_console_script_help_and_exit_code():
         env={**os.environ, "VANISHING_OFFLINE": "1"},
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_device_that_is_not_here(capsys, tiny_dir, tmp_path):
+    code = main(
+        [
+            "train",
+            "--data-dir",
+            str(tiny_dir),
+            "--out",
+            str(tmp_path),
+            "--device",
+            "cuda",
+            "--no-verify",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2  # before any data is loaded: the one line is all there is
+    assert err.strip() == (
+        "vanishing train: error: --device cuda: no CUDA GPU is available here (try --device auto)"
+    )
+
+
+def test_damaged_checkpoint(capsys, tiny_dir, tmp_path):
+    run_dir = tmp_path / "relu-seed0"
+    run_dir.mkdir()
+    (run_dir / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    code = main(
+        [
+            "train",
+            "--data-dir",
+            str(tiny_dir),
+            "--out",
+            str(tmp_path),
+            "--resume",
+            "--epochs",
+            "1",
+            *TINY,
+        ]
+    )
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the data source lines
+    assert code == 2
+    assert last.startswith("vanishing train: error: ") and "not a readable checkpoint (" in last
+    assert "checkpoint.pt" in last

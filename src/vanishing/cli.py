@@ -15,7 +15,7 @@ from vanishing import compare, data, records
 from vanishing.activations import ACTIVATIONS, PRELU_MODES
 from vanishing.errors import UsageError
 from vanishing.model import INIT_ALIASES, INITS, OPTIMIZERS, hidden_widths, parse_hidden
-from vanishing.train import DEVICES, TrainConfig
+from vanishing.train import DEVICES, TrainConfig, resolve_device
 
 
 class Parser(argparse.ArgumentParser):
@@ -329,6 +329,7 @@ def run_runs(
     from tqdm import tqdm
 
     configs = [training_config(args, a, s) for a in activations for s in seeds]  # validates all
+    resolve_device(configs[0].device)  # a missing GPU is an error before the data loads
     out = compare.ensure_writable(out)
     dataset = data.load_dataset(
         args.dataset,

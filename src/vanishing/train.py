@@ -255,7 +255,10 @@ def load_checkpoint(
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # a truncated or foreign file: say which, do not guess
-        raise UsageError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+        first = (str(e).strip().splitlines() or [""])[0]  # torch's messages run over many lines
+        raise UsageError(
+            f"{path}: not a readable checkpoint ({type(e).__name__}: {first})"
+        ) from None
     saved = json.loads(checkpoint["config"])
     wanted = config.to_dict()
     differ = [
