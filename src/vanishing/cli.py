@@ -266,7 +266,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
 
 def training_config(args: argparse.Namespace, activation: str, seed: int) -> TrainConfig:
     """The TrainConfig that the options describe."""
-    hidden = parse_hidden(args.hidden) if args.hidden else None
+    hidden = parse_hidden(args.hidden) if args.hidden is not None else None
     if args.momentum is not None and args.optimizer != "sgd":
         raise UsageError("--momentum applies to --optimizer sgd only")
     return TrainConfig(
