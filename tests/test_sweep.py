@@ -368,32 +368,31 @@ def test_cli_preset_with_overrides(capsys, tiny_dir, tmp_path):
     from vanishing.cli import main
 
     out = tmp_path / "sw"
-    code = main(
-        [
-            "sweep",
-            "--preset",
-            "depth",
-            "--activations",
-            "relu,tanh",
-            "--depths",
-            "1,2",
-            "--widths",
-            "8",
-            "--seeds",
-            "0",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "32",
-            "--data-dir",
-            str(tiny_dir),
-            "--no-verify",
-            "--out",
-            str(out),
-            "--workers",
-            "1",
-        ]
-    )
+    argv = [
+        "sweep",
+        "--preset",
+        "depth",
+        "--activations",
+        "relu,tanh",
+        "--depths",
+        "1,2",
+        "--widths",
+        "8",
+        "--seeds",
+        "0",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--data-dir",
+        str(tiny_dir),
+        "--no-verify",
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+    ]
+    code = main(argv)
     stdout, stderr = capsys.readouterr()
     assert code == 0, stderr
     assert "4 runs: 0 already done, 4 ran now (4 ok, 0 diverged, 0 failed)" in stdout
@@ -407,32 +406,7 @@ def test_cli_preset_with_overrides(capsys, tiny_dir, tmp_path):
     assert "[4/4] " in stdout
     assert (out / "report.html").is_file()
     # The same command again runs nothing.
-    main(
-        [
-            "sweep",
-            "--preset",
-            "depth",
-            "--activations",
-            "relu,tanh",
-            "--depths",
-            "1,2",
-            "--widths",
-            "8",
-            "--seeds",
-            "0",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "32",
-            "--data-dir",
-            str(tiny_dir),
-            "--no-verify",
-            "--out",
-            str(out),
-            "--workers",
-            "1",
-        ]
-    )
+    main(argv)
     assert "4 runs: 4 already done, 0 ran now" in capsys.readouterr().out
 
 

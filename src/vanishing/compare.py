@@ -168,17 +168,20 @@ def summarize(results: Sequence[RunResult]) -> list[dict[str, Any]]:
     return rows
 
 
+TABLE_HEADER = (
+    "activation",
+    "test acc (%)",
+    "test loss",
+    "s/epoch",
+    "grad ratio L1/Lout at init",
+    "dead %",
+    "saturated %",
+)
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The summary as an aligned text table."""
-    header = (
-        "activation",
-        "test acc (%)",
-        "test loss",
-        "s/epoch",
-        "grad ratio L1/Lout at init",
-        "dead %",
-        "saturated %",
-    )
+    header = TABLE_HEADER
     lines = []
     for row in rows:
         rectifier = get_activation(row["activation"]).family == "rectifier"

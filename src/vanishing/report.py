@@ -1111,16 +1111,7 @@ def build_report(
     )
 
 
-SUMMARY_HEADER = (
-    "activation",
-    "runs",
-    "test acc (%)",
-    "test loss",
-    "s/epoch",
-    "grad ratio L1/Lout at init",
-    "dead %",
-    "saturated %",
-)
+SUMMARY_HEADER = (compare.TABLE_HEADER[0], "runs", *compare.TABLE_HEADER[1:])
 
 
 def fixed(value: float, digits: int) -> str:
