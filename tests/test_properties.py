@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import struct
 import tracemalloc
 from pathlib import Path
@@ -84,26 +85,7 @@ def test_reading_a_small_file_reserves_no_large_buffer(tmp_path):
         assert peak < 5_000_000, (name, peak)
 
 
-FIELDS = [
-    "activations",
-    "depths",
-    "widths",
-    "hidden",
-    "inits",
-    "optimizers",
-    "lrs",
-    "seeds",
-    "epochs",
-    "dataset",
-    "batch_size",
-    "momentum",
-    "negative_slope",
-    "prelu_mode",
-    "probe_every",
-    "probe_size",
-    "device",
-    "description",
-]
+FIELDS = [f.name for f in dataclasses.fields(sweep.SweepSpec)]  # every valid key
 scalars = st.one_of(
     st.none(),
     st.booleans(),

@@ -183,7 +183,8 @@ def test_local_pool_two_workers_and_a_killed_worker(tiny_dir, tmp_path, monkeypa
     assert failed["error"] == "worker exited with code -9"
 
 
-def sweep_command(tiny_dir: Path, out: Path, toml: Path) -> list[str]:
+def sweep_command(tiny_dir: Path, out: Path, toml: Path, *options: str) -> list[str]:
+    """`vanishing sweep` on a TOML grid and the tiny data set (2 local workers by default)."""
     return [
         sys.executable,
         "-m",
@@ -196,8 +197,7 @@ def sweep_command(tiny_dir: Path, out: Path, toml: Path) -> list[str]:
         "--no-verify",
         "--out",
         str(out),
-        "--workers",
-        "2",
+        *(options or ("--workers", "2")),
     ]
 
 
@@ -322,24 +322,7 @@ def test_ray_backend_on_a_local_cluster(ray_netns, tiny_dir, tmp_path):
     )
     out = tmp_path / "ray"
     done = subprocess.run(
-        [
-            *inside,
-            sys.executable,
-            "-m",
-            "vanishing",
-            "sweep",
-            "--config",
-            str(toml),
-            "--data-dir",
-            str(tiny_dir),
-            "--no-verify",
-            "--out",
-            str(out),
-            "--backend",
-            "ray",
-            "--address",
-            address,
-        ],
+        [*inside, *sweep_command(tiny_dir, out, toml, "--backend", "ray", "--address", address)],
         env={**env, "VANISHING_OFFLINE": "1"},
         capture_output=True,
         text=True,

@@ -44,14 +44,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-# Grid axes: the sweep field (a list) and the TrainConfig field each value goes to.
-AXES = {
-    "activations": "activation",
-    "inits": "init",
-    "optimizers": "optimizer",
-    "lrs": "lr",
-    "seeds": "seed",
-}
 # Settings shared by every run of a sweep, passed to TrainConfig as they are.
 SHARED = (
     "epochs",
