@@ -42,9 +42,14 @@ class PerSampleMNIST(TorchDataset):
 
 
 def reference_epoch(config: TrainConfig, dataset) -> float:
-    """Seconds for one epoch of the reference code's loop: DataLoader, .item() every step."""
+    """Seconds for one epoch of the reference code's loop: DataLoader, .item() every step.
+
+    On a GPU (`config.device`) the model lives there and each batch is copied to it, as the
+    reference code does with `.to(device)`.
+    """
     torch.manual_seed(config.seed)
-    model = build_model(config.hidden, config.activation, seed=config.seed)
+    device = torch.device(config.device)
+    model = build_model(config.hidden, config.activation, seed=config.seed).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)  # its defaults, no fused
     loader = DataLoader(
         PerSampleMNIST(dataset.train_images, dataset.train_labels),
@@ -54,6 +59,7 @@ def reference_epoch(config: TrainConfig, dataset) -> float:
     start = time.perf_counter()
     running = 0.0
     for images, labels in loader:
+        images, labels = images.to(device), labels.to(device)
         logits = model(images.view(-1, 784))
         loss = F.cross_entropy(logits, labels)
         optimizer.zero_grad()

@@ -1,11 +1,17 @@
 """Where an epoch's time goes: matmul rate and its limit, reference loop, single path, groups.
 
 Run: .venv/bin/python bench/bench_speed.py [--device cpu|cuda] [--ks 4,16] [--epochs-fraction 0.1]
+     [--compile] [--workers 2]
+On a GPU, one short run prints every figure the performance targets need:
+     .venv/bin/python bench/bench_speed.py --device cuda --ks 4,16,64 --compile
 Everything is timed in this one process, the variants in turn for --repeats rounds, keeping each
 one's best: on a shared machine every variant sees the same load. A fraction of an epoch is timed
 and extrapolated to a whole one; the slice probes every 300 * f steps, so it holds as many probe
 points as a whole epoch, and their seconds are counted once. Test-set evaluation is not timed
-(and cut to 1000 images).
+(and cut to 1000 images). Besides the trainer's own paths it times torch.compile (--compile),
+CUDA-graph capture of the whole step (CUDA only), W one-thread processes at once (CPU only, as
+`vanishing sweep` runs), and the floor the targets meet: matmuls at the measured rate plus the
+fused Adam step, nothing else. A variant that fails prints its error; the others still run.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import argparse
 import copy
 import dataclasses
 import math
+import multiprocessing
+import os
 import resource
 import sys
 import time
@@ -24,8 +32,9 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 from torch.nn import functional as F
 
 from vanishing.data import Dataset, load_dataset
-from vanishing.group import train_group
+from vanishing.group import GroupedMLP, train_group
 from vanishing.model import build_model, make_optimizer
+from vanishing.probes import per_sample_loss
 from vanishing.train import TrainConfig, resolve_device, sync, to_inputs, train
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -60,8 +69,11 @@ def timed(fn, device: torch.device, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def matmul_rates(device: torch.device, square: int, hidden: tuple[int, ...], batch: int) -> None:
-    """Print GFLOP/s of a large square product and of the MLP's batch-64 products."""
+def matmul_rates(
+    device: torch.device, square: int, hidden: tuple[int, ...], batch: int
+) -> tuple[float, float]:
+    """Print GFLOP/s of a large square product and of the MLP's batch-64 products; return the
+    limit per epoch (seconds of matmuls alone) at each rate."""
     a = torch.randn(square, square, device=device)
     b = torch.randn(square, square, device=device)
     seconds = timed(lambda: a @ b, device, 3 if device.type == "cpu" else 20)
@@ -84,6 +96,7 @@ def matmul_rates(device: torch.device, square: int, hidden: tuple[int, ...], bat
     limit = seconds * steps
     print(f"limit per epoch: {exact / square_rate:6.2f} s at the square rate, {limit:6.2f} s "
           f"at the batch-{batch} rate ({steps} steps, matmuls only)")  # fmt: skip
+    return exact / square_rate, limit
 
 
 def subset(dataset: Dataset, fraction: float, test: int = 1000) -> Dataset:
@@ -128,6 +141,114 @@ def vmap_seconds(config: TrainConfig, dataset: Dataset, k: int, device: torch.de
     return time.perf_counter() - start
 
 
+def loop_seconds(
+    config: TrainConfig, dataset: Dataset, k: int, device: torch.device, mode: str
+) -> float:
+    """Seconds for the slice in a bare loop (no probes, no records, full batches only): one MLP
+    (K = 1) or a `GroupedMLP` of K, fused Adam, per-model data orders.
+
+    mode `compile`: the loss (forward, and through AOTAutograd the backward) is `torch.compile`d.
+    mode `cudagraph`: the whole step (gather, forward, backward, Adam with capturable=True) is
+    captured once as a CUDA graph and replayed; each step only copies the next batch's indices.
+    """
+    models = [build_model(config.hidden, config.activation, seed=s) for s in range(k)]
+    net = (models[0] if k == 1 else GroupedMLP.from_models(models)).to(device)
+    graphed = mode == "cudagraph"
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, fused=True, capturable=graphed)
+    x_train = to_inputs(dataset.train_images, device)
+    y_train = dataset.train_labels.to(device)
+    n, batch = len(x_train), config.batch_size
+    generators = [torch.Generator().manual_seed(s) for s in range(k)]
+    order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
+    if k == 1:
+        order = order[0]
+
+    def loss_of(index: torch.Tensor) -> torch.Tensor:
+        x, y = x_train[index], y_train[index]  # (batch, 784) or (K, batch, 784)
+        if k == 1:
+            return F.cross_entropy(net(x), y)
+        return per_sample_loss(net(x), y).mean(dim=1).sum()  # a sum: each model its own loss
+
+    loss_fn = torch.compile(loss_of) if mode == "compile" else loss_of
+    static_index = order[..., :batch].clone()
+
+    def step() -> None:
+        loss_fn(static_index).backward()
+        optimizer.step()
+
+    steps = n // batch
+    if graphed:  # the recipe of PyTorch's CUDA graphs notes: warm up on a side stream, capture
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                optimizer.zero_grad(set_to_none=True)
+                step()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph):
+            step()  # backward writes fresh .grad tensors in the graph's pool: no zero_grad
+        run_step = graph.replay
+    else:
+
+        def run_step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            step()
+
+        for _ in range(3):  # warm-up (and, compiled, the compilation)
+            run_step()
+    sync(device)
+    start = time.perf_counter()
+    for begin in range(0, steps * batch, batch):
+        static_index.copy_(order[..., begin : begin + batch])
+        run_step()
+    sync(device)
+    return time.perf_counter() - start
+
+
+# The slice the worker processes train, set before they fork (they inherit it, nothing pickled).
+_WORKER_SLICE: tuple[TrainConfig, Dataset] | None = None
+
+
+def _worker_train(seed: int, connection) -> None:
+    """One forked worker: one thread, one single-model slice; sends its seconds per epoch."""
+    torch.set_num_threads(1)
+    config, data = _WORKER_SLICE
+    result = train(dataclasses.replace(config, seed=seed), dataset=data)
+    connection.send(result.train_seconds)  # probes off: only the step-0 probe, not counted
+    connection.close()
+
+
+def workers_seconds(config: TrainConfig, data: Dataset, workers: int) -> list[float]:
+    """Seconds each of `workers` forked processes (one thread each) took for the same slice,
+    all at once: the way `vanishing sweep` spends the cores."""
+    global _WORKER_SLICE
+    _WORKER_SLICE = (config, data)
+    context = multiprocessing.get_context("fork")
+    pipes = [context.Pipe(duplex=False) for _ in range(workers)]
+    processes = [
+        context.Process(target=_worker_train, args=(seed, sender))
+        for seed, (_, sender) in enumerate(pipes)
+    ]
+    for process in processes:
+        process.start()
+    seconds = [receiver.recv() for receiver, _ in pipes]
+    for process in processes:
+        process.join()
+    return seconds
+
+
+def adam_seconds(hidden: tuple[int, ...], k: int, device: torch.device) -> float:
+    """Seconds of one fused Adam step over K models' parameters (memory-bound: 7 floats read or
+    written per parameter)."""
+    count = sum(i * o + o for i, o in layer_shapes(hidden))
+    weight = torch.nn.Parameter(torch.randn(k, count, device=device))
+    weight.grad = torch.randn_like(weight)
+    optimizer = torch.optim.Adam([weight], lr=1e-3, fused=True)
+    return timed(optimizer.step, device, 20)
+
+
 def peak_memory(device: torch.device) -> float:
     """Peak memory in MiB: the GPU allocator's since the last reset, or the process's max RSS."""
     if device.type == "cuda":
@@ -156,9 +277,7 @@ def variants(args, config: TrainConfig, data: Dataset, device: torch.device) -> 
         return k * (result.train_seconds / fraction + result.probe_seconds * probe_scale)
 
     runs = {
-        "reference": lambda: (
-            reference_epoch(dataclasses.replace(config, device="cpu"), data) / fraction
-        ),
+        "reference": lambda: reference_epoch(config, data) / fraction,
         "single": lambda: epoch(train(no_probes, dataset=data)),
         "single+probes": lambda: epoch(train(config, dataset=data)),
     }
@@ -171,6 +290,20 @@ def variants(args, config: TrainConfig, data: Dataset, device: torch.device) -> 
         runs[f"group{k}+probes"] = lambda c=configs: epoch(train_group(c, dataset=data)[0], len(c))
         if not args.no_vmap:
             runs[f"vmap{k}"] = lambda k=k: vmap_seconds(no_probes, data, k, device) / fraction
+    modes = (["compile"] if args.compile else []) + (["cudagraph"] if device.type == "cuda" else [])
+    for mode in modes:
+        for k in (1, max(args.ks)):
+            runs[f"{mode}{k}"] = lambda k=k, m=mode: (
+                loop_seconds(config, data, k, device, m) / fraction
+            )
+    if device.type == "cpu" and args.workers > 1:
+
+        def pool() -> float:
+            """Seconds W model-epochs take the pool: W / (the sum of the workers' rates)."""
+            seconds = workers_seconds(no_probes, data, args.workers)
+            return args.workers / sum(fraction / s for s in seconds)
+
+        runs["workers"] = pool
     return runs
 
 
@@ -183,6 +316,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="rounds; the best of each is kept")
     parser.add_argument("--square", type=int, help="square matmul size (2048 CPU, 8192 GPU)")
     parser.add_argument("--no-vmap", action="store_true", help="skip the torch.func variant")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time torch.compile (slow to warm up)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="CPU only: also time this many one-thread processes at once (default: the cores)",
+    )
     args = parser.parse_args()
     device = resolve_device(args.device)
     gpu = device.type != "cpu"
@@ -201,28 +343,41 @@ def main() -> None:
           f"{gpu_name}, 784-{'-'.join(map(str, config.hidden))}-10, {config.optimizer}, "
           f"batch {config.batch_size}; timing {fraction:g} of an epoch x {args.repeats} rounds "
           f"(best kept), per-epoch figures extrapolated")  # fmt: skip
-    matmul_rates(device, args.square or (8192 if gpu else 2048), config.hidden, config.batch_size)
+    square_limit, batch_limit = matmul_rates(
+        device, args.square or (8192 if gpu else 2048), config.hidden, config.batch_size
+    )
 
     data = subset(load_dataset(config.dataset), fraction)
     train(dataclasses.replace(config, epochs=1), dataset=subset(data, 0.05))  # warm-up
     runs = variants(args, config, data, device)
     best = dict.fromkeys(runs, float("inf"))
     memory = dict.fromkeys(runs, 0.0)
+    failed: dict[str, str] = {}
     for _ in range(args.repeats):
         for name, run in runs.items():
+            if name in failed:
+                continue
             reset_peak(device)
-            best[name] = min(best[name], run())  # seconds per epoch (wall)
+            try:
+                best[name] = min(best[name], run())  # seconds per epoch (wall)
+            except Exception as e:  # one variant that fails here must not hide the others
+                failed[name] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:120]}"
             memory[name] = max(memory[name], peak_memory(device))
 
     unit = "GPU allocated peak" if device.type == "cuda" else "process max RSS so far"
     single = best["single"]
 
     def line(label: str, name: str, k: int = 1) -> None:
+        if name not in runs:
+            return
+        if name in failed:
+            print(f"{label:<34} failed: {failed[name]}")
+            return
         print(f"{label:<34} {best[name]:8.2f} s/epoch {k / best[name]:8.3f} model-epochs/s "
               f"{k * single / best[name]:6.2f}x single   {memory[name]:6.0f} MiB")  # fmt: skip
 
     print(f"{'':<34} {'wall':>8}         {'':>8} {'':>15} {'':>6}   ({unit})")
-    line("reference DataLoader loop (CPU)", "reference")
+    line(f"reference DataLoader loop ({device.type})", "reference")
     line("single model, probes off", "single")
     line("single model, probes every 300", "single+probes")
     for k in args.ks:
@@ -230,11 +385,29 @@ def main() -> None:
         line(f"group K={k}, probes every 300", f"group{k}+probes", k)
         if not args.no_vmap:
             line(f"torch.func vmap K={k} (no probes)", f"vmap{k}", k)
+    top = max(args.ks)
+    line("single model, torch.compile", "compile1")
+    line(f"group K={top}, torch.compile", f"compile{top}", top)
+    line("single model, CUDA graph", "cudagraph1")
+    line(f"group K={top}, CUDA graph", f"cudagraph{top}", top)
+    line(f"{args.workers} processes x 1 thread (single)", "workers", args.workers)
     overheads = [("single", "single+probes")] + [(f"group{k}", f"group{k}+probes") for k in args.ks]
     print("probe overhead: " + ", ".join(
         f"{plain} {100 * (best[probed] - best[plain]) / best[plain]:+.1f} %"
-        for plain, probed in overheads
+        for plain, probed in overheads if plain not in failed and probed not in failed
     ))  # fmt: skip
+    if "reference" in failed or "single" in failed:
+        return
+    # What the targets ask against what the machine allows: matmuls at the measured rates plus
+    # the fused Adam step (memory-bound, one pass over K models' state) and nothing else.
+    steps = math.ceil(SAMPLES / config.batch_size)
+    adam = {k: adam_seconds(config.hidden, k, device) * steps / k for k in (1, top)}
+    print(f"fused Adam alone, per model-epoch: K=1 {adam[1]:.2f} s, K={top} {adam[top]:.2f} s")
+    for label, limit in (("square", square_limit), (f"batch-{config.batch_size}", batch_limit)):
+        floor1, floor_k = limit + adam[1], limit + adam[top]
+        print(f"floor (matmuls at the {label} rate + Adam): single {floor1:.2f} s/epoch, at best "
+              f"{best['reference'] / floor1:.1f}x the reference; K={top} {floor_k:.2f} s per "
+              f"model-epoch, at best {single / floor_k:.1f}x single")  # fmt: skip
 
 
 if __name__ == "__main__":

