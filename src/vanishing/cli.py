@@ -513,6 +513,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             on_done=finished,
             dataset=dataset,
             stop=stop,
+            group=not args.no_group,
         )
     except KeyboardInterrupt:
         bar.close()
@@ -713,6 +714,12 @@ def build_parser() -> Parser:
         default=True,
         help="continue unfinished runs from their last checkpoint (default); --no-resume "
         "starts them afresh. Finished runs are always kept",
+    )
+    group.add_argument(
+        "--no-group",
+        action="store_true",
+        help="train one model at a time (default: on a GPU, runs of one shape train together, "
+        "with stacked weights; the CPU trains one at a time, where that measured faster)",
     )
     add_data_options(sub, dataset=None)
     sub.set_defaults(func=cmd_sweep)

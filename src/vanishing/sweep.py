@@ -6,8 +6,11 @@ by skipping every run whose `result.json` exists and continuing unfinished runs 
 checkpoint (by default: a sweep is meant to be resumed). A run that raises is recorded with status
 "failed" and its error; one that diverges with "diverged"; neither stops the sweep.
 
-Each run is claimed with a lock (`run_dir/.lock`, an flock that the kernel drops when its holder
-dies, so a dead sweep's lock is never stale), so that sweeps sharing a directory split its runs.
+Pending runs of one shape train together in units (`group.train_group`, which writes the same
+records), of up to `compare.group_size` runs for the device: one on the CPU, so there every run
+trains alone. Each run is claimed with a lock (`run_dir/.lock`, an flock that the kernel drops when
+its holder dies, so a dead sweep's lock is never stale), so that sweeps sharing a directory split
+its runs.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from vanishing import records, stats
-from vanishing.compare import weighted_percent
+from vanishing.compare import MAX_GROUP, group_size, weighted_percent
 from vanishing.data import Dataset, load_dataset
 from vanishing.errors import UsageError
+from vanishing.group import plan_groups, train_group
 from vanishing.model import DEFAULT_WIDTH, SEED_HIDDEN
 from vanishing.train import TrainConfig, train, versions
 
@@ -222,6 +226,30 @@ def failed_result(config: TrainConfig, error: str, run_dir: Path) -> dict[str, A
     }
 
 
+Member = tuple[TrainConfig, Path]  # a run: its config and its directory
+
+
+def stop_check(stop: threading.Event | None) -> Callable[[int], None]:
+    """An `on_steps` callback that abandons training (KeyboardInterrupt) once `stop` is set."""
+
+    def check(steps: int) -> None:
+        if stop is not None and stop.is_set():
+            raise KeyboardInterrupt
+
+    return check
+
+
+def record_failure(config: TrainConfig, run_dir: Path, error: str) -> None:
+    """Write a failed run's result.json."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    records.write_json(run_dir / records.RESULT, failed_result(config, error, run_dir))
+
+
+def error_line(error: Exception) -> str:
+    """The last line of an exception as Python prints it, e.g. `RuntimeError: boom`."""
+    return traceback.format_exception_only(type(error), error)[-1].strip()
+
+
 def run_one(
     config: TrainConfig,
     run_dir: Path,
@@ -235,20 +263,74 @@ def run_one(
     abandoned (KeyboardInterrupt) and left without result.json. A record that cannot be written
     (a full disk) is raised: the sweep cannot go on.
     """
-
-    def check(steps: int) -> None:
-        if stop is not None and stop.is_set():
-            raise KeyboardInterrupt
-
     try:
-        return train(config, dataset=dataset, run_dir=run_dir, on_steps=check, resume=resume).status
+        return train(
+            config, dataset=dataset, run_dir=run_dir, on_steps=stop_check(stop), resume=resume
+        ).status
     except records.WriteError:
         raise
     except Exception as e:  # recorded, never raised: one bad run must not stop a sweep
-        last = traceback.format_exception_only(type(e), e)[-1].strip()
-        run_dir.mkdir(parents=True, exist_ok=True)
-        records.write_json(run_dir / records.RESULT, failed_result(config, last, run_dir))
+        record_failure(config, run_dir, error_line(e))
         return "failed"
+
+
+def run_group(
+    members: Sequence[Member], dataset: Dataset, stop: threading.Event | None = None
+) -> list[str]:
+    """Train runs of one shape together (`train_group`), afresh; their statuses, in order.
+
+    An exception is recorded as the failure of every member without a result.json (all of them:
+    `train_group` writes results only at the end); `stop` and a WriteError act as in `run_one`.
+    """
+    for _, run_dir in members:  # a retried run's old result must not pass for this attempt's
+        (run_dir / records.RESULT).unlink(missing_ok=True)
+    try:
+        results = train_group(
+            [config for config, _ in members],
+            dataset=dataset,
+            run_dirs=[run_dir for _, run_dir in members],
+            on_steps=stop_check(stop),
+        )
+        return [result.status for result in results]
+    except records.WriteError:
+        raise
+    except Exception as e:  # recorded, never raised, as in `run_one`
+        error = error_line(e)
+        statuses = []
+        for config, run_dir in members:
+            status = run_status(run_dir)
+            if status is None:
+                record_failure(config, run_dir, error)
+                status = "failed"
+            statuses.append(status)
+        return statuses
+
+
+def run_unit(
+    members: Sequence[Member],
+    dataset: Dataset,
+    stop: threading.Event | None = None,
+    resume: bool = True,
+) -> list[str]:
+    """Train a unit of runs (`plan_units`); their statuses, in order.
+
+    A unit of one is `run_one`. In a larger one, a run with a checkpoint (interrupted) continues
+    alone from it when `resume` is set, as `train_group` cannot resume; the rest train as one
+    group, afresh.
+    """
+    # Where `train_group` could resume, the checkpointed runs would join the group instead.
+    resumed = [m for m in members if resume and (m[1] / records.CHECKPOINT).is_file()]
+    grouped = [m for m in members if m not in resumed]
+    jobs = [[member] for member in resumed] + ([grouped] if grouped else [])
+    statuses: dict[Path, str] = {}
+    for job in jobs:
+        if len(job) == 1:
+            (config, run_dir), *_ = job
+            statuses[run_dir] = run_one(config, run_dir, dataset, stop, resume)
+        else:
+            for (_, run_dir), status in zip(job, run_group(job, dataset, stop), strict=True):
+                statuses[run_dir] = status
+    return [statuses[run_dir] for _, run_dir in members]
 
 
 def pending_runs(
@@ -293,11 +375,39 @@ def claim(run_dir: Path, retry_failed: bool) -> int | None:
     return None
 
 
+Claimed = tuple[TrainConfig, Path, int]  # a run, and the descriptor of its lock
+
+
+def claim_unit(unit: Sequence[Member], retry_failed: bool) -> list[Claimed]:
+    """Lock every run of a unit that is still to do (`claim`); the others are left out."""
+    claimed: list[Claimed] = []
+    try:
+        for config, run_dir in unit:
+            fd = claim(run_dir, retry_failed)
+            if fd is not None:
+                claimed.append((config, run_dir, fd))
+    except BaseException:
+        release(claimed)
+        raise
+    return claimed
+
+
+def release(claimed: Sequence[Claimed]) -> None:
+    """Drop the locks of claimed runs."""
+    for *_, fd in claimed:
+        os.close(fd)
+
+
+def plan_units(todo: Sequence[Member], size: int) -> list[list[Member]]:
+    """The pending runs in units of at most `size` that can train together (`plan_groups`)."""
+    return [[todo[i] for i in members] for members in plan_groups([c for c, _ in todo], size)]
+
+
 Done = Callable[[TrainConfig, Path, str], None]
 
 
 def run_local(
-    todo: Sequence[tuple[TrainConfig, Path]],
+    units: Sequence[Sequence[Member]],
     workers: int,
     dataset: Dataset,
     on_done: Done,
@@ -305,81 +415,87 @@ def run_local(
     retry_failed: bool = False,
     resume: bool = True,
 ) -> None:
-    """Run in this process (one worker) or in child processes, one thread each, `workers` at once.
+    """Run units (`run_unit`) in this process (one worker) or in child processes, one thread
+    each, `workers` units at once.
 
-    A child is forked per run (cheap: it shares the parent's imports and data set, copy on
-    write); one that dies without a result is recorded as failed. When `stop` is set (the CLI
-    sets it on Ctrl-C or SIGTERM) every child is killed and KeyboardInterrupt raised; their runs
-    stay unfinished (no result.json) and continue from their checkpoints on resume. Each run is
-    claimed first (`claim`); one that another sweep holds or has finished is left to it.
+    A child is forked per unit (cheap: it shares the parent's imports and data set, copy on
+    write); a run whose child dies without its result is recorded as failed. When `stop` is set
+    (the CLI sets it on Ctrl-C or SIGTERM) every child is killed and KeyboardInterrupt raised;
+    their runs stay unfinished (no result.json) and train again on resume (from their checkpoints
+    where they have one). Every run of a unit is claimed first (`claim`); one that another sweep
+    holds or has finished is left to it.
     """
     if workers <= 1:
-        for config, run_dir in todo:
-            fd = claim(run_dir, retry_failed)
-            if fd is None:
+        for unit in units:
+            claimed = claim_unit(unit, retry_failed)
+            if not claimed:
                 continue
+            members = [(config, run_dir) for config, run_dir, _ in claimed]
             try:
-                status = run_one(config, run_dir, dataset, stop, resume)
+                statuses = run_unit(members, dataset, stop, resume)
             finally:
-                os.close(fd)
-            on_done(config, run_dir, status)
+                release(claimed)
+            for (config, run_dir), status in zip(members, statuses, strict=True):
+                on_done(config, run_dir, status)
         return
     import multiprocessing as mp
     from multiprocessing.connection import wait
 
     context = mp.get_context("fork" if sys.platform == "linux" else "spawn")
-    queue = list(todo)
-    running: dict[Any, tuple[Any, TrainConfig, Path, int]] = {}
+    queue = list(units)
+    running: dict[Any, tuple[Any, list[Claimed]]] = {}
     try:
         while queue or running:
             while queue and len(running) < workers:
-                config, run_dir = queue.pop(0)
-                fd = claim(run_dir, retry_failed)
-                if fd is None:
+                claimed = claim_unit(queue.pop(0), retry_failed)
+                if not claimed:
                     continue
                 # The child inherits every lock we hold: it closes all but its own.
-                others = [held for *_, held in running.values()]
+                others = [fd for _, held in running.values() for *_, fd in held]
+                members = [(config, run_dir) for config, run_dir, _ in claimed]
                 process = context.Process(
-                    target=child_main, args=(config, run_dir, dataset, resume, others)
+                    target=child_main, args=(members, dataset, resume, others)
                 )
                 try:
                     process.start()
                 except BaseException:
-                    os.close(fd)
+                    release(claimed)
                     raise
-                running[process.sentinel] = (process, config, run_dir, fd)
+                running[process.sentinel] = (process, claimed)
             if stop.is_set():
                 raise KeyboardInterrupt
             for sentinel in wait(list(running), timeout=0.2):
-                process, config, run_dir, fd = running.pop(sentinel)
+                process, claimed = running.pop(sentinel)
                 process.join()
-                status = run_status(run_dir)
-                if status is None:  # killed before it could write anything
-                    error = f"worker exited with code {process.exitcode}"
-                    run_dir.mkdir(parents=True, exist_ok=True)
-                    records.write_json(
-                        run_dir / records.RESULT, failed_result(config, error, run_dir)
-                    )
-                    status = "failed"
-                os.close(fd)
-                on_done(config, run_dir, status)
+                statuses = []
+                try:
+                    for config, run_dir, _ in claimed:
+                        status = run_status(run_dir)
+                        if status is None:  # killed before it could write its result
+                            error = f"worker exited with code {process.exitcode}"
+                            record_failure(config, run_dir, error)
+                            status = "failed"
+                        statuses.append(status)
+                finally:
+                    release(claimed)
+                for (config, run_dir, _), status in zip(claimed, statuses, strict=True):
+                    on_done(config, run_dir, status)
     finally:
         # SIGKILL, not SIGTERM: a child may not have set up its own handlers yet.
-        for process, *_ in running.values():
+        for process, _ in running.values():
             process.kill()
-        for process, _, _, fd in running.values():
+        for process, claimed in running.values():
             process.join()
-            os.close(fd)
+            release(claimed)
 
 
 def child_main(
-    config: TrainConfig,
-    run_dir: Path,
+    members: Sequence[Member],
     dataset: Dataset,
     resume: bool = True,
     inherited_locks: Sequence[int] = (),
 ) -> None:
-    """A worker process: one thread (the pool uses the cores), default signal handling."""
+    """A worker process for one unit: one thread (the pool uses the cores), default signals."""
     import torch
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -387,23 +503,23 @@ def child_main(
     for fd in inherited_locks:  # other runs' locks, copied by fork: theirs to release
         os.close(fd)
     torch.set_num_threads(1)
-    run_one(config, run_dir, dataset, resume=resume)
+    run_unit(members, dataset, resume=resume)
 
 
 def run_ray(
-    todo: Sequence[tuple[TrainConfig, Path]],
+    units: Sequence[Sequence[Member]],
     address: str | None,
     data_options: dict[str, Any],
     on_done: Done,
     stop: threading.Event,
     retry_failed: bool = False,
 ) -> None:
-    """Each run a Ray task with one CPU (and one GPU for cuda); records come back to `out`.
+    """Each unit a Ray task with one CPU (and one GPU for cuda); records come back to `out`.
 
-    The task trains into a temporary directory on its node and returns the three files, which
-    are written here (result.json last), so no shared file system is needed. Runs are claimed
-    here as for local runs, but a Ray run does not resume from a checkpoint (it has none here):
-    an interrupted one starts afresh.
+    The task trains into temporary directories on its node and returns each run's three files,
+    which are written here (result.json last), so no shared file system is needed. Runs are
+    claimed here as for local runs, but a Ray run does not resume from a checkpoint (it has none
+    there): an interrupted one starts afresh.
     """
     try:
         import ray
@@ -416,55 +532,64 @@ def run_ray(
             f"--backend ray: cannot connect to a Ray cluster at {address!r} ({e})"
         ) from None
     remote = ray.remote(ray_task)
-    futures = {}
-    for config, run_dir in todo:
-        fd = claim(run_dir, retry_failed)
-        if fd is None:
-            continue
-        gpus = 1 if config.device == "cuda" else 0
-        future = remote.options(num_cpus=1, num_gpus=gpus).remote(config, data_options)
-        futures[future] = (config, run_dir, fd)
+    futures: dict[Any, list[Claimed]] = {}
     try:
+        for unit in units:
+            claimed = claim_unit(unit, retry_failed)
+            if not claimed:
+                continue
+            configs = [config for config, _, _ in claimed]
+            gpus = 1 if configs[0].device == "cuda" else 0
+            try:
+                future = remote.options(num_cpus=1, num_gpus=gpus).remote(configs, data_options)
+            except BaseException:
+                release(claimed)
+                raise
+            futures[future] = claimed
         while futures:
             if stop.is_set():
                 raise KeyboardInterrupt
             ready, _ = ray.wait(list(futures), num_returns=1, timeout=0.5)
             if not ready:
                 continue
-            config, run_dir, fd = futures.pop(ready[0])
+            claimed = futures.pop(ready[0])
             try:
                 files = ray.get(ready[0])
             except Exception as e:  # a task whose worker died
-                run_dir.mkdir(parents=True, exist_ok=True)
-                files = {
-                    records.RESULT: records.dumps(
-                        failed_result(config, f"ray task failed: {type(e).__name__}", run_dir)
-                    )
-                }
+                error = f"ray task failed: {type(e).__name__}"
+                files = [
+                    {records.RESULT: records.dumps(failed_result(config, error, run_dir))}
+                    for config, run_dir, _ in claimed
+                ]
             try:
-                write_files(run_dir, files)
+                for (_, run_dir, _), run_files in zip(claimed, files, strict=True):
+                    write_files(run_dir, run_files)
             finally:
-                os.close(fd)
-            on_done(config, run_dir, run_status(run_dir) or "failed")
+                release(claimed)
+            for config, run_dir, _ in claimed:
+                on_done(config, run_dir, run_status(run_dir) or "failed")
     finally:
-        for future, (*_, fd) in futures.items():
+        for future, claimed in futures.items():
             ray.cancel(future, force=True)
-            os.close(fd)
+            release(claimed)
 
 
-def ray_task(config: TrainConfig, data_options: dict[str, Any]) -> dict[str, str]:
-    """Runs on a Ray worker: train into a temporary directory and return its files' text."""
+def ray_task(configs: Sequence[TrainConfig], data_options: dict[str, Any]) -> list[dict[str, str]]:
+    """Runs on a Ray worker: train a unit into temporary directories; each run's files' text."""
     import tempfile
 
     import torch
 
     torch.set_num_threads(1)
-    dataset = load_dataset(config.dataset, **data_options)  # the worker's own cache or source
+    dataset = load_dataset(configs[0].dataset, **data_options)  # the worker's own cache or source
     with tempfile.TemporaryDirectory(prefix="vanishing-run-") as tmp:
-        run_dir = Path(tmp) / "run"
-        run_one(config, run_dir, dataset, resume=False)
+        members = [(config, Path(tmp) / f"run{i}") for i, config in enumerate(configs)]
+        run_unit(members, dataset, resume=False)
         names = (records.CONFIG, records.METRICS, records.RESULT)
-        return {name: (run_dir / name).read_text() for name in names if (run_dir / name).is_file()}
+        return [
+            {name: (run_dir / name).read_text() for name in names if (run_dir / name).is_file()}
+            for _, run_dir in members
+        ]
 
 
 def write_files(run_dir: Path, files: dict[str, str]) -> None:
@@ -603,6 +728,15 @@ def tabulate(out: Path, configs: Sequence[TrainConfig]) -> list[dict[str, Any]]:
     return rows
 
 
+def unit_size(device: str, group: bool | int, backend: str) -> int:
+    """The most runs one unit trains together, as `compare.compare` chooses its groups."""
+    if group is not True:
+        return max(1, int(group))
+    if backend == "ray":  # the device is the workers', not this machine's: `auto` counts as one
+        return MAX_GROUP.get(device, 1)
+    return group_size(device)
+
+
 def default_workers() -> int:
     """One worker per core."""
     return os.cpu_count() or 1
@@ -635,14 +769,17 @@ def run_sweep(
     on_done: Done | None = None,
     dataset: Dataset | None = None,
     stop: threading.Event | None = None,
+    group: bool | int = True,
 ) -> SweepOutcome:
     """Run every unfinished run of the grid, then write runs.csv, points.csv and pairs.csv.
 
-    Local runs share `dataset` (loaded here when not given); Ray tasks load their own. Setting
-    `stop` (e.g. from a signal handler) ends the sweep with KeyboardInterrupt, resumable. With
-    `resume` (the default) unfinished local runs continue from their checkpoints; without, they
-    start afresh. `ran` counts the runs this call finished; runs that a concurrent sweep on the
-    same directory claimed are left to it.
+    Runs of one shape train together in units (`plan_units`, `run_unit`) of up to `group_size`
+    runs for the device (1 on the CPU), or of up to `group` when it is a number; False trains
+    them one at a time. Local runs share `dataset` (loaded here when not given); Ray tasks load
+    their own. Setting `stop` (e.g. from a signal handler) ends the sweep with KeyboardInterrupt,
+    resumable. With `resume` (the default) unfinished local runs continue from their checkpoints
+    (alone: a group cannot resume); without, they start afresh. `ran` counts the runs this call
+    finished; runs that a concurrent sweep on the same directory claimed are left to it.
     """
     stop = stop or threading.Event()
     if backend not in BACKENDS:
@@ -663,10 +800,12 @@ def run_sweep(
             on_done(config, run_dir, status)
 
     if todo and backend == "ray":
-        run_ray(todo, address, data_options, done, stop, retry_failed)
+        units = plan_units(todo, unit_size(spec.device, group, backend))
+        run_ray(units, address, data_options, done, stop, retry_failed)
     elif todo:
+        units = plan_units(todo, unit_size(spec.device, group, backend))
         if dataset is None:
             dataset = load_dataset(spec.dataset, **data_options)  # once: workers share it
-        run_local(todo, workers or default_workers(), dataset, done, stop, retry_failed, resume)
+        run_local(units, workers or default_workers(), dataset, done, stop, retry_failed, resume)
     rows = tabulate(out, configs)
     return SweepOutcome(configs, len(ran), len(configs) - len(todo), rows)
