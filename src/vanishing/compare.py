@@ -9,11 +9,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from vanishing.activations import get_activation
 from vanishing.data import Dataset
 from vanishing.errors import UsageError
 from vanishing.group import plan_groups, train_group
-from vanishing.train import RunResult, TrainConfig, load_result, resolve_device, train
+from vanishing.train import (
+    RunResult,
+    TrainConfig,
+    load_checkpoint,
+    load_result,
+    resolve_device,
+    train,
+)
 
 DEFAULT_ACTIVATIONS = ("sigmoid", "relu", "leaky_relu", "prelu")  # the reference's pair + fixes
 DEFAULT_SEEDS = (0, 1, 2)  # three seeds: enough to see whether a gap exceeds the seed spread
@@ -81,37 +90,53 @@ def compare(
     Runs of one shape train together in groups (`group.train_group`: the same records) of up to
     `group_size` models for the device (1 on the CPU), or of up to `group` when it is a number;
     False trains them one at a time. With `resume`, finished runs are read back and unfinished
-    ones continue from their checkpoints (`train`); without, every run starts afresh.
+    ones continue from their checkpoints, still in groups: of runs whose checkpoints are of one
+    epoch (or that have none). Without, every run starts afresh.
     """
     for name in activations:
         get_activation(name)
     configs = [dataclasses.replace(base, activation=a, seed=s) for a in activations for s in seeds]
     size = group_size(base.device) if group is True else max(1, int(group))
-    if resume:
-        # The grouped trainer writes no checkpoints and cannot resume: resumed runs train one at
-        # a time, on the single-model path, which can.
-        size = 1
-    results: list[RunResult | None] = [None] * len(configs)
-    for members in plan_groups(configs, size):
-        chosen = [configs[i] for i in members]
-        run_dirs = [Path(out) / run_name(c) for c in chosen]
-        finished = load_result(chosen[0], run_dirs[0]) if resume else None  # resume: one per group
-        if finished is not None:
-            done = [finished]
-        elif len(members) == 1:
+    run_dirs = [Path(out) / run_name(c) for c in configs]
+    results: list[RunResult | None] = [
+        load_result(c, d) if resume else None for c, d in zip(configs, run_dirs, strict=True)
+    ]
+    todo = [i for i, result in enumerate(results) if result is None]
+    epochs = [checkpoint_epoch(configs[i], run_dirs[i]) if resume else None for i in todo]
+    for planned in plan_groups([configs[i] for i in todo], size, epochs):
+        members = [todo[j] for j in planned]
+        chosen, dirs = [configs[i] for i in members], [run_dirs[i] for i in members]
+        if len(members) == 1:
             config = chosen[0]
             callback = (lambda row, c=config: on_epoch(c, row)) if on_epoch else None
             done = [
-                train(config, dataset=dataset, run_dir=run_dirs[0], on_epoch=callback,
-                      on_steps=on_steps, resume=resume)
-            ]  # fmt: skip
+                train(
+                    config,
+                    dataset=dataset,
+                    run_dir=dirs[0],
+                    on_epoch=callback,
+                    on_steps=on_steps,
+                    resume=resume,
+                )
+            ]
         else:
             done = train_group(
-                chosen, dataset=dataset, run_dirs=run_dirs, on_epoch=on_epoch, on_steps=on_steps
+                chosen,
+                dataset=dataset,
+                run_dirs=dirs,
+                on_epoch=on_epoch,
+                on_steps=on_steps,
+                resume=resume,
             )
         for i, result in zip(members, done, strict=True):
             results[i] = result
     return results  # type: ignore[return-value]
+
+
+def checkpoint_epoch(config: TrainConfig, run_dir: Path) -> int | None:
+    """The epoch of the run's checkpoint (one of another config is a UsageError), None if none."""
+    checkpoint = load_checkpoint(config, run_dir, torch.device("cpu"))
+    return None if checkpoint is None else checkpoint["epoch"]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

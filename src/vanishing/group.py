@@ -3,12 +3,16 @@
 Each model has its own activation, init, seed, data order, optimizer state, loss, probes and
 divergence; nothing is reduced across models (the summed loss gives each model exactly its own
 gradient), so one model's NaN cannot reach another. Each model's records are those `train`
-writes. `plan_groups` decides which runs of a comparison can share a group.
+writes, its checkpoint.pt included: at every epoch end but the last, each model still running gets
+its own, in `train`'s format (its plain MLP, its share of the optimizer state as a single model's
+optimizer holds it, its data order), so either path can continue it. `plan_groups` decides which
+runs of a comparison can share a group.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,8 +39,10 @@ from vanishing.train import (
     TrainConfig,
     close_records,
     denormals_flushed,
+    load_checkpoint,
     open_records,
     resolve_device,
+    save_checkpoint,
     sync,
     to_inputs,
 )
@@ -66,17 +72,26 @@ def group_key(config: TrainConfig) -> tuple[Any, ...]:
     return tuple(getattr(config, name) for name in SHARED_FIELDS)
 
 
-def plan_groups(configs: Sequence[TrainConfig], max_size: int) -> list[list[int]]:
-    """Partition run indices into groups (of at most `max_size`) that can train together."""
+def plan_groups(
+    configs: Sequence[TrainConfig],
+    max_size: int,
+    epochs: Sequence[int | None] | None = None,
+) -> list[list[int]]:
+    """Partition run indices into groups (of at most `max_size`) that can train together.
+
+    `epochs`, when resuming, is each run's checkpoint epoch (None: no checkpoint): a group
+    continues from one epoch, so only runs of equal epochs share one.
+    """
     if max_size < 1:
         raise UsageError(f"group size must be >= 1, got {max_size!r}")
+    epochs = list(epochs) if epochs is not None else [None] * len(configs)
     by_key: dict[tuple[Any, ...], list[int]] = {}
     alone = []
     for i, config in enumerate(configs):
         if config.activation in UNGROUPABLE:
             alone.append([i])
         else:
-            by_key.setdefault(group_key(config), []).append(i)
+            by_key.setdefault((*group_key(config), epochs[i]), []).append(i)
     chunks = [
         members[start : start + max_size]
         for members in by_key.values()
@@ -164,23 +179,53 @@ class GroupedMLP(nn.Module):
             first.linears[-1].out_features,
         )
         with torch.no_grad():
-            for layer, (weight, bias) in enumerate(zip(group.weights, group.biases, strict=True)):
-                weight.copy_(torch.stack([m.linears[layer].weight.T for m in models]))
-                bias.copy_(torch.stack([m.linears[layer].bias for m in models]))
-            for (name, start, stop), modules in group._segment_modules():
-                if name == "prelu":
-                    for layer, module in enumerate(modules):
-                        module.weight.copy_(
-                            torch.stack([m.activations[layer].weight for m in models[start:stop]])
-                        )
+            stacked = group.stack([list(m.parameters()) for m in models])
+            for parameter, value in zip(group.parameters(), stacked, strict=True):
+                parameter.copy_(value)
         return group.to(first.linears[0].weight.device)
 
-    def _segment_modules(self) -> list[tuple[tuple[str, int, int], list[nn.Module]]]:
-        """Per segment, its module in every hidden layer."""
-        return [
-            (segment, [layer[i] for layer in self.activations])
-            for i, segment in enumerate(self.segments)
-        ]
+    def _prelu_models(self) -> range:
+        """The models with PReLU (at most one segment: equal names are contiguous)."""
+        return next((range(a, b) for name, a, b in self.segments if name == "prelu"), range(0))
+
+    def unstack(self, tensors: Sequence[Tensor], k: int) -> list[Tensor]:
+        """Model k's slices (views) of tensors shaped like `self.parameters()` (the parameters,
+        their gradients or optimizer state), in `MLP.parameters()` order and nn.Linear's (out, in)
+        layout. A 0-d tensor (an optimizer's step count) is one for all K models: passed as is.
+        """
+        layers, prelu = len(self.weights), self._prelu_models()
+        assert len(tensors) == 2 * layers + len(self.hidden) * (len(prelu) > 0)
+
+        def part(tensor: Tensor, index: int, transpose: bool = False) -> Tensor:
+            if tensor.dim() == 0:
+                return tensor
+            return tensor[index].T if transpose else tensor[index]
+
+        own = []
+        for layer in range(layers):  # MLP order: linears (weight, bias), then activations
+            own += [part(tensors[layer], k, transpose=True), part(tensors[layers + layer], k)]
+        if k in prelu:
+            own += [part(slopes, k - prelu.start) for slopes in tensors[2 * layers :]]
+        return own
+
+    def stack(self, per_model: Sequence[Sequence[Tensor]]) -> list[Tensor]:
+        """The inverse of `unstack`: from every model's tensors (in `MLP.parameters()` order),
+        new tensors shaped like `self.parameters()`. Of 0-d tensors the first model's is taken."""
+        layers, prelu = len(self.weights), self._prelu_models()
+        assert len(per_model) == len(self)
+
+        def join(index: int, models: Sequence[int], transpose: bool = False) -> Tensor:
+            parts = [per_model[k][index] for k in models]
+            if parts[0].dim() == 0:
+                return parts[0].clone()
+            return torch.stack([p.T for p in parts] if transpose else parts)
+
+        every = range(len(self))
+        stacked = [join(2 * layer, every, transpose=True) for layer in range(layers)]
+        stacked += [join(2 * layer + 1, every) for layer in range(layers)]
+        if prelu:
+            stacked += [join(2 * layers + layer, prelu) for layer in range(len(self.hidden))]
+        return stacked
 
     def model(self, k: int) -> MLP:
         """Model k as a plain MLP (a copy, on the group's device)."""
@@ -188,13 +233,9 @@ class GroupedMLP(nn.Module):
         model = MLP(self.hidden, self.names[k], self.options, in_features, classes)
         model.to(self.weights[0].device)
         with torch.no_grad():
-            for linear, weight, bias in zip(model.linears, self.weights, self.biases, strict=True):
-                linear.weight.copy_(weight[k].T)
-                linear.bias.copy_(bias[k])
-            for (name, start, stop), modules in self._segment_modules():
-                if name == "prelu" and start <= k < stop:
-                    for act, module in zip(model.activations, modules, strict=True):
-                        act.weight.copy_(module.weight[k - start])
+            own = self.unstack(list(self.parameters()), k)
+            for parameter, value in zip(model.parameters(), own, strict=True):
+                parameter.copy_(value)
         return model
 
     def activate(self, layer: int, z: Tensor) -> Tensor:
@@ -247,6 +288,66 @@ def evaluate_group(
     return losses, right
 
 
+def model_optimizer_state(group_state: dict[str, Any], group: GroupedMLP, k: int) -> dict[str, Any]:
+    """Model k's share of the group optimizer's `state_dict()`, laid out as a single model's
+    optimizer (`make_optimizer` on `group.model(k).parameters()`) holds it: state per parameter in
+    `MLP.parameters()` order, each tensor sliced off the stack (a weight's transposed back) and
+    copied, step counts copied; the hyper-parameters as they are (one optimizer made them both).
+    """
+    states = group_state["state"]  # {index in group.parameters(): {name: tensor}}; {} before a step
+    names = list(states[0]) if states else []
+    own: dict[int, dict[str, Any]] = {}
+    for name in names:
+        values = group.unstack([states[i][name] for i in range(len(states))], k)
+        for index, value in enumerate(values):  # a copy: a view would save the whole stack
+            own.setdefault(index, {})[name] = value.clone(memory_format=torch.contiguous_format)
+    count = len(group.unstack(list(group.parameters()), k))
+    (hyper,) = group_state["param_groups"]  # make_optimizer makes one parameter group
+    return {"state": own, "param_groups": [{**hyper, "params": list(range(count))}]}
+
+
+def load_model_optimizer_states(
+    optimizer: torch.optim.Optimizer, group: GroupedMLP, model_states: Sequence[dict[str, Any]]
+) -> None:
+    """Load every model's own optimizer state (`model_optimizer_state`'s layout, models in group
+    order) into the group's optimizer: the inverse of `model_optimizer_state`."""
+    first = model_states[0]["state"]
+    stacked: dict[int, dict[str, Tensor]] = {}
+    for name in first.get(0, {}):
+        per_model = [[s["state"][i][name] for i in range(len(s["state"]))] for s in model_states]
+        for index, value in enumerate(group.stack(per_model)):
+            stacked.setdefault(index, {})[name] = value
+    (hyper,) = model_states[0]["param_groups"]
+    params = list(range(len(optimizer.param_groups[0]["params"])))
+    optimizer.load_state_dict({"state": stacked, "param_groups": [{**hyper, "params": params}]})
+
+
+def save_model_checkpoints(
+    run_dirs: Sequence[Path | str | None],
+    configs: Sequence[TrainConfig],
+    members: Sequence[int],
+    epoch: int,
+    step: int,
+    group: GroupedMLP,
+    optimizer: torch.optim.Optimizer,
+    generators: Sequence[torch.Generator],
+    logs: Sequence[RunLog],
+) -> None:
+    """For each of `members` with a run directory, the checkpoint `train.fit` would write for it."""
+    members = [k for k in members if run_dirs[k] is not None]
+    group_state = optimizer.state_dict() if members else {}
+    for k in members:
+        config, model = configs[k], group.model(k)
+        # A single model's optimizer holding model k's share: its state_dict() is the one
+        # `train.fit` saves, so that the single path can continue from it.
+        single = make_optimizer(config.optimizer, model.parameters(), config.lr, config.momentum)
+        single.load_state_dict(model_optimizer_state(group_state, group, k))
+        # The global RNG as `train` leaves it: seeded, then drawn from by no groupable activation.
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(torch.Generator().manual_seed(config.seed).get_state())
+            save_checkpoint(run_dirs[k], config, epoch, step, model, single, generators[k], logs[k])
+
+
 EpochCallback = Callable[[TrainConfig, dict[str, Any]], None]
 
 
@@ -256,14 +357,21 @@ def fit_group(
     device: torch.device,
     logs: Sequence[RunLog],
     on_steps: StepCallback | None = None,
+    run_dirs: Sequence[Path | str | None] | None = None,
+    checkpoints: Sequence[dict[str, Any]] | None = None,
 ) -> GroupedMLP:
     """`train.fit` for K models at once: records go to each model's log; returns the group.
 
+    With `run_dirs`, each model still running gets a checkpoint at every epoch end but the last,
+    as `train.fit` writes it; `checkpoints` (one per model, all of one epoch) continues from them.
     Timings: the group's wall time divided by K is recorded as each model's share (its
     train/eval/probe seconds), a fair per-model figure since the K models run as one.
     """
     first, k = configs[0], len(configs)
     models = [build_model(c.hidden, c.activation, c.init, c.options, seed=c.seed) for c in configs]
+    if checkpoints is not None:
+        for model, checkpoint in zip(models, checkpoints, strict=True):
+            model.load_state_dict(checkpoint["model"])
     group = GroupedMLP.from_models(models).to(device)
     optimizer = make_optimizer(first.optimizer, group.parameters(), first.lr, first.momentum)
     x_train = to_inputs(dataset.train_images, device)  # (60000, 784)
@@ -279,8 +387,14 @@ def fit_group(
     x_probe, y_probe = x_train[probe_index], y_train[probe_index]  # (K, probe, 784), (K, probe)
     rectifier = [get_activation(name).family == "rectifier" for name in group.names]
 
-    step = 0
-    for epoch in range(1, first.epochs + 1):
+    step, first_epoch = 0, 1
+    if checkpoints is not None:
+        load_model_optimizer_states(optimizer, group, [c["optimizer"] for c in checkpoints])
+        for generator, checkpoint in zip(generators, checkpoints, strict=True):
+            generator.set_state(checkpoint["generator"])
+        # The global RNG is not restored: no groupable activation draws from it while training.
+        step, first_epoch = checkpoints[0]["step"], checkpoints[0]["epoch"] + 1
+    for epoch in range(first_epoch, first.epochs + 1):
         trained = active = [i for i in range(k) if logs[i].running]
         if not active:
             break
@@ -352,6 +466,11 @@ def fit_group(
                 epoch_train_seconds,
                 eval_seconds,
             )
+        if run_dirs is not None and epoch < first.epochs:
+            running = [i for i in active if logs[i].running]
+            save_model_checkpoints(
+                run_dirs, configs, running, epoch, step, group, optimizer, generators, logs
+            )
     return group
 
 
@@ -364,8 +483,15 @@ def train_group(
     verify: bool = True,
     on_epoch: EpochCallback | None = None,
     on_steps: StepCallback | None = None,
+    resume: bool = False,
 ) -> list[RunResult]:
-    """Train every config in one group; results (and run directories) as `train` gives them."""
+    """Train every config in one group; results (and run directories) as `train` gives them.
+
+    With `resume`, the group continues from its runs' checkpoints (written by a group or by
+    `train`) to the same results as an uninterrupted group, when every run has one of the same
+    epoch; when none has one, it starts afresh. Runs of different epochs are a UsageError:
+    `plan_groups` with their epochs puts them in different groups.
+    """
     if not configs:
         raise UsageError("a group needs at least one run")
     keys = {group_key(c) for c in configs}
@@ -379,17 +505,48 @@ def train_group(
     first_seen = {c.activation: i for i, c in reversed(list(enumerate(configs)))}
     order = sorted(range(len(configs)), key=lambda i: (first_seen[configs[i].activation], i))
     device = resolve_device(configs[0].device)
+    checkpoints = [None] * len(configs)
+    if resume:
+        # On the CPU: the models are built there, and a generator's state must be a CPU tensor.
+        checkpoints = [
+            load_checkpoint(c, d, torch.device("cpu")) if d is not None else None
+            for c, d in zip(configs, run_dirs, strict=True)
+        ]
+        epochs = [None if c is None else c["epoch"] for c in checkpoints]
+        if len(set(epochs)) > 1:
+            shown = ", ".join(
+                f"{d}: {f'epoch {e}' if e else 'none'}"
+                for d, e in zip(run_dirs, epochs, strict=True)
+            )
+            raise UsageError(
+                f"a group resumes from checkpoints of one epoch, these differ ({shown}); "
+                "resume runs of different epochs in different groups"
+            )
     if dataset is None:
         dataset = load_dataset(configs[0].dataset, data_dir=data_dir, verify=verify)
     writers = []
     try:
         logs = []
         for i in order:
-            writers.append(open_records(configs[i], run_dirs[i]))
             callback = (lambda row, c=configs[i]: on_epoch(c, row)) if on_epoch else None
-            logs.append(RunLog(configs[i], writers[-1], callback))
+            log = RunLog(configs[i], None, callback)
+            if checkpoints[i] is not None:
+                log.load_state_dict(json.loads(checkpoints[i]["log"]))
+            offset = log.offset if checkpoints[i] is not None else None  # cut back to it
+            writers.append(open_records(configs[i], run_dirs[i], offset))
+            log.writer = writers[-1]
+            logs.append(log)
+        resumed = [checkpoints[i] for i in order] if checkpoints[0] is not None else None
         with denormals_flushed():
-            fit_group([configs[i] for i in order], dataset, device, logs, on_steps)
+            fit_group(
+                [configs[i] for i in order],
+                dataset,
+                device,
+                logs,
+                on_steps,
+                run_dirs=[run_dirs[i] for i in order],
+                checkpoints=resumed,
+            )
     finally:
         for writer in writers:
             if writer is not None:

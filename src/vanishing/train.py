@@ -273,6 +273,9 @@ def load_checkpoint(
             f"{path} belongs to a run with another config: {shown}; "
             "run without --resume to start afresh, or remove it"
         )
+    # map_location moved every tensor to the device, but a generator takes only a CPU state.
+    for key in ("generator", "torch_rng"):
+        checkpoint[key] = checkpoint[key].cpu()
     return checkpoint
 
 
