@@ -237,6 +237,29 @@ def test_a_checkpointed_run_resumes_alone_while_the_others_group(tiny_dir, tmp_p
     assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [1, 2]
 
 
+def test_runs_checkpointed_at_one_epoch_resume_as_a_group(tiny_dir, tmp_path, monkeypatch):
+    spec = tiny_spec(epochs=2)
+    dataset = data.load_dataset(data_dir=tiny_dir, verify=False)
+    out = tmp_path / "out"
+    configs = sweep.expand(spec)
+    for config in configs[:2]:
+        interrupt_after_one_epoch(config, out / sweep.run_name(config), dataset)
+    damaged = out / sweep.run_name(configs[2]) / records.CHECKPOINT
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"not a checkpoint")
+    groups = spy(monkeypatch, "train_group")
+    singles = spy(monkeypatch, "train")
+    outcome = sweep.run_sweep(spec, out, workers=1, dataset=dataset, group=4)
+    # Both epoch-1 checkpoints continue together; the damaged one alone, where it fails.
+    assert groups == [configs[:2]] and singles == [[configs[2]], [configs[3]]]
+    status = {r["run_dir"]: r["status"] for r in outcome.rows}
+    assert status[damaged.parent.name] == "failed"
+    assert sorted(status.values()) == ["failed", "ok", "ok", "ok"]
+    for config in configs[:2]:
+        rows = records.read_metrics(out / sweep.run_name(config))
+        assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [1, 2]
+
+
 def test_ray_task_returns_every_members_files(tiny_dir, monkeypatch):
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # a Ray worker's, not ours
     configs = sweep.expand(tiny_spec())[:3]

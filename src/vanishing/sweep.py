@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from vanishing import records, stats
-from vanishing.compare import MAX_GROUP, group_size, weighted_percent
+from vanishing.compare import MAX_GROUP, checkpoint_epoch, group_size, weighted_percent
 from vanishing.data import Dataset, load_dataset
 from vanishing.errors import UsageError
 from vanishing.group import plan_groups, train_group
@@ -275,9 +275,13 @@ def run_one(
 
 
 def run_group(
-    members: Sequence[Member], dataset: Dataset, stop: threading.Event | None = None
+    members: Sequence[Member],
+    dataset: Dataset,
+    stop: threading.Event | None = None,
+    resume: bool = False,
 ) -> list[str]:
-    """Train runs of one shape together (`train_group`), afresh; their statuses, in order.
+    """Train runs of one shape together (`train_group`); their statuses, in order. With `resume`
+    they continue from their checkpoints, which must all be of one epoch (`run_unit` sees to it).
 
     An exception is recorded as the failure of every member without a result.json (all of them:
     `train_group` writes results only at the end); `stop` and a WriteError act as in `run_one`.
@@ -290,6 +294,7 @@ def run_group(
             dataset=dataset,
             run_dirs=[run_dir for _, run_dir in members],
             on_steps=stop_check(stop),
+            resume=resume,
         )
         return [result.status for result in results]
     except records.WriteError:
@@ -314,21 +319,31 @@ def run_unit(
 ) -> list[str]:
     """Train a unit of runs (`plan_units`); their statuses, in order.
 
-    A unit of one is `run_one`. In a larger one, a run with a checkpoint (interrupted) continues
-    alone from it when `resume` is set, as `train_group` cannot resume; the rest train as one
-    group, afresh.
+    A unit of one is `run_one`. A larger one trains as groups: with `resume`, of the runs whose
+    checkpoints are of one epoch (or that have none), each group continuing from there; a run
+    whose checkpoint cannot be read trains alone, where `run_one` records why it failed.
     """
-    # Where `train_group` could resume, the checkpointed runs would join the group instead.
-    resumed = [m for m in members if resume and (m[1] / records.CHECKPOINT).is_file()]
-    grouped = [m for m in members if m not in resumed]
-    jobs = [[member] for member in resumed] + ([grouped] if grouped else [])
+    epochs: list[int | None] = []
+    for config, run_dir in members:
+        try:
+            epochs.append(checkpoint_epoch(config, run_dir) if resume else None)
+        except UsageError:
+            epochs.append(-1)  # unreadable, or another config's: alone, below
+    jobs = []
+    for planned in plan_groups([config for config, _ in members], len(members), epochs):
+        if epochs[planned[0]] == -1:
+            jobs += [[members[i]] for i in planned]
+        else:
+            jobs.append([members[i] for i in planned])
     statuses: dict[Path, str] = {}
     for job in jobs:
         if len(job) == 1:
             (config, run_dir), *_ = job
             statuses[run_dir] = run_one(config, run_dir, dataset, stop, resume)
         else:
-            for (_, run_dir), status in zip(job, run_group(job, dataset, stop), strict=True):
+            for (_, run_dir), status in zip(
+                job, run_group(job, dataset, stop, resume), strict=True
+            ):
                 statuses[run_dir] = status
     return [statuses[run_dir] for _, run_dir in members]
 
