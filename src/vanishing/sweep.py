@@ -793,8 +793,9 @@ def run_sweep(
     them one at a time. Local runs share `dataset` (loaded here when not given); Ray tasks load
     their own. Setting `stop` (e.g. from a signal handler) ends the sweep with KeyboardInterrupt,
     resumable. With `resume` (the default) unfinished local runs continue from their checkpoints
-    (in groups of runs checkpointed at one epoch); without, they start afresh. `ran` counts the runs this call
-    finished; runs that a concurrent sweep on the same directory claimed are left to it.
+    (in groups of runs checkpointed at one epoch); without, they start afresh. `ran` counts the
+    runs this call finished; runs that a concurrent sweep on the same directory claimed are left
+    to it.
     """
     stop = stop or threading.Event()
     if backend not in BACKENDS:
