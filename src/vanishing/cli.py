@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from vanishing import compare, data, records
+from vanishing import compare, data, pool, records
 from vanishing.activations import ACTIVATIONS, PRELU_MODES
 from vanishing.errors import UsageError
 from vanishing.model import INIT_ALIASES, INITS, OPTIMIZERS, hidden_widths, parse_hidden
@@ -329,7 +329,12 @@ def run_runs(
     from tqdm import tqdm
 
     configs = [training_config(args, a, s) for a in activations for s in seeds]  # validates all
-    resolve_device(configs[0].device)  # a missing GPU is an error before the data loads
+    device = resolve_device(configs[0].device)  # a missing GPU is an error before the data loads
+    workers = getattr(args, "workers", None)  # `train` has no --workers: one run
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
+    if workers is None:
+        workers = pool.default_workers() if device.type == "cpu" and "workers" in args else 1
     out = compare.ensure_writable(out)
     dataset = data.load_dataset(
         args.dataset,
@@ -367,6 +372,7 @@ def run_runs(
                 on_steps=on_steps,
                 group=not getattr(args, "no_group", False),  # `train` has no --no-group: one run
                 resume=args.resume,
+                workers=workers,
             )
     except KeyboardInterrupt:
         saved = len(list(Path(out).glob("*/" + records.CHECKPOINT)))
@@ -621,6 +627,13 @@ def build_parser() -> Parser:
         action="store_true",
         help="train one model at a time (default: on a GPU, runs of one shape train together, "
         "with stacked weights; the CPU trains one at a time, where that measured faster)",
+    )
+    sub.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="runs trained at once, each in a process of one thread (default: one per core on "
+        "the CPU, where a small MLP cannot keep two cores busy; 1 on a GPU)",
     )
     add_training_options(sub)
     add_data_options(sub)

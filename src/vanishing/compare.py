@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from vanishing import pool
 from vanishing.activations import get_activation
 from vanishing.data import Dataset
 from vanishing.errors import UsageError
@@ -84,6 +86,7 @@ def compare(
     on_steps: Callable[[int], None] | None = None,
     group: bool | int = True,
     resume: bool = False,
+    workers: int = 1,
 ) -> list[RunResult]:
     """Train `base` once per activation and seed; each run gets its own directory under `out`.
 
@@ -92,6 +95,9 @@ def compare(
     False trains them one at a time. With `resume`, finished runs are read back and unfinished
     ones continue from their checkpoints, still in groups: of runs whose checkpoints are of one
     epoch (or that have none). Without, every run starts afresh.
+
+    With `workers` > 1 the runs (or groups) train that many at once, each in a forked process of
+    one thread (`pool`); the callbacks still run here, in this process.
     """
     for name in activations:
         get_activation(name)
@@ -103,34 +109,92 @@ def compare(
     ]
     todo = [i for i, result in enumerate(results) if result is None]
     epochs = [checkpoint_epoch(configs[i], run_dirs[i]) if resume else None for i in todo]
-    for planned in plan_groups([configs[i] for i in todo], size, epochs):
-        members = [todo[j] for j in planned]
+    units = [
+        [todo[j] for j in planned]
+        for planned in plan_groups([configs[i] for i in todo], size, epochs)
+    ]
+
+    def job(members: list[int]) -> pool.Job:
         chosen, dirs = [configs[i] for i in members], [run_dirs[i] for i in members]
-        if len(members) == 1:
-            config = chosen[0]
-            callback = (lambda row, c=config: on_epoch(c, row)) if on_epoch else None
-            done = [
-                train(
-                    config,
-                    dataset=dataset,
-                    run_dir=dirs[0],
-                    on_epoch=callback,
-                    on_steps=on_steps,
-                    resume=resume,
-                )
-            ]
-        else:
-            done = train_group(
-                chosen,
-                dataset=dataset,
-                run_dirs=dirs,
-                on_epoch=on_epoch,
-                on_steps=on_steps,
-                resume=resume,
-            )
-        for i, result in zip(members, done, strict=True):
+
+        def run(send: pool.Send | None) -> list[RunResult]:
+            if send is None:  # in this process: the callbacks themselves
+                return train_unit(chosen, dirs, dataset, on_epoch, on_steps, resume)
+            progress = Progress(send)  # in a child: through the pipe to `on_message`
+            done = train_unit(chosen, dirs, dataset, progress.epoch, progress.steps, resume)
+            progress.flush()
+            return done
+
+        return run
+
+    def on_message(message: Any) -> None:
+        """A child's news, or (None) a heartbeat."""
+        if message is None:
+            if on_steps is not None:
+                on_steps(0)  # lets the caller stop us while children train
+        elif message[0] == "steps" and on_steps is not None:
+            on_steps(message[1])
+        elif message[0] == "epoch" and on_epoch is not None:
+            on_epoch(message[1], message[2])
+
+    done = pool.run_jobs([job(members) for members in units], workers, on_message)
+    for members, unit_results in zip(units, done, strict=True):
+        for i, result in zip(members, unit_results, strict=True):
             results[i] = result
     return results  # type: ignore[return-value]
+
+
+class Progress:
+    """A child's callbacks: epoch rows at once, step counts gathered for a tenth of a second."""
+
+    def __init__(self, send: pool.Send) -> None:
+        self.send, self.pending, self.last = send, 0, time.monotonic()
+
+    def epoch(self, config: TrainConfig, row: dict[str, Any]) -> None:
+        self.flush()
+        self.send(("epoch", config, row))
+
+    def steps(self, count: int) -> None:
+        self.pending += count
+        if time.monotonic() - self.last > 0.1:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.send(("steps", self.pending))
+        self.pending, self.last = 0, time.monotonic()
+
+
+def train_unit(
+    configs: Sequence[TrainConfig],
+    run_dirs: Sequence[Path],
+    dataset: Dataset,
+    on_epoch: Callable[[TrainConfig, dict[str, Any]], None] | None,
+    on_steps: Callable[[int], None] | None,
+    resume: bool,
+) -> list[RunResult]:
+    """One run on the single path, or several as a group."""
+    if len(configs) > 1:
+        return train_group(
+            configs,
+            dataset=dataset,
+            run_dirs=run_dirs,
+            on_epoch=on_epoch,
+            on_steps=on_steps,
+            resume=resume,
+        )
+    config = configs[0]
+    callback = (lambda row: on_epoch(config, row)) if on_epoch else None
+    return [
+        train(
+            config,
+            dataset=dataset,
+            run_dir=run_dirs[0],
+            on_epoch=callback,
+            on_steps=on_steps,
+            resume=resume,
+        )
+    ]
 
 
 def checkpoint_epoch(config: TrainConfig, run_dir: Path) -> int | None:

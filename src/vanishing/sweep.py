@@ -30,7 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from vanishing import records, stats
+from vanishing import pool, records, stats
 from vanishing.compare import MAX_GROUP, checkpoint_epoch, group_size, weighted_percent
 from vanishing.data import Dataset, load_dataset
 from vanishing.errors import UsageError
@@ -752,11 +752,6 @@ def unit_size(device: str, group: bool | int, backend: str) -> int:
     return group_size(device)
 
 
-def default_workers() -> int:
-    """One worker per core."""
-    return os.cpu_count() or 1
-
-
 BACKENDS = ("local", "ray")
 
 
@@ -822,6 +817,7 @@ def run_sweep(
         units = plan_units(todo, unit_size(spec.device, group, backend))
         if dataset is None:
             dataset = load_dataset(spec.dataset, **data_options)  # once: workers share it
-        run_local(units, workers or default_workers(), dataset, done, stop, retry_failed, resume)
+        workers = workers or pool.default_workers()
+        run_local(units, workers, dataset, done, stop, retry_failed, resume)
     rows = tabulate(out, configs)
     return SweepOutcome(configs, len(ran), len(configs) - len(todo), rows)

@@ -1,0 +1,143 @@
+"""Run independent jobs in forked child processes, one thread each, a few at once, with progress.
+
+A small MLP's matrix products are too small to keep two cores busy with one model, but two
+models in two one-thread processes do: on the 2-core machine `bench/bench_speed.py` measures the
+pool at about 1.45x the model-epochs per second of one two-thread process. `compare` uses this
+pool on the CPU.
+
+A job runs in its child with a `send` function: what it sends (progress, per-epoch rows) reaches
+the parent's `on_message` in order, and its return value (or its exception, re-raised in the
+parent with the same type when that type is one of ours) comes back. `on_message(None)` is called
+about every 0.2 s while waiting, so a callback that raises to stop (KeyboardInterrupt) is heard
+even while no job reports. Whatever stops the pool, every child still running is killed first.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from vanishing.errors import DataError, UsageError
+from vanishing.records import WriteError
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
+Send = Callable[[Any], None]
+Job = Callable[[Send | None], Any]  # None: running in this process, no need to send
+# Exceptions a child re-raises in the parent as themselves (the CLI turns them into one line).
+KNOWN_ERRORS: dict[str, type[Exception]] = {
+    e.__name__: e for e in (UsageError, DataError, WriteError)
+}
+
+
+class ChildError(RuntimeError):
+    """A job raised something unexpected in its child: the message holds the child's traceback."""
+
+
+def die_with_parent(parent: int) -> None:
+    """Have Linux SIGKILL us when the parent dies, even by SIGKILL: an orphan would go on writing
+    into run directories that a resumed command is writing to."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the parent's `finally` is all there is
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
+
+
+def _child(job: Job, connection: Connection, parent: int) -> None:
+    """The child's whole life: one thread, parent-driven stopping, one job, its outcome sent."""
+    import torch
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us on Ctrl-C
+    die_with_parent(parent)
+    torch.set_num_threads(1)
+    try:
+        result = job(lambda message: connection.send(("message", message)))
+    except BaseException as e:  # everything goes back to the parent, which decides
+        name = type(e).__name__
+        text = str(e) if name in KNOWN_ERRORS else traceback.format_exc()
+        connection.send(("error", name, text))
+    else:
+        connection.send(("done", result))
+    finally:
+        connection.close()
+
+
+def default_workers() -> int:
+    """One worker per core this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def can_fork() -> bool:
+    """Linux forks cheaply and safely here; elsewhere the pool runs jobs in this process."""
+    return sys.platform == "linux" and "fork" in multiprocessing.get_all_start_methods()
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    workers: int,
+    on_message: Callable[[Any], None],
+) -> list[Any]:
+    """Each job's return value, in the order of `jobs`, running `workers` of them at once.
+
+    With one worker, one job, or no `fork` (jobs are closures: only a forked child inherits
+    them), the jobs run one by one in this process and get None for `send`: they report through
+    the callbacks they have (this process's) directly.
+    """
+    if workers <= 1 or len(jobs) <= 1 or not can_fork():
+        return [job(None) for job in jobs]
+    context = multiprocessing.get_context("fork")
+    results: list[Any] = [None] * len(jobs)
+    queue = list(enumerate(jobs))
+    running: dict[Connection, tuple[int, Any]] = {}  # receiving end -> (job index, process)
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                index, job = queue.pop(0)
+                receiver, sender = context.Pipe(duplex=False)
+                process = context.Process(
+                    target=_child, args=(job, sender, os.getpid()), daemon=True
+                )
+                process.start()
+                sender.close()  # the child's end: EOF reaches us when the child is gone
+                running[receiver] = (index, process)
+            on_message(None)  # a heartbeat: lets the callback stop us
+            for receiver in wait(list(running), timeout=0.2):
+                index, process = running[receiver]
+                try:
+                    kind, *payload = receiver.recv()
+                except EOFError:  # died without an outcome (killed, out of memory)
+                    process.join()
+                    raise ChildError(
+                        f"a worker process exited with code {process.exitcode} "
+                        "before its job finished"
+                    ) from None
+                if kind == "message":
+                    on_message(payload[0])
+                    continue
+                del running[receiver]
+                receiver.close()
+                process.join()
+                if kind == "error":
+                    name, text = payload
+                    raise KNOWN_ERRORS.get(name, ChildError)(text)
+                results[index] = payload[0]
+    finally:
+        for receiver, (_, process) in running.items():
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGKILL)  # it may not have set its handlers yet
+            process.join()
+            receiver.close()
+    return results

@@ -1,0 +1,175 @@
+"""`compare` on the CPU: runs train at once in one-thread child processes, with nothing lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vanishing import compare, data, records
+from vanishing.cli import main
+from vanishing.train import TrainConfig
+
+SMALL = TrainConfig(
+    activation="relu", hidden=(16, 8), epochs=2, batch_size=32, probe_every=3, probe_size=32
+)
+TIMINGS = {"train_seconds", "eval_seconds", "probe_seconds", "run_dir"}
+EPOCHS = 20  # time to kill the command after the first checkpoints, before the end
+ENV = {**os.environ, "VANISHING_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def without_timings(value):
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if k not in TIMINGS}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
+def run_records(out: Path) -> dict[str, tuple]:
+    """Every run's metrics rows and result, wall-clock fields aside."""
+    return {
+        d.name: (
+            without_timings(records.read_metrics(d)),
+            without_timings(records.read_json(d / records.RESULT)),
+        )
+        for d in sorted(out.iterdir())
+        if d.is_dir()
+    }
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the children's count, so the two ways agree bit for bit
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_workers_train_in_children_and_agree_with_one_at_a_time(
+    tiny_dir, tmp_path, monkeypatch, one_thread
+):
+    dataset = data.load_dataset(data_dir=tiny_dir, verify=False)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    real = compare.train_unit
+
+    def spy(*args, **kwargs):
+        (pids / str(os.getpid())).touch()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compare, "train_unit", spy)  # the forked children inherit it
+    seen, steps = {}, {}
+    for workers in (1, 2):
+        seen[workers], steps[workers] = [], []
+        compare.compare(
+            SMALL,
+            ["relu", "sigmoid"],
+            [0, 1],
+            tmp_path / str(workers),
+            dataset,
+            on_epoch=lambda c, row, s=seen[workers]: s.append((c.activation, c.seed, row["epoch"])),
+            on_steps=steps[workers].append,
+            workers=workers,
+        )
+    ran_in = {int(p.name) for p in pids.iterdir()}
+    assert os.getpid() in ran_in and len(ran_in - {os.getpid()}) >= 2  # 4 runs, 2 at a time
+    assert sorted(seen[1]) == sorted(seen[2]) and len(seen[2]) == 4 * 2
+    steps_per_run = 2 * -(-len(dataset.train_labels) // SMALL.batch_size)
+    assert sum(steps[1]) == sum(x for x in steps[2]) == 4 * steps_per_run
+    assert run_records(tmp_path / "1") == run_records(tmp_path / "2")
+
+
+def test_a_run_that_fails_in_a_child_is_one_line(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "relu-seed1").mkdir(parents=True)
+    (out / "relu-seed1" / records.CHECKPOINT).write_bytes(b"damaged")
+    argv = ["compare", "--data-dir", str(tiny_dir), "--no-verify", "--activations", "relu",
+            "--seeds", "0,1", "--hidden", "16,8", "--epochs", "1", "--out", str(out)]  # fmt: skip
+    code = main([*argv, "--workers", "2", "--resume"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("vanishing compare: error: ")
+    assert "checkpoint.pt: not a readable checkpoint" in err[-1]
+    assert main([*argv, "--workers", "0"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--workers must be >= 1, got 0")
+
+
+def compare_command(tiny_dir: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "vanishing", "compare", "--data-dir", str(tiny_dir),
+            "--no-verify", "--activations", "relu,rrelu", "--seeds", "0,1", "--hidden", "32,16",
+            "--epochs", str(EPOCHS), "--batch-size", "32", "--probe-every", "3",
+            "--probe-size", "32", "--device", "cpu", "--workers", "2", "--out", str(out),
+            *extra]  # fmt: skip
+
+
+def sizes(out: Path) -> dict[Path, int]:
+    return {p: p.stat().st_size for p in out.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_killed_compare_leaves_no_worker_behind_and_resumes(
+    tiny_dir, tmp_path, tmp_path_factory, sig
+):
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        compare_command(tiny_dir, out), env=ENV, text=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(out.glob("*/" + records.CHECKPOINT))) < 2:
+        time.sleep(0.005)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=60)
+    if sig == signal.SIGTERM:
+        assert process.returncode == 130, stderr
+        assert "run the same command with --resume" in stderr and "Traceback" not in stderr
+    else:
+        assert process.returncode == -signal.SIGKILL
+    time.sleep(0.5)  # a worker left behind would still be writing
+    before = sizes(out)
+    time.sleep(1.0)
+    assert sizes(out) == before
+    assert len(list(out.glob("*/" + records.CHECKPOINT))) >= 1
+
+    done = subprocess.run(
+        compare_command(tiny_dir, out, "--resume"), env=ENV, text=True, capture_output=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert not list(out.glob("*/" + records.CHECKPOINT))
+    assert run_records(out) == uninterrupted(tiny_dir, tmp_path_factory)
+
+
+REFERENCE: dict[str, dict] = {}
+
+
+def uninterrupted(tiny_dir: Path, tmp_path_factory) -> dict:
+    """The same compare, never interrupted (once for every test): its records."""
+    if "records" not in REFERENCE:
+        out = tmp_path_factory.mktemp("reference")
+        subprocess.run(compare_command(tiny_dir, out), env=ENV, check=True, capture_output=True,
+                       timeout=300)  # fmt: skip
+        REFERENCE["records"] = run_records(out)
+    return REFERENCE["records"]
+
+
+def test_default_workers_one_per_core_on_the_cpu(monkeypatch, tiny_dir, tmp_path):
+    seen = []
+
+    def fake_compare(*args, **kwargs):
+        seen.append(kwargs["workers"])
+        raise KeyboardInterrupt  # stop here: the CLI reports an interruption, exit 130
+
+    monkeypatch.setattr(compare, "compare", fake_compare)
+    monkeypatch.setattr("vanishing.pool.default_workers", lambda: 3)
+    argv = ["--data-dir", str(tiny_dir), "--no-verify", "--out", str(tmp_path / "o")]
+    assert main(["compare", *argv]) == 130
+    assert main(["compare", *argv, "--workers", "2"]) == 130
+    assert main(["train", *argv]) == 130
+    assert seen == [3, 2, 1]  # train is one run: no pool
