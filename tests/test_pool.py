@@ -93,3 +93,33 @@ def test_a_callback_that_stops_the_pool_kills_every_child(tmp_path):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_children_share_the_cores_out(monkeypatch):
+    import torch
+
+    def job(send):
+        return torch.get_num_threads()
+
+    monkeypatch.setattr(pool, "default_workers", lambda: 6)
+    assert pool.run_jobs([job] * 3, 2, lambda m: None) == [3, 3, 3]  # 6 cores, 2 at once
+    assert pool.run_jobs([job] * 2, 4, lambda m: None) == [3, 3]  # only 2 jobs: 2 at once
+    assert pool.run_jobs([job] * 2, 2, lambda m: None, threads=1) == [1, 1]
+
+
+def test_children_start_with_the_lazy_imports_done():
+    """A fresh process: without the warm-up each child would import torch._dynamo itself."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from vanishing import pool\n"
+        "assert 'torch._dynamo' not in sys.modules\n"
+        "def job(send):\n"
+        "    return 'torch._dynamo' in sys.modules\n"
+        "print(pool.run_jobs([job, job], 2, lambda m: None))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=99)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[True, True]"

@@ -1,4 +1,4 @@
-"""Run independent jobs in forked child processes, one thread each, a few at once, with progress.
+"""Run independent jobs in forked child processes, a few at once, with progress.
 
 A small MLP's matrix products are too small to keep two cores busy with one model, but two
 models in two one-thread processes do: on the 2-core machine `bench/bench_speed.py` measures the
@@ -52,14 +52,14 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _child(job: Job, connection: Connection, parent: int) -> None:
-    """The child's whole life: one thread, parent-driven stopping, one job, its outcome sent."""
+def _child(job: Job, connection: Connection, parent: int, threads: int) -> None:
+    """The child's whole life: its threads, parent-driven stopping, one job, its outcome sent."""
     import torch
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us on Ctrl-C
     die_with_parent(parent)
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     try:
         result = job(lambda message: connection.send(("message", message)))
     except BaseException as e:  # everything goes back to the parent, which decides
@@ -80,6 +80,12 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
+def warm_up() -> None:
+    """Import, before forking, what every training child would otherwise import for itself: a
+    torch optimizer's first construction imports torch._dynamo, about 2 s of one core."""
+    import torch._dynamo  # noqa: F401
+
+
 def can_fork() -> bool:
     """Linux forks cheaply and safely here; elsewhere the pool runs jobs in this process."""
     return sys.platform == "linux" and "fork" in multiprocessing.get_all_start_methods()
@@ -89,8 +95,10 @@ def run_jobs(
     jobs: Sequence[Job],
     workers: int,
     on_message: Callable[[Any], None],
+    threads: int | None = None,
 ) -> list[Any]:
-    """Each job's return value, in the order of `jobs`, running `workers` of them at once.
+    """Each job's return value, in the order of `jobs`, running `workers` of them at once, each
+    child with `threads` threads (default: the cores shared out among the children running).
 
     With one worker, one job, or no `fork` (jobs are closures: only a forked child inherits
     them), the jobs run one by one in this process and get None for `send`: they report through
@@ -98,6 +106,9 @@ def run_jobs(
     """
     if workers <= 1 or len(jobs) <= 1 or not can_fork():
         return [job(None) for job in jobs]
+    if threads is None:  # the cores shared out; at least one thread each
+        threads = max(1, default_workers() // min(workers, len(jobs)))
+    warm_up()
     context = multiprocessing.get_context("fork")
     results: list[Any] = [None] * len(jobs)
     queue = list(enumerate(jobs))
@@ -108,7 +119,7 @@ def run_jobs(
                 index, job = queue.pop(0)
                 receiver, sender = context.Pipe(duplex=False)
                 process = context.Process(
-                    target=_child, args=(job, sender, os.getpid()), daemon=True
+                    target=_child, args=(job, sender, os.getpid(), threads), daemon=True
                 )
                 process.start()
                 sender.close()  # the child's end: EOF reaches us when the child is gone

@@ -456,6 +456,7 @@ def run_local(
     import multiprocessing as mp
     from multiprocessing.connection import wait
 
+    pool.warm_up()  # once here, not once per forked run
     context = mp.get_context("fork" if sys.platform == "linux" else "spawn")
     queue = list(units)
     running: dict[Any, tuple[Any, list[Claimed]]] = {}
