@@ -272,14 +272,18 @@ def variants(args, config: TrainConfig, data: Dataset, device: torch.device) -> 
     probes_per_epoch = math.ceil(math.ceil(SAMPLES / config.batch_size) / 300)
     probe_scale = probes_per_epoch / math.ceil(steps / config.probe_every)
 
-    def epoch(result, k: int = 1) -> float:
+    def epoch(result, k: int = 1, name: str | None = None) -> float:
         # Each model of a group records the group's wall time / K.
-        return k * (result.train_seconds / fraction + result.probe_seconds * probe_scale)
+        train_seconds, probe_seconds = result.train_seconds / fraction, result.probe_seconds
+        if name is not None:  # the probes' own share, timed inside the run (see `main`)
+            share = probe_seconds * probe_scale / train_seconds
+            args.probe_shares[name] = min(args.probe_shares.get(name, math.inf), share)
+        return k * (train_seconds + probe_seconds * probe_scale)
 
     runs = {
         "reference": lambda: reference_epoch(config, data) / fraction,
         "single": lambda: epoch(train(no_probes, dataset=data)),
-        "single+probes": lambda: epoch(train(config, dataset=data)),
+        "single+probes": lambda: epoch(train(config, dataset=data), 1, "single"),
     }
     for k in args.ks:
         configs = [
@@ -287,7 +291,9 @@ def variants(args, config: TrainConfig, data: Dataset, device: torch.device) -> 
         ]
         plain = [dataclasses.replace(c, probe_every=no_probes.probe_every) for c in configs]
         runs[f"group{k}"] = lambda c=plain: epoch(train_group(c, dataset=data)[0], len(c))
-        runs[f"group{k}+probes"] = lambda c=configs: epoch(train_group(c, dataset=data)[0], len(c))
+        runs[f"group{k}+probes"] = lambda c=configs, k=k: epoch(
+            train_group(c, dataset=data)[0], len(c), f"group{k}"
+        )
         if not args.no_vmap:
             runs[f"vmap{k}"] = lambda k=k: vmap_seconds(no_probes, data, k, device) / fraction
     modes = (["compile"] if args.compile else []) + (["cudagraph"] if device.type == "cuda" else [])
@@ -326,6 +332,7 @@ def main() -> None:
         help="CPU only: also time this many one-thread processes at once (default: the cores)",
     )
     args = parser.parse_args()
+    args.probe_shares = {}  # variant -> the probes' share of its training time, in the run
     device = resolve_device(args.device)
     gpu = device.type != "cpu"
     args.ks = [int(k) for k in (args.ks or ("4,16,64" if gpu else "4,16")).split(",")]
@@ -391,8 +398,12 @@ def main() -> None:
     line("single model, CUDA graph", "cudagraph1")
     line(f"group K={top}, CUDA graph", f"cudagraph{top}", top)
     line(f"{args.workers} processes x 1 thread (single)", "workers", args.workers)
+    # Timed inside the probed runs (their probes' seconds against their training seconds), so
+    # machine noise between two runs cancels; the difference between the runs is printed too.
     overheads = [("single", "single+probes")] + [(f"group{k}", f"group{k}+probes") for k in args.ks]
-    print("probe overhead: " + ", ".join(
+    print("probe overhead, timed in the run: " + ", ".join(
+        f"{plain} {100 * share:.1f} %" for plain, share in args.probe_shares.items()
+    ) + "; between the runs: " + ", ".join(
         f"{plain} {100 * (best[probed] - best[plain]) / best[plain]:+.1f} %"
         for plain, probed in overheads if plain not in failed and probed not in failed
     ))  # fmt: skip

@@ -85,7 +85,7 @@ def test_bench_speed_prints_every_figure(real_mnist, tmp_path):
         "group K=3, probes every 300",
         "torch.func vmap K=3",
         "2 processes x 1 thread (single)",
-        "probe overhead: single",
+        "probe overhead, timed in the run: single",
         "fused Adam alone, per model-epoch: K=1",
         "floor (matmuls at the square rate + Adam)",
         "floor (matmuls at the batch-64 rate + Adam)",
