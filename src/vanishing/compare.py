@@ -46,10 +46,10 @@ SUMMARY_FIELDS = (
 # Most models one group trains at once, per device type. A group amortises the per-step overhead
 # (Python, dispatch, kernel launches, the optimizer call) over K models: on a GPU that overhead is
 # nearly all of a small MLP's step, so large groups should pay (not measured here: no GPU). On the
-# CPU the step is mostly matmul arithmetic already, and grouping measured no faster: per CPU-second
-# (one thread, 784-520-320-240-120-10, batch 64, Adam) single 296 model-steps, K=4 286, K=12 260,
-# K=16 254, as batched products run slower than plain ones and K models' weights, gradients and
-# Adam state (11 MB a model) leave the cache. So the CPU trains one model at a time.
+# CPU the step is mostly arithmetic already: in a real compare on 2 cores (4 activations, 1 epoch)
+# a group of 4 took 13.4 s, one at a time 12.5 s, and two one-thread worker processes 9.8 s
+# (`workers`), as Adam's update grows with K and a group evaluates every model. So the CPU trains
+# one model per process instead.
 MAX_GROUP = {"cpu": 1, "cuda": 64, "mps": 16}
 
 
