@@ -173,3 +173,31 @@ def test_default_workers_one_per_core_on_the_cpu(monkeypatch, tiny_dir, tmp_path
     assert main(["compare", *argv, "--workers", "2"]) == 130
     assert main(["train", *argv]) == 130
     assert seen == [3, 2, 1]  # train is one run: no pool
+
+
+def test_a_worker_that_dies_or_breaks_is_one_line_not_a_traceback(
+    tiny_dir, tmp_path, monkeypatch, capsys
+):
+    argv = ["compare", "--data-dir", str(tiny_dir), "--no-verify", "--activations", "relu",
+            "--seeds", "0,1", "--hidden", "16,8", "--epochs", "1", "--workers", "2"]  # fmt: skip
+
+    def dies(*args, **kwargs):
+        os._exit(9)  # as the kernel's OOM killer would leave it: no word
+
+    monkeypatch.setattr(compare, "train_unit", dies)
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        "vanishing compare: error: a worker process exited with code 9 before its job finished "
+        "(killed, or out of memory: fewer --workers need less)"
+    )
+    assert not any("Traceback" in line for line in err)
+
+    def full_disk(*args, **kwargs):
+        raise records.WriteError(28, "cannot write /x/metrics.jsonl: No space left on device")
+
+    monkeypatch.setattr(compare, "train_unit", full_disk)
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "vanishing compare: error: cannot write /x/metrics.jsonl: No space left on device"
+    )

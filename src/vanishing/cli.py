@@ -778,6 +778,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except records.WriteError as e:  # a full disk: the file is named, no record is left torn
         print(f"{prog_name(args)}: error: {e.strerror}", file=sys.stderr)
         return 2
+    except pool.ChildError as e:  # a worker died, or failed in a way that is not the user's
+        print(f"{prog_name(args)}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -6,8 +6,9 @@ pool at about 1.45x the model-epochs per second of one two-thread process. `comp
 pool on the CPU.
 
 A job runs in its child with a `send` function: what it sends (progress, per-epoch rows) reaches
-the parent's `on_message` in order, and its return value (or its exception, re-raised in the
-parent with the same type when that type is one of ours) comes back. `on_message(None)` is called
+the parent's `on_message` in order, and its return value comes back, or its exception: ours
+(UsageError, DataError, WriteError) as themselves, anything else as a ChildError that holds the
+child's traceback. `on_message(None)` is called
 about every 0.2 s while waiting, so a callback that raises to stop (KeyboardInterrupt) is heard
 even while no job reports. Whatever stops the pool, every child still running is killed first.
 """
@@ -30,10 +31,9 @@ from vanishing.records import WriteError
 PR_SET_PDEATHSIG = 1  # prctl(2)
 Send = Callable[[Any], None]
 Job = Callable[[Send | None], Any]  # None: running in this process, no need to send
-# Exceptions a child re-raises in the parent as themselves (the CLI turns them into one line).
-KNOWN_ERRORS: dict[str, type[Exception]] = {
-    e.__name__: e for e in (UsageError, DataError, WriteError)
-}
+# Exceptions a child's job raises that reach the parent as themselves (the CLI turns them into
+# one line); anything else arrives as a ChildError holding the child's traceback.
+KNOWN_ERRORS = (UsageError, DataError, WriteError)
 
 
 class ChildError(RuntimeError):
@@ -63,9 +63,10 @@ def _child(job: Job, connection: Connection, parent: int, threads: int) -> None:
     try:
         result = job(lambda message: connection.send(("message", message)))
     except BaseException as e:  # everything goes back to the parent, which decides
-        name = type(e).__name__
-        text = str(e) if name in KNOWN_ERRORS else traceback.format_exc()
-        connection.send(("error", name, text))
+        if isinstance(e, KNOWN_ERRORS):
+            connection.send(("error", e))  # pickled whole: a WriteError keeps errno and strerror
+        else:
+            connection.send(("error", ChildError(traceback.format_exc().rstrip())))
     else:
         connection.send(("done", result))
     finally:
@@ -132,8 +133,8 @@ def run_jobs(
                 except EOFError:  # died without an outcome (killed, out of memory)
                     process.join()
                     raise ChildError(
-                        f"a worker process exited with code {process.exitcode} "
-                        "before its job finished"
+                        f"a worker process exited with code {process.exitcode} before its job "
+                        "finished (killed, or out of memory: fewer --workers need less)"
                     ) from None
                 if kind == "message":
                     on_message(payload[0])
@@ -142,8 +143,7 @@ def run_jobs(
                 receiver.close()
                 process.join()
                 if kind == "error":
-                    name, text = payload
-                    raise KNOWN_ERRORS.get(name, ChildError)(text)
+                    raise payload[0]
                 results[index] = payload[0]
     finally:
         for receiver, (_, process) in running.items():
