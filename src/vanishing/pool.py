@@ -1,9 +1,9 @@
 """Run independent jobs in forked child processes, a few at once, with progress.
 
 A small MLP's matrix products are too small to keep two cores busy with one model, but two
-models in two one-thread processes do: on the 2-core machine `bench/bench_speed.py` measures the
-pool at about 1.45x the model-epochs per second of one two-thread process. `compare` uses this
-pool on the CPU.
+models in two one-thread processes do better: on a 2-core machine a real `compare` (4 runs, 1
+epoch) took 9.8 s with two workers against 12.5 s one run at a time (`bench/bench_speed.py`
+measures 1.25-1.4x in model-epochs per second). `compare` uses this pool on the CPU.
 
 A job runs in its child with a `send` function: what it sends (progress, per-epoch rows) reaches
 the parent's `on_message` in order, and its return value comes back, or its exception: ours
