@@ -36,10 +36,16 @@ $py bench/bench_speed.py --device "$device" --ks "$ks" --compile --epochs-fracti
 step "2. compare: grouped against one at a time ($epochs epochs, 4 activations x 3 seeds)"
 common=(--device "$device" --epochs "$epochs" --workers 1)
 group=(); if [ "$device" = cpu ]; then group=(--no-group); fi  # the CPU has no groups to check
+# Wall time too: checkpoints (K of them at each epoch end) are written outside the timed epochs.
+start=$(date +%s.%N)
 $py -m vanishing compare "${common[@]}" "${group[@]}" --out "$work/grouped" \
   > "$out/compare_grouped.txt" 2> "$work/grouped.err"
+middle=$(date +%s.%N)
 $py -m vanishing compare "${common[@]}" --no-group --out "$work/single" \
   > "$out/compare_single.txt" 2> "$work/single.err"
+end=$(date +%s.%N)
+$py -c "print(f'wall: grouped {$middle - $start:.1f} s, one at a time {$end - $middle:.1f} s')" \
+  | tee "$out/compare_wall.txt"
 $py - "$work/grouped" "$work/single" <<'EOF' | tee "$out/compare_agreement.txt"
 import json, sys
 from pathlib import Path
