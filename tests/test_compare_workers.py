@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import ENV, without_timings
 from vanishing import compare, data, records
 from vanishing.cli import main
 from vanishing.train import TrainConfig
@@ -19,17 +20,7 @@ from vanishing.train import TrainConfig
 SMALL = TrainConfig(
     activation="relu", hidden=(16, 8), epochs=2, batch_size=32, probe_every=3, probe_size=32
 )
-TIMINGS = {"train_seconds", "eval_seconds", "probe_seconds", "run_dir"}
 EPOCHS = 60  # about 1 s a run: time to kill the command after its first checkpoint
-ENV = {**os.environ, "VANISHING_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-
-
-def without_timings(value):
-    if isinstance(value, dict):
-        return {k: without_timings(v) for k, v in value.items() if k not in TIMINGS}
-    if isinstance(value, list):
-        return [without_timings(v) for v in value]
-    return value
 
 
 def run_records(out: Path) -> dict[str, tuple]:

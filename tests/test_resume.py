@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import ENV, without_timings
 from vanishing import data, records, sweep
 from vanishing.cli import main
 from vanishing.errors import UsageError
@@ -32,7 +33,6 @@ CONFIG = TrainConfig(
     probe_size=32,
     device="cpu",
 )
-TIMINGS = {"train_seconds", "eval_seconds", "probe_seconds", "run_dir"}
 
 
 def train_command(tiny_dir: Path, out: Path, *extra: str) -> list[str]:
@@ -56,18 +56,6 @@ def train_command(tiny_dir: Path, out: Path, *extra: str) -> list[str]:
         *TINY,
         *extra,
     ]
-
-
-ENV = {**os.environ, "VANISHING_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-
-
-def without_timings(value):
-    """Records with the wall-clock fields removed (the only ones that may differ)."""
-    if isinstance(value, dict):
-        return {k: without_timings(v) for k, v in value.items() if k not in TIMINGS}
-    if isinstance(value, list):
-        return [without_timings(v) for v in value]
-    return value
 
 
 def reference(tiny_dir: Path, run_dir: Path) -> tuple[list, dict]:
