@@ -626,14 +626,15 @@ def build_parser() -> Parser:
         "--no-group",
         action="store_true",
         help="train one model at a time (default: on a GPU, runs of one shape train together, "
-        "with stacked weights; the CPU trains one at a time, where that measured faster)",
+        "with stacked weights; the CPU trains one model per process, see --workers, which "
+        "measured faster there)",
     )
     sub.add_argument(
         "--workers",
         type=int,
         metavar="N",
-        help="runs trained at once, each in a process of one thread (default: one per core on "
-        "the CPU, where a small MLP cannot keep two cores busy; 1 on a GPU)",
+        help="runs trained at once, each in a process of its own, the cores shared out (default: "
+        "one per core on the CPU, where a small MLP cannot keep two cores busy; 1 on a GPU)",
     )
     add_training_options(sub)
     add_data_options(sub)
