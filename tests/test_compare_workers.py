@@ -15,6 +15,7 @@ import torch
 from conftest import ENV, without_timings
 from vanishing import compare, data, records
 from vanishing.cli import main
+from vanishing.errors import UsageError
 from vanishing.train import TrainConfig
 
 SMALL = TrainConfig(
@@ -192,3 +193,34 @@ def test_a_worker_that_dies_or_breaks_is_one_line_not_a_traceback(
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "vanishing compare: error: cannot write /x/metrics.jsonl: No space left on device"
     )
+
+
+def test_on_a_gpu_runs_train_in_one_process(monkeypatch, tiny_dir, tmp_path, capsys):
+    """A forked child cannot use CUDA: on a GPU, one process (groups), and --workers > 1 is an
+    error; sweeps likewise (their local backend)."""
+    from vanishing import pool, sweep
+
+    monkeypatch.setattr(pool, "resolve_device", lambda name: torch.device("cuda"))
+    seen = []
+
+    def fake_compare(*args, **kwargs):
+        seen.append(kwargs["workers"])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare, "compare", fake_compare)
+    argv = ["compare", "--data-dir", str(tiny_dir), "--no-verify", "--out", str(tmp_path / "o")]
+    assert main(argv) == 130 and seen == [1]
+    assert main([*argv, "--workers", "1"]) == 130 and seen == [1, 1]
+    assert main([*argv, "--workers", "2"]) == 2 and seen == [1, 1]
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "vanishing compare: error: --workers 2: on a GPU the runs train in one process (runs of "
+        "one shape together, as a group); more workers need --device cpu"
+    )
+    spec = sweep.SweepSpec(activations=("relu",), hidden=(8,), seeds=(0,), epochs=1)
+    with pytest.raises(UsageError, match="more workers need --device cpu"):
+        sweep.run_sweep(spec, tmp_path / "s", workers=2)
+    assert not (tmp_path / "s").exists()  # refused before anything was written
+    assert pool.workers_for("cuda", None) == 1
+    monkeypatch.setattr(pool, "resolve_device", lambda name: torch.device("cpu"))
+    monkeypatch.setattr(pool, "default_workers", lambda: 5)
+    assert pool.workers_for("auto", None) == 5 and pool.workers_for("cpu", 3) == 3

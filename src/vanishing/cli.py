@@ -330,11 +330,8 @@ def run_runs(
 
     configs = [training_config(args, a, s) for a in activations for s in seeds]  # validates all
     device = resolve_device(configs[0].device)  # a missing GPU is an error before the data loads
-    workers = getattr(args, "workers", None)  # `train` has no --workers: one run
-    if workers is not None and workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {workers}")
-    if workers is None:
-        workers = pool.default_workers() if device.type == "cpu" and "workers" in args else 1
+    # `train` has no --workers: one run, in this process.
+    workers = pool.workers_for(str(device), args.workers) if "workers" in args else 1
     out = compare.ensure_writable(out)
     dataset = data.load_dataset(
         args.dataset,
@@ -471,8 +468,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from vanishing import sweep
 
     spec = sweep_spec(args)
-    if args.workers is not None and args.workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    workers = args.workers
+    if args.backend == "local":  # checked (and a GPU's count fixed) before the data loads
+        workers = pool.workers_for(spec.device, workers)
+    elif workers is not None and workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
     name = args.preset or (Path(args.config).stem if args.config else "grid")
     out = compare.ensure_writable(Path(args.out or f"runs/sweep-{name}"))
     data_options = {
@@ -509,7 +509,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         outcome = sweep.run_sweep(
             spec,
             out,
-            workers=args.workers,
+            workers=workers,
             backend=args.backend,
             address=args.address,
             retry_failed=args.retry_failed,

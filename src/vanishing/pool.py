@@ -27,6 +27,7 @@ from typing import Any
 
 from vanishing.errors import DataError, UsageError
 from vanishing.records import WriteError
+from vanishing.train import resolve_device
 
 PR_SET_PDEATHSIG = 1  # prctl(2)
 Send = Callable[[Any], None]
@@ -79,6 +80,22 @@ def default_workers() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def workers_for(device: str, workers: int | None) -> int:
+    """How many worker processes train runs on `device` (`auto` resolved): `workers`, by default
+    one per core on the CPU. A GPU's runs train in this one process (several runs as a group): a
+    forked child cannot use CUDA once the parent has asked whether there is any."""
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
+    if resolve_device(device).type == "cpu":
+        return workers or default_workers()
+    if workers is not None and workers > 1:
+        raise UsageError(
+            f"--workers {workers}: on a GPU the runs train in one process (runs of one shape "
+            "together, as a group); more workers need --device cpu"
+        )
+    return 1
 
 
 def warm_up() -> None:

@@ -796,6 +796,10 @@ def run_sweep(
     stop = stop or threading.Event()
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; choose from: {', '.join(BACKENDS)}")
+    if backend == "local":  # before anything is written: a wrong --workers is one line
+        workers = pool.workers_for(spec.device, workers)
+    elif workers is not None and workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
     configs = expand(spec)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -818,7 +822,6 @@ def run_sweep(
         units = plan_units(todo, unit_size(spec.device, group, backend))
         if dataset is None:
             dataset = load_dataset(spec.dataset, **data_options)  # once: workers share it
-        workers = workers or pool.default_workers()
         run_local(units, workers, dataset, done, stop, retry_failed, resume)
     rows = tabulate(out, configs)
     return SweepOutcome(configs, len(ran), len(configs) - len(todo), rows)
