@@ -223,6 +223,16 @@ def test_records_have_the_structure_train_writes(tiny, tmp_path):
     assert [(r["kind"], set(r)) for r in rows] == [(r["kind"], set(r)) for r in expected]
 
 
+def test_a_group_leaves_the_global_rng_as_it_was(tiny, tmp_path):
+    """As `train` promises: building, training and checkpointing a group never draws from it."""
+    config = dataclasses.replace(SMALL, activation="prelu", epochs=2)  # a checkpoint at epoch 1
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    train_group([config, dataclasses.replace(config, seed=1)], dataset=tiny,
+                run_dirs=[tmp_path / "a", tmp_path / "b"])  # fmt: skip
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_plan_groups_by_shape_and_size_rrelu_alone():
     configs = [
         dataclasses.replace(SMALL, activation=a, seed=s)

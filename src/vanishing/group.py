@@ -228,9 +228,11 @@ class GroupedMLP(nn.Module):
         return stacked
 
     def model(self, k: int) -> MLP:
-        """Model k as a plain MLP (a copy, on the group's device)."""
+        """Model k as a plain MLP (a copy, on the group's device); the global RNG is left as it
+        was (the new MLP's own random init, overwritten here, draws from a forked one)."""
         in_features, classes = self.weights[0].shape[1], self.weights[-1].shape[2]
-        model = MLP(self.hidden, self.names[k], self.options, in_features, classes)
+        with torch.random.fork_rng(devices=[]):
+            model = MLP(self.hidden, self.names[k], self.options, in_features, classes)
         model.to(self.weights[0].device)
         with torch.no_grad():
             own = self.unstack(list(self.parameters()), k)
