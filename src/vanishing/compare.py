@@ -96,11 +96,10 @@ def compare(
     ones continue from their checkpoints, still in groups: of runs whose checkpoints are of one
     epoch (or that have none). Without, every run starts afresh.
 
-    With `workers` > 1 the runs (or groups) train that many at once, each in a forked process of
-    one thread (`pool`); the callbacks still run here, in this process.
+    With `workers` > 1 the runs (or groups) train that many at once, each in a forked process
+    (`pool`: the cores shared out); the callbacks still run here, in this process. An unknown
+    activation is refused by `TrainConfig` before anything trains.
     """
-    for name in activations:
-        get_activation(name)
     configs = [dataclasses.replace(base, activation=a, seed=s) for a in activations for s in seeds]
     size = group_size(base.device) if group is True else max(1, int(group))
     run_dirs = [Path(out) / run_name(c) for c in configs]

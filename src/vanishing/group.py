@@ -11,6 +11,7 @@ runs of a comparison can share a group.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import time
@@ -47,20 +48,10 @@ from vanishing.train import (
     to_inputs,
 )
 
-# What the models of one group must share; activation, init and seed may differ.
-SHARED_FIELDS = (
-    "hidden",
-    "optimizer",
-    "lr",
-    "momentum",
-    "batch_size",
-    "epochs",
-    "dataset",
-    "negative_slope",
-    "prelu_mode",
-    "probe_every",
-    "probe_size",
-    "device",
+# What the models of one group must share: every setting but these, which may differ.
+PER_MODEL_FIELDS = ("activation", "init", "seed")
+SHARED_FIELDS = tuple(
+    f.name for f in dataclasses.fields(TrainConfig) if f.name not in PER_MODEL_FIELDS
 )
 # RReLU draws random slopes while training: K models drawing from one stream cannot reproduce K
 # one-by-one runs (each seeded alone), so it always trains one at a time.
