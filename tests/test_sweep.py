@@ -242,6 +242,30 @@ def test_kill_and_resume(tiny_dir, tmp_path):
     assert len(list(read_csv(out / "runs.csv"))) == 12
 
 
+def test_a_sweep_killed_with_sigkill_leaves_no_worker_behind(tiny_dir, tmp_path):
+    """Its children die with it: none keeps training (and holding run locks) as an orphan."""
+    toml = tmp_path / "grid.toml"
+    toml.write_text(
+        'activations = ["relu", "tanh"]\nhidden = [32, 16]\nseeds = [0, 1]\nepochs = 60\n'
+        'batch_size = 32\nprobe_every = 3\nprobe_size = 32\ndevice = "cpu"\n'
+    )
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        sweep_command(tiny_dir, out, toml), env={**os.environ, "VANISHING_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(out.glob("*/" + records.CHECKPOINT)):
+        time.sleep(0.005)
+    process.kill()
+    process.wait(timeout=60)
+    time.sleep(0.5)  # an orphan would still be writing
+    sizes = {p: p.stat().st_size for p in out.rglob("*") if p.is_file()}
+    time.sleep(1.0)
+    assert {p: p.stat().st_size for p in out.rglob("*") if p.is_file()} == sizes
+    assert not list(out.glob("*/" + records.RESULT))  # killed before any run finished
+
+
 def require(condition: bool, reason: str) -> None:
     """Skip when a test's tool is missing here; under CI (which installs it) fail instead."""
     if not condition:

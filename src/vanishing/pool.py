@@ -53,14 +53,20 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _child(job: Job, connection: Connection, parent: int, threads: int) -> None:
-    """The child's whole life: its threads, parent-driven stopping, one job, its outcome sent."""
+def become_worker(parent: int, threads: int) -> None:
+    """What a forked training child does first (here and in `sweep`): default SIGTERM, Ctrl-C
+    left to the parent (which stops its children), death with the parent, its thread count."""
     import torch
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us on Ctrl-C
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(parent)
     torch.set_num_threads(threads)
+
+
+def _child(job: Job, connection: Connection, parent: int, threads: int) -> None:
+    """The child's whole life: its threads, parent-driven stopping, one job, its outcome sent."""
+    become_worker(parent, threads)
     try:
         result = job(lambda message: connection.send(("message", message)))
     except BaseException as e:  # everything goes back to the parent, which decides

@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import signal
 import sys
 import threading
 import traceback
@@ -470,7 +469,7 @@ def run_local(
                 others = [fd for _, held in running.values() for *_, fd in held]
                 members = [(config, run_dir) for config, run_dir, _ in claimed]
                 process = context.Process(
-                    target=child_main, args=(members, dataset, resume, others)
+                    target=child_main, args=(members, dataset, resume, others, os.getpid())
                 )
                 try:
                     process.start()
@@ -510,15 +509,13 @@ def child_main(
     dataset: Dataset,
     resume: bool = True,
     inherited_locks: Sequence[int] = (),
+    parent: int | None = None,
 ) -> None:
-    """A worker process for one unit: one thread (the pool uses the cores), default signals."""
-    import torch
-
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us on Ctrl-C
+    """A worker process for one unit: one thread (the pool uses the cores), and the same start as
+    `pool`'s children: it dies with the parent, so no orphan keeps training and holding locks."""
+    pool.become_worker(parent or os.getppid(), threads=1)
     for fd in inherited_locks:  # other runs' locks, copied by fork: theirs to release
         os.close(fd)
-    torch.set_num_threads(1)
     run_unit(members, dataset, resume=resume)
 
 
