@@ -468,11 +468,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from vanishing import sweep
 
     spec = sweep_spec(args)
-    workers = args.workers
-    if args.backend == "local":  # checked (and a GPU's count fixed) before the data loads
-        workers = pool.workers_for(spec.device, workers)
-    elif workers is not None and workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {workers}")
+    workers = sweep.check_workers(spec, args.workers, args.backend)  # before the data loads
     name = args.preset or (Path(args.config).stem if args.config else "grid")
     out = compare.ensure_writable(Path(args.out or f"runs/sweep-{name}"))
     data_options = {

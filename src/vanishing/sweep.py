@@ -32,7 +32,7 @@ from typing import Any
 from vanishing import pool, records, stats
 from vanishing.compare import MAX_GROUP, checkpoint_epoch, group_size, weighted_percent
 from vanishing.data import Dataset, load_dataset
-from vanishing.errors import UsageError
+from vanishing.errors import UsageError, choices_error
 from vanishing.group import plan_groups, train_group
 from vanishing.model import DEFAULT_WIDTH, SEED_HIDDEN
 from vanishing.train import TrainConfig, train, versions
@@ -181,8 +181,9 @@ def preset_names() -> list[str]:
 
 def load_preset(name: str) -> SweepSpec:
     """A named preset (`vanishing sweep --preset NAME`)."""
-    if name not in preset_names():
-        raise UsageError(f"unknown preset {name!r}; choose from: {', '.join(preset_names())}")
+    names = preset_names()
+    if name not in names:
+        raise choices_error("preset", name, names)
     text = (resources.files("vanishing") / "presets" / f"{name}.toml").read_text()
     return spec_from_dict(tomllib.loads(text), f"preset {name}")
 
@@ -322,18 +323,19 @@ def run_unit(
     checkpoints are of one epoch (or that have none), each group continuing from there; a run
     whose checkpoint cannot be read trains alone, where `run_one` records why it failed.
     """
-    epochs: list[int | None] = []
-    for config, run_dir in members:
+    if len(members) == 1:  # nothing to plan: its checkpoint is read once, by `train`
+        ((config, run_dir),) = members
+        return [run_one(config, run_dir, dataset, stop, resume)]
+    jobs, planned, epochs = [], [], []
+    for member in members:
         try:
-            epochs.append(checkpoint_epoch(config, run_dir) if resume else None)
-        except UsageError:
-            epochs.append(-1)  # unreadable, or another config's: alone, below
-    jobs = []
-    for planned in plan_groups([config for config, _ in members], len(members), epochs):
-        if epochs[planned[0]] == -1:
-            jobs += [[members[i]] for i in planned]
-        else:
-            jobs.append([members[i] for i in planned])
+            epochs.append(checkpoint_epoch(*member) if resume else None)
+            planned.append(member)
+        except UsageError:  # unreadable, or another config's
+            jobs.append([member])
+    if planned:
+        groups = plan_groups([config for config, _ in planned], len(planned), epochs)
+        jobs += [[planned[i] for i in group] for group in groups]
     statuses: dict[Path, str] = {}
     for job in jobs:
         if len(job) == 1:
@@ -753,6 +755,16 @@ def unit_size(device: str, group: bool | int, backend: str) -> int:
 BACKENDS = ("local", "ray")
 
 
+def check_workers(spec: SweepSpec, workers: int | None, backend: str) -> int | None:
+    """--workers, checked: for the local backend the count to run (`pool.workers_for`: one per
+    core on the CPU, 1 on a GPU); Ray places its tasks itself."""
+    if backend == "local":
+        return pool.workers_for(spec.device, workers)
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
+    return workers
+
+
 @dataclass(frozen=True)
 class SweepOutcome:
     """What a sweep call did: every run of the grid, and how many ran now."""
@@ -792,11 +804,8 @@ def run_sweep(
     """
     stop = stop or threading.Event()
     if backend not in BACKENDS:
-        raise UsageError(f"unknown backend {backend!r}; choose from: {', '.join(BACKENDS)}")
-    if backend == "local":  # before anything is written: a wrong --workers is one line
-        workers = pool.workers_for(spec.device, workers)
-    elif workers is not None and workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {workers}")
+        raise choices_error("backend", backend, BACKENDS)
+    workers = check_workers(spec, workers, backend)  # before anything is written
     configs = expand(spec)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
