@@ -20,7 +20,6 @@ import argparse
 import copy
 import dataclasses
 import math
-import multiprocessing
 import os
 import resource
 import sys
@@ -31,6 +30,7 @@ import torch
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 from torch.nn import functional as F
 
+from vanishing import pool
 from vanishing.data import Dataset, load_dataset
 from vanishing.group import GroupedMLP, train_group
 from vanishing.model import build_model, make_optimizer
@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_epoch import reference_epoch  # noqa: E402
 
 SAMPLES = 60000
+PROBE_EVERY = TrainConfig.probe_every  # the default interval, scaled down for a slice
 
 
 def layer_shapes(hidden: tuple[int, ...]) -> list[tuple[int, int]]:
@@ -207,36 +208,18 @@ def loop_seconds(
     return time.perf_counter() - start
 
 
-# The slice the worker processes train, set before they fork (they inherit it, nothing pickled).
-_WORKER_SLICE: tuple[TrainConfig, Dataset] | None = None
-
-
-def _worker_train(seed: int, connection) -> None:
-    """One forked worker: one thread, one single-model slice; sends its seconds per epoch."""
-    torch.set_num_threads(1)
-    config, data = _WORKER_SLICE
-    result = train(dataclasses.replace(config, seed=seed), dataset=data)
-    connection.send(result.train_seconds)  # probes off: only the step-0 probe, not counted
-    connection.close()
-
-
 def workers_seconds(config: TrainConfig, data: Dataset, workers: int) -> list[float]:
-    """Seconds each of `workers` forked processes (one thread each) took for the same slice,
-    all at once: the way `vanishing sweep` spends the cores."""
-    global _WORKER_SLICE
-    _WORKER_SLICE = (config, data)
-    context = multiprocessing.get_context("fork")
-    pipes = [context.Pipe(duplex=False) for _ in range(workers)]
-    processes = [
-        context.Process(target=_worker_train, args=(seed, sender))
-        for seed, (_, sender) in enumerate(pipes)
-    ]
-    for process in processes:
-        process.start()
-    seconds = [receiver.recv() for receiver, _ in pipes]
-    for process in processes:
-        process.join()
-    return seconds
+    """Training seconds of each of `workers` processes of one thread, each training the same
+    slice, all at once (`vanishing.pool`, as `compare` on the CPU spends the cores)."""
+
+    def job(seed: int):
+        def run(send) -> float:
+            # Probes off: only the step-0 probe, whose seconds are not counted.
+            return train(dataclasses.replace(config, seed=seed), dataset=data).train_seconds
+
+        return run
+
+    return pool.run_jobs([job(seed) for seed in range(workers)], workers, lambda m: None, 1)
 
 
 def adam_seconds(hidden: tuple[int, ...], k: int, device: torch.device) -> float:
@@ -269,7 +252,7 @@ def variants(args, config: TrainConfig, data: Dataset, device: torch.device) -> 
     steps = math.ceil(len(data.train_labels) / config.batch_size)
     # The slice holds as many probe points as a whole epoch (every 300 of 938 steps: 4), so their
     # seconds count once, not 1 / fraction times.
-    probes_per_epoch = math.ceil(math.ceil(SAMPLES / config.batch_size) / 300)
+    probes_per_epoch = math.ceil(math.ceil(SAMPLES / config.batch_size) / PROBE_EVERY)
     probe_scale = probes_per_epoch / math.ceil(steps / config.probe_every)
 
     def epoch(result, k: int = 1, name: str | None = None) -> float:
@@ -343,7 +326,7 @@ def main() -> None:
         activation=args.activations.split(",")[0],
         epochs=1,
         device=str(device),
-        probe_every=max(1, round(300 * fraction)),
+        probe_every=max(1, round(PROBE_EVERY * fraction)),
     )
     gpu_name = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {device}"
@@ -355,7 +338,7 @@ def main() -> None:
     )
 
     data = subset(load_dataset(config.dataset), fraction)
-    train(dataclasses.replace(config, epochs=1), dataset=subset(data, 0.05))  # warm-up
+    train(config, dataset=subset(data, 0.05))  # warm-up
     runs = variants(args, config, data, device)
     best = dict.fromkeys(runs, float("inf"))
     memory = dict.fromkeys(runs, 0.0)
@@ -386,10 +369,10 @@ def main() -> None:
     print(f"{'':<34} {'wall':>8}         {'':>8} {'':>15} {'':>6}   ({unit})")
     line(f"reference DataLoader loop ({device.type})", "reference")
     line("single model, probes off", "single")
-    line("single model, probes every 300", "single+probes")
+    line(f"single model, probes every {PROBE_EVERY}", "single+probes")
     for k in args.ks:
         line(f"group K={k}, probes off", f"group{k}", k)
-        line(f"group K={k}, probes every 300", f"group{k}+probes", k)
+        line(f"group K={k}, probes every {PROBE_EVERY}", f"group{k}+probes", k)
         if not args.no_vmap:
             line(f"torch.func vmap K={k} (no probes)", f"vmap{k}", k)
     top = max(args.ks)
