@@ -29,7 +29,14 @@ import numpy as np
 import torch
 
 from vanishing.errors import DataError, choices_error
-from vanishing.idx import MAX_BYTES, gunzip, idx_bytes, parse_idx, read_bytes, read_limited
+from vanishing.idx import (
+    MAX_BYTES,
+    gunzip,
+    idx_bytes,
+    parse_idx,
+    read_idx,
+    read_limited,
+)
 
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 Arrays = dict[str, np.ndarray]
@@ -209,7 +216,7 @@ def find_idx_files(spec: DatasetSpec, folder: Path) -> dict[str, Path] | None:
 
 def read_idx_folder(files: dict[str, Path]) -> Arrays:
     """Read four IDX files."""
-    return {role: parse_idx(read_bytes(path), str(path)) for role, path in files.items()}
+    return {role: read_idx(path) for role, path in files.items()}
 
 
 def check_npz_sizes(path: Path, keys: list[str]) -> None:

@@ -189,11 +189,16 @@ def make_optimizer(
     """Build a registered optimizer; momentum is used by sgd only."""
     if name not in OPTIMIZERS:
         raise choices_error("optimizer", name, list(OPTIMIZERS))
+    check_optimizer_settings(lr, momentum)
+    return OPTIMIZERS[name](params, lr, momentum)
+
+
+def check_optimizer_settings(lr: float, momentum: float) -> None:
+    """A learning rate and momentum any registered optimizer accepts (also `TrainConfig`'s)."""
     if not lr > 0 or not math.isfinite(lr):
         raise UsageError(f"learning rate must be a finite number > 0, got {lr!r}")
     if not 0 <= momentum < 1:
         raise UsageError(f"momentum must be >= 0 and < 1, got {momentum!r}")
-    return OPTIMIZERS[name](params, lr, momentum)
 
 
 def build_model(

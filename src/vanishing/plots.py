@@ -318,9 +318,8 @@ def activation_shapes(groups: Sequence[Group]) -> Figure:
     color = colors(groups)
     for index, group in enumerate(groups):
         config = group.runs[0].config
-        options = ActivationOptions(
-            negative_slope=config.get("negative_slope", 0.01),
-            prelu_mode=config.get("prelu_mode", "layer"),
+        options = ActivationOptions(  # records without a field mean its default
+            **{k: config[k] for k in ("negative_slope", "prelu_mode") if k in config}
         )
         module = make_activation(group.activation.name, 1, options).double().eval()
         with torch.no_grad():

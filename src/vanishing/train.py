@@ -22,7 +22,15 @@ from vanishing import probes, records
 from vanishing.activations import PRELU_MODES, ActivationOptions, get_activation
 from vanishing.data import Dataset, get_spec, load_dataset
 from vanishing.errors import UsageError, choices_error
-from vanishing.model import MLP, OPTIMIZERS, SEED_HIDDEN, build_model, init_names, make_optimizer
+from vanishing.model import (
+    MLP,
+    OPTIMIZERS,
+    SEED_HIDDEN,
+    build_model,
+    check_optimizer_settings,
+    init_names,
+    make_optimizer,
+)
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -72,10 +80,7 @@ class TrainConfig:
         for name, value in positive.items():
             if not isinstance(value, int) or value < 1:
                 raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
-        if not (self.lr > 0 and np.isfinite(self.lr)):
-            raise UsageError(f"learning rate must be a finite number > 0, got {self.lr!r}")
-        if not 0 <= self.momentum < 1:
-            raise UsageError(f"momentum must be >= 0 and < 1, got {self.momentum!r}")
+        check_optimizer_settings(self.lr, self.momentum)
         if not 0 <= self.negative_slope < 1:
             raise UsageError(f"negative slope must be >= 0 and < 1, got {self.negative_slope!r}")
 
