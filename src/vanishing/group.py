@@ -411,9 +411,6 @@ def fit_group(
                     break
                 measured = probes.measure_group(group, x_probe, y_probe)
                 before = probes.snapshot_group(group)
-                weight_norms = torch.stack([probes.norms(w) for w in before]).T.tolist()
-                for row, norms in zip(measured, weight_norms, strict=True):  # as `train.fit`
-                    row["weight_norms"] = norms
                 epoch_probe_seconds += time.perf_counter() - probe_start
             losses = probes.per_sample_loss(group(x), y).mean(dim=1)  # (K,)
             optimizer.zero_grad(set_to_none=True)

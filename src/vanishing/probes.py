@@ -34,7 +34,8 @@ if TYPE_CHECKING:  # group.py imports this module
 
 
 def measure(model: MLP, activation: Activation, x: Tensor, y: Tensor) -> dict[str, object]:
-    """Gradient norms, activation statistics, saturation and dead units on one batch."""
+    """Gradient norms, activation statistics, saturation and dead units on one batch, and the
+    weights' norms (before the step that follows)."""
     was_training = model.training
     model.eval()  # RReLU uses its mean slope: the probe itself must not be random
     weights = [linear.weight for linear in model.linears]
@@ -60,7 +61,13 @@ def measure(model: MLP, activation: Activation, x: Tensor, y: Tensor) -> dict[st
                 torch.stack([(h == 0).all(dim=0).float().mean() for h in hidden]),
             ]
         ).tolist()
-        grad_norms = torch.stack([g.norm() for g in weight_grads]).tolist()
+        # Weight-gradient norms, then the weights' own norms: one read-back.
+        grad_norms, weight_norms = torch.stack(
+            [
+                torch.stack([g.norm() for g in weight_grads]),
+                torch.stack([w.norm() for w in weights]),
+            ]
+        ).tolist()
         slopes = prelu_slopes(model)
     signal, mean, std, saturated, dead = per_hidden
     return {
@@ -73,6 +80,7 @@ def measure(model: MLP, activation: Activation, x: Tensor, y: Tensor) -> dict[st
         "saturated_fraction": saturated,
         "dead_fraction": dead,
         **({"prelu_slopes": slopes} if slopes is not None else {}),
+        "weight_norms": weight_norms,
     }
 
 
@@ -146,7 +154,16 @@ def measure_group(group: GroupedMLP, x: Tensor, y: Tensor) -> list[dict[str, obj
                 torch.stack([(h == 0).all(dim=1).float().mean(dim=1) for h in hidden]),
             ]
         )  # (5, L, K)
-        grad_norms = torch.stack([norms(g) for g in weight_grads]).T.tolist()  # K x (L + 1)
+        grad_norms, weight_norms = (
+            torch.stack(
+                [
+                    torch.stack([norms(g) for g in weight_grads]),
+                    torch.stack([norms(w) for w in weights]),
+                ]
+            )
+            .permute(0, 2, 1)
+            .tolist()
+        )  # 2 x K x (L + 1)
         stats = per_hidden.permute(2, 0, 1).tolist()  # K x 5 x L
         slopes = prelu_slopes_group(group)
         losses = losses.tolist()
@@ -163,6 +180,7 @@ def measure_group(group: GroupedMLP, x: Tensor, y: Tensor) -> list[dict[str, obj
                 "saturated_fraction": saturated,
                 "dead_fraction": dead,
                 **({"prelu_slopes": slopes[k]} if k in slopes else {}),
+                "weight_norms": weight_norms[k],
             }
         )
     return rows

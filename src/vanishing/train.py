@@ -574,7 +574,6 @@ def fit(
                     break
                 measured = probes.measure(model, activation, x_probe, y_probe)
                 before = probes.snapshot(model)
-                measured["weight_norms"] = torch.stack([w.norm() for w in before]).tolist()
                 epoch_probe_seconds += time.perf_counter() - probe_start
                 if not all(map(math.isfinite, measured["grad_norms"])):  # gradient overflow
                     log.diverge(step, epoch)
