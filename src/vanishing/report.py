@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -903,13 +903,21 @@ def attenuation_rows(groups: Sequence[Group]) -> list[dict[str, Any]]:
     return rows
 
 
-FigureSpec = tuple[str, str, str, Callable[[Sequence[Group]], Any]]
+class FigureSpec(NamedTuple):
+    """A figure of the page: its anchor, the question it answers, its caption, how to draw it
+    from groups, and for some a table of its numbers drawn under it."""
+
+    anchor: str
+    question: str
+    caption: str
+    draw: Callable[[Sequence[Group]], Any]
+    table: Callable[[Sequence[Group]], list[dict[str, Any]]] | None = None
 
 
 def layer_specs() -> list[FigureSpec]:
     """(anchor, question, caption, draw) of the figures drawn per setting, in reading order."""
     return [
-        (
+        FigureSpec(
             "gradient-flow",
             "How much gradient reaches each layer?",
             "L2 norm of each layer's weight gradient on the fixed probe batch, at step 0 (left) "
@@ -918,7 +926,7 @@ def layer_specs() -> list[FigureSpec]:
             "gradient; the legend gives layer 1 / output at initialisation.",
             plots.gradient_flow,
         ),
-        (
+        FigureSpec(
             "heatmaps",
             "Where and when is the gradient small during training?",
             "Weight-gradient norm by layer (rows, input side at the bottom) and training step "
@@ -926,14 +934,14 @@ def layer_specs() -> list[FigureSpec]:
             "gradient. Grey: zero or not recorded.",
             plots.gradient_heatmaps,
         ),
-        (
+        FigureSpec(
             "learning",
             "Does the network learn, and how fast?",
             "Test accuracy and loss after each epoch; the band is mean ± standard deviation over "
             "seeds (absent with one seed).",
             plots.learning_curves,
         ),
-        (
+        FigureSpec(
             "units",
             "Do units saturate or die?",
             "Sigmoid, tanh and the smooth activations: share of (sample, unit) pairs whose slope "
@@ -942,7 +950,7 @@ def layer_specs() -> list[FigureSpec]:
             "epoch end.",
             plots.unit_health,
         ),
-        (
+        FigureSpec(
             "prelu",
             "Which negative slope does PReLU learn?",
             "Learned slope a of max(z, a z) per layer over training (mean over seeds); "
@@ -952,7 +960,7 @@ def layer_specs() -> list[FigureSpec]:
     ]
 
 
-SHAPES_SPEC: FigureSpec = (
+SHAPES_SPEC = FigureSpec(
     "activations",
     "What does each activation do to the gradient?",
     "Each activation f(z) and its slope f'(z) over [-6, 6] (PReLU at its initial slope "
@@ -960,13 +968,14 @@ SHAPES_SPEC: FigureSpec = (
     "slope never exceeds 1/4 (dotted line).",
     plots.activation_shapes,
 )
-ATTENUATION_SPEC: FigureSpec = (
+ATTENUATION_SPEC = FigureSpec(
     "attenuation",
     "Does the slope bound predict the measured attenuation?",
     "Measured layer-1 / output gradient ratio at initialisation next to (max f')^L, the "
     "most that L hidden layers' slopes let through. The weights also scale the gradient, "
     "so the bound sets the order of magnitude, not the exact value.",
     plots.attenuation,
+    table=attenuation_rows,
 )
 
 
@@ -979,11 +988,11 @@ def draw(
 ) -> list[FigureBlock]:
     """The spec's figure as a one-element list of FigureBlock, or [] when it has nothing to show;
     `suffix` names the setting in the question, `note` ends the caption."""
-    anchor, question, caption, draw_figure = spec
+    anchor, question, caption, draw_figure, table = spec
     figure = draw_figure(groups)
     if figure is None:
         return []
-    rows = tuple(attenuation_rows(groups)) if anchor == "attenuation" else ()
+    rows = tuple(table(groups)) if table is not None else ()
     question += f" ({suffix})" if suffix else ""
     anchor += f"-{suffix.replace(' ', '-').replace(',', '')}" if suffix else ""
     return [FigureBlock(anchor, question, caption + note, plots.png(figure), rows, section)]
@@ -1006,7 +1015,7 @@ def depth_figures(
         " and setting of the other axes" if len({s.style for s in series}) > 1 else ""
     )
     specs = [
-        (
+        FigureSpec(
             "depth-accuracy",
             "At which depth does each activation stop learning?",
             f"Test accuracy after training against depth (the number of hidden layers), {lines}: "
@@ -1015,7 +1024,7 @@ def depth_figures(
             "scale, which tells apart the activations that still learn.",
             lambda _: plots.accuracy_by_depth(series, references),
         ),
-        (
+        FigureSpec(
             "depth-ratio",
             "How much gradient reaches layer 1 as the network gets deeper?",
             f"Layer 1 / output weight-gradient norm at initialisation (step 0) against depth, "
@@ -1026,7 +1035,7 @@ def depth_figures(
             "hidden layers' slopes let through.",
             lambda _: plots.ratio_by_depth(series, thresholds.vanishing_ratio),
         ),
-        (
+        FigureSpec(
             "depth-units",
             "Do more units die or saturate as the network gets deeper?",
             "After training, against depth: rectifiers, the share of all hidden units with zero "
