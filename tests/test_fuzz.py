@@ -19,7 +19,7 @@ import pytest
 from conftest import FILE_NAMES, make_arrays, write_arrays
 from vanishing import data
 from vanishing.errors import DataError
-from vanishing.idx import idx_bytes
+from vanishing.idx import idx_bytes, read_bytes
 
 SRC = Path(data.__file__).parent
 
@@ -317,10 +317,10 @@ def test_each_data_message(tmp_path, tiny_arrays):
         data.load_dataset(data_dir=tmp_path / "nowhere", verify=False)
     (tmp_path / "dir.idx").mkdir()
     with pytest.raises(DataError, match=r"dir\.idx: cannot read \("):
-        data.read_bytes(tmp_path / "dir.idx")
+        read_bytes(tmp_path / "dir.idx")
     (tmp_path / "big").write_bytes(bytes(101))
     with pytest.raises(DataError, match="larger than 100 bytes uncompressed; not an IDX data"):
-        data.read_bytes(tmp_path / "big", limit=100)
+        read_bytes(tmp_path / "big", limit=100)
     flat = {**tiny_arrays, "train_images": tiny_arrays["train_images"].reshape(320, 784)}
     with pytest.raises(DataError, match=r"train images have shape \(320, 784\), need"):
         data.check_arrays(flat, "src")
