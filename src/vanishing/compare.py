@@ -17,8 +17,8 @@ from vanishing.activations import get_activation
 from vanishing.data import Dataset
 from vanishing.errors import UsageError
 from vanishing.group import plan_groups, train_group
+from vanishing.records import RunResult
 from vanishing.train import (
-    RunResult,
     TrainConfig,
     load_checkpoint,
     load_result,

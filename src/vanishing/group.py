@@ -33,9 +33,9 @@ from vanishing.activations import (
 from vanishing.data import Dataset, load_dataset
 from vanishing.errors import UsageError
 from vanishing.model import MLP, build_model, make_optimizer
+from vanishing.records import RunResult
 from vanishing.train import (
     RunLog,
-    RunResult,
     StepCallback,
     TrainConfig,
     close_records,

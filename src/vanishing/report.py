@@ -29,8 +29,8 @@ from vanishing.activations import ACTIVATIONS, SATURATION_FRACTION, Activation
 from vanishing.data import DATASETS
 from vanishing.errors import UsageError
 from vanishing.plots import number
+from vanishing.records import RunResult
 from vanishing.sweep import POINT_KEYS
-from vanishing.train import RunResult
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from vanishing.model import (
     init_names,
     make_optimizer,
 )
+from vanishing.records import RunResult
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -98,38 +99,6 @@ class TrainConfig:
         if unknown:
             raise UsageError(f"unknown config field(s) {', '.join(unknown)}")
         return cls(**{**values, "hidden": tuple(values.get("hidden", SEED_HIDDEN))})
-
-
-@dataclass
-class RunResult:
-    """What one run produced; written as `result.json`."""
-
-    status: str  # "ok" or "diverged"
-    test_accuracy: float  # a fraction, after the last completed epoch
-    test_loss: float  # mean per-sample cross-entropy on the test set
-    history: list[dict[str, Any]]  # per epoch: epoch, train_loss, test_loss, test_accuracy, ...
-    grad_norms_init: list[float]  # per Linear layer, input first, at step 0
-    vanishing_ratio_init: float  # grad_norms_init[0] / grad_norms_init[-1]
-    signal_norms_init: list[float]  # dLoss/dh per hidden layer at step 0
-    grad_norms_final: list[float]  # at the last probe
-    saturated_fraction: list[float]  # per hidden layer, at the last probe
-    dead_fraction: list[float]  # per hidden layer, over the whole training set, last epoch end
-    steps: int
-    train_seconds: float  # optimisation steps only
-    eval_seconds: float  # test-set evaluation and the epoch-end dead-unit count
-    probe_seconds: float  # the probes every `probe_every` steps
-    device: str
-    versions: dict[str, str]
-    config: dict[str, Any]
-    diverged_step: int | None = None
-    # For a diverged run: the step, grad_norms and weight_norms (per Linear layer) of the last
-    # probe at which the loss, the gradients and the weights were all still finite.
-    norms_before_divergence: dict[str, Any] | None = None
-    error: str | None = None
-    run_dir: str | None = field(default=None)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def resolve_device(name: str) -> torch.device:
