@@ -2,32 +2,50 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip install --quiet
 # torch==2.13.0 takes the CPU build that lies on our machines; a looser spec pulls a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 # Extra options for `vanishing compare`, e.g. make run ARGS="--epochs 1 --seeds 0".
 ARGS   ?=
 
-.PHONY: install run test lint clean
+.PHONY: install install-test install-ray install-dev run test lint typecheck clean
 
-install: $(VENV)/.installed
+# Each install leaves a stamp in the venv and is redone only when pyproject.toml changes, so
+# `make run` then `make test` installs the test extras once and reinstalls nothing else.
+install: $(VENV)/.installed            # what running needs: the package and its dependencies
+install-test: $(VENV)/.installed-test  # + pytest, playwright, hypothesis and ray (the suite's Ray test)
+install-ray: $(VENV)/.installed-ray    # + ray, for `vanishing sweep --backend ray`
+install-dev: $(VENV)/.installed-dev    # + the test extras, ruff and mypy
 
-$(VENV)/.installed: pyproject.toml
+# torch first, pinned, so that the package's looser `torch>=2.1` finds it already there.
+$(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
+	$(PIP) --upgrade pip
+	$(PIP) "$(TORCH)"
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.installed-%: pyproject.toml $(VENV)/.torch
+	$(PIP) -e '.[$*]'
 	touch $@
 
 run: install
 	$(BIN)/vanishing data fetch
 	$(BIN)/vanishing compare $(ARGS)
 
-test: install
+test: install-test
 	$(BIN)/python -m pytest
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+
+# Not part of `lint` yet: the package does not pass it.
+typecheck: install-dev
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
