@@ -17,9 +17,10 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
+from vanishing.config import TrainConfig
 from vanishing.data import load_dataset
 from vanishing.model import build_model
-from vanishing.train import TrainConfig, train
+from vanishing.train import train
 
 
 class PerSampleMNIST(TorchDataset):

@@ -31,11 +31,13 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 from torch.nn import functional as F
 
 from vanishing import pool
+from vanishing.config import TrainConfig
 from vanishing.data import Dataset, load_dataset
+from vanishing.devices import resolve_device, sync
 from vanishing.group import GroupedMLP, train_group
 from vanishing.model import build_model, make_optimizer
 from vanishing.probes import per_sample_loss
-from vanishing.train import TrainConfig, resolve_device, sync, to_inputs, train
+from vanishing.train import to_inputs, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_epoch import reference_epoch  # noqa: E402

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from vanishing import data
-from vanishing.train import TrainConfig
+from vanishing.config import TrainConfig
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))

@@ -15,8 +15,8 @@ import torch
 from conftest import ENV, without_timings
 from vanishing import compare, data, records
 from vanishing.cli import main
+from vanishing.config import TrainConfig
 from vanishing.errors import UsageError
-from vanishing.train import TrainConfig
 
 SMALL = TrainConfig(
     activation="relu", hidden=(16, 8), epochs=2, batch_size=32, probe_every=3, probe_size=32

@@ -13,10 +13,11 @@ from vanishing import compare, data, group, probes, records
 from vanishing import train as train_module
 from vanishing.activations import get_activation
 from vanishing.cli import main
+from vanishing.config import TrainConfig
 from vanishing.errors import UsageError
 from vanishing.group import GroupedMLP, plan_groups, train_group
 from vanishing.model import build_model, make_optimizer
-from vanishing.train import TrainConfig, train
+from vanishing.train import train
 
 SMALL = TrainConfig(
     hidden=(32, 16), epochs=2, batch_size=32, probe_every=4, probe_size=64, device="cpu"

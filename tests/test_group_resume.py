@@ -184,17 +184,17 @@ def test_compare_resumes_in_groups_and_keeps_finished_runs(tiny, tmp_path, monke
     activations, seeds = ["relu", "prelu", "tanh"], [0, 1]
     reference = compare.compare(base, activations, seeds, tmp_path / "reference", tiny, group=3)
     out = tmp_path / "out"
-    save = group.save_checkpoint
+    save = records.save_checkpoint
 
     def killed(run_dir, config, epoch, *rest):  # while the 2nd group saves epoch 2: a kill
         if Path(run_dir).name == "tanh-seed1" and epoch == 2:
             raise KeyboardInterrupt
         save(run_dir, config, epoch, *rest)
 
-    monkeypatch.setattr(group, "save_checkpoint", killed)
+    monkeypatch.setattr(records, "save_checkpoint", killed)
     with pytest.raises(KeyboardInterrupt):  # groups: relu 0, 1 and prelu 0; prelu 1, tanh 0, 1
         compare.compare(base, activations, seeds, out, tiny, group=3)
-    monkeypatch.setattr(group, "save_checkpoint", save)
+    monkeypatch.setattr(records, "save_checkpoint", save)
     epochs = {
         name: torch.load(out / name / records.CHECKPOINT, weights_only=True)["epoch"]
         for name in ("prelu-seed1", "tanh-seed0", "tanh-seed1")

@@ -10,9 +10,11 @@ import pytest
 
 from vanishing import data, report, sweep
 from vanishing.cli import main
+from vanishing.config import TrainConfig
+from vanishing.devices import resolve_device
 from vanishing.errors import DataError, UsageError
 from vanishing.model import hidden_widths, parse_hidden
-from vanishing.train import TrainConfig, resolve_device, train
+from vanishing.train import train
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,9 @@ import torch
 from conftest import ENV, without_timings
 from vanishing import data, records, sweep
 from vanishing.cli import main
+from vanishing.config import TrainConfig
 from vanishing.errors import UsageError
-from vanishing.train import TrainConfig, train
+from vanishing.train import train
 
 TINY = ["--no-verify", "--batch-size", "32", "--probe-every", "3", "--probe-size", "32"]
 EPOCHS = 50  # about 20 ms each: time to interrupt the run after its first checkpoint

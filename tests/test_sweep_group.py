@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from vanishing import data, records, sweep
-from vanishing.train import TrainConfig, train
+from vanishing.config import TrainConfig
+from vanishing.train import train
 
 TINY_SETTINGS = {"batch_size": 32, "probe_every": 5, "probe_size": 32, "device": "cpu", "epochs": 1}
 TIMINGS = {"train_seconds", "eval_seconds", "probe_seconds", "run_dir"}  # may differ

@@ -10,9 +10,10 @@ import torch
 from torch.nn import functional as F
 
 from vanishing import data, records
+from vanishing.config import TrainConfig
 from vanishing.errors import UsageError
 from vanishing.model import build_model
-from vanishing.train import TrainConfig, evaluate, train
+from vanishing.train import evaluate, train
 
 SMALL = TrainConfig(
     hidden=(32, 16), epochs=2, batch_size=32, probe_every=4, probe_size=64, device="cpu"

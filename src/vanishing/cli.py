@@ -13,9 +13,10 @@ from pathlib import Path
 
 from vanishing import compare, data, pool, records
 from vanishing.activations import ACTIVATIONS, PRELU_MODES
+from vanishing.config import TrainConfig
+from vanishing.devices import DEVICES, resolve_device
 from vanishing.errors import UsageError
 from vanishing.model import INIT_ALIASES, INITS, OPTIMIZERS, hidden_widths, parse_hidden
-from vanishing.train import DEVICES, TrainConfig, resolve_device
 
 
 class Parser(argparse.ArgumentParser):

@@ -14,17 +14,13 @@ import torch
 
 from vanishing import pool
 from vanishing.activations import get_activation
+from vanishing.config import TrainConfig
 from vanishing.data import Dataset
+from vanishing.devices import resolve_device
 from vanishing.errors import UsageError
 from vanishing.group import plan_groups, train_group
-from vanishing.records import RunResult
-from vanishing.train import (
-    TrainConfig,
-    load_checkpoint,
-    load_result,
-    resolve_device,
-    train,
-)
+from vanishing.records import RunResult, load_checkpoint, load_result
+from vanishing.train import train
 
 DEFAULT_ACTIVATIONS = ("sigmoid", "relu", "leaky_relu", "prelu")  # the reference's pair + fixes
 DEFAULT_SEEDS = (0, 1, 2)  # three seeds: enough to see whether a gap exceeds the seed spread

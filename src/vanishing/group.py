@@ -23,28 +23,23 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vanishing import probes
+from vanishing import probes, records
 from vanishing.activations import (
     DEFAULT_OPTIONS,
     ActivationOptions,
     get_activation,
     make_activation,
 )
+from vanishing.config import TrainConfig
 from vanishing.data import Dataset, load_dataset
+from vanishing.devices import resolve_device, sync
 from vanishing.errors import UsageError
 from vanishing.model import MLP, build_model, make_optimizer
 from vanishing.records import RunResult
 from vanishing.train import (
     RunLog,
     StepCallback,
-    TrainConfig,
-    close_records,
     denormals_flushed,
-    load_checkpoint,
-    open_records,
-    resolve_device,
-    save_checkpoint,
-    sync,
     to_inputs,
 )
 
@@ -338,7 +333,9 @@ def save_model_checkpoints(
         # The global RNG as `train` leaves it: seeded, then drawn from by no groupable activation.
         with torch.random.fork_rng(devices=[]):
             torch.set_rng_state(torch.Generator().manual_seed(config.seed).get_state())
-            save_checkpoint(run_dirs[k], config, epoch, step, model, single, generators[k], logs[k])
+            records.save_checkpoint(
+                run_dirs[k], config, epoch, step, model, single, generators[k], logs[k].state_dict()
+            )
 
 
 EpochCallback = Callable[[TrainConfig, dict[str, Any]], None]
@@ -499,7 +496,7 @@ def train_group(
     if resume:
         # On the CPU: the models are built there, and a generator's state must be a CPU tensor.
         checkpoints = [
-            load_checkpoint(c, d, torch.device("cpu")) if d is not None else None
+            records.load_checkpoint(c, d, torch.device("cpu")) if d is not None else None
             for c, d in zip(configs, run_dirs, strict=True)
         ]
         epochs = [None if c is None else c["epoch"] for c in checkpoints]
@@ -523,7 +520,7 @@ def train_group(
             if checkpoints[i] is not None:
                 log.load_state_dict(json.loads(checkpoints[i]["log"]))
             offset = log.offset if checkpoints[i] is not None else None  # cut back to it
-            writers.append(open_records(configs[i], run_dirs[i], offset))
+            writers.append(records.open_run(configs[i], run_dirs[i], offset))
             log.writer = writers[-1]
             logs.append(log)
         resumed = [checkpoints[i] for i in order] if checkpoints[0] is not None else None
@@ -543,5 +540,5 @@ def train_group(
                 writer.close()
     results: list[RunResult] = [None] * len(configs)  # type: ignore[list-item]
     for i, log in zip(order, logs, strict=True):
-        results[i] = close_records(log.result(device), run_dirs[i])
+        results[i] = records.close_run(log.result(device), run_dirs[i])
     return results

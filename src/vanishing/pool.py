@@ -25,9 +25,9 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from vanishing.devices import resolve_device
 from vanishing.errors import DataError, UsageError
 from vanishing.records import WriteError
-from vanishing.train import resolve_device
 
 PR_SET_PDEATHSIG = 1  # prctl(2)
 Send = Callable[[Any], None]

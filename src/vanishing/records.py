@@ -17,10 +17,20 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
+
+import torch
+
+from vanishing.errors import UsageError
 
 CONFIG, METRICS, RESULT = "config.json", "metrics.jsonl", "result.json"
 CHECKPOINT, LOCK = "checkpoint.pt", ".lock"
+
+
+class Config(Protocol):
+    """A run's settings as records need them (`config.TrainConfig`)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -171,3 +181,126 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 def is_complete(run_dir: Path) -> bool:
     """A run is complete when its result.json exists."""
     return (Path(run_dir) / RESULT).is_file()
+
+
+def open_run(
+    config: Config, run_dir: Path | str | None, offset: int | None = None
+) -> MetricsWriter | None:
+    """Start a run directory: config.json now, metrics.jsonl as rows come; None without one.
+
+    `offset` resumes metrics.jsonl from a checkpoint (cut back to the rows it covers); without it
+    the run starts afresh and an old checkpoint is removed.
+    """
+    if run_dir is None:
+        return None
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(run_dir, e) from None
+    (run_dir / RESULT).unlink(missing_ok=True)  # a rerun is incomplete until done
+    if offset is None:
+        (run_dir / CHECKPOINT).unlink(missing_ok=True)
+    for stale in run_dir.glob(f".{CHECKPOINT}.*.tmp"):  # of a run killed mid-save
+        stale.unlink(missing_ok=True)
+    write_json(run_dir / CONFIG, config.to_dict())
+    return MetricsWriter(run_dir / METRICS, offset)
+
+
+def close_run(result: RunResult, run_dir: Path | str | None) -> RunResult:
+    """Finish a run directory: result.json, written last (a run without it did not finish).
+
+    The checkpoint goes once result.json is there: a finished run is never resumed.
+    """
+    if run_dir is not None:
+        result.run_dir = str(run_dir)
+        write_json(Path(run_dir) / RESULT, result.to_dict())
+        (Path(run_dir) / CHECKPOINT).unlink(missing_ok=True)
+    return result
+
+
+# Fields that may differ between a checkpoint's config and the resumed run's: where it runs.
+RESUMABLE_CHANGES = ("device",)
+
+
+def load_checkpoint(
+    config: Config, run_dir: Path | str, device: torch.device
+) -> dict[str, Any] | None:
+    """The checkpoint in `run_dir` (tensors, plain containers only), None if there is none.
+
+    One written for another config is a UsageError, never used.
+    """
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # a truncated or foreign file: say which, do not guess
+        first = (str(e).strip().splitlines() or [""])[0]  # torch's messages run over many lines
+        raise UsageError(
+            f"{path}: not a readable checkpoint ({type(e).__name__}: {first})"
+        ) from None
+    saved = json.loads(checkpoint["config"])
+    wanted = config.to_dict()
+    differ = [
+        key
+        for key in sorted(set(saved) | set(wanted))
+        if key not in RESUMABLE_CHANGES
+        and saved.get(key) != json.loads(json.dumps(wanted.get(key)))
+    ]
+    if differ:
+        shown = ", ".join(f"{k}={saved.get(k)!r} (now {wanted.get(k)!r})" for k in differ)
+        raise UsageError(
+            f"{path} belongs to a run with another config: {shown}; "
+            "run without --resume to start afresh, or remove it"
+        )
+    # map_location moved every tensor to the device, but a generator takes only a CPU state.
+    for key in ("generator", "torch_rng"):
+        checkpoint[key] = checkpoint[key].cpu()
+    return checkpoint
+
+
+def save_checkpoint(
+    run_dir: Path | str,
+    config: Config,
+    epoch: int,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    log_state: dict[str, Any],
+) -> None:
+    """Everything needed to continue after `epoch`, written atomically as checkpoint.pt.
+
+    Only tensors, dicts, lists, ints and strings, so that `torch.load(weights_only=True)` reads
+    it; the run's records (JSON with NaN allowed, exact for floats) go as one string.
+    """
+    state = {
+        "config": json.dumps(config.to_dict()),
+        "epoch": epoch,
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(),  # data order
+        "torch_rng": torch.get_rng_state(),  # RReLU's random slopes
+        "log": json.dumps(log_state),
+    }
+    write_atomic(Path(run_dir) / CHECKPOINT, lambda f: torch.save(state, f))
+
+
+def load_result(config: Config, run_dir: Path | str) -> RunResult | None:
+    """The finished result in `run_dir` for this config (device aside), None if there is none."""
+    path = Path(run_dir) / RESULT
+    if not path.is_file():
+        return None
+    values = read_json(path)
+    wanted = json.loads(json.dumps(config.to_dict()))
+    saved = values.get("config", {})
+    if any(saved.get(k) != v for k, v in wanted.items() if k not in RESUMABLE_CHANGES):
+        return None  # another run's result: train this one afresh
+    known = {f.name for f in dataclasses.fields(RunResult)}
+    values = {k: v for k, v in values.items() if k in known}
+    for key in ("test_accuracy", "test_loss", "vanishing_ratio_init"):
+        if values.get(key) is None:  # written as null when non-finite
+            values[key] = float("nan")
+    return RunResult(**values)

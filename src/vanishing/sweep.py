@@ -31,11 +31,12 @@ from typing import Any
 
 from vanishing import pool, records, stats
 from vanishing.compare import MAX_GROUP, checkpoint_epoch, group_size, weighted_percent
+from vanishing.config import TrainConfig
 from vanishing.data import Dataset, load_dataset
 from vanishing.errors import UsageError, choices_error
 from vanishing.group import plan_groups, train_group
 from vanishing.model import DEFAULT_WIDTH, SEED_HIDDEN
-from vanishing.train import TrainConfig, train, versions
+from vanishing.train import train, versions
 
 try:
     import fcntl

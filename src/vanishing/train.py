@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import platform
@@ -19,101 +18,16 @@ from torch.nn import functional as F
 
 import vanishing
 from vanishing import probes, records
-from vanishing.activations import PRELU_MODES, ActivationOptions, get_activation
-from vanishing.data import Dataset, get_spec, load_dataset
-from vanishing.errors import UsageError, choices_error
+from vanishing.activations import get_activation
+from vanishing.config import TrainConfig
+from vanishing.data import Dataset, load_dataset
+from vanishing.devices import resolve_device, sync
 from vanishing.model import (
     MLP,
-    OPTIMIZERS,
-    SEED_HIDDEN,
     build_model,
-    check_optimizer_settings,
-    init_names,
     make_optimizer,
 )
 from vanishing.records import RunResult
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines one run; the defaults are the reference experiment's."""
-
-    activation: str = "relu"
-    hidden: tuple[int, ...] = SEED_HIDDEN  # 784-520-320-240-120-10, the reference MLP
-    init: str = "default"  # PyTorch's own Linear init, as the reference code used
-    optimizer: str = "adam"  # Adam(lr 1e-3, betas 0.9/0.999, eps 1e-8), the reference's
-    lr: float = 1e-3
-    momentum: float = 0.0  # sgd only
-    batch_size: int = 64
-    epochs: int = 9
-    seed: int = 0
-    dataset: str = "mnist"
-    negative_slope: float = 0.01  # leaky_relu: PyTorch's default
-    prelu_mode: str = "layer"  # one learned slope per layer, PyTorch's default
-    probe_every: int = 300  # steps; about 3 probes per MNIST epoch costs < 5 % of training time
-    probe_size: int = 512  # samples in the fixed probe batch: stable norms, cheap to measure
-    device: str = "auto"  # the accelerator when there is one
-
-    def __post_init__(self) -> None:
-        get_activation(self.activation)
-        get_spec(self.dataset)
-        if self.init not in init_names():
-            raise choices_error("init", self.init, init_names())
-        if self.optimizer not in OPTIMIZERS:
-            raise choices_error("optimizer", self.optimizer, list(OPTIMIZERS))
-        if self.device not in DEVICES:
-            raise choices_error("device", self.device, DEVICES)
-        if self.prelu_mode not in PRELU_MODES:
-            raise choices_error("PReLU mode", self.prelu_mode, PRELU_MODES)
-        if not self.hidden or any(int(w) < 1 for w in self.hidden):
-            raise UsageError(f"hidden widths must be integers >= 1, got {self.hidden!r}")
-        object.__setattr__(self, "hidden", tuple(int(w) for w in self.hidden))
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise UsageError(f"seed must be an integer >= 0, got {self.seed!r}")
-        positive = {
-            "batch size": self.batch_size,
-            "epochs": self.epochs,
-            "probe interval": self.probe_every,
-            "probe size": self.probe_size,
-        }
-        for name, value in positive.items():
-            if not isinstance(value, int) or value < 1:
-                raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
-        check_optimizer_settings(self.lr, self.momentum)
-        if not 0 <= self.negative_slope < 1:
-            raise UsageError(f"negative slope must be >= 0 and < 1, got {self.negative_slope!r}")
-
-    @property
-    def options(self) -> ActivationOptions:
-        return ActivationOptions(negative_slope=self.negative_slope, prelu_mode=self.prelu_mode)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UsageError(f"unknown config field(s) {', '.join(unknown)}")
-        return cls(**{**values, "hidden": tuple(values.get("hidden", SEED_HIDDEN))})
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` is the accelerator when one is present, else the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA GPU is available here (try --device auto)")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("--device mps: no Apple GPU is available here (try --device auto)")
-    return torch.device(name)
 
 
 def versions() -> dict[str, str]:
@@ -129,12 +43,6 @@ def versions() -> dict[str, str]:
 def to_inputs(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 images (N, 28, 28) -> float pixels in [0, 1], (N, 784), on the device."""
     return images.to(device).reshape(len(images), -1).float().div_(255)
-
-
-def sync(device: torch.device) -> None:
-    """Wait for queued device work, so that timers measure it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @torch.no_grad()
@@ -176,129 +84,6 @@ def denormals_flushed() -> Iterator[None]:
         torch.set_flush_denormal(False)
 
 
-def open_records(
-    config: TrainConfig, run_dir: Path | str | None, offset: int | None = None
-) -> records.MetricsWriter | None:
-    """Start a run directory: config.json now, metrics.jsonl as rows come; None without one.
-
-    `offset` resumes metrics.jsonl from a checkpoint (cut back to the rows it covers); without it
-    the run starts afresh and an old checkpoint is removed.
-    """
-    if run_dir is None:
-        return None
-    run_dir = Path(run_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise records.write_error(run_dir, e) from None
-    (run_dir / records.RESULT).unlink(missing_ok=True)  # a rerun is incomplete until done
-    if offset is None:
-        (run_dir / records.CHECKPOINT).unlink(missing_ok=True)
-    for stale in run_dir.glob(f".{records.CHECKPOINT}.*.tmp"):  # of a run killed mid-save
-        stale.unlink(missing_ok=True)
-    records.write_json(run_dir / records.CONFIG, config.to_dict())
-    return records.MetricsWriter(run_dir / records.METRICS, offset)
-
-
-def close_records(result: RunResult, run_dir: Path | str | None) -> RunResult:
-    """Finish a run directory: result.json, written last (a run without it did not finish).
-
-    The checkpoint goes once result.json is there: a finished run is never resumed.
-    """
-    if run_dir is not None:
-        result.run_dir = str(run_dir)
-        records.write_json(Path(run_dir) / records.RESULT, result.to_dict())
-        (Path(run_dir) / records.CHECKPOINT).unlink(missing_ok=True)
-    return result
-
-
-# Fields that may differ between a checkpoint's config and the resumed run's: where it runs.
-RESUMABLE_CHANGES = ("device",)
-
-
-def load_checkpoint(
-    config: TrainConfig, run_dir: Path | str, device: torch.device
-) -> dict[str, Any] | None:
-    """The checkpoint in `run_dir` (tensors, plain containers only), None if there is none.
-
-    One written for another config is a UsageError, never used.
-    """
-    path = Path(run_dir) / records.CHECKPOINT
-    if not path.is_file():
-        return None
-    try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # a truncated or foreign file: say which, do not guess
-        first = (str(e).strip().splitlines() or [""])[0]  # torch's messages run over many lines
-        raise UsageError(
-            f"{path}: not a readable checkpoint ({type(e).__name__}: {first})"
-        ) from None
-    saved = json.loads(checkpoint["config"])
-    wanted = config.to_dict()
-    differ = [
-        key
-        for key in sorted(set(saved) | set(wanted))
-        if key not in RESUMABLE_CHANGES
-        and saved.get(key) != json.loads(json.dumps(wanted.get(key)))
-    ]
-    if differ:
-        shown = ", ".join(f"{k}={saved.get(k)!r} (now {wanted.get(k)!r})" for k in differ)
-        raise UsageError(
-            f"{path} belongs to a run with another config: {shown}; "
-            "run without --resume to start afresh, or remove it"
-        )
-    # map_location moved every tensor to the device, but a generator takes only a CPU state.
-    for key in ("generator", "torch_rng"):
-        checkpoint[key] = checkpoint[key].cpu()
-    return checkpoint
-
-
-def save_checkpoint(
-    run_dir: Path | str,
-    config: TrainConfig,
-    epoch: int,
-    step: int,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    log: RunLog,
-) -> None:
-    """Everything needed to continue after `epoch`, written atomically as checkpoint.pt.
-
-    Only tensors, dicts, lists, ints and strings, so that `torch.load(weights_only=True)` reads
-    it; the run's records (JSON with NaN allowed, exact for floats) go as one string.
-    """
-    state = {
-        "config": json.dumps(config.to_dict()),
-        "epoch": epoch,
-        "step": step,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "generator": generator.get_state(),  # data order
-        "torch_rng": torch.get_rng_state(),  # RReLU's random slopes
-        "log": json.dumps(log.state_dict()),
-    }
-    records.write_atomic(Path(run_dir) / records.CHECKPOINT, lambda f: torch.save(state, f))
-
-
-def load_result(config: TrainConfig, run_dir: Path | str) -> RunResult | None:
-    """The finished result in `run_dir` for this config (device aside), None if there is none."""
-    path = Path(run_dir) / records.RESULT
-    if not path.is_file():
-        return None
-    values = records.read_json(path)
-    wanted = json.loads(json.dumps(config.to_dict()))
-    saved = values.get("config", {})
-    if any(saved.get(k) != v for k, v in wanted.items() if k not in RESUMABLE_CHANGES):
-        return None  # another run's result: train this one afresh
-    known = {f.name for f in dataclasses.fields(RunResult)}
-    values = {k: v for k, v in values.items() if k in known}
-    for key in ("test_accuracy", "test_loss", "vanishing_ratio_init"):
-        if values.get(key) is None:  # written as null when non-finite
-            values[key] = float("nan")
-    return RunResult(**values)
-
-
 def train(
     config: TrainConfig,
     *,
@@ -320,13 +105,13 @@ def train(
     device = resolve_device(config.device)
     checkpoint = None
     if resume and run_dir is not None:
-        checkpoint = load_checkpoint(config, run_dir, device)
+        checkpoint = records.load_checkpoint(config, run_dir, device)
     if dataset is None:
         dataset = load_dataset(config.dataset, data_dir=data_dir, verify=verify)
     log = RunLog(config, None, on_epoch)
     if checkpoint is not None:
         log.load_state_dict(json.loads(checkpoint["log"]))
-    writer = open_records(config, run_dir, log.offset if checkpoint is not None else None)
+    writer = records.open_run(config, run_dir, log.offset if checkpoint is not None else None)
     log.writer = writer
     try:
         # fork_rng: the run's random draws (RReLU's slopes) never leak into the caller's RNG.
@@ -339,7 +124,7 @@ def train(
     finally:
         if writer is not None:
             writer.close()
-    return close_records(log.result(device), run_dir)
+    return records.close_run(log.result(device), run_dir)
 
 
 @dataclass
@@ -582,5 +367,7 @@ def fit(
         if not log.running:
             break
         if run_dir is not None and epoch < config.epochs:
-            save_checkpoint(run_dir, config, epoch, step, model, optimizer, generator, log)
+            records.save_checkpoint(
+                run_dir, config, epoch, step, model, optimizer, generator, log.state_dict()
+            )
     return model

@@ -1,0 +1,222 @@
+"""Every training setting, declared once: `TrainConfig`, whose fields carry their help and why.
+
+The command line (`train`, `compare`, `sweep`), the sweep grid's axes and TOML keys, and the
+`--help` defaults are all derived from these fields (`settings()`): adding a setting means adding
+a field here (with `setting(...)`) and implementing it, nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vanishing.activations import ACTIVATIONS, PRELU_MODES, ActivationOptions, get_activation
+from vanishing.data import DATASETS, get_spec
+from vanishing.devices import DEVICES
+from vanishing.errors import UsageError, choices_error
+from vanishing.model import OPTIMIZERS, SEED_HIDDEN, check_optimizer_settings, init_names
+
+GROUPS = ("model", "optimisation", "measurement", "data")  # --help sections, in this order
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    why: str = "",
+    group: str = "model",
+    metavar: str | None = None,
+    choices: Callable[[], Sequence[str]] | None = None,
+    axis: str | None = None,
+    values: tuple[Any, ...] | None = None,
+) -> Any:
+    """A TrainConfig field with what the command line and the sweeps need to know of it.
+
+    `help` says what it is ("{choices}" lists `choices()`); `why` says why the default is what it
+    is, shown after it in --help. `axis` is the plural name under which compare and sweep take a
+    list of values (`--seeds 0,1,2`, TOML `seeds = [0, 1, 2]`), `values` that list's default
+    (else the default alone). A field without `axis` is one value shared by every run of a sweep.
+    """
+    return dataclasses.field(
+        default=default,
+        metadata={
+            "help": help,
+            "why": why,
+            "group": group,
+            "metavar": metavar,
+            "choices": choices,
+            "axis": axis,
+            "values": values if values is not None else (default,),
+        },
+    )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines one run; the defaults are the reference experiment's."""
+
+    activation: str = setting(
+        "relu",
+        "activation after every hidden layer: {choices}",
+        why="the reference's better one",
+        choices=lambda: list(ACTIVATIONS),
+        metavar="NAME",
+        axis="activations",
+        # The reference's pair and the rectifier's two fixes for dead units.
+        values=("sigmoid", "relu", "leaky_relu", "prelu"),
+    )
+    hidden: tuple[int, ...] = setting(
+        SEED_HIDDEN,
+        "hidden widths, input side first",
+        why="the reference MLP 784-520-320-240-120-10",
+        metavar="W1,W2,..",
+    )
+    init: str = setting(
+        "default",
+        "weight init: {choices}",
+        why="PyTorch's own Linear init, as the reference code used",
+        choices=init_names,
+        metavar="NAME",
+        axis="inits",
+    )
+    optimizer: str = setting(
+        "adam",
+        "optimizer: {choices}",
+        why="betas 0.9/0.999, eps 1e-8, the reference's",
+        group="optimisation",
+        choices=lambda: list(OPTIMIZERS),
+        metavar="NAME",
+        axis="optimizers",
+    )
+    lr: float = setting(
+        1e-3, "learning rate", why="the reference's", group="optimisation", metavar="LR", axis="lrs"
+    )
+    momentum: float = setting(0.0, "SGD momentum (sgd only)", group="optimisation", metavar="M")
+    batch_size: int = setting(
+        64, "samples per step", why="the reference's", group="optimisation", metavar="N"
+    )
+    epochs: int = setting(
+        9, "passes over the training set", why="the reference's", group="optimisation", metavar="N"
+    )
+    seed: int = setting(
+        0,
+        "random seed: weights, data order and probe batch",
+        group="optimisation",
+        metavar="S",
+        axis="seeds",
+        # Three seeds: enough to see whether a gap exceeds the seed spread.
+        values=(0, 1, 2),
+    )
+    dataset: str = setting(
+        "mnist", "data set: {choices}", group="data", choices=lambda: list(DATASETS), metavar="NAME"
+    )
+    negative_slope: float = setting(
+        0.01, "leaky_relu's slope for z < 0", why="PyTorch's default", metavar="A"
+    )
+    prelu_mode: str = setting(
+        "layer",
+        "PReLU slopes: {choices}",
+        why="one learned slope per layer, PyTorch's default",
+        choices=lambda: PRELU_MODES,
+        metavar="MODE",
+    )
+    probe_every: int = setting(
+        300,
+        "measure gradient flow every K steps",
+        why="about 3 probes per MNIST epoch cost under 5 % of training time",
+        group="measurement",
+        metavar="K",
+    )
+    probe_size: int = setting(
+        512,
+        "samples in the fixed probe batch",
+        why="stable norms, cheap to measure",
+        group="measurement",
+        metavar="N",
+    )
+    device: str = setting(
+        "auto",
+        "where to train: {choices}",
+        why="the GPU when there is one",
+        group="optimisation",
+        choices=lambda: DEVICES,
+        metavar="NAME",
+    )
+
+    def __post_init__(self) -> None:
+        get_activation(self.activation)
+        get_spec(self.dataset)
+        for name, what in (
+            ("init", "init"),
+            ("optimizer", "optimizer"),
+            ("device", "device"),
+            ("prelu_mode", "PReLU mode"),
+        ):
+            if getattr(self, name) not in choices_of(name):
+                raise choices_error(what, getattr(self, name), choices_of(name))
+        if not self.hidden or any(int(w) < 1 for w in self.hidden):
+            raise UsageError(f"hidden widths must be integers >= 1, got {self.hidden!r}")
+        object.__setattr__(self, "hidden", tuple(int(w) for w in self.hidden))
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise UsageError(f"seed must be an integer >= 0, got {self.seed!r}")
+        positive = {
+            "batch size": self.batch_size,
+            "epochs": self.epochs,
+            "probe interval": self.probe_every,
+            "probe size": self.probe_size,
+        }
+        for name, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
+        check_optimizer_settings(self.lr, self.momentum)
+        if not 0 <= self.negative_slope < 1:
+            raise UsageError(f"negative slope must be >= 0 and < 1, got {self.negative_slope!r}")
+
+    @property
+    def options(self) -> ActivationOptions:
+        return ActivationOptions(negative_slope=self.negative_slope, prelu_mode=self.prelu_mode)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UsageError(f"unknown config field(s) {', '.join(unknown)}")
+        return cls(**{**values, "hidden": tuple(values.get("hidden", SEED_HIDDEN))})
+
+
+def settings() -> tuple[dataclasses.Field, ...]:
+    """TrainConfig's fields, in declaration order: what the CLI and sweeps derive options from."""
+    return dataclasses.fields(TrainConfig)
+
+
+def choices_of(name: str) -> list[str]:
+    """The valid values of a field that takes names (`init`: every init, aliases too)."""
+    choices = TrainConfig.__dataclass_fields__[name].metadata["choices"]
+    return list(choices()) if choices is not None else []
+
+
+def shown(value: Any) -> str:
+    """A default as the command line writes it: `520,320,240,120`, `0.001`, `relu`."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(shown, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def help_text(field: dataclasses.Field, default: Any = dataclasses.MISSING) -> str:
+    """A field's --help line: what it is, its default and why (`default` overrides the field's)."""
+    meta = field.metadata
+    text = meta["help"].replace("{choices}", ", ".join(choices_of(field.name)))
+    value = field.default if default is dataclasses.MISSING else default
+    why = f", {meta['why']}" if meta["why"] and default is dataclasses.MISSING else ""
+    return f"{text} (default: {shown(value)}{why})".replace("%", "%%")
+
+
+def axes() -> dict[str, str]:
+    """Field name -> its plural axis name, for the fields compare and sweep take lists of."""
+    return {f.name: f.metadata["axis"] for f in settings() if f.metadata["axis"]}
