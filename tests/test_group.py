@@ -15,8 +15,8 @@ from vanishing.activations import get_activation
 from vanishing.cli import main
 from vanishing.config import TrainConfig
 from vanishing.errors import UsageError
-from vanishing.group import GroupedMLP, plan_groups, train_group
-from vanishing.model import build_model, make_optimizer
+from vanishing.group import plan_groups, train_group
+from vanishing.model import GroupedMLP, build_model, make_optimizer
 from vanishing.train import train
 
 SMALL = TrainConfig(

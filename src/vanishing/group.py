@@ -12,7 +12,6 @@ runs of a comparison can share a group.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -21,20 +20,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from vanishing import probes, records
 from vanishing.activations import (
-    DEFAULT_OPTIONS,
-    ActivationOptions,
     get_activation,
-    make_activation,
 )
 from vanishing.config import TrainConfig
 from vanishing.data import Dataset, load_dataset
 from vanishing.devices import resolve_device, sync
 from vanishing.errors import UsageError
-from vanishing.model import MLP, build_model, make_optimizer
+from vanishing.model import UNGROUPABLE, GroupedMLP, build_model, make_optimizer
 from vanishing.records import RunResult
 from vanishing.train import (
     RunLog,
@@ -48,9 +44,6 @@ PER_MODEL_FIELDS = ("activation", "init", "seed")
 SHARED_FIELDS = tuple(
     f.name for f in dataclasses.fields(TrainConfig) if f.name not in PER_MODEL_FIELDS
 )
-# RReLU draws random slopes while training: K models drawing from one stream cannot reproduce K
-# one-by-one runs (each seeded alone), so it always trains one at a time.
-UNGROUPABLE = frozenset({"rrelu"})
 
 
 def group_key(config: TrainConfig) -> tuple[Any, ...]:
@@ -84,178 +77,6 @@ def plan_groups(
         for start in range(0, len(members), max_size)
     ]
     return sorted(chunks + alone)
-
-
-class StackedPReLU(nn.Module):
-    """PReLU for a slice of models: a learned slope per model (per unit in `unit` mode)."""
-
-    def __init__(self, models: int, slopes: int, init: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.full((models, slopes), init))  # (models, 1 or width)
-
-    def forward(self, z: Tensor) -> Tensor:
-        # z is (models, batch, width); `z > 0` as in PyTorch's prelu, forward and backward.
-        return torch.where(z > 0, z, self.weight.unsqueeze(1) * z)
-
-
-class GroupedMLP(nn.Module):
-    """K MLPs of one shape: stacked weights (K, in, out) and biases (K, out), batched products.
-
-    Weights are stored transposed from nn.Linear's (out, in): the product and its weight gradient
-    are then both contiguous (through `.mT` the gradient would need a strided copy every step,
-    which cost more than the products themselves on the CPU).
-
-    `activations` names each model's activation; equal names must be contiguous, so that a
-    layer applies one module per run of equal names (a handful of calls, not K).
-    """
-
-    def __init__(
-        self,
-        hidden: Sequence[int],
-        activations: Sequence[str],
-        options: ActivationOptions = DEFAULT_OPTIONS,
-        in_features: int = 784,
-        classes: int = 10,
-    ) -> None:
-        super().__init__()
-        self.hidden = tuple(hidden)
-        self.names = tuple(activations)
-        self.options = options
-        k = len(self.names)
-        self.segments: list[tuple[str, int, int]] = []  # (activation, first model, end)
-        start = 0
-        for name, members in itertools.groupby(self.names):
-            stop = start + len(list(members))
-            self.segments.append((name, start, stop))
-            start = stop
-        if len({name for name, _, _ in self.segments}) != len(self.segments):
-            raise ValueError(f"equal activations must be contiguous in a group: {self.names}")
-        if UNGROUPABLE & set(self.names):
-            raise ValueError("rrelu draws random numbers while training: train it alone")
-        sizes = (in_features, *self.hidden, classes)
-        pairs = list(zip(sizes, sizes[1:], strict=False))
-        self.weights = nn.ParameterList(nn.Parameter(torch.empty(k, i, o)) for i, o in pairs)
-        self.biases = nn.ParameterList(nn.Parameter(torch.empty(k, o)) for _, o in pairs)
-        # activations[layer][segment]
-        self.activations = nn.ModuleList(
-            nn.ModuleList(
-                self._activation(name, stop - start, width) for name, start, stop in self.segments
-            )
-            for width in self.hidden
-        )
-
-    def _activation(self, name: str, models: int, width: int) -> nn.Module:
-        if name == "prelu":
-            slopes = 1 if self.options.prelu_mode == "layer" else width
-            return StackedPReLU(models, slopes, self.options.prelu_init)
-        return make_activation(name, width, self.options)  # stateless: one serves every model
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    @classmethod
-    def from_models(cls, models: Sequence[MLP]) -> GroupedMLP:
-        """Stack existing models' parameters (copied) into one group."""
-        first = models[0]
-        group = cls(
-            first.hidden,
-            [m.activation.name for m in models],
-            first.options,
-            first.linears[0].in_features,
-            first.linears[-1].out_features,
-        )
-        with torch.no_grad():
-            stacked = group.stack([list(m.parameters()) for m in models])
-            for parameter, value in zip(group.parameters(), stacked, strict=True):
-                parameter.copy_(value)
-        return group.to(first.linears[0].weight.device)
-
-    def _prelu_models(self) -> range:
-        """The models with PReLU (at most one segment: equal names are contiguous)."""
-        return next((range(a, b) for name, a, b in self.segments if name == "prelu"), range(0))
-
-    def unstack(self, tensors: Sequence[Tensor], k: int) -> list[Tensor]:
-        """Model k's slices (views) of tensors shaped like `self.parameters()` (the parameters,
-        their gradients or optimizer state), in `MLP.parameters()` order and nn.Linear's (out, in)
-        layout. A 0-d tensor (an optimizer's step count) is one for all K models: passed as is.
-        """
-        layers, prelu = len(self.weights), self._prelu_models()
-        assert len(tensors) == 2 * layers + len(self.hidden) * (len(prelu) > 0)
-
-        def part(tensor: Tensor, index: int, transpose: bool = False) -> Tensor:
-            if tensor.dim() == 0:
-                return tensor
-            return tensor[index].T if transpose else tensor[index]
-
-        own = []
-        for layer in range(layers):  # MLP order: linears (weight, bias), then activations
-            own += [part(tensors[layer], k, transpose=True), part(tensors[layers + layer], k)]
-        if k in prelu:
-            own += [part(slopes, k - prelu.start) for slopes in tensors[2 * layers :]]
-        return own
-
-    def stack(self, per_model: Sequence[Sequence[Tensor]]) -> list[Tensor]:
-        """The inverse of `unstack`: from every model's tensors (in `MLP.parameters()` order),
-        new tensors shaped like `self.parameters()`. Of 0-d tensors the first model's is taken."""
-        layers, prelu = len(self.weights), self._prelu_models()
-        assert len(per_model) == len(self)
-
-        def join(index: int, models: Sequence[int], transpose: bool = False) -> Tensor:
-            parts = [per_model[k][index] for k in models]
-            if parts[0].dim() == 0:
-                return parts[0].clone()
-            return torch.stack([p.T for p in parts] if transpose else parts)
-
-        every = range(len(self))
-        stacked = [join(2 * layer, every, transpose=True) for layer in range(layers)]
-        stacked += [join(2 * layer + 1, every) for layer in range(layers)]
-        if prelu:
-            stacked += [join(2 * layers + layer, prelu) for layer in range(len(self.hidden))]
-        return stacked
-
-    def model(self, k: int) -> MLP:
-        """Model k as a plain MLP (a copy, on the group's device); the global RNG is left as it
-        was (the new MLP's own random init, overwritten here, draws from a forked one)."""
-        in_features, classes = self.weights[0].shape[1], self.weights[-1].shape[2]
-        with torch.random.fork_rng(devices=[]):
-            model = MLP(self.hidden, self.names[k], self.options, in_features, classes)
-        model.to(self.weights[0].device)
-        with torch.no_grad():
-            own = self.unstack(list(self.parameters()), k)
-            for parameter, value in zip(model.parameters(), own, strict=True):
-                parameter.copy_(value)
-        return model
-
-    def activate(self, layer: int, z: Tensor) -> Tensor:
-        """Each model's activation on its slice of z (K, batch, width)."""
-        modules = self.activations[layer]
-        if len(self.segments) == 1:
-            return modules[0](z)
-        parts = [
-            m(z[start:stop]) for m, (_, start, stop) in zip(modules, self.segments, strict=True)
-        ]
-        return torch.cat(parts)
-
-    def forward_hidden(self, x: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-        """Logits (K, batch, classes), pre-activations and outputs (K, batch, width_l) per layer."""
-        h = x
-        pre_activations, outputs = [], []
-        for layer in range(len(self.hidden)):
-            # (K, batch, in) @ (K, in, out) + (K, 1, out): nn.Linear per model, in one call.
-            z = torch.baddbmm(self.biases[layer].unsqueeze(1), h, self.weights[layer])
-            h = self.activate(layer, z)
-            pre_activations.append(z)
-            outputs.append(h)
-        logits = torch.baddbmm(self.biases[-1].unsqueeze(1), h, self.weights[-1])
-        return logits, pre_activations, outputs
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits (K, batch, classes) of inputs (K, batch, 784), model k on x[k]."""
-        h = x
-        for layer in range(len(self.hidden)):
-            z = torch.baddbmm(self.biases[layer].unsqueeze(1), h, self.weights[layer])
-            h = self.activate(layer, z)
-        return torch.baddbmm(self.biases[-1].unsqueeze(1), h, self.weights[-1])
 
 
 @torch.no_grad()

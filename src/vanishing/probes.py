@@ -2,7 +2,7 @@
 
 Every probe returns plain Python numbers (one read-back from the device per probe point), so
 training can write them straight into `metrics.jsonl`. Lists are per layer, input layer first.
-The `*_group` functions measure every model of a `group.GroupedMLP` at once, each model on its
+The `*_group` functions measure every model of a `model.GroupedMLP` at once, each model on its
 own slice: the same numbers as the single-model functions, per model.
 
 Definitions (the report quotes them):
@@ -20,17 +20,12 @@ Definitions (the report quotes them):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
 from vanishing.activations import Activation, get_activation, saturated_mask
-from vanishing.model import MLP
-
-if TYPE_CHECKING:  # group.py imports this module
-    from vanishing.group import GroupedMLP
+from vanishing.model import MLP, GroupedMLP
 
 
 def measure(model: MLP, activation: Activation, x: Tensor, y: Tensor) -> dict[str, object]:
