@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import os
 import pickle
+import shutil
 import socket
 import struct
+import subprocess
 import time
 import zipfile
 from pathlib import Path
@@ -27,10 +30,15 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def tiny_spec(arrays, **changes) -> data.DatasetSpec:
-    """The MNIST spec with the tiny data set's checksums and no network sources."""
+def tiny_spec(arrays, base: str = "mnist", **changes) -> data.DatasetSpec:
+    """A spec with the tiny data set's checksums and no network or system sources but `changes`."""
     spec = dataclasses.replace(
-        data.DATASETS["mnist"], md5=data.checksums(arrays), mirrors=(), wheel=None
+        data.DATASETS[base],
+        md5=data.checksums(arrays),
+        mirrors=(),
+        wheel=None,
+        deb=None,
+        system_dirs=(),
     )
     return dataclasses.replace(spec, **changes)
 
@@ -323,6 +331,170 @@ def test_real_mnist_through_the_registry(tmp_path, monkeypatch):
     ds = data.load_dataset(cache_dir=tmp_path, remote=False)
     assert time.perf_counter() - start < 1.0
     assert ds.verified and ds.train_images.shape == (60000, 28, 28)
+
+
+FASHION_DEB = data.DATASETS["fashion-mnist"].deb  # (package, folder inside it)
+BY_HAND = (
+    "by hand: `apt-get download dataset-fashion-mnist && "
+    "dpkg-deb -x dataset-fashion-mnist_*.deb DIR`, "
+    "then pass --data-dir DIR/usr/share/datasets/fashion-mnist"
+)
+needs_dpkg_deb = pytest.mark.skipif(
+    shutil.which("dpkg-deb") is None, reason="dpkg-deb builds and unpacks the test's .deb"
+)
+
+
+def make_deb(folder: Path, arrays, inside: str = FASHION_DEB[1]) -> Path:
+    """A tiny `dataset-fashion-mnist` package with the arrays as `.gz` IDX files in `inside`."""
+    root = folder / "root"
+    write_arrays(root / inside, arrays, gz=True)
+    (root / "DEBIAN").mkdir()
+    (root / "DEBIAN" / "control").write_text(
+        "Package: dataset-fashion-mnist\nVersion: 1\nArchitecture: all\n"
+        "Maintainer: Tests <tests@localhost>\nDescription: tiny Fashion-MNIST for tests\n"
+    )
+    deb = folder / "dataset-fashion-mnist_1_all.deb"
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-b", str(root), str(deb)],
+        check=True,
+        capture_output=True,
+    )
+    return deb
+
+
+def fake_apt_get(monkeypatch, bin_dir: Path, script: str) -> Path:
+    """An `apt-get` first on PATH that runs the shell `script` (and logs its arguments and cwd)."""
+    bin_dir.mkdir(exist_ok=True)
+    log = bin_dir / "apt-get.log"
+    tool = bin_dir / "apt-get"
+    tool.write_text(f'#!/bin/sh\necho "$PWD $*" >> {log}\n{script}\n')
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+@needs_dpkg_deb
+def test_fashion_mnist_through_apt_get_download(capsys, tmp_path, tiny_arrays, monkeypatch):
+    monkeypatch.delenv("VANISHING_OFFLINE")
+    spec = tiny_spec(tiny_arrays, "fashion-mnist", deb=FASHION_DEB)
+    monkeypatch.setitem(data.DATASETS, "fashion-mnist", spec)
+    deb = make_deb(tmp_path / "deb", tiny_arrays)
+    log = fake_apt_get(monkeypatch, tmp_path / "bin", f"cp {deb} .")
+    code, out, err = run_cli(capsys, "data", "fetch", "--dataset", "fashion-mnist")
+    source = "Debian package dataset-fashion-mnist via apt-get download"
+    assert code == 0 and f"320 train + 80 test images from {source}, verified" in out
+    assert f"fashion-mnist: trying {source}" in err
+    # apt-get ran once, to download this package, in a temporary folder removed afterwards.
+    (line,) = log.read_text().splitlines()
+    cwd, args = line.split(" ", 1)
+    assert args.startswith("download ") and args.endswith(" dataset-fashion-mnist")
+    assert not Path(cwd).exists()
+    cache = data.default_cache_dir() / "fashion-mnist"
+    cached = data.read_cache(spec, cache.parent)
+    assert sorted(p.name for p in cache.iterdir()) == sorted(FILE_NAMES.values())
+    assert data.checksums(cached) == data.checksums(tiny_arrays)
+    # Offline, the download is not tried: with the cache gone, nothing has the data.
+    monkeypatch.setenv("VANISHING_OFFLINE", "1")
+    with pytest.raises(DataError, match="no source has fashion-mnist"):
+        data.load_arrays("fashion-mnist", cache_dir=tmp_path / "empty")
+    assert len(log.read_text().splitlines()) == 1
+
+
+@needs_dpkg_deb
+def test_a_package_without_the_files_is_a_clear_error(tmp_path, tiny_arrays, monkeypatch):
+    monkeypatch.delenv("VANISHING_OFFLINE")
+    spec = tiny_spec(tiny_arrays, "fashion-mnist", deb=FASHION_DEB)
+    monkeypatch.setitem(data.DATASETS, "fashion-mnist", spec)
+    deb = make_deb(tmp_path / "deb", tiny_arrays, inside="usr/share/elsewhere")
+    fake_apt_get(monkeypatch, tmp_path / "bin", f"cp {deb} .")
+    with pytest.raises(DataError) as e:
+        data.load_arrays("fashion-mnist")
+    message = "dataset-fashion-mnist_1_all.deb: no IDX files in /usr/share/datasets/fashion-mnist"
+    assert message in str(e.value)
+    # A download that is no package at all: dpkg-deb's own error, in one line.
+    monkeypatch.setenv("LC_ALL", "C")  # dpkg-deb's message in English
+    fake_apt_get(monkeypatch, tmp_path / "bin", "echo junk > dataset-fashion-mnist_1_all.deb")
+    with pytest.raises(DataError) as e:
+        data.load_arrays("fashion-mnist")
+    message = "via apt-get download: dpkg-deb -x dataset-fashion-mnist_1_all.deb: dpkg-deb: error: "
+    assert message in str(e.value) and "is not a Debian format archive" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "present, missing",
+    [((), "apt-get or dpkg-deb"), (("apt-get",), "dpkg-deb")],
+    ids=["no apt-get", "no dpkg-deb"],
+)
+def test_apt_route_without_debian_tools_names_the_command(
+    capsys, tmp_path, tiny_arrays, monkeypatch, present, missing
+):
+    monkeypatch.delenv("VANISHING_OFFLINE")
+    monkeypatch.setitem(
+        data.DATASETS, "fashion-mnist", tiny_spec(tiny_arrays, "fashion-mnist", deb=FASHION_DEB)
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in present:
+        (bin_dir / tool).symlink_to(shutil.which("true"))
+    monkeypatch.setenv("PATH", str(bin_dir))
+    start = time.perf_counter()
+    code, _, err = run_cli(capsys, "data", "fetch", "--dataset", "fashion-mnist")
+    assert time.perf_counter() - start < 5
+    assert code == 2
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("vanishing data fetch: error: no source has fashion-mnist (")
+    assert (
+        f"apt-get download dataset-fashion-mnist: no {missing} here (not Debian?); {BY_HAND}"
+    ) in last
+
+
+@needs_dpkg_deb
+def test_apt_get_download_failing_or_hanging_names_the_command(tmp_path, monkeypatch):
+    spec = data.DATASETS["fashion-mnist"]
+    fake_apt_get(
+        monkeypatch,
+        tmp_path / "bin",
+        "echo 'W: a warning' >&2; echo 'E: Unable to locate package dataset-fashion-mnist' >&2; "
+        "echo 'W: another warning' >&2; exit 100",
+    )
+    with pytest.raises(DataError) as e:
+        data.from_deb(spec)
+    assert str(e.value) == (
+        "apt-get download dataset-fashion-mnist: E: Unable to locate package "
+        "dataset-fashion-mnist (no package lists: `apt-get update` as root); " + BY_HAND
+    )
+    fake_apt_get(monkeypatch, tmp_path / "bin", "exec sleep 30")
+    monkeypatch.setattr(data, "APT_TIMEOUT", 0.5)
+    start = time.perf_counter()
+    with pytest.raises(DataError, match="timed out after 0.5 seconds") as e:
+        data.from_deb(spec)
+    assert time.perf_counter() - start < 5
+    assert str(e.value).startswith("apt-get download dataset-fashion-mnist: ")
+    assert str(e.value).endswith(BY_HAND)
+
+
+@pytest.mark.realdata
+@needs_dpkg_deb
+def test_real_fashion_mnist_through_apt_get_download(tmp_path, monkeypatch):
+    monkeypatch.delenv("VANISHING_OFFLINE")
+    real = data.DATASETS["fashion-mnist"]
+    # Only the apt route: not the mirrors, nor a copy that Debian's package installed system-wide.
+    monkeypatch.setitem(
+        data.DATASETS, "fashion-mnist", dataclasses.replace(real, mirrors=(), system_dirs=())
+    )
+    said: list[str] = []
+    arrays, source, verified = data.load_arrays(
+        "fashion-mnist", cache_dir=tmp_path, report=said.append
+    )
+    assert source == "Debian package dataset-fashion-mnist via apt-get download" and verified
+    assert said[-1].endswith("via apt-get download (verified)")
+    assert data.checksums(arrays) == real.md5
+    assert len(arrays["train_labels"]) == 60000 and len(arrays["test_labels"]) == 10000
+    assert np.bincount(arrays["train_labels"]).tolist() == list(real.train_counts)
+    assert np.bincount(arrays["test_labels"]).tolist() == [1000] * 10
+    cached = data.load_dataset("fashion-mnist", cache_dir=tmp_path, remote=False)
+    assert cached.verified and cached.source == f"cache {tmp_path / 'fashion-mnist'}"
 
 
 def test_idx_header_is_big_endian():

