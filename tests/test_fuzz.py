@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import gzip
 import http.server
 import pickle
 import random
-import re
 import shutil
 import threading
 from pathlib import Path
@@ -196,17 +196,38 @@ def test_garbage_pickles_are_a_data_error():
             assert str(e).startswith("p: ") and "\n" not in str(e)
 
 
-def test_no_eval_or_exec_in_the_source():
-    calls = re.compile(r"(?<![.\w])(eval|exec|compile|__import__)\s*\(")
+def unchecked_calls(source: str) -> list[int]:
+    """Lines of calls that ruff's S rules do not flag but we refuse in the package.
+
+    ruff flags eval, exec, pickle.load(s) and shell=True (S307, S102, S301, S602/S604); it has
+    no rule for compile() or __import__(), nor for a torch.load without weights_only=True.
+    """
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        name = ast.unparse(node.func)
+        weights_only = next((k.value for k in node.keywords if k.arg == "weights_only"), None)
+        if name in ("compile", "__import__") or (
+            name == "torch.load"
+            and not (isinstance(weights_only, ast.Constant) and weights_only.value is True)
+        ):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_the_source_loads_weights_only_and_compiles_no_code():
+    bad = (
+        "torch.load(path)\n"
+        "torch.load(\n    path, weights_only=False\n)\n"
+        "compile('1', 'x', 'eval')\n"
+        "__import__('os')\n"
+        "torch.load(path, map_location='cpu', weights_only=True)\n"
+        "torch.compile(model)\n"
+    )
+    assert unchecked_calls(bad) == [1, 2, 5, 6]
     for path in sorted(SRC.rglob("*.py")):
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            code = line.split("#")[0]
-            assert not calls.search(code), f"{path.name}:{number}: {line.strip()}"
-            assert "shell=True" not in code, f"{path.name}:{number}"
-            if "torch.load(" in code:
-                assert "weights_only=True" in code, f"{path.name}:{number}"
-            if re.search(r"\bpickle\.loads?\(", code):
-                pytest.fail(f"{path.name}:{number}: unrestricted pickle.load")
+        assert unchecked_calls(path.read_text()) == [], path.name
 
 
 @pytest.fixture

@@ -211,7 +211,7 @@ class GroupedMLP(nn.Module):
         layout. A 0-d tensor (an optimizer's step count) is one for all K models: passed as is.
         """
         layers, prelu = len(self.weights), self._prelu_models()
-        assert len(tensors) == 2 * layers + len(self.hidden) * (len(prelu) > 0)
+        assert len(tensors) == 2 * layers + len(self.hidden) * (len(prelu) > 0)  # noqa: S101 an internal invariant
 
         def part(tensor: Tensor, index: int, transpose: bool = False) -> Tensor:
             if tensor.dim() == 0:
@@ -229,7 +229,7 @@ class GroupedMLP(nn.Module):
         """The inverse of `unstack`: from every model's tensors (in `MLP.parameters()` order),
         new tensors shaped like `self.parameters()`. Of 0-d tensors the first model's is taken."""
         layers, prelu = len(self.weights), self._prelu_models()
-        assert len(per_model) == len(self)
+        assert len(per_model) == len(self)  # noqa: S101 an internal invariant
 
         def join(index: int, models: Sequence[int], transpose: bool = False) -> Tensor:
             parts = [per_model[k][index] for k in models]
