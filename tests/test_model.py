@@ -2,6 +2,7 @@
 
 import math
 import pickle
+import re
 
 import pytest
 import torch
@@ -83,7 +84,7 @@ def test_forward_and_one_adam_step(activation, init):
 def test_model_pickles(activation):
     # Sweeps may send whole models to worker processes.
     model = build_model(TINY, activation, seed=0).eval()
-    copy = pickle.loads(pickle.dumps(model))
+    copy = pickle.loads(pickle.dumps(model))  # noqa: S301 our own bytes, made here
     x = torch.randn(2, 784)
     torch.testing.assert_close(copy(x), model(x))
     assert copy.activation == model.activation
@@ -146,9 +147,45 @@ def test_non_default_inits_zero_the_biases(init):
         assert linear.weight.std() > 0
 
 
-def test_init_names_include_aliases():
-    assert init_names() == [*INITS, "xavier", "he"]
-    assert set(INIT_ALIASES.values()) <= set(INITS)
+def test_init_names_are_the_entries_and_their_aliases():
+    names = init_names()
+    assert sorted(names) == sorted([*INITS, *INIT_ALIASES]), "an alias may not shadow an entry"
+    assert set(INIT_ALIASES.values()) <= set(INITS), "each alias names a real init"
+
+
+@pytest.mark.parametrize("init", init_names())
+def test_every_init_name_initialises_a_model(init):
+    model = build_model(TINY, "tanh", init, seed=0)
+    for linear in model.linears:
+        assert torch.isfinite(linear.weight).all() and linear.weight.std() > 0
+    assert model(torch.randn(2, 784)).shape == (2, 10)
+    if init in INIT_ALIASES:  # the same draws as the entry it stands for
+        entry = build_model(TINY, "tanh", INIT_ALIASES[init], seed=0)
+        for a, b in zip(_weights(model), _weights(entry), strict=True):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "names"),
+    [
+        ("train", "--activation", list(ACTIVATIONS)),
+        ("compare", "--activations", list(ACTIVATIONS)),
+        ("sweep", "--activations", list(ACTIVATIONS)),
+        ("train", "--init", init_names()),
+        ("train", "--optimizer", list(OPTIMIZERS)),
+        ("sweep", "--optimizers", list(OPTIMIZERS)),
+    ],
+)
+def test_cli_help_lists_every_registry_entry(capsys, monkeypatch, command, option, names):
+    from vanishing.cli import main
+
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per option
+    with pytest.raises(SystemExit) as stopped:
+        main([command, "--help"])
+    assert stopped.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    (line,) = [line for line in lines if line.strip().startswith(option + " ")]
+    assert set(names) <= set(re.findall(r"\w+", line)), line
 
 
 def test_same_seed_same_weights_and_global_rng_untouched():
