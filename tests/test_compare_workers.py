@@ -216,7 +216,7 @@ def test_on_a_gpu_runs_train_in_one_process(monkeypatch, tiny_dir, tmp_path, cap
         "vanishing compare: error: --workers 2: on a GPU the runs train in one process (runs of "
         "one shape together, as a group); more workers need --device cpu"
     )
-    spec = sweep.SweepSpec(activations=("relu",), hidden=(8,), seeds=(0,), epochs=1)
+    spec = sweep.spec_from_dict({"activations": ["relu"], "hidden": [8], "seeds": [0], "epochs": 1})
     with pytest.raises(UsageError, match="more workers need --device cpu"):
         sweep.run_sweep(spec, tmp_path / "s", workers=2)
     assert not (tmp_path / "s").exists()  # refused before anything was written

@@ -50,7 +50,7 @@ def test_mps_that_is_not_here():
 
 
 def test_ray_messages(monkeypatch, tmp_path):
-    todo = [(sweep.expand(sweep.SweepSpec(epochs=1, seeds=(0,)))[0], tmp_path / "run")]
+    todo = [(sweep.expand(sweep.spec_from_dict({"epochs": 1, "seeds": [0]}))[0], tmp_path / "run")]
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(
         UsageError, match=r"--backend ray needs Ray: pip install 'vanishing\[ray\]'"

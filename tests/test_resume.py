@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import ENV, without_timings
-from vanishing import data, records, sweep
+from vanishing import data, records, runs, sweep
 from vanishing.cli import main
 from vanishing.config import TrainConfig
 from vanishing.errors import UsageError
@@ -239,23 +239,25 @@ def test_unwritable_out_before_training(capsys, tiny_dir, tmp_path, command):
 
 
 def test_a_locked_run_is_left_to_its_holder_and_a_stale_lock_is_taken(tiny_dir, tmp_path):
-    spec = sweep.SweepSpec(
-        activations=("relu",),
-        depths=(1,),
-        widths=(8,),
-        seeds=(0, 1, 2),
-        epochs=1,
-        batch_size=32,
-        probe_every=5,
-        probe_size=32,
-        device="cpu",
+    spec = sweep.spec_from_dict(
+        dict(
+            activations=("relu",),
+            depths=(1,),
+            widths=(8,),
+            seeds=(0, 1, 2),
+            epochs=1,
+            batch_size=32,
+            probe_every=5,
+            probe_size=32,
+            device="cpu",
+        )
     )
     configs = sweep.expand(spec)
     held, stale = (tmp_path / sweep.run_name(c) for c in configs[:2])
     stale.mkdir(parents=True)
     (stale / records.LOCK).write_text("999999999\n")  # a dead sweep's lock file
-    fd = sweep.lock_run(held)  # another sweep is training this run
-    assert fd is not None and sweep.lock_run(held) is None
+    fd = runs.lock_run(held)  # another sweep is training this run
+    assert fd is not None and runs.lock_run(held) is None
     options = {"data_dir": tiny_dir, "verify": False}
     try:
         outcome = sweep.run_sweep(spec, tmp_path, workers=1, data_options=options)

@@ -6,10 +6,12 @@ import contextlib
 import csv
 import importlib.util
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +37,7 @@ def tiny_spec(**changes) -> sweep.SweepSpec:
         **TINY_SETTINGS,
         **changes,
     }
-    return sweep.SweepSpec(**values)
+    return sweep.spec_from_dict(values)
 
 
 def test_grid_expansion():
@@ -51,7 +53,7 @@ def test_grid_expansion():
     }
     assert all(c.epochs == 1 and c.batch_size == 32 for c in configs)
     # Without depths the networks have the `hidden` widths (the reference MLP by default).
-    assert {c.hidden for c in sweep.expand(sweep.SweepSpec())} == {(520, 320, 240, 120)}
+    assert {c.hidden for c in sweep.expand(sweep.spec_from_dict({}))} == {(520, 320, 240, 120)}
 
 
 def test_toml_file(tmp_path):
@@ -274,12 +276,12 @@ def require(condition: bool, reason: str) -> None:
         pytest.skip(reason)
 
 
-def stop_namespace(name: str) -> None:
+def stop_namespace(ip: str, name: str) -> None:
     """Kill the processes of one network namespace (our Ray cluster only), then remove it.
 
     Not `ray stop`: that kills every Ray process on the machine, other users' clusters too.
     """
-    listed = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
+    listed = subprocess.run([ip, "netns", "pids", name], capture_output=True, text=True)
     pids = [int(p) for p in listed.stdout.split()]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
@@ -288,26 +290,48 @@ def stop_namespace(name: str) -> None:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
             time.sleep(0.1)
-    subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+    subprocess.run([ip, "netns", "delete", name], capture_output=True)
+
+
+def ray_env(temp: Path) -> dict[str, str]:
+    """The environment of the test cluster and its driver: nothing of the user's Ray state.
+
+    A fresh token (in token mode, Ray's default for new clusters) shared by the two, and a HOME
+    and temporary directory of their own: Ray would otherwise read a token another cluster left
+    in ~/.ray/auth_token, which this driver does not send, and write its sessions to /tmp/ray.
+    """
+    home = temp / "home"
+    home.mkdir()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
+    return {
+        **env,
+        "HOME": str(home),
+        "RAY_TMPDIR": str(temp),
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
 
 
 @pytest.fixture(scope="module")
-def ray_netns(tmp_path_factory):
+def ray_netns():
     """A real Ray cluster (2 CPUs) in a network namespace of its own that has only loopback.
 
     Ray binds to a machine's outward address even when told 127.0.0.1; inside a namespace whose
     only interface is `lo` it has no other choice, so nothing leaves the loopback device.
     """
     require(importlib.util.find_spec("ray") is not None, "ray is not installed")
+    ip = shutil.which("ip")
+    require(ip is not None, "no `ip` command (iproute2)")
     ray_bin = str(Path(sys.executable).parent / "ray")
     name = f"vanishing-ray-{os.getpid()}"
-    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    made = subprocess.run([ip, "netns", "add", name], capture_output=True, text=True)
     require(made.returncode == 0, f"cannot make a network namespace: {made.stderr.strip()}")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    temp = f"/tmp/vray-{os.getpid()}"  # short: Ray's socket paths must stay under 108 bytes
-    inside = ["ip", "netns", "exec", name]
+    temp = Path(tempfile.mkdtemp(prefix="vray-"))  # short: Ray's socket paths stay < 108 bytes
+    env = ray_env(temp)
+    inside = [ip, "netns", "exec", name]
     try:
-        subprocess.run([*inside, "ip", "link", "set", "lo", "up"], check=True)
+        subprocess.run([*inside, ip, "link", "set", "lo", "up"], check=True)
         subprocess.run(
             [
                 *inside,
@@ -322,7 +346,7 @@ def ray_netns(tmp_path_factory):
                 "false",
                 "--disable-usage-stats",
                 "--temp-dir",
-                temp,
+                str(temp),
             ],
             check=True,
             env=env,
@@ -331,7 +355,7 @@ def ray_netns(tmp_path_factory):
         )
         yield inside, "127.0.0.1:6379", env
     finally:
-        stop_namespace(name)
+        stop_namespace(ip, name)
         shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -30,7 +30,7 @@ def tiny_spec(**changes) -> sweep.SweepSpec:
         **TINY_SETTINGS,
         **changes,
     }
-    return sweep.SweepSpec(**values)
+    return sweep.spec_from_dict(values)
 
 
 def options(tiny_dir: Path) -> dict:

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import signal
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from vanishing import compare, data, pool, records
-from vanishing.activations import ACTIVATIONS, PRELU_MODES
-from vanishing.config import TrainConfig
-from vanishing.devices import DEVICES, resolve_device
+from vanishing import __version__, compare, data, records
+from vanishing.activations import ACTIVATIONS
+from vanishing.config import TrainConfig, axes, help_text, kind_of, settings
+from vanishing.devices import resolve_device
 from vanishing.errors import UsageError
-from vanishing.model import INIT_ALIASES, INITS, OPTIMIZERS, hidden_widths, parse_hidden
+from vanishing.model import DEFAULT_WIDTH, hidden_widths, parse_hidden
+from vanishing.runs import BACKENDS, WorkerError, workers_for
+
+COMPARE_AXES = ("activation", "seed")  # compare trains every activation x seed
 
 
 class Parser(argparse.ArgumentParser):
@@ -31,17 +36,18 @@ def stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def add_data_options(
-    parser: argparse.ArgumentParser, all_datasets: bool = False, dataset: str | None = "mnist"
-) -> None:
-    """--dataset, --data-dir, --cache-dir, --no-verify: shared by every command that loads data."""
-    names = list(data.DATASETS) + (["all"] if all_datasets else [])
-    parser.add_argument(
-        "--dataset",
-        default=dataset,
-        metavar="NAME",
-        help=f"data set: {', '.join(names)} (default: mnist)",
-    )
+def add_data_options(parser: argparse.ArgumentParser | Any, dataset: bool = True) -> None:
+    """--data-dir, --cache-dir, --no-verify: for every command that loads data; with `dataset`
+    (the `data` commands) --dataset too, which may be `all` (training commands have theirs from
+    the config)."""
+    if dataset:
+        names = [*data.DATASETS, "all"]
+        parser.add_argument(
+            "--dataset",
+            default="mnist",
+            metavar="NAME",
+            help=f"data set: {', '.join(names)} (default: mnist)",
+        )
     parser.add_argument(
         "--data-dir",
         metavar="DIR",
@@ -163,92 +169,85 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def add_training_options(parser: argparse.ArgumentParser) -> None:
-    """Model, optimizer and probe options shared by `train` and `compare`."""
-    d = TrainConfig()
-    group = parser.add_argument_group("model")
-    group.add_argument(
-        "--hidden",
-        metavar="W1,W2,..",
-        help="hidden widths, input side first "
-        f"(default: {','.join(map(str, d.hidden))}, the reference MLP)",
-    )
-    group.add_argument(
-        "--depth",
-        type=int,
-        metavar="N",
-        help="N hidden layers of --width units (instead of --hidden)",
-    )
-    group.add_argument(
-        "--width", type=int, metavar="W", help="units per layer with --depth (default: 256)"
-    )
-    inits = list(INITS) + list(INIT_ALIASES)
-    group.add_argument(
-        "--init",
-        default=d.init,
-        metavar="NAME",
-        help=f"weight init: {', '.join(inits)} (default: {d.init}, PyTorch's own)",
-    )
-    group.add_argument(
-        "--negative-slope",
-        type=float,
-        default=d.negative_slope,
-        metavar="A",
-        help=f"leaky_relu's slope for z < 0 (default: {d.negative_slope})",
-    )
-    group.add_argument(
-        "--prelu-mode",
-        default=d.prelu_mode,
-        metavar="MODE",
-        help=f"PReLU slopes: {' or '.join(PRELU_MODES)} (default: {d.prelu_mode})",
-    )
-    group = parser.add_argument_group("optimisation")
-    group.add_argument(
-        "--optimizer",
-        default=d.optimizer,
-        metavar="NAME",
-        help=f"{', '.join(OPTIMIZERS)} (default: {d.optimizer}, betas 0.9/0.999, eps 1e-8)",
-    )
-    group.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default: {d.lr})")
-    group.add_argument(
-        "--momentum", type=float, metavar="M", help="SGD momentum (default: 0; sgd only)"
-    )
-    group.add_argument(
-        "--batch-size",
-        type=int,
-        default=d.batch_size,
-        metavar="N",
-        help=f"samples per step (default: {d.batch_size})",
-    )
-    group.add_argument(
-        "--epochs",
-        type=int,
-        default=d.epochs,
-        metavar="N",
-        help=f"passes over the training set (default: {d.epochs})",
-    )
-    group.add_argument(
-        "--device",
-        default=d.device,
-        metavar="NAME",
-        help=f"{', '.join(DEVICES)} (default: {d.device}: the GPU when present)",
-    )
-    group = parser.add_argument_group("measurement")
-    group.add_argument(
-        "--probe-every",
-        type=int,
-        default=d.probe_every,
-        metavar="K",
-        help=f"measure gradient flow every K steps (default: {d.probe_every}, "
-        "under 5 %% of training time)",
-    )
-    group.add_argument(
-        "--probe-size",
-        type=int,
-        default=d.probe_size,
-        metavar="N",
-        help=f"samples in the fixed probe batch (default: {d.probe_size})",
-    )
+def parse_list(text: str, kind: type, option: str) -> list:
+    """'2,5,10' -> [2, 5, 10] (or floats, or names), with a one-line error naming the option."""
+    try:
+        values = [kind(part.strip()) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(
+            f"{option}: expected {kind.__name__} values separated by commas, got {text!r}"
+        ) from None
+    if not values:
+        raise UsageError(f"{option}: give at least one value")
+    return values
+
+
+def option(name: str) -> str:
+    """A field's option: `batch_size` -> `--batch-size`."""
+    return "--" + name.replace("_", "-")
+
+
+def parse_axis(setting: dataclasses.Field, text: str) -> list:
+    """An axis option's comma-separated values, as its field's type."""
+    if setting.name == "activation":
+        return parse_names(text)
+    if setting.name == "seed":
+        return parse_seeds(text)
+    return parse_list(text, kind_of(setting), option(setting.metadata["axis"]))
+
+
+# Where each settings group goes in --help, and what a sweep's shared settings are.
+GROUP_TITLES = {
+    "model": "model",
+    "optimisation": "optimisation",
+    "measurement": "measurement",
+    "data": "data",
+}
+
+
+def add_training_options(
+    parser: argparse.ArgumentParser, lists: Sequence[str] = (), depth: bool = True
+) -> None:
+    """One option per TrainConfig field (`config.settings()`), grouped as --help shows them;
+    the fields named in `lists` take comma-separated lists under their axis names (`--seeds`);
+    `depth` adds --depth and --width (a sweep has its own --depths and --widths).
+    Every option defaults to None: what is not given is the config's (or the sweep's) default."""
+    groups = {name: parser.add_argument_group(title) for name, title in GROUP_TITLES.items()}
+    for setting in settings():
+        meta, group = setting.metadata, groups[setting.metadata["group"]]
+        if setting.name in lists:
+            values = meta["values"]
+            extra = ", or 'all'" if setting.name == "activation" else ""
+            group.add_argument(
+                option(meta["axis"]),
+                metavar=f"{meta['metavar'] or 'V'},..",
+                help=help_text(setting, default=values).replace(" (default", f"{extra} (default"),
+            )
+        elif setting.name == "hidden":
+            group.add_argument("--hidden", metavar=meta["metavar"], help=help_text(setting))
+        else:
+            kind = kind_of(setting)
+            group.add_argument(
+                option(setting.name),
+                type=None if kind is str else kind,
+                metavar=meta["metavar"],
+                help=help_text(setting),
+            )
+        if setting.name == "hidden" and depth:
+            group.add_argument(
+                "--depth", type=int, metavar="N", help="N hidden layers of --width units"
+            )
+            group.add_argument(
+                "--width",
+                type=int,
+                metavar="W",
+                help=f"units per layer with --depth (default: {DEFAULT_WIDTH})",
+            )
+    add_data_options(groups["data"], dataset=False)
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """--resume and --detect-anomaly: for `train` and `compare`."""
     group = parser.add_argument_group("interruptions and debugging")
     group.add_argument(
         "--resume",
@@ -265,28 +264,36 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def training_config(args: argparse.Namespace, activation: str, seed: int) -> TrainConfig:
-    """The TrainConfig that the options describe."""
-    hidden = parse_hidden(args.hidden) if args.hidden is not None else None
-    if args.momentum is not None and args.optimizer != "sgd":
+def given_settings(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields the command line gave (not the axes'), hidden resolved."""
+    given = {}
+    for setting in settings():
+        dest = setting.name
+        if setting.name == "hidden":
+            hidden = parse_hidden(args.hidden) if args.hidden is not None else None
+            depth, width = getattr(args, "depth", None), getattr(args, "width", None)
+            if hidden is not None or depth is not None or width is not None:
+                given["hidden"] = hidden_widths(hidden, depth, width)
+        elif getattr(args, dest, None) is not None:
+            given[setting.name] = getattr(args, dest)
+    return given
+
+
+def training_configs(args: argparse.Namespace, lists: Sequence[str] = ()) -> list[TrainConfig]:
+    """Every run the options describe: one per combination of the values of the fields named in
+    `lists` (given as their axes, e.g. --seeds, or their default values), validated."""
+    given = given_settings(args)
+    if given.get("momentum") is not None and given.get("optimizer", "adam") != "sgd":
         raise UsageError("--momentum applies to --optimizer sgd only")
-    return TrainConfig(
-        activation=activation,
-        hidden=hidden_widths(hidden, args.depth, args.width),
-        init=args.init,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        momentum=args.momentum or 0.0,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        seed=seed,
-        dataset=args.dataset,
-        negative_slope=args.negative_slope,
-        prelu_mode=args.prelu_mode,
-        probe_every=args.probe_every,
-        probe_size=args.probe_size,
-        device=args.device,
-    )
+    fields = {setting.name: setting for setting in settings()}
+    values = []
+    for name in lists:
+        text = getattr(args, fields[name].metadata["axis"])
+        values.append(parse_axis(fields[name], text) if text else fields[name].metadata["values"])
+    return [
+        TrainConfig(**{**given, **dict(zip(lists, combination, strict=True))})
+        for combination in itertools.product(*values)
+    ]
 
 
 def epoch_line(config: TrainConfig, row: dict, seeds: int) -> str:
@@ -318,10 +325,8 @@ def restore_signals(previous: dict) -> None:
         signal.signal(sig, handler)
 
 
-def run_runs(
-    args: argparse.Namespace, activations: list[str], seeds: list[int], out
-) -> list | None:
-    """Validate everything, load the data once, then train every (activation, seed) with a bar.
+def run_runs(args: argparse.Namespace, configs: list[TrainConfig], out) -> list | None:
+    """Load the data once, then train every run (`compare.compare`) with a progress bar.
 
     Ctrl-C (or SIGTERM) stops training between two steps, never half-way through a record: the
     message says how to resume, and the result is None.
@@ -329,26 +334,22 @@ def run_runs(
     import torch
     from tqdm import tqdm
 
-    configs = [training_config(args, a, s) for a in activations for s in seeds]  # validates all
     device = resolve_device(configs[0].device)  # a missing GPU is an error before the data loads
     # `train` has no --workers: one run, in this process.
-    workers = pool.workers_for(str(device), args.workers) if "workers" in args else 1
+    workers = workers_for(str(device), args.workers) if "workers" in args else 1
     out = compare.ensure_writable(out)
     dataset = data.load_dataset(
-        args.dataset,
+        configs[0].dataset,
         data_dir=args.data_dir,
         cache_dir=args.cache_dir,
         verify=not args.no_verify,
         report=stderr,
     )
+    check_batch_size(configs[0].batch_size, dataset)
     steps = -(-len(dataset.train_labels) // configs[0].batch_size) * configs[0].epochs
+    activations = list(dict.fromkeys(c.activation for c in configs))
+    seeds = list(dict.fromkeys(c.seed for c in configs))
     stop, previous = stop_on_signals()
-
-    def on_steps(count: int) -> None:
-        if stop.is_set():  # between two steps: every record so far is whole
-            raise KeyboardInterrupt
-        bar.update(count)
-
     try:
         with (
             tqdm(
@@ -367,10 +368,11 @@ def run_runs(
                 out,
                 dataset,
                 on_epoch=lambda c, row: bar.write(epoch_line(c, row, len(seeds))),
-                on_steps=on_steps,
+                on_steps=bar.update,
                 group=not getattr(args, "no_group", False),  # `train` has no --no-group: one run
                 resume=args.resume,
                 workers=workers,
+                stop=stop,
             )
     except KeyboardInterrupt:
         saved = len(list(Path(out).glob("*/" + records.CHECKPOINT)))
@@ -383,9 +385,18 @@ def run_runs(
         restore_signals(previous)
 
 
+def check_batch_size(batch_size: int, dataset: data.Dataset) -> None:
+    """A batch larger than the training set would train one short step per epoch: refuse it."""
+    n = len(dataset.train_labels)
+    if batch_size > n:
+        raise UsageError(
+            f"--batch-size {batch_size} is larger than the training set ({n} images of "
+            f"{dataset.name}); at most {n}"
+        )
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
-    activations, seeds = parse_names(args.activations), parse_seeds(args.seeds)
-    results = run_runs(args, activations, seeds, args.out)
+    results = run_runs(args, training_configs(args, COMPARE_AXES), args.out)
     if results is None:
         return 130
     rows = compare.summarize(results)
@@ -400,41 +411,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_list(text: str, kind: type, option: str) -> list:
-    """'2,5,10' -> [2, 5, 10] (or floats, or names), with a one-line error naming the option."""
-    try:
-        values = [kind(part.strip()) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UsageError(
-            f"{option}: expected {kind.__name__} values separated by commas, got {text!r}"
-        ) from None
-    if not values:
-        raise UsageError(f"{option}: give at least one value")
-    return values
-
-
-# Sweep options that become grid lists: (option attribute, sweep field, element type).
-SWEEP_LISTS = (
-    ("activations", "activations", str),
-    ("depths", "depths", int),
-    ("widths", "widths", int),
-    ("hidden", "hidden", int),
-    ("inits", "inits", str),
-    ("optimizers", "optimizers", str),
-    ("lrs", "lrs", float),
-    ("seeds", "seeds", int),
-)
-SWEEP_SCALARS = (
-    "epochs",
-    "dataset",
-    "batch_size",
-    "momentum",
-    "probe_every",
-    "probe_size",
-    "device",
-)
-
-
 def sweep_spec(args: argparse.Namespace):
     """The grid from a preset or TOML file, with the options given on the command line on top."""
     from vanishing import sweep
@@ -444,22 +420,21 @@ def sweep_spec(args: argparse.Namespace):
     values: dict = {}
     source = "command line"
     if args.preset:
-        values, source = dataclasses.asdict(sweep.load_preset(args.preset)), f"preset {args.preset}"
+        values, source = sweep.load_preset(args.preset).to_dict(), f"preset {args.preset}"
     elif args.config:
         values, source = sweep.read_toml(args.config), args.config
-    for option, name, kind in SWEEP_LISTS:
-        text = getattr(args, option)
-        if text is not None:
-            values[name] = (
-                list(ACTIVATIONS)
-                if option == "activations" and text == "all"
-                else parse_list(text, kind, "--" + option)
-            )
-    if args.hidden is not None:
+    for setting in settings():
+        axis = setting.metadata["axis"]
+        if axis and getattr(args, axis) is not None:
+            values[axis] = parse_axis(setting, getattr(args, axis))
+    for key in sweep.SHAPE_KEYS:
+        if getattr(args, key) is not None:
+            values[key] = parse_list(getattr(args, key), int, option(key))
+    given = given_settings(args)
+    if "hidden" in given:
         values["depths"] = []  # explicit widths replace a preset's depth axis
-    for name in SWEEP_SCALARS:
-        if getattr(args, name) is not None:
-            values[name] = getattr(args, name)
+    for name, value in given.items():
+        values[name] = list(value) if name == "hidden" else value
     return sweep.spec_from_dict(values, source)
 
 
@@ -479,7 +454,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     }
     dataset = None
     if args.backend == "local":  # loaded once, before any run: a data problem stops it here
-        dataset = data.load_dataset(spec.dataset, report=stderr, **data_options)
+        dataset = data.load_dataset(spec.setting("dataset"), report=stderr, **data_options)
     bar = tqdm(total=0, unit="run", disable=None, dynamic_ncols=True, desc="sweep")
     counts = {"ok": 0, "diverged": 0, "failed": 0}
     position = {"done": 0, "total": 0}  # kept here too: the bar is off when stderr is no TTY
@@ -549,7 +524,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    results = run_runs(args, [args.activation], [args.seed], args.out)
+    results = run_runs(args, training_configs(args), args.out)
     if results is None:
         return 130
     (result,) = results
@@ -568,6 +543,7 @@ def build_parser() -> Parser:
         description="See and measure the vanishing-gradient problem: MLPs on MNIST with every "
         "common activation, measured layer by layer.",
     )
+    parser.add_argument("--version", action="version", version=f"vanishing {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
 
@@ -588,10 +564,9 @@ def build_parser() -> Parser:
         sub = data_commands.add_parser(
             action, help=text, description=text[0].upper() + text[1:] + "."
         )
-        add_data_options(sub, all_datasets=True)
+        add_data_options(sub)
         sub.set_defaults(func=func)
 
-    activations = ", ".join(ACTIVATIONS)
     sub = commands.add_parser(
         "compare",
         help="train the reference MLP with several activations and compare (the main job)",
@@ -599,19 +574,6 @@ def build_parser() -> Parser:
         "9 epochs) once per activation and seed, measure gradient flow layer by layer, and print "
         "a summary table. Each run writes config.json, metrics.jsonl and result.json under --out; "
         "summary.csv and report.html (with report.md) go there too.",
-    )
-    sub.add_argument(
-        "--activations",
-        default=",".join(compare.DEFAULT_ACTIVATIONS),
-        metavar="A,B,..",
-        help=f"comma-separated, or 'all': {activations} "
-        f"(default: {','.join(compare.DEFAULT_ACTIVATIONS)})",
-    )
-    sub.add_argument(
-        "--seeds",
-        default=",".join(map(str, compare.DEFAULT_SEEDS)),
-        metavar="S1,S2,..",
-        help="one run per seed (default: 0,1,2)",
     )
     sub.add_argument(
         "--out",
@@ -633,8 +595,8 @@ def build_parser() -> Parser:
         help="runs trained at once, each in a process of its own, the cores shared out (default: "
         "one per core on the CPU, where a small MLP cannot keep two cores busy; 1 on a GPU)",
     )
-    add_training_options(sub)
-    add_data_options(sub)
+    add_training_options(sub, COMPARE_AXES)
+    add_run_options(sub)
     sub.set_defaults(func=cmd_compare)
 
     sub = commands.add_parser(
@@ -644,53 +606,38 @@ def build_parser() -> Parser:
         "result.json) to --out.",
     )
     sub.add_argument(
-        "--activation",
-        default=TrainConfig.activation,
-        metavar="NAME",
-        help=f"{activations} (default: {TrainConfig.activation})",
-    )
-    sub.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    sub.add_argument(
         "--out",
         default="runs/train",
         metavar="DIR",
         help="records go to DIR/ACTIVATION-seedSEED (default: runs/train)",
     )
     add_training_options(sub)
-    add_data_options(sub)
+    add_run_options(sub)
     sub.set_defaults(func=cmd_train)
 
     sub = commands.add_parser(
         "sweep",
         help="run a grid of settings x seeds, resumable, with statistics",
-        description="Expand a grid (activations x depths x widths x inits x optimizers x lrs x "
-        "seeds) from a preset, a TOML file (--config) and/or the options below, run every run "
-        "that has not finished yet, and write runs.csv (one row per run), points.csv (mean, std "
-        "and 95 % CI over seeds), pairs.csv (paired tests between activations) and a report. "
-        "Interrupted, it resumes where it stopped when run again.",
+        description="Expand a grid (every list option's values, e.g. activations x inits x "
+        "seeds, and depths x widths) from a preset, a TOML file (--config) and/or the options "
+        "below, run every run that has not finished yet, and write runs.csv (one row per run), "
+        "points.csv (mean, std and 95 %% CI over seeds), pairs.csv (paired tests between "
+        "activations) and a report. Interrupted, it resumes where it stopped when run again. "
+        "An option given here overrides the preset's or file's value; one given nowhere takes "
+        "the default shown.",
     )
-    from vanishing.sweep import BACKENDS, preset_names
+    from vanishing.sweep import preset_names
 
     sub.add_argument(
         "--preset", metavar="NAME", help=f"a shipped grid: {', '.join(preset_names())}"
     )
     sub.add_argument("--config", metavar="FILE", help="a TOML file with the grid's keys")
-    group = sub.add_argument_group("grid (comma-separated lists; override the preset or file)")
-    group.add_argument("--activations", metavar="A,B,..", help=f"{activations}, or 'all'")
+    group = sub.add_argument_group("network shapes (instead of --hidden)")
     group.add_argument("--depths", metavar="N,..", help="numbers of hidden layers")
-    group.add_argument("--widths", metavar="W,..", help="units per layer with --depths (256)")
-    group.add_argument("--hidden", metavar="W1,W2,..", help="one fixed shape instead of depths")
-    group.add_argument("--inits", metavar="NAME,..", help="weight inits")
-    group.add_argument("--optimizers", metavar="NAME,..", help="adam, sgd")
-    group.add_argument("--lrs", metavar="LR,..", help="learning rates")
-    group.add_argument("--seeds", metavar="S,..", help="seeds (default: 0,1,2)")
-    group = sub.add_argument_group("settings shared by every run")
-    group.add_argument("--epochs", type=int, metavar="N")
-    group.add_argument("--batch-size", type=int, metavar="N")
-    group.add_argument("--momentum", type=float, metavar="M", help="for sgd")
-    group.add_argument("--probe-every", type=int, metavar="K")
-    group.add_argument("--probe-size", type=int, metavar="N")
-    group.add_argument("--device", metavar="NAME", help=", ".join(DEVICES))
+    group.add_argument(
+        "--widths", metavar="W,..", help=f"units per layer with --depths (default: {DEFAULT_WIDTH})"
+    )
+    add_training_options(sub, list(axes()), depth=False)
     group = sub.add_argument_group("execution")
     group.add_argument(
         "--out",
@@ -708,7 +655,7 @@ def build_parser() -> Parser:
         "--backend",
         default="local",
         choices=BACKENDS,
-        help="local (a process pool) or ray (one task per run)",
+        help="local (a process pool) or ray (one task per unit of runs)",
     )
     group.add_argument(
         "--address",
@@ -732,7 +679,6 @@ def build_parser() -> Parser:
         help="train one model at a time (default: on a GPU, runs of one shape train together, "
         "with stacked weights; the CPU trains one at a time, where that measured faster)",
     )
-    add_data_options(sub, dataset=None)
     sub.set_defaults(func=cmd_sweep)
 
     sub = commands.add_parser(
@@ -776,7 +722,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except records.WriteError as e:  # a full disk: the file is named, no record is left torn
         print(f"{prog_name(args)}: error: {e.strerror}", file=sys.stderr)
         return 2
-    except pool.ChildError as e:  # a worker died, or failed in a way that is not the user's
+    except WorkerError as e:  # a worker died, or failed in a way that is not the user's
         print(f"{prog_name(args)}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

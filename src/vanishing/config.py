@@ -8,6 +8,7 @@ a field here (with `setting(...)`) and implementing it, nothing else.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -93,7 +94,7 @@ class TrainConfig:
     lr: float = setting(
         1e-3, "learning rate", why="the reference's", group="optimisation", metavar="LR", axis="lrs"
     )
-    momentum: float = setting(0.0, "SGD momentum (sgd only)", group="optimisation", metavar="M")
+    momentum: float = setting(0.0, "SGD momentum, for sgd only", group="optimisation", metavar="M")
     batch_size: int = setting(
         64, "samples per step", why="the reference's", group="optimisation", metavar="N"
     )
@@ -220,3 +221,9 @@ def help_text(field: dataclasses.Field, default: Any = dataclasses.MISSING) -> s
 def axes() -> dict[str, str]:
     """Field name -> its plural axis name, for the fields compare and sweep take lists of."""
     return {f.name: f.metadata["axis"] for f in settings() if f.metadata["axis"]}
+
+
+def kind_of(setting: dataclasses.Field) -> type:
+    """The Python type of a field's values (`tuple` for the hidden widths)."""
+    kind = typing.get_type_hints(TrainConfig)[setting.name]
+    return typing.get_origin(kind) or kind

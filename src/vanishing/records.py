@@ -288,15 +288,19 @@ def save_checkpoint(
     write_atomic(Path(run_dir) / CHECKPOINT, lambda f: torch.save(state, f))
 
 
+def same_config(saved: dict[str, Any], config: Config) -> bool:
+    """Whether a record's config (as read back from JSON) is `config`, where it runs aside."""
+    wanted = json.loads(json.dumps(config.to_dict()))
+    return all(saved.get(k) == v for k, v in wanted.items() if k not in RESUMABLE_CHANGES)
+
+
 def load_result(config: Config, run_dir: Path | str) -> RunResult | None:
     """The finished result in `run_dir` for this config (device aside), None if there is none."""
     path = Path(run_dir) / RESULT
     if not path.is_file():
         return None
     values = read_json(path)
-    wanted = json.loads(json.dumps(config.to_dict()))
-    saved = values.get("config", {})
-    if any(saved.get(k) != v for k, v in wanted.items() if k not in RESUMABLE_CHANGES):
+    if not same_config(values.get("config", {}), config):
         return None  # another run's result: train this one afresh
     known = {f.name for f in dataclasses.fields(RunResult)}
     values = {k: v for k, v in values.items() if k in known}
