@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from scipy import stats as scipy_stats
 
-from vanishing import compare, records, report, stats
+from vanishing import records, report, stats
 from vanishing.cli import main
+from vanishing.report import loading, summary
 
 HIDDEN = [8, 6, 4]  # three hidden layers: four Linear layers, the output layer is layer 4
 STEPS_PER_EPOCH = 15
@@ -244,7 +245,7 @@ def test_vanishing_and_dead_unit_sentences_quote_the_records(tmp_path):
     assert "receives 1.67 of the gradient" in relu and ": no vanishing." in relu
     assert "31 % of layer-3 units are dead after epoch 2" in relu
     assert "After epoch 1 it was 20 %." in relu
-    # The table row is compare.summarize's, fed with the same records.
+    # The table row is the compare summary's (summary.summary_rows), fed with the same records.
     row = built.rows[[g.label for g in built.groups].index("Sigmoid")]
     assert row["vanishing_ratio_init"] == pytest.approx(ratio)
     assert row["test_accuracy_mean"] == pytest.approx(0.95)
@@ -318,12 +319,13 @@ def test_unfinished_runs_are_listed_not_fatal(tmp_path):
 
 
 def test_summary_row_from_records_matches_compare(tmp_path):
-    run = write_run(tmp_path / "relu-seed0", "relu", 0, 0.97)
-    result = records.read_json(run / records.RESULT)
-    (expected,) = compare.summarize([report.run_result(result)])
-    (group,) = report.build_report([tmp_path], figures=False).groups
-    assert report.summary_row(group) == expected
+    write_run(tmp_path / "relu-seed0", "relu", 0, 0.97)
+    (expected,) = summary.summary_rows(loading.load_runs([tmp_path])[0])
+    built = report.build_report([tmp_path], figures=False)
+    assert built.rows == [expected]
+    # RELU_DEAD after epoch 2 over widths 8, 6, 4: 0 + 0.1 * 6 + 0.31 * 4 of 18 units.
     assert expected["dead_percent"] == pytest.approx(100 * (0.1 * 6 + 0.31 * 4) / 18)
+    assert math.isnan(expected["test_accuracy_std"])  # one run has no spread
 
 
 def test_cli_default_out_is_the_first_directory(tmp_path, capsys):
@@ -493,7 +495,7 @@ def test_stop_depth_sentences(depth_report):
 
 
 def html_text(text: str) -> str:
-    return text.replace("&", "&amp;").replace("'", "&#x27;")
+    return text.replace("&", "&amp;").replace("'", "&#39;")
 
 
 def test_paired_gaps_per_setting(depth_report):
@@ -552,7 +554,8 @@ def test_a_gradient_that_underflowed_to_zero_is_named(tmp_path):
     built = report.build_report([tmp_path], figures=False)
     deep = built.groups[1]
     assert deep.ratio_underflow and not built.groups[0].ratio_underflow
-    assert report.summary_cells(deep, built.rows[1])[5] == "0 (underflow)"
+    assert report.summary_cells(built.rows[1])[4] == "0 (underflow)"
+    assert math.isnan(built.rows[1]["vanishing_ratio_init"])  # summary.csv: no ratio to average
     assert "layer 1 is exactly 0 at every seed: it underflowed" in " ".join(built.diagnoses[1])
     (series,) = report.depth_series(built.groups)
     assert series.ratio()[1] == 0.0  # drawn as a triangle on the bottom edge, not left out

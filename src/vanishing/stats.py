@@ -84,7 +84,8 @@ def paired_test(a: Sequence[float | None], b: Sequence[float | None]) -> PairedT
     p = 1 when they are all 0 (identical samples), else p = 0."""
     if len(a) != len(b):
         raise ValueError(f"paired samples differ in length: {len(a)} and {len(b)}")
-    pairs = [(x, y) for x, y in zip(a, b, strict=True) if len(finite([x, y])) == 2]
+    pairs = [finite(pair) for pair in zip(a, b, strict=True)]
+    pairs = [pair for pair in pairs if len(pair) == 2]  # both values of the seed are there
     differences = [x - y for x, y in pairs]
     n, center = len(differences), mean(differences)
     if n < 2:

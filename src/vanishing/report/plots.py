@@ -1,5 +1,5 @@
 """The report's figures, drawn from run records only: each takes groups (or the report's lines
-over depth) and returns a Figure.
+over depth, `results.DepthSeries`) and returns a Figure.
 
 Figures are built with `matplotlib.figure.Figure` directly, never pyplot, so nothing here touches
 a global backend or state; `png` renders one with Agg.
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,11 +20,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from vanishing.activations import ActivationOptions, derivative, make_activation
+from vanishing.report.formats import number
+from vanishing.report.results import DepthSeries, Group
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-
-    from vanishing.report import DepthSeries, Group
 
 DPI = 100  # screen resolution: sharp in a browser; a compare's page < 1 MB, a sweep's < 3 MB
 WIDTH = 10.0  # inches: 1000 px, the page's column width
@@ -32,13 +32,6 @@ Z_RANGE = (-6.0, 6.0)  # where every activation's shape and slope are visible
 DASHES = ("-", (0, (6, 2)), (0, (2, 1.5)), (0, (6, 2, 1.5, 2)))  # told apart where lines coincide
 MARKERS = ("o", "s", "^", "D", "v")  # with DASHES: one look per setting of the other axes
 LEGEND_LAYERS = 8  # at most this many layers named in a legend; deeper nets name a spread of them
-
-
-def number(value: float) -> str:
-    """A ratio or norm for a label or sentence: 3 digits in [0.01, 1000), else scientific."""
-    if not math.isfinite(value):
-        return "not finite"
-    return f"{value:.3g}" if 0.01 <= abs(value) < 1000 else f"{value:.1e}"
 
 
 def png(figure: Figure) -> bytes:
@@ -120,7 +113,7 @@ def group_columns(labels: Sequence[str]) -> int:
     return 8 if max((len(label) for label in labels), default=0) <= 12 else 4
 
 
-def layer_legend(axes_list: Sequence[Axes], figure: Figure) -> None:
+def layer_legend(axes_list: Iterable[Axes], figure: Figure) -> None:
     """One legend under the figure naming the deepest panel's layers (a spread of them if many)."""
     handles, labels = max(
         (axes.get_legend_handles_labels() for axes in axes_list), key=lambda h: len(h[1])
@@ -149,7 +142,7 @@ def learning_curves(groups: Sequence[Group]) -> Figure:
     accuracy_axes.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
     loss_axes.set(xlabel="epoch", ylabel="cross-entropy", title="Loss (solid: test, dashed: train)")
     loss_axes.set_yscale("log")  # losses fall by orders of magnitude; the log keeps the end visible
-    last = max((len(g.ok[0].result.get("history", [])) for g in groups if g.ok), default=1)
+    last = max((len(g.ok[0].finished.get("history", [])) for g in groups if g.ok), default=1)
     for axes in (accuracy_axes, loss_axes):
         axes.grid(alpha=0.3)
         axes.set_xlim(0.5, last + 0.5)
@@ -250,7 +243,7 @@ def gradient_heatmaps(groups: Sequence[Group]) -> Figure:
 
 def unit_health(groups: Sequence[Group]) -> Figure | None:
     """Per layer over training: saturated share (sigmoid, tanh, smooth), dead share (rectifiers)."""
-    shown = [g for g in groups if g.health_key is not None]
+    shown = [(g, key) for g in groups if (key := g.health_key) is not None]
     if not shown:
         return None
     columns = min(len(shown), 4)
@@ -259,8 +252,7 @@ def unit_health(groups: Sequence[Group]) -> Figure | None:
     axes_grid = figure.subplots(rows, columns, squeeze=False)
     for axes in axes_grid.ravel()[len(shown) :]:
         axes.set_visible(False)
-    for axes, group in zip(axes_grid.ravel(), shown, strict=False):
-        key = group.health_key
+    for axes, (group, key) in zip(axes_grid.ravel(), shown, strict=False):
         steps, values = group.probe_series(key)
         layers = values.shape[1] if values.size else 0
         shades = layer_colors(layers)
@@ -370,7 +362,7 @@ def attenuation(groups: Sequence[Group]) -> Figure:
     return figure
 
 
-def series_style(series: DepthSeries) -> dict[str, object]:
+def series_style(series: DepthSeries) -> dict[str, Any]:
     """Colour by activation; line style and marker by the setting of the other axes."""
     return {
         "color": series.color,
@@ -523,15 +515,13 @@ def units_by_depth(series: Sequence[DepthSeries]) -> Figure | None:
         shown = [s for s in series if s.health_key == key]
         top = 0.0
         for line in shown:
-            mean, std = line.units()
-            axes.plot(line.depths, 100 * mean, label=line.label, **series_style(line))
-            axes.fill_between(
-                line.depths, 100 * (mean - std), 100 * (mean + std), color=line.color, alpha=0.15
-            )
+            mean, std = line.units()  # percents
+            axes.plot(line.depths, mean, label=line.label, **series_style(line))
+            axes.fill_between(line.depths, mean - std, mean + std, color=line.color, alpha=0.15)
             if np.isfinite(mean).any():
                 top = max(top, float(np.nanmax(mean + np.nan_to_num(std))))
         axes.set(title=title, ylabel=ylabel)
-        axes.set_ylim(0, max(5.0, 110 * top))  # at least 0-5 %, so "none" looks like none
+        axes.set_ylim(0, max(5.0, 1.1 * top))  # at least 0-5 %, so "none" looks like none
         depth_axes(axes, series)  # every depth, so that both panels share the x axis
     series_legend(figure, series)
     return figure

@@ -1,0 +1,67 @@
+"""The report: one offline HTML page (and a Markdown twin) built from run records alone, and the
+tables of numbers (a compare's summary, a sweep's CSVs) read from the same records.
+
+It reads config.json, metrics.jsonl and result.json of finished runs and never trains, so any
+page or table can be redrawn at any time; nothing here imports the training modules. Runs are
+grouped by activation and setting (a sweep's grid point without the seed); when the runs span
+several settings, as a sweep's do, the page adds figures over depth, the depth at which each
+activation stops learning and a t-test per pair of activations per setting, and draws the
+per-layer figures for two representative settings only.
+
+The modules, in the order the data flows:
+- `results`: the data model (RunRecords, Group, DepthSeries; settings, their order and names);
+- `loading`: finding run directories and reading their records into Runs;
+- `stats` (the package's, one level up) and `formats`: numbers over seeds, and how they read;
+- `summary`: the compare summary table and summary.csv; a sweep's runs/points/pairs.csv;
+- `diagnosis`: thresholds, verdict sentences, gap tests, stop rules;
+- `plots` and `figures`: drawing, and which figure answers which question;
+- `page`: `build_report`, everything the page shows; `render`: HTML and Markdown, from
+  `templates/`, and `write_report`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# The names callers use as `report.NAME`, and the module each lives in. They are imported on
+# first use: reading a summary table (`summary`) loads neither matplotlib nor jinja2.
+EXPORTS = {
+    "write_report": "render",
+    "render_html": "render",
+    "render_markdown": "render",
+    "build_report": "page",
+    "Report": "page",
+    "Thresholds": "diagnosis",
+    "THRESHOLDS": "diagnosis",
+    "diagnose": "diagnosis",
+    "Gap": "diagnosis",
+    "FigureBlock": "figures",
+    "load_runs": "loading",
+    "find_run_dirs": "loading",
+    "read_run": "loading",
+    "RunRecords": "results",
+    "Group": "results",
+    "DepthSeries": "results",
+    "POINT_KEYS": "results",
+    "SETTING_KEYS": "results",
+    "make_groups": "results",
+    "depth_series": "results",
+    "representative_settings": "results",
+    "summary_rows": "summary",
+    "summary_cells": "summary",
+    "format_summary": "summary",
+    "write_summary_csv": "summary",
+    "tabulate": "summary",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """`report.NAME` for the names in EXPORTS, imported from their module on first use."""
+    if name in EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *EXPORTS])

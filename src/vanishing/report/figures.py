@@ -1,0 +1,223 @@
+"""The page's figures: what each one asks, its caption, how it is drawn from groups (`plots`),
+and which are drawn for a compare (one setting) or a sweep (many)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from vanishing.report import plots
+from vanishing.report.diagnosis import (
+    SATURATED,
+    THRESHOLDS,
+    Thresholds,
+    attenuation_rows,
+    spoken,
+    stop_rules,
+)
+from vanishing.report.formats import number, percent2
+from vanishing.report.results import (
+    HIDDEN,
+    Group,
+    axes_of,
+    by_setting,
+    depth_series,
+    namer,
+    representative_settings,
+)
+
+
+@dataclass(frozen=True)
+class FigureBlock:
+    """One figure of the page: the question it answers, its caption and its PNG."""
+
+    anchor: str
+    question: str
+    caption: str
+    image: bytes
+    attenuation: tuple[dict[str, Any], ...] = ()  # rows of the slope-bound table drawn below it
+    section: tuple[str, str] = ("", "")  # (heading, note) of the figures for one setting
+
+
+class FigureSpec(NamedTuple):
+    """A figure of the page: its anchor, the question it answers, its caption, how to draw it
+    from groups, and for some a table of its numbers drawn under it."""
+
+    anchor: str
+    question: str
+    caption: str
+    draw: Callable[[Sequence[Group]], Any]
+    table: Callable[[Sequence[Group]], list[dict[str, Any]]] | None = None
+
+
+def layer_specs() -> list[FigureSpec]:
+    """(anchor, question, caption, draw) of the figures drawn per setting, in reading order."""
+    return [
+        FigureSpec(
+            "gradient-flow",
+            "How much gradient reaches each layer?",
+            "L2 norm of each layer's weight gradient on the fixed probe batch, at step 0 (left) "
+            "and at the last probe (right), log scale; geometric mean over seeds, band from the "
+            "smallest to the largest seed. A line falling towards layer 1 is the vanishing "
+            "gradient; the legend gives layer 1 / output at initialisation.",
+            plots.gradient_flow,
+        ),
+        FigureSpec(
+            "heatmaps",
+            "Where and when is the gradient small during training?",
+            "Weight-gradient norm by layer (rows, input side at the bottom) and training step "
+            "(columns), one shared log colour scale for every activation: darker means less "
+            "gradient. Grey: zero or not recorded.",
+            plots.gradient_heatmaps,
+        ),
+        FigureSpec(
+            "learning",
+            "Does the network learn, and how fast?",
+            "Test accuracy and loss after each epoch; the band is mean ± standard deviation over "
+            "seeds (absent with one seed).",
+            plots.learning_curves,
+        ),
+        FigureSpec(
+            "units",
+            "Do units saturate or die?",
+            "Sigmoid, tanh and the smooth activations: share of (sample, unit) pairs whose slope "
+            f"is below {SATURATED} of its maximum. Rectifiers: share of units with zero output "
+            "on every image; lines on the probe batch, dots on the whole training set at each "
+            "epoch end.",
+            plots.unit_health,
+        ),
+        FigureSpec(
+            "prelu",
+            "Which negative slope does PReLU learn?",
+            "Learned slope a of max(z, a z) per layer over training (mean over seeds); "
+            "0 would be ReLU, 1 a linear layer.",
+            plots.prelu_slopes,
+        ),
+    ]
+
+
+SHAPES_SPEC = FigureSpec(
+    "activations",
+    "What does each activation do to the gradient?",
+    "Each activation f(z) and its slope f'(z) over [-6, 6] (PReLU at its initial slope "
+    "0.25). Back-propagation multiplies the gradient by f'(z) once per layer; sigmoid's "
+    "slope never exceeds 1/4 (dotted line).",
+    plots.activation_shapes,
+)
+ATTENUATION_SPEC = FigureSpec(
+    "attenuation",
+    "Does the slope bound predict the measured attenuation?",
+    "Measured layer-1 / output gradient ratio at initialisation next to (max f')^L, the "
+    "most that L hidden layers' slopes let through. The weights also scale the gradient, "
+    "so the bound sets the order of magnitude, not the exact value.",
+    plots.attenuation,
+    table=attenuation_rows,
+)
+
+
+def draw(
+    spec: FigureSpec,
+    groups: Sequence[Group],
+    suffix: str = "",
+    note: str = "",
+    section: tuple[str, str] = ("", ""),
+) -> list[FigureBlock]:
+    """The spec's figure as a one-element list of FigureBlock, or [] when it has nothing to show;
+    `suffix` names the setting in the question, `note` ends the caption."""
+    anchor, question, caption, draw_figure, table = spec
+    figure = draw_figure(groups)
+    if figure is None:
+        return []
+    rows = tuple(table(groups)) if table is not None else ()
+    question += f" ({suffix})" if suffix else ""
+    anchor += f"-{suffix.replace(' ', '-').replace(',', '')}" if suffix else ""
+    return [FigureBlock(anchor, question, caption + note, plots.png(figure), rows, section)]
+
+
+def depth_figures(
+    groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS
+) -> list[FigureBlock]:
+    """Accuracy, gradient ratio and unit health against depth, one line per activation and
+    setting of the other axes; [] unless the groups span more than one depth."""
+    if len({g.depth for g in groups}) < 2:
+        return []
+    series = depth_series(groups)
+    rules = stop_rules(groups, thresholds)
+    references = [(rule.chance, f"chance, {percent2(rule.chance)}", ":") for rule in rules]
+    references += [
+        (rule.threshold, f"stops learning below {percent2(rule.threshold)}", "--") for rule in rules
+    ]
+    lines = "one line per activation" + (
+        " and setting of the other axes" if len({s.style for s in series}) > 1 else ""
+    )
+    specs = [
+        FigureSpec(
+            "depth-accuracy",
+            "At which depth does each activation stop learning?",
+            f"Test accuracy after training against depth (the number of hidden layers), {lines}: "
+            "mean over seeds, the band mean ± standard deviation (absent with one seed). Dotted: "
+            "chance; dashed: the stop threshold (see Diagnosis). Right: the test error on a log "
+            "scale, which tells apart the activations that still learn.",
+            lambda _: plots.accuracy_by_depth(series, references),
+        ),
+        FigureSpec(
+            "depth-ratio",
+            "How much gradient reaches layer 1 as the network gets deeper?",
+            f"Layer 1 / output weight-gradient norm at initialisation (step 0) against depth, "
+            f"{lines}, geometric mean over seeds, log scale. Below "
+            f"{number(thresholds.vanishing_ratio)} (grey dashed line) the gradient vanishes; "
+            "at 1 (grey solid line) layer 1 gets as much as the output layer. "
+            "Dotted, for activations whose slope stays below 1: (max f')^L, the most that L "
+            "hidden layers' slopes let through.",
+            lambda _: plots.ratio_by_depth(series, thresholds.vanishing_ratio),
+        ),
+        FigureSpec(
+            "depth-units",
+            "Do more units die or saturate as the network gets deeper?",
+            "After training, against depth: rectifiers, the share of all hidden units with zero "
+            "output on every training image (last epoch end); the other families, the share of "
+            f"(sample, unit) pairs in all hidden layers with slope below {SATURATED} of the "
+            "maximum (last probe). Mean over seeds, band ± standard deviation.",
+            lambda _: plots.units_by_depth(series),
+        ),
+    ]
+    return [block for spec in specs for block in draw(spec, groups)]
+
+
+def draw_figures(groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS) -> list[FigureBlock]:
+    """The page's figures, in reading order; some only when their runs exist.
+
+    One setting (a compare): every figure over all groups. Several (a sweep): the depth figures
+    over all groups, then the per-layer figures for the shallowest and the deepest setting only,
+    so that the page does not grow with the grid.
+    """
+    settings = by_setting(groups)
+    if len(settings) <= 1:
+        specs = [*layer_specs(), SHAPES_SPEC, ATTENUATION_SPEC]
+        return [block for spec in specs for block in draw(spec, groups)]
+    blocks = depth_figures(groups, thresholds)
+    shapes: dict[str, Group] = {}  # one per activation: its shape does not depend on the setting
+    for group in groups:
+        shapes.setdefault(
+            group.activation.name, dataclasses.replace(group, label=group.activation.label)
+        )
+    blocks += draw(SHAPES_SPEC, list(shapes.values()))
+    chosen = representative_settings(list(settings))
+    describe = namer([axes_of(s) for s in settings])
+    names = [describe(axes_of(s)) for s in chosen]
+    deeper = len(chosen) == 2 and len(chosen[0][HIDDEN]) < len(chosen[1][HIDDEN])
+    roles = ["the shallowest", "the deepest"] if deeper else ["the first", "the last"]
+    for setting, name, role in zip(chosen, names, roles, strict=False):
+        section = (
+            f"Layer by layer at {name}",
+            f"The per-layer figures are drawn for {spoken(names)} ({' and '.join(roles)} "
+            f"setting), not for each of the {len(settings)} settings; the summary table and the "
+            "figures above cover them all.",
+        )
+        note = f" {name[:1].upper()}{name[1:]} only ({role} setting)."
+        members = [dataclasses.replace(g, label=g.activation.label) for g in settings[setting]]
+        for spec in [*layer_specs(), ATTENUATION_SPEC]:
+            blocks += draw(spec, members, name, note, section)
+    return blocks

@@ -1,0 +1,80 @@
+"""Finding run directories and reading their records (`RunRecords`), with a note for each one that
+cannot be used."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from vanishing import records
+from vanishing.activations import ACTIVATIONS
+from vanishing.errors import UsageError
+from vanishing.report.results import RunRecords
+
+# The fields every finished run writes (those without a default in RunResult).
+REQUIRED_FIELDS = tuple(
+    f.name
+    for f in dataclasses.fields(records.RunResult)
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+)
+
+
+def find_run_dirs(path: Path) -> list[Path]:
+    """`path` itself when it is a run directory, else every run directory below it."""
+    if (path / records.CONFIG).is_file():
+        return [path]
+    found = []
+    for root, dirs, files in os.walk(path):
+        if records.CONFIG in files:
+            found.append(Path(root))
+            dirs.clear()  # a run directory holds no runs
+        dirs.sort()
+    return sorted(found)
+
+
+def read_run(path: Path) -> RunRecords | str:
+    """The run's records, or a note saying why they cannot be used."""
+    try:
+        config = records.read_json(path / records.CONFIG)
+        result = records.read_json(path / records.RESULT) if records.is_complete(path) else None
+    except (OSError, json.JSONDecodeError) as e:
+        return f"{path}: unreadable records ({e}); skipped"
+    if not isinstance(config, dict) or config.get("activation") not in ACTIVATIONS:
+        name = config.get("activation") if isinstance(config, dict) else None
+        return f"{path}: unknown activation {name!r} in config.json; skipped"
+    hidden = config.get("hidden")
+    if not isinstance(hidden, list) or not all(isinstance(w, int) for w in hidden):
+        return f"{path}: config.json has no list of hidden widths; skipped"
+    if result is not None and (
+        not isinstance(result, dict) or not all(key in result for key in REQUIRED_FIELDS)
+    ):
+        return f"{path}: result.json lacks fields of a finished run; skipped"
+    return RunRecords(path, config, records.read_metrics(path), result)
+
+
+def load_runs(paths: Sequence[Path | str]) -> tuple[list[RunRecords], list[str]]:
+    """Every run under the given directories (deduplicated, in the order given), and notes on
+    what was skipped."""
+    runs: list[RunRecords] = []
+    notes: list[str] = []
+    seen: set[Path] = set()
+    for given in paths:
+        path = Path(given)
+        if not path.is_dir():
+            raise UsageError(f"no such directory: {path}")
+        for run_dir in find_run_dirs(path):
+            if run_dir.resolve() in seen:
+                continue
+            seen.add(run_dir.resolve())
+            run = read_run(run_dir)
+            if isinstance(run, RunRecords):
+                runs.append(run)
+            else:
+                notes.append(run)
+    if not runs and not notes:
+        shown = ", ".join(str(p) for p in paths)
+        raise UsageError(f"no run directories (with config.json) under {shown}")
+    return runs, notes

@@ -1,0 +1,263 @@
+"""The page in HTML and Markdown, from jinja2 templates (`templates/`): HTML with autoescape on,
+so every record string is escaped wherever it appears; Markdown with every value escaped for
+Markdown unless it is marked safe (our own prose, tables laid out by `formats`)."""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from vanishing.activations import ACTIVATIONS
+from vanishing.definitions import DEFINITIONS
+from vanishing.errors import UsageError
+from vanishing.report.diagnosis import SATURATED, THRESHOLDS, Gap, Thresholds, p_text
+from vanishing.report.figures import FigureBlock
+from vanishing.report.formats import MISSING, fixed, markdown, markdown_table, number
+from vanishing.report.page import Report, build_report
+from vanishing.report.results import HIDDEN, SETTING_KEYS, Group, RunRecords, setting_order
+from vanishing.report.summary import TABLE_HEADER, summary_cells
+
+SUMMARY_HEADER = (TABLE_HEADER[0], "runs", *TABLE_HEADER[1:])
+RUN_HEADER = ("directory", "activation", "seed", "status", "test acc (%)", "device")
+GAP_HEADER = ("setting", "better", "worse", "gap (points)", "test", "seeds", "p")
+ATTENUATION_HEADER = ("activation", "max slope", "L", "slope bound (max f')^L", "measured at init")
+
+EXPLANATION = (
+    "Back-propagation applies the chain rule: the gradient that reaches layer 1 is the output "
+    "layer's gradient multiplied, once per hidden layer, by that layer's weights and by the slope "
+    "f'(z) of its activation. With L hidden layers the activations contribute a product of L "
+    "slopes, so whatever each slope is, it is raised to the power L.",
+    "Sigmoid's slope σ(z)(1 − σ(z)) is at most 1/4 (at z = 0) and almost 0 once |z| > 4, so L "
+    "sigmoid layers multiply the gradient by at most (1/4)^L (1/256 for L = 4) unless the weights "
+    "make up for it: the first layers receive the least gradient and learn the slowest. Tanh "
+    "reaches slope 1 only at z = 0 and saturates too.",
+    "ReLU's slope is exactly 1 wherever a unit is active (z > 0): an active path passes the "
+    "gradient on unchanged, so depth costs nothing. For z < 0 its slope is 0, and a unit whose "
+    "input is negative for every example gets no gradient ever again: it is dead.",
+    "Leaky ReLU keeps a small fixed slope (0.01 by default) for z < 0, so no unit is ever cut off "
+    "completely; PReLU learns that slope, per layer or per unit, along with the weights.",
+    "A linear activation has slope 1 everywhere, so nothing vanishes, but a stack of linear "
+    "layers is a single linear map: the network can only draw straight boundaries between "
+    "classes, and depth buys nothing. Depth needs a nonlinearity; the point is one whose slope "
+    "stays near 1 where the signal is.",
+)
+
+
+def title(report: Report) -> str:
+    """'Vanishing gradients: Sigmoid, ReLU on mnist', with the depths when they vary."""
+    labels = ", ".join(dict.fromkeys(g.activation.label for g in report.groups))
+    datasets = sorted({str(r.config.get("dataset", "?")) for r in report.runs})
+    depths = sorted({g.depth for g in report.groups})
+    span = f", {depths[0]} to {depths[-1]} hidden layers" if len(depths) > 1 else ""
+    return f"Vanishing gradients: {labels or 'no finished runs'} on {', '.join(datasets)}{span}"
+
+
+def setup_line(report: Report) -> str:
+    """The training setup: the first run's config, or each axis's values for a sweep."""
+    if not report.runs:
+        return "No readable runs."
+    config = report.runs[0].config
+    seeds = sorted({r.config.get("seed") for r in report.runs if r.result is not None}, key=str)
+    probes_text = (
+        f"seeds {', '.join(map(str, seeds)) or MISSING}; probes every {config.get('probe_every')} "
+        f"steps on {config.get('probe_size')} training images."
+    )
+    if report.settings <= 1:
+        widths = "-".join(str(w) for w in [784, *config.get("hidden", []), 10])
+        return (
+            f"MLP {widths}, init {config.get('init')}, {config.get('optimizer')} lr "
+            f"{config.get('lr')}, batch {config.get('batch_size')}, epochs "
+            f"{config.get('epochs')}, {probes_text}"
+        )
+    settings = sorted({g.setting for g in report.groups}, key=setting_order)
+
+    def values(key: str) -> str:
+        column = SETTING_KEYS.index(key)
+        return "/".join(dict.fromkeys(str(s[column]) for s in settings))
+
+    hiddens = list(dict.fromkeys(s[HIDDEN] for s in settings))
+    layer_widths = {w for hidden in hiddens for w in hidden}
+    if len(layer_widths) == 1 and all(len(set(h)) == 1 for h in hiddens):
+        depths = ", ".join(str(len(h)) for h in hiddens)
+        shape = f"MLPs 784-{layer_widths.pop()}×L-10 with L = {depths} hidden layers"
+    else:
+        shape = "MLPs " + ", ".join("-".join(map(str, [784, *h, 10])) for h in hiddens)
+    return (
+        f"{shape}; init {values('init')}, {values('optimizer')} lr {values('lr')}, batch "
+        f"{values('batch_size')}, epochs {values('epochs')}; {probes_text}"
+    )
+
+
+def sources(report: Report) -> list[str]:
+    """The directories given, or for many (a compare passes each run) their common parent."""
+    if len(report.sources) <= 3:
+        return report.sources
+    try:
+        parent = os.path.commonpath(report.sources)
+    except ValueError:  # relative and absolute mixed
+        return report.sources
+    return [f"{len(report.sources)} directories under {parent or '.'}"]
+
+
+def group_cells(group: Group, row: dict[str, Any]) -> list[str]:
+    """One row of the page's summary table: the group's label, its run count, then the cells
+    `vanishing compare` prints."""
+    label, *cells = summary_cells(row, group.label)
+    return [label, str(row["runs"]), *cells]
+
+
+def run_cells(run: RunRecords) -> list[str]:
+    """One line of the run list."""
+    config = run.config
+    epochs = len(run.rows("epoch"))
+    if run.result is None:
+        status = f"unfinished ({epochs} of {config.get('epochs', '?')} epochs recorded)"
+        accuracy = MISSING
+    else:
+        status = run.status
+        value = run.result.get("test_accuracy")
+        accuracy = fixed(100 * value, 2) if value is not None else MISSING
+    return [
+        str(run.path),
+        ACTIVATIONS[config["activation"]].label,
+        str(config.get("seed", "?")),
+        status,
+        accuracy,
+        str(run.result.get("device", "?") if run.result else MISSING),
+    ]
+
+
+def gap_cells(gap: Gap) -> list[str]:
+    """One row of the table of gaps between activations at one setting."""
+    return [
+        gap.better.setting_label or MISSING,
+        gap.better.activation.label,
+        gap.worse.activation.label,
+        f"{100 * gap.difference:.2f}",
+        gap.test_name,
+        gap.seeds.removesuffix(" seeds"),
+        p_text(gap.p).removeprefix("p = ").removeprefix("p ") if math.isfinite(gap.p) else MISSING,
+    ]
+
+
+def all_gap_cells(gap: Gap) -> list[str]:
+    """A gap's row with its verdict."""
+    judged = gap.test and math.isfinite(gap.p)
+    return [*gap_cells(gap), ("yes" if gap.significant else "no") if judged else "cannot judge"]
+
+
+def attenuation_cells(row: dict[str, Any]) -> list[str]:
+    """One row of the slope-bound table."""
+    measured, bound = row["measured"], row["bound"]
+    return [
+        row["label"],
+        f"{row['max_slope']:.3g}",
+        str(row["depth"]),
+        f"({row['max_slope']:.3g})^{row['depth']} = {number(bound)}",
+        number(measured) if math.isfinite(measured) else row["missing"],
+    ]
+
+
+def figure_items(report: Report) -> list[tuple[FigureBlock, tuple[str, str] | None, list]]:
+    """Per figure: the block, the (heading, note) of the section it opens (None if it opens
+    none) and the cells of the table under it."""
+    items, section = [], ("", "")
+    for block in report.figures:
+        opens = None
+        if block.section != section and block.section[0]:
+            section = opens = block.section
+        items.append((block, opens, [attenuation_cells(row) for row in block.attenuation]))
+    return items
+
+
+def context(report: Report) -> dict[str, Any]:
+    """What both templates show, as text and table cells."""
+    return {
+        "report": report,
+        "title": title(report),
+        "setup": setup_line(report),
+        "sources": sources(report),
+        "sweep": report.settings > 1,
+        "summary": [group_cells(g, r) for g, r in zip(report.groups, report.rows, strict=True)],
+        "findings": list(zip(report.groups, report.diagnoses, strict=True)),
+        "significant_gaps": [gap_cells(g) for g in report.gaps if g.significant],
+        "all_gaps": [all_gap_cells(g) for g in report.gaps],
+        "attenuation": [attenuation_cells(r) for r in report.attenuation],
+        "figures": figure_items(report),
+        "runs": [run_cells(r) for r in report.runs],
+        "unfinished": sum(r.result is None for r in report.runs),
+        "explanation": EXPLANATION,
+        "definitions": DEFINITIONS,
+        "saturated": SATURATED,
+        "headers": {
+            "summary": SUMMARY_HEADER,
+            "runs": RUN_HEADER,
+            "gaps": GAP_HEADER,
+            "all_gaps": (*GAP_HEADER, "significant"),
+            "attenuation": ATTENUATION_HEADER,
+        },
+    }
+
+
+def environment(autoescape: bool) -> jinja2.Environment:
+    """The templates' environment: HTML autoescaped, Markdown escaped for Markdown."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("vanishing.report", "templates"),
+        autoescape=autoescape,  # noqa: S701 - without it (Markdown), `markdown_value` escapes
+        finalize=None if autoescape else markdown_value,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,  # a misspelt name is an error, not an empty string
+    )
+
+
+def markdown_value(value: Any) -> Any:
+    """Every value printed into Markdown, escaped unless marked safe (Markup)."""
+    return value if isinstance(value, Markup) else markdown(value)
+
+
+def png_data(image: bytes) -> str:
+    """A PNG as the address of an <img> that needs nothing outside the page."""
+    return "data:image/png;base64," + base64.b64encode(image).decode("ascii")
+
+
+def render_html(report: Report) -> str:
+    """The whole report as one self-contained HTML page."""
+    template = environment(autoescape=True).get_template("report.html.j2")
+    return template.render(context(report), png_data=png_data)
+
+
+def render_markdown(report: Report, html_name: str = "report.html") -> str:
+    """The table, diagnosis and explanation in Markdown; the figures are in the HTML page."""
+
+    def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> Markup:
+        return Markup(markdown_table(header, rows))  # noqa: S704 - its cells are escaped
+
+    template = environment(autoescape=False).get_template("report.md.j2")
+    return template.render(context(report), html_name=html_name, table=table)
+
+
+def write_report(
+    paths: Sequence[Path | str], out: Path | str | None = None, thresholds: Thresholds = THRESHOLDS
+) -> tuple[Path, Path]:
+    """Write report.html (default: in the first directory given) and report.md beside it."""
+    if not paths:
+        raise UsageError("give at least one run or sweep directory")
+    report = build_report(paths, thresholds)
+    html_path = Path(out) if out is not None else Path(paths[0]) / "report.html"
+    md_path = html_path.with_suffix(".md")
+    try:
+        html_path.parent.mkdir(parents=True, exist_ok=True)
+        html_path.write_text(render_html(report), encoding="utf-8")
+        md_path.write_text(render_markdown(report, html_path.name), encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"cannot write the report to {html_path}: {e.strerror or e}") from None
+    return html_path, md_path

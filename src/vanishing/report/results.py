@@ -1,0 +1,377 @@
+"""The results the report reads, as a small data model of its own: each run directory's records
+(`RunRecords`), the groups of finished runs of one activation at one setting (`Group`), and the
+lines over depth that the depth figures draw (`DepthSeries`). Settings, their order and their
+names live here too."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vanishing import stats
+from vanishing.activations import ACTIVATIONS, Activation
+
+# A grid point: the config keys a sweep varies or fixes, the seed aside (it varies within).
+POINT_KEYS = ("dataset", "hidden", "activation", "init", "optimizer", "lr", "batch_size", "epochs")
+# A setting: a grid point without the activation, the runs that the activations are compared on.
+SETTING_KEYS = tuple(key for key in POINT_KEYS if key != "activation")
+HIDDEN = SETTING_KEYS.index("hidden")
+DATASET = SETTING_KEYS.index("dataset")
+
+
+def numbers(values: Iterable[Any]) -> np.ndarray:
+    """A list of record numbers (None for non-finite) as a float array with nan."""
+    return np.array([math.nan if v is None else v for v in values], dtype=float)
+
+
+def underflowed(ratios: Sequence[float | None]) -> bool:
+    """Every seed's layer-1 gradient at step 0 is exactly 0: it underflowed in float32, a ratio
+    the geometric mean (over positive values) cannot average."""
+    return bool(ratios) and all(r == 0 for r in ratios)
+
+
+@dataclass(frozen=True)
+class RunRecords:
+    """One run directory's records; `result` is None while the run has not finished."""
+
+    path: Path
+    config: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    result: dict[str, Any] | None
+
+    @property
+    def status(self) -> str:
+        return "unfinished" if self.result is None else str(self.result.get("status"))
+
+    @property
+    def finished(self) -> dict[str, Any]:
+        """result.json of a run that has finished (groups hold no other)."""
+        if self.result is None:
+            raise ValueError(f"{self.path} has not finished: no result.json")
+        return self.result
+
+    def rows(self, kind: str) -> list[dict[str, Any]]:
+        """The metrics rows of one kind ("probe" or "epoch")."""
+        return [row for row in self.metrics if row.get("kind") == kind]
+
+
+@dataclass(frozen=True)
+class Group:
+    """The finished runs of one activation at one setting, over seeds."""
+
+    activation: Activation
+    runs: tuple[RunRecords, ...]
+    label: str
+    setting: tuple[Any, ...] = ()  # the runs' values of SETTING_KEYS, hidden as a tuple
+    color: str = "C0"  # the activation's colour, the same in every figure
+
+    @property
+    def ok(self) -> tuple[RunRecords, ...]:
+        return tuple(r for r in self.runs if r.status == "ok")
+
+    @property
+    def hidden(self) -> tuple[int, ...]:
+        return tuple(self.runs[0].config["hidden"])  # a list of ints: `loading` checks
+
+    @property
+    def depth(self) -> int:
+        """The number of hidden layers."""
+        return len(self.hidden)
+
+    @property
+    def setting_label(self) -> str:
+        """The label without the activation: 'depth 5, init kaiming', '' when one setting."""
+        return self.label.removeprefix(self.activation.label).removeprefix(", ")
+
+    @property
+    def accuracies(self) -> list[float]:
+        return stats.finite(r.finished["test_accuracy"] for r in self.ok)
+
+    @property
+    def seed_accuracies(self) -> list[tuple[Any, float]]:
+        """(seed, test accuracy) of the runs that finished without diverging."""
+        return [
+            (r.config.get("seed"), r.finished["test_accuracy"])
+            for r in self.ok
+            if r.finished["test_accuracy"] is not None
+        ]
+
+    @property
+    def accuracy(self) -> stats.Summary:
+        """Test accuracy over seeds: mean, std and confidence interval."""
+        return stats.summarize(self.accuracies)
+
+    def unit_share(self, key: str) -> stats.Summary:
+        """Over seeds, the percent of all hidden units that are dead or of (sample, unit) pairs
+        that are saturated (`key`), from result.json's per-layer fractions."""
+        return stats.summarize(
+            stats.percent_of_units(r.finished.get(key), self.hidden) for r in self.ok
+        )
+
+    @property
+    def health_key(self) -> str | None:
+        """Which failure to watch: dead units for rectifiers, saturation for the others."""
+        family = self.activation.family
+        if family == "rectifier":
+            return "dead_fraction"
+        return None if family == "linear" else "saturated_fraction"
+
+    @property
+    def init_ratios(self) -> list[float | None]:
+        """Each run's layer-1 / output gradient norm at step 0 (None where not finite)."""
+        return [r.finished.get("vanishing_ratio_init") for r in self.runs]
+
+    @property
+    def vanishing_ratio_init(self) -> float:
+        """Geometric mean over seeds of layer-1 / output gradient norm at step 0."""
+        return stats.geometric_mean(self.init_ratios)
+
+    @property
+    def ratio_underflow(self) -> bool:
+        """The layer-1 gradient at step 0 underflowed to 0 at every seed (`underflowed`)."""
+        return underflowed(self.init_ratios)
+
+    def epoch_series(self, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(epochs, mean, std over seeds) of one history field; std nan with one seed."""
+        by_epoch: dict[int, list[float | None]] = {}
+        for run in self.ok:
+            for row in run.finished.get("history", []):
+                by_epoch.setdefault(row["epoch"], []).append(row.get(key))
+        epochs = sorted(by_epoch)
+        summaries = [stats.summarize(by_epoch[e]) for e in epochs]
+        mean = np.array([s.mean for s in summaries], dtype=float)
+        std = np.array([s.std for s in summaries], dtype=float)
+        return np.array(epochs, dtype=float), mean, std
+
+    def probe_series(self, key: str, geometric: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values of shape (steps, layers)) of a per-layer probe field, mean over seeds."""
+        return self._series("probe", key, geometric)
+
+    def epoch_layers(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values (epochs, layers)) of a per-layer epoch-end field, mean over seeds."""
+        return self._series("epoch", key, False)
+
+    def _series(self, kind: str, key: str, geometric: bool) -> tuple[np.ndarray, np.ndarray]:
+        by_step: dict[int, list[np.ndarray]] = {}
+        for run in self.ok or self.runs:  # all diverged: still show what was measured
+            for row in run.rows(kind):
+                if row.get(key) is not None:
+                    by_step.setdefault(row["step"], []).append(numbers(row[key]))
+        steps = sorted(s for s, v in by_step.items() if len({len(x) for x in v}) == 1)
+        if not steps:
+            return np.zeros(0), np.zeros((0, 0))
+        values = [stats.mean_over_runs(np.stack(by_step[s]), geometric) for s in steps]
+        if len({len(v) for v in values}) != 1:
+            return np.zeros(0), np.zeros((0, 0))
+        return np.array(steps, dtype=float), np.stack(values)
+
+    def result_layers(
+        self, key: str, runs: Sequence[RunRecords], geometric: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mean, min, max over runs) of a per-layer result.json field."""
+        lists = [numbers(r.finished.get(key) or []) for r in runs]
+        lists = [x for x in lists if x.size]
+        if not lists or len({len(x) for x in lists}) != 1:
+            return np.full(1, math.nan), np.full(1, math.nan), np.full(1, math.nan)
+        stack = np.stack(lists)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a layer never measured: nan
+            return stats.mean_over_runs(stack, geometric), np.nanmin(stack, 0), np.nanmax(stack, 0)
+
+
+def setting_of(config: dict[str, Any]) -> tuple[Any, ...]:
+    """The run's setting: its values of SETTING_KEYS, hashable (hidden as a tuple)."""
+    values = []
+    for key in SETTING_KEYS:
+        value = config.get(key)
+        if key == "hidden":
+            value = tuple(config["hidden"])  # a list of ints: `loading` checks
+        elif not isinstance(value, (str, int, float, bool, type(None))):
+            value = json.dumps(value, sort_keys=True)  # odd records: still one setting each
+        values.append(value)
+    return tuple(values)
+
+
+def setting_order(setting: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Sort key of a setting: shallowest first, then the other axes (numbers before text)."""
+    hidden = setting[HIDDEN]
+    rest = [v for i, v in enumerate(setting) if i != HIDDEN]
+    return (
+        len(hidden),
+        hidden,
+        *[
+            (0, v, "")
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+            else (1, 0, str(v))
+            for v in rest
+        ],
+    )
+
+
+def axes_of(setting: tuple[Any, ...]) -> dict[str, Any]:
+    """A setting as readable axes: depth and width for equal widths, else the widths joined."""
+    values = dict(zip(SETTING_KEYS, setting, strict=True))
+    hidden = values.pop("hidden")
+    if len(set(hidden)) == 1:
+        return {"depth": len(hidden), "width": hidden[0], **values}
+    return {"depth": len(hidden), "widths": "-".join(map(str, hidden)), **values}
+
+
+# How a varying axis reads in a label, in label order.
+AXIS_WORDS = {
+    "depth": "depth {}",
+    "width": "width {}",
+    "widths": "{}",
+    "init": "init {}",
+    "optimizer": "{}",
+    "lr": "lr {}",
+    "epochs": "{} epochs",
+    "batch_size": "batch {}",
+    "dataset": "{}",
+}
+
+
+def namer(items: Sequence[dict[str, Any]]) -> Callable[[dict[str, Any]], str]:
+    """Names for axes dicts that say only what varies among `items`: 'depth 5, sgd, lr 0.1'."""
+    varying = [
+        key
+        for key in AXIS_WORDS
+        if len({json.dumps(item.get(key), default=str) for item in items}) > 1
+    ]
+
+    def name(item: dict[str, Any]) -> str:
+        words = []
+        for key in varying:
+            value = item.get(key)
+            if value is None or (key == "depth" and "widths" in item):  # the widths say it
+                continue
+            value = f"{value:g}" if isinstance(value, float) else value
+            words.append(AXIS_WORDS[key].format(value))
+        return ", ".join(words)
+
+    return name
+
+
+def make_groups(runs: Sequence[RunRecords]) -> tuple[list[Group], list[str]]:
+    """Finished runs grouped by activation and setting, in registry order, shallowest first;
+    labels name the setting only where settings differ; notes on configs that differ within."""
+    keyed: dict[tuple[str, tuple[Any, ...]], list[RunRecords]] = {}
+    for run in runs:
+        if run.result is not None:
+            key = (run.config["activation"], setting_of(run.config))
+            keyed.setdefault(key, []).append(run)
+    order = list(ACTIVATIONS)
+    keys = sorted(keyed, key=lambda k: (order.index(k[0]), setting_order(k[1])))
+    names = list(dict.fromkeys(name for name, _ in keys))
+    palette = {name: f"C{i % 10}" for i, name in enumerate(names)}
+    describe = namer([axes_of(setting) for _, setting in keys])
+    groups, notes = [], []
+    for name, setting in keys:
+        words = describe(axes_of(setting))
+        label = ACTIVATIONS[name].label + (f", {words}" if words else "")
+        group_runs = sorted(keyed[(name, setting)], key=lambda r: (r.config.get("seed", 0), r.path))
+        groups.append(Group(ACTIVATIONS[name], tuple(group_runs), label, setting, palette[name]))
+        ignored = {"seed", "device"}
+        differ = sorted(
+            k
+            for k in {k for r in group_runs for k in r.config} - ignored
+            if len({json.dumps(r.config.get(k)) for r in group_runs}) > 1
+        )
+        if differ:
+            notes.append(f"the {label} runs differ in {', '.join(differ)}: compare with care")
+    return groups, notes
+
+
+def by_setting(groups: Sequence[Group]) -> dict[tuple[Any, ...], list[Group]]:
+    """The groups of each setting, settings shallowest first, activations in registry order."""
+    settings: dict[tuple[Any, ...], list[Group]] = {}
+    for group in sorted(groups, key=lambda g: setting_order(g.setting)):  # stable sort
+        settings.setdefault(group.setting, []).append(group)
+    return settings
+
+
+def representative_settings(settings: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The settings the per-layer figures are drawn for: the shallowest, and the deepest with
+    the same other axes (else the first deepest); without depths, the first and the last."""
+    ordered = sorted(settings, key=setting_order)
+    if len(ordered) <= 1:
+        return ordered
+    first = ordered[0]
+
+    def others(setting: tuple[Any, ...]) -> dict[str, Any]:
+        return {k: v for k, v in axes_of(setting).items() if k != "depth"}
+
+    deepest = [s for s in ordered if len(s[HIDDEN]) == len(ordered[-1][HIDDEN])]
+    last = next((s for s in deepest if others(s) == others(first)), deepest[0])
+    return [first, last if last != first else ordered[-1]]
+
+
+@dataclass(frozen=True)
+class DepthSeries:
+    """One line of the depth figures: an activation at one setting of the other axes."""
+
+    label: str
+    activation: Activation
+    color: str
+    style: int  # which setting of the other axes: line style and marker
+    groups: tuple[Group, ...]  # shallowest first
+
+    @property
+    def dataset(self) -> Any:
+        return self.groups[0].setting[DATASET]
+
+    @property
+    def health_key(self) -> str | None:
+        return self.groups[0].health_key
+
+    @property
+    def depths(self) -> np.ndarray:
+        return np.array([g.depth for g in self.groups], dtype=float)
+
+    def accuracy(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std over seeds) of test accuracy at each depth."""
+        summaries = [g.accuracy for g in self.groups]
+        return np.array([s.mean for s in summaries]), np.array([s.std for s in summaries])
+
+    def ratio(self) -> np.ndarray:
+        """Layer-1 / output gradient ratio at initialisation (geometric mean) at each depth; 0
+        where it underflowed at every seed."""
+        return np.array([0.0 if g.ratio_underflow else g.vanishing_ratio_init for g in self.groups])
+
+    def units(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std over seeds) of the percent of dead or saturated units at each depth."""
+        if self.health_key is None:
+            nan = np.full(len(self.groups), math.nan)
+            return nan, nan
+        summaries = [g.unit_share(self.health_key) for g in self.groups]
+        return np.array([s.mean for s in summaries]), np.array([s.std for s in summaries])
+
+
+def depth_series(groups: Sequence[Group]) -> list[DepthSeries]:
+    """The groups as lines over depth: one per activation and setting of the other axes."""
+    keyed: dict[tuple[str, str], list[Group]] = {}
+    others: dict[str, dict[str, Any]] = {}
+    for group in groups:  # registry order, then shallowest first
+        other = {k: v for k, v in axes_of(group.setting).items() if k not in ("depth", "widths")}
+        text = json.dumps(other, sort_keys=True, default=str)
+        others.setdefault(text, other)
+        keyed.setdefault((group.activation.name, text), []).append(group)
+    style = {text: i for i, text in enumerate(others)}
+    describe = namer(list(others.values()))
+    series = []
+    for (_, text), members in keyed.items():
+        words = describe(others[text])
+        first = members[0]
+        label = first.activation.label + (f" ({words})" if words else "")
+        members = sorted(members, key=lambda g: setting_order(g.setting))
+        series.append(
+            DepthSeries(label, first.activation, first.color, style[text], tuple(members))
+        )
+    return series

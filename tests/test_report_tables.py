@@ -1,0 +1,200 @@
+"""The tables read from records (a compare's summary, a sweep's CSVs), one mark for a missing
+number in every table, the page's escaping, and the report package's imports."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from scipy import stats as scipy_stats
+
+from test_report import make_sweep, write_run
+from vanishing import records, report
+from vanishing.definitions import DEFINITIONS
+from vanishing.report import formats, loading, summary
+from vanishing.report.figures import FigureBlock
+
+RELU = [0.980, 0.981, 0.979]
+SIGMOID = [0.950, 0.955, 0.946]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def compared(tmp_path) -> list[Path]:
+    """A compare's run directories, in the order it ran them: relu and sigmoid over three seeds,
+    and a tanh run that diverged."""
+    root = make_sweep(tmp_path / "cmp", {"relu": RELU, "sigmoid": SIGMOID})
+    write_run(root / "tanh-seed0", "tanh", 0, 0.0, diverged=True)
+    return [root / f"{name}-seed{seed}" for name in ("relu", "sigmoid") for seed in range(3)] + [
+        root / "tanh-seed0"
+    ]
+
+
+def test_compare_table_and_summary_csv(compared, tmp_path):
+    runs, notes = loading.load_runs(compared)
+    assert notes == []
+    rows = summary.summary_rows(runs)
+    assert [r["activation"] for r in rows] == ["relu", "sigmoid", "tanh"]  # the order they ran
+
+    # By hand: RELU_DEAD after epoch 2 is 0, 10 % and 31 % of 8, 6 and 4 units; every layer-1
+    # gradient is scaled by 1, 2 and 1/2 over the seeds, so the geometric mean ratio is the base's.
+    lines = summary.format_summary(rows).splitlines()
+    assert lines[0].split("  ")[0] == "activation"
+    assert lines[1].replace(" ", "").strip("-") == ""
+    assert " ".join(lines[2].split()) == "ReLU 98.00 ± 0.10 0.2000 1.5 1.67e+00 10.2 -"
+    assert " ".join(lines[3].split()) == "Sigmoid 95.03 ± 0.45 0.2000 1.5 3.00e-04 - 20.0"
+    # The diverged run: no accuracy, loss or time; its ratio at init was measured all the same.
+    assert " ".join(lines[4].split()) == "Tanh – (1 diverged) – – 1.25e-01 - –"
+    assert len({len(line) for line in lines}) == 1  # aligned
+
+    path = tmp_path / "summary.csv"
+    summary.write_summary_csv(path, rows)
+    written = read_csv(path)
+    assert tuple(written[0]) == summary.SUMMARY_FIELDS  # ratio_underflow is the table's only
+    relu, sigmoid, tanh = written
+    assert float(relu["test_accuracy_mean"]) == pytest.approx(sum(RELU) / 3)
+    assert float(relu["test_accuracy_std"]) == pytest.approx(scipy_stats.tstd(RELU))
+    assert float(relu["dead_percent"]) == pytest.approx(100 * (0.1 * 6 + 0.31 * 4) / 18)
+    assert float(sigmoid["vanishing_ratio_init"]) == pytest.approx(3e-4)
+    assert float(sigmoid["saturated_percent"]) == pytest.approx(100 * (0.8 + 1.2 + 1.6) / 18)
+    assert (tanh["runs"], tanh["diverged"], tanh["test_accuracy_mean"]) == ("1", "1", "nan")
+
+
+def test_a_missing_number_reads_the_same_in_every_table(compared):
+    built = report.build_report([compared[-1].parent], figures=False)
+    page, markdown = report.render_html(built), report.render_markdown(built)
+    (row,) = [r for r in summary.summary_rows(built.runs) if r["activation"] == "tanh"]
+    text = summary.format_summary([row]).splitlines()[2]
+    missing = formats.MISSING
+    assert f"{missing} (1 diverged)" in text
+    assert f"<td>Tanh</td><td>1</td><td>{missing} (1 diverged)</td><td>{missing}</td>" in page
+    assert f"| Tanh | 1 | {missing} (1 diverged) | {missing} | {missing} |" in markdown
+    assert "nan" not in text + page + markdown
+
+
+def test_one_seed_has_no_spread_in_the_summary(tmp_path):
+    write_run(tmp_path / "relu-seed0", "relu", 0, 0.97)
+    (row,) = summary.summary_rows(loading.load_runs([tmp_path])[0])
+    assert row["test_accuracy_mean"] == 0.97 and math.isnan(row["test_accuracy_std"])
+    assert summary.summary_cells(row)[1] == "97.00"  # no "±" with one seed
+
+
+def failed_run(run_dir: Path, config: dict) -> Path:
+    """A run that raised, as a sweep records it: result.json only, without a config.json."""
+    run_dir.mkdir(parents=True)
+    result = {
+        "status": "failed",
+        "error": "RuntimeError: boom",
+        "config": config,
+        "test_accuracy": None,
+        "test_loss": None,
+        "history": [],
+        "versions": {},
+        "run_dir": str(run_dir),
+    }
+    records.write_json(run_dir / records.RESULT, result)
+    return run_dir
+
+
+def test_tabulate_writes_runs_points_and_pairs(compared, tmp_path):
+    root = compared[0].parent
+    config = records.read_json(compared[0] / records.CONFIG)
+    failed = failed_run(root / "relu-seed3", {**config, "seed": 3})
+    write_run(root / "sigmoid-seed5", "sigmoid", 5, 0.9, finished=False)
+    run_dirs = [*compared, failed, root / "sigmoid-seed5"]
+    out = tmp_path / "tables"
+    out.mkdir()
+
+    rows = summary.tabulate(out, run_dirs)
+    written = read_csv(out / "runs.csv")
+    assert len(rows) == len(written) == 8  # the unfinished run is left out
+    assert [r["run_dir"] for r in written] == [d.name for d in run_dirs[:-1]]
+    first = written[0]
+    assert (first["activation"], first["hidden"], first["depth"], first["width"]) == (
+        "relu",
+        "8-6-4",
+        "3",
+        "",  # widths differ: no single width
+    )
+    assert (first["status"], first["test_accuracy"], first["epochs_completed"]) == (
+        "ok",
+        "0.98",
+        "2",
+    )
+    assert float(first["dead_percent"]) == pytest.approx(100 * (0.1 * 6 + 0.31 * 4) / 18)
+    lost = written[7]
+    assert (lost["status"], lost["error"], lost["test_accuracy"], lost["dead_percent"]) == (
+        "failed",
+        "RuntimeError: boom",
+        "",
+        "",
+    )
+
+    points = {p["activation"]: p for p in read_csv(out / "points.csv")}
+    assert (points["relu"]["runs"], points["relu"]["ok"]) == ("4", "3")  # the failed one counts
+    low, high = scipy_stats.t.interval(0.95, 2, loc=sum(RELU) / 3, scale=scipy_stats.sem(RELU))
+    assert float(points["relu"]["test_accuracy_ci_low"]) == pytest.approx(low)
+    assert float(points["relu"]["test_accuracy_ci_high"]) == pytest.approx(high)
+    assert points["tanh"]["ok"] == "0" and points["tanh"]["test_accuracy_mean"] == "nan"
+
+    (pair,) = read_csv(out / "pairs.csv")  # tanh has no finished accuracy to pair
+    expected = scipy_stats.ttest_rel(RELU, SIGMOID)
+    assert (pair["a"], pair["b"], pair["seeds"], pair["significant"]) == (
+        "relu",
+        "sigmoid",
+        "3",
+        "True",
+    )
+    assert float(pair["p"]) == pytest.approx(expected.pvalue)
+    assert float(pair["t"]) == pytest.approx(expected.statistic)
+
+
+def test_attributes_and_markdown_tables_are_escaped(tmp_path):
+    odd = tmp_path / 'a"b|c'
+    write_run(odd / "relu-seed0", "relu", 0, 0.97)
+    evil = '"><script>alert(1)</script>'
+    built = report.build_report([odd], figures=False)
+    block = FigureBlock(evil, evil, evil, b"\x89PNG", section=(evil, evil))
+    page = report.render_html(dataclasses.replace(built, figures=[block]))
+    markdown = report.render_markdown(built)
+    assert "<script" not in page and 'id=""><' not in page
+    assert 'id="&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"' in page
+    assert "<code>" + str(odd).replace('"', "&#34;") + "</code>" in page
+    assert "| " + str(odd).replace("|", "\\|") + "/relu-seed0 | ReLU | 0 | ok |" in markdown
+
+
+def test_the_page_quotes_every_definition(tmp_path):
+    write_run(tmp_path / "relu-seed0", "relu", 0, 0.97)
+    built = report.build_report([tmp_path], figures=False)
+    page = report.render_html(built)
+    probe = records.read_metrics(tmp_path / "relu-seed0")[0]
+    for name, meaning in DEFINITIONS:
+        assert name in probe  # a field the probes write
+        assert f"<li><code>{name}</code>: {meaning.replace(chr(39), '&#39;')}</li>" in page
+
+
+def test_the_report_imports_no_training_module():
+    """Presenting reads records only; and a summary table loads neither matplotlib nor jinja2."""
+    code = (
+        "import sys\n"
+        "import vanishing.report.summary\n"
+        "print(','.join(sorted({'matplotlib', 'jinja2'} & set(sys.modules))))\n"
+        "from vanishing.report import render\n"
+        "print(','.join(sorted(m for m in sys.modules if m.startswith('vanishing.'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    heavy, modules = done.stdout.splitlines()
+    assert heavy == ""
+    loaded = {name.removeprefix("vanishing.") for name in modules.split(",")}
+    training = {"train", "compare", "sweep", "group", "pool", "probes", "runs", "cli"}
+    assert not loaded & training, loaded & training
+    assert {"report.render", "report.plots", "report.summary", "records", "stats"} <= loaded
