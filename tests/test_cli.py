@@ -227,3 +227,21 @@ def test_damaged_checkpoint(capsys, tiny_dir, tmp_path):
     assert code == 2
     assert last.startswith("vanishing train: error: ") and "not a readable checkpoint (" in last
     assert "checkpoint.pt" in last
+
+
+def test_a_batch_larger_than_the_training_set_is_refused(capsys, tiny_dir, tmp_path):
+    argv = ["train", "--data-dir", str(tiny_dir), "--out", str(tmp_path / "o"), *TINY]
+    code = main([*argv, "--batch-size", "321"])  # the tiny training set has 320 images
+    stderr = capsys.readouterr().err
+    assert code == 2 and stderr.strip().splitlines()[-1] == (
+        "vanishing train: error: --batch-size 321 is larger than the training set (320 images "
+        "of mnist); at most 320"
+    )
+    assert not list((tmp_path / "o").glob("*/result.json"))
+
+
+def test_version():
+    done = subprocess.run(
+        [sys.executable, "-m", "vanishing", "--version"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.strip().startswith("vanishing 0.")

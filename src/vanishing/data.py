@@ -40,6 +40,7 @@ from vanishing.idx import (
     read_idx,
     read_limited,
 )
+from vanishing.records import write_atomic
 
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 Arrays = dict[str, np.ndarray]
@@ -486,18 +487,12 @@ def read_cache(spec: DatasetSpec, cache_dir: Path) -> Arrays | None:
 
 
 def write_cache(spec: DatasetSpec, cache_dir: Path, arrays: Arrays) -> None:
-    """Store the arrays as plain IDX files; each written to a temporary name, then renamed."""
+    """Store the arrays as plain IDX files, each written atomically (`records.write_atomic`)."""
     folder = cache_dir / spec.name
     folder.mkdir(parents=True, exist_ok=True)
     for role, name in spec.files.items():
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(idx_bytes(arrays[role]))
-            os.replace(tmp, folder / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        content = idx_bytes(arrays[role])
+        write_atomic(folder / name, lambda f, content=content: f.write(content))
 
 
 def to_dataset(spec: DatasetSpec, arrays: Arrays, source: str, verified: bool) -> Dataset:

@@ -13,7 +13,7 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,13 +91,16 @@ def dumps(value: Any, indent: int | None = None) -> str:
 
 
 def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write a file atomically: `write` fills a temporary file in the same directory, then rename.
+    """Write a file atomically: `write` fills a temporary file in the same directory, synced to
+    disk, then renamed over `path`. The file gets the mode any new file gets (0666 less the
+    umask), like metrics.jsonl, so a results folder shared with a group is readable throughout.
 
     An OSError (a full disk) becomes a WriteError naming `path`; the old file, if any, stays.
     """
     path = Path(path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as e:
         raise write_error(path, e) from None
     try:
@@ -107,7 +110,7 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) and not isinstance(e, WriteError):
             raise write_error(path, e) from None
         raise

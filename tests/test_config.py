@@ -1,0 +1,147 @@
+"""Every training setting is declared once, on TrainConfig: each field reaches `train --help`,
+`compare --help`, `sweep --help`, the command line's configs, TOML and the sweep tables by itself.
+
+These tests walk the config's fields, so a field added to TrainConfig is checked here with no
+change to this file; a field the derivations miss fails them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+
+import pytest
+
+from vanishing import cli, records, sweep
+from vanishing.config import TrainConfig, choices_of, kind_of, settings, shown
+
+FIELDS = [setting.name for setting in settings()]
+
+
+def field(name: str) -> dataclasses.Field:
+    return next(setting for setting in settings() if setting.name == name)
+
+
+def other_value(setting: dataclasses.Field):
+    """A valid value other than the default, as Python and as the command line writes it."""
+    default, kind = setting.default, kind_of(setting)
+    if choices_of(setting.name):
+        value = next(c for c in choices_of(setting.name) if c != default)
+        if setting.name == "device":
+            value = "cpu"  # a valid choice on every machine
+    elif kind is tuple:
+        value = (8, 4)
+    elif kind is bool:
+        value = not default
+    elif kind is int:
+        value = default + 1
+    else:
+        value = default / 2 if default else 0.5
+    return value, shown(value)
+
+
+def help_of(command: str) -> str:
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command")  # noqa: SLF001
+    return " ".join(subparsers.choices[command].format_help().split())
+
+
+@pytest.mark.parametrize("name", FIELDS)
+def test_every_field_has_help_and_a_declared_group(name):
+    meta = field(name).metadata
+    assert meta["help"] and meta["group"] in ("model", "optimisation", "measurement", "data")
+    assert meta["values"], "an axis needs default values"
+
+
+@pytest.mark.parametrize("name", FIELDS)
+@pytest.mark.parametrize("command", ["train", "compare", "sweep"])
+def test_every_field_is_an_option_with_its_default_in_help(command, name):
+    setting = field(name)
+    axis = setting.metadata["axis"]
+    lists = {"train": (), "compare": cli.COMPARE_AXES, "sweep": FIELDS}[command]
+    text = help_of(command)
+    if name in lists and axis:
+        assert f"--{axis.replace('_', '-')} " in text
+        assert f"(default: {shown(setting.metadata['values'])}" in text
+    else:
+        assert f"--{name.replace('_', '-')} " in text
+        assert f"(default: {shown(setting.default)}" in text
+
+
+@pytest.mark.parametrize("name", FIELDS)
+def test_every_field_given_on_the_command_line_reaches_the_config(name, tmp_path):
+    setting = field(name)
+    value, text = other_value(setting)
+    argv = ["train", f"--{name.replace('_', '-')}", text]
+    if name == "momentum":
+        argv += ["--optimizer", "sgd"]
+    args = cli.build_parser().parse_args(argv)
+    (config,) = cli.training_configs(args)
+    assert getattr(config, name) == value
+    unchanged = {f: getattr(TrainConfig(), f) for f in FIELDS if f not in (name, "optimizer")}
+    assert {f: getattr(config, f) for f in unchanged} == unchanged
+
+
+@pytest.mark.parametrize("name", FIELDS)
+def test_every_field_is_a_toml_key_and_a_sweep_option(name):
+    setting = field(name)
+    value, text = other_value(setting)
+    axis = setting.metadata["axis"]
+    key = axis or name
+    toml_value = [value] if axis else (list(value) if isinstance(value, tuple) else value)
+    spec = sweep.spec_from_dict({key: toml_value})
+    assert {getattr(c, name) for c in sweep.expand(spec)} == {value}
+    assert key in sweep.spec_from_dict({}).to_dict()  # sweep.json and presets use the same keys
+    option = f"--{key.replace('_', '-')}"
+    args = cli.build_parser().parse_args(["sweep", option, text])
+    assert {getattr(c, name) for c in sweep.expand(cli.sweep_spec(args))} == {value}
+
+
+def test_an_axis_takes_several_values_and_the_grid_is_their_product():
+    axes = {s.name: s for s in settings() if s.metadata["axis"]}
+    spec = sweep.spec_from_dict({"activations": ["relu", "tanh"], "seeds": [0, 1, 2]})
+    configs = sweep.expand(spec)
+    assert len(configs) == 6 and {(c.activation, c.seed) for c in configs} == {
+        (a, s) for a in ("relu", "tanh") for s in (0, 1, 2)
+    }
+    assert set(axes) >= {"activation", "seed", "init", "optimizer", "lr"}
+
+
+def test_the_sweep_tables_have_a_column_per_field(tiny_dir, tmp_path):
+    spec = sweep.spec_from_dict(
+        {
+            "activations": ["relu"],
+            "depths": [1],
+            "widths": [8],
+            "seeds": [0],
+            "epochs": 1,
+            "batch_size": 32,
+            "probe_every": 5,
+            "probe_size": 32,
+            "device": "cpu",
+        }
+    )
+    out = tmp_path / "out"
+    outcome = sweep.run_sweep(
+        spec, out, workers=1, data_options={"data_dir": tiny_dir, "verify": False}
+    )
+    header = (out / "runs.csv").read_text().splitlines()[0].split(",")
+    assert set(FIELDS) <= set(header)
+    assert outcome.ran == 1
+
+
+def test_records_are_written_with_the_umask_mode(tiny_dir, tmp_path):
+    out = tmp_path / "out"
+    previous = os.umask(0o022)
+    try:
+        spec = sweep.spec_from_dict(
+            {"activations": ["relu"], "depths": [1], "widths": [8], "seeds": [0], "epochs": 1}
+        )
+        sweep.run_sweep(spec, out, workers=1, data_options={"data_dir": tiny_dir, "verify": False})
+    finally:
+        os.umask(previous)
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    for name in (records.CONFIG, records.METRICS, records.RESULT):
+        assert stat.S_IMODE((run_dir / name).stat().st_mode) == 0o644, name
+    assert stat.S_IMODE((out / "sweep.json").stat().st_mode) == 0o644
