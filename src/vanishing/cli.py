@@ -19,6 +19,7 @@ from vanishing.config import TrainConfig, axes, help_text, kind_of, settings
 from vanishing.devices import resolve_device
 from vanishing.errors import UsageError
 from vanishing.model import DEFAULT_WIDTH, hidden_widths, parse_hidden
+from vanishing.report import loading, summary
 from vanishing.runs import BACKENDS, WorkerError, workers_for
 
 COMPARE_AXES = ("activation", "seed")  # compare trains every activation x seed
@@ -399,14 +400,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     results = run_runs(args, training_configs(args, COMPARE_AXES), args.out)
     if results is None:
         return 130
-    rows = compare.summarize(results)
-    compare.write_summary_csv(Path(args.out) / "summary.csv", rows)
+    # The table and the report read back exactly these runs' records.
+    run_dirs = [r.run_dir for r in results]
+    runs, _ = loading.load_runs(run_dirs)
+    rows = summary.summary_rows(runs)
+    summary.write_summary_csv(Path(args.out) / "summary.csv", rows)
     print()
-    print(compare.format_table(rows))
-    # The report reads back exactly these runs' records, after the table is safely printed.
-    from vanishing import report  # matplotlib and scipy load only when a report is drawn
+    print(summary.format_summary(rows))
+    from vanishing import report  # matplotlib and jinja2 load only when a report is drawn
 
-    html, _ = report.write_report([r.run_dir for r in results], Path(args.out) / "report.html")
+    html, _ = report.write_report(run_dirs, Path(args.out) / "report.html")
     print(f"\nruns and summary.csv in {args.out}; report in {html}")
     return 0
 

@@ -5,17 +5,7 @@ training can write them straight into `metrics.jsonl`. Lists are per layer, inpu
 The `*_group` functions measure every model of a `model.GroupedMLP` at once, each model on its
 own slice: the same numbers as the single-model functions, per model.
 
-Definitions (the report quotes them):
-- `grad_norms`: L2 norm of dLoss/dW for each Linear layer (hidden layers, then the output layer),
-  the loss being the mean cross-entropy over the probe batch.
-- `signal_norms`: L2 norm of dLoss/dh for each hidden layer's output h (the back-propagated signal).
-- `vanishing_ratio`: grad_norms[0] / grad_norms[-1], first layer over last (output) layer.
-  Between them lie one activation derivative per hidden layer, so sigmoid's bound is (1/4)^L.
-- `saturated_fraction`: share of (sample, unit) pairs whose activation derivative is below
-  SATURATION_FRACTION (10 %) of the activation's maximum derivative.
-- `dead_fraction`: share of units whose output is exactly zero for every sample of the batch
-  (for the whole training set at epoch ends: see `dead_units`).
-- `update_ratio`: ||W_after - W_before|| / ||W_before|| of one optimizer step, per layer.
+What each measurement means, in the words the report quotes, is `vanishing.definitions`.
 """
 
 from __future__ import annotations

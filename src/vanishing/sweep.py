@@ -15,25 +15,24 @@ trains, so that sweeps sharing a directory split its runs.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import itertools
 import json
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from vanishing import records, stats
-from vanishing.compare import weighted_percent
+from vanishing import records
 from vanishing.config import TrainConfig, kind_of, settings
 from vanishing.data import Dataset
 from vanishing.errors import UsageError, choices_error
 from vanishing.model import DEFAULT_WIDTH
+from vanishing.report import summary
 from vanishing.runs import BACKENDS, Policy, Run, execute, group_size, is_pending, workers_for
 
 if sys.version_info >= (3, 11):
@@ -207,130 +206,6 @@ def run_name(config: TrainConfig) -> str:
     )
 
 
-def result_row(run_dir: Path) -> dict[str, Any]:
-    """One tidy row: every config field, then the result's scalar fields."""
-    result = records.read_json(run_dir / records.RESULT)
-    config = result["config"]
-    hidden = config["hidden"]
-    widths = hidden or [1]
-    row = {
-        **{k: v for k, v in config.items() if k != "hidden"},
-        "hidden": "-".join(map(str, hidden)),
-        "depth": len(hidden),
-        "width": hidden[0] if len(set(hidden)) == 1 else None,
-    }
-    dead = result.get("dead_fraction") or []
-    saturated = result.get("saturated_fraction") or []
-    row.update(
-        status=result["status"],
-        test_accuracy=result.get("test_accuracy"),
-        test_loss=result.get("test_loss"),
-        epochs_completed=len(result.get("history", [])),
-        vanishing_ratio_init=result.get("vanishing_ratio_init"),
-        dead_percent=percent_of_units(dead, widths),
-        saturated_percent=percent_of_units(saturated, widths),
-        train_seconds=result.get("train_seconds"),
-        eval_seconds=result.get("eval_seconds"),
-        error=result.get("error"),
-        run_dir=run_dir.name,
-    )
-    return row
-
-
-def percent_of_units(fractions: Sequence[float | None], widths: Sequence[int]) -> float | None:
-    """Per-layer fractions -> percent of all hidden units; None for a failed run's missing list."""
-    if not fractions or len(fractions) != len(widths) or None in fractions:
-        return None
-    return weighted_percent(fractions, widths)
-
-
-def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """A CSV with the union of the rows' keys as columns, in first-seen order."""
-    columns: list[str] = []
-    for row in rows:
-        columns += [key for key in row if key not in columns]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-POINT_KEYS = ("dataset", "hidden", "activation", "init", "optimizer", "lr", "batch_size", "epochs")
-
-
-def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per grid point (all but the seed): n, mean, std and 95 % CI of accuracy and loss."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row[k] for k in POINT_KEYS), []).append(row)
-    points = []
-    for key, group in groups.items():
-        ok = [r for r in group if r["status"] == "ok"]
-        point = dict(zip(POINT_KEYS, key, strict=True))
-        point.update(depth=group[0]["depth"], runs=len(group), ok=len(ok))
-        for metric in (
-            "test_accuracy",
-            "test_loss",
-            "vanishing_ratio_init",
-            "dead_percent",
-            "saturated_percent",
-        ):
-            summary = stats.summarize([r[metric] for r in ok if r[metric] is not None])
-            point[f"{metric}_mean"] = summary.mean
-            if metric in ("test_accuracy", "test_loss"):
-                point[f"{metric}_std"] = summary.std
-                point[f"{metric}_ci_low"] = summary.ci_low
-                point[f"{metric}_ci_high"] = summary.ci_high
-        points.append(point)
-    return points
-
-
-def paired_comparisons(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per setting, each pair of activations: a paired t-test of accuracy over shared seeds."""
-    keys = [k for k in POINT_KEYS if k != "activation"]
-    by_setting: dict[tuple, dict[str, dict[int, float]]] = {}
-    for row in rows:
-        if row["status"] != "ok" or row["test_accuracy"] is None:
-            continue
-        setting = by_setting.setdefault(tuple(row[k] for k in keys), {})
-        setting.setdefault(row["activation"], {})[row["seed"]] = row["test_accuracy"]
-    tests = []
-    for setting, by_activation in by_setting.items():
-        names = list(by_activation)
-        for i, a in enumerate(names):
-            for b in names[i + 1 :]:
-                seeds = sorted(set(by_activation[a]) & set(by_activation[b]))
-                if not seeds:
-                    continue
-                test = stats.paired_test(
-                    [by_activation[a][s] for s in seeds], [by_activation[b][s] for s in seeds]
-                )
-                tests.append(
-                    {
-                        **dict(zip(keys, setting, strict=True)),
-                        "a": a,
-                        "b": b,
-                        "seeds": len(seeds),
-                        "mean_difference": test.mean_difference,
-                        "t": test.t,
-                        "p": test.p,
-                        "significant": bool(test.significant),
-                    }
-                )
-    return tests
-
-
-def tabulate(out: Path, configs: Sequence[TrainConfig]) -> list[dict[str, Any]]:
-    """Write runs.csv, points.csv and pairs.csv for the finished runs of the grid."""
-    rows = [
-        result_row(out / run_name(c)) for c in configs if records.is_complete(out / run_name(c))
-    ]
-    write_csv(out / "runs.csv", rows)
-    write_csv(out / "points.csv", aggregate(rows))
-    write_csv(out / "pairs.csv", paired_comparisons(rows))
-    return rows
-
-
 Done = Callable[[TrainConfig, Path, str], None]
 
 
@@ -410,5 +285,5 @@ def run_sweep(
         on_done=(lambda run, status: on_done(run.config, run.run_dir, status)) if on_done else None,
         stop=stop,
     )
-    rows = tabulate(out, configs)
+    rows = summary.tabulate(out, [run.run_dir for run in runs])
     return SweepOutcome(configs, len(ran), skipped, rows)
