@@ -15,7 +15,7 @@ from typing import Any
 
 from vanishing import __version__, compare, data, records
 from vanishing.activations import ACTIVATIONS
-from vanishing.config import TrainConfig, axes, help_text, kind_of, settings
+from vanishing.config import GROUPS, TrainConfig, axes, help_text, kind_of, settings
 from vanishing.devices import resolve_device
 from vanishing.errors import UsageError
 from vanishing.model import DEFAULT_WIDTH, hidden_widths, parse_hidden
@@ -197,15 +197,6 @@ def parse_axis(setting: dataclasses.Field, text: str) -> list:
     return parse_list(text, kind_of(setting), option(setting.metadata["axis"]))
 
 
-# Where each settings group goes in --help, and what a sweep's shared settings are.
-GROUP_TITLES = {
-    "model": "model",
-    "optimisation": "optimisation",
-    "measurement": "measurement",
-    "data": "data",
-}
-
-
 def add_training_options(
     parser: argparse.ArgumentParser, lists: Sequence[str] = (), depth: bool = True
 ) -> None:
@@ -213,7 +204,7 @@ def add_training_options(
     the fields named in `lists` take comma-separated lists under their axis names (`--seeds`);
     `depth` adds --depth and --width (a sweep has its own --depths and --widths).
     Every option defaults to None: what is not given is the config's (or the sweep's) default."""
-    groups = {name: parser.add_argument_group(title) for name, title in GROUP_TITLES.items()}
+    groups = {name: parser.add_argument_group(name) for name in GROUPS}
     for setting in settings():
         meta, group = setting.metadata, groups[setting.metadata["group"]]
         if setting.name in lists:
@@ -226,6 +217,12 @@ def add_training_options(
             )
         elif setting.name == "hidden":
             group.add_argument("--hidden", metavar=meta["metavar"], help=help_text(setting))
+        elif kind_of(setting) is bool:  # --flag / --no-flag
+            group.add_argument(
+                option(setting.name),
+                action=argparse.BooleanOptionalAction,
+                help=help_text(setting),
+            )
         else:
             kind = kind_of(setting)
             group.add_argument(
