@@ -526,8 +526,9 @@ def test_paired_gaps_per_setting(depth_report):
 
 
 def test_representative_settings_keep_the_other_axes():
-    def setting(depth: int, init: str) -> tuple:
-        return ("mnist", (64,) * depth, init, "adam", 0.001, 64, 2)
+    def setting(depth: int, init: str) -> report.Setting:
+        config = {"activation": "relu", "hidden": [64] * depth, "init": init, "seed": 0}
+        return report.setting_of({**config, "optimizer": "adam", "lr": 0.001, "epochs": 2})
 
     settings = [setting(d, i) for d in (5, 2, 10) for i in ("kaiming", "default")]
     assert report.representative_settings(settings) == [

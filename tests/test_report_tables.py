@@ -1,5 +1,6 @@
-"""The tables read from records (a compare's summary, a sweep's CSVs), one mark for a missing
-number in every table, the page's escaping, and the report package's imports."""
+"""The tables read from records (a compare's summary, a sweep's CSVs), which runs make one grid
+point and how settings are named and ordered, one mark for a missing number in every table, the
+page's escaping, and the report package's imports."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from scipy import stats as scipy_stats
 from test_report import make_sweep, write_run
 from vanishing import records, report
 from vanishing.definitions import DEFINITIONS
-from vanishing.report import formats, loading, summary
+from vanishing.report import formats, loading, results, summary
 from vanishing.report.figures import FigureBlock
 
 RELU = [0.980, 0.981, 0.979]
@@ -156,6 +157,137 @@ def test_tabulate_writes_runs_points_and_pairs(compared, tmp_path):
     )
     assert float(pair["p"]) == pytest.approx(expected.pvalue)
     assert float(pair["t"]) == pytest.approx(expected.statistic)
+
+
+def configure(run_dir: Path, **changes) -> Path:
+    """Change a written run's config, in config.json and in result.json's copy, as a run with
+    those settings would have written it."""
+    config = {**records.read_json(run_dir / records.CONFIG), **changes}
+    records.write_json(run_dir / records.CONFIG, config)
+    result = records.read_json(run_dir / records.RESULT)
+    records.write_json(run_dir / records.RESULT, {**result, "config": config})
+    return run_dir
+
+
+# Accuracy per activation and seed 0, 1, 2 at each of two values of a setting; the second value
+# is 1 point better, so points that mixed the two would average them.
+BY_VALUE = {"relu": [0.980, 0.981, 0.979], "sigmoid": [0.950, 0.955, 0.946]}
+
+
+def sweep_over(root: Path, key: str, values: tuple) -> list[Path]:
+    """Run directories of ReLU and Sigmoid over three seeds at each value of one config key."""
+    return [
+        configure(
+            write_run(root / f"{name}-{i}-s{seed}", name, seed, accuracy + i / 100), **{key: value}
+        )
+        for i, value in enumerate(values)
+        for name, accuracies in BY_VALUE.items()
+        for seed, accuracy in enumerate(accuracies)
+    ]
+
+
+@pytest.mark.parametrize(
+    "key, values, words, setup",
+    [
+        ("momentum", (0.0, 0.9), ["momentum 0", "momentum 0.9"], "momentum 0.0/0.9"),
+        # A key the report has never heard of, as the next setting of the config will write it.
+        ("norm", ("none", "batch"), ["norm batch", "norm none"], "norm batch/none"),
+    ],
+    ids=["momentum", "new-key"],
+)
+def test_runs_that_differ_in_any_config_key_are_two_points(tmp_path, key, values, words, setup):
+    run_dirs = sweep_over(tmp_path / "runs", key, values)
+    out = tmp_path / "tables"
+    out.mkdir()
+    summary.tabulate(out, run_dirs)
+
+    points = read_csv(out / "points.csv")
+    # The old columns first, in their old order; then the other config keys as config.json has
+    # them (a new key last), seed and device left out; then the numbers.
+    others = ["momentum", "negative_slope", "prelu_mode", "probe_every", "probe_size"]
+    others += [] if key in others else [key]
+    keys = [*report.LEADING_KEYS, *others]
+    assert list(points[0])[: len(keys) + 2] == [*keys, "depth", "runs"]
+    assert len(points) == 4  # two activations at each of two values
+    for i, value in enumerate(values):
+        for activation, accuracies in BY_VALUE.items():
+            (point,) = [p for p in points if p["activation"] == activation and p[key] == str(value)]
+            assert point["runs"] == "3"
+            mean = sum(accuracies) / 3 + i / 100
+            assert float(point["test_accuracy_mean"]) == pytest.approx(mean)
+
+    pairs = read_csv(out / "pairs.csv")
+    assert list(pairs[0])[: len(keys)] == [*(k for k in keys if k != "activation"), "a"]
+    assert [(p["a"], p["b"], p[key], p["seeds"]) for p in pairs] == [
+        ("relu", "sigmoid", str(value), "3") for value in values
+    ]
+
+    # The report: two settings, each named by its value; activations in registry order.
+    built = report.build_report([tmp_path / "runs"], figures=False)
+    assert built.settings == 2
+    labels = [f"{name}, {word}" for name in ("Sigmoid", "ReLU") for word in words]
+    assert [g.label for g in built.groups] == labels
+    assert [gap.better.setting_label for gap in built.gaps] == words
+    markdown = report.render_markdown(built)
+    for label in labels:
+        assert f"| {label} | 3 |" in markdown
+    assert f", {setup}; seeds 0, 1, 2" in markdown  # the setup line names the axis
+
+
+def test_runs_that_differ_in_seed_and_device_only_are_one_point(tmp_path):
+    root = make_sweep(tmp_path / "runs", {"relu": RELU})
+    run_dirs = [
+        configure(root / f"relu-seed{seed}", device=device)
+        for seed, device in enumerate(("cpu", "cuda", "auto"))
+    ]
+    out = tmp_path / "tables"
+    out.mkdir()
+    summary.tabulate(out, run_dirs)
+    (point,) = read_csv(out / "points.csv")
+    assert point["runs"] == "3" and "seed" not in point and "device" not in point
+    assert float(point["test_accuracy_mean"]) == pytest.approx(sum(RELU) / 3)
+    built = report.build_report([root], figures=False)
+    assert built.settings == 1 and [g.label for g in built.groups] == ["ReLU"]
+    assert len(built.groups[0].runs) == 3
+
+
+@pytest.mark.parametrize(
+    "key, values, names",
+    [
+        ("lr", (0.1, 0.001), ["lr 0.1", "lr 0.001"]),  # a key with a word of its own
+        ("negative_slope", (0.01, 0.2), ["negative slope 0.01", "negative slope 0.2"]),
+        ("residual", (False, True), ["no residual", "residual"]),
+        ("clip_grad_norm", (None, 1.0), ["no clip grad norm", "clip grad norm 1"]),
+    ],
+)
+def test_a_setting_is_named_by_what_differs(key, values, names):
+    settings = [
+        report.setting_of(
+            {"activation": "relu", "hidden": [8], "seed": 0, "init": "default", key: v}
+        )
+        for v in values
+    ]
+    describe = results.namer([results.axes_of(s) for s in settings])
+    assert [describe(results.axes_of(s)) for s in settings] == names
+
+
+def test_settings_sort_by_depth_then_the_old_keys_then_any_other_by_name():
+    def setting(depth: int, lr: float, momentum: float, **more) -> report.Setting:
+        config = {"activation": "relu", "hidden": [8] * depth, "lr": lr, "momentum": momentum}
+        return report.setting_of({**config, "seed": 0, **more})
+
+    expected = [
+        setting(2, 0.001, 0.9),
+        setting(2, 0.1, 0.0),
+        setting(2, 0.1, 0.9),
+        setting(2, 0.1, 0.9, norm="batch"),  # a key only some records have: still comparable
+        setting(5, 0.001, 0.0),
+    ]
+    shuffled = [expected[i] for i in (4, 2, 0, 3, 1)]
+    assert sorted(shuffled, key=results.setting_order) == expected
+    assert setting(2, 0.1, 0.9) == report.setting_of(  # the same, however config.json is ordered
+        {"momentum": 0.9, "seed": 1, "lr": 0.1, "hidden": [8, 8], "device": "cpu"}
+    )
 
 
 def test_attributes_and_markdown_tables_are_escaped(tmp_path):

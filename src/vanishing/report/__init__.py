@@ -3,10 +3,11 @@ tables of numbers (a compare's summary, a sweep's CSVs) read from the same recor
 
 It reads config.json, metrics.jsonl and result.json of finished runs and never trains, so any
 page or table can be redrawn at any time; nothing here imports the training modules. Runs are
-grouped by activation and setting (a sweep's grid point without the seed); when the runs span
-several settings, as a sweep's do, the page adds figures over depth, the depth at which each
-activation stops learning and a t-test per pair of activations per setting, and draws the
-per-layer figures for two representative settings only.
+grouped by activation and setting: every key of config.json but the activation, the seed and the
+device, read from the records, so a new setting of the config groups runs without a change here.
+When the runs span several settings, as a sweep's do, the page adds figures over depth, the depth
+at which each activation stops learning and a t-test per pair of activations per setting, and
+draws the per-layer figures for two representative settings only.
 
 The modules, in the order the data flows:
 - `results`: the data model (RunRecords, Group, DepthSeries; settings, their order and names);
@@ -43,8 +44,10 @@ EXPORTS = {
     "RunRecords": "results",
     "Group": "results",
     "DepthSeries": "results",
-    "POINT_KEYS": "results",
-    "SETTING_KEYS": "results",
+    "Setting": "results",
+    "LEADING_KEYS": "results",
+    "point_keys": "results",
+    "setting_of": "results",
     "make_groups": "results",
     "depth_series": "results",
     "representative_settings": "results",

@@ -15,7 +15,7 @@ from vanishing import stats
 from vanishing.activations import SATURATION_FRACTION
 from vanishing.data import DATASETS
 from vanishing.report.formats import MISSING, UNDERFLOW, number, percent, percent2
-from vanishing.report.results import DATASET, DepthSeries, Group, by_setting, depth_series
+from vanishing.report.results import DepthSeries, Group, by_setting, depth_series
 
 
 @dataclass(frozen=True)
@@ -302,8 +302,8 @@ class StopRule:
 def stop_rules(groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS) -> list[StopRule]:
     """Per data set, the accuracy below which a depth counts as not learning."""
     rules = []
-    for dataset in dict.fromkeys(g.setting[DATASET] for g in groups):
-        scored = [g for g in groups if g.setting[DATASET] == dataset and g.accuracies]
+    for dataset in dict.fromkeys(g.setting.get("dataset") for g in groups):
+        scored = [g for g in groups if g.setting.get("dataset") == dataset and g.accuracies]
         if not scored:
             continue
         best = max(scored, key=lambda g: g.accuracy.mean)

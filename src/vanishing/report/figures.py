@@ -19,7 +19,6 @@ from vanishing.report.diagnosis import (
 )
 from vanishing.report.formats import number, percent2
 from vanishing.report.results import (
-    HIDDEN,
     Group,
     axes_of,
     by_setting,
@@ -207,7 +206,7 @@ def draw_figures(groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS) -
     chosen = representative_settings(list(settings))
     describe = namer([axes_of(s) for s in settings])
     names = [describe(axes_of(s)) for s in chosen]
-    deeper = len(chosen) == 2 and len(chosen[0][HIDDEN]) < len(chosen[1][HIDDEN])
+    deeper = len(chosen) == 2 and chosen[0].depth < chosen[1].depth
     roles = ["the shallowest", "the deepest"] if deeper else ["the first", "the last"]
     for setting, name, role in zip(chosen, names, roles, strict=False):
         section = (

@@ -59,8 +59,7 @@ def build_report(
             f"{len(unfinished)} run(s) have not finished (no result.json): listed under Runs, "
             "left out of the table, diagnosis and figures."
         )
-    groups, group_notes = make_groups(runs)
-    notes.extend(group_notes)
+    groups = make_groups(runs)
     rules, stops = depth_findings(groups, thresholds)
     if len({g.setting for g in groups}) > 1:  # a sweep: every pair at each setting
         gaps = setting_gaps(groups, thresholds)

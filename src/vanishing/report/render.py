@@ -21,7 +21,7 @@ from vanishing.report.diagnosis import SATURATED, THRESHOLDS, Gap, Thresholds, p
 from vanishing.report.figures import FigureBlock
 from vanishing.report.formats import MISSING, fixed, markdown, markdown_table, number
 from vanishing.report.page import Report, build_report
-from vanishing.report.results import HIDDEN, SETTING_KEYS, Group, RunRecords, setting_order
+from vanishing.report.results import Group, RunRecords, setting_order
 from vanishing.report.summary import TABLE_HEADER, summary_cells
 
 SUMMARY_HEADER = (TABLE_HEADER[0], "runs", *TABLE_HEADER[1:])
@@ -60,7 +60,8 @@ def title(report: Report) -> str:
 
 
 def setup_line(report: Report) -> str:
-    """The training setup: the first run's config, or each axis's values for a sweep."""
+    """The training setup: the first run's config, or each axis's values for a sweep (and
+    those of any other key that varies)."""
     if not report.runs:
         return "No readable runs."
     config = report.runs[0].config
@@ -79,19 +80,25 @@ def setup_line(report: Report) -> str:
     settings = sorted({g.setting for g in report.groups}, key=setting_order)
 
     def values(key: str) -> str:
-        column = SETTING_KEYS.index(key)
-        return "/".join(dict.fromkeys(str(s[column]) for s in settings))
+        return "/".join(dict.fromkeys(str(s.get(key)) for s in settings))
 
-    hiddens = list(dict.fromkeys(s[HIDDEN] for s in settings))
+    hiddens = list(dict.fromkeys(s.hidden for s in settings))
     layer_widths = {w for hidden in hiddens for w in hidden}
     if len(layer_widths) == 1 and all(len(set(h)) == 1 for h in hiddens):
         depths = ", ".join(str(len(h)) for h in hiddens)
         shape = f"MLPs 784-{layer_widths.pop()}×L-10 with L = {depths} hidden layers"
     else:
         shape = "MLPs " + ", ".join("-".join(map(str, [784, *h, 10])) for h in hiddens)
+    # Said above, or in the title (the data set); any other key that varies is named after.
+    said = ("hidden", "dataset", "init", "optimizer", "lr", "batch_size", "epochs")
+    others = "".join(
+        f", {key.replace('_', ' ')} {values(key)}"
+        for key in dict.fromkeys(key for s in settings for key, _ in s.pairs)
+        if key not in said and len({s.get(key) for s in settings}) > 1
+    )
     return (
         f"{shape}; init {values('init')}, {values('optimizer')} lr {values('lr')}, batch "
-        f"{values('batch_size')}, epochs {values('epochs')}; {probes_text}"
+        f"{values('batch_size')}, epochs {values('epochs')}{others}; {probes_text}"
     )
 
 

@@ -18,12 +18,21 @@ import numpy as np
 from vanishing import stats
 from vanishing.activations import ACTIVATIONS, Activation
 
-# A grid point: the config keys a sweep varies or fixes, the seed aside (it varies within).
-POINT_KEYS = ("dataset", "hidden", "activation", "init", "optimizer", "lr", "batch_size", "epochs")
-# A setting: a grid point without the activation, the runs that the activations are compared on.
-SETTING_KEYS = tuple(key for key in POINT_KEYS if key != "activation")
-HIDDEN = SETTING_KEYS.index("hidden")
-DATASET = SETTING_KEYS.index("dataset")
+# A grid point is every config key of a run but these: its seed (the point's runs vary it) and
+# where it ran. Read from the records, so a setting added to the config is a key by itself.
+RUN_KEYS = ("seed", "device")
+# The keys points.csv and pairs.csv have always begun with, in that order; only an order: the
+# other config keys follow them, and group runs all the same.
+LEADING_KEYS = (
+    "dataset",
+    "hidden",
+    "activation",
+    "init",
+    "optimizer",
+    "lr",
+    "batch_size",
+    "epochs",
+)
 
 
 def numbers(values: Iterable[Any]) -> np.ndarray:
@@ -35,6 +44,41 @@ def underflowed(ratios: Sequence[float | None]) -> bool:
     """Every seed's layer-1 gradient at step 0 is exactly 0: it underflowed in float32, a ratio
     the geometric mean (over positive values) cannot average."""
     return bool(ratios) and all(r == 0 for r in ratios)
+
+
+def hashable(value: Any) -> Any:
+    """A config value as a dict key: scalars as they are, lists and tables as their JSON text."""
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)  # odd records: still one value each
+
+
+def point_keys(configs: Iterable[dict[str, Any]]) -> list[str]:
+    """The keys of a grid point: every key of the configs but RUN_KEYS, LEADING_KEYS first, then
+    the others in the order config.json has them (first seen)."""
+    keys = dict.fromkeys(key for config in configs for key in config if key not in RUN_KEYS)
+    return [k for k in LEADING_KEYS if k in keys] + [k for k in keys if k not in LEADING_KEYS]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What the activations are compared on: a run's config without its activation, seed and
+    device, as (key, value) pairs sorted by key, the values hashable (hidden a tuple of widths)."""
+
+    pairs: tuple[tuple[str, Any], ...] = ()
+
+    def get(self, key: str) -> Any:
+        """The value of one config key; None where the records lack it."""
+        return dict(self.pairs).get(key)
+
+    @property
+    def hidden(self) -> tuple[int, ...]:
+        return self.get("hidden") or ()
+
+    @property
+    def depth(self) -> int:
+        """The number of hidden layers."""
+        return len(self.hidden)
 
 
 @dataclass(frozen=True)
@@ -69,7 +113,7 @@ class Group:
     activation: Activation
     runs: tuple[RunRecords, ...]
     label: str
-    setting: tuple[Any, ...] = ()  # the runs' values of SETTING_KEYS, hidden as a tuple
+    setting: Setting = Setting()  # the runs' config without activation, seed and device
     color: str = "C0"  # the activation's colour, the same in every figure
 
     @property
@@ -186,39 +230,43 @@ class Group:
             return stats.mean_over_runs(stack, geometric), np.nanmin(stack, 0), np.nanmax(stack, 0)
 
 
-def setting_of(config: dict[str, Any]) -> tuple[Any, ...]:
-    """The run's setting: its values of SETTING_KEYS, hashable (hidden as a tuple)."""
-    values = []
-    for key in SETTING_KEYS:
-        value = config.get(key)
-        if key == "hidden":
-            value = tuple(config["hidden"])  # a list of ints: `loading` checks
-        elif not isinstance(value, (str, int, float, bool, type(None))):
-            value = json.dumps(value, sort_keys=True)  # odd records: still one setting each
-        values.append(value)
-    return tuple(values)
-
-
-def setting_order(setting: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Sort key of a setting: shallowest first, then the other axes (numbers before text)."""
-    hidden = setting[HIDDEN]
-    rest = [v for i, v in enumerate(setting) if i != HIDDEN]
-    return (
-        len(hidden),
-        hidden,
-        *[
-            (0, v, "")
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
-            else (1, 0, str(v))
-            for v in rest
-        ],
+def setting_of(config: dict[str, Any]) -> Setting:
+    """The run's setting: every config key but the activation and RUN_KEYS. Sorted by key, so
+    that the same values make the same setting however config.json orders them."""
+    skipped = {"activation", *RUN_KEYS}
+    return Setting(
+        tuple(
+            (key, tuple(value) if key == "hidden" else hashable(value))  # `loading`: ints
+            for key, value in sorted(config.items())
+            if key not in skipped
+        )
     )
 
 
-def axes_of(setting: tuple[Any, ...]) -> dict[str, Any]:
-    """A setting as readable axes: depth and width for equal widths, else the widths joined."""
-    values = dict(zip(SETTING_KEYS, setting, strict=True))
-    hidden = values.pop("hidden")
+def value_order(value: Any) -> tuple[int, Any, str]:
+    """Sort key of one value: numbers by size before text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, value, "")
+    return (1, 0, str(value))
+
+
+def setting_order(setting: Setting) -> tuple[Any, ...]:
+    """Sort key of a setting: shallowest first, then LEADING_KEYS' values in that order, then
+    the other keys' by name (numbers before text)."""
+    values = dict(setting.pairs)
+    hidden = values.pop("hidden", ())
+    leading = [
+        value_order(values.pop(k, None)) for k in LEADING_KEYS if k not in ("hidden", "activation")
+    ]
+    rest = [(key, value_order(value)) for key, value in sorted(values.items())]
+    return (len(hidden), hidden, *leading, *rest)
+
+
+def axes_of(setting: Setting) -> dict[str, Any]:
+    """A setting as readable axes: depth and width for equal widths, else the widths joined;
+    then every other key."""
+    values = dict(setting.pairs)
+    hidden = values.pop("hidden", ())
     if len(set(hidden)) == 1:
         return {"depth": len(hidden), "width": hidden[0], **values}
     return {"depth": len(hidden), "widths": "-".join(map(str, hidden)), **values}
@@ -238,31 +286,45 @@ AXIS_WORDS = {
 }
 
 
+def axis_word(key: str, value: Any) -> str:
+    """How one axis reads in a name: its AXIS_WORDS form, else the key's words and the value
+    ('momentum 0.9', 'norm batch'), a flag or None as 'residual' or 'no residual'."""
+    value = f"{value:g}" if isinstance(value, float) else value
+    if key in AXIS_WORDS:
+        return AXIS_WORDS[key].format(value)
+    words = key.replace("_", " ")
+    if value is True:
+        return words
+    return f"no {words}" if value is None or value is False else f"{words} {value}"
+
+
 def namer(items: Sequence[dict[str, Any]]) -> Callable[[dict[str, Any]], str]:
-    """Names for axes dicts that say only what varies among `items`: 'depth 5, sgd, lr 0.1'."""
+    """Names for axes dicts that say only what varies among `items`: 'depth 5, sgd, lr 0.1',
+    the AXIS_WORDS first in their order, then any other key ('momentum 0.9')."""
+    keys = dict.fromkeys([*AXIS_WORDS, *(key for item in items for key in item)])
     varying = [
         key
-        for key in AXIS_WORDS
-        if len({json.dumps(item.get(key), default=str) for item in items}) > 1
+        for key in keys
+        if len({json.dumps([key in item, item.get(key)], default=str) for item in items}) > 1
     ]
 
     def name(item: dict[str, Any]) -> str:
         words = []
         for key in varying:
-            value = item.get(key)
-            if value is None or (key == "depth" and "widths" in item):  # the widths say it
+            if key not in item or (key == "depth" and "widths" in item):  # the widths say it
                 continue
-            value = f"{value:g}" if isinstance(value, float) else value
-            words.append(AXIS_WORDS[key].format(value))
+            if item[key] is None and key in AXIS_WORDS:
+                continue
+            words.append(axis_word(key, item[key]))
         return ", ".join(words)
 
     return name
 
 
-def make_groups(runs: Sequence[RunRecords]) -> tuple[list[Group], list[str]]:
+def make_groups(runs: Sequence[RunRecords]) -> list[Group]:
     """Finished runs grouped by activation and setting, in registry order, shallowest first;
-    labels name the setting only where settings differ; notes on configs that differ within."""
-    keyed: dict[tuple[str, tuple[Any, ...]], list[RunRecords]] = {}
+    labels name the setting only where settings differ."""
+    keyed: dict[tuple[str, Setting], list[RunRecords]] = {}
     for run in runs:
         if run.result is not None:
             key = (run.config["activation"], setting_of(run.config))
@@ -272,32 +334,24 @@ def make_groups(runs: Sequence[RunRecords]) -> tuple[list[Group], list[str]]:
     names = list(dict.fromkeys(name for name, _ in keys))
     palette = {name: f"C{i % 10}" for i, name in enumerate(names)}
     describe = namer([axes_of(setting) for _, setting in keys])
-    groups, notes = [], []
+    groups = []
     for name, setting in keys:
         words = describe(axes_of(setting))
         label = ACTIVATIONS[name].label + (f", {words}" if words else "")
         group_runs = sorted(keyed[(name, setting)], key=lambda r: (r.config.get("seed", 0), r.path))
         groups.append(Group(ACTIVATIONS[name], tuple(group_runs), label, setting, palette[name]))
-        ignored = {"seed", "device"}
-        differ = sorted(
-            k
-            for k in {k for r in group_runs for k in r.config} - ignored
-            if len({json.dumps(r.config.get(k)) for r in group_runs}) > 1
-        )
-        if differ:
-            notes.append(f"the {label} runs differ in {', '.join(differ)}: compare with care")
-    return groups, notes
+    return groups
 
 
-def by_setting(groups: Sequence[Group]) -> dict[tuple[Any, ...], list[Group]]:
+def by_setting(groups: Sequence[Group]) -> dict[Setting, list[Group]]:
     """The groups of each setting, settings shallowest first, activations in registry order."""
-    settings: dict[tuple[Any, ...], list[Group]] = {}
+    settings: dict[Setting, list[Group]] = {}
     for group in sorted(groups, key=lambda g: setting_order(g.setting)):  # stable sort
         settings.setdefault(group.setting, []).append(group)
     return settings
 
 
-def representative_settings(settings: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+def representative_settings(settings: Sequence[Setting]) -> list[Setting]:
     """The settings the per-layer figures are drawn for: the shallowest, and the deepest with
     the same other axes (else the first deepest); without depths, the first and the last."""
     ordered = sorted(settings, key=setting_order)
@@ -305,10 +359,10 @@ def representative_settings(settings: Sequence[tuple[Any, ...]]) -> list[tuple[A
         return ordered
     first = ordered[0]
 
-    def others(setting: tuple[Any, ...]) -> dict[str, Any]:
+    def others(setting: Setting) -> dict[str, Any]:
         return {k: v for k, v in axes_of(setting).items() if k != "depth"}
 
-    deepest = [s for s in ordered if len(s[HIDDEN]) == len(ordered[-1][HIDDEN])]
+    deepest = [s for s in ordered if s.depth == ordered[-1].depth]
     last = next((s for s in deepest if others(s) == others(first)), deepest[0])
     return [first, last if last != first else ordered[-1]]
 
@@ -325,7 +379,7 @@ class DepthSeries:
 
     @property
     def dataset(self) -> Any:
-        return self.groups[0].setting[DATASET]
+        return self.groups[0].setting.get("dataset")
 
     @property
     def health_key(self) -> str | None:

@@ -12,7 +12,7 @@ from typing import Any
 from vanishing import records, stats
 from vanishing.activations import ACTIVATIONS
 from vanishing.report.formats import NOT_APPLICABLE, UNDERFLOW, fixed, scientific, text_table
-from vanishing.report.results import POINT_KEYS, RunRecords, underflowed
+from vanishing.report.results import RunRecords, hashable, point_keys, underflowed
 
 # summary.csv's columns: one row per activation, over its seeds.
 SUMMARY_FIELDS = (
@@ -116,9 +116,9 @@ def write_summary_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def result_row(run_dir: Path) -> dict[str, Any]:
-    """One tidy row of runs.csv: every config field, then the result's scalar fields."""
-    result = records.read_json(run_dir / records.RESULT)
+def result_row(run_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """One tidy row of runs.csv from a run's result.json: every config field, then the
+    result's scalar fields."""
     config = result["config"]
     hidden = config["hidden"]
     widths = hidden or [1]
@@ -162,15 +162,21 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per grid point (all but the seed): n, mean, std and 95 % CI of accuracy and loss."""
+def grouped(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[list[dict[str, Any]]]:
+    """The rows with the same values of `keys`, in first-seen order."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault(tuple(row[k] for k in POINT_KEYS), []).append(row)
+        groups.setdefault(tuple(hashable(row.get(k)) for k in keys), []).append(row)
+    return list(groups.values())
+
+
+def aggregate(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Per grid point (the values of `keys`, `point_keys`): n, mean, std and 95 % CI of accuracy
+    and loss."""
     points = []
-    for key, group in groups.items():
+    for group in grouped(rows, keys):
         ok = [r for r in group if r["status"] == "ok"]
-        point = dict(zip(POINT_KEYS, key, strict=True))
+        point = {k: group[0].get(k) for k in keys}
         point.update(depth=group[0]["depth"], runs=len(group), ok=len(ok))
         for metric in (
             "test_accuracy",
@@ -189,17 +195,16 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return points
 
 
-def paired_comparisons(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per setting, each pair of activations: a paired t-test of accuracy over shared seeds."""
-    keys = [k for k in POINT_KEYS if k != "activation"]
-    by_setting: dict[tuple, dict[str, dict[int, float]]] = {}
-    for row in rows:
-        if row["status"] != "ok" or row["test_accuracy"] is None:
-            continue
-        accuracies = by_setting.setdefault(tuple(row[k] for k in keys), {})
-        accuracies.setdefault(row["activation"], {})[row["seed"]] = row["test_accuracy"]
+def paired_comparisons(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Per setting (the values of `keys`, a grid point's without the activation), each pair of
+    activations: a paired t-test of accuracy over shared seeds."""
+    scored = [r for r in rows if r["status"] == "ok" and r["test_accuracy"] is not None]
     tests = []
-    for setting, by_activation in by_setting.items():
+    for group in grouped(scored, keys):
+        setting = {k: group[0].get(k) for k in keys}
+        by_activation: dict[str, dict[Any, float]] = {}
+        for row in group:
+            by_activation.setdefault(row["activation"], {})[row["seed"]] = row["test_accuracy"]
         names = list(by_activation)
         for i, a in enumerate(names):
             for b in names[i + 1 :]:
@@ -211,7 +216,7 @@ def paired_comparisons(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 )
                 tests.append(
                     {
-                        **dict(zip(keys, setting, strict=True)),
+                        **setting,
                         "a": a,
                         "b": b,
                         "seeds": len(seeds),
@@ -226,9 +231,18 @@ def paired_comparisons(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def tabulate(out: Path, run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
     """Write runs.csv, points.csv and pairs.csv in `out` for the finished runs among
-    `run_dirs` (in that order); the runs.csv rows."""
-    rows = [result_row(Path(d)) for d in run_dirs if records.is_complete(d)]
+    `run_dirs` (in that order); the runs.csv rows. A grid point is every config key but the
+    seed and the device (`point_keys`), a setting that without the activation."""
+    results = [
+        (Path(d), records.read_json(Path(d) / records.RESULT))
+        for d in run_dirs
+        if records.is_complete(d)
+    ]
+    rows = [result_row(run_dir, result) for run_dir, result in results]
+    keys = point_keys(result["config"] for _, result in results)
     write_csv(Path(out) / "runs.csv", rows)
-    write_csv(Path(out) / "points.csv", aggregate(rows))
-    write_csv(Path(out) / "pairs.csv", paired_comparisons(rows))
+    write_csv(Path(out) / "points.csv", aggregate(rows, keys))
+    write_csv(
+        Path(out) / "pairs.csv", paired_comparisons(rows, [k for k in keys if k != "activation"])
+    )
     return rows
