@@ -1,5 +1,6 @@
 """MLP shapes and parameter count, init-scheme statistics, optimizers, seeds and bad input."""
 
+import itertools
 import math
 import pickle
 import re
@@ -179,13 +180,15 @@ def test_every_init_name_initialises_a_model(init):
 def test_cli_help_lists_every_registry_entry(capsys, monkeypatch, command, option, names):
     from vanishing.cli import main
 
-    monkeypatch.setenv("COLUMNS", "1000")  # one line per option
+    monkeypatch.setenv("COLUMNS", "1000")  # no wrapping inside a help text
     with pytest.raises(SystemExit) as stopped:
         main([command, "--help"])
     assert stopped.value.code == 0
     lines = capsys.readouterr().out.splitlines()
-    (line,) = [line for line in lines if line.strip().startswith(option + " ")]
-    assert set(names) <= set(re.findall(r"\w+", line)), line
+    (start,) = [i for i, line in enumerate(lines) if line.lstrip().startswith(option + " ")]
+    entry = [lines[start]]  # the option, then its help's lines (indented past option names)
+    entry += itertools.takewhile(lambda line: line.startswith("   "), lines[start + 1 :])
+    assert set(names) <= set(re.findall(r"\w+", " ".join(entry))), entry
 
 
 def test_same_seed_same_weights_and_global_rng_untouched():
