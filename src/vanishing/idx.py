@@ -7,7 +7,7 @@ import io
 import struct
 import zlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 import numpy as np
 
@@ -22,7 +22,13 @@ MAX_BYTES = 256 * 1024 * 1024
 CHUNK = 1024 * 1024  # read in pieces: `f.read(MAX_BYTES + 1)` would reserve 256 MB up front
 
 
-def read_limited(f: BinaryIO, limit: int = MAX_BYTES) -> bytes:
+class ByteStream(Protocol):
+    """Anything `read_limited` reads: a file, a GzipFile, an HTTP response."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+def read_limited(f: ByteStream, limit: int = MAX_BYTES) -> bytes:
     """At most `limit + 1` bytes of a stream, read in chunks so memory follows the real size."""
     chunks: list[bytes] = []
     total = 0

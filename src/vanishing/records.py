@@ -90,7 +90,7 @@ def dumps(value: Any, indent: int | None = None) -> str:
     return json.dumps(finite(value), indent=indent, allow_nan=False)
 
 
-def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
+def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write a file atomically: `write` fills a temporary file in the same directory, synced to
     disk, then renamed over `path`. The file gets the mode any new file gets (0666 less the
     umask), like metrics.jsonl, so a results folder shared with a group is readable throughout.
@@ -116,10 +116,14 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
         raise
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes to a file atomically."""
+    write_atomic(path, lambda f: f.write(data))
+
+
 def write_json(path: Path, value: Any) -> None:
     """Write a JSON file atomically."""
-    text = (dumps(value, indent=2) + "\n").encode()
-    write_atomic(path, lambda f: f.write(text))
+    write_bytes(path, (dumps(value, indent=2) + "\n").encode())
 
 
 class MetricsWriter:
@@ -168,7 +172,7 @@ def read_json(path: Path) -> Any:
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The rows of a run's `metrics.jsonl`; a torn last line (a killed run) is skipped."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     path = Path(run_dir) / METRICS
     if not path.exists():
         return rows
