@@ -6,6 +6,7 @@ import itertools
 import math
 import numbers
 from collections.abc import Callable, Iterable, Sequence
+from typing import Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -91,6 +92,10 @@ class MLP(nn.Module):
         self.activations = nn.ModuleList(
             make_activation(activation, width, options) for width in self.hidden
         )
+
+    def linear_layers(self) -> list[nn.Linear]:
+        """The Linear layers, input layer first, typed (a ModuleList's items are plain Modules)."""
+        return [cast(nn.Linear, linear) for linear in self.linears]
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits (batch, classes) of images (batch, 784) or (batch, 28, 28)."""
@@ -184,22 +189,27 @@ class GroupedMLP(nn.Module):
     def __len__(self) -> int:
         return len(self.names)
 
+    def layer_activations(self, layer: int) -> nn.ModuleList:
+        """The activation modules of hidden layer `layer`, one per segment."""
+        return cast(nn.ModuleList, self.activations[layer])  # a ModuleList of ModuleLists
+
     @classmethod
     def from_models(cls, models: Sequence[MLP]) -> GroupedMLP:
         """Stack existing models' parameters (copied) into one group."""
         first = models[0]
+        linears = first.linear_layers()
         group = cls(
             first.hidden,
             [m.activation.name for m in models],
             first.options,
-            first.linears[0].in_features,
-            first.linears[-1].out_features,
+            linears[0].in_features,
+            linears[-1].out_features,
         )
         with torch.no_grad():
             stacked = group.stack([list(m.parameters()) for m in models])
             for parameter, value in zip(group.parameters(), stacked, strict=True):
                 parameter.copy_(value)
-        return group.to(first.linears[0].weight.device)
+        return group.to(linears[0].weight.device)
 
     def _prelu_models(self) -> range:
         """The models with PReLU (at most one segment: equal names are contiguous)."""
@@ -259,7 +269,7 @@ class GroupedMLP(nn.Module):
 
     def activate(self, layer: int, z: Tensor) -> Tensor:
         """Each model's activation on its slice of z (K, batch, width)."""
-        modules = self.activations[layer]
+        modules = self.layer_activations(layer)
         if len(self.segments) == 1:
             return modules[0](z)
         parts = [
@@ -291,7 +301,7 @@ class GroupedMLP(nn.Module):
 
 def _init_default(model: MLP, activation: Activation) -> None:
     # Re-draw by PyTorch's own rule: U(+-1/sqrt(fan_in)) for weights and biases.
-    for linear in model.linears:
+    for linear in model.linear_layers():
         linear.reset_parameters()
 
 
@@ -299,7 +309,7 @@ def _init_weights(rule: Callable[[Tensor], object]) -> Callable[[MLP, Activation
     """An init scheme that applies `rule` to every Linear weight and zeroes the biases."""
 
     def init(model: MLP, activation: Activation) -> None:
-        for linear in model.linears:
+        for linear in model.linear_layers():
             rule(linear.weight)
             nn.init.zeros_(linear.bias)
 
@@ -308,6 +318,7 @@ def _init_weights(rule: Callable[[Tensor], object]) -> Callable[[MLP, Activation
 
 def _init_kaiming(model: MLP, activation: Activation) -> None:
     # He et al.'s gain sqrt(2 / (1 + a^2)) uses the slope a of the negative side.
+    nonlinearity: Literal["leaky_relu", "relu"]
     if activation.name == "leaky_relu":
         a, nonlinearity = model.options.negative_slope, "leaky_relu"
     elif activation.name == "prelu":

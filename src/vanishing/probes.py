@@ -10,12 +10,14 @@ What each measurement means, in the words the report quotes, is `vanishing.defin
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
 from vanishing.activations import Activation, get_activation, saturated_mask
-from vanishing.model import MLP, GroupedMLP
+from vanishing.model import MLP, GroupedMLP, StackedPReLU
 
 
 def measure(model: MLP, activation: Activation, x: Tensor, y: Tensor) -> dict[str, object]:
@@ -23,7 +25,7 @@ def measure(model: MLP, activation: Activation, x: Tensor, y: Tensor) -> dict[st
     weights' norms (before the step that follows)."""
     was_training = model.training
     model.eval()  # RReLU uses its mean slope: the probe itself must not be random
-    weights = [linear.weight for linear in model.linears]
+    weights = [linear.weight for linear in model.linear_layers()]
     with torch.enable_grad():
         logits, pre, hidden = model.forward_hidden(x)  # pre, hidden: L x (batch, width)
         loss = F.cross_entropy(logits, y)
@@ -84,7 +86,7 @@ def prelu_slopes(model: MLP) -> list[float] | None:
 
 def snapshot(model: MLP) -> list[Tensor]:
     """Copies of the weights, to measure one optimizer step's update."""
-    return [linear.weight.detach().clone() for linear in model.linears]
+    return [linear.weight.detach().clone() for linear in model.linear_layers()]
 
 
 def update_ratios(model: MLP, before: list[Tensor]) -> list[float]:
@@ -93,7 +95,7 @@ def update_ratios(model: MLP, before: list[Tensor]) -> list[float]:
         values = torch.stack(
             [
                 (linear.weight - old).norm() / old.norm().clamp_min(1e-12)
-                for linear, old in zip(model.linears, before, strict=True)
+                for linear, old in zip(model.linear_layers(), before, strict=True)
             ]
         )
     return values.tolist()
@@ -151,12 +153,12 @@ def measure_group(group: GroupedMLP, x: Tensor, y: Tensor) -> list[dict[str, obj
         )  # 2 x K x (L + 1)
         stats = per_hidden.permute(2, 0, 1).tolist()  # K x 5 x L
         slopes = prelu_slopes_group(group)
-        losses = losses.tolist()
+        loss_values = losses.tolist()
     rows = []
     for k, (signal, mean, std, saturated, dead) in enumerate(stats):
         rows.append(
             {
-                "loss": losses[k],
+                "loss": loss_values[k],
                 "grad_norms": grad_norms[k],
                 "vanishing_ratio": ratio(grad_norms[k][0], grad_norms[k][-1]),
                 "signal_norms": signal,
@@ -176,7 +178,7 @@ def saturated_group(group: GroupedMLP, layer: int, z: Tensor) -> Tensor:
     parts = [
         saturated_mask(get_activation(name), module, z[start:stop]).flatten(1).float().mean(dim=1)
         for (name, start, stop), module in zip(
-            group.segments, group.activations[layer], strict=True
+            group.segments, group.layer_activations(layer), strict=True
         )
     ]
     return torch.cat(parts)
@@ -187,7 +189,12 @@ def prelu_slopes_group(group: GroupedMLP) -> dict[int, list[float]]:
     slopes = {}
     for i, (name, start, _) in enumerate(group.segments):
         if name == "prelu":
-            means = torch.stack([layer[i].weight.mean(dim=1) for layer in group.activations])
+            # The PReLU segment's modules are StackedPReLU (GroupedMLP._activation).
+            prelus = [
+                cast(StackedPReLU, group.layer_activations(layer)[i])
+                for layer in range(len(group.hidden))
+            ]
+            means = torch.stack([prelu.weight.mean(dim=1) for prelu in prelus])
             for offset, values in enumerate(means.T.tolist()):  # (models, L)
                 slopes[start + offset] = values
     return slopes
