@@ -143,9 +143,9 @@ def save_model_checkpoints(
     logs: Sequence[RunLog],
 ) -> None:
     """For each of `members` with a run directory, the checkpoint `train.fit` would write for it."""
-    members = [k for k in members if run_dirs[k] is not None]
-    group_state = optimizer.state_dict() if members else {}
-    for k in members:
+    targets = [(k, run_dir) for k in members if (run_dir := run_dirs[k]) is not None]
+    group_state = optimizer.state_dict() if targets else {}
+    for k, run_dir in targets:
         config, model = configs[k], group.model(k)
         # A single model's optimizer holding model k's share: its state_dict() is the one
         # `train.fit` saves, so that the single path can continue from it.
@@ -155,7 +155,7 @@ def save_model_checkpoints(
         with torch.random.fork_rng(devices=[]):
             torch.set_rng_state(torch.Generator().manual_seed(config.seed).get_state())
             records.save_checkpoint(
-                run_dirs[k], config, epoch, step, model, single, generators[k], logs[k].state_dict()
+                run_dir, config, epoch, step, model, single, generators[k], logs[k].state_dict()
             )
 
 
@@ -313,7 +313,7 @@ def train_group(
     first_seen = {c.activation: i for i, c in reversed(list(enumerate(configs)))}
     order = sorted(range(len(configs)), key=lambda i: (first_seen[configs[i].activation], i))
     device = resolve_device(configs[0].device)
-    checkpoints = [None] * len(configs)
+    checkpoints: list[dict[str, Any] | None] = [None] * len(configs)
     if resume:
         # On the CPU: the models are built there, and a generator's state must be a CPU tensor.
         checkpoints = [
@@ -338,13 +338,15 @@ def train_group(
         for i in order:
             callback = (lambda row, c=configs[i]: on_epoch(c, row)) if on_epoch else None
             log = RunLog(configs[i], None, callback)
-            if checkpoints[i] is not None:
-                log.load_state_dict(json.loads(checkpoints[i]["log"]))
-            offset = log.offset if checkpoints[i] is not None else None  # cut back to it
+            checkpoint = checkpoints[i]
+            if checkpoint is not None:
+                log.load_state_dict(json.loads(checkpoint["log"]))
+            offset = log.offset if checkpoint is not None else None  # cut back to it
             writers.append(records.open_run(configs[i], run_dirs[i], offset))
             log.writer = writers[-1]
             logs.append(log)
-        resumed = [checkpoints[i] for i in order] if checkpoints[0] is not None else None
+        # Every run has a checkpoint or none has: the epochs check above allows no mix.
+        resumed = [c for i in order if (c := checkpoints[i]) is not None] or None
         with denormals_flushed():
             fit_group(
                 [configs[i] for i in order],

@@ -10,7 +10,7 @@ What each measurement means, in the words the report quotes, is `vanishing.defin
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -20,7 +20,7 @@ from vanishing.activations import Activation, get_activation, saturated_mask
 from vanishing.model import MLP, GroupedMLP, StackedPReLU
 
 
-def measure(model: MLP, activation: Activation, x: Tensor, y: Tensor) -> dict[str, object]:
+def measure(model: MLP, activation: Activation, x: Tensor, y: Tensor) -> dict[str, Any]:
     """Gradient norms, activation statistics, saturation and dead units on one batch, and the
     weights' norms (before the step that follows)."""
     was_training = model.training
@@ -122,7 +122,7 @@ def norms(t: Tensor) -> Tensor:
     return t.flatten(1).norm(dim=1)
 
 
-def measure_group(group: GroupedMLP, x: Tensor, y: Tensor) -> list[dict[str, object]]:
+def measure_group(group: GroupedMLP, x: Tensor, y: Tensor) -> list[dict[str, Any]]:
     """`measure` for every model of a group; x (K, batch, 784), y (K, batch), model k on x[k]."""
     weights = list(group.weights)
     with torch.enable_grad():
