@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from vanishing import __version__, compare, data, records
 from vanishing.activations import ACTIVATIONS
@@ -28,7 +28,7 @@ COMPARE_AXES = ("activation", "seed")  # compare trains every activation x seed
 class Parser(argparse.ArgumentParser):
     """argparse, but a wrong input is one line on stderr and exit code 2."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -224,10 +224,9 @@ def add_training_options(
                 help=help_text(setting),
             )
         else:
-            kind = kind_of(setting)
             group.add_argument(
                 option(setting.name),
-                type=None if kind is str else kind,
+                type=kind_of(setting),  # int, float or str (str: the text as given)
                 metavar=meta["metavar"],
                 help=help_text(setting),
             )

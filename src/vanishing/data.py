@@ -600,7 +600,7 @@ def load_dataset(
     return to_dataset(get_spec(name), arrays, source, verified)
 
 
-def describe(dataset: Dataset) -> dict[str, object]:
+def describe(dataset: Dataset) -> dict[str, Any]:
     """Sizes, class counts and provenance of a loaded data set, for `vanishing data info`."""
     return {
         "dataset": dataset.name,

@@ -50,7 +50,7 @@ def key_of(setting: dataclasses.Field) -> str:
 
 def grid_keys() -> list[str]:
     """Every key a grid takes, in TrainConfig's order (the shapes beside `hidden`)."""
-    keys = []
+    keys: list[str] = []
     for setting in settings():
         if setting.name == "hidden":
             keys += SHAPE_KEYS
