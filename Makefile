@@ -39,11 +39,13 @@ run: install
 test: install-test
 	$(BIN)/python -m pytest
 
+# ruff's checks and format, then mypy over src (its settings: [tool.mypy] in pyproject.toml).
 lint: install-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
 
-# Not part of `lint` yet: the package does not pass it.
+# mypy alone.
 typecheck: install-dev
 	$(BIN)/mypy
 
