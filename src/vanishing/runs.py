@@ -453,10 +453,23 @@ def child_main(
     threads: int,
     inherited_locks: Sequence[int],
 ) -> None:
-    """A child's whole life: its start, one unit, its outcome sent to the parent."""
+    """A child's whole life: its start, one unit, its outcome sent to the parent.
+
+    The unit trains in a new thread: GNU OpenMP's thread pool does not survive fork (the main
+    thread's pool still counts the parent's threads, and its first parallel region with more
+    than one thread waits for them forever); a new thread starts a pool of its own."""
     become_worker(parent, threads)
     for fd in inherited_locks:  # other units' locks, copied by fork: theirs to release
         os.close(fd)
+    worker = threading.Thread(target=train_and_report, args=(unit, dataset, policy, connection))
+    worker.start()
+    worker.join()
+
+
+def train_and_report(
+    unit: Sequence[Run], dataset: Dataset, policy: Policy, connection: Connection
+) -> None:
+    """Train the unit; send its statuses, or what it raised, to the parent."""
     progress = Progress(lambda message: connection.send(("message", message)))
     try:
         statuses = train_unit(unit, dataset, policy, progress)
