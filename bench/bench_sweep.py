@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -21,14 +22,16 @@ from pathlib import Path
 
 from vanishing import sweep
 
-GRID = sweep.SweepSpec(
-    activations=("sigmoid", "tanh", "relu"),
-    depths=(1, 2),
-    widths=(32,),
-    seeds=(0, 1, 2, 3),
-    epochs=1,
-    probe_every=300,
-    device="cpu",
+GRID = sweep.spec_from_dict(
+    {
+        "activations": ["sigmoid", "tanh", "relu"],
+        "depths": [1, 2],
+        "widths": [32],
+        "seeds": [0, 1, 2, 3],
+        "epochs": 1,
+        "probe_every": 300,
+        "device": "cpu",
+    }
 )  # 3 x 2 x 4 = 24 runs, about a second each
 
 
@@ -57,8 +60,20 @@ def time_ray(out: Path) -> tuple[float, float]:
     ray_bin = str(Path(sys.executable).parent / "ray")
     name = f"vanishing-bench-{os.getpid()}"
     inside = ["ip", "netns", "exec", name]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    temp = f"/tmp/vray-bench-{os.getpid()}"
+    # Nothing of the user's Ray state: a fresh token shared by the cluster and the driver, and a
+    # HOME and temporary directory of their own (as the suite's Ray test does). Short: Ray's
+    # socket paths must stay under 108 bytes.
+    temp = tempfile.mkdtemp(prefix="vray-")
+    home = Path(temp) / "home"
+    home.mkdir()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
+    env.update(
+        HOME=str(home),
+        RAY_TMPDIR=temp,
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=secrets.token_hex(32),
+        RAY_USAGE_STATS_ENABLED="0",
+    )
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         subprocess.run([*inside, "ip", "link", "set", "lo", "up"], check=True)
