@@ -23,6 +23,7 @@ import math
 import os
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,13 +31,14 @@ import torch
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 from torch.nn import functional as F
 
-from vanishing import pool
+from vanishing import records
 from vanishing.config import TrainConfig
 from vanishing.data import Dataset, load_dataset
 from vanishing.devices import resolve_device, sync
 from vanishing.group import GroupedMLP, train_group
 from vanishing.model import build_model, make_optimizer
 from vanishing.probes import per_sample_loss
+from vanishing.runs import Policy, Run, execute
 from vanishing.train import to_inputs, train
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -211,17 +213,18 @@ def loop_seconds(
 
 
 def workers_seconds(config: TrainConfig, data: Dataset, workers: int) -> list[float]:
-    """Training seconds of each of `workers` processes of one thread, each training the same
-    slice, all at once (`vanishing.pool`, as `compare` on the CPU spends the cores)."""
-
-    def job(seed: int):
-        def run(send) -> float:
-            # Probes off: only the step-0 probe, whose seconds are not counted.
-            return train(dataclasses.replace(config, seed=seed), dataset=data).train_seconds
-
-        return run
-
-    return pool.run_jobs([job(seed) for seed in range(workers)], workers, lambda m: None, 1)
+    """Training seconds of each of `workers` runs of the same slice trained all at once, each in
+    a child process of one thread: through the executor (`runs.execute`), the very path `compare`
+    and `sweep` spend the CPU's cores on, so the figure is theirs, records written included. The
+    runs' directories are temporary; each one's seconds are read back from its result."""
+    with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
+        # Probes off (in `config`): only the step-0 probe, whose seconds are not counted.
+        todo = [
+            Run(dataclasses.replace(config, seed=seed), Path(tmp) / f"seed{seed}")
+            for seed in range(workers)
+        ]
+        execute(todo, Policy(workers=workers, threads=1), dataset=data)
+        return [records.load_result(run.config, run.run_dir).train_seconds for run in todo]
 
 
 def adam_seconds(hidden: tuple[int, ...], k: int, device: torch.device) -> float:

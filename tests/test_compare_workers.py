@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import ENV, without_timings
-from vanishing import compare, data, records
+from vanishing import compare, data, records, runs
 from vanishing.cli import main
 from vanishing.config import TrainConfig
 from vanishing.errors import UsageError
@@ -50,13 +50,13 @@ def test_workers_train_in_children_and_agree_with_one_at_a_time(
     dataset = data.load_dataset(data_dir=tiny_dir, verify=False)
     pids = tmp_path / "pids"
     pids.mkdir()
-    real = compare.train_unit
+    real = runs.train  # what trains a run alone (one model a unit on the CPU), child or not
 
     def spy(*args, **kwargs):
         (pids / str(os.getpid())).touch()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(compare, "train_unit", spy)  # the forked children inherit it
+    monkeypatch.setattr(runs, "train", spy)  # the forked children inherit it
     seen, steps = {}, {}
     for workers in (1, 2):
         seen[workers], steps[workers] = [], []
@@ -159,7 +159,7 @@ def test_default_workers_one_per_core_on_the_cpu(monkeypatch, tiny_dir, tmp_path
         raise KeyboardInterrupt  # stop here: the CLI reports an interruption, exit 130
 
     monkeypatch.setattr(compare, "compare", fake_compare)
-    monkeypatch.setattr("vanishing.pool.default_workers", lambda: 3)
+    monkeypatch.setattr(runs, "cores", lambda: 3)
     argv = ["--data-dir", str(tiny_dir), "--no-verify", "--out", str(tmp_path / "o")]
     assert main(["compare", *argv]) == 130
     assert main(["compare", *argv, "--workers", "2"]) == 130
@@ -176,11 +176,11 @@ def test_a_worker_that_dies_or_breaks_is_one_line_not_a_traceback(
     def dies(*args, **kwargs):
         os._exit(9)  # as the kernel's OOM killer would leave it: no word
 
-    monkeypatch.setattr(compare, "train_unit", dies)
+    monkeypatch.setattr(runs, "train", dies)  # what the forked children call
     assert main([*argv, "--out", str(tmp_path / "a")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == (
-        "vanishing compare: error: a worker process exited with code 9 before its job finished "
+        "vanishing compare: error: a worker process exited with code 9 before its runs finished "
         "(killed, or out of memory: fewer --workers need less)"
     )
     assert not any("Traceback" in line for line in err)
@@ -188,7 +188,7 @@ def test_a_worker_that_dies_or_breaks_is_one_line_not_a_traceback(
     def full_disk(*args, **kwargs):
         raise records.WriteError(28, "cannot write /x/metrics.jsonl: No space left on device")
 
-    monkeypatch.setattr(compare, "train_unit", full_disk)
+    monkeypatch.setattr(runs, "train", full_disk)
     assert main([*argv, "--out", str(tmp_path / "b")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "vanishing compare: error: cannot write /x/metrics.jsonl: No space left on device"
@@ -198,9 +198,9 @@ def test_a_worker_that_dies_or_breaks_is_one_line_not_a_traceback(
 def test_on_a_gpu_runs_train_in_one_process(monkeypatch, tiny_dir, tmp_path, capsys):
     """A forked child cannot use CUDA: on a GPU, one process (groups), and --workers > 1 is an
     error; sweeps likewise (their local backend)."""
-    from vanishing import pool, sweep
+    from vanishing import sweep
 
-    monkeypatch.setattr(pool, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(runs, "resolve_device", lambda name: torch.device("cuda"))
     seen = []
 
     def fake_compare(*args, **kwargs):
@@ -220,7 +220,7 @@ def test_on_a_gpu_runs_train_in_one_process(monkeypatch, tiny_dir, tmp_path, cap
     with pytest.raises(UsageError, match="more workers need --device cpu"):
         sweep.run_sweep(spec, tmp_path / "s", workers=2)
     assert not (tmp_path / "s").exists()  # refused before anything was written
-    assert pool.workers_for("cuda", None) == 1
-    monkeypatch.setattr(pool, "resolve_device", lambda name: torch.device("cpu"))
-    monkeypatch.setattr(pool, "default_workers", lambda: 5)
-    assert pool.workers_for("auto", None) == 5 and pool.workers_for("cpu", 3) == 3
+    assert runs.workers_for("cuda", None) == 1
+    monkeypatch.setattr(runs, "resolve_device", lambda name: torch.device("cpu"))
+    monkeypatch.setattr(runs, "cores", lambda: 5)
+    assert runs.workers_for("auto", None) == 5 and runs.workers_for("cpu", 3) == 3

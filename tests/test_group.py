@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from vanishing import compare, data, group, probes, records
+from vanishing import compare, data, group, probes, records, runs
 from vanishing import train as train_module
 from vanishing.activations import get_activation
 from vanishing.cli import main
@@ -17,6 +17,7 @@ from vanishing.config import TrainConfig
 from vanishing.errors import UsageError
 from vanishing.group import plan_groups, train_group
 from vanishing.model import GroupedMLP, build_model, make_optimizer
+from vanishing.report import loading, summary
 from vanishing.train import train
 
 SMALL = TrainConfig(
@@ -262,7 +263,8 @@ def test_compare_grouped_and_one_at_a_time_agree(tiny, tmp_path):
             small, ["relu", "prelu"], [0, 1], tmp_path / str(grouped), tiny,
             on_epoch=on_epoch, on_steps=steps[grouped].append, group=4 if grouped else False,
         )  # fmt: skip
-        rows[grouped] = compare.summarize(results)
+        runs_read, _ = loading.load_runs([r.run_dir for r in results])
+        rows[grouped] = summary.summary_rows(runs_read)
         assert all(records.is_complete(r.run_dir) for r in results)
     assert sorted(epochs[True]) == sorted(epochs[False]) and len(epochs[True]) == 4
     assert sum(steps[True]) == sum(steps[False]) == 4 * 10 and len(steps[True]) == 10
@@ -273,10 +275,12 @@ def test_compare_grouped_and_one_at_a_time_agree(tiny, tmp_path):
 
 
 def test_cli_no_group_trains_one_at_a_time(tiny_dir, tmp_path, monkeypatch):
-    monkeypatch.setitem(compare.MAX_GROUP, "cpu", 4)  # as on a GPU: group by default
-    calls = capture(monkeypatch, compare, "train_group")
+    monkeypatch.setitem(runs.MAX_GROUP, "cpu", 4)  # as on a GPU: group by default
+    calls = capture(monkeypatch, runs, "train_group")
+    # One worker: every unit trains in this process, where the spy records it.
     options = ["--data-dir", str(tiny_dir), "--no-verify", "--activations", "relu",
-               "--seeds", "0,1", "--epochs", "1", "--hidden", "8", "--device", "cpu"]  # fmt: skip
+               "--seeds", "0,1", "--epochs", "1", "--hidden", "8", "--device", "cpu",
+               "--workers", "1"]  # fmt: skip
     assert main(["compare", *options, "--out", str(tmp_path / "one"), "--no-group"]) == 0
     assert calls == [] and records.is_complete(tmp_path / "one" / "relu-seed1")
     assert main(["compare", *options, "--out", str(tmp_path / "grouped")]) == 0

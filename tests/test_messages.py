@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from vanishing import data, report, sweep
+from vanishing import data, report, runs, sweep
 from vanishing.cli import main
 from vanishing.config import TrainConfig
 from vanishing.devices import resolve_device
@@ -50,12 +50,13 @@ def test_mps_that_is_not_here():
 
 
 def test_ray_messages(monkeypatch, tmp_path):
-    todo = [(sweep.expand(sweep.spec_from_dict({"epochs": 1, "seeds": [0]}))[0], tmp_path / "run")]
+    config = sweep.expand(sweep.spec_from_dict({"epochs": 1, "seeds": [0]}))[0]
+    todo = [runs.Run(config, tmp_path / "run")]
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(
         UsageError, match=r"--backend ray needs Ray: pip install 'vanishing\[ray\]'"
     ):
-        sweep.run_ray(todo, "auto", {}, lambda *a: None, sweep.threading.Event())
+        runs.execute(todo, runs.Policy(backend="ray"))
     monkeypatch.undo()
     ray = pytest.importorskip("ray")
 
@@ -66,7 +67,8 @@ def test_ray_messages(monkeypatch, tmp_path):
     with pytest.raises(
         UsageError, match=r"--backend ray: cannot connect to a Ray cluster at 'x:1'"
     ):
-        sweep.run_ray(todo, "x:1", {}, lambda *a: None, sweep.threading.Event())
+        runs.execute(todo, runs.Policy(backend="ray", address="x:1"))
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
 
 
 def test_report_that_cannot_be_written(tiny_dir, tmp_path):

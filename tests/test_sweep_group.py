@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vanishing import data, records, sweep
+from vanishing import data, records, runs, sweep
 from vanishing.config import TrainConfig
 from vanishing.train import train
 
@@ -38,15 +38,16 @@ def options(tiny_dir: Path) -> dict:
 
 
 def spy(monkeypatch, name: str) -> list[list[TrainConfig]]:
-    """Record the configs of each `sweep.<name>` call (train or train_group) in this process."""
+    """Record the configs of each `runs.<name>` call (train or train_group: what the executor
+    calls for a unit of one or of several) in this process."""
     calls = []
-    original = getattr(sweep, name)
+    original = getattr(runs, name)
 
     def wrapper(configs, **kwargs):
         calls.append(list(configs) if isinstance(configs, list) else [configs])
         return original(configs, **kwargs)
 
-    monkeypatch.setattr(sweep, name, wrapper)
+    monkeypatch.setattr(runs, name, wrapper)
     return calls
 
 
@@ -108,7 +109,7 @@ def records_files() -> tuple[str, ...]:
 
 def test_units_run_in_children_and_a_dead_child_fails_its_members(tiny_dir, tmp_path, monkeypatch):
     spec = tiny_spec(activations=("relu", "sigmoid"))  # units: both relu seeds, both sigmoid
-    real = sweep.train_group
+    real = runs.train_group
     pids = tmp_path / "pids"
     pids.mkdir()
 
@@ -118,7 +119,7 @@ def test_units_run_in_children_and_a_dead_child_fails_its_members(tiny_dir, tmp_
         (pids / str(os.getpid())).write_text(str(len(configs)))
         return real(configs, **kwargs)
 
-    monkeypatch.setattr(sweep, "train_group", killer)  # the forked children inherit it
+    monkeypatch.setattr(runs, "train_group", killer)  # the forked children inherit it
     finished = []
     outcome = sweep.run_sweep(
         spec,
@@ -144,12 +145,12 @@ def test_a_group_that_raises_fails_every_member_and_retry_reruns_them(
 ):
     spec = tiny_spec(activations=("relu", "tanh", "rrelu"))  # rrelu trains alone, unharmed
 
-    real = sweep.train_group
+    real = runs.train_group
 
     def boom(configs, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(sweep, "train_group", boom)
+    monkeypatch.setattr(runs, "train_group", boom)
     out = tmp_path / "out"
     finished = []
     outcome = sweep.run_sweep(
@@ -170,7 +171,7 @@ def test_a_group_that_raises_fails_every_member_and_retry_reruns_them(
         ("tanh", 1, "failed", "RuntimeError: boom"),
     ]
     assert sorted(finished) == [s[:3] for s in statuses]
-    monkeypatch.setattr(sweep, "train_group", real)
+    monkeypatch.setattr(runs, "train_group", real)
     groups = spy(monkeypatch, "train_group")
     assert sweep.run_sweep(spec, out, workers=1, data_options=options(tiny_dir), group=4).ran == 0
     again = sweep.run_sweep(
@@ -184,7 +185,7 @@ def test_a_write_error_in_a_group_stops_the_sweep(tiny_dir, tmp_path, monkeypatc
     def full(configs, **kwargs):
         raise records.WriteError(28, "No space left on device: metrics.jsonl")
 
-    monkeypatch.setattr(sweep, "train_group", full)
+    monkeypatch.setattr(runs, "train_group", full)
     with pytest.raises(records.WriteError):
         sweep.run_sweep(
             tiny_spec(), tmp_path / "out", workers=1, data_options=options(tiny_dir), group=4
@@ -230,8 +231,12 @@ def test_a_checkpointed_run_resumes_alone_while_the_others_group(tiny_dir, tmp_p
     # Without resume a checkpoint is no reason to train alone: the run starts afresh in the group.
     other = dataclasses.replace(interrupted, seed=2)
     interrupt_after_one_epoch(other, tmp_path / "fresh" / "a", dataset)
-    members = [(configs[0], tmp_path / "fresh" / "b"), (other, tmp_path / "fresh" / "a")]
-    assert sweep.run_unit(members, dataset, resume=False) == ["ok", "ok"]
+    members = [
+        runs.Run(configs[0], tmp_path / "fresh" / "b"),
+        runs.Run(other, tmp_path / "fresh" / "a"),
+    ]
+    statuses = runs.execute(members, runs.Policy(group=2, resume=False), dataset=dataset)
+    assert statuses == {run.run_dir: "ok" for run in members}
     assert groups[-1] == [configs[0], other] and len(singles) == 1
     assert not (tmp_path / "fresh" / "a" / records.CHECKPOINT).exists()
     rows = records.read_metrics(tmp_path / "fresh" / "a")
@@ -251,8 +256,12 @@ def test_runs_checkpointed_at_one_epoch_resume_as_a_group(tiny_dir, tmp_path, mo
     groups = spy(monkeypatch, "train_group")
     singles = spy(monkeypatch, "train")
     outcome = sweep.run_sweep(spec, out, workers=1, dataset=dataset, group=4)
-    # Both epoch-1 checkpoints continue together; the damaged one alone, where it fails.
-    assert groups == [configs[:2]] and singles == [[configs[2]], [configs[3]]]
+    # Both epoch-1 checkpoints continue together; the damaged one alone (after the units that
+    # were planned), where it fails.
+    assert groups == [configs[:2]] and sorted(singles, key=lambda unit: unit[0].seed) == [
+        [configs[2]],
+        [configs[3]],
+    ]
     status = {r["run_dir"]: r["status"] for r in outcome.rows}
     assert status[damaged.parent.name] == "failed"
     assert sorted(status.values()) == ["failed", "ok", "ok", "ok"]
@@ -265,13 +274,13 @@ def test_ray_task_returns_every_members_files(tiny_dir, monkeypatch):
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # a Ray worker's, not ours
     configs = sweep.expand(tiny_spec())[:3]
     groups = spy(monkeypatch, "train_group")
-    files = sweep.ray_task(configs, options(tiny_dir))
+    files = runs.ray_task(configs, options(tiny_dir))
     assert len(files) == 3 and [len(g) for g in groups] == [3]
     for config, run_files in zip(configs, files, strict=True):
         assert set(run_files) == set(records_files())
         result = json.loads(run_files[records.RESULT])
         assert result["status"] == "ok" and TrainConfig.from_dict(result["config"]) == config
-    (one,) = sweep.ray_task(configs[:1], options(tiny_dir))
+    (one,) = runs.ray_task(configs[:1], options(tiny_dir))
     assert json.loads(one[records.RESULT])["test_accuracy"] == pytest.approx(
         json.loads(files[0][records.RESULT])["test_accuracy"], rel=1e-4, abs=1e-6
     )
