@@ -18,7 +18,7 @@ from test_group import (
     group_models,
 )
 from test_resume import without_timings
-from vanishing import compare, data, group, records
+from vanishing import compare, data, group, records, runs
 from vanishing import train as train_module
 from vanishing.errors import UsageError
 from vanishing.group import plan_groups, train_group
@@ -213,7 +213,7 @@ def test_compare_resumes_in_groups_and_keeps_finished_runs(tiny, tmp_path, monke
         for name in ("relu-seed1", "prelu-seed0")  # finished, after an unfinished one
     }
     calls = []
-    real_group, real_train = compare.train_group, compare.train
+    real_group, real_train = runs.train_group, runs.train
 
     def spy_group(configs, **options):
         calls.append(sorted(compare.run_name(c) for c in configs))
@@ -223,8 +223,8 @@ def test_compare_resumes_in_groups_and_keeps_finished_runs(tiny, tmp_path, monke
         calls.append([compare.run_name(config)])
         return real_train(config, **options)
 
-    monkeypatch.setattr(compare, "train_group", spy_group)
-    monkeypatch.setattr(compare, "train", spy_train)
+    monkeypatch.setattr(runs, "train_group", spy_group)
+    monkeypatch.setattr(runs, "train", spy_train)
     seen = []
     results = compare.compare(
         base,

@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -533,7 +533,8 @@ def run_pool(
                 running[receiver] = Child(process, lock.members, lock)
             if stop.is_set():
                 raise KeyboardInterrupt
-            for receiver in wait(list(running), timeout=0.2):
+            for ready in wait(list(running), timeout=0.2):
+                receiver = cast(Connection, ready)  # wait returns what it was given
                 child = running[receiver]
                 try:
                     kind, payload = receiver.recv()
