@@ -102,6 +102,8 @@ def test_train_end_to_end(capsys, tiny_dir, tmp_path):
 
 BAD_OPTIONS = [
     (["--activations", "relu,swish"], "unknown activation 'swish'; choose from: sigmoid, tanh"),
+    (["--activations", ""], "--activations: give at least one name"),
+    (["--seeds", ""], "--seeds: expected integers separated by commas"),
     (["--depth", "0"], "depth must be"),
     (["--lr", "0"], "learning rate must be a finite number > 0"),
     (["--lr=-1e-3"], "learning rate must be a finite number > 0"),

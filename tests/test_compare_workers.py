@@ -180,7 +180,7 @@ def test_a_worker_that_dies_or_breaks_is_one_line_not_a_traceback(
     assert main([*argv, "--out", str(tmp_path / "a")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == (
-        "vanishing compare: error: a worker process exited with code 9 before its runs finished "
+        "vanishing compare: error: a worker process exited with code 9 before its job finished "
         "(killed, or out of memory: fewer --workers need less)"
     )
     assert not any("Traceback" in line for line in err)

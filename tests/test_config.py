@@ -131,9 +131,10 @@ def test_the_sweep_tables_have_a_column_per_field(tiny_dir, tmp_path):
     assert outcome.ran == 1
 
 
-def test_records_are_written_with_the_umask_mode(tiny_dir, tmp_path):
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_records_are_written_with_the_umask_mode(tiny_dir, tmp_path, umask):
     out = tmp_path / "out"
-    previous = os.umask(0o022)
+    previous = os.umask(umask)
     try:
         spec = sweep.spec_from_dict(
             {"activations": ["relu"], "depths": [1], "widths": [8], "seeds": [0], "epochs": 1}
@@ -142,6 +143,7 @@ def test_records_are_written_with_the_umask_mode(tiny_dir, tmp_path):
     finally:
         os.umask(previous)
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    for name in (records.CONFIG, records.METRICS, records.RESULT):
-        assert stat.S_IMODE((run_dir / name).stat().st_mode) == 0o644, name
-    assert stat.S_IMODE((out / "sweep.json").stat().st_mode) == 0o644
+    for path in [run_dir / records.CONFIG, run_dir / records.METRICS, run_dir / records.RESULT]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name
+    for path in [run_dir / records.LOCK, out / "sweep.json"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name

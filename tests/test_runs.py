@@ -142,7 +142,7 @@ def test_a_child_that_dies_is_raised_or_recorded_not_a_hang(dataset, tmp_path, m
     break_seed(monkeypatch, 0, lambda: os._exit(9))  # as the OOM killer leaves it: no word
     start = time.monotonic()
     with pytest.raises(
-        runs.WorkerError, match=r"^a worker process exited with code 9 before its runs finished"
+        runs.WorkerError, match=r"^a worker process exited with code 9 before its job finished"
     ):
         runs.execute(tiny_runs(tmp_path / "a", 2), runs.Policy(workers=2), dataset=dataset)
     assert time.monotonic() - start < 30
@@ -293,3 +293,43 @@ def test_children_die_with_the_parent_even_on_sigkill(tiny_dir, tmp_path):
         for pid in pids:  # an orphan, if the test failed
             if not gone(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_child_killed_by_a_signal_to_the_group_leaves_its_runs_unfinished(
+    dataset, tmp_path, monkeypatch
+):
+    # SIGTERM to the whole process group (a batch system, `timeout`): the children die of it.
+    # Their runs are interrupted, not failed: no result.json, so the next sweep resumes them.
+    break_seed(monkeypatch, 1, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    todo = tiny_runs(tmp_path / "out", 2, epochs=LONG)
+    with pytest.raises(KeyboardInterrupt):
+        runs.execute(todo, runs.Policy(workers=2, failures="record"), dataset=dataset)
+    assert not any(records.is_complete(run.run_dir) for run in todo)
+
+
+def test_a_unit_whose_checkpoints_moved_apart_trains_in_parts(dataset, tmp_path):
+    # Units are planned before their runs are claimed; another executor may move some on since.
+    first, second = tiny_runs(tmp_path / "out", 2, epochs=2)
+    steps_per_epoch = -(-len(dataset.train_labels) // TINY.batch_size)
+    taken = []
+
+    def stop_in_epoch_two(count: int) -> None:
+        taken.append(count)
+        if sum(taken) > steps_per_epoch:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        runs.train(first.config, dataset=dataset, run_dir=first.run_dir, on_steps=stop_in_epoch_two)
+    assert runs.checkpoint_epoch(first) == 1 and runs.checkpoint_epoch(second) is None
+    policy = runs.Policy(group=2, resume=True)
+    callbacks = runs.Callbacks(None, None, threading.Event())
+    assert runs.train_unit([first, second], dataset, policy, callbacks) == ["ok", "ok"]
+    epochs = [r["epoch"] for r in records.read_metrics(first.run_dir) if r["kind"] == "epoch"]
+    assert epochs == [1, 2]  # continued from its checkpoint, not started afresh
+
+
+def test_a_batch_larger_than_the_training_set_is_refused_before_training(dataset, tmp_path):
+    todo = tiny_runs(tmp_path / "out", 1, batch_size=len(dataset.train_labels) + 1)
+    with pytest.raises(UsageError, match=r"--batch-size 321 is larger than the training set"):
+        runs.execute(todo, runs.Policy(failures="record"), dataset=dataset)
+    assert not todo[0].run_dir.exists()

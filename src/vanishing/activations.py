@@ -39,12 +39,9 @@ class ActivationOptions:
 
     def __post_init__(self) -> None:
         if self.prelu_mode not in PRELU_MODES:
-            raise choices_error("prelu mode", self.prelu_mode, PRELU_MODES)
+            raise choices_error("PReLU mode", self.prelu_mode, PRELU_MODES)
         if not 0 <= self.negative_slope < 1:
-            raise UsageError(
-                f"negative slope must be >= 0 and < 1 (leaky_relu's slope for z < 0), "
-                f"got {self.negative_slope!r}"
-            )
+            raise UsageError(f"negative slope must be >= 0 and < 1, got {self.negative_slope!r}")
 
 
 # Frozen, so one shared instance is a safe default argument.

@@ -280,13 +280,14 @@ def training_configs(args: argparse.Namespace, lists: Sequence[str] = ()) -> lis
     """Every run the options describe: one per combination of the values of the fields named in
     `lists` (given as their axes, e.g. --seeds, or their default values), validated."""
     given = given_settings(args)
-    if given.get("momentum") is not None and given.get("optimizer", "adam") != "sgd":
+    if given.get("momentum") is not None and given.get("optimizer", TrainConfig.optimizer) != "sgd":
         raise UsageError("--momentum applies to --optimizer sgd only")
     fields = {setting.name: setting for setting in settings()}
     values = []
     for name in lists:
         text = getattr(args, fields[name].metadata["axis"])
-        values.append(parse_axis(fields[name], text) if text else fields[name].metadata["values"])
+        default = fields[name].metadata["values"]
+        values.append(parse_axis(fields[name], text) if text is not None else default)
     return [
         TrainConfig(**{**given, **dict(zip(lists, combination, strict=True))})
         for combination in itertools.product(*values)
@@ -342,7 +343,6 @@ def run_runs(args: argparse.Namespace, configs: list[TrainConfig], out) -> list 
         verify=not args.no_verify,
         report=stderr,
     )
-    check_batch_size(configs[0].batch_size, dataset)
     steps = -(-len(dataset.train_labels) // configs[0].batch_size) * configs[0].epochs
     activations = list(dict.fromkeys(c.activation for c in configs))
     seeds = list(dict.fromkeys(c.seed for c in configs))
@@ -380,16 +380,6 @@ def run_runs(args: argparse.Namespace, configs: list[TrainConfig], out) -> list 
         return None
     finally:
         restore_signals(previous)
-
-
-def check_batch_size(batch_size: int, dataset: data.Dataset) -> None:
-    """A batch larger than the training set would train one short step per epoch: refuse it."""
-    n = len(dataset.train_labels)
-    if batch_size > n:
-        raise UsageError(
-            f"--batch-size {batch_size} is larger than the training set ({n} images of "
-            f"{dataset.name}); at most {n}"
-        )
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -443,7 +433,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from vanishing import sweep
 
     spec = sweep_spec(args)
-    workers = sweep.check_workers(spec, args.workers, args.backend)  # before the data loads
+    workers = workers_for(spec.setting("device"), args.workers, args.backend)  # before the data
     name = args.preset or (Path(args.config).stem if args.config else "grid")
     out = compare.ensure_writable(Path(args.out or f"runs/sweep-{name}"))
     data_options = {
@@ -620,7 +610,7 @@ def build_parser() -> Parser:
         description="Expand a grid (every list option's values, e.g. activations x inits x "
         "seeds, and depths x widths) from a preset, a TOML file (--config) and/or the options "
         "below, run every run that has not finished yet, and write runs.csv (one row per run), "
-        "points.csv (mean, std and 95 %% CI over seeds), pairs.csv (paired tests between "
+        "points.csv (mean, std and 95 % CI over seeds), pairs.csv (paired tests between "
         "activations) and a report. Interrupted, it resumes where it stopped when run again. "
         "An option given here overrides the preset's or file's value; one given nowhere takes "
         "the default shown.",

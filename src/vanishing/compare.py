@@ -67,4 +67,6 @@ def compare(
         keep_finished=resume,
     )
     execute(runs, policy, dataset=dataset, on_epoch=on_epoch, on_steps=on_steps, stop=stop)
-    return [records.load_result(run.config, run.run_dir) for run in runs]  # type: ignore[misc]
+    results = [records.load_result(run.config, run.run_dir) for run in runs]
+    # Every run either finished (now or before) or raised: compare's failures stop it.
+    return [result for result in results if result is not None]

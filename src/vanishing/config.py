@@ -13,7 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vanishing.activations import ACTIVATIONS, PRELU_MODES, ActivationOptions, get_activation
+from vanishing.activations import (
+    ACTIVATIONS,
+    DEFAULT_OPTIONS,
+    PRELU_MODES,
+    ActivationOptions,
+    get_activation,
+)
 from vanishing.data import DATASETS, get_spec
 from vanishing.devices import DEVICES
 from vanishing.errors import UsageError, choices_error
@@ -114,10 +120,13 @@ class TrainConfig:
         "mnist", "data set: {choices}", group="data", choices=lambda: list(DATASETS), metavar="NAME"
     )
     negative_slope: float = setting(
-        0.01, "leaky_relu's slope for z < 0", why="PyTorch's default", metavar="A"
+        DEFAULT_OPTIONS.negative_slope,
+        "leaky_relu's slope for z < 0",
+        why="PyTorch's default",
+        metavar="A",
     )
     prelu_mode: str = setting(
-        "layer",
+        DEFAULT_OPTIONS.prelu_mode,
         "PReLU slopes: {choices}",
         why="one learned slope per layer, PyTorch's default",
         choices=lambda: PRELU_MODES,
@@ -149,14 +158,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         get_activation(self.activation)
         get_spec(self.dataset)
-        for name, what in (
-            ("init", "init"),
-            ("optimizer", "optimizer"),
-            ("device", "device"),
-            ("prelu_mode", "PReLU mode"),
-        ):
+        for name in ("init", "optimizer", "device"):
             if getattr(self, name) not in choices_of(name):
-                raise choices_error(what, getattr(self, name), choices_of(name))
+                raise choices_error(name, getattr(self, name), choices_of(name))
         if not self.hidden or any(int(w) < 1 for w in self.hidden):
             raise UsageError(f"hidden widths must be integers >= 1, got {self.hidden!r}")
         object.__setattr__(self, "hidden", tuple(int(w) for w in self.hidden))
@@ -172,8 +176,7 @@ class TrainConfig:
             if not isinstance(value, int) or value < 1:
                 raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
         check_optimizer_settings(self.lr, self.momentum)
-        if not 0 <= self.negative_slope < 1:
-            raise UsageError(f"negative slope must be >= 0 and < 1, got {self.negative_slope!r}")
+        self.options  # noqa: B018 - ActivationOptions checks the slope and the PReLU mode
 
     @property
     def options(self) -> ActivationOptions:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from vanishing.activations import SATURATION_FRACTION
+
 # (name in metrics.jsonl and result.json, meaning); lists are per layer, input layer first.
 DEFINITIONS: tuple[tuple[str, str], ...] = (
     (
@@ -21,7 +23,7 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
     (
         "saturated_fraction",
         "share of (sample, unit) pairs whose activation derivative is below SATURATION_FRACTION "
-        "(10 %) of the activation's maximum derivative.",
+        f"({100 * SATURATION_FRACTION:g} %) of the activation's maximum derivative.",
     ),
     (
         "dead_fraction",

@@ -93,7 +93,7 @@ def dumps(value: Any, indent: int | None = None) -> str:
 def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write a file atomically: `write` fills a temporary file in the same directory, synced to
     disk, then renamed over `path`. The file gets the mode any new file gets (0666 less the
-    umask), like metrics.jsonl, so a results folder shared with a group is readable throughout.
+    umask), as metrics.jsonl and the locks do: a results folder is as shared as the umask says.
 
     An OSError (a full disk) becomes a WriteError naming `path`; the old file, if any, stays.
     """
@@ -138,7 +138,7 @@ class MetricsWriter:
         self.path = Path(path)
         flags = os.O_WRONLY | os.O_CREAT | (0 if offset is not None else os.O_TRUNC)
         try:
-            self.fd = os.open(self.path, flags, 0o644)
+            self.fd = os.open(self.path, flags, 0o666)  # less the umask, as every record
             self.offset = offset or 0
             os.ftruncate(self.fd, self.offset)
             os.lseek(self.fd, self.offset, os.SEEK_SET)

@@ -9,7 +9,7 @@ directory) and call `execute` with a `Policy`; the policy is where they differ:
   (`group.train_group`, the same records as `train`), only runs checkpointed at one epoch together;
 - the pool: `workers` units at once, each in a forked child with `threads` threads (default: the
   cores shared out). A child dies with its parent, so a killed command leaves no orphan training.
-  Without `fork` (not Linux), or with one worker, units train one by one in this process;
+  Without `fork` (not Linux), with one worker or one unit, units train in this process;
 - failures (`failures`): "raise" stops everything at the first run that raises (our own errors
   arrive as themselves, anything else as a WorkerError with the child's traceback) or worker that
   dies; "record" writes such runs as failed (result.json with status "failed" and the error) and
@@ -28,6 +28,7 @@ run at a time 12.5 s, a group of 4 13.4 s; so the CPU trains one model per proce
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -112,12 +113,17 @@ StepsCallback = Callable[[int], None]
 DoneCallback = Callable[[Run, str], None]
 
 
-def workers_for(device: str, workers: int | None) -> int:
+def workers_for(device: str, workers: int | None, backend: str = "local") -> int:
     """How many units train at once on `device` (`auto` resolved): `workers`, by default one per
     core on the CPU. A GPU's runs train in this one process (several as a group): a forked child
-    cannot use CUDA once the parent has asked whether there is any."""
+    cannot use CUDA once the parent has asked whether there is any. Ray places its tasks itself
+    (the count is not used)."""
     if workers is not None and workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
+    if backend not in BACKENDS:
+        raise choices_error("backend", backend, BACKENDS)
+    if backend == "ray":
+        return workers or 1
     if resolve_device(device).type == "cpu":
         return workers or cores()
     if workers is not None and workers > 1:
@@ -167,15 +173,16 @@ def checkpoint_epoch(run: Run) -> int | None:
 
 def plan(runs: Sequence[Run], policy: Policy) -> list[list[Run]]:
     """The runs still to train, in units that train together (`plan_groups`): with `resume`, only
-    runs checkpointed at one epoch share a unit. A run whose checkpoint cannot be read is a
-    UsageError, or, when failures are recorded, a unit of its own (where training records why)."""
+    runs checkpointed at one epoch share a unit, and every checkpoint is read here, before any
+    training. A run whose checkpoint cannot be read (or is another config's) is a UsageError, or,
+    when failures are recorded, a unit of its own (where training records why)."""
     todo = [run for run in runs if is_pending(run, policy)]
-    if policy.group == 1 or policy.backend == "ray":  # no grouping by epoch needed, or no resume
+    if not policy.resume or policy.backend == "ray":  # every run starts afresh
         return plan_units(todo, policy.group, [None] * len(todo))
     planned, epochs, alone = [], [], []
     for run in todo:
         try:
-            epochs.append(checkpoint_epoch(run) if policy.resume else None)
+            epochs.append(checkpoint_epoch(run))
             planned.append(run)
         except UsageError:
             if policy.failures == "raise":
@@ -225,6 +232,7 @@ def execute(
         return statuses
     if dataset is None:
         dataset = load_dataset(units[0][0].config.dataset, **(data_options or {}))
+    check_batch_sizes(units, dataset)
     callbacks = Callbacks(on_epoch, on_steps, stop)
     if policy.workers <= 1 or len(units) <= 1 or not can_fork():
         for unit in units:
@@ -237,6 +245,18 @@ def execute(
         return statuses
     run_pool(units, dataset, policy, callbacks, done, stop)
     return statuses
+
+
+def check_batch_sizes(units: Sequence[Sequence[Run]], dataset: Dataset) -> None:
+    """A batch larger than the training set would train one short step per epoch: refused."""
+    n = len(dataset.train_labels)
+    for unit in units:
+        for run in unit:
+            if run.config.batch_size > n:
+                raise UsageError(
+                    f"--batch-size {run.config.batch_size} is larger than the training set ({n} "
+                    f"images of {dataset.name}); at most {n}"
+                )
 
 
 @dataclass
@@ -267,6 +287,18 @@ def train_unit(
     a result (all of a group's: `train_group` writes results at the end); a WriteError and an
     interruption are raised whatever the policy.
     """
+    if policy.resume and len(unit) > 1:
+        # Planned before the runs were claimed: another executor may have moved some of them on
+        # since. Their checkpoints, read again under the locks, must still be of one epoch.
+        parts = plan(unit, dataclasses.replace(policy, keep_finished=False))
+        if len(parts) > 1:
+            statuses = {}
+            for part in parts:
+                for run, status in zip(
+                    part, train_unit(part, dataset, policy, callbacks), strict=True
+                ):
+                    statuses[run.run_dir] = status
+            return [statuses[run.run_dir] for run in unit]
     if policy.failures == "record":
         for run in unit:  # a retried run's old result must not pass for this attempt's
             (run.run_dir / records.RESULT).unlink(missing_ok=True)
@@ -339,7 +371,7 @@ def lock_run(run_dir: Path) -> int | None:
     """Take the run's lock (an flock on run_dir/.lock, which holds our pid): its file descriptor,
     or None when another process holds it. Closing the descriptor, or dying, releases it."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / records.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(run_dir / records.LOCK, os.O_RDWR | os.O_CREAT, 0o666)  # less the umask
     if fcntl is None:
         return fd
     try:
@@ -487,10 +519,9 @@ def train_and_report(
 
 @dataclass
 class Child:
-    """A unit training in a child process."""
+    """A unit training in a child process: the process, and the unit's runs and locks."""
 
     process: Any  # multiprocessing's Process of the fork context
-    members: list[Run]
     lock: Claim
 
 
@@ -504,7 +535,9 @@ def run_pool(
 ) -> None:
     """Train units in forked children, `policy.workers` at once (see `execute`). Whatever stops
     the pool, every child still running is killed first (SIGKILL: it may not have set up its
-    handlers yet); its runs stay unfinished and resume later."""
+    handlers yet); its runs stay unfinished and resume later. A child that dies while `stop` is
+    set, or of SIGTERM or SIGINT (a signal sent to the whole process group), was interrupted, not
+    failed: its runs stay unfinished too."""
     threads = policy.threads or max(1, cores() // min(policy.workers, len(units)))
     warm_up()  # once here, not once per child
     context = multiprocessing.get_context("fork")
@@ -512,27 +545,38 @@ def run_pool(
     running: dict[Connection, Child] = {}
     try:
         while queue or running:
+            if stop.is_set():
+                raise KeyboardInterrupt
             while queue and len(running) < policy.workers:
                 lock = Claim(queue.pop(0), policy)
                 if not lock.members:
                     continue
                 # The child inherits every lock we hold: it closes all but its own.
                 others = [fd for child in running.values() for fd in child.lock.fds]
-                receiver, sender = context.Pipe(duplex=False)
-                process = context.Process(
-                    target=child_main,
-                    args=(lock.members, dataset, policy, sender, os.getpid(), threads, others),
-                    daemon=True,
-                )
+                receiver = None
                 try:
-                    process.start()
+                    receiver, sender = context.Pipe(duplex=False)
+                    with sender:  # closed here once the child has its copy: EOF when it is gone
+                        process = context.Process(
+                            target=child_main,
+                            args=(
+                                lock.members,
+                                dataset,
+                                policy,
+                                sender,
+                                os.getpid(),
+                                threads,
+                                others,
+                            ),
+                            daemon=True,
+                        )
+                        process.start()
                 except BaseException:
                     lock.release()
+                    if receiver is not None:
+                        receiver.close()
                     raise
-                sender.close()  # the child's end: EOF reaches us when the child is gone
-                running[receiver] = Child(process, lock.members, lock)
-            if stop.is_set():
-                raise KeyboardInterrupt
+                running[receiver] = Child(process, lock)
             for ready in wait(list(running), timeout=0.2):
                 receiver = cast(Connection, ready)  # wait returns what it was given
                 child = running[receiver]
@@ -541,11 +585,10 @@ def run_pool(
                 except EOFError:  # died without an outcome (killed, out of memory)
                     kind, payload = "died", None
                 if kind == "message":
-                    message = payload
-                    if message[0] == "steps":
-                        callbacks.steps(message[1])
-                    elif message[0] == "epoch":
-                        callbacks.epoch(message[1], message[2])
+                    if payload[0] == "steps":
+                        callbacks.steps(payload[1])
+                    elif payload[0] == "epoch":
+                        callbacks.epoch(payload[1], payload[2])
                     continue
                 del running[receiver]
                 receiver.close()
@@ -554,17 +597,10 @@ def run_pool(
                     if kind == "error":
                         raise payload
                     if kind == "died":
-                        error = f"worker exited with code {child.process.exitcode}"
-                        if policy.failures == "raise":
-                            raise WorkerError(
-                                f"a worker process exited with code {child.process.exitcode} "
-                                "before its runs finished (killed, or out of memory: fewer "
-                                "--workers need less)"
-                            )
-                        payload = record_failures(child.members, error)
+                        payload = died(child, policy, stop)
                 finally:
                     child.lock.release()
-                for run, status in zip(child.members, payload, strict=True):
+                for run, status in zip(child.lock.members, payload, strict=True):
                     done(run, status)
     finally:
         for child in running.values():
@@ -574,6 +610,21 @@ def run_pool(
             child.process.join()
             receiver.close()
             child.lock.release()
+
+
+def died(child: Child, policy: Policy, stop: threading.Event) -> list[str]:
+    """A child ended without an outcome: interrupted (KeyboardInterrupt, its runs left to resume),
+    or its runs' failure, raised or recorded as `policy.failures` says."""
+    code = child.process.exitcode
+    if stop.is_set() or code in (-signal.SIGTERM, -signal.SIGINT):
+        raise KeyboardInterrupt
+    if policy.failures == "raise":
+        raise WorkerError(
+            f"a worker process exited with code {code} "
+            "before its job finished (killed, or out of memory: fewer "
+            "--workers need less)"
+        )
+    return record_failures(child.lock.members, f"worker exited with code {code}")
 
 
 def run_ray(

@@ -33,7 +33,7 @@ from vanishing.data import Dataset
 from vanishing.errors import UsageError, choices_error
 from vanishing.model import DEFAULT_WIDTH
 from vanishing.report import summary
-from vanishing.runs import BACKENDS, Policy, Run, execute, group_size, is_pending, workers_for
+from vanishing.runs import Policy, Run, execute, group_size, is_pending, workers_for
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -209,18 +209,6 @@ def run_name(config: TrainConfig) -> str:
 Done = Callable[[TrainConfig, Path, str], None]
 
 
-def check_workers(spec: SweepSpec, workers: int | None, backend: str) -> int | None:
-    """--workers, checked: for the local backend the count to run (`runs.workers_for`: one per
-    core on the CPU, 1 on a GPU); Ray places its tasks itself."""
-    if backend not in BACKENDS:
-        raise choices_error("backend", backend, BACKENDS)
-    if backend == "local":
-        return workers_for(spec.setting("device"), workers)
-    if workers is not None and workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {workers}")
-    return workers
-
-
 @dataclass(frozen=True)
 class SweepOutcome:
     """What a sweep call did: every run of the grid, and how many ran now."""
@@ -257,13 +245,14 @@ def run_sweep(
     afresh. `ran` counts the runs this call finished; runs that a concurrent sweep on the same
     directory claimed are left to it.
     """
-    count = check_workers(spec, workers, backend)  # before anything is written
+    count = workers_for(spec.setting("device"), workers, backend)  # before anything is written
     configs = expand(spec)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     records.write_json(out / "sweep.json", spec.to_dict())
     policy = Policy(
-        workers=count or 1,
+        workers=count,
+        threads=1,  # a sweep's children use one thread each: more runs at once, not faster ones
         group=group_size(spec.setting("device"), group, backend),
         resume=resume,
         keep_finished=True,
