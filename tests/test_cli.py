@@ -240,6 +240,16 @@ def test_a_batch_larger_than_the_training_set_is_refused(capsys, tiny_dir, tmp_p
         "of mnist); at most 320"
     )
     assert not list((tmp_path / "o").glob("*/result.json"))
+    sweep = ["sweep", "--data-dir", str(tiny_dir), "--no-verify", "--out", str(tmp_path / "s")]
+    sweep += ["--activations", "relu", "--seeds", "0", "--depths", "1", "--batch-size", "321"]
+    assert main(sweep) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .startswith("vanishing sweep: error: --batch-size 321 is larger than the training set")
+    )
+    assert not (tmp_path / "s" / "sweep.json").exists()  # refused before the sweep is written
 
 
 def test_version():

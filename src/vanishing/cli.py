@@ -20,7 +20,7 @@ from vanishing.devices import resolve_device
 from vanishing.errors import UsageError
 from vanishing.model import DEFAULT_WIDTH, hidden_widths, parse_hidden
 from vanishing.report import loading, summary
-from vanishing.runs import BACKENDS, WorkerError, workers_for
+from vanishing.runs import BACKENDS, WorkerError, check_batch_sizes, workers_for
 
 COMPARE_AXES = ("activation", "seed")  # compare trains every activation x seed
 
@@ -444,6 +444,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     dataset = None
     if args.backend == "local":  # loaded once, before any run: a data problem stops it here
         dataset = data.load_dataset(spec.setting("dataset"), report=stderr, **data_options)
+        check_batch_sizes(sweep.expand(spec), dataset)  # before sweep.json is written
     bar = tqdm(total=0, unit="run", disable=None, dynamic_ncols=True, desc="sweep")
     counts = {"ok": 0, "diverged": 0, "failed": 0}
     position = {"done": 0, "total": 0}  # kept here too: the bar is off when stderr is no TTY

@@ -232,7 +232,7 @@ def execute(
         return statuses
     if dataset is None:
         dataset = load_dataset(units[0][0].config.dataset, **(data_options or {}))
-    check_batch_sizes(units, dataset)
+    check_batch_sizes([run.config for unit in units for run in unit], dataset)
     callbacks = Callbacks(on_epoch, on_steps, stop)
     if policy.workers <= 1 or len(units) <= 1 or not can_fork():
         for unit in units:
@@ -247,16 +247,15 @@ def execute(
     return statuses
 
 
-def check_batch_sizes(units: Sequence[Sequence[Run]], dataset: Dataset) -> None:
+def check_batch_sizes(configs: Sequence[TrainConfig], dataset: Dataset) -> None:
     """A batch larger than the training set would train one short step per epoch: refused."""
     n = len(dataset.train_labels)
-    for unit in units:
-        for run in unit:
-            if run.config.batch_size > n:
-                raise UsageError(
-                    f"--batch-size {run.config.batch_size} is larger than the training set ({n} "
-                    f"images of {dataset.name}); at most {n}"
-                )
+    for config in configs:
+        if config.batch_size > n:
+            raise UsageError(
+                f"--batch-size {config.batch_size} is larger than the training set ({n} "
+                f"images of {dataset.name}); at most {n}"
+            )
 
 
 @dataclass
