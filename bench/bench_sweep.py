@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from vanishing import sweep
+from vanishing.data import default_cache_dir
 
 GRID = sweep.spec_from_dict(
     {
@@ -68,6 +69,7 @@ def time_ray(out: Path) -> tuple[float, float]:
     home.mkdir()
     env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
     env.update(
+        VANISHING_CACHE=str(default_cache_dir()),  # the data set where it is, whatever HOME says
         HOME=str(home),
         RAY_TMPDIR=temp,
         RAY_AUTH_MODE="token",
