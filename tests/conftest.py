@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vanishing import data
+from vanishing import data, records
+from vanishing.config import TrainConfig
 from vanishing.idx import write_idx
+from vanishing.train import train
 
 
 @pytest.fixture(autouse=True)
@@ -88,3 +90,18 @@ def without_timings(value):
     if isinstance(value, list):
         return [without_timings(v) for v in value]
     return value
+
+
+def interrupt_after_one_epoch(config: TrainConfig, run_dir: Path, dataset) -> None:
+    """Train until a step into the second epoch, then stop: a checkpoint of epoch 1 remains."""
+    steps_per_epoch = -(-len(dataset.train_labels) // config.batch_size)
+    done = []
+
+    def stop(count: int) -> None:
+        done.append(count)
+        if sum(done) > steps_per_epoch:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, dataset=dataset, run_dir=run_dir, on_steps=stop)
+    assert (run_dir / records.CHECKPOINT).is_file() and not records.is_complete(run_dir)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ENV
+from conftest import ENV, interrupt_after_one_epoch
 from vanishing import data, records, runs
 from vanishing.config import TrainConfig
 from vanishing.errors import DataError, UsageError
@@ -310,16 +310,7 @@ def test_a_child_killed_by_a_signal_to_the_group_leaves_its_runs_unfinished(
 def test_a_unit_whose_checkpoints_moved_apart_trains_in_parts(dataset, tmp_path):
     # Units are planned before their runs are claimed; another executor may move some on since.
     first, second = tiny_runs(tmp_path / "out", 2, epochs=2)
-    steps_per_epoch = -(-len(dataset.train_labels) // TINY.batch_size)
-    taken = []
-
-    def stop_in_epoch_two(count: int) -> None:
-        taken.append(count)
-        if sum(taken) > steps_per_epoch:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        runs.train(first.config, dataset=dataset, run_dir=first.run_dir, on_steps=stop_in_epoch_two)
+    interrupt_after_one_epoch(first.config, first.run_dir, dataset)
     assert runs.checkpoint_epoch(first) == 1 and runs.checkpoint_epoch(second) is None
     policy = runs.Policy(group=2, resume=True)
     callbacks = runs.Callbacks(None, None, threading.Event())

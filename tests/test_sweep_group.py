@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import interrupt_after_one_epoch
 from vanishing import data, records, runs, sweep
 from vanishing.config import TrainConfig
-from vanishing.train import train
 
 TINY_SETTINGS = {"batch_size": 32, "probe_every": 5, "probe_size": 32, "device": "cpu", "epochs": 1}
 TIMINGS = {"train_seconds", "eval_seconds", "probe_seconds", "run_dir"}  # may differ
@@ -191,21 +191,6 @@ def test_a_write_error_in_a_group_stops_the_sweep(tiny_dir, tmp_path, monkeypatc
             tiny_spec(), tmp_path / "out", workers=1, data_options=options(tiny_dir), group=4
         )
     assert not list((tmp_path / "out").glob("*/" + records.RESULT))
-
-
-def interrupt_after_one_epoch(config: TrainConfig, run_dir: Path, dataset) -> None:
-    """Train until a step into the second epoch, then stop: a checkpoint of epoch 1 remains."""
-    steps_per_epoch = -(-len(dataset.train_labels) // config.batch_size)
-    done = []
-
-    def stop(count: int) -> None:
-        done.append(count)
-        if sum(done) > steps_per_epoch:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config, dataset=dataset, run_dir=run_dir, on_steps=stop)
-    assert (run_dir / records.CHECKPOINT).is_file() and not records.is_complete(run_dir)
 
 
 def test_a_checkpointed_run_resumes_alone_while_the_others_group(tiny_dir, tmp_path, monkeypatch):
