@@ -433,7 +433,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from vanishing import sweep
 
     spec = sweep_spec(args)
-    workers = workers_for(spec.setting("device"), args.workers, args.backend)  # before the data
+    workers = workers_for(spec.device, args.workers, args.backend)  # before the data
     name = args.preset or (Path(args.config).stem if args.config else "grid")
     out = compare.ensure_writable(Path(args.out or f"runs/sweep-{name}"))
     data_options = {
@@ -443,7 +443,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     }
     dataset = None
     if args.backend == "local":  # loaded once, before any run: a data problem stops it here
-        dataset = data.load_dataset(spec.setting("dataset"), report=stderr, **data_options)
+        dataset = data.load_dataset(spec.dataset, report=stderr, **data_options)
         check_batch_sizes(sweep.expand(spec), dataset)  # before sweep.json is written
     bar = tqdm(total=0, unit="run", disable=None, dynamic_ncols=True, desc="sweep")
     counts = {"ok": 0, "diverged": 0, "failed": 0}

@@ -77,10 +77,6 @@ class SweepSpec:
                 return self.values[key][0]
         raise AttributeError(f"a sweep has no key {key!r}")
 
-    def setting(self, name: str) -> Any:
-        """The value of a setting every run shares (its first, for an axis)."""
-        return self.values[name][0]
-
     def to_dict(self) -> dict[str, Any]:
         """The grid by its keys, as a TOML file or sweep.json gives it."""
         out: dict[str, Any] = {}
@@ -96,7 +92,7 @@ class SweepSpec:
 def shapes(spec: SweepSpec) -> list[tuple[int, ...]]:
     """The hidden widths of every network shape in the grid."""
     if not spec.depths:
-        return [tuple(spec.setting("hidden"))]
+        return [tuple(spec.hidden)]
     return [(width,) * depth for depth in spec.depths for width in spec.widths]
 
 
@@ -245,7 +241,7 @@ def run_sweep(
     afresh. `ran` counts the runs this call finished; runs that a concurrent sweep on the same
     directory claimed are left to it.
     """
-    count = workers_for(spec.setting("device"), workers, backend)  # before anything is written
+    count = workers_for(spec.device, workers, backend)  # before anything is written
     configs = expand(spec)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -253,7 +249,7 @@ def run_sweep(
     policy = Policy(
         workers=count,
         threads=1,  # a sweep's children use one thread each: more runs at once, not faster ones
-        group=group_size(spec.setting("device"), group, backend),
+        group=group_size(spec.device, group, backend),
         resume=resume,
         keep_finished=True,
         retry_failed=retry_failed,
