@@ -73,13 +73,19 @@ def test_every_field_is_an_option_with_its_default_in_help(command, name):
 def test_every_field_given_on_the_command_line_reaches_the_config(name, tmp_path):
     setting = field(name)
     value, text = other_value(setting)
-    argv = ["train", f"--{name.replace('_', '-')}", text]
+    flag = f"--{name.replace('_', '-')}"
+    flags = [flag if value else f"--no-{name.replace('_', '-')}"]
+    argv = ["train", *(flags if isinstance(value, bool) else [flag, text])]
     if name == "momentum":
         argv += ["--optimizer", "sgd"]
+    if name == "residual":  # a skip needs equal widths
+        argv += ["--depth", "3", "--width", "8"]
     args = cli.build_parser().parse_args(argv)
     (config,) = cli.training_configs(args)
     assert getattr(config, name) == value
-    unchanged = {f: getattr(TrainConfig(), f) for f in FIELDS if f not in (name, "optimizer")}
+    unchanged = {
+        f: getattr(TrainConfig(), f) for f in FIELDS if f not in (name, "optimizer", "hidden")
+    }
     assert {f: getattr(config, f) for f in unchanged} == unchanged
 
 
@@ -90,11 +96,13 @@ def test_every_field_is_a_toml_key_and_a_sweep_option(name):
     axis = setting.metadata["axis"]
     key = axis or name
     toml_value = [value] if axis else (list(value) if isinstance(value, tuple) else value)
-    spec = sweep.spec_from_dict({key: toml_value})
+    shape = {"depths": [3], "widths": [8]} if name == "residual" else {}  # a skip: equal widths
+    spec = sweep.spec_from_dict({key: toml_value, **shape})
     assert {getattr(c, name) for c in sweep.expand(spec)} == {value}
     assert key in sweep.spec_from_dict({}).to_dict()  # sweep.json and presets use the same keys
     option = f"--{key.replace('_', '-')}"
-    args = cli.build_parser().parse_args(["sweep", option, text])
+    extra = ["--depths", "3", "--widths", "8"] if name == "residual" else []
+    args = cli.build_parser().parse_args(["sweep", option, text, *extra])
     assert {getattr(c, name) for c in sweep.expand(cli.sweep_spec(args))} == {value}
 
 

@@ -9,13 +9,13 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from vanishing import __version__, compare, data, records
 from vanishing.activations import ACTIVATIONS
-from vanishing.config import GROUPS, TrainConfig, axes, help_text, kind_of, settings
+from vanishing.config import GROUPS, TrainConfig, axes, help_text, kind_of, settings, value_of
 from vanishing.devices import resolve_device
 from vanishing.errors import UsageError
 from vanishing.model import DEFAULT_WIDTH, hidden_widths, parse_hidden
@@ -194,7 +194,22 @@ def parse_axis(setting: dataclasses.Field, text: str) -> list:
         return parse_names(text)
     if setting.name == "seed":
         return parse_seeds(text)
-    return parse_list(text, kind_of(setting), option(setting.metadata["axis"]))
+    where = option(setting.metadata["axis"])
+    values = [value_of(setting, part, where, text=True) for part in text.split(",") if part.strip()]
+    if not values:
+        raise UsageError(f"{where}: give at least one value")
+    return values
+
+
+def converter(setting: dataclasses.Field) -> Callable[[str], Any]:
+    """An option's argparse type: the text as the field's type (`value_of`), named for it so
+    that argparse's error reads "invalid float value: 'x'"."""
+
+    def convert(text: str) -> Any:
+        return value_of(setting, text, option(setting.name), text=True)
+
+    convert.__name__ = kind_of(setting).__name__
+    return convert
 
 
 def add_training_options(
@@ -226,7 +241,8 @@ def add_training_options(
         else:
             group.add_argument(
                 option(setting.name),
-                type=kind_of(setting),  # int, float or str (str: the text as given)
+                # int, float or str (str: the text as given); `none` for an optional one
+                type=converter(setting),
                 metavar=meta["metavar"],
                 help=help_text(setting),
             )

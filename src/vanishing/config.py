@@ -8,6 +8,8 @@ a field here (with `setting(...)`) and implementing it, nothing else.
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from vanishing.activations import (
 from vanishing.data import DATASETS, get_spec
 from vanishing.devices import DEVICES
 from vanishing.errors import UsageError, choices_error
-from vanishing.model import OPTIMIZERS, SEED_HIDDEN, check_optimizer_settings, init_names
+from vanishing.model import NORMS, OPTIMIZERS, SEED_HIDDEN, check_optimizer_settings, init_names
 
 GROUPS = ("model", "optimisation", "measurement", "data")  # --help sections, in this order
 
@@ -101,6 +103,15 @@ class TrainConfig:
         1e-3, "learning rate", why="the reference's", group="optimisation", metavar="LR", axis="lrs"
     )
     momentum: float = setting(0.0, "SGD momentum, for sgd only", group="optimisation", metavar="M")
+    clip_grad_norm: float | None = setting(
+        None,
+        "clip the global gradient norm to X before each step, counting the steps it clipped "
+        "(none: no clipping)",
+        why="the reference does not clip",
+        group="optimisation",
+        metavar="X",
+        axis="clip_grad_norms",
+    )
     batch_size: int = setting(
         64, "samples per step", why="the reference's", group="optimisation", metavar="N"
     )
@@ -118,6 +129,30 @@ class TrainConfig:
     )
     dataset: str = setting(
         "mnist", "data set: {choices}", group="data", choices=lambda: list(DATASETS), metavar="NAME"
+    )
+    norm: str = setting(
+        "none",
+        "normalisation between each hidden Linear and its activation: {choices}; batch norm "
+        "uses batch statistics in training and in the probes, running ones in evaluation "
+        "(runs with a norm train one at a time, not in groups)",
+        why="the reference has none",
+        choices=lambda: list(NORMS),
+        metavar="NAME",
+        axis="norms",
+    )
+    residual: bool = setting(
+        False,
+        "an identity skip around every hidden layer but the first, h + act(norm(W h + b)); "
+        "needs equal hidden widths (--depth/--width)",
+        why="the reference has none",
+        axis="residuals",
+    )
+    init_gain: float = setting(
+        1.0,
+        "multiply the init's weight standard deviation by G (above 1: exploding signals)",
+        why="each init's own scale",
+        metavar="G",
+        axis="init_gains",
     )
     negative_slope: float = setting(
         DEFAULT_OPTIONS.negative_slope,
@@ -158,7 +193,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         get_activation(self.activation)
         get_spec(self.dataset)
-        for name in ("init", "optimizer", "device"):
+        for name in ("init", "optimizer", "device", "norm"):
             if getattr(self, name) not in choices_of(name):
                 raise choices_error(name, getattr(self, name), choices_of(name))
         if not self.hidden or any(int(w) < 1 for w in self.hidden):
@@ -176,6 +211,23 @@ class TrainConfig:
             if not isinstance(value, int) or value < 1:
                 raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
         check_optimizer_settings(self.lr, self.momentum)
+        if isinstance(self.init_gain, bool) or not (
+            isinstance(self.init_gain, (int, float)) and 0 < self.init_gain < math.inf
+        ):
+            raise UsageError(f"init gain must be a finite number > 0, got {self.init_gain!r}")
+        clip = self.clip_grad_norm
+        if clip is not None and (
+            isinstance(clip, bool) or not (isinstance(clip, (int, float)) and 0 < clip < math.inf)
+        ):
+            raise UsageError(
+                f"gradient clipping norm must be a finite number > 0 (leave it out, or none, "
+                f"for no clipping), got {clip!r}"
+            )
+        if self.residual and len(set(self.hidden)) > 1:
+            raise UsageError(
+                "residual connections need equal hidden widths (a skip adds a layer's input to "
+                f"its output), got {shown(self.hidden)}; e.g. --depth 20 --width 256"
+            )
         self.options  # noqa: B018 - ActivationOptions checks the slope and the PReLU mode
 
     @property
@@ -206,7 +258,11 @@ def choices_of(name: str) -> list[str]:
 
 
 def shown(value: Any) -> str:
-    """A default as the command line writes it: `520,320,240,120`, `0.001`, `relu`."""
+    """A default as the command line writes it: `520,320,240,120`, `0.001`, `relu`, `none`."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, (tuple, list)):
         return ",".join(map(shown, value))
     return f"{value:g}" if isinstance(value, float) else str(value)
@@ -227,6 +283,44 @@ def axes() -> dict[str, str]:
 
 
 def kind_of(setting: dataclasses.Field) -> type:
-    """The Python type of a field's values (`tuple` for the hidden widths)."""
+    """The Python type of a field's values (`tuple` for the hidden widths; `float` for an
+    optional float, see `optional`)."""
     kind = typing.get_type_hints(TrainConfig)[setting.name]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        (kind,) = [k for k in typing.get_args(kind) if k is not type(None)]
     return typing.get_origin(kind) or kind
+
+
+def optional(setting: dataclasses.Field) -> bool:
+    """Whether the field takes None (written `none`), e.g. no gradient clipping."""
+    kind = typing.get_type_hints(TrainConfig)[setting.name]
+    return type(None) in typing.get_args(kind)
+
+
+TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def value_of(setting: dataclasses.Field, value: Any, where: str, text: bool = False) -> Any:
+    """A value of the field as its type, from the command line's text (`text`) or from TOML or
+    JSON; `none` (or null) for an optional field. A wrong one is a UsageError naming `where`."""
+    kind = kind_of(setting)
+    if optional(setting) and (value is None or (isinstance(value, str) and value == "none")):
+        return None
+    expected = f"{kind.__name__}{' or none' if optional(setting) else ''}"
+    if text and kind is not str:
+        word = value.strip().lower()
+        if kind is bool and word in TRUE + FALSE:
+            return word in TRUE
+        try:
+            return kind(word) if kind in (int, float) else _wrong(where, expected, value)
+        except ValueError:
+            _wrong(where, expected, value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
+        _wrong(where, expected, value)
+    return value
+
+
+def _wrong(where: str, expected: str, value: Any) -> typing.NoReturn:
+    raise UsageError(f"{where}: expected {expected}, got {value!r}")

@@ -67,6 +67,15 @@ def parse_hidden(text: str) -> tuple[int, ...]:
     return tuple(widths)
 
 
+# Normalisation layers, placed between a hidden Linear and its activation (Ioffe & Szegedy's
+# placement): name -> a module for a layer of that width, or None for no layer.
+NORMS: dict[str, Callable[[int], nn.Module] | None] = {
+    "none": None,
+    "batch": nn.BatchNorm1d,
+    "layer": nn.LayerNorm,
+}
+
+
 # A later version trains a group of same-shaped models at once with stacked weights, so the
 # MLP stays plain: Linear layers in a ModuleList, activations per layer, no hidden state.
 class MLP(nn.Module):

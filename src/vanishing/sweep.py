@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from vanishing import records
-from vanishing.config import TrainConfig, kind_of, settings
+from vanishing.config import TrainConfig, kind_of, settings, value_of
 from vanishing.data import Dataset
 from vanishing.errors import UsageError, choices_error
 from vanishing.model import DEFAULT_WIDTH
@@ -126,11 +126,11 @@ def spec_from_dict(values: dict[str, Any], source: str = "sweep") -> SweepSpec:
             items = values[key] if isinstance(values[key], (list, tuple)) else [values[key]]
             if not items:
                 raise UsageError(f"{where}: give at least one value")
-            grid[setting.name] = tuple(check_type(where, item, kind) for item in items)
+            grid[setting.name] = tuple(value_of(setting, item, where) for item in items)
         elif kind is tuple:
             grid[setting.name] = (ints(where, values[key], allow_empty=False),)
         else:
-            grid[setting.name] = (check_type(where, values[key], kind),)
+            grid[setting.name] = (value_of(setting, values[key], where),)
     shape = {key: ints(f"{source}: {key}", values[key]) for key in SHAPE_KEYS if key in values}
     if not shape.get("widths", (DEFAULT_WIDTH,)):
         raise UsageError(f"{source}: widths: give at least one value")
