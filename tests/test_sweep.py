@@ -102,6 +102,32 @@ def test_presets_load_and_are_documented():
         sweep.load_preset("deep")
 
 
+def test_the_remedies_preset_tries_every_cure_on_a_deep_sigmoid_net():
+    configs = sweep.expand(sweep.load_preset("remedies"))
+    assert {(c.activation, c.hidden, c.optimizer, c.lr, c.epochs) for c in configs} == {
+        ("sigmoid", (256,) * 20, "adam", 1e-3, 1)
+    }
+    cures = {(c.norm, c.residual, c.init) for c in configs}
+    assert cures == {
+        (norm, residual, init)
+        for norm in ("none", "batch", "layer")
+        for residual in (False, True)
+        for init in ("default", "kaiming")
+    }
+    assert {c.seed for c in configs} == {0, 1, 2} and len(configs) == 12 * 3
+
+
+def test_the_exploding_preset_raises_the_he_init_gain_with_and_without_clipping():
+    configs = sweep.expand(sweep.load_preset("exploding"))
+    assert {(c.activation, c.hidden, c.init, c.optimizer, c.lr, c.momentum) for c in configs} == {
+        ("relu", (256,) * 30, "kaiming", "sgd", 0.01, 0.9)
+    }
+    assert {(c.init_gain, c.clip_grad_norm) for c in configs} == {
+        (gain, clip) for gain in (1.0, 2**0.5, 2.0) for clip in (None, 1.0)
+    }
+    assert {c.seed for c in configs} == {0, 1, 2} and len(configs) == 6 * 3
+
+
 def test_run_names_are_stable_and_distinct():
     a, b = sweep.expand(tiny_spec())[:2]
     assert sweep.run_name(a) == sweep.run_name(type(a).from_dict(a.to_dict()))
