@@ -94,11 +94,12 @@ def test_model_pickles(activation):
 def test_forward_hidden_matches_forward():
     model = build_model(TINY, "tanh", seed=0)
     x = torch.randn(4, 784)
-    logits, pre_activations, outputs = model.forward_hidden(x)
+    logits, pre_activations, post_activations, outputs = model.forward_hidden(x)
     torch.testing.assert_close(logits, model(x))
     assert [z.shape for z in pre_activations] == [(4, 7), (4, 5)]
-    for z, h in zip(pre_activations, outputs, strict=True):
+    for z, a, h in zip(pre_activations, post_activations, outputs, strict=True):
         torch.testing.assert_close(h, torch.tanh(z))
+        assert a is h  # no skip: the layer's output is the activation's
     torch.testing.assert_close(pre_activations[0], model.linears[0](x))
 
 

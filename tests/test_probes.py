@@ -25,7 +25,7 @@ def test_grad_norms_equal_autograd(name):
     measured = probes.measure(model, get_activation(name), x, y)
     # Reference: an ordinary backward pass, hidden outputs kept with retain_grad.
     model.eval()
-    logits, _, hidden = model.forward_hidden(x)
+    logits, _, _, hidden = model.forward_hidden(x)
     for h in hidden:
         h.retain_grad()
     loss = F.cross_entropy(logits, y)

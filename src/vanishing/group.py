@@ -6,17 +6,18 @@ gradient), so one model's NaN cannot reach another. Each model's records are tho
 writes, its checkpoint.pt included: at every epoch end but the last, each model still running gets
 its own, in `train`'s format (its plain MLP, its share of the optimizer state as a single model's
 optimizer holds it, its data order), so either path can continue it. `plan_groups` decides which
-runs of a comparison can share a group.
+runs of a comparison can share a group; runs with a norm layer (or RReLU) train alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -30,17 +31,19 @@ from vanishing.config import TrainConfig
 from vanishing.data import Dataset, load_dataset
 from vanishing.devices import resolve_device, sync
 from vanishing.errors import UsageError
-from vanishing.model import UNGROUPABLE, GroupedMLP, build_model, make_optimizer
+from vanishing.model import UNGROUPABLE, GroupedMLP, make_optimizer
 from vanishing.records import RunResult
 from vanishing.train import (
     RunLog,
     StepCallback,
     denormals_flushed,
+    make_model,
     to_inputs,
 )
 
-# What the models of one group must share: every setting but these, which may differ.
-PER_MODEL_FIELDS = ("activation", "init", "seed")
+# What the models of one group must share: every setting but these, which may differ (the init
+# and its gain are drawn per model; clipping is a per-model coefficient on its own gradients).
+PER_MODEL_FIELDS = ("activation", "init", "seed", "init_gain", "clip_grad_norm")
 SHARED_FIELDS = tuple(
     f.name for f in dataclasses.fields(TrainConfig) if f.name not in PER_MODEL_FIELDS
 )
@@ -49,6 +52,16 @@ SHARED_FIELDS = tuple(
 def group_key(config: TrainConfig) -> tuple[Any, ...]:
     """Runs with equal keys can train in one group."""
     return tuple(getattr(config, name) for name in SHARED_FIELDS)
+
+
+def alone(config: TrainConfig) -> str | None:
+    """Why the run cannot train in a group (it trains one at a time), None when it can."""
+    if config.activation in UNGROUPABLE:
+        return f"{config.activation} draws random numbers while training"
+    if config.norm != "none":
+        # A group has no norm layers: batch norm's statistics would need stacking per model.
+        return f"a model with {config.norm} norm has no grouped form"
+    return None
 
 
 def plan_groups(
@@ -65,10 +78,10 @@ def plan_groups(
         raise UsageError(f"group size must be >= 1, got {max_size!r}")
     epochs = list(epochs) if epochs is not None else [None] * len(configs)
     by_key: dict[tuple[Any, ...], list[int]] = {}
-    alone = []
+    singles = []
     for i, config in enumerate(configs):
-        if config.activation in UNGROUPABLE:
-            alone.append([i])
+        if alone(config) is not None:
+            singles.append([i])
         else:
             by_key.setdefault((*group_key(config), epochs[i]), []).append(i)
     chunks = [
@@ -76,7 +89,31 @@ def plan_groups(
         for members in by_key.values()
         for start in range(0, len(members), max_size)
     ]
-    return sorted(chunks + alone)
+    return sorted(chunks + singles)
+
+
+@torch.no_grad()
+def clip_group_gradients(group: GroupedMLP, max_norms: Tensor) -> Tensor:
+    """`train.clip_gradients` per model: clip model k's gradient norm (over its slices of every
+    stacked gradient) to max_norms[k] (K,), inf for a model that does not clip; (K,) bools,
+    whether each model's norm was above its limit. Nothing is summed across models."""
+    pairs = [
+        (p, models)
+        for p, models in zip(group.parameters(), group.parameter_models(), strict=True)
+        if p.grad is not None
+    ]
+    per_tensor = torch.zeros(len(pairs), len(group), device=max_norms.device)  # (tensors, K)
+    for row, (p, models) in zip(per_tensor, pairs, strict=True):
+        row[models.start : models.stop] = probes.norms(cast(Tensor, p.grad))
+    total = per_tensor.norm(dim=0)  # (K,): the norm of the norms, as clip_grad_norm_ takes it
+    # torch's coefficient: max_norm / (norm + 1e-6), at most 1; a model without a limit keeps its
+    # gradients (times 1: bit for bit, a non-finite one too).
+    coefficient = (max_norms / (total + 1e-6)).clamp(max=1.0)
+    coefficient = torch.where(torch.isinf(max_norms), torch.ones_like(coefficient), coefficient)
+    for p, models in pairs:
+        grad = cast(Tensor, p.grad)  # (models, ...)
+        grad.mul_(coefficient[models.start : models.stop].view(-1, *[1] * (grad.dim() - 1)))
+    return total > max_norms
 
 
 @torch.no_grad()
@@ -179,7 +216,7 @@ def fit_group(
     train/eval/probe seconds), a fair per-model figure since the K models run as one.
     """
     first, k = configs[0], len(configs)
-    models = [build_model(c.hidden, c.activation, c.init, c.options, seed=c.seed) for c in configs]
+    models = [make_model(c) for c in configs]
     if checkpoints is not None:
         for model, checkpoint in zip(models, checkpoints, strict=True):
             model.load_state_dict(checkpoint["model"])
@@ -197,6 +234,11 @@ def fit_group(
     ).to(device)  # (K, probe_size)
     x_probe, y_probe = x_train[probe_index], y_train[probe_index]  # (K, probe, 784), (K, probe)
     rectifier = [get_activation(name).family == "rectifier" for name in group.names]
+    clipping = [c.clip_grad_norm is not None for c in configs]
+    max_norms = None  # (K,) each model's limit, inf for none; None when no model clips
+    if any(clipping):
+        limits = [math.inf if c.clip_grad_norm is None else c.clip_grad_norm for c in configs]
+        max_norms = torch.tensor(limits, device=device)
 
     step, first_epoch = 0, 1
     if checkpoints is not None:
@@ -211,6 +253,7 @@ def fit_group(
             break
         order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
         loss_sum = torch.zeros(k, device=device)  # per model, on the device
+        clipped = torch.zeros(k, dtype=torch.long, device=device)  # per model, this epoch
         sync(device)
         start = time.perf_counter()
         epoch_probe_seconds = 0.0
@@ -234,6 +277,8 @@ def fit_group(
             optimizer.zero_grad(set_to_none=True)
             # A sum, never a mean: model k's gradient is exactly that of its own loss.
             losses.sum().backward()
+            if max_norms is not None:
+                clipped += clip_group_gradients(group, max_norms)
             optimizer.step()
             loss_sum += losses.detach() * index.shape[1]
             if probing:
@@ -248,6 +293,9 @@ def fit_group(
         sync(device)
         epoch_train_seconds = (time.perf_counter() - start - epoch_probe_seconds) / k
         train_losses = (loss_sum / n).tolist()
+        clipped_steps = [
+            c if on else None for c, on in zip(clipped.tolist(), clipping, strict=True)
+        ]
         for i in trained:  # a model that diverged this epoch still spent it, as in `train.fit`
             logs[i].train_seconds += epoch_train_seconds
             logs[i].probe_seconds += epoch_probe_seconds / k
@@ -273,6 +321,7 @@ def fit_group(
                 test_accuracies[i],
                 epoch_train_seconds,
                 eval_seconds,
+                clipped_steps[i],
             )
         if run_dirs is not None and epoch < first.epochs:
             running = [i for i in active if logs[i].running]
@@ -305,9 +354,10 @@ def train_group(
     keys = {group_key(c) for c in configs}
     if len(keys) > 1:
         raise UsageError(f"a group's runs must share {', '.join(SHARED_FIELDS)}")
-    rrelu = sorted(UNGROUPABLE & {c.activation for c in configs})
-    if rrelu:
-        raise UsageError(f"{', '.join(rrelu)} draws random numbers while training: train it alone")
+    for config in configs:
+        reason = alone(config)
+        if reason is not None:
+            raise UsageError(f"{reason}: train it alone, not in a group")
     run_dirs = list(run_dirs) if run_dirs is not None else [None] * len(configs)
     # Equal activations next to each other: one activation call per run of equal names.
     first_seen = {c.activation: i for i, c in reversed(list(enumerate(configs)))}

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import numbers
 from collections.abc import Callable, Iterable, Sequence
-from typing import Literal, cast
+from typing import Literal, NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from vanishing.activations import (
     DEFAULT_OPTIONS,
@@ -76,10 +78,40 @@ NORMS: dict[str, Callable[[int], nn.Module] | None] = {
 }
 
 
-# A later version trains a group of same-shaped models at once with stacked weights, so the
-# MLP stays plain: Linear layers in a ModuleList, activations per layer, no hidden state.
+def check_norm(norm: str) -> None:
+    """A registered normalisation name, else a UsageError naming the choices."""
+    if norm not in NORMS:
+        raise choices_error("norm", norm, list(NORMS))
+
+
+def check_residual(hidden: Sequence[int]) -> None:
+    """Residual skips add a layer's input to its output: every hidden width must be equal."""
+    if len(set(hidden)) > 1:
+        raise UsageError(f"residual connections need equal hidden widths, got {tuple(hidden)}")
+
+
+# How batch norm normalises in `forward_hidden`: with the batch's own statistics (the probes: the
+# network as training sees it) or with the running ones (as `evaluate` sees it); neither updates
+# the running statistics.
+Statistics = Literal["batch", "running"]
+
+
+class HiddenPass(NamedTuple):
+    """What `forward_hidden` returns; lists per hidden layer, input side first, each (batch,
+    width_l), or (K, batch, width_l) for a group."""
+
+    logits: Tensor  # (batch, classes)
+    pre_activations: list[Tensor]  # the activation's input: norm(W h + b), or W h + b
+    post_activations: list[Tensor]  # the activation's output act(pre_activation)
+    outputs: list[Tensor]  # the layer's output h_l: h_{l-1} + act(..) with a skip, else act(..)
+
+
+# A group of same-shaped models trains at once with stacked weights (GroupedMLP), so the MLP
+# stays plain: Linear layers in a ModuleList, activations (and norms) per layer, no hidden state
+# but batch norm's running statistics.
 class MLP(nn.Module):
-    """784 -> hidden... -> 10, the same activation after every hidden layer."""
+    """784 -> hidden... -> 10, the same activation after every hidden layer; optionally a norm
+    before each activation and an identity skip around every hidden layer but the first."""
 
     def __init__(
         self,
@@ -88,11 +120,18 @@ class MLP(nn.Module):
         options: ActivationOptions = DEFAULT_OPTIONS,
         in_features: int = 784,
         classes: int = 10,
+        *,
+        norm: str = "none",
+        residual: bool = False,
     ) -> None:
         super().__init__()
         self.hidden = hidden_widths(hidden)
         self.activation = get_activation(activation)
         self.options = options
+        check_norm(norm)
+        if residual:
+            check_residual(self.hidden)
+        self.norm, self.residual = norm, residual
         sizes = (in_features, *self.hidden, classes)
         self.linears = nn.ModuleList(
             nn.Linear(fan_in, fan_out) for fan_in, fan_out in zip(sizes, sizes[1:], strict=False)
@@ -101,29 +140,61 @@ class MLP(nn.Module):
         self.activations = nn.ModuleList(
             make_activation(activation, width, options) for width in self.hidden
         )
+        # Registered after the activations, and empty without a norm: a plain MLP's parameters
+        # and state_dict are what they always were. Norms draw no random numbers.
+        make_norm = NORMS[norm]
+        self.norms = nn.ModuleList(make_norm(w) for w in self.hidden) if make_norm else None
 
     def linear_layers(self) -> list[nn.Linear]:
         """The Linear layers, input layer first, typed (a ModuleList's items are plain Modules)."""
         return [cast(nn.Linear, linear) for linear in self.linears]
 
+    def normalize(self, layer: int, z: Tensor, statistics: Statistics | None = None) -> Tensor:
+        """Hidden layer `layer`'s norm of z (batch, width): as the module's mode says (None), or
+        for batch norm with the given statistics, the running ones left as they are."""
+        if self.norms is None:
+            return z
+        module = self.norms[layer]
+        if statistics is None or not isinstance(module, nn.BatchNorm1d):
+            return module(z)  # layer norm has no statistics to choose: per sample
+        if statistics == "batch":  # no running buffers: nothing to update
+            return F.batch_norm(z, None, None, module.weight, module.bias, True, 0.0, module.eps)
+        return F.batch_norm(
+            z, module.running_mean, module.running_var, module.weight, module.bias, False, 0.0,
+            module.eps,
+        )  # fmt: skip
+
+    def layer(
+        self, layer: int, h: Tensor, statistics: Statistics | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Hidden layer `layer` on its input h: (activation input, activation output, output)."""
+        u = self.normalize(layer, self.linears[layer](h), statistics)  # (batch, width)
+        a = self.activations[layer](u)
+        # The first layer projects 784 -> width: no skip around it.
+        return u, a, h + a if self.residual and layer > 0 else a
+
     def forward(self, x: Tensor) -> Tensor:
         """Logits (batch, classes) of images (batch, 784) or (batch, 28, 28)."""
         h = x.flatten(1)
-        # zip stops at the last activation; the output layer has none.
-        for linear, act in zip(self.linears, self.activations, strict=False):
-            h = act(linear(h))
+        for layer in range(len(self.hidden)):
+            h = self.layer(layer, h)[2]
         return self.linears[-1](h)
 
-    def forward_hidden(self, x: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-        """Logits, pre-activations z_l and outputs h_l = act(z_l) of every hidden layer."""
+    def forward_hidden(self, x: Tensor, statistics: Statistics = "batch") -> HiddenPass:
+        """Logits and every hidden layer's activation input, activation output and output.
+
+        Batch norm uses `statistics` ("batch": x's own, as in training; "running": as in
+        evaluation) and never updates the running ones, whatever the module's mode: measuring
+        changes no state.
+        """
         h = x.flatten(1)
-        pre_activations, outputs = [], []
-        for linear, act in zip(self.linears, self.activations, strict=False):
-            z = linear(h)  # (batch, width_l)
-            h = act(z)
-            pre_activations.append(z)
+        pre_activations, post_activations, outputs = [], [], []
+        for layer in range(len(self.hidden)):
+            u, a, h = self.layer(layer, h, statistics)
+            pre_activations.append(u)
+            post_activations.append(a)
             outputs.append(h)
-        return self.linears[-1](h), pre_activations, outputs
+        return HiddenPass(self.linears[-1](h), pre_activations, post_activations, outputs)
 
 
 # RReLU draws random slopes while training: K models drawing from one stream cannot reproduce K
@@ -151,7 +222,8 @@ class GroupedMLP(nn.Module):
     which cost more than the products themselves on the CPU).
 
     `activations` names each model's activation; equal names must be contiguous, so that a
-    layer applies one module per run of equal names (a handful of calls, not K).
+    layer applies one module per run of equal names (a handful of calls, not K). `residual` as
+    in `MLP`; a group has no norm layers (runs with one train alone).
     """
 
     def __init__(
@@ -161,11 +233,16 @@ class GroupedMLP(nn.Module):
         options: ActivationOptions = DEFAULT_OPTIONS,
         in_features: int = 784,
         classes: int = 10,
+        *,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         self.hidden = tuple(hidden)
         self.names = tuple(activations)
         self.options = options
+        if residual:
+            check_residual(self.hidden)
+        self.residual = residual
         k = len(self.names)
         self.segments: list[tuple[str, int, int]] = []  # (activation, first model, end)
         start = 0
@@ -206,6 +283,8 @@ class GroupedMLP(nn.Module):
     def from_models(cls, models: Sequence[MLP]) -> GroupedMLP:
         """Stack existing models' parameters (copied) into one group."""
         first = models[0]
+        if any(m.norms is not None for m in models):
+            raise ValueError("a group has no norm layers: train models with a norm alone")
         linears = first.linear_layers()
         group = cls(
             first.hidden,
@@ -213,6 +292,7 @@ class GroupedMLP(nn.Module):
             first.options,
             linears[0].in_features,
             linears[-1].out_features,
+            residual=first.residual,
         )
         with torch.no_grad():
             stacked = group.stack([list(m.parameters()) for m in models])
@@ -268,7 +348,10 @@ class GroupedMLP(nn.Module):
         was (the new MLP's own random init, overwritten here, draws from a forked one)."""
         in_features, classes = self.weights[0].shape[1], self.weights[-1].shape[2]
         with torch.random.fork_rng(devices=[]):
-            model = MLP(self.hidden, self.names[k], self.options, in_features, classes)
+            model = MLP(
+                self.hidden, self.names[k], self.options, in_features, classes,
+                residual=self.residual,
+            )  # fmt: skip
         model.to(self.weights[0].device)
         with torch.no_grad():
             own = self.unstack(list(self.parameters()), k)
@@ -286,25 +369,37 @@ class GroupedMLP(nn.Module):
         ]
         return torch.cat(parts)
 
-    def forward_hidden(self, x: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-        """Logits (K, batch, classes), pre-activations and outputs (K, batch, width_l) per layer."""
+    def parameter_models(self) -> list[range]:
+        """For each of `self.parameters()`, the models its rows (its first dimension) belong to:
+        every model for the stacked weights and biases, its segment's for a StackedPReLU."""
+        owners = [range(len(self))] * (2 * len(self.weights))
+        prelu = self._prelu_models()
+        return owners + [prelu] * (len(self.hidden) if prelu else 0)
+
+    def layer(self, layer: int, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Hidden layer `layer` of every model on h (K, batch, in): `MLP.layer`'s three."""
+        # (K, batch, in) @ (K, in, out) + (K, 1, out): nn.Linear per model, in one call.
+        z = torch.baddbmm(self.biases[layer].unsqueeze(1), h, self.weights[layer])
+        a = self.activate(layer, z)
+        return z, a, h + a if self.residual and layer > 0 else a
+
+    def forward_hidden(self, x: Tensor) -> HiddenPass:
+        """`MLP.forward_hidden` per model: logits (K, batch, classes), lists of (K, batch, w)."""
         h = x
-        pre_activations, outputs = [], []
+        pre_activations, post_activations, outputs = [], [], []
         for layer in range(len(self.hidden)):
-            # (K, batch, in) @ (K, in, out) + (K, 1, out): nn.Linear per model, in one call.
-            z = torch.baddbmm(self.biases[layer].unsqueeze(1), h, self.weights[layer])
-            h = self.activate(layer, z)
+            z, a, h = self.layer(layer, h)
             pre_activations.append(z)
+            post_activations.append(a)
             outputs.append(h)
         logits = torch.baddbmm(self.biases[-1].unsqueeze(1), h, self.weights[-1])
-        return logits, pre_activations, outputs
+        return HiddenPass(logits, pre_activations, post_activations, outputs)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits (K, batch, classes) of inputs (K, batch, 784), model k on x[k]."""
         h = x
         for layer in range(len(self.hidden)):
-            z = torch.baddbmm(self.biases[layer].unsqueeze(1), h, self.weights[layer])
-            h = self.activate(layer, z)
+            h = self.layer(layer, h)[2]
         return torch.baddbmm(self.biases[-1].unsqueeze(1), h, self.weights[-1])
 
 
@@ -362,13 +457,21 @@ def init_names() -> list[str]:
     return [*INITS, *INIT_ALIASES]
 
 
-def initialize(model: MLP, init: str, activation: str | None = None) -> None:
-    """Re-initialise the model's Linear layers in place; activation defaults to the model's."""
+def initialize(model: MLP, init: str, activation: str | None = None, gain: float = 1.0) -> None:
+    """Re-initialise the model's Linear layers in place; activation defaults to the model's.
+
+    `gain` multiplies every Linear weight (the output layer's too) after the init's draw, so the
+    weights' standard deviation is `gain` times the init's; biases and norm layers keep theirs.
+    """
     name = INIT_ALIASES.get(init, init)
     if name not in INITS:
         raise choices_error("init", init, init_names())
     chosen = model.activation if activation is None else get_activation(activation)
     INITS[name](model, chosen)
+    if gain != 1:  # a gain of 1 leaves the draws as they were, bit for bit
+        with torch.no_grad():
+            for linear in model.linear_layers():
+                linear.weight.mul_(gain)
 
 
 OPTIMIZERS: dict[str, Callable[[Iterable[Tensor], float, float], torch.optim.Optimizer]] = {
@@ -407,15 +510,17 @@ def build_model(
     init: str = "default",
     options: ActivationOptions = DEFAULT_OPTIONS,
     seed: int | None = None,
+    *,
+    norm: str = "none",
+    residual: bool = False,
+    init_gain: float = 1.0,
 ) -> MLP:
-    """Build and initialise an MLP; with a seed the weights are reproducible."""
-    if seed is None:
-        model = MLP(hidden, activation, options)
-        initialize(model, init)
-        return model
+    """Build and initialise an MLP (`MLP`'s norm and residual, `initialize`'s gain); with a seed
+    the weights are reproducible."""
     # fork_rng restores the global RNG afterwards, so building a model never shifts other draws.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = MLP(hidden, activation, options)
-        initialize(model, init)
+    with contextlib.nullcontext() if seed is None else torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = MLP(hidden, activation, options, norm=norm, residual=residual)
+        initialize(model, init, gain=init_gain)
     return model

@@ -5,6 +5,12 @@ training can write them straight into `metrics.jsonl`. Lists are per layer, inpu
 The `*_group` functions measure every model of a `model.GroupedMLP` at once, each model on its
 own slice: the same numbers as the single-model functions, per model.
 
+Where a layer has a norm and a skip (`MLP.forward_hidden`): saturation is judged on the
+activation's input (after the norm), dead units on the activation's output (a residual stream is
+not zero when its unit is dead), and the signal and activation statistics are of the layer's
+output h_l (the residual stream). No probe changes any state of the model: batch norm's running
+statistics and its batch count are left as they were.
+
 What each measurement means, in the words the report quotes, is `vanishing.definitions`.
 """
 
@@ -27,7 +33,9 @@ def measure(model: MLP, activation: Activation, x: Tensor, y: Tensor) -> dict[st
     model.eval()  # RReLU uses its mean slope: the probe itself must not be random
     weights = [linear.weight for linear in model.linear_layers()]
     with torch.enable_grad():
-        logits, pre, hidden = model.forward_hidden(x)  # pre, hidden: L x (batch, width)
+        # Batch norm with the probe batch's own statistics: the network training steps. The
+        # running ones are the identity at step 0 and would measure the un-normalised network.
+        logits, pre, post, hidden = model.forward_hidden(x, "batch")  # L x (batch, width)
         loss = F.cross_entropy(logits, y)
         grads = torch.autograd.grad(loss, weights + hidden)
     model.train(was_training)
@@ -45,7 +53,7 @@ def measure(model: MLP, activation: Activation, x: Tensor, y: Tensor) -> dict[st
                         for module, z in zip(model.activations, pre, strict=True)
                     ]
                 ),
-                torch.stack([(h == 0).all(dim=0).float().mean() for h in hidden]),
+                torch.stack([(a == 0).all(dim=0).float().mean() for a in post]),
             ]
         ).tolist()
         # Weight-gradient norms, then the weights' own norms: one read-back.
@@ -103,12 +111,17 @@ def update_ratios(model: MLP, before: list[Tensor]) -> list[float]:
 
 @torch.no_grad()
 def dead_units(model: MLP, x: Tensor, chunk: int = 8192) -> list[float]:
-    """Per hidden layer, the fraction of units whose output is zero for every row of `x`."""
+    """Per hidden layer, the fraction of units whose activation output is zero for every row of
+    `x`."""
     alive = [torch.zeros(width, dtype=torch.bool, device=x.device) for width in model.hidden]
     for start in range(0, len(x), chunk):
-        _, _, hidden = model.forward_hidden(x[start : start + chunk])
-        for flags, h in zip(alive, hidden, strict=True):
-            flags |= (h != 0).any(dim=0)
+        # Batch norm with its running statistics, as `evaluate` sees the network: a sample's
+        # output is then its own, not its chunk's, so the count does not depend on `chunk`
+        # (batch statistics of 8192-sample chunks would be neither training's nor the data
+        # set's); at an epoch end they have followed the training batches for an epoch.
+        post = model.forward_hidden(x[start : start + chunk], "running").post_activations
+        for flags, a in zip(alive, post, strict=True):
+            flags |= (a != 0).any(dim=0)
     return torch.stack([1 - flags.float().mean() for flags in alive]).tolist()
 
 
@@ -126,7 +139,7 @@ def measure_group(group: GroupedMLP, x: Tensor, y: Tensor) -> list[dict[str, Any
     """`measure` for every model of a group; x (K, batch, 784), y (K, batch), model k on x[k]."""
     weights = list(group.weights)
     with torch.enable_grad():
-        logits, pre, hidden = group.forward_hidden(x)  # pre, hidden: L x (K, batch, width)
+        logits, pre, post, hidden = group.forward_hidden(x)  # L x (K, batch, width)
         losses = per_sample_loss(logits, y).mean(dim=1)  # (K,)
         # The sum: each model's gradients are those of its own mean loss, as in `measure`.
         grads = torch.autograd.grad(losses.sum(), weights + hidden)
@@ -138,7 +151,7 @@ def measure_group(group: GroupedMLP, x: Tensor, y: Tensor) -> list[dict[str, Any
                 torch.stack([h.flatten(1).mean(dim=1) for h in hidden]),
                 torch.stack([h.flatten(1).std(dim=1) for h in hidden]),
                 torch.stack([saturated_group(group, layer, z) for layer, z in enumerate(pre)]),
-                torch.stack([(h == 0).all(dim=1).float().mean(dim=1) for h in hidden]),
+                torch.stack([(a == 0).all(dim=1).float().mean(dim=1) for a in post]),
             ]
         )  # (5, L, K)
         grad_norms, weight_norms = (
@@ -219,12 +232,13 @@ def update_ratios_group(group: GroupedMLP, before: list[Tensor]) -> list[list[fl
 
 @torch.no_grad()
 def dead_units_group(group: GroupedMLP, x: Tensor, chunk: int = 8192) -> list[list[float]]:
-    """Per model and hidden layer, the fraction of units with zero output on every row of `x`."""
+    """Per model and hidden layer, the fraction of units with zero activation output on every
+    row of `x` (`dead_units` per model)."""
     k = len(group)
     alive = [torch.zeros(k, width, dtype=torch.bool, device=x.device) for width in group.hidden]
     step = max(1, chunk // k)  # K copies of a chunk are in flight at once
     for start in range(0, len(x), step):
-        _, _, hidden = group.forward_hidden(x[start : start + step].expand(k, -1, -1))
-        for flags, h in zip(alive, hidden, strict=True):
-            flags |= (h != 0).any(dim=1)
+        post = group.forward_hidden(x[start : start + step].expand(k, -1, -1)).post_activations
+        for flags, a in zip(alive, post, strict=True):
+            flags |= (a != 0).any(dim=1)
     return torch.stack([1 - flags.float().mean(dim=1) for flags in alive]).T.tolist()

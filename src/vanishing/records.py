@@ -59,6 +59,9 @@ class RunResult:
     # probe at which the loss, the gradients and the weights were all still finite.
     norms_before_divergence: dict[str, Any] | None = None
     error: str | None = None
+    # Steps whose gradient norm was above --clip-grad-norm (and clipped), over the epochs
+    # recorded; None without clipping. A default: result.json files older than it still load.
+    clipped_steps: int | None = None
     run_dir: str | None = field(default=None)
 
     def to_dict(self) -> dict[str, Any]:

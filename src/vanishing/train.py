@@ -22,6 +22,7 @@ from vanishing.activations import get_activation
 from vanishing.config import TrainConfig
 from vanishing.data import Dataset, load_dataset
 from vanishing.devices import resolve_device, sync
+from vanishing.errors import UsageError
 from vanishing.model import (
     MLP,
     build_model,
@@ -45,11 +46,47 @@ def to_inputs(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device).reshape(len(images), -1).float().div_(255)
 
 
+def make_model(config: TrainConfig) -> MLP:
+    """The config's model, initialised from its seed (on the CPU)."""
+    return build_model(
+        config.hidden,
+        config.activation,
+        config.init,
+        config.options,
+        seed=config.seed,
+        norm=config.norm,
+        residual=config.residual,
+        init_gain=config.init_gain,
+    )
+
+
+def clip_gradients(model: torch.nn.Module, max_norm: float) -> torch.Tensor:
+    """Clip the gradient norm over all the model's parameters to `max_norm` (clip_grad_norm_);
+    whether it clipped (the norm was above it), a bool tensor left on the device."""
+    total = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    return total > max_norm
+
+
+def check_batch_norm(config: TrainConfig, samples: int) -> None:
+    """Batch norm needs two samples or more in every batch it normalises with its statistics:
+    the probe batch and every training batch, the last of an epoch too."""
+    if config.norm != "batch":
+        return
+    if config.probe_size < 2:
+        raise UsageError(f"batch norm needs a probe size >= 2, got {config.probe_size}")
+    if min(config.batch_size, samples) < 2 or samples % config.batch_size == 1:
+        raise UsageError(
+            f"batch norm needs 2 samples or more per batch: --batch-size {config.batch_size} "
+            f"leaves a batch of 1 of the {samples} training samples; choose another"
+        )
+
+
 @torch.no_grad()
 def evaluate(
     model: MLP, x: torch.Tensor, y: torch.Tensor, chunk: int = 10000
 ) -> tuple[float, float]:
-    """Mean per-sample cross-entropy and accuracy over a whole split."""
+    """Mean per-sample cross-entropy and accuracy over a whole split (batch norm: running
+    statistics)."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
@@ -149,6 +186,7 @@ class RunLog:
     train_seconds: float = 0.0  # optimisation steps only
     eval_seconds: float = 0.0
     probe_seconds: float = 0.0
+    clipped_steps: int | None = None  # steps whose gradient was clipped; None: no clipping
     resumed_offset: int = 0  # metrics.jsonl bytes that the loaded checkpoint covers
 
     # What a checkpoint keeps of the log (all but config, writer and callback).
@@ -164,10 +202,13 @@ class RunLog:
         "train_seconds",
         "eval_seconds",
         "probe_seconds",
+        "clipped_steps",
     )
 
     def __post_init__(self) -> None:
         self.dead = self.dead or [0.0] * len(self.config.hidden)
+        if self.config.clip_grad_norm is not None and self.clipped_steps is None:
+            self.clipped_steps = 0
 
     @property
     def offset(self) -> int:
@@ -216,8 +257,13 @@ class RunLog:
         test_accuracy: float,
         train_seconds: float,
         eval_seconds: float,
+        clipped_steps: int | None = None,
     ) -> None:
-        """Record an epoch row (dead_fraction from `self.dead`); a non-finite test loss diverges."""
+        """Record an epoch row (dead_fraction from `self.dead`); a non-finite test loss diverges.
+
+        `clipped_steps`: the epoch's steps whose gradient was clipped, when clipping is on; the
+        row has the key only then, and the run's total adds it up.
+        """
         self.eval_seconds += eval_seconds
         row = {
             "kind": "epoch",
@@ -230,6 +276,9 @@ class RunLog:
             "eval_seconds": eval_seconds,
             "dead_fraction": self.dead,
         }
+        if clipped_steps is not None:
+            row["clipped_steps"] = clipped_steps
+            self.clipped_steps = (self.clipped_steps or 0) + clipped_steps
         self.history.append(row)
         self.emit(row)
         if self.on_epoch is not None:
@@ -268,6 +317,7 @@ class RunLog:
             diverged_step=self.diverged_step,
             norms_before_divergence=None if self.running else self.finite_probe,
             error=None if self.running else f"non-finite loss by step {self.diverged_step}",
+            clipped_steps=self.clipped_steps,
         )
 
 
@@ -286,16 +336,16 @@ def fit(
     `on_steps` may raise (KeyboardInterrupt, to stop): it is called between steps, never during
     a write.
     """
+    check_batch_norm(config, len(dataset.train_labels))
     activation = get_activation(config.activation)
-    model = build_model(
-        config.hidden, config.activation, config.init, config.options, seed=config.seed
-    ).to(device)
+    model = make_model(config).to(device)
     optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, config.momentum)
     x_train = to_inputs(dataset.train_images, device)  # (60000, 784)
     y_train = dataset.train_labels.to(device)  # (60000,)
     x_test = to_inputs(dataset.test_images, device)
     y_test = dataset.test_labels.to(device)
     n = len(x_train)
+    clip = config.clip_grad_norm
     # Data order and probe batch come from the run's own generator: reproducible per seed.
     generator = torch.Generator().manual_seed(config.seed)
     probe_index = torch.randperm(n, generator=generator)[: config.probe_size].to(device)
@@ -314,6 +364,7 @@ def fit(
         model.train()
         order = torch.randperm(n, generator=generator).to(device)
         loss_sum = torch.zeros((), device=device)  # on the device: no host sync per step
+        clipped = torch.zeros((), dtype=torch.long, device=device)  # this epoch's clipped steps
         sync(device)
         start = time.perf_counter()
         epoch_probe_seconds = 0.0
@@ -336,6 +387,8 @@ def fit(
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if clip is not None:
+                clipped += clip_gradients(model, clip)
             optimizer.step()
             loss_sum += loss.detach() * len(index)
             if probing:
@@ -352,6 +405,7 @@ def fit(
         if not log.running:
             break
         train_loss = float(loss_sum) / n
+        clipped_steps = int(clipped) if clip is not None else None
         if not np.isfinite(train_loss):
             log.diverge(step, epoch)
             break
@@ -362,7 +416,14 @@ def fit(
             log.dead = probes.dead_units(model, x_train)  # a whole-training-set pass, like eval
         eval_seconds = time.perf_counter() - start
         log.end_epoch(
-            epoch, step, train_loss, test_loss, test_accuracy, epoch_train_seconds, eval_seconds
+            epoch,
+            step,
+            train_loss,
+            test_loss,
+            test_accuracy,
+            epoch_train_seconds,
+            eval_seconds,
+            clipped_steps,
         )
         if not log.running:
             break
