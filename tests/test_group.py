@@ -15,10 +15,10 @@ from vanishing.activations import get_activation
 from vanishing.cli import main
 from vanishing.config import TrainConfig
 from vanishing.errors import UsageError
-from vanishing.group import plan_groups, train_group
+from vanishing.group import clip_group_gradients, plan_groups, train_group
 from vanishing.model import GroupedMLP, build_model, make_optimizer
 from vanishing.report import loading, summary
-from vanishing.train import train
+from vanishing.train import clip_gradients, train
 
 SMALL = TrainConfig(
     hidden=(32, 16), epochs=2, batch_size=32, probe_every=4, probe_size=64, device="cpu"
@@ -123,6 +123,57 @@ def test_group_equals_one_by_one(tiny, tmp_path, monkeypatch, mix):
         for key in ("test_accuracy", "test_loss", "grad_norms_init", "grad_norms_final"):
             assert getattr(a, key) == pytest.approx(getattr(b, key), rel=1e-4, abs=1e-6)
         assert a.dead_fraction == pytest.approx(b.dead_fraction)
+
+
+def test_residual_gain_and_clipping_grouped_equal_one_by_one(tiny, tmp_path, monkeypatch):
+    """Each model its own init gain and clipping limit (or none), one residual shape."""
+    runs = [("prelu", "default", 0), ("tanh", "kaiming", 1), ("relu", "default", 2)]
+    per_model = [(1.5, 1.8), (0.5, None), (2.0, 2.6)]  # (init_gain, clip_grad_norm)
+    configs = [
+        dataclasses.replace(c, init_gain=gain, clip_grad_norm=clip)
+        for c, (gain, clip) in zip(configs_of(runs, hidden=(16, 16, 16), residual=True),
+                                   per_model, strict=True)
+    ]  # fmt: skip
+    assert len(plan_groups(configs, 3)) == 1  # they share a group
+    singles = capture(monkeypatch, train_module, "fit")
+    expected = [train(c, dataset=tiny, run_dir=tmp_path / f"one{i}") for i, c in enumerate(configs)]
+    groups = capture(monkeypatch, group, "fit_group")
+    dirs = [tmp_path / f"group{i}" for i in range(len(configs))]
+    got = train_group(configs, dataset=tiny, run_dirs=dirs)
+    assert groups[0].residual
+    for one, grouped in zip(singles, group_models(groups[0], configs), strict=True):
+        for p, q in zip(grouped.parameters(), one.parameters(), strict=True):
+            assert_weights_close(p, q, SMALL.lr)
+    clipped = [b.clipped_steps for b in expected]
+    assert clipped[1] is None and 0 < clipped[0] < 20 and 0 < clipped[2] < 20, clipped
+    for i, (a, b) in enumerate(zip(got, expected, strict=True)):
+        assert a.status == b.status == "ok" and a.clipped_steps == b.clipped_steps
+        assert_rows_close(records.read_metrics(dirs[i]), records.read_metrics(tmp_path / f"one{i}"))
+        for key in ("test_accuracy", "test_loss", "grad_norms_init", "grad_norms_final"):
+            assert getattr(a, key) == pytest.approx(getattr(b, key), rel=1e-4, abs=1e-6)
+
+
+def test_grouped_clipping_equals_clipping_each_model():
+    names, limits = ["prelu", "prelu", "relu", "tanh"], [0.5, None, 500.0, 0.1]  # norms ~100
+    models = [build_model((12, 7), n, seed=s) for s, n in enumerate(names)]
+    g = torch.Generator().manual_seed(0)
+    for model in models:
+        for p in model.parameters():
+            p.grad = torch.randn(p.shape, generator=g)
+    stacked = GroupedMLP.from_models(models)
+    grads = GroupedMLP.from_models([gradients_of(m) for m in models])
+    for p, grad in zip(stacked.parameters(), grads.parameters(), strict=True):
+        p.grad = grad.detach().clone()
+    max_norms = torch.tensor([math.inf if x is None else x for x in limits])
+    flags = clip_group_gradients(stacked, max_norms).tolist()
+    expected = [
+        False if limit is None else bool(clip_gradients(model, limit))
+        for model, limit in zip(models, limits, strict=True)
+    ]
+    assert flags == expected == [True, False, False, True]
+    clipped = GroupedMLP.from_models([gradients_of(m) for m in models])
+    for p, q in zip(stacked.parameters(), clipped.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.detach(), rtol=1e-5, atol=1e-7)
 
 
 def gradients_of(model: torch.nn.Module) -> torch.nn.Module:
@@ -248,6 +299,21 @@ def test_plan_groups_by_shape_and_size_rrelu_alone():
         train_group([configs[0], configs[6]])
     with pytest.raises(UsageError, match="rrelu draws random numbers"):
         train_group(configs[2:4])
+
+
+def test_plan_groups_keeps_norm_runs_alone_and_train_group_refuses_them():
+    configs = [
+        dataclasses.replace(SMALL, norm=n, seed=s)
+        for n in ("none", "batch", "layer")
+        for s in (0, 1)
+    ]
+    assert plan_groups(configs, 4) == [[0, 1], [2], [3], [4], [5]]
+    for norm in ("batch", "layer"):
+        pair = [dataclasses.replace(SMALL, norm=norm, seed=s) for s in (0, 1)]
+        with pytest.raises(UsageError, match=f"{norm} norm has no grouped form: train it alone"):
+            train_group(pair)
+    with pytest.raises(ValueError, match="no norm layers"):
+        GroupedMLP.from_models([build_model((8,), "relu", seed=0, norm="layer")])
 
 
 def test_compare_grouped_and_one_at_a_time_agree(tiny, tmp_path):

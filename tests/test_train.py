@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
 from torch.nn import functional as F
 
 from vanishing import data, records
+from vanishing import train as train_module
 from vanishing.config import TrainConfig
 from vanishing.errors import UsageError
 from vanishing.model import build_model
-from vanishing.train import evaluate, train
+from vanishing.train import clip_gradients, evaluate, train
 
 SMALL = TrainConfig(
     hidden=(32, 16), epochs=2, batch_size=32, probe_every=4, probe_size=64, device="cpu"
@@ -108,6 +110,62 @@ def test_divergence_is_recorded_not_raised(tiny, tmp_path):
     saved = json.loads((tmp_path / "run" / "result.json").read_text())  # strict JSON: no NaN
     assert saved["status"] == "diverged"
     assert records.read_metrics(tmp_path / "run")[-1]["kind"] == "diverged"
+
+
+def global_grad_norm(model: torch.nn.Module) -> float:
+    return math.sqrt(sum(p.grad.double().pow(2).sum().item() for p in model.parameters()))
+
+
+@pytest.mark.parametrize("activation", ["prelu", "tanh"])  # with and without learned slopes
+def test_clipping_scales_the_global_norm_to_the_limit(activation):
+    model = build_model((12, 7), activation, seed=0)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(16, 784, generator=g), torch.randint(0, 10, (16,), generator=g)
+    F.cross_entropy(model(x), y).backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    total = global_grad_norm(model)
+    assert not clip_gradients(model, 2 * total)  # below the limit: untouched, not counted
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads, strict=True))
+    assert clip_gradients(model, total / 3)
+    assert global_grad_norm(model) == pytest.approx(total / 3, rel=1e-5)
+    for p, old in zip(model.parameters(), grads, strict=True):  # one factor for every parameter
+        torch.testing.assert_close(p.grad, old / 3, rtol=1e-5, atol=1e-12)
+
+
+def test_clipped_steps_counted_per_epoch_as_a_hand_count(tiny, tmp_path, monkeypatch):
+    config = dataclasses.replace(SMALL, clip_grad_norm=0.7)
+    norms: list[float] = []
+    original = train_module.clip_gradients
+
+    def spy(model, max_norm):
+        norms.append(global_grad_norm(model))
+        return original(model, max_norm)
+
+    monkeypatch.setattr(train_module, "clip_gradients", spy)
+    result = train(config, dataset=tiny, run_dir=tmp_path / "run")
+    per_epoch = [sum(n > 0.7 for n in norms[:10]), sum(n > 0.7 for n in norms[10:])]
+    assert len(norms) == 20 and 0 < sum(per_epoch) < 20  # some steps clipped, not all
+    assert [h["clipped_steps"] for h in result.history] == per_epoch
+    rows = [r for r in records.read_metrics(tmp_path / "run") if r["kind"] == "epoch"]
+    assert [r["clipped_steps"] for r in rows] == per_epoch
+    assert result.clipped_steps == sum(per_epoch)
+    assert records.read_json(tmp_path / "run" / records.RESULT)["clipped_steps"] == sum(per_epoch)
+    # Without clipping: no count, no key in the rows, and the same first probe (step 0 is
+    # measured before any step).
+    plain = train(SMALL, dataset=tiny)
+    assert plain.clipped_steps is None and all("clipped_steps" not in h for h in plain.history)
+    assert plain.grad_norms_init == result.grad_norms_init
+    assert plain.grad_norms_final != result.grad_norms_final
+
+
+def test_an_old_result_without_clipped_steps_loads(tiny, tmp_path):
+    train(dataclasses.replace(SMALL, epochs=1), dataset=tiny, run_dir=tmp_path / "run")
+    path = tmp_path / "run" / records.RESULT
+    saved = records.read_json(path)
+    del saved["clipped_steps"]
+    records.write_json(path, saved)
+    loaded = records.load_result(dataclasses.replace(SMALL, epochs=1), tmp_path / "run")
+    assert loaded is not None and loaded.clipped_steps is None
 
 
 @pytest.mark.parametrize(
