@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from conftest import without_timings
 from vanishing import compare, data, group, probes, records, runs
 from vanishing import train as train_module
 from vanishing.activations import get_activation
@@ -151,6 +152,39 @@ def test_residual_gain_and_clipping_grouped_equal_one_by_one(tiny, tmp_path, mon
         assert_rows_close(records.read_metrics(dirs[i]), records.read_metrics(tmp_path / f"one{i}"))
         for key in ("test_accuracy", "test_loss", "grad_norms_init", "grad_norms_final"):
             assert getattr(a, key) == pytest.approx(getattr(b, key), rel=1e-4, abs=1e-6)
+
+
+def test_a_clipping_residual_group_resumes_to_its_uninterrupted_records(tiny, tmp_path):
+    runs = [("relu", "default", 0), ("tanh", "kaiming", 1)]
+    configs = [
+        dataclasses.replace(c, clip_grad_norm=clip, init_gain=1.5)
+        for c, clip in zip(configs_of(runs, hidden=(16, 16), residual=True, epochs=3),
+                           (2.0, None), strict=True)
+    ]  # fmt: skip
+    expected = [tmp_path / f"whole{i}" for i in range(2)]
+    train_group(configs, dataset=tiny, run_dirs=expected)
+    dirs = [tmp_path / f"resumed{i}" for i in range(2)]
+    calls = []
+
+    def stop(count: int) -> None:  # in epoch 2, after the checkpoint of epoch 1
+        calls.append(count)
+        if len(calls) == 15:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_group(configs, dataset=tiny, run_dirs=dirs, on_steps=stop)
+    assert all((d / records.CHECKPOINT).is_file() for d in dirs)
+    seen = []
+    train_group(configs, dataset=tiny, run_dirs=dirs, resume=True,
+                on_epoch=lambda config, row: seen.append(row["epoch"]))  # fmt: skip
+    assert sorted(seen) == [2, 2, 3, 3]  # it continued from epoch 1
+    for got, want in zip(dirs, expected, strict=True):
+        rows = records.read_metrics(got)
+        assert without_timings(rows) == without_timings(records.read_metrics(want))
+        result, reference = (records.read_json(d / records.RESULT) for d in (got, want))
+        assert without_timings(result) == without_timings(reference)
+    counts = [records.read_json(d / records.RESULT)["clipped_steps"] for d in dirs]
+    assert counts[1] is None and counts[0] > 0
 
 
 def test_grouped_clipping_equals_clipping_each_model():
