@@ -1,0 +1,296 @@
+"""What a run needs in memory, what the machine has, and a one-line refusal when it does not fit.
+
+`estimate(config, models)` counts, in bytes, what training allocates on its device (`train.fit`,
+`group.fit_group`, `probes`), roughly (within a factor of about 1.5), never exactly:
+
+- parameters: every parameter of the MLP (Linear weights and biases, a norm's scale and shift,
+  PReLU's slopes), float32; `buffers`: batch norm's running statistics;
+- gradients: one per parameter (`.grad` lives from the first step on);
+- optimizer state: `OPTIMIZER_STATE` values per parameter (Adam 2, SGD with momentum 1);
+- probe copies: the probe's weight gradients, then the weights' snapshot held across a step;
+- activations: the largest of four passes that never overlap (so their peak, not their sum):
+  a training batch (input, and per hidden layer what autograd keeps: the pre-activation, a
+  norm's output, the activation's output, a skip's sum; plus the backward's gradients of two
+  layers), the probe batch (`forward_hidden` keeps every layer, and its backward returns a
+  gradient per layer), the evaluation chunk (`EVAL_CHUNK` rows, no grad: a few layers at once)
+  and, for rectifiers, the dead-unit chunk (`DEAD_CHUNK` rows through `forward_hidden`, which
+  keeps every layer, while the previous chunk's outputs are still held);
+- data: the training and test images as float32 784 features and their int64 labels, on the
+  device, and each model's probe batch and data order.
+
+Everything per model counts K times for a group of K (`models`); the data, the evaluation and the
+dead-unit chunks are shared (a group splits a chunk's rows among its models). Not counted: the
+framework itself (CUDA context, libtorch's pages), host copies made while a group is stacked or
+a checkpoint is written, and the allocator's fragmentation: that is the error margin. Measured
+on the CPU (one epoch of MNIST, peak RSS less the RSS before training), the estimate was 0.8 to
+0.9 of the real peak: 784-520-320-240-120-10 354 MB of 403 MB, 784-256x30-10 1.02 GB of 1.3 GB.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+
+from vanishing.activations import get_activation, make_activation
+from vanishing.config import TrainConfig
+from vanishing.data import get_spec
+from vanishing.devices import resolve_device
+from vanishing.errors import UsageError
+from vanishing.model import NORMS
+
+FLOAT = 4  # bytes of a float32 value
+INDEX = 8  # bytes of an int64 label or index
+IN_FEATURES, CLASSES = 784, 10
+TRAIN_SAMPLES, TEST_SAMPLES = 60000, 10000  # MNIST's split, for a spec without counts
+EVAL_CHUNK = 10000  # rows per pass of train.evaluate (and group.evaluate_group, over K models)
+DEAD_CHUNK = 8192  # rows per pass of probes.dead_units (and dead_units_group, over K models)
+# State values per parameter that each optimizer of model.OPTIMIZERS keeps; sgd's momentum
+# buffer exists only with momentum (tests/test_memory.py measures every registered one).
+OPTIMIZER_STATE = {"adam": 2, "sgd": 1}
+RUNS_IN_A_ROW = 4  # equal widths written 256x30 from this many on
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Bytes a run (or a group of `models` runs) needs on its device, by part."""
+
+    parameters: int
+    buffers: int
+    gradients: int
+    optimizer_state: int
+    probe_copies: int
+    activations: int
+    data: int
+    models: int = 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts().values())
+
+    def parts(self) -> dict[str, int]:
+        """Each part's name, as the refusal writes it, and its bytes."""
+        return {
+            f.name.replace("_", " "): getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "models"
+        }
+
+
+def parameter_counts(config: TrainConfig) -> tuple[int, int, int]:
+    """(parameters, of which Linear weights, buffer bytes) of one model of `config`.
+
+    Norm and activation modules are built for each hidden width (cheap: one value per unit at
+    most) and counted, so a new norm or parametrised activation is counted without a change here.
+    """
+    sizes = (IN_FEATURES, *config.hidden, CLASSES)
+    weights = sum(fan_in * fan_out for fan_in, fan_out in zip(sizes, sizes[1:], strict=False))
+    parameters = weights + sum(sizes[1:])  # and a bias per unit
+    buffers = 0
+    make_norm = NORMS[config.norm]
+    modules: dict[int, list[torch.nn.Module]] = {}
+    for width in config.hidden:
+        if width not in modules:  # equal widths: built once
+            norm = [make_norm(width)] if make_norm is not None else []
+            modules[width] = [*norm, make_activation(config.activation, width, config.options)]
+        for module in modules[width]:
+            parameters += sum(p.numel() for p in module.parameters())
+            buffers += sum(b.numel() * b.element_size() for b in module.buffers())
+    return parameters, weights, buffers
+
+
+def optimizer_state(config: TrainConfig) -> int:
+    """State values per parameter that the config's optimizer keeps."""
+    if config.optimizer == "sgd" and config.momentum == 0:
+        return 0
+    return OPTIMIZER_STATE.get(config.optimizer, max(OPTIMIZER_STATE.values()))
+
+
+def samples(config: TrainConfig) -> tuple[int, int]:
+    """Training and test images of the config's data set: its spec's counts, else MNIST's."""
+    counts = get_spec(config.dataset).train_counts
+    return (sum(counts) if counts else TRAIN_SAMPLES), TEST_SAMPLES
+
+
+def estimate(config: TrainConfig, models: int = 1) -> Estimate:
+    """What training `config` needs on its device, K = `models` of it at once as a group (the
+    module docstring says what is counted)."""
+    k = models
+    parameters, weights, buffers = parameter_counts(config)
+    hidden, widest = sum(config.hidden), max(config.hidden)
+    norm = int(config.norm != "none")
+    # Per hidden unit, the (batch, width) tensors a pass with grad keeps: the activation's input
+    # and output, the Linear's output before a norm, the sum around a skip.
+    kept = 2 + norm + int(config.residual)
+    batch = k * config.batch_size * (IN_FEATURES + hidden * kept + 2 * widest + 3 * CLASSES)
+    probe = k * config.probe_size * (hidden * (kept + 1) + 2 * CLASSES)  # +1: the backward's
+    # The chunks' inputs are views of the data: only the layers' outputs are new.
+    evaluation = EVAL_CHUNK * ((3 + int(config.residual)) * widest + CLASSES)
+    dead = 0
+    if get_activation(config.activation).family == "rectifier":  # only they run dead_units
+        # forward_hidden keeps each layer's activation input and output (and a skip's sum);
+        # the previous chunk's outputs are still referenced while the next is computed.
+        dead = DEAD_CHUNK * hidden * (3 + int(config.residual))
+    train, test = samples(config)
+    data = (train + test) * (IN_FEATURES * FLOAT + INDEX)
+    data += k * (config.probe_size * (IN_FEATURES * FLOAT + INDEX) + train * INDEX)
+    return Estimate(
+        parameters=k * parameters * FLOAT,
+        buffers=k * buffers,
+        gradients=k * parameters * FLOAT,
+        optimizer_state=k * optimizer_state(config) * parameters * FLOAT,
+        probe_copies=k * weights * FLOAT,
+        activations=max(batch, probe, evaluation, dead) * FLOAT,
+        data=data,
+        models=k,
+    )
+
+
+def meminfo_available(root: Path = Path("/")) -> int | None:
+    """/proc/meminfo's MemAvailable (free memory and what the kernel can reclaim), in bytes."""
+    try:
+        for line in (root / "proc/meminfo").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name == "MemAvailable":
+                return int(value.split()[0]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def read_int(path: Path) -> int | None:
+    """An integer file of the cgroup tree; None when absent, unreadable or `max` (no limit)."""
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def inactive_file(path: Path, key: str) -> int:
+    """Page cache that the kernel drops before it kills (memory.stat's `key`): not in use."""
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def cgroup_available(root: Path = Path("/")) -> int | None:
+    """The least room left under this process's cgroup memory limits (its own and its
+    ancestors'), limit less usage less reclaimable page cache; None without a limit.
+
+    cgroup v2: memory.max and memory.current; v1: memory.limit_in_bytes and usage_in_bytes.
+    A container usually sees its own cgroup as the mount's root; both places are tried.
+    """
+    try:
+        lines = (root / "proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    layouts = []  # (mount, own path, limit file, usage file, memory.stat key)
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            layouts.append(("sys/fs/cgroup", path, "memory.max", "memory.current", "inactive_file"))
+        elif "memory" in controllers.split(","):
+            v1 = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+            layouts.append(("sys/fs/cgroup/memory", path, *v1))
+    rooms = []
+    for mount, path, limit_name, usage_name, cache_key in layouts:
+        parts = Path(path.lstrip("/")).parts
+        folders = [root / mount / Path(*parts[:i]) for i in range(len(parts), -1, -1)]
+        for folder in dict.fromkeys(folders):  # own cgroup first, then up to the mount's root
+            limit, usage = read_int(folder / limit_name), read_int(folder / usage_name)
+            if limit is not None and usage is not None:
+                usage -= inactive_file(folder / "memory.stat", cache_key)
+                rooms.append(max(0, limit - max(0, usage)))
+    return min(rooms) if rooms else None
+
+
+def available(device: torch.device | str) -> int | None:
+    """Bytes free for a run on `device`, None when it cannot be known (then nothing is refused).
+
+    CUDA: the GPU's free memory, plus what this process's allocator holds unused. CPU: the
+    smaller of MemAvailable and the room under a cgroup limit, else the free pages. MPS: None
+    (unified memory, no free figure).
+    """
+    device = resolve_device(device) if isinstance(device, str) else device
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if device.type != "cpu":
+        return None
+    known = [room for room in (meminfo_available(), cgroup_available()) if room is not None]
+    if known:
+        return min(known)
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):  # not a POSIX system
+        return None
+
+
+def size(count: float) -> str:
+    """Bytes in decimal units, as a disk or `free -h --si` writes them: 320.4 GB, 512 B."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if count < 1000 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def architecture(config: TrainConfig) -> str:
+    """The layer widths, e.g. 784-520-320-240-120-10, or 784-256x30-10 for a deep equal stack."""
+    words, run = [str(IN_FEATURES)], 0
+    hidden = config.hidden
+    for i, width in enumerate(hidden):
+        run += 1
+        if i + 1 == len(hidden) or hidden[i + 1] != width:
+            many = run >= RUNS_IN_A_ROW
+            words += [f"{width}x{run}"] if many else [str(width)] * run
+            run = 0
+    return "-".join([*words, str(CLASSES)])
+
+
+def check_fits(
+    configs: Sequence[TrainConfig],
+    device: torch.device | str,
+    models: int = 1,
+    workers: int = 1,
+) -> None:
+    """Refuse (UsageError, one line) when `workers` units of `models` runs of the largest of
+    `configs`, trained at once on `device`, would need more memory than it has available.
+
+    The message names the smallest thing that does not fit: one run (then fewer or narrower
+    layers), else the group (then fewer at once), else the units trained at once (fewer workers).
+    """
+    device = resolve_device(device) if isinstance(device, str) else device
+    free = available(device)
+    if free is None or not configs:
+        return
+    unit, config = max(((estimate(c, models), c) for c in configs), key=lambda e: e[0].total)
+    if unit.total * workers <= free:
+        return
+    one, shape = estimate(config), architecture(config)
+
+    def about(estimate: Estimate, times: int = 1) -> str:
+        parts = ", ".join(f"{name} {size(b)}" for name, b in estimate.parts().items() if b)
+        each = f"{size(estimate.total)} each: " if times > 1 else ""
+        return f"about {size(estimate.total * times)} ({each}{parts})"
+
+    if one.total > free:
+        what, advice = f"a run of {shape} needs {about(one)}", "use fewer or narrower layers"
+    elif unit.total > free:
+        what = f"a group of {models} runs of {shape} needs {about(unit)}"
+        advice = "train fewer at once (--no-group)"
+    else:
+        units = f"groups of {models} runs" if models > 1 else "runs"
+        what = f"{workers} {units} of {shape} training at once need {about(unit, workers)}"
+        advice = f"train fewer at once (at most --workers {free // unit.total})"
+    raise UsageError(
+        f"{what}, more than the {size(free)} of memory available on {device}; {advice}"
+    )
