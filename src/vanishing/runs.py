@@ -52,6 +52,7 @@ from vanishing.data import Dataset, load_dataset
 from vanishing.devices import cores, resolve_device
 from vanishing.errors import DataError, UsageError, choices_error
 from vanishing.group import plan_groups, train_group
+from vanishing.memory import check_fits
 from vanishing.train import train, versions
 
 try:
@@ -221,6 +222,7 @@ def execute(
     statuses: dict[Path, str] = {}
     if not units:
         return statuses
+    check_memory(units, policy)  # before the data loads, anything is written or trains
 
     def done(run: Run, status: str) -> None:
         statuses[run.run_dir] = status
@@ -245,6 +247,32 @@ def execute(
         return statuses
     run_pool(units, dataset, policy, callbacks, done, stop)
     return statuses
+
+
+def check_memory(units: Sequence[Sequence[Run]], policy: Policy) -> None:
+    """Refuse (UsageError, one line), before anything trains, units that would not fit in the
+    memory of their device (`memory.check_fits`), counting the units that train at once.
+
+    Local children share the machine's memory: `workers` units at once, each counted as the
+    largest (an upper bound, simpler than following the pool's schedule, and loose only for a
+    grid of very unequal shapes). Ray's tasks run on the cluster's nodes, whose memory is not
+    this machine's: not checked here.
+    """
+    if policy.backend == "ray":
+        return
+    pooled = policy.workers > 1 and len(units) > 1 and can_fork()  # as `execute` decides
+    at_once = min(policy.workers, len(units)) if pooled else 1
+    devices: dict[str, torch.device] = {}
+    shapes: dict[tuple[torch.device, int], set[TrainConfig]] = {}
+    for unit in units:
+        for run in unit:
+            name = run.config.device
+            device = devices.setdefault(name, resolve_device(name))
+            # Seeds need equal memory: one config per shape, activation and K is enough.
+            config = dataclasses.replace(run.config, seed=0)
+            shapes.setdefault((device, len(unit)), set()).add(config)
+    for (device, models), configs in shapes.items():
+        check_fits(sorted(configs, key=repr), device, models, at_once)
 
 
 def check_batch_sizes(configs: Sequence[TrainConfig], dataset: Dataset) -> None:
