@@ -13,7 +13,8 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
     ),
     (
         "signal_norms",
-        "L2 norm of dLoss/dh for each hidden layer's output h (the back-propagated signal).",
+        "L2 norm of dLoss/dh for each hidden layer's output h (the back-propagated signal); with "
+        "residual connections h is the residual stream, the layer input plus act(norm(W h + b)).",
     ),
     (
         "vanishing_ratio",
@@ -23,12 +24,15 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
     (
         "saturated_fraction",
         "share of (sample, unit) pairs whose activation derivative is below SATURATION_FRACTION "
-        f"({100 * SATURATION_FRACTION:g} %) of the activation's maximum derivative.",
+        f"({100 * SATURATION_FRACTION:g} %) of the activation's maximum derivative, at the "
+        "activation's input (after the norm layer, if any).",
     ),
     (
         "dead_fraction",
-        "share of units whose output is exactly zero for every sample of the batch (for the "
-        "whole training set at epoch ends: see dead_units).",
+        "share of units whose activation output is exactly zero for every sample of the batch "
+        "(for the whole training set at epoch ends: see dead_units; batch norm there uses its "
+        "running statistics). With a residual connection the unit's output is the activation's, "
+        "not the stream's.",
     ),
     (
         "update_ratio",
