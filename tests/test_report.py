@@ -226,7 +226,9 @@ def test_markdown_has_the_table_diagnosis_and_explanation(sweep_report):
     _, _, markdown = sweep_report
     assert "| activation | runs | test acc (%) |" in markdown
     assert "| Sigmoid | 3 | 95.00 ± 0.10 |" in markdown
-    assert "At initialisation layer 1 receives 3.0e-04 of the gradient" in markdown
+    assert (
+        "- Vanishing gradient: the back-propagated signal shrinks 330-fold from layer 3" in markdown
+    )
     assert "## Why gradients vanish" in markdown and "page.html" in markdown
 
 
@@ -236,13 +238,22 @@ def test_vanishing_and_dead_unit_sentences_quote_the_records(tmp_path):
     sigmoid, relu = " ".join(by_label["Sigmoid"]), " ".join(by_label["ReLU"])
     ratio = math.exp(sum(math.log(3e-4 * f) for f in SEED_FACTORS) / 3)
     assert f"{ratio:.1e}" == "3.0e-04"
-    assert (
-        "At initialisation layer 1 receives 3.0e-04 of the gradient that layer 4 (the output "
-        "layer) receives (geometric mean over 3 seeds): vanishing, 3 orders of magnitude less."
-    ) in sigmoid
+    # The signal at layer 1 over layer 3's: 3e-6 * seed factor / 1e-3, geometric mean 3e-3.
+    assert by_label["Sigmoid"][0] == (
+        "Vanishing gradient: the back-propagated signal shrinks 330-fold from layer 3 to layer 1 "
+        "(0.05 per layer)."
+    )
+    assert f"{math.sqrt(3e-3):.2f}" == "0.05"
     assert "(0.25)^3 = 0.0156" in sigmoid
     assert "40 % of layer-3 activations are saturated" in sigmoid
-    assert "receives 1.67 of the gradient" in relu and ": no vanishing." in relu
+    assert by_label["Sigmoid"][-1].startswith(
+        "Cure: batch norm, residual connections or a rectifier"
+    )
+    assert by_label["ReLU"][0].startswith(
+        "Dead units: 31 % of layer-3 units are dead after epoch 2"
+    )
+    # ReLU's signal: 2e-3 at layer 1 over 1.5e-3 at layer 3.
+    assert "keeps its size from layer 3 to layer 1 (×1.33)" in relu
     assert "31 % of layer-3 units are dead after epoch 2" in relu
     assert "After epoch 1 it was 20 %." in relu
     # The table row is the compare summary's (summary.summary_rows), fed with the same records.
@@ -254,10 +265,13 @@ def test_vanishing_and_dead_unit_sentences_quote_the_records(tmp_path):
 def test_thresholds_decide_the_verdict(tmp_path):
     root = tmp_path / "s"
     write_run(root / "sigmoid-seed0", "sigmoid", 0, 0.9)
-    lenient = report.Thresholds(vanishing_ratio=1e-4)
+    lenient = report.Thresholds(signal_vanishing=1e-3)
     (group,) = report.build_report([root], figures=False).groups
-    assert ": vanishing, 3 orders" in report.diagnose(group)[1]
-    assert ": attenuated." in report.diagnose(group, lenient)[1]
+    assert report.diagnose(group)[0].startswith("Vanishing gradient: the back-propagated signal ")
+    assert report.diagnose(group, lenient)[0] == (
+        "Attenuated gradient: the back-propagated signal shrinks 330-fold from layer 3 to layer 1 "
+        "(0.05 per layer)."
+    )
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,10 @@ The modules, in the order the data flows:
 - `loading`: finding run directories and reading their records into Runs;
 - `stats` (the package's, one level up) and `formats`: numbers over seeds, and how they read;
 - `summary`: the compare summary table and summary.csv; a sweep's runs/points/pairs.csv;
-- `diagnosis`: thresholds, verdict sentences, gap tests, stop rules;
+- `verdicts`: thresholds, and each group's verdict from every signal (the back-propagated
+  signal, the activations' scale, gradient sizes, divergence, units) with its cure;
+  `headline` gives one run's verdict in one line;
+- `diagnosis`: the verdicts' sentences, gap tests, stop rules, the slope-bound and cure tables;
 - `plots` and `figures`: drawing, and which figure answers which question;
 - `page`: `build_report`, everything the page shows; `render`: HTML and Markdown, from
   `templates/`, and `write_report`.
@@ -33,8 +36,11 @@ EXPORTS = {
     "render_markdown": "render",
     "build_report": "page",
     "Report": "page",
-    "Thresholds": "diagnosis",
-    "THRESHOLDS": "diagnosis",
+    "Thresholds": "verdicts",
+    "THRESHOLDS": "verdicts",
+    "Verdict": "verdicts",
+    "judge": "verdicts",
+    "headline": "verdicts",
     "diagnose": "diagnosis",
     "Gap": "diagnosis",
     "FigureBlock": "figures",

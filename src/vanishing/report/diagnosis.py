@@ -1,6 +1,5 @@
-"""The diagnosis: plain-language findings computed from the groups, every threshold they use
-in one place (`Thresholds`), the t-tests that judge accuracy gaps and the rule for the depth at
-which an activation stops learning."""
+"""The diagnosis: each group's findings (`verdicts`, where every threshold lives), the tests that
+judge accuracy gaps and the rule for the depth at which an activation stops learning."""
 
 from __future__ import annotations
 
@@ -12,170 +11,76 @@ from typing import Any
 import numpy as np
 
 from vanishing import stats
-from vanishing.activations import SATURATION_FRACTION
-from vanishing.data import DATASETS
-from vanishing.report.formats import MISSING, UNDERFLOW, number, percent, percent2
+from vanishing.report.formats import MISSING, UNDERFLOW, Table, fixed, number, percent2
 from vanishing.report.results import DepthSeries, Group, by_setting, depth_series
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Every threshold the diagnosis uses, in one place."""
-
-    # Layer 1 gets under 1 % of the output layer's gradient: under SGD its steps are 100x
-    # smaller, two orders of magnitude, the textbook vanishing gradient.
-    vanishing_ratio: float = 1e-2
-    # Under 10 %: attenuated; visible, but Adam's per-weight step scaling largely hides it.
-    attenuated_ratio: float = 0.1
-    # Over 10x: the first layer gets ten times the output layer's gradient: exploding.
-    exploding_ratio: float = 10.0
-    # A layer with 5 % or more of its units dead (zero on every training image) is worth naming.
-    dead_fraction: float = 0.05
-    # 20 % or more saturated (sample, unit) pairs: a fifth of the signal passes a slope < 10 % max.
-    saturated_fraction: float = 0.2
-    # The t-tests on test accuracy (paired on shared seeds, else Welch's): the usual 5 % level.
-    p_value: float = stats.ALPHA
-    # An activation has stopped learning at a depth where its mean test accuracy is less than
-    # half way from chance (1 / classes) to the best group's mean on the same data set: below
-    # 53.5 % on MNIST when the best reaches 97 %. Relative, so it holds on harder data sets too.
-    stop_fraction: float = 0.5
-
-
-THRESHOLDS = Thresholds()
-SATURATED = f"{100 * SATURATION_FRACTION:g} %"  # the probes' saturation rule, as the page says it
-CHANCE_CLASSES = 10  # the chance level's class count for a data set missing from the registry
-
-
-def ratio_verdict(ratio: float, thresholds: Thresholds = THRESHOLDS) -> str:
-    """The word for a first-layer / output-layer gradient ratio."""
-    if ratio < thresholds.vanishing_ratio:
-        return "vanishing"
-    if ratio < thresholds.attenuated_ratio:
-        return "attenuated"
-    if ratio > thresholds.exploding_ratio:
-        return "exploding"
-    return "no vanishing"
+from vanishing.report.verdicts import (
+    THRESHOLDS,
+    Thresholds,
+    Verdict,
+    at_chance,
+    chance_level,
+    judge,
+)
 
 
 def diagnose(group: Group, thresholds: Thresholds = THRESHOLDS) -> list[str]:
-    """Plain-language findings for one group, each a sentence computed from its records."""
-    sentences = []
-    accuracies, seeds = group.accuracies, len(group.runs)
-    if accuracies:
-        mean, std = group.accuracy.mean, group.accuracy.std
-        spread = f" ± {100 * std:.2f}" if len(accuracies) > 1 else ""
-        over = f"over {len(accuracies)} seeds" if len(accuracies) > 1 else "one seed"
-        sentences.append(f"Test accuracy {100 * mean:.2f}{spread} % ({over}).")
-    diverged = seeds - len(group.ok)
-    if diverged:
-        sentences.append(
-            f"{diverged} of {seeds} runs diverged (the loss became non-finite); "
-            "they are left out of accuracy and loss."
-        )
-
-    ratio = group.vanishing_ratio_init
-    layers = len(group.hidden) + 1  # Linear layers: the hidden ones and the output layer
-    if math.isfinite(ratio):
-        mean_note = f" (geometric mean over {seeds} seeds)" if seeds > 1 else ""
-        verdict = ratio_verdict(ratio, thresholds)
-        if verdict == "vanishing":
-            verdict += f", {math.floor(-math.log10(ratio))} orders of magnitude less"
-        sentences.append(
-            f"At initialisation layer 1 receives {number(ratio)} of the gradient that layer "
-            f"{layers} (the output layer) receives{mean_note}: {verdict}."
-        )
-    elif group.ratio_underflow:
-        sentences.append(
-            "At initialisation the gradient reaching layer 1 is exactly 0 at every seed: it "
-            "underflowed, too small for float32 (below about 1e-38 of the output layer's): "
-            "vanishing, beyond measurement."
-        )
-    else:
-        sentences.append("The gradient ratio at initialisation is not finite in the records.")
-    bound = group.activation.derivative_bound
-    if bound < 1:
-        depth = len(group.hidden)
-        sentences.append(
-            f"{group.activation.label}'s slope is at most {bound:g}, so its {depth} hidden layers "
-            f"alone multiply the gradient by at most ({bound:g})^{depth} = {number(bound**depth)}."
-        )
-    final, _, _ = group.result_layers("grad_norms_final", group.ok, geometric=True)
-    if final.size > 1 and np.isfinite(final[[0, -1]]).all():
-        after = float(final[0] / final[-1])
-        sentences.append(
-            f"After training the ratio is {number(after)}: {ratio_verdict(after, thresholds)}."
-        )
-    sentences.extend(health_sentences(group, thresholds))
-    return sentences
+    """Plain-language findings for one group: its verdict's headline first, the evidence next,
+    the cure last (`verdicts.judge`)."""
+    return list(judge(group, thresholds).sentences)
 
 
-def health_sentences(group: Group, thresholds: Thresholds = THRESHOLDS) -> list[str]:
-    """Dead units for rectifiers, saturation for the others, a caveat for linear."""
-    key = group.health_key
-    if key is None:
-        return [
-            "A linear activation has slope 1 everywhere, so nothing vanishes, but however deep the "
-            "network is it computes a single linear map: a linear classifier."
-        ]
-    if not group.ok:
-        return []
-    values, _, _ = group.result_layers(key, group.ok)
-    if not np.isfinite(values).any():
-        return []
-    worst = int(np.nanargmax(values))
-    epochs = len(group.ok[0].finished.get("history", []))
-    if key == "dead_fraction":
-        widths = np.array(group.hidden, dtype=float)
-        overall = float(np.nansum(values * widths) / widths.sum())
-        if values[worst] >= thresholds.dead_fraction:
-            sentence = (
-                f"{percent(values[worst])} of layer-{worst + 1} units are dead after epoch "
-                f"{epochs} (zero output on every training image); {percent(overall)} of all "
-                "hidden units."
-            )
-            first = group.epoch_layers("dead_fraction")[1]
-            if epochs > 1 and first.size and worst < first.shape[1]:
-                sentence += f" After epoch 1 it was {percent(first[0, worst])}."
-            return [sentence]
-        if values[worst] == 0:
-            return [f"No dead units after epoch {epochs} (checked on the whole training set)."]
-        return [
-            f"No dead layer: at most {percent(values[worst])} of a layer's units (layer "
-            f"{worst + 1}) are dead after epoch {epochs}."
-        ]
-    if values[worst] >= thresholds.saturated_fraction:
-        return [
-            f"{percent(values[worst])} of layer-{worst + 1} activations are saturated at the end "
-            f"of training (slope below {SATURATED} of its maximum): little gradient passes them."
-        ]
-    if values[worst] == 0:
-        return ["No saturated activations at the end of training."]
-    return [
-        f"Little saturation: at most {percent(values[worst])} of a layer's activations "
-        f"(layer {worst + 1}) are saturated at the end of training."
-    ]
+@dataclass(frozen=True)
+class Spread:
+    """The largest seed spread measured in a report: the std of test accuracy over seeds of the
+    group (2 or more finished seeds) where it is largest; what a one-seed gap is set against."""
+
+    std: float  # a fraction; nan when no group has two seeds
+    group: Group | None = None
+
+
+def measured_spread(groups: Sequence[Group]) -> Spread:
+    """The largest std over seeds among the groups with at least two finished seeds."""
+    spreads = [(g.accuracy.std, g) for g in groups if len(g.accuracies) >= 2]
+    spreads = [(std, g) for std, g in spreads if math.isfinite(std)]
+    if not spreads:
+        return Spread(math.nan)
+    std, group = max(spreads, key=lambda item: item[0])
+    return Spread(std, group)
 
 
 @dataclass(frozen=True)
 class Gap:
-    """The test-accuracy gap between two groups, and the t-test that judges it."""
+    """The test-accuracy gap between two groups, and the test that judges it."""
 
     better: Group  # the higher mean accuracy
     worse: Group
     difference: float  # better's mean accuracy minus worse's (a fraction)
     test: str  # "paired t-test" on the same seeds, "Welch's t-test" otherwise, "" if none ran
     seeds: str  # "3 seeds", or "3 and 2 seeds" when the groups differ
-    p: float  # two-sided; nan when the gap cannot be judged
+    p: float  # two-sided; nan when the gap cannot be judged by a t-test
     significant: bool
+    # With one seed a side, what judged it instead of a t-test: "chance" (the worse did not
+    # learn, the better did), "spread" (beyond the seed spread measured elsewhere), or "".
+    basis: str = ""
+    spread: Spread = Spread(math.nan)
 
     @property
     def test_name(self) -> str:
-        """The short name for a table: 'paired', 'Welch' or '–'."""
-        return {"paired t-test": "paired", "Welch's t-test": "Welch"}.get(self.test, MISSING)
+        """The short name for a table: 'paired', 'Welch', 'vs chance', 'vs spread' or '–'."""
+        names = {"paired t-test": "paired", "Welch's t-test": "Welch"}
+        return names.get(self.test, f"vs {self.basis}" if self.basis else MISSING)
+
+    @property
+    def judged(self) -> bool:
+        """Whether anything judged the gap: a t-test with a p-value, or a one-seed basis."""
+        return bool(self.basis) or (bool(self.test) and not math.isnan(self.p))
 
 
-def gap_test(a: Group, b: Group, thresholds: Thresholds = THRESHOLDS) -> Gap:
-    """A paired t-test when both groups ran the same seeds, Welch's t-test otherwise."""
+def gap_test(
+    a: Group, b: Group, thresholds: Thresholds = THRESHOLDS, spread: Spread = Spread(math.nan)
+) -> Gap:
+    """A paired t-test when both groups ran the same seeds, Welch's t-test otherwise; with one
+    seed on a side, the chance level or the seed `spread` measured elsewhere in the report."""
     if b.accuracy.mean > a.accuracy.mean:
         a, b = b, a
     by_seed_a, by_seed_b = dict(a.seed_accuracies), dict(b.seed_accuracies)
@@ -183,7 +88,13 @@ def gap_test(a: Group, b: Group, thresholds: Thresholds = THRESHOLDS) -> Gap:
     seeds = f"{n_a} seeds" if n_a == n_b else f"{n_a} and {n_b} seeds"
     difference = a.accuracy.mean - b.accuracy.mean
     if min(n_a, n_b) < 2:
-        return Gap(a, b, difference, "", seeds, math.nan, False)
+        chance = chance_level(a.setting.get("dataset"))
+        far = chance + thresholds.far_above_chance * (1 - chance)
+        if at_chance(b, thresholds) and a.accuracy.mean >= far:
+            return Gap(a, b, difference, "", seeds, math.nan, True, "chance", spread)
+        if spread.std > 0 and difference > thresholds.spread_multiple * spread.std:
+            return Gap(a, b, difference, "", seeds, math.nan, True, "spread", spread)
+        return Gap(a, b, difference, "", seeds, math.nan, False, "", spread)
     # Same seeds, each once: the same initial weights and batch order, so pair them.
     if len(by_seed_a) == n_a and len(by_seed_b) == n_b and by_seed_a.keys() == by_seed_b.keys():
         shared = sorted(by_seed_a, key=str)
@@ -202,13 +113,32 @@ def p_text(p: float) -> str:
     return "p < 0.0001" if p < 1e-4 else f"p = {p:.2g}"
 
 
-def verdict(gap: Gap) -> str:
+def verdict(gap: Gap, thresholds: Thresholds = THRESHOLDS) -> str:
     """One plain sentence on a gap: larger than the seed spread, within it, or not judgeable."""
     prefix = (
         f"The accuracy gap between {gap.better.label} and {gap.worse.label} "
         f"({100 * gap.difference:.2f} points)"
     )
+    spread, multiple = gap.spread, f"{thresholds.spread_multiple:g}"
+    if gap.basis == "chance":
+        return (
+            f"{prefix} is no seed effect, though each ran one seed: {gap.worse.label} stayed at "
+            f"chance level ({percent2(gap.worse.accuracy.mean)}) and did not learn, while "
+            f"{gap.better.label} reached {percent2(gap.better.accuracy.mean)}."
+        )
+    if gap.basis == "spread" and spread.group is not None:
+        return (
+            f"{prefix} is beyond the seed spread, though one side ran one seed: over {multiple} "
+            f"times the largest spread measured in this report ({100 * spread.std:.2f} points, "
+            f"std over {len(spread.group.accuracies)} seeds of {spread.group.label})."
+        )
     if not gap.test:
+        if spread.group is not None:
+            return (
+                f"{prefix} cannot be judged: one seed, and it is within {multiple} times the "
+                f"largest seed spread measured in this report ({100 * spread.std:.2f} points, "
+                f"{spread.group.label}): run --seeds 0,1,2."
+            )
         return f"{prefix} cannot be judged: one seed: no spread to compare with, run --seeds 0,1,2."
     if math.isnan(gap.p):
         return f"{prefix} cannot be judged: every seed gave the same accuracy."
@@ -229,16 +159,26 @@ def significance(groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS) -
     if len(scored) < 2:
         return []
     best = max(scored, key=lambda g: g.accuracy.mean)
-    return [verdict(gap_test(best, other, thresholds)) for other in scored if other is not best]
+    spread = measured_spread(scored)
+    return [
+        verdict(gap_test(best, other, thresholds, spread), thresholds)
+        for other in scored
+        if other is not best
+    ]
 
 
 def setting_gaps(groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS) -> list[Gap]:
-    """Every pair of activations at the same setting, with its t-test; settings shallowest first,
+    """Every pair of activations at the same setting, with its test; settings shallowest first,
     then the larger gaps first."""
     gaps = []
+    spread = measured_spread([g for g in groups if g.accuracies])
     for members in by_setting(groups).values():
         scored = [g for g in members if g.accuracies]
-        pairs = [gap_test(a, b, thresholds) for i, a in enumerate(scored) for b in scored[i + 1 :]]
+        pairs = [
+            gap_test(a, b, thresholds, spread)
+            for i, a in enumerate(scored)
+            for b in scored[i + 1 :]
+        ]
         gaps += sorted(pairs, key=lambda gap: -gap.difference)
     return gaps
 
@@ -247,7 +187,7 @@ def gap_sentences(gaps: Sequence[Gap], thresholds: Thresholds = THRESHOLDS) -> l
     """How many gaps between activations at the same setting are significant, and by which test."""
     if not gaps:
         return []
-    judged = [g for g in gaps if g.test and not math.isnan(g.p)]
+    judged = [g for g in gaps if g.judged]
     significant = sum(g.significant for g in judged)
     sentences = [
         f"{significant} of the {len(gaps)} accuracy gaps between two activations at the same "
@@ -260,9 +200,19 @@ def gap_sentences(gaps: Sequence[Gap], thresholds: Thresholds = THRESHOLDS) -> l
             "seed."
         )
     paired = sum(g.test == "paired t-test" for g in judged)
+    welch = sum(g.test == "Welch's t-test" for g in judged)
+    chance = sum(g.basis == "chance" for g in judged)
+    beyond = sum(g.basis == "spread" for g in judged)
     tests = [f"a paired t-test on the shared seeds ({paired} pairs)"] if paired else []
-    if len(judged) > paired:
-        tests.append(f"Welch's t-test where the seeds differ ({len(judged) - paired} pairs)")
+    if welch:
+        tests.append(f"Welch's t-test where the seeds differ ({welch} pairs)")
+    if chance:
+        tests.append(f"with one seed, one side at chance level and the other far above ({chance})")
+    if beyond:
+        tests.append(
+            f"with one seed, a gap over {thresholds.spread_multiple:g} times the largest seed "
+            f"spread measured here ({beyond})"
+        )
     if tests:
         sentences.append(f"Each gap is judged by {' and '.join(tests)}.")
     if any(g.test == "paired t-test" and g.seeds == "2 seeds" for g in judged):
@@ -271,12 +221,6 @@ def gap_sentences(gaps: Sequence[Gap], thresholds: Thresholds = THRESHOLDS) -> l
             "nearly the same at both seeds is significant."
         )
     return sentences
-
-
-def chance_level(dataset: Any) -> float:
-    """Accuracy of guessing: 1 / the number of classes."""
-    spec = DATASETS.get(dataset) if isinstance(dataset, str) else None
-    return 1 / (len(spec.classes) if spec is not None else CHANCE_CLASSES)
 
 
 @dataclass(frozen=True)
@@ -380,6 +324,16 @@ def depth_findings(
     return [rule.sentence(thresholds) for rule in rules.values()], sentences
 
 
+ATTENUATION_HEADER = ("activation", "max slope", "L", "slope bound (max f')^L", "measured at init")
+CURE_HEADER = (
+    "setting",
+    "test acc (%)",
+    "signal factor, layer 1 / L",
+    "forward scale, layer L / 1",
+    "verdict",
+)
+
+
 def attenuation_rows(groups: Sequence[Group]) -> list[dict[str, Any]]:
     """Per group: the slope bound (max f')^L next to the measured ratio at initialisation."""
     rows = []
@@ -398,3 +352,43 @@ def attenuation_rows(groups: Sequence[Group]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def attenuation_cells(row: dict[str, Any]) -> tuple[str, ...]:
+    """One row of the slope-bound table."""
+    measured, bound = row["measured"], row["bound"]
+    return (
+        row["label"],
+        f"{row['max_slope']:.3g}",
+        str(row["depth"]),
+        f"({row['max_slope']:.3g})^{row['depth']} = {number(bound)}",
+        number(measured) if math.isfinite(measured) else row["missing"],
+    )
+
+
+def attenuation_table(groups: Sequence[Group]) -> Table:
+    """The slope-bound table drawn under its figure."""
+    rows = tuple(attenuation_cells(row) for row in attenuation_rows(groups))
+    return Table(ATTENUATION_HEADER, rows, "attenuation")
+
+
+def cure_cells(group: Group, found: Verdict) -> tuple[str, ...]:
+    """One row of the cure table: setting, accuracy, the two factors at init, the verdict."""
+    summary = group.accuracy
+    accuracy = fixed(100 * summary.mean, 2)
+    if math.isfinite(summary.std):
+        accuracy += f" ± {100 * summary.std:.2f}"
+    profile = found.profile
+    return (
+        group.label,
+        accuracy,
+        number(profile.signal_factor) if math.isfinite(profile.signal_factor) else MISSING,
+        number(profile.scale_factor) if math.isfinite(profile.scale_factor) else MISSING,
+        found.word or MISSING,
+    )
+
+
+def cure_table(groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS) -> Table:
+    """Per setting: test accuracy, signal and forward scale factors at init, the verdict."""
+    rows = tuple(cure_cells(g, judge(g, thresholds)) for g in groups)
+    return Table(CURE_HEADER, rows, "cures")

@@ -9,15 +9,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from vanishing.report import plots
-from vanishing.report.diagnosis import (
-    SATURATED,
-    THRESHOLDS,
-    Thresholds,
-    attenuation_rows,
-    spoken,
-    stop_rules,
-)
-from vanishing.report.formats import number, percent2
+from vanishing.report.diagnosis import attenuation_table, cure_table, spoken, stop_rules
+from vanishing.report.formats import Table, number, percent2
 from vanishing.report.results import (
     Group,
     axes_of,
@@ -25,6 +18,13 @@ from vanishing.report.results import (
     depth_series,
     namer,
     representative_settings,
+)
+from vanishing.report.verdicts import (
+    SATURATED,
+    THRESHOLDS,
+    Thresholds,
+    profile,
+    setting_value,
 )
 
 
@@ -36,7 +36,7 @@ class FigureBlock:
     question: str
     caption: str
     image: bytes
-    attenuation: tuple[dict[str, Any], ...] = ()  # rows of the slope-bound table drawn below it
+    table: Table | None = None  # the figure's numbers, drawn below it
     section: tuple[str, str] = ("", "")  # (heading, note) of the figures for one setting
 
 
@@ -48,7 +48,7 @@ class FigureSpec(NamedTuple):
     question: str
     caption: str
     draw: Callable[[Sequence[Group]], Any]
-    table: Callable[[Sequence[Group]], list[dict[str, Any]]] | None = None
+    table: Callable[[Sequence[Group]], Table] | None = None
 
 
 def layer_specs() -> list[FigureSpec]:
@@ -112,7 +112,7 @@ ATTENUATION_SPEC = FigureSpec(
     "most that L hidden layers' slopes let through. The weights also scale the gradient, "
     "so the bound sets the order of magnitude, not the exact value.",
     plots.attenuation,
-    table=attenuation_rows,
+    table=attenuation_table,
 )
 
 
@@ -129,7 +129,7 @@ def draw(
     figure = draw_figure(groups)
     if figure is None:
         return []
-    rows = tuple(table(groups)) if table is not None else ()
+    rows = table(groups) if table is not None else None
     question += f" ({suffix})" if suffix else ""
     anchor += f"-{suffix.replace(' ', '-').replace(',', '')}" if suffix else ""
     return [FigureBlock(anchor, question, caption + note, plots.png(figure), rows, section)]
@@ -185,6 +185,65 @@ def depth_figures(
     return [block for spec in specs for block in draw(spec, groups)]
 
 
+# The settings that change how the gradient flows: what the cure section sets side by side.
+CURE_KEYS = ("norm", "residual", "init", "init_gain", "clip_grad_norm")
+
+
+def cure_groups(groups: Sequence[Group]) -> list[Group]:
+    """The groups the cure section compares: those of the deepest depth whose groups differ in
+    a CURE_KEYS setting (records without a key read as its old default); [] when none do."""
+    for depth in sorted({g.depth for g in groups}, reverse=True):
+        members = [g for g in groups if g.depth == depth]
+        cures = {tuple(setting_value(g.runs[0].config, k) for k in CURE_KEYS) for g in members}
+        if len(cures) > 1:
+            return members
+    return []
+
+
+def cure_figures(groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS) -> list[FigureBlock]:
+    """The cure section: the signal and the activations' scale per layer at initialisation,
+    one line per setting, and the table of factors and verdicts; [] unless cure settings vary."""
+    members = cure_groups(groups)
+    if not members:
+        return []
+    profiles = [(g.label, profile(g)) for g in members]
+    words = "one line per setting, geometric mean over seeds, log scale"
+    specs = [
+        FigureSpec(
+            "cure-signal",
+            "Which cure restores the gradient?",
+            "Norm of the back-propagated signal dLoss/dh at each hidden layer's output on the "
+            f"probe batch at initialisation (step 0), {words}. A line falling towards layer 1 "
+            "is a vanishing gradient, one rising towards it an exploding one; a flat line is "
+            "what a cure restores.",
+            lambda _: plots.layer_profiles(
+                [(label, p.signal) for label, p in profiles], "‖dLoss/dh‖ (log)"
+            ),
+        ),
+        FigureSpec(
+            "cure-scale",
+            "Which cure keeps the activations' scale?",
+            "Standard deviation of each hidden layer's output at initialisation (step 0), "
+            f"{words}. A line falling with depth is forward collapse (the output no longer "
+            "depends on the input), one rising is forward blow-up. Below: test accuracy after "
+            "training, both factors (the signal at layer 1 over the last hidden layer's, the "
+            "scale at the last hidden layer over layer 1's) and the verdict.",
+            lambda _: plots.layer_profiles(
+                [(label, p.scale) for label, p in profiles], "std of the layer's output (log)"
+            ),
+            table=lambda chosen: cure_table(chosen, thresholds),
+        ),
+    ]
+    depth = members[0].depth
+    section = (
+        "Which cure restores the gradient?",
+        f"The settings of this report that change how the gradient flows (normalisation, "
+        f"residual connections, init, init gain, gradient clipping), at depth {depth}, side by "
+        "side.",
+    )
+    return [block for spec in specs for block in draw(spec, members, section=section)]
+
+
 def draw_figures(groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS) -> list[FigureBlock]:
     """The page's figures, in reading order; some only when their runs exist.
 
@@ -203,6 +262,7 @@ def draw_figures(groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS) -
             group.activation.name, dataclasses.replace(group, label=group.activation.label)
         )
     blocks += draw(SHAPES_SPEC, list(shapes.values()))
+    blocks += cure_figures(groups, thresholds)
     chosen = representative_settings(list(settings))
     describe = namer([axes_of(s) for s in settings])
     names = [describe(axes_of(s)) for s in chosen]

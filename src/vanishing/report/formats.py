@@ -10,11 +10,19 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 MISSING = "–"
 NOT_APPLICABLE = "-"
 UNDERFLOW = "0 (underflow)"  # a ratio whose layer-1 gradient was exactly 0 at every seed
+
+
+class Table(NamedTuple):
+    """A table of text cells as the page shows it: its header, its rows and its CSS class."""
+
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    css: str = ""
 
 
 def fixed(value: float | None, digits: int) -> str:

@@ -9,9 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vanishing.report.diagnosis import (
-    THRESHOLDS,
     Gap,
-    Thresholds,
     attenuation_rows,
     depth_findings,
     diagnose,
@@ -23,6 +21,7 @@ from vanishing.report.figures import FigureBlock, draw_figures
 from vanishing.report.loading import load_runs
 from vanishing.report.results import Group, RunRecords, make_groups
 from vanishing.report.summary import summary_rows
+from vanishing.report.verdicts import THRESHOLDS, Thresholds
 
 
 @dataclass(frozen=True)

@@ -194,6 +194,36 @@ def gradient_flow(groups: Sequence[Group]) -> Figure:
     return figure
 
 
+def layer_profiles(lines: Sequence[tuple[str, np.ndarray]], ylabel: str) -> Figure | None:
+    """One value per hidden layer (input side first), one line per (label, values), log scale;
+    None when no line has a positive value."""
+    shown = [(label, values) for label, values in lines if (values > 0).any()]
+    if not shown:
+        return None
+    figure = Figure(figsize=(WIDTH, 4.0), layout="constrained")
+    axes = figure.subplots()
+    for index, (label, values) in enumerate(shown):
+        layers = np.arange(1, len(values) + 1)
+        axes.plot(
+            layers,
+            np.where(values > 0, values, np.nan),  # a zero (underflow) has no place on a log axis
+            color=f"C{index % 10}",
+            linestyle=DASHES[index // 10 % len(DASHES)],
+            marker=MARKERS[index // 10 % len(MARKERS)],
+            markersize=3,
+            label=label,
+        )
+    depth = max(len(values) for _, values in shown)
+    positions, labels = layer_tick_marks(depth + 1, 16)  # hidden layers only: no 'out' tick
+    keep = [i for i, p in enumerate(positions) if p <= depth]
+    axes.set_xticks([positions[i] for i in keep], [labels[i] for i in keep])
+    axes.set_yscale("log")
+    axes.set(xlabel="hidden layer (input side first)", ylabel=ylabel)
+    axes.grid(alpha=0.3, which="both")
+    legend_below(figure, 3 if max(len(label) for label, _ in shown) > 24 else 4)
+    return figure
+
+
 def step_edges(steps: np.ndarray) -> np.ndarray:
     """Cell edges around probe steps (which need not be evenly spaced), for pcolormesh."""
     if len(steps) == 1:

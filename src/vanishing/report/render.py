@@ -17,17 +17,17 @@ from markupsafe import Markup
 from vanishing.activations import ACTIVATIONS
 from vanishing.definitions import DEFINITIONS
 from vanishing.errors import UsageError
-from vanishing.report.diagnosis import SATURATED, THRESHOLDS, Gap, Thresholds, p_text
+from vanishing.report.diagnosis import ATTENUATION_HEADER, Gap, attenuation_cells, p_text
 from vanishing.report.figures import FigureBlock
-from vanishing.report.formats import MISSING, fixed, markdown, markdown_table, number
+from vanishing.report.formats import MISSING, fixed, markdown, markdown_table
 from vanishing.report.page import Report, build_report
 from vanishing.report.results import Group, RunRecords, setting_order
 from vanishing.report.summary import TABLE_HEADER, summary_cells
+from vanishing.report.verdicts import SATURATED, THRESHOLDS, Thresholds
 
 SUMMARY_HEADER = (TABLE_HEADER[0], "runs", *TABLE_HEADER[1:])
 RUN_HEADER = ("directory", "activation", "seed", "status", "test acc (%)", "device")
 GAP_HEADER = ("setting", "better", "worse", "gap (points)", "test", "seeds", "p")
-ATTENUATION_HEADER = ("activation", "max slope", "L", "slope bound (max f')^L", "measured at init")
 
 EXPLANATION = (
     "Back-propagation applies the chain rule: the gradient that reaches layer 1 is the output "
@@ -160,27 +160,16 @@ def all_gap_cells(gap: Gap) -> list[str]:
     return [*gap_cells(gap), ("yes" if gap.significant else "no") if judged else "cannot judge"]
 
 
-def attenuation_cells(row: dict[str, Any]) -> list[str]:
-    """One row of the slope-bound table."""
-    measured, bound = row["measured"], row["bound"]
-    return [
-        row["label"],
-        f"{row['max_slope']:.3g}",
-        str(row["depth"]),
-        f"({row['max_slope']:.3g})^{row['depth']} = {number(bound)}",
-        number(measured) if math.isfinite(measured) else row["missing"],
-    ]
-
-
-def figure_items(report: Report) -> list[tuple[FigureBlock, tuple[str, str] | None, list]]:
-    """Per figure: the block, the (heading, note) of the section it opens (None if it opens
-    none) and the cells of the table under it."""
-    items, section = [], ("", "")
+def figure_items(report: Report) -> list[tuple[FigureBlock, tuple[str, str] | None]]:
+    """Per figure: the block and the (heading, note) of the section it opens (None if it opens
+    none)."""
+    items: list[tuple[FigureBlock, tuple[str, str] | None]] = []
+    section = ("", "")
     for block in report.figures:
         opens = None
         if block.section != section and block.section[0]:
             section = opens = block.section
-        items.append((block, opens, [attenuation_cells(row) for row in block.attenuation]))
+        items.append((block, opens))
     return items
 
 

@@ -1,0 +1,743 @@
+"""Verdicts on one group's gradient flow, read from every signal the probes record: the
+back-propagated signal (dLoss/dh) across the hidden layers, the activations' scale (their std)
+across the same layers, the size of the gradient norms, divergence and the final test loss, with
+saturation and dead units; each verdict names the layers and the factor and the cure that fits
+what the run already uses. Every threshold lives on `Thresholds`.
+
+Why not the weight-gradient ratio alone: a weight gradient is the signal times the layer's input,
+so a signal that vanishes towards the input and activations that shrink with depth cancel in it
+(a deep ReLU net with Xavier init looks even while its signal falls 20,000-fold), and activations
+that grow (a residual stream) make the output layer's weight gradient large while the signal
+reaching layer 1 does not shrink at all.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vanishing import stats
+from vanishing.activations import SATURATION_FRACTION
+from vanishing.data import DATASETS
+from vanishing.report.formats import number, percent, percent2
+from vanishing.report.loading import load_runs
+from vanishing.report.results import Group, RunRecords, make_groups, numbers
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Every threshold the diagnosis uses, in one place."""
+
+    # The back-propagated signal dLoss/dh at layer 1 over the last hidden layer's, at step 0.
+    # Under 1 %: layer 1's weight gradient (signal times its input) is 100x smaller than it would
+    # be at an even signal, and so are its SGD steps, two orders of magnitude: vanishing.
+    signal_vanishing: float = 1e-2
+    # Under 10 %: attenuated; visible, but Adam's per-weight step scaling largely hides it.
+    signal_attenuated: float = 0.1
+    # The mirror images: over 10x growing, over 100x exploding, a step 100x too large at layer 1.
+    signal_growing: float = 10.0
+    signal_exploding: float = 100.0
+    # The activations' std at the last hidden layer over layer 1's, at step 0. Under 1 %: the
+    # last layer's outputs vary 100x less than the first's; what reaches the output layer hardly
+    # depends on the input (forward collapse). Over 100x: forward blow-up, logits so large that
+    # the softmax saturates and the loss is huge.
+    scale_collapse: float = 1e-2
+    scale_blowup: float = 100.0
+    # A weight gradient of norm 1000 (the loss is a mean over the batch): an SGD step at lr 0.01
+    # moves that layer by 10, about the whole norm of a 256-wide layer at He init (~16); healthy
+    # nets on MNIST start near 0.1 to 10. Above it at step 0, or at any probe later: exploding.
+    grad_norm_huge: float = 1e3
+    # A final test loss over 10x chance's, ln(classes): the true class gets e^-23 of the
+    # probability on average on 10 classes. Overfitting stays within a few times chance's; this
+    # is a run whose updates blew up, even if no number became inf (lr 1e9: a loss of 6e25).
+    loss_blowup: float = 10.0
+    # Within 5 points of chance (1 / classes): the most common class alone gives 11.35 % on
+    # MNIST's test set; a net that does no better has not learned.
+    chance_margin: float = 0.05
+    # The weight-gradient ratio, layer 1 over the output layer, at step 0: the old single verdict,
+    # still what a one-hidden-layer net is judged by and what the depth figure draws. Under 1 %:
+    # vanishing; under 10 %: attenuated; over 10x: exploding.
+    vanishing_ratio: float = 1e-2
+    attenuated_ratio: float = 0.1
+    exploding_ratio: float = 10.0
+    # A layer with 5 % or more of its units dead (zero on every training image) is worth naming.
+    dead_fraction: float = 0.05
+    # 20 % or more saturated (sample, unit) pairs: a fifth of the signal passes a slope < 10 % max.
+    saturated_fraction: float = 0.2
+    # The t-tests on test accuracy (paired on shared seeds, else Welch's): the usual 5 % level.
+    p_value: float = stats.ALPHA
+    # One seed a side: a gap over 5x the largest seed std measured in the same report is no seed
+    # effect (two single runs differ by sqrt(2) std on average; 5x is z ~ 3.5, p ~ 0.0005).
+    spread_multiple: float = 5.0
+    # One seed a side: a gap between a group at chance and one more than half way from chance to
+    # 100 % (55 % on 10 classes) is not seed noise: the one did not learn, the other did.
+    far_above_chance: float = 0.5
+    # An activation has stopped learning at a depth where its mean test accuracy is less than
+    # half way from chance (1 / classes) to the best group's mean on the same data set: below
+    # 53.5 % on MNIST when the best reaches 97 %. Relative, so it holds on harder data sets too.
+    stop_fraction: float = 0.5
+
+
+THRESHOLDS = Thresholds()
+SATURATED = f"{100 * SATURATION_FRACTION:g} %"  # the probes' saturation rule, as the page says it
+CHANCE_CLASSES = 10  # the chance level's class count for a data set missing from the registry
+# Config keys of records written before these settings existed, and what their absence meant.
+OLD_DEFAULTS = {"norm": "none", "residual": False, "init_gain": 1.0, "clip_grad_norm": None}
+SGD_LIKE = ("sgd",)  # optimizers whose step grows with the gradient: clipping bounds it
+
+
+def chance_level(dataset: Any) -> float:
+    """Accuracy of guessing: 1 / the number of classes."""
+    spec = DATASETS.get(dataset) if isinstance(dataset, str) else None
+    return 1 / (len(spec.classes) if spec is not None else CHANCE_CLASSES)
+
+
+def setting_value(config: dict[str, Any], key: str) -> Any:
+    """A config value, with OLD_DEFAULTS for records that lack the key."""
+    return config.get(key, OLD_DEFAULTS.get(key))
+
+
+def ratio_verdict(ratio: float, thresholds: Thresholds = THRESHOLDS) -> str:
+    """The word for a first-layer / output-layer weight-gradient ratio."""
+    if ratio < thresholds.vanishing_ratio:
+        return "vanishing"
+    if ratio < thresholds.attenuated_ratio:
+        return "attenuated"
+    if ratio > thresholds.exploding_ratio:
+        return "exploding"
+    return "no vanishing"
+
+
+def fold(factor: float) -> str:
+    """How many times: 23187 -> '23,000', 3.42 -> '3.4', 2.1e9 -> '2.1e+09'."""
+    if factor < 10:
+        return f"{factor:.2g}"
+    if factor < 1e6:
+        return f"{float(f'{factor:.2g}'):,.0f}"
+    return f"{factor:.1e}"
+
+
+def per_layer(factor: float, steps: int) -> float:
+    """The geometric factor per layer over `steps` layers."""
+    return factor ** (1 / steps) if factor > 0 and steps > 0 else math.nan
+
+
+def combine(factors: Sequence[float]) -> float:
+    """Over seeds: the geometric mean of the finite factors; 0 when every one is 0 (underflow);
+    nan when none was measured."""
+    values = stats.finite(factors)
+    if values and all(v == 0 for v in values):
+        return 0.0
+    return stats.geometric_mean(values)
+
+
+def first_probe(run: RunRecords) -> dict[str, Any]:
+    """The step-0 probe row (at initialisation), or {} when none was recorded."""
+    rows = run.rows("probe")
+    return rows[0] if rows and rows[0].get("step") == 0 else {}
+
+
+def layer_values(run: RunRecords, key: str, fallback: str = "") -> np.ndarray:
+    """A per-layer field of the step-0 probe (else result.json's `fallback`), nan where missing."""
+    values = first_probe(run).get(key)
+    if values is None and fallback and run.result is not None:
+        values = run.result.get(fallback)
+    return numbers(values or [])
+
+
+def run_factor(values: np.ndarray, reverse: bool) -> float:
+    """values[0] / values[-1] (or the reverse): nan for one layer or a missing or zero divisor."""
+    if values.size < 2:
+        return math.nan
+    top, bottom = (values[-1], values[0]) if reverse else (values[0], values[-1])
+    if not (math.isfinite(top) and math.isfinite(bottom)) or bottom <= 0:
+        return math.nan
+    return float(top / bottom)
+
+
+def mean_profile(lists: Sequence[np.ndarray]) -> np.ndarray:
+    """Per layer, the geometric mean over runs of the runs whose lists agree in length."""
+    lists = [x for x in lists if x.size]
+    if not lists or len({x.size for x in lists}) != 1:
+        return np.zeros(0)
+    return stats.mean_over_runs(np.stack(lists), geometric=True)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A group's layers at initialisation (step 0), over every run (diverged ones too: step 0
+    comes before any step): per hidden layer the back-propagated signal and the activations'
+    std (geometric means over seeds), and the factors across them."""
+
+    signal: np.ndarray  # ||dLoss/dh|| per hidden layer, input side first
+    scale: np.ndarray  # std of each hidden layer's output
+    signal_factor: float  # layer 1 over the last hidden layer: < 1 shrinks towards the input
+    scale_factor: float  # the last hidden layer over layer 1: < 1 shrinks with depth
+    layers: int  # hidden layers
+
+    @property
+    def signal_per_layer(self) -> float:
+        return per_layer(self.signal_factor, self.layers - 1)
+
+    @property
+    def scale_per_layer(self) -> float:
+        return per_layer(self.scale_factor, self.layers - 1)
+
+
+def profile(group: Group) -> Profile:
+    """The group's Profile, from each run's step-0 probe (result.json's signal_norms_init for
+    records without one)."""
+    signals = [layer_values(r, "signal_norms", "signal_norms_init") for r in group.runs]
+    scales = [layer_values(r, "activation_std") for r in group.runs]
+    return Profile(
+        signal=mean_profile(signals),
+        scale=mean_profile(scales),
+        signal_factor=combine([run_factor(s, reverse=False) for s in signals]),
+        scale_factor=combine([run_factor(s, reverse=True) for s in scales]),
+        layers=group.depth,
+    )
+
+
+def signal_word(factor: float, thresholds: Thresholds = THRESHOLDS) -> str:
+    """vanishing, attenuated, healthy, growing or exploding; '' when not measured."""
+    if not factor >= 0:  # nan
+        return ""
+    if factor < thresholds.signal_vanishing:
+        return "vanishing"
+    if factor < thresholds.signal_attenuated:
+        return "attenuated"
+    if factor > thresholds.signal_exploding:
+        return "exploding"
+    if factor > thresholds.signal_growing:
+        return "growing"
+    return "healthy"
+
+
+def scale_word(factor: float, thresholds: Thresholds = THRESHOLDS) -> str:
+    """collapse, blow-up or steady; '' when not measured."""
+    if not factor >= 0:
+        return ""
+    if factor < thresholds.scale_collapse:
+        return "collapse"
+    if factor > thresholds.scale_blowup:
+        return "blow-up"
+    return "steady"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One group's verdict: the failures found (`kinds`, worst first), its sentences (the
+    headline first, evidence next, the cure last) and the factors behind them."""
+
+    kinds: tuple[str, ...]  # e.g. ("vanishing", "collapse", "cancel"); ("healthy",) when none
+    headline: str  # the first sentence
+    sentences: tuple[str, ...]  # headline, evidence, accuracy, cure
+    profile: Profile
+    cure: str = ""  # the last sentence, '' when nothing needs curing
+
+    @property
+    def word(self) -> str:
+        """The short verdict for a table cell: 'vanishing, forward collapse'."""
+        names = {
+            "blew-up": "blew up",
+            "exploding": "exploding",
+            "vanishing": "vanishing",
+            "attenuated": "attenuated",
+            "growing": "growing",
+            "collapse": "forward collapse",
+            "blow-up": "forward blow-up",
+            "dead": "dead units",
+            "saturated": "saturated",
+            "no-learning": "did not learn",
+            "healthy": "healthy",
+        }
+        return ", ".join(names[k] for k in self.kinds if k in names)
+
+
+@dataclass
+class Findings:
+    """Sentences as a verdict accrues them: (kind, sentence) pairs, worst kinds first."""
+
+    headline: list[tuple[str, str]] = field(default_factory=list)
+    evidence: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+
+    def add(self, kind: str, sentence: str, headline: bool = True) -> None:
+        self.kinds.append(kind)
+        if headline:
+            self.headline.append((kind, sentence))
+        else:
+            self.evidence.append(sentence)
+
+
+def signal_sentence(profile: Profile, word: str, rectifier: bool = False) -> str:
+    """'Vanishing gradient: the back-propagated signal shrinks 23,000-fold from layer 30 to
+    layer 1 (0.71 per layer).'"""
+    factor, last = profile.signal_factor, profile.layers
+    span = f"from layer {last} to layer 1"
+    if factor == 0:
+        return (
+            f"Vanishing gradient: the back-propagated signal reaching layer 1 is exactly 0 "
+            f"({'no active unit passes it back, or ' if rectifier else ''}too small for "
+            f"float32): it vanishes {span}, beyond measurement."
+        )
+    each = f"({profile.signal_per_layer:.2f} per layer)"
+    if word == "healthy":
+        return (
+            f"Healthy gradient: the back-propagated signal keeps its size {span} "
+            f"(×{number(factor)}, {profile.signal_per_layer:.2f} per layer)."
+        )
+    how = f"shrinks {fold(1 / factor)}-fold" if factor < 1 else f"grows {fold(factor)}-fold"
+    title = {"vanishing": "Vanishing", "attenuated": "Attenuated", "growing": "Growing"}
+    name = f"{title.get(word, 'Exploding')} gradient"
+    return f"{name}: the back-propagated signal {how} {span} {each}."
+
+
+def scale_sentence(profile: Profile, word: str) -> str:
+    """'Forward collapse: the activations' scale (std) falls 470-fold from layer 1 to layer 20
+    (0.72 per layer); the output hardly depends on the input.'"""
+    factor, last = profile.scale_factor, profile.layers
+    span = f"from layer 1 to layer {last}"
+    if factor == 0:
+        return (
+            f"Forward collapse: the activations' scale (std) falls to exactly 0 {span}: "
+            "the output no longer depends on the input."
+        )
+    each = f"({profile.scale_per_layer:.2f} per layer)"
+    if word == "collapse":
+        return (
+            f"Forward collapse: the activations' scale (std) falls {fold(1 / factor)}-fold "
+            f"{span} {each}; the output hardly depends on the input."
+        )
+    return f"Forward blow-up: the activations' scale (std) grows {fold(factor)}-fold {span} {each}."
+
+
+def largest(norms: Sequence[Any]) -> tuple[float, int]:
+    """(the largest finite norm, its layer counted from 1); (nan, 0) when none."""
+    values = numbers(norms)
+    if not np.isfinite(values).any():
+        return math.nan, 0
+    index = int(np.nanargmax(values))
+    return float(values[index]), index + 1
+
+
+def layer_name(layer: int, layers: int) -> str:
+    """'layer 3', or 'the output layer' for the last Linear layer."""
+    return "the output layer" if layer == layers else f"layer {layer}"
+
+
+def blew_up(group: Group, thresholds: Thresholds, findings: Findings) -> None:
+    """Divergence, a final test loss far above chance's, gradient norms that became huge."""
+    runs, seeds = group.runs, len(group.runs)
+    linear_layers = group.depth + 1
+    diverged = [r for r in runs if r.status == "diverged"]
+    if diverged:
+        steps = [s for r in diverged if (s := r.finished.get("diverged_step")) is not None]
+        at = f", first at step {min(steps)}" if steps else ""
+        sentence = (
+            f"Blew up: {len(diverged)} of {seeds} runs diverged (the loss became non-finite{at})"
+        )
+        before = [r.finished.get("norms_before_divergence") or {} for r in diverged]
+        peaks = [(largest(b.get("grad_norms") or []), b.get("step")) for b in before]
+        peaks = [p for p in peaks if math.isfinite(p[0][0])]
+        if peaks:
+            (norm, layer), step = max(peaks, key=lambda p: p[0][0])
+            sentence += (
+                f"; at step {step}, the last probe before, gradient norms reached "
+                f"{number(norm)} ({layer_name(layer, linear_layers)})"
+            )
+        findings.add("blew-up", sentence + ".")
+    chance_loss = -math.log(chance_level(group.setting.get("dataset")))
+    losses = stats.finite(r.finished.get("test_loss") for r in group.ok)
+    huge = [loss for loss in losses if loss > thresholds.loss_blowup * chance_loss]
+    if huge:
+        share = f" in {len(huge)} of {seeds} runs" if seeds > 1 else ""
+        lr = group.runs[0].config.get("lr")
+        at = f" at lr {lr:g}" if isinstance(lr, (int, float)) else ""
+        findings.add(
+            "blew-up",
+            f"Blew up: the final test loss is {number(max(huge))}{share}, far above chance's "
+            f"{chance_loss:.2f} (ln {round(math.exp(chance_loss))}): the updates exploded{at}.",
+        )
+    grown = []
+    for run in group.ok:
+        probes = run.rows("probe")
+        init = largest(probes[0].get("grad_norms") or [])[0] if probes else math.nan
+        peak = max(
+            ((largest(p.get("grad_norms") or []), p.get("step")) for p in probes[1:]),
+            key=lambda p: p[0][0] if math.isfinite(p[0][0]) else -1.0,
+            default=((math.nan, 0), None),
+        )
+        if math.isfinite(peak[0][0]) and peak[0][0] > thresholds.grad_norm_huge > init:
+            grown.append((peak, init))
+    if grown:
+        ((norm, layer), step), init = max(grown, key=lambda g: g[0][0][0])
+        findings.add(
+            "blew-up",
+            f"Exploding during training: gradient norms grew to {number(norm)} "
+            f"({layer_name(layer, linear_layers)}) by step {step}, from {number(init)} at step 0.",
+        )
+
+
+def judge(group: Group, thresholds: Thresholds = THRESHOLDS) -> Verdict:
+    """The group's verdict from every signal its records hold."""
+    findings = Findings()
+    found = profile(group)
+    blew_up(group, thresholds, findings)
+
+    signal = signal_word(found.signal_factor, thresholds)
+    scale = scale_word(found.scale_factor, thresholds)
+    init_norms = [largest(r.finished.get("grad_norms_init") or []) for r in group.runs]
+    init_norms = [n for n in init_norms if math.isfinite(n[0])]
+    ratio = group.vanishing_ratio_init
+    if found.layers >= 2 and signal:
+        if signal in ("vanishing", "exploding", "attenuated", "growing"):
+            rectifier = group.activation.family == "rectifier"
+            findings.add(signal, signal_sentence(found, signal, rectifier))
+        if scale in ("collapse", "blow-up"):
+            findings.add(scale, scale_sentence(found, scale))
+    elif math.isfinite(ratio):  # one hidden layer (or old records): the weight gradients alone
+        word = ratio_verdict(ratio, thresholds)
+        if word != "no vanishing":
+            findings.add(
+                word,
+                f"{word.capitalize()} gradient: layer 1 receives {number(ratio)} of the output "
+                "layer's weight gradient at initialisation.",
+            )
+    if init_norms:
+        norm, layer = max(init_norms)
+        if norm > thresholds.grad_norm_huge:
+            findings.add(
+                "exploding",
+                f"Huge gradients at initialisation: norms up to {number(norm)} "
+                f"({layer_name(layer, found.layers + 1)}).",
+                headline="exploding" not in findings.kinds,
+            )
+    weight_note(group, found, signal, scale, thresholds, findings)
+    if group.ratio_underflow:
+        findings.add(
+            "underflow",
+            "At initialisation the weight gradient reaching layer 1 is exactly 0 at every seed: "
+            "it underflowed, too small for float32.",
+            headline=False,
+        )
+    bound = group.activation.derivative_bound
+    if bound < 1 and signal in ("vanishing", "attenuated"):
+        depth = group.depth
+        findings.evidence.append(
+            f"{group.activation.label}'s slope is at most {bound:g}, so its {depth} hidden layers "
+            f"alone multiply the gradient by at most ({bound:g})^{depth} = {number(bound**depth)}."
+        )
+    for kind, sentence in health(group, thresholds):
+        findings.add(kind, sentence, headline=kind in ("dead", "saturated"))
+    accuracy = accuracy_sentence(group, thresholds)
+    if accuracy.endswith("it did not learn."):
+        findings.kinds.append("no-learning")
+    return finish(group, found, signal, findings, accuracy, thresholds)
+
+
+def weight_note(
+    group: Group,
+    found: Profile,
+    signal: str,
+    scale: str,
+    thresholds: Thresholds,
+    findings: Findings,
+) -> None:
+    """Where the weight-gradient ratio disagrees with the signal: both effects cancel in it, or
+    growing activations make it look like vanishing."""
+    ratio = group.vanishing_ratio_init
+    if not math.isfinite(ratio) or found.layers < 2 or not signal:
+        return
+    even = thresholds.attenuated_ratio <= ratio <= thresholds.exploding_ratio
+    cancels = (signal == "vanishing" and scale == "collapse") or (
+        signal == "exploding" and scale == "blow-up"
+    )
+    if even and cancels:
+        findings.add(
+            "cancel",
+            f"The weight gradients look even (layer 1 gets {number(ratio)} of the output "
+            "layer's) only because the two cancel: a weight gradient is the signal times the "
+            "layer's input.",
+            headline=False,
+        )
+        return
+    looks = ratio_verdict(ratio, thresholds)
+    if signal in ("healthy", "growing", "exploding") and looks in ("vanishing", "attenuated"):
+        why = ""
+        if found.scale_factor > 1 / thresholds.signal_attenuated:
+            why = (
+                f": the activations grow {fold(found.scale_factor)}-fold with depth, which "
+                "enlarges the output layer's weight gradient"
+            )
+        findings.add(
+            "mismatch",
+            f"The weight-gradient ratio ({number(ratio)}, layer 1 / output) alone would read as "
+            f"{looks}, but the signal reaching layer 1 does not shrink{why}.",
+            headline=False,
+        )
+    elif signal in ("healthy", "attenuated", "vanishing") and looks == "exploding":
+        findings.add(
+            "mismatch",
+            f"The weight-gradient ratio ({number(ratio)}, layer 1 / output) alone would read as "
+            "exploding, but the signal reaching layer 1 does not grow.",
+            headline=False,
+        )
+
+
+def health(group: Group, thresholds: Thresholds = THRESHOLDS) -> list[tuple[str, str]]:
+    """(kind, sentence): dead units for rectifiers, saturation for the others, a caveat for
+    linear; kind 'dead' or 'saturated' when a layer is over its threshold, else 'note'."""
+    key = group.health_key
+    if key is None:
+        return [
+            (
+                "note",
+                "A linear activation has slope 1 everywhere, so nothing vanishes, but however "
+                "deep the network is it computes a single linear map: a linear classifier.",
+            )
+        ]
+    if not group.ok:
+        return []
+    values, _, _ = group.result_layers(key, group.ok)
+    if not np.isfinite(values).any():
+        return []
+    worst = int(np.nanargmax(values))
+    epochs = len(group.ok[0].finished.get("history", []))
+    if key == "dead_fraction":
+        widths = np.array(group.hidden, dtype=float)
+        overall = float(np.nansum(values * widths) / widths.sum())
+        if values[worst] >= thresholds.dead_fraction:
+            sentence = (
+                f"{percent(values[worst])} of layer-{worst + 1} units are dead after epoch "
+                f"{epochs} (zero output on every training image); {percent(overall)} of all "
+                "hidden units."
+            )
+            first = group.epoch_layers("dead_fraction")[1]
+            if epochs > 1 and first.size and worst < first.shape[1]:
+                sentence += f" After epoch 1 it was {percent(first[0, worst])}."
+            return [("dead", "Dead units: " + sentence)]
+        if values[worst] == 0:
+            return [
+                ("note", f"No dead units after epoch {epochs} (checked on the whole training set).")
+            ]
+        return [
+            (
+                "note",
+                f"No dead layer: at most {percent(values[worst])} of a layer's units (layer "
+                f"{worst + 1}) are dead after epoch {epochs}.",
+            )
+        ]
+    if values[worst] >= thresholds.saturated_fraction:
+        return [
+            (
+                "saturated",
+                f"Saturated: {percent(values[worst])} of layer-{worst + 1} activations are "
+                f"saturated at the end of training (slope below {SATURATED} of its maximum): "
+                "little gradient passes them.",
+            )
+        ]
+    if values[worst] == 0:
+        return [("note", "No saturated activations at the end of training.")]
+    return [
+        (
+            "note",
+            f"Little saturation: at most {percent(values[worst])} of a layer's activations "
+            f"(layer {worst + 1}) are saturated at the end of training.",
+        )
+    ]
+
+
+def at_chance(group: Group, thresholds: Thresholds = THRESHOLDS) -> bool:
+    """The group's mean test accuracy is within `chance_margin` of chance: it did not learn."""
+    chance = chance_level(group.setting.get("dataset"))
+    return bool(group.accuracies) and group.accuracy.mean < chance + thresholds.chance_margin
+
+
+def accuracy_sentence(group: Group, thresholds: Thresholds = THRESHOLDS) -> str:
+    """'Test accuracy 97.10 ± 0.20 % (over 3 seeds).', with '...: chance level, it did not
+    learn.' at chance; '' when no run finished without diverging."""
+    accuracies = group.accuracies
+    if not accuracies:
+        return ""
+    mean, std = group.accuracy.mean, group.accuracy.std
+    spread = f" ± {100 * std:.2f}" if len(accuracies) > 1 else ""
+    over = f"over {len(accuracies)} seeds" if len(accuracies) > 1 else "one seed"
+    sentence = f"Test accuracy {100 * mean:.2f}{spread} % ({over})"
+    if at_chance(group, thresholds):
+        chance = chance_level(group.setting.get("dataset"))
+        return f"{sentence}: chance level ({percent2(chance)}), it did not learn."
+    return sentence + "."
+
+
+def finish(
+    group: Group,
+    found: Profile,
+    signal: str,
+    findings: Findings,
+    accuracy: str,
+    thresholds: Thresholds,
+) -> Verdict:
+    """The Verdict: the worst finding as the headline, the others and the accuracy as evidence,
+    the cure last."""
+    order = [
+        "blew-up",
+        "exploding",
+        "vanishing",
+        "blow-up",
+        "collapse",
+        "attenuated",
+        "growing",
+        "dead",
+        "saturated",
+    ]
+    ranked = sorted(findings.headline, key=lambda item: order.index(item[0]))
+    kinds = sorted(dict.fromkeys(k for k in findings.kinds if k in order), key=order.index)
+    kinds += [k for k in ("no-learning", "cancel", "mismatch") if k in findings.kinds]
+    units: list[str] = []
+    if ranked:
+        headline = ranked[0][1]
+        evidence = [sentence for kind, sentence in ranked[1:] if kind not in ("dead", "saturated")]
+        units = [sentence for kind, sentence in ranked[1:] if kind in ("dead", "saturated")]
+    elif "no-learning" in kinds:
+        headline = "Did not learn, though no gradient failure shows at initialisation."
+        evidence = []
+    else:
+        kinds = ["healthy"]
+        if signal:
+            headline = signal_sentence(found, "healthy")
+        elif math.isfinite(group.vanishing_ratio_init):
+            headline = (
+                f"Healthy gradient: layer 1 receives {number(group.vanishing_ratio_init)} of the "
+                "output layer's weight gradient at initialisation."
+            )
+        else:
+            headline = "No gradient measured at initialisation."
+            kinds = []
+        evidence = []
+    if kinds and kinds[0] != "healthy" and signal == "healthy" and found.layers >= 2:
+        evidence.append(
+            f"The back-propagated signal itself keeps its size from layer {found.layers} to "
+            f"layer 1 (×{number(found.signal_factor)})."
+        )
+    evidence += findings.evidence + units
+    after = "" if "blew-up" in kinds else final_signal(group, signal, thresholds)
+    if after:
+        evidence.append(after)
+    if accuracy:
+        evidence.append(accuracy)
+    diverged = sum(r.status == "diverged" for r in group.runs)
+    if diverged and group.ok:
+        evidence.append("The diverged runs are left out of accuracy and loss.")
+    clipped = clipping_sentence(group)
+    if clipped:
+        evidence.append(clipped)
+    cure = cure_sentence(group, tuple(kinds), thresholds)
+    sentences = (headline, *evidence, *([cure] if cure else []))
+    return Verdict(tuple(kinds), headline, sentences, found, cure)
+
+
+def final_signal(group: Group, first_word: str, thresholds: Thresholds) -> str:
+    """Where the signal's verdict at the last probe differs from step 0's, a sentence saying so."""
+    factors = []
+    for run in group.ok:
+        probes = run.rows("probe")
+        if len(probes) > 1:
+            factors.append(run_factor(numbers(probes[-1].get("signal_norms") or []), False))
+    factor = combine(factors)
+    word = signal_word(factor, thresholds)
+    if not word or not first_word or word == first_word:
+        return ""
+    return (
+        f"After training (last probe) the signal reads {word}: "
+        f"×{'0' if factor == 0 else number(factor)} from the last "
+        "hidden layer to layer 1."
+    )
+
+
+def clipping_sentence(group: Group) -> str:
+    """'Clipping (--clip-grad-norm 1) cut 1,875 of 1,875 steps.' for runs that clip."""
+    limit = setting_value(group.runs[0].config, "clip_grad_norm")
+    if limit is None:
+        return ""
+    clipped = [int(c) for r in group.ok if (c := r.finished.get("clipped_steps")) is not None]
+    steps = [int(s) for r in group.ok if (s := r.finished.get("steps")) is not None]
+    if not clipped or len(clipped) != len(group.ok) or len(steps) != len(group.ok):
+        return f"Gradients were clipped to norm {limit:g}."
+    return f"Clipping (--clip-grad-norm {limit:g}) cut {sum(clipped):,} of {sum(steps):,} steps."
+
+
+def cure_sentence(group: Group, kinds: tuple[str, ...], thresholds: Thresholds) -> str:
+    """The cure for the worst failure, fitted to what the run already uses; '' if none fits."""
+    config = group.runs[0].config
+    norm = setting_value(config, "norm") or "none"
+    residual = bool(setting_value(config, "residual"))
+    gain = setting_value(config, "init_gain")
+    clip = setting_value(config, "clip_grad_norm")
+    init = str(config.get("init", "default"))
+    optimizer = str(config.get("optimizer", ""))
+    family, name = group.activation.family, group.activation.name
+    kaiming = init in ("kaiming", "he")
+    parts: list[str] = []
+    worst = kinds[0] if kinds else "healthy"
+    exploding_init = "exploding" in kinds or "blow-up" in kinds
+    if worst == "blew-up" and not exploding_init:
+        parts.append(f"a lower learning rate (lr {config.get('lr', '?'):g} here)")
+        if optimizer in SGD_LIKE and clip is None:
+            parts.append("--clip-grad-norm to cap each step")
+    elif worst in ("blew-up", "exploding", "blow-up"):
+        if isinstance(gain, (int, float)) and gain > 1:
+            parts.append(f"a lower --init-gain ({gain:g} here; 1 keeps each init's own scale)")
+        elif family == "rectifier" and not kaiming:
+            parts.append("He (kaiming) initialisation, which keeps the scale")
+        else:
+            parts.append("a smaller initial weight scale (--init-gain below 1)")
+        if norm == "none":
+            parts.append("batch norm resets the scale every layer")
+        if optimizer in SGD_LIKE and clip is None:
+            parts.append("--clip-grad-norm caps each step")
+    elif worst in ("vanishing", "collapse") and family == "rectifier":
+        if not kaiming:
+            parts.append("He (kaiming) initialisation keeps the forward scale")
+        elif isinstance(gain, (int, float)) and gain < 1:
+            parts.append(f"--init-gain 1 keeps the forward scale ({gain:g} here)")
+        if norm == "none":
+            parts.append("batch norm resets it every layer")
+        elif not residual:
+            parts.append("residual connections carry the signal past each layer")
+    elif worst in ("vanishing", "collapse"):
+        options = [
+            *(["batch norm"] if norm == "none" else []),
+            *(["residual connections"] if not residual else []),
+            *(["a rectifier (ReLU with He init)"] if family != "rectifier" else []),
+        ]
+        if options:
+            listed = options[0] if len(options) == 1 else ", ".join(options[:-1])
+            listed += f" or {options[-1]}" if len(options) > 1 else ""
+            each = ", each of which keeps" if len(options) > 1 else ", which keeps"
+            parts.append(f"{listed}{each} the gradient's size from layer to layer")
+    if "dead" in kinds and name == "relu" and (worst == "dead" or not parts):
+        parts.append("leaky ReLU or PReLU keep a slope for z < 0, so no unit dies for good")
+    elif "saturated" in kinds and worst == "saturated" and norm == "none":
+        parts.append("batch norm keeps pre-activations near 0, where the slope is largest")
+    if not parts:
+        return ""
+    return f"Cure: {'; '.join(parts)}."
+
+
+def headline(source: Path | str | Sequence[RunRecords], thresholds: Thresholds = THRESHOLDS) -> str:
+    """One short line: the headline verdict of a run directory (or of runs' records), e.g. for
+    `vanishing train` to print; with several groups, each prefixed by its label."""
+    runs = load_runs([source])[0] if isinstance(source, (str, Path)) else list(source)
+    groups = make_groups(runs)
+    if not groups:
+        return "No finished run: no verdict."
+    verdicts = [judge(g, thresholds) for g in groups]
+    if len(groups) == 1:
+        return verdicts[0].headline
+    return " ".join(f"{g.label}: {v.headline}" for g, v in zip(groups, verdicts, strict=True))
