@@ -17,6 +17,8 @@ directory) and call `execute` with a `Policy`; the policy is where they differ:
 - sharing (`claim`): each run is locked while it trains (`run_dir/.lock`, an flock the kernel
   drops when its holder dies, so a lock is never stale), so executors sharing a directory split
   its runs; a run another holds, or has just finished, is left to it;
+- memory: before the data loads, every unit is checked to fit on its device, `workers` of the
+  largest at once (`check_memory`, `memory.check_fits`): one that cannot is a UsageError;
 - `backend`: "local" (the above) or "ray": one task per unit on a Ray cluster, which trains into
   temporary directories on its node and returns each run's files (no shared file system needed;
   no resume there).

@@ -1,0 +1,235 @@
+"""The memory estimate against what PyTorch allocates, the refusal and where it happens."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from vanishing import group, memory, probes, train
+from vanishing.activations import ACTIVATIONS
+from vanishing.cli import main
+from vanishing.config import TrainConfig
+from vanishing.errors import UsageError
+from vanishing.model import NORMS, OPTIMIZERS, GroupedMLP, build_model, make_optimizer
+from vanishing.runs import MAX_GROUP, Policy, Run, check_memory, execute
+
+HUGE = (100000, 100000, 100000)  # 20 billion parameters: beyond any machine's memory
+DEEP = (256,) * 30
+
+
+def measured(model: torch.nn.Module) -> tuple[int, int]:
+    """(parameter bytes, buffer bytes) of a built model."""
+    parameters = sum(p.numel() * p.element_size() for p in model.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    return parameters, buffers
+
+
+@pytest.mark.parametrize("norm", list(NORMS))
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_parameters_and_buffers_are_the_built_models(norm, activation):
+    for prelu_mode in ("layer", "unit"):
+        config = TrainConfig(
+            hidden=(24, 24, 24), activation=activation, norm=norm, prelu_mode=prelu_mode
+        )
+        model = build_model(
+            config.hidden, activation, options=config.options, norm=norm, residual=True
+        )
+        estimate = memory.estimate(config)
+        assert (estimate.parameters, estimate.buffers) == measured(model)
+        assert estimate.gradients == estimate.parameters  # every parameter gets a .grad
+        weights = sum(linear.weight.numel() for linear in model.linear_layers())
+        assert estimate.probe_copies == 4 * weights
+
+
+@pytest.mark.parametrize("activation", ["relu", "prelu", "sigmoid"])
+def test_a_groups_parameters_are_the_stacked_models(activation):
+    config = TrainConfig(hidden=(20, 12), activation=activation, prelu_mode="unit")
+    models = [build_model(config.hidden, activation, options=config.options) for _ in range(3)]
+    stacked = GroupedMLP.from_models(models)
+    estimate, one = memory.estimate(config, models=3), memory.estimate(config)
+    assert estimate.parameters == measured(stacked)[0] == 3 * one.parameters
+    assert estimate.optimizer_state == 3 * one.optimizer_state
+    # The data set is the group's, once; each model has its own probe batch and data order.
+    assert one.data < estimate.data < 3 * one.data
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_optimizer_state_is_what_the_optimizer_keeps(optimizer, momentum):
+    config = TrainConfig(hidden=(16, 8), optimizer=optimizer, momentum=momentum)
+    model = build_model(config.hidden, "relu")
+    step = make_optimizer(optimizer, model.parameters(), 1e-3, momentum)
+    for parameter in model.parameters():
+        parameter.grad = torch.ones_like(parameter)
+    step.step()
+    kept = sum(
+        value.numel() * value.element_size()
+        for state in step.state.values()
+        for value in state.values()
+        if isinstance(value, torch.Tensor) and value.dim() > 0  # not Adam's step count
+    )
+    estimate = memory.estimate(config)
+    assert estimate.optimizer_state == kept
+    if optimizer == "adam":
+        assert estimate.optimizer_state == 2 * estimate.parameters
+
+
+def test_the_chunks_are_the_passes_own():
+    def chunk(function) -> int:
+        return inspect.signature(function).parameters["chunk"].default
+
+    assert chunk(train.evaluate) == chunk(group.evaluate_group) == memory.EVAL_CHUNK
+    assert chunk(probes.dead_units) == chunk(probes.dead_units_group) == memory.DEAD_CHUNK
+
+
+def test_the_data_counts_every_image_once():
+    config = TrainConfig(probe_size=1)
+    images = (60000 + 10000) * (784 * 4 + 8)  # float32 features and int64 labels
+    assert images < memory.estimate(config).data < images + 60000 * 8 + 4000
+    # Only rectifiers measure dead units: a sigmoid run needs no dead-unit chunk.
+    deep = memory.estimate(TrainConfig(hidden=DEEP))
+    assert memory.estimate(TrainConfig(hidden=DEEP, activation="sigmoid")).activations < (
+        deep.activations
+    )
+    assert deep.activations == memory.DEAD_CHUNK * sum(DEEP) * 3 * 4
+
+
+def test_the_projects_workloads_fit_in_a_few_gigabytes():
+    reference, deep = TrainConfig(), TrainConfig(hidden=DEEP)
+    assert memory.estimate(reference).total < 0.5e9
+    assert memory.estimate(deep).total < 1.5e9
+    largest = max(MAX_GROUP.values())
+    assert memory.estimate(reference, largest).total < 2e9
+    assert memory.estimate(deep, largest).total < 8e9
+    memory.check_fits([reference, deep], "cpu")  # accepted here
+
+
+def test_a_huge_net_is_refused_in_one_line():
+    with pytest.raises(UsageError) as refused:
+        memory.check_fits([TrainConfig(hidden=HUGE)], "cpu")
+    message = str(refused.value)
+    assert "\n" not in message
+    assert re.fullmatch(
+        r"a run of 784-100000-100000-100000-10 needs about 431\.3 GB \(parameters 80\.3 GB, "
+        r"gradients 80\.3 GB, optimizer state 160\.6 GB, probe copies 80\.3 GB, activations "
+        r"29\.5 GB, data 222\.2 MB\), more than the \d+\.\d [kMGT]?B of memory available on "
+        r"cpu; use fewer or narrower layers",
+        message,
+    ), message
+
+
+def test_the_refusal_names_what_does_not_fit():
+    reference = TrainConfig()
+    with pytest.raises(UsageError, match=r"^a group of 100000 runs of 784-520-320-240-120-10 "):
+        memory.check_fits([reference], "cpu", models=100000)
+    with pytest.raises(UsageError, match=r"train fewer at once \(--no-group\)$"):
+        memory.check_fits([reference], "cpu", models=100000)
+    with pytest.raises(UsageError) as refused:
+        memory.check_fits([reference], "cpu", workers=10**6)
+    assert re.match(
+        r"1000000 runs of 784-520-320-240-120-10 training at once need about \d+\.\d TB "
+        r"\(353\.8 MB each: parameters 2\.7 MB, ",
+        str(refused.value),
+    )
+    assert re.search(r"train fewer at once \(at most --workers \d+\)$", str(refused.value))
+
+
+def test_available_memory_is_known_here():
+    free = memory.available("cpu")
+    assert free is not None and free > 0
+    assert memory.available(torch.device("meta")) is None  # unknown: nothing is refused
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_cgroup_v2_room_is_the_tightest_limit_less_usage(tmp_path):
+    write(tmp_path / "proc/self/cgroup", "0::/user/job\n")
+    job, user = tmp_path / "sys/fs/cgroup/user/job", tmp_path / "sys/fs/cgroup/user"
+    write(job / "memory.max", "max\n")  # no limit of its own
+    write(job / "memory.current", "100\n")
+    write(user / "memory.max", "5000\n")
+    write(user / "memory.current", "3000\n")
+    write(user / "memory.stat", "anon 1000\ninactive_file 1000\n")  # page cache, reclaimable
+    assert memory.cgroup_available(tmp_path) == 5000 - (3000 - 1000)
+    write(tmp_path / "proc/meminfo", "MemTotal: 8 kB\nMemAvailable:       3 kB\n")
+    assert memory.meminfo_available(tmp_path) == 3 * 1024
+
+
+def test_cgroup_v1_room_and_no_limit(tmp_path):
+    write(tmp_path / "proc/self/cgroup", "4:memory:/box\n0::/\n")
+    box = tmp_path / "sys/fs/cgroup/memory/box"
+    write(box / "memory.limit_in_bytes", "4000\n")
+    write(box / "memory.usage_in_bytes", "1500\n")
+    write(box / "memory.stat", "total_inactive_file 500\n")
+    assert memory.cgroup_available(tmp_path) == 3000
+    write(tmp_path / "proc/self/cgroup", "0::/\n")
+    write(tmp_path / "sys/fs/cgroup/memory.max", "max\n")
+    assert memory.cgroup_available(tmp_path) is None
+    assert memory.cgroup_available(tmp_path / "nowhere") is None
+
+
+def test_sizes_and_shapes_as_the_message_writes_them():
+    assert [memory.size(n) for n in (512, 1500, 80.3e9, 4.8e12)] == [
+        "512 B",
+        "1.5 kB",
+        "80.3 GB",
+        "4.8 TB",
+    ]
+    assert memory.architecture(TrainConfig(hidden=DEEP)) == "784-256x30-10"
+    assert memory.architecture(TrainConfig(hidden=(8, 4, 4, 4, 4))) == "784-8-4x4-10"
+
+
+def test_the_executor_refuses_before_the_data_loads(tmp_path):
+    # No data set anywhere (the tests run offline): the memory check must come first.
+    run = Run(TrainConfig(hidden=HUGE, device="cpu"), tmp_path / "run")
+    with pytest.raises(UsageError, match=r"^a run of 784-100000-100000-100000-10 needs"):
+        execute([run], Policy())
+    assert not (tmp_path / "run").exists()
+
+
+def test_units_training_at_once_share_the_memory(monkeypatch, tmp_path):
+    config = TrainConfig(device="cpu")
+    each = memory.estimate(config).total
+    monkeypatch.setattr(memory, "available", lambda device: each * 3 // 2)
+    units = [
+        [Run(config, tmp_path / "a")],
+        [Run(TrainConfig(device="cpu", seed=1), tmp_path / "b")],
+    ]
+    check_memory(units, Policy(workers=1))  # one at a time: fits
+    check_memory(units[:1], Policy(workers=2))  # one unit: nothing to share with
+    with pytest.raises(UsageError, match=r"^2 runs of .* \(at most --workers 1\)$"):
+        check_memory(units, Policy(workers=2))
+    check_memory(units, Policy(workers=2, backend="ray"))  # the cluster's nodes: not checked
+
+
+CLI_TINY = ["--no-verify", "--epochs", "1", "--device", "cpu"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "--hidden", "100000,100000,100000"],
+        ["compare", "--hidden", "100000,100000,100000", "--activations", "relu,tanh"],
+        ["sweep", "--depths", "3", "--widths", "100000", "--activations", "relu", "--seeds", "0"],
+    ],
+)
+def test_the_cli_refuses_in_one_line_before_training(command, capsys, tiny_dir, tmp_path):
+    out = tmp_path / "out"
+    code = main([*command, "--data-dir", str(tiny_dir), "--out", str(out), *CLI_TINY])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]  # after the data source lines
+    assert re.fullmatch(
+        rf"vanishing {command[0]}: error: a run of 784-100000-100000-100000-10 needs about "
+        r"431\.3 GB \(.*\), more than the \d+\.\d [kMGT]?B of memory available on cpu; use "
+        r"fewer or narrower layers",
+        last,
+    ), last
+    assert not list(out.glob("**/result.json")) and not list(out.glob("**/metrics.jsonl"))
