@@ -140,7 +140,7 @@ class MLP(nn.Module):
         self.activations = nn.ModuleList(
             make_activation(activation, width, options) for width in self.hidden
         )
-        # Registered after the activations, and empty without a norm: a plain MLP's parameters
+        # Registered after the activations, and None without a norm: a plain MLP's parameters
         # and state_dict are what they always were. Norms draw no random numbers.
         make_norm = NORMS[norm]
         self.norms = nn.ModuleList(make_norm(w) for w in self.hidden) if make_norm else None
