@@ -208,8 +208,8 @@ def layer_profiles(lines: Sequence[tuple[str, np.ndarray]], ylabel: str) -> Figu
             layers,
             np.where(values > 0, values, np.nan),  # a zero (underflow) has no place on a log axis
             color=f"C{index % 10}",
-            linestyle=DASHES[index // 10 % len(DASHES)],
-            marker=MARKERS[index // 10 % len(MARKERS)],
+            linestyle=DASHES[index % len(DASHES)],  # lines that coincide stay visible
+            marker=MARKERS[index % len(MARKERS)],
             markersize=3,
             label=label,
         )

@@ -608,7 +608,7 @@ def finish(
         headline = "Did not learn, though no gradient failure shows at initialisation."
         evidence = []
     else:
-        kinds = ["healthy"]
+        kinds = ["healthy", *kinds]
         if signal:
             headline = signal_sentence(found, "healthy")
         elif math.isfinite(group.vanishing_ratio_init):
@@ -618,7 +618,7 @@ def finish(
             )
         else:
             headline = "No gradient measured at initialisation."
-            kinds = []
+            kinds = kinds[1:]
         evidence = []
     if kinds and kinds[0] != "healthy" and signal == "healthy" and found.layers >= 2:
         evidence.append(
