@@ -142,6 +142,10 @@ def test_available_memory_is_known_here():
     free = memory.available("cpu")
     assert free is not None and free > 0
     assert memory.available(torch.device("meta")) is None  # unknown: nothing is refused
+    if torch.cuda.is_available():
+        assert 0 < memory.available(torch.device("cuda")) <= torch.cuda.mem_get_info()[1]
+    else:
+        assert memory.available(torch.device("cuda")) is None
 
 
 def write(path: Path, text: str) -> None:

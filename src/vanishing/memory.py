@@ -221,6 +221,8 @@ def available(device: torch.device | str) -> int | None:
     """
     device = resolve_device(device) if isinstance(device, str) else device
     if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return None
         free, _ = torch.cuda.mem_get_info(device)
         return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     if device.type != "cpu":
