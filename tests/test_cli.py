@@ -92,7 +92,9 @@ def test_train_end_to_end(capsys, tiny_dir, tmp_path):
         ]
     )
     stdout, _ = capsys.readouterr()
-    assert code == 0 and stdout.splitlines()[-1].startswith("ok: test accuracy ")
+    assert code == 0 and stdout.splitlines()[-2].startswith("ok: test accuracy ")
+    # The run's verdict, from its records: three PReLU layers pass the gradient on.
+    assert stdout.splitlines()[-1].startswith("verdict: Healthy gradient: the back-propagated")
     assert stdout.startswith("[PReLU] epoch 1 | train loss")
     config = records.read_json(tmp_path / "prelu-seed4" / "config.json")
     assert config["hidden"] == [12, 12, 12] and config["seed"] == 4

@@ -155,3 +155,47 @@ def test_records_are_written_with_the_umask_mode(tiny_dir, tmp_path, umask):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name
     for path in [run_dir / records.LOCK, out / "sweep.json"]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name
+
+
+def test_settings_added_later_default_to_what_older_records_mean():
+    defaults = TrainConfig().to_dict()
+    assert {key: defaults[key] for key in records.ADDED_LATER} == records.ADDED_LATER
+
+
+def test_run_names_are_those_older_versions_gave():
+    # Computed by the version before norm, residual, init_gain and clip_grad_norm existed: a
+    # sweep directory of that version resumes under the same names.
+    assert (
+        sweep.run_name(TrainConfig()) == "relu-h520-320-240-120-default-adam-lr0.001-s0-56b33c734b"
+    )
+    deep = TrainConfig(
+        activation="sigmoid", hidden=(256,) * 30, init="kaiming", optimizer="sgd", lr=0.01,
+        momentum=0.9, seed=2,
+    )  # fmt: skip
+    assert sweep.run_name(deep) == "sigmoid-d30w256-kaiming-sgd-lr0.01-s2-f59b0ce733"
+    cured = dataclasses.replace(
+        deep, norm="batch", residual=True, init_gain=2**0.5, clip_grad_norm=1.0
+    )
+    assert sweep.run_name(cured).startswith(
+        "sigmoid-d30w256-kaiming-sgd-lr0.01-batchnorm-residual-gain1.41-clip1-s2-"
+    )
+
+
+def test_an_older_record_without_the_later_settings_is_the_same_run(tiny_dir, tmp_path):
+    from vanishing import data, report
+    from vanishing.train import train
+
+    config = TrainConfig(hidden=(8,), epochs=1, batch_size=32, probe_every=5, probe_size=32)
+    dataset = data.load_dataset(data_dir=tiny_dir, verify=False)
+    run_dir = tmp_path / "run"
+    train(config, dataset=dataset, run_dir=run_dir)
+    for name in (records.CONFIG, records.RESULT):  # as an older version wrote them
+        values = records.read_json(run_dir / name)
+        target = values.get("config", values)
+        for key in records.ADDED_LATER:
+            del target[key]
+        records.write_json(run_dir / name, values)
+    assert records.load_result(config, run_dir) is not None  # kept, not trained again
+    assert records.load_result(dataclasses.replace(config, norm="layer"), run_dir) is None
+    (run,), _ = report.load_runs([run_dir])
+    assert {key: run.config[key] for key in records.ADDED_LATER} == records.ADDED_LATER

@@ -489,3 +489,21 @@ def test_real_shallow_relu_with_kaiming_is_healthy(tmp_path, tiny_data):
     )
     assert found.cure == ""
     assert "chance level" not in " ".join(found.sentences)
+
+
+def test_real_he_init_at_gain_2_blows_up_forward_even_when_clipped(tmp_path, tiny_data):
+    # Gain 2 quadruples a ReLU layer's variance: the scale doubles per layer, and clipping each
+    # step to norm 1 cannot undo a forward pass whose logits are thousands of times too large.
+    found = trained(
+        tmp_path, tiny_data, hidden=(32,) * 12, init="kaiming", init_gain=2.0,
+        optimizer="sgd", momentum=0.9, lr=0.01, clip_grad_norm=1.0,
+    )  # fmt: skip
+    assert found.kinds[:3] == ("blew-up", "exploding", "blow-up")
+    assert 1.8 < found.profile.scale_per_layer < 2.2
+    assert found.headline.endswith(
+        f"the logits are huge because the activations' scale grows "
+        f"{verdicts.fold(found.profile.scale_factor)}-fold with depth."
+    )
+    assert "updates exploded" not in " ".join(found.sentences)
+    assert "--clip-grad-norm" not in found.cure  # it clips already
+    assert found.cure.startswith("Cure: a lower --init-gain (2 here")

@@ -249,11 +249,14 @@ def test_vanishing_and_dead_unit_sentences_quote_the_records(tmp_path):
     assert by_label["Sigmoid"][-1].startswith(
         "Cure: batch norm, residual connections or a rectifier"
     )
+    # ReLU's signal: 2e-3 at layer 1 over 1.5e-3 at layer 3; the gradient's fate heads the
+    # verdict, its dead units come next.
     assert by_label["ReLU"][0].startswith(
+        "Healthy gradient: the back-propagated signal keeps its size from layer 3 to layer 1 (×1.33"
+    )
+    assert by_label["ReLU"][1].startswith(
         "Dead units: 31 % of layer-3 units are dead after epoch 2"
     )
-    # ReLU's signal: 2e-3 at layer 1 over 1.5e-3 at layer 3.
-    assert "keeps its size from layer 3 to layer 1 (×1.33)" in relu
     assert "31 % of layer-3 units are dead after epoch 2" in relu
     assert "After epoch 1 it was 20 %." in relu
     # The table row is the compare summary's (summary.summary_rows), fed with the same records.

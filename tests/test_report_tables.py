@@ -191,7 +191,12 @@ def sweep_over(root: Path, key: str, values: tuple) -> list[Path]:
     [
         ("momentum", (0.0, 0.9), ["momentum 0", "momentum 0.9"], "momentum 0.0/0.9"),
         # A key the report has never heard of, as the next setting of the config will write it.
-        ("norm", ("none", "batch"), ["norm batch", "norm none"], "norm batch/none"),
+        (
+            "weight_decay",
+            (0.0, 0.01),
+            ["weight decay 0", "weight decay 0.01"],
+            "weight decay 0.0/0.01",
+        ),
     ],
     ids=["momentum", "new-key"],
 )
@@ -256,8 +261,9 @@ def test_runs_that_differ_in_seed_and_device_only_are_one_point(tmp_path):
     [
         ("lr", (0.1, 0.001), ["lr 0.1", "lr 0.001"]),  # a key with a word of its own
         ("negative_slope", (0.01, 0.2), ["negative slope 0.01", "negative slope 0.2"]),
-        ("residual", (False, True), ["no residual", "residual"]),
-        ("clip_grad_norm", (None, 1.0), ["no clip grad norm", "clip grad norm 1"]),
+        ("residual", (False, True), ["", "residual"]),  # a cure left off is not named
+        ("clip_grad_norm", (None, 1.0), ["", "clip grad norm 1"]),
+        ("norm", ("none", "layer"), ["", "norm layer"]),
     ],
 )
 def test_a_setting_is_named_by_what_differs(key, values, names):

@@ -536,9 +536,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     (result,) = results
     print(
         f"{result.status}: test accuracy {100 * result.test_accuracy:.2f}%, "
-        f"test loss {result.test_loss:.4f}, vanishing ratio at init "
-        f"{result.vanishing_ratio_init:.2e}; records in {result.run_dir}"
+        f"test loss {result.test_loss:.4g}; records in {result.run_dir}"
     )
+    from vanishing import report  # scipy loads only when a verdict is read
+
+    print(f"verdict: {report.headline(result.run_dir)}")
     return 0
 
 

@@ -145,6 +145,7 @@ class TrainConfig:
         "an identity skip around every hidden layer but the first, h + act(norm(W h + b)); "
         "needs equal hidden widths (--depth/--width)",
         why="the reference has none",
+        metavar="yes|no",
         axis="residuals",
     )
     init_gain: float = setting(
@@ -222,6 +223,11 @@ class TrainConfig:
             raise UsageError(
                 f"gradient clipping norm must be a finite number > 0 (leave it out, or none, "
                 f"for no clipping), got {clip!r}"
+            )
+        if self.norm == "batch" and min(self.probe_size, self.batch_size) < 2:
+            raise UsageError(
+                "batch norm needs 2 samples or more to normalise with, got a batch size of "
+                f"{self.batch_size} and a probe size of {self.probe_size}"
             )
         if self.residual and len(set(self.hidden)) > 1:
             raise UsageError(

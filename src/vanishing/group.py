@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vanishing import probes, records
+from vanishing import memory, probes, records
 from vanishing.activations import (
     get_activation,
 )
@@ -363,6 +363,7 @@ def train_group(
     first_seen = {c.activation: i for i, c in reversed(list(enumerate(configs)))}
     order = sorted(range(len(configs)), key=lambda i: (first_seen[configs[i].activation], i))
     device = resolve_device(configs[0].device)
+    memory.check_fits(configs, device, models=len(configs))  # before anything is allocated
     checkpoints: list[dict[str, Any] | None] = [None] * len(configs)
     if resume:
         # On the CPU: the models are built there, and a generator's state must be a CPU tensor.

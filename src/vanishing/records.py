@@ -232,6 +232,21 @@ def close_run(result: RunResult, run_dir: Path | str | None) -> RunResult:
 # Fields that may differ between a checkpoint's config and the resumed run's: where it runs.
 RESUMABLE_CHANGES = ("device",)
 
+# Settings added to the config after records were first written, with what an older record means
+# by their absence (the defaults: tests/test_config.py checks they agree). Such a record reads as
+# if it had them, so that older runs keep their names, resume and share a report's groups.
+ADDED_LATER: dict[str, Any] = {
+    "norm": "none",
+    "residual": False,
+    "init_gain": 1.0,
+    "clip_grad_norm": None,
+}
+
+
+def completed(config: dict[str, Any]) -> dict[str, Any]:
+    """A config.json's values with the settings it predates filled in (`ADDED_LATER`)."""
+    return {**ADDED_LATER, **config}
+
 
 def load_checkpoint(
     config: Config, run_dir: Path | str, device: torch.device
@@ -250,7 +265,7 @@ def load_checkpoint(
         raise UsageError(
             f"{path}: not a readable checkpoint ({type(e).__name__}: {first})"
         ) from None
-    saved = json.loads(checkpoint["config"])
+    saved = completed(json.loads(checkpoint["config"]))
     wanted = config.to_dict()
     differ = [
         key
@@ -301,6 +316,7 @@ def save_checkpoint(
 def same_config(saved: dict[str, Any], config: Config) -> bool:
     """Whether a record's config (as read back from JSON) is `config`, where it runs aside."""
     wanted = json.loads(json.dumps(config.to_dict()))
+    saved = completed(saved)
     return all(saved.get(k) == v for k, v in wanted.items() if k not in RESUMABLE_CHANGES)
 
 

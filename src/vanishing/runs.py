@@ -55,7 +55,7 @@ from vanishing.devices import cores, resolve_device
 from vanishing.errors import DataError, UsageError, choices_error
 from vanishing.group import plan_groups, train_group
 from vanishing.memory import check_fits
-from vanishing.train import train, versions
+from vanishing.train import check_batch_norm, train, versions
 
 try:
     import fcntl
@@ -278,9 +278,11 @@ def check_memory(units: Sequence[Sequence[Run]], policy: Policy) -> None:
 
 
 def check_batch_sizes(configs: Sequence[TrainConfig], dataset: Dataset) -> None:
-    """A batch larger than the training set would train one short step per epoch: refused."""
+    """A batch larger than the training set would train one short step per epoch, and batch
+    norm cannot normalise a batch of one (`train.check_batch_norm`): refused."""
     n = len(dataset.train_labels)
     for config in configs:
+        check_batch_norm(config, n)
         if config.batch_size > n:
             raise UsageError(
                 f"--batch-size {config.batch_size} is larger than the training set ({n} "

@@ -33,7 +33,16 @@ from vanishing.data import Dataset
 from vanishing.errors import UsageError, choices_error
 from vanishing.model import DEFAULT_WIDTH
 from vanishing.report import summary
-from vanishing.runs import Policy, Run, execute, group_size, is_pending, workers_for
+from vanishing.runs import (
+    Policy,
+    Run,
+    check_memory,
+    execute,
+    group_size,
+    is_pending,
+    plan,
+    workers_for,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -189,16 +198,28 @@ def load_preset(name: str) -> SweepSpec:
 
 
 def run_name(config: TrainConfig) -> str:
-    """Readable parts plus a hash of every field that changes the result (not the device)."""
-    values = {k: v for k, v in config.to_dict().items() if k != "device"}
+    """Readable parts plus a hash of every field that changes the result (not the device; not a
+    setting added later while it has the value older records mean: their runs keep their names)."""
+    values = {
+        k: v
+        for k, v in config.to_dict().items()
+        if k != "device" and not (k in records.ADDED_LATER and v == records.ADDED_LATER[k])
+    }
     digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:10]
     hidden = config.hidden
     shape = (
         f"d{len(hidden)}w{hidden[0]}" if len(set(hidden)) == 1 else "h" + "-".join(map(str, hidden))
     )
+    cures = [
+        *([f"{config.norm}norm"] if config.norm != "none" else []),
+        *(["residual"] if config.residual else []),
+        *([f"gain{config.init_gain:.3g}"] if config.init_gain != 1.0 else []),
+        *([f"clip{config.clip_grad_norm:g}"] if config.clip_grad_norm is not None else []),
+    ]  # only where set: the names of runs without them stay what older versions gave
     return (
         f"{config.activation}-{shape}-{config.init}-{config.optimizer}-lr{config.lr:g}"
-        f"-s{config.seed}-{digest}"
+        + "".join(f"-{cure}" for cure in cures)
+        + f"-s{config.seed}-{digest}"
     )
 
 
@@ -245,7 +266,6 @@ def run_sweep(
     configs = expand(spec)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    records.write_json(out / "sweep.json", spec.to_dict())
     policy = Policy(
         workers=count,
         threads=1,  # a sweep's children use one thread each: more runs at once, not faster ones
@@ -259,6 +279,8 @@ def run_sweep(
         address=address,
     )
     runs = [Run(config, out / run_name(config)) for config in configs]
+    check_memory(plan(runs, policy), policy)  # a grid that cannot fit writes nothing
+    records.write_json(out / "sweep.json", spec.to_dict())
     skipped = sum(not is_pending(run, policy) for run in runs)
     if on_start is not None:
         on_start(len(configs), skipped)

@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional as F
 
 import vanishing
-from vanishing import probes, records
+from vanishing import memory, probes, records
 from vanishing.activations import get_activation
 from vanishing.config import TrainConfig
 from vanishing.data import Dataset, load_dataset
@@ -140,6 +140,7 @@ def train(
     same result as an uninterrupted run; without, the run starts afresh.
     """
     device = resolve_device(config.device)
+    memory.check_fits([config], device)  # before anything is allocated
     checkpoint = None
     if resume and run_dir is not None:
         checkpoint = records.load_checkpoint(config, run_dir, device)

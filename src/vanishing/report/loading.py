@@ -42,6 +42,8 @@ def read_run(path: Path) -> RunRecords | str:
         result = records.read_json(path / records.RESULT) if records.is_complete(path) else None
     except (OSError, json.JSONDecodeError) as e:
         return f"{path}: unreadable records ({e}); skipped"
+    if isinstance(config, dict):
+        config = records.completed(config)  # an older run reads as the settings' defaults
     if not isinstance(config, dict) or config.get("activation") not in ACTIVATIONS:
         name = config.get("activation") if isinstance(config, dict) else None
         return f"{path}: unknown activation {name!r} in config.json; skipped"

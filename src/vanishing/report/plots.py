@@ -124,8 +124,11 @@ def layer_legend(axes_list: Iterable[Axes], figure: Figure) -> None:
         legend_below(figure, len(labels), handles, labels)
 
 
-def learning_curves(groups: Sequence[Group]) -> Figure:
-    """Test accuracy and train/test loss per epoch, one line per activation, mean ± std band."""
+def learning_curves(groups: Sequence[Group]) -> Figure | None:
+    """Test accuracy and train/test loss per epoch, one line per activation, mean ± std band;
+    None when every run diverged (no epoch to draw)."""
+    if not any(g.ok for g in groups):
+        return None
     figure = Figure(figsize=(WIDTH, 3.8), layout="constrained")
     accuracy_axes, loss_axes = figure.subplots(1, 2)
     color = colors(groups)
@@ -141,7 +144,9 @@ def learning_curves(groups: Sequence[Group]) -> Figure:
             loss_axes.fill_between(epochs, mean - std, mean + std, color=c, alpha=0.2)
     accuracy_axes.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
     loss_axes.set(xlabel="epoch", ylabel="cross-entropy", title="Loss (solid: test, dashed: train)")
-    loss_axes.set_yscale("log")  # losses fall by orders of magnitude; the log keeps the end visible
+    losses = [line.get_ydata() for line in loss_axes.get_lines()]
+    if any((np.asarray(y, dtype=float) > 0).any() for y in losses):
+        loss_axes.set_yscale("log")  # losses fall by orders of magnitude; the log keeps the end
     last = max((len(g.ok[0].finished.get("history", [])) for g in groups if g.ok), default=1)
     for axes in (accuracy_axes, loss_axes):
         axes.grid(alpha=0.3)

@@ -315,6 +315,9 @@ def namer(items: Sequence[dict[str, Any]]) -> Callable[[dict[str, Any]], str]:
                 continue
             if item[key] is None and key in AXIS_WORDS:
                 continue
+            value = item[key]
+            if value is None or value is False or value == "none":  # a cure left off: unsaid
+                continue
             words.append(axis_word(key, item[key]))
         return ", ".join(words)
 

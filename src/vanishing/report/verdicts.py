@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from vanishing import stats
+from vanishing import records, stats
 from vanishing.activations import SATURATION_FRACTION
 from vanishing.data import DATASETS
 from vanishing.report.formats import number, percent, percent2
@@ -86,8 +86,6 @@ class Thresholds:
 THRESHOLDS = Thresholds()
 SATURATED = f"{100 * SATURATION_FRACTION:g} %"  # the probes' saturation rule, as the page says it
 CHANCE_CLASSES = 10  # the chance level's class count for a data set missing from the registry
-# Config keys of records written before these settings existed, and what their absence meant.
-OLD_DEFAULTS = {"norm": "none", "residual": False, "init_gain": 1.0, "clip_grad_norm": None}
 SGD_LIKE = ("sgd",)  # optimizers whose step grows with the gradient: clipping bounds it
 
 
@@ -98,8 +96,8 @@ def chance_level(dataset: Any) -> float:
 
 
 def setting_value(config: dict[str, Any], key: str) -> Any:
-    """A config value, with OLD_DEFAULTS for records that lack the key."""
-    return config.get(key, OLD_DEFAULTS.get(key))
+    """A config value, with what its absence means for records older than the key."""
+    return records.completed(config).get(key)
 
 
 def ratio_verdict(ratio: float, thresholds: Thresholds = THRESHOLDS) -> str:
@@ -288,8 +286,15 @@ def signal_sentence(profile: Profile, word: str, rectifier: bool = False) -> str
         )
     each = f"({profile.signal_per_layer:.2f} per layer)"
     if word == "healthy":
+        # Within 2x it keeps its size; within the healthy band but beyond, say which way.
+        if 0.5 <= factor <= 2:
+            change = "keeps its size"
+        else:
+            change = (
+                f"{'shrinks' if factor < 1 else 'grows'} only {fold(max(factor, 1 / factor))}-fold"
+            )
         return (
-            f"Healthy gradient: the back-propagated signal keeps its size {span} "
+            f"Healthy gradient: the back-propagated signal {change} {span} "
             f"(×{number(factor)}, {profile.signal_per_layer:.2f} per layer)."
         )
     how = f"shrinks {fold(1 / factor)}-fold" if factor < 1 else f"grows {fold(factor)}-fold"
@@ -331,7 +336,7 @@ def layer_name(layer: int, layers: int) -> str:
     return "the output layer" if layer == layers else f"layer {layer}"
 
 
-def blew_up(group: Group, thresholds: Thresholds, findings: Findings) -> None:
+def blew_up(group: Group, found: Profile, thresholds: Thresholds, findings: Findings) -> None:
     """Divergence, a final test loss far above chance's, gradient norms that became huge."""
     runs, seeds = group.runs, len(group.runs)
     linear_layers = group.depth + 1
@@ -357,12 +362,20 @@ def blew_up(group: Group, thresholds: Thresholds, findings: Findings) -> None:
     huge = [loss for loss in losses if loss > thresholds.loss_blowup * chance_loss]
     if huge:
         share = f" in {len(huge)} of {seeds} runs" if seeds > 1 else ""
-        lr = group.runs[0].config.get("lr")
-        at = f" at lr {lr:g}" if isinstance(lr, (int, float)) else ""
+        if found.scale_factor > thresholds.scale_blowup:  # the forward pass, not the steps
+            cause = (
+                "the logits are huge because the activations' scale grows "
+                f"{fold(found.scale_factor)}-fold with depth"
+            )
+        else:
+            lr = group.runs[0].config.get("lr")
+            cause = "the updates exploded" + (
+                f" at lr {lr:g}" if isinstance(lr, (int, float)) else ""
+            )
         findings.add(
             "blew-up",
             f"Blew up: the final test loss is {number(max(huge))}{share}, far above chance's "
-            f"{chance_loss:.2f} (ln {round(math.exp(chance_loss))}): the updates exploded{at}.",
+            f"{chance_loss:.2f} (ln {round(math.exp(chance_loss))}): {cause}.",
         )
     grown = []
     for run in group.ok:
@@ -388,7 +401,7 @@ def judge(group: Group, thresholds: Thresholds = THRESHOLDS) -> Verdict:
     """The group's verdict from every signal its records hold."""
     findings = Findings()
     found = profile(group)
-    blew_up(group, thresholds, findings)
+    blew_up(group, found, thresholds, findings)
 
     signal = signal_word(found.signal_factor, thresholds)
     scale = scale_word(found.scale_factor, thresholds)
@@ -599,11 +612,12 @@ def finish(
     ranked = sorted(findings.headline, key=lambda item: order.index(item[0]))
     kinds = sorted(dict.fromkeys(k for k in findings.kinds if k in order), key=order.index)
     kinds += [k for k in ("no-learning", "cancel", "mismatch") if k in findings.kinds]
-    units: list[str] = []
-    if ranked:
-        headline = ranked[0][1]
-        evidence = [sentence for kind, sentence in ranked[1:] if kind not in ("dead", "saturated")]
-        units = [sentence for kind, sentence in ranked[1:] if kind in ("dead", "saturated")]
+    # Dead or saturated units never head the verdict: the gradient's fate comes first.
+    gradient = [(kind, sentence) for kind, sentence in ranked if kind not in ("dead", "saturated")]
+    units = [sentence for kind, sentence in ranked if kind in ("dead", "saturated")]
+    if gradient:
+        headline = gradient[0][1]
+        evidence = [sentence for _, sentence in gradient[1:]]
     elif "no-learning" in kinds:
         headline = "Did not learn, though no gradient failure shows at initialisation."
         evidence = []
@@ -622,7 +636,7 @@ def finish(
         evidence = []
     if kinds and kinds[0] != "healthy" and signal == "healthy" and found.layers >= 2:
         evidence.append(
-            f"The back-propagated signal itself keeps its size from layer {found.layers} to "
+            f"The back-propagated signal keeps its size from layer {found.layers} to "
             f"layer 1 (×{number(found.signal_factor)})."
         )
     evidence += findings.evidence + units
