@@ -507,3 +507,21 @@ def test_real_he_init_at_gain_2_blows_up_forward_even_when_clipped(tmp_path, tin
     assert "updates exploded" not in " ".join(found.sentences)
     assert "--clip-grad-norm" not in found.cure  # it clips already
     assert found.cure.startswith("Cure: a lower --init-gain (2 here")
+
+
+@pytest.mark.parametrize(
+    "norm, cure",
+    [
+        # Measured by the remedies preset: layer norm alone leaves 20 sigmoid layers vanishing
+        # (0.39 per layer), batch norm cures them; so batch norm is still the cure to name.
+        ("layer", "Cure: batch norm, residual connections or a rectifier"),
+        ("batch", "Cure: residual connections or a rectifier"),
+    ],
+)
+def test_a_cure_already_in_use_is_not_named_again(tmp_path, norm, cure):
+    run_dir = write_run(
+        tmp_path / norm, activation="sigmoid", depth=20, signal_step=0.39, accuracy=0.1, norm=norm
+    )
+    found = verdict_of(run_dir)
+    assert found.kinds[0] == "vanishing"
+    assert found.cure.startswith(cure)

@@ -711,7 +711,7 @@ def cure_sentence(group: Group, kinds: tuple[str, ...], thresholds: Thresholds) 
             parts.append("He (kaiming) initialisation, which keeps the scale")
         else:
             parts.append("a smaller initial weight scale (--init-gain below 1)")
-        if norm == "none":
+        if norm != "batch":
             parts.append("batch norm resets the scale every layer")
         if optimizer in SGD_LIKE and clip is None:
             parts.append("--clip-grad-norm caps each step")
@@ -720,13 +720,13 @@ def cure_sentence(group: Group, kinds: tuple[str, ...], thresholds: Thresholds) 
             parts.append("He (kaiming) initialisation keeps the forward scale")
         elif isinstance(gain, (int, float)) and gain < 1:
             parts.append(f"--init-gain 1 keeps the forward scale ({gain:g} here)")
-        if norm == "none":
+        if norm != "batch":
             parts.append("batch norm resets it every layer")
         elif not residual:
             parts.append("residual connections carry the signal past each layer")
     elif worst in ("vanishing", "collapse"):
         options = [
-            *(["batch norm"] if norm == "none" else []),
+            *(["batch norm"] if norm != "batch" else []),
             *(["residual connections"] if not residual else []),
             *(["a rectifier (ReLU with He init)"] if family != "rectifier" else []),
         ]
@@ -737,7 +737,7 @@ def cure_sentence(group: Group, kinds: tuple[str, ...], thresholds: Thresholds) 
             parts.append(f"{listed}{each} the gradient's size from layer to layer")
     if "dead" in kinds and name == "relu" and (worst == "dead" or not parts):
         parts.append("leaky ReLU or PReLU keep a slope for z < 0, so no unit dies for good")
-    elif "saturated" in kinds and worst == "saturated" and norm == "none":
+    elif "saturated" in kinds and worst == "saturated" and norm != "batch":
         parts.append("batch norm keeps pre-activations near 0, where the slope is largest")
     if not parts:
         return ""
