@@ -120,6 +120,14 @@ BAD_OPTIONS = [
     (["--seeds", "0,x"], "--seeds: expected integers separated by commas"),
     (["--dataset", "cifar"], "unknown data set 'cifar'; choose from: mnist, fashion-mnist"),
     (["--device", "tpu"], "unknown device 'tpu'; choose from: auto, cpu, cuda, mps"),
+    (["--norm", "foo"], "unknown norm 'foo'; choose from: none, batch, layer"),
+    (["--init-gain", "-1"], "init gain must be a finite number > 0, got -1.0"),
+    (["--init-gain", "nan"], "init gain must be a finite number > 0, got nan"),
+    (["--clip-grad-norm", "0"], "gradient clipping norm must be a finite number > 0 (leave it out"),
+    (["--clip-grad-norm", "inf"], "gradient clipping norm must be a finite number > 0"),
+    (["--clip-grad-norm", "off"], "argument --clip-grad-norm: invalid float value: 'off'"),
+    (["--residual"], "residual connections need equal hidden widths (a skip adds a layer's"),
+    (["--norm", "batch", "--batch-size", "1"], "batch norm needs 2 samples or more"),
 ]
 
 
