@@ -269,12 +269,14 @@ def test_batch_norm_run_resumes_to_the_uninterrupted_result(tiny, tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"probe_size": 1}, "batch norm needs a probe size >= 2"),
+        ({"probe_size": 1}, "batch norm needs 2 samples or more to normalise with, got a batch"),
         ({"batch_size": 319}, "leaves a batch of 1 of the 320 training samples"),
-        ({"batch_size": 1}, "leaves a batch of 1"),
+        ({"batch_size": 1}, "batch norm needs 2 samples or more to normalise with, got a batch"),
     ],
 )
 def test_batch_norm_refuses_batches_of_one(tiny, change, message):
     with pytest.raises(UsageError, match=message):
         train(dataclasses.replace(SMALL_BN, **change), dataset=tiny)
-    train(dataclasses.replace(SMALL_BN, norm="layer", epochs=1, **change), dataset=tiny)
+    layer_norm = dataclasses.replace(SMALL_BN, norm="layer", epochs=1, **change)  # accepted
+    if layer_norm.batch_size > 1:  # (320 steps of one sample would only cost time)
+        train(layer_norm, dataset=tiny)

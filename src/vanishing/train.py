@@ -69,12 +69,8 @@ def clip_gradients(model: torch.nn.Module, max_norm: float) -> torch.Tensor:
 
 def check_batch_norm(config: TrainConfig, samples: int) -> None:
     """Batch norm needs two samples or more in every batch it normalises with its statistics:
-    the probe batch and every training batch, the last of an epoch too."""
-    if config.norm != "batch":
-        return
-    if config.probe_size < 2:
-        raise UsageError(f"batch norm needs a probe size >= 2, got {config.probe_size}")
-    if min(config.batch_size, samples) < 2 or samples % config.batch_size == 1:
+    the last batch of an epoch too (the config itself refuses batches and probe batches of one)."""
+    if config.norm == "batch" and samples % config.batch_size == 1:
         raise UsageError(
             f"batch norm needs 2 samples or more per batch: --batch-size {config.batch_size} "
             f"leaves a batch of 1 of the {samples} training samples; choose another"
