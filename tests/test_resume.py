@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ENV, without_timings
+from conftest import ENV, interrupt_after_one_epoch, without_timings
 from vanishing import data, records, runs, sweep
 from vanishing.cli import main
 from vanishing.config import TrainConfig
@@ -298,3 +298,25 @@ def test_two_sweeps_on_one_directory_split_the_runs(tiny_dir, tmp_path):
         epochs = [r["epoch"] for r in records.read_metrics(out / name) if r["kind"] == "epoch"]
         assert epochs == list(range(1, 16))
         assert records.read_json(out / name / records.RESULT)["status"] == "ok"
+
+
+def test_a_checkpoint_older_than_the_later_settings_resumes(tiny_dir, tmp_path):
+    """A checkpoint written before norm, residual, init_gain and clip_grad_norm existed (its
+    config and log state without them) resumes to the uninterrupted result."""
+    dataset = data.load_dataset(data_dir=tiny_dir, verify=False)
+    config = TrainConfig(
+        hidden=(16, 16), epochs=2, batch_size=32, probe_every=4, probe_size=64, device="cpu"
+    )
+    whole = train(config, dataset=dataset, run_dir=tmp_path / "whole")
+    run_dir = tmp_path / "old"
+    interrupt_after_one_epoch(config, run_dir, dataset)
+    path = run_dir / records.CHECKPOINT
+    checkpoint = torch.load(path, weights_only=True)
+    old_config, log = json.loads(checkpoint["config"]), json.loads(checkpoint["log"])
+    for key in records.ADDED_LATER:
+        del old_config[key]
+    del log["clipped_steps"]
+    torch.save({**checkpoint, "config": json.dumps(old_config), "log": json.dumps(log)}, path)
+    resumed = train(config, dataset=dataset, run_dir=run_dir, resume=True)
+    assert resumed.test_accuracy == whole.test_accuracy and resumed.steps == whole.steps
+    assert without_timings(resumed.history) == without_timings(whole.history)

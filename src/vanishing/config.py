@@ -310,7 +310,9 @@ def value_of(setting: dataclasses.Field, value: Any, where: str, text: bool = Fa
     """A value of the field as its type, from the command line's text (`text`) or from TOML or
     JSON; `none` (or null) for an optional field. A wrong one is a UsageError naming `where`."""
     kind = kind_of(setting)
-    if optional(setting) and (value is None or (isinstance(value, str) and value == "none")):
+    if optional(setting) and (
+        value is None or (isinstance(value, str) and value.strip().lower() == "none")
+    ):
         return None
     expected = f"{kind.__name__}{' or none' if optional(setting) else ''}"
     if text and kind is not str:

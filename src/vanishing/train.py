@@ -217,7 +217,8 @@ class RunLog:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name in self.STATE:
-            setattr(self, name, state[name])
+            if name in state:  # a checkpoint older than a field keeps the field's start value
+                setattr(self, name, state[name])
         self.resumed_offset = state["offset"]
 
     @property
