@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vanishing import group, memory, probes, train
+from vanishing import data, group, memory, probes, runs, train
 from vanishing.activations import ACTIVATIONS
 from vanishing.cli import main
 from vanishing.config import TrainConfig
@@ -17,7 +17,8 @@ from vanishing.errors import UsageError
 from vanishing.model import NORMS, OPTIMIZERS, GroupedMLP, build_model, make_optimizer
 from vanishing.runs import MAX_GROUP, Policy, Run, check_memory, execute
 
-HUGE = (100000, 100000, 100000)  # 20 billion parameters: beyond any machine's memory
+HUGE = (10**7,) * 3  # 200 trillion parameters, petabytes: beyond any machine's memory
+HUGE_SHAPE = "784-10000000-10000000-10000000-10"
 DEEP = (256,) * 30
 
 
@@ -114,12 +115,55 @@ def test_a_huge_net_is_refused_in_one_line():
     message = str(refused.value)
     assert "\n" not in message
     assert re.fullmatch(
-        r"a run of 784-100000-100000-100000-10 needs about 431\.3 GB \(parameters 80\.3 GB, "
-        r"gradients 80\.3 GB, optimizer state 160\.6 GB, probe copies 80\.3 GB, activations "
-        r"29\.5 GB, data 222\.2 MB\), more than the \d+\.\d [kMGT]?B of memory available on "
-        r"cpu; use fewer or narrower layers",
+        rf"a run of {HUGE_SHAPE} needs about 4\.0 PB \(parameters 800\.0 TB, gradients "
+        r"800\.0 TB, optimizer state 1\.6 PB, probe copies 800\.0 TB, activations 2\.9 TB, "
+        r"data 222\.2 MB\), more than the \d+\.\d [kMGTP]?B of memory available on cpu; use "
+        r"fewer or narrower layers",
         message,
     ), message
+
+
+def test_batches_and_probes_are_capped_at_the_training_set():
+    # Training slices its batches from the set and the probe takes randperm(n)[:probe_size]:
+    # neither exceeds the set, the registered one (MNIST: 60000) or the loaded one.
+    for field in ("batch_size", "probe_size"):
+        for dataset, n in (("mnist", 60000), ("fashion-mnist", 60000)):
+            huge = TrainConfig(hidden=(8,), dataset=dataset, **{field: 10**8})
+            capped = TrainConfig(hidden=(8,), dataset=dataset, **{field: n})
+            assert memory.estimate(huge) == memory.estimate(capped)
+            assert memory.estimate(huge, 3) == memory.estimate(capped, 3)
+        huge = TrainConfig(hidden=(8,), **{field: 10**8})
+        loaded = memory.estimate(huge, train_samples=320)
+        assert loaded == memory.estimate(
+            TrainConfig(hidden=(8,), **{field: 320}), train_samples=320
+        )
+        assert loaded.total < 50e6  # 320 images and a few hidden units
+    # As the reviewer ran them: a whole (tiny) training set per batch, or per probe, fits.
+    memory.check_fits([TrainConfig(hidden=(8,), batch_size=10**8)], "cpu", train_samples=320)
+    memory.check_fits([TrainConfig(hidden=(8,), probe_size=10**8)], "cpu", train_samples=320)
+    assert memory.estimate(TrainConfig(hidden=(8,), probe_size=10**8)).data < 0.5e9
+
+
+@pytest.mark.parametrize(
+    ("config", "free", "advice"),
+    [
+        (TrainConfig(hidden=(20000, 20000)), 10**9, "use fewer or narrower layers"),
+        (TrainConfig(hidden=(100000,), batch_size=60000), 10**9, "use a smaller --batch-size"),
+        (TrainConfig(hidden=(100000,), probe_size=60000), 10**9, "use a smaller --probe-size"),
+        (TrainConfig(hidden=(4096,) * 40), 10**9, "use fewer or narrower layers"),  # dead units
+        (
+            TrainConfig(hidden=(8,)),
+            10**8,
+            "the data set itself does not fit; use a device with more memory",
+        ),
+    ],
+)
+def test_the_refusal_advises_what_dominates(config, free, advice, monkeypatch):
+    monkeypatch.setattr(memory, "available", lambda device: free)
+    with pytest.raises(UsageError) as refused:
+        memory.check_fits([config], "cpu")
+    message = str(refused.value)
+    assert "\n" not in message and message.endswith(f"available on cpu; {advice}"), message
 
 
 def test_the_refusal_names_what_does_not_fit():
@@ -180,11 +224,13 @@ def test_cgroup_v1_room_and_no_limit(tmp_path):
 
 
 def test_sizes_and_shapes_as_the_message_writes_them():
-    assert [memory.size(n) for n in (512, 1500, 80.3e9, 4.8e12)] == [
+    assert [memory.size(n) for n in (512, 1500, 80.3e9, 4.8e12, 4.0e15, 2e18)] == [
         "512 B",
         "1.5 kB",
         "80.3 GB",
         "4.8 TB",
+        "4.0 PB",
+        "2000.0 PB",
     ]
     assert memory.architecture(TrainConfig(hidden=DEEP)) == "784-256x30-10"
     assert memory.architecture(TrainConfig(hidden=(8, 4, 4, 4, 4))) == "784-8-4x4-10"
@@ -193,9 +239,31 @@ def test_sizes_and_shapes_as_the_message_writes_them():
 def test_the_executor_refuses_before_the_data_loads(tmp_path):
     # No data set anywhere (the tests run offline): the memory check must come first.
     run = Run(TrainConfig(hidden=HUGE, device="cpu"), tmp_path / "run")
-    with pytest.raises(UsageError, match=r"^a run of 784-100000-100000-100000-10 needs"):
+    with pytest.raises(UsageError, match=rf"^a run of {HUGE_SHAPE} needs"):
         execute([run], Policy())
     assert not (tmp_path / "run").exists()
+
+
+def test_the_executor_checks_on_the_loaded_training_set(monkeypatch, tmp_path, tiny_dir):
+    # 320 images: a batch of 60000 is the whole set, which fits where 60000 rows would not.
+    config = TrainConfig(hidden=(100000,), batch_size=60000, device="cpu")
+    monkeypatch.setattr(memory, "available", lambda device: 20 * 10**9)  # 72 GB of batch
+    units = [[Run(config, tmp_path / "run")]]
+    check_memory(units, Policy(), train_samples=320)
+    with pytest.raises(UsageError, match=r"use a smaller --batch-size$"):
+        check_memory(units, Policy())  # the registered 60000 images
+    seen = []
+
+    def check(units, policy, train_samples=None):
+        seen.append(train_samples)
+        raise UsageError("checked")
+
+    monkeypatch.setattr(runs, "check_memory", check)
+    with pytest.raises(UsageError, match="checked"):
+        execute(units[0], Policy(), dataset=data.load_dataset(data_dir=tiny_dir, verify=False))
+    with pytest.raises(UsageError, match="checked"):
+        execute(units[0], Policy())
+    assert seen == [320, None]
 
 
 def test_units_training_at_once_share_the_memory(monkeypatch, tmp_path):
@@ -219,9 +287,9 @@ CLI_TINY = ["--no-verify", "--epochs", "1", "--device", "cpu"]
 @pytest.mark.parametrize(
     "command",
     [
-        ["train", "--hidden", "100000,100000,100000"],
-        ["compare", "--hidden", "100000,100000,100000", "--activations", "relu,tanh"],
-        ["sweep", "--depths", "3", "--widths", "100000", "--activations", "relu", "--seeds", "0"],
+        ["train", "--hidden", "10000000,10000000,10000000"],
+        ["compare", "--hidden", "10000000,10000000,10000000", "--activations", "relu,tanh"],
+        ["sweep", "--depths", "3", "--widths", "10000000", "--activations", "relu", "--seeds", "0"],
     ],
 )
 def test_the_cli_refuses_in_one_line_before_training(command, capsys, tiny_dir, tmp_path):
@@ -229,11 +297,25 @@ def test_the_cli_refuses_in_one_line_before_training(command, capsys, tiny_dir, 
     code = main([*command, "--data-dir", str(tiny_dir), "--out", str(out), *CLI_TINY])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
-    last = err.strip().splitlines()[-1]  # after the data source lines
+    lines = err.strip().splitlines()
+    if command[0] != "sweep":  # train and compare: before the data loads (and is verified)
+        assert len(lines) == 1 and not out.exists(), err
     assert re.fullmatch(
-        rf"vanishing {command[0]}: error: a run of 784-100000-100000-100000-10 needs about "
-        r"431\.3 GB \(.*\), more than the \d+\.\d [kMGT]?B of memory available on cpu; use "
-        r"fewer or narrower layers",
-        last,
-    ), last
+        rf"vanishing {command[0]}: error: a run of {HUGE_SHAPE} needs about 4\.0 PB \(.*\), "
+        r"more than the \d+\.\d [kMGTP]?B of memory available on cpu; use fewer or narrower "
+        r"layers",
+        lines[-1],
+    ), lines[-1]
     assert not list(out.glob("**/result.json")) and not list(out.glob("**/metrics.jsonl"))
+
+
+def test_a_batch_or_probe_beyond_the_training_set_is_not_a_memory_refusal(
+    capsys, tiny_dir, tmp_path
+):
+    args = ["--hidden", "8", "--data-dir", str(tiny_dir), *CLI_TINY]
+    code = main(["train", "--batch-size", "100000000", *args, "--out", str(tmp_path / "a")])
+    err = capsys.readouterr().err
+    assert code == 2 and "memory" not in err  # the batch's own refusal, once the set is known
+    assert err.strip().splitlines()[-1].endswith("(320 images of mnist); at most 320"), err
+    code = main(["train", "--probe-size", "100000000", *args, "--out", str(tmp_path / "b")])
+    assert code == 0 and "memory" not in capsys.readouterr().err

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from vanishing import __version__, compare, data, records
+from vanishing import __version__, compare, data, memory, records
 from vanishing.activations import ACTIVATIONS
 from vanishing.config import GROUPS, TrainConfig, axes, help_text, kind_of, settings, value_of
 from vanishing.devices import resolve_device
@@ -351,6 +351,9 @@ def run_runs(args: argparse.Namespace, configs: list[TrainConfig], out) -> list 
     device = resolve_device(configs[0].device)  # a missing GPU is an error before the data loads
     # `train` has no --workers: one run, in this process.
     workers = workers_for(str(device), args.workers) if "workers" in args else 1
+    # Each run alone must fit (the executor checks groups and workers): refused before anything
+    # is written and before the data loads and is verified (on its registered size).
+    memory.check_fits(configs, device)
     out = compare.ensure_writable(out)
     dataset = data.load_dataset(
         configs[0].dataset,

@@ -18,6 +18,10 @@
 - data: the training and test images as float32 784 features and their int64 labels, on the
   device, and each model's probe batch and data order.
 
+A batch and the probe batch never exceed the training set (training slices its batches from the
+set, the probe takes `randperm(n)[:probe_size]`): both are capped at its size, the loaded set's
+when the caller has it (`train_samples`), else the count its spec registers.
+
 Everything per model counts K times for a group of K (`models`); the data, the evaluation and the
 dead-unit chunks are shared (a group splits a chunk's rows among its models). Not counted: the
 framework itself (CUDA context, libtorch's pages), host copies made while a group is stacked or
@@ -56,7 +60,8 @@ RUNS_IN_A_ROW = 4  # equal widths written 256x30 from this many on
 
 @dataclass(frozen=True)
 class Estimate:
-    """Bytes a run (or a group of `models` runs) needs on its device, by part."""
+    """Bytes a run (or a group of `models` runs) needs on its device, by part; `peak` names the
+    pass whose activations are the largest: batch, probe, evaluation or dead units."""
 
     parameters: int
     buffers: int
@@ -66,6 +71,7 @@ class Estimate:
     activations: int
     data: int
     models: int = 1
+    peak: str = "batch"
 
     @property
     def total(self) -> int:
@@ -76,7 +82,7 @@ class Estimate:
         return {
             f.name.replace("_", " "): getattr(self, f.name)
             for f in fields(self)
-            if f.name != "models"
+            if f.name not in ("models", "peak")
         }
 
 
@@ -109,24 +115,30 @@ def optimizer_state(config: TrainConfig) -> int:
     return OPTIMIZER_STATE.get(config.optimizer, max(OPTIMIZER_STATE.values()))
 
 
-def samples(config: TrainConfig) -> tuple[int, int]:
-    """Training and test images of the config's data set: its spec's counts, else MNIST's."""
+def samples(config: TrainConfig, train_samples: int | None = None) -> tuple[int, int]:
+    """Training and test images of the config's data set: `train_samples` when the caller has
+    loaded it, else its spec's count, else MNIST's."""
+    if train_samples is not None:
+        return train_samples, TEST_SAMPLES
     counts = get_spec(config.dataset).train_counts
     return (sum(counts) if counts else TRAIN_SAMPLES), TEST_SAMPLES
 
 
-def estimate(config: TrainConfig, models: int = 1) -> Estimate:
-    """What training `config` needs on its device, K = `models` of it at once as a group (the
-    module docstring says what is counted)."""
+def estimate(config: TrainConfig, models: int = 1, train_samples: int | None = None) -> Estimate:
+    """What training `config` needs on its device, K = `models` of it at once as a group, on a
+    training set of `train_samples` images (None: the registered count); the module docstring
+    says what is counted."""
     k = models
+    train, test = samples(config, train_samples)
+    batch_size, probe_size = min(config.batch_size, train), min(config.probe_size, train)
     parameters, weights, buffers = parameter_counts(config)
     hidden, widest = sum(config.hidden), max(config.hidden)
     norm = int(config.norm != "none")
     # Per hidden unit, the (batch, width) tensors a pass with grad keeps: the activation's input
     # and output, the Linear's output before a norm, the sum around a skip.
     kept = 2 + norm + int(config.residual)
-    batch = k * config.batch_size * (IN_FEATURES + hidden * kept + 2 * widest + 3 * CLASSES)
-    probe = k * config.probe_size * (hidden * (kept + 1) + 2 * CLASSES)  # +1: the backward's
+    batch = k * batch_size * (IN_FEATURES + hidden * kept + 2 * widest + 3 * CLASSES)
+    probe = k * probe_size * (hidden * (kept + 1) + 2 * CLASSES)  # +1: the backward's
     # The chunks' inputs are views of the data: only the layers' outputs are new.
     evaluation = EVAL_CHUNK * ((3 + int(config.residual)) * widest + CLASSES)
     dead = 0
@@ -134,18 +146,19 @@ def estimate(config: TrainConfig, models: int = 1) -> Estimate:
         # forward_hidden keeps each layer's activation input and output (and a skip's sum);
         # the previous chunk's outputs are still referenced while the next is computed.
         dead = DEAD_CHUNK * hidden * (3 + int(config.residual))
-    train, test = samples(config)
     data = (train + test) * (IN_FEATURES * FLOAT + INDEX)
-    data += k * (config.probe_size * (IN_FEATURES * FLOAT + INDEX) + train * INDEX)
+    data += k * (probe_size * (IN_FEATURES * FLOAT + INDEX) + train * INDEX)
+    passes = {"batch": batch, "probe": probe, "evaluation": evaluation, "dead units": dead}
     return Estimate(
         parameters=k * parameters * FLOAT,
         buffers=k * buffers,
         gradients=k * parameters * FLOAT,
         optimizer_state=k * optimizer_state(config) * parameters * FLOAT,
         probe_copies=k * weights * FLOAT,
-        activations=max(batch, probe, evaluation, dead) * FLOAT,
+        activations=max(passes.values()) * FLOAT,
         data=data,
         models=k,
+        peak=max(passes, key=lambda name: passes[name]),
     )
 
 
@@ -238,8 +251,8 @@ def available(device: torch.device | str) -> int | None:
 
 def size(count: float) -> str:
     """Bytes in decimal units, as a disk or `free -h --si` writes them: 320.4 GB, 512 B."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if count < 1000 or unit == "TB":
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if count < 1000 or unit == "PB":
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1000
     raise AssertionError("unreachable")  # pragma: no cover
@@ -258,26 +271,53 @@ def architecture(config: TrainConfig) -> str:
     return "-".join([*words, str(CLASSES)])
 
 
+def advice(one: Estimate, free: int) -> str:
+    """What to change when one run needs more than `free` bytes: the part that dominates.
+
+    The data set cannot be made smaller: when it alone does not fit, the device is too small.
+    Otherwise the largest of what scales with the layers (parameters, their gradients, optimizer
+    state and probe copies, the evaluation and dead-unit chunks), the training batch's
+    activations and the probe batch's.
+    """
+    if one.data > free:
+        return "the data set itself does not fit; use a device with more memory"
+    layers = one.parameters + one.buffers + one.gradients + one.optimizer_state
+    layers += one.probe_copies + (one.activations if one.peak not in ("batch", "probe") else 0)
+    batch = one.activations if one.peak == "batch" else 0
+    probe = one.activations if one.peak == "probe" else 0
+    largest = max(layers, batch, probe)
+    if largest == layers:
+        return "use fewer or narrower layers"
+    return "use a smaller --batch-size" if largest == batch else "use a smaller --probe-size"
+
+
 def check_fits(
     configs: Sequence[TrainConfig],
     device: torch.device | str,
     models: int = 1,
     workers: int = 1,
+    *,
+    train_samples: int | None = None,
 ) -> None:
     """Refuse (UsageError, one line) when `workers` units of `models` runs of the largest of
     `configs`, trained at once on `device`, would need more memory than it has available.
+    `train_samples`: the training set's size when the caller has loaded it (None: the size its
+    spec registers); batches and probe batches are capped at it.
 
-    The message names the smallest thing that does not fit: one run (then fewer or narrower
-    layers), else the group (then fewer at once), else the units trained at once (fewer workers).
+    The message names the smallest thing that does not fit: one run (then what dominates it,
+    `advice`), else the group (then fewer at once), else the units trained at once (fewer
+    workers).
     """
     device = resolve_device(device) if isinstance(device, str) else device
     free = available(device)
     if free is None or not configs:
         return
-    unit, config = max(((estimate(c, models), c) for c in configs), key=lambda e: e[0].total)
+    unit, config = max(
+        ((estimate(c, models, train_samples), c) for c in configs), key=lambda e: e[0].total
+    )
     if unit.total * workers <= free:
         return
-    one, shape = estimate(config), architecture(config)
+    one, shape = estimate(config, train_samples=train_samples), architecture(config)
 
     def about(estimate: Estimate, times: int = 1) -> str:
         parts = ", ".join(f"{name} {size(b)}" for name, b in estimate.parts().items() if b)
@@ -285,14 +325,14 @@ def check_fits(
         return f"about {size(estimate.total * times)} ({each}{parts})"
 
     if one.total > free:
-        what, advice = f"a run of {shape} needs {about(one)}", "use fewer or narrower layers"
+        what, change = f"a run of {shape} needs {about(one)}", advice(one, free)
     elif unit.total > free:
         what = f"a group of {models} runs of {shape} needs {about(unit)}"
-        advice = "train fewer at once (--no-group)"
+        change = "train fewer at once (--no-group)"
     else:
         units = f"groups of {models} runs" if models > 1 else "runs"
         what = f"{workers} {units} of {shape} training at once need {about(unit, workers)}"
-        advice = f"train fewer at once (at most --workers {free // unit.total})"
+        change = f"train fewer at once (at most --workers {free // unit.total})"
     raise UsageError(
-        f"{what}, more than the {size(free)} of memory available on {device}; {advice}"
+        f"{what}, more than the {size(free)} of memory available on {device}; {change}"
     )

@@ -17,8 +17,11 @@ directory) and call `execute` with a `Policy`; the policy is where they differ:
 - sharing (`claim`): each run is locked while it trains (`run_dir/.lock`, an flock the kernel
   drops when its holder dies, so a lock is never stale), so executors sharing a directory split
   its runs; a run another holds, or has just finished, is left to it;
-- memory: before the data loads, every unit is checked to fit on its device, `workers` of the
-  largest at once (`check_memory`, `memory.check_fits`): one that cannot is a UsageError;
+- memory: before anything is written or trains, every unit is checked to fit on its device,
+  `workers` of the largest at once (`check_memory`, `memory.check_fits`): one that cannot is a
+  UsageError. A `dataset` given to `execute` was loaded by the caller (the CLI checks each run
+  alone before it loads one for `train` and `compare`), and its training set's size caps the
+  batches; without one, the check comes before `execute` loads the data;
 - `backend`: "local" (the above) or "ray": one task per unit on a Ray cluster, which trains into
   temporary directories on its node and returns each run's files (no shared file system needed;
   no resume there).
@@ -224,7 +227,8 @@ def execute(
     statuses: dict[Path, str] = {}
     if not units:
         return statuses
-    check_memory(units, policy)  # before the data loads, anything is written or trains
+    # Before anything is written or trains, and before the data loads when it is loaded here.
+    check_memory(units, policy, len(dataset.train_labels) if dataset is not None else None)
 
     def done(run: Run, status: str) -> None:
         statuses[run.run_dir] = status
@@ -251,9 +255,12 @@ def execute(
     return statuses
 
 
-def check_memory(units: Sequence[Sequence[Run]], policy: Policy) -> None:
+def check_memory(
+    units: Sequence[Sequence[Run]], policy: Policy, train_samples: int | None = None
+) -> None:
     """Refuse (UsageError, one line), before anything trains, units that would not fit in the
-    memory of their device (`memory.check_fits`), counting the units that train at once.
+    memory of their device (`memory.check_fits`), counting the units that train at once, on a
+    training set of `train_samples` images (None: the size its spec registers).
 
     Local children share the machine's memory: `workers` units at once, each counted as the
     largest (an upper bound, simpler than following the pool's schedule, and loose only for a
@@ -274,7 +281,7 @@ def check_memory(units: Sequence[Sequence[Run]], policy: Policy) -> None:
             config = dataclasses.replace(run.config, seed=0)
             shapes.setdefault((device, len(unit)), set()).add(config)
     for (device, models), configs in shapes.items():
-        check_fits(sorted(configs, key=repr), device, models, at_once)
+        check_fits(sorted(configs, key=repr), device, models, at_once, train_samples=train_samples)
 
 
 def check_batch_sizes(configs: Sequence[TrainConfig], dataset: Dataset) -> None:
