@@ -113,6 +113,14 @@ def p_text(p: float) -> str:
     return "p < 0.0001" if p < 1e-4 else f"p = {p:.2g}"
 
 
+def one_seed(gap: Gap) -> str:
+    """'each ran one seed', 'ReLU ran one seed', or '' when both sides ran several."""
+    single = [g.label for g in (gap.better, gap.worse) if len(g.accuracies) < 2]
+    if not single:
+        return ""
+    return "each ran one seed" if len(single) == 2 else f"{single[0]} ran one seed"
+
+
 def verdict(gap: Gap, thresholds: Thresholds = THRESHOLDS) -> str:
     """One plain sentence on a gap: larger than the seed spread, within it, or not judgeable."""
     prefix = (
@@ -120,24 +128,31 @@ def verdict(gap: Gap, thresholds: Thresholds = THRESHOLDS) -> str:
         f"({100 * gap.difference:.2f} points)"
     )
     spread, multiple = gap.spread, f"{thresholds.spread_multiple:g}"
+    though = one_seed(gap)
     if gap.basis == "chance":
         return (
-            f"{prefix} is no seed effect, though each ran one seed: {gap.worse.label} stayed at "
+            f"{prefix} is no seed effect, though {though}: {gap.worse.label} stayed at "
             f"chance level ({percent2(gap.worse.accuracy.mean)}) and did not learn, while "
             f"{gap.better.label} reached {percent2(gap.better.accuracy.mean)}."
         )
     if gap.basis == "spread" and spread.group is not None:
         return (
-            f"{prefix} is beyond the seed spread, though one side ran one seed: over {multiple} "
+            f"{prefix} is beyond the seed spread, though {though}: over {multiple} "
             f"times the largest spread measured in this report ({100 * spread.std:.2f} points, "
             f"std over {len(spread.group.accuracies)} seeds of {spread.group.label})."
         )
     if not gap.test:
+        if spread.group is not None and spread.std > 0:
+            return (
+                f"{prefix} cannot be judged: {though}, and the gap is within {multiple} times "
+                f"the largest seed spread measured in this report ({100 * spread.std:.2f} points, "
+                f"{spread.group.label}): run --seeds 0,1,2."
+            )
         if spread.group is not None:
             return (
-                f"{prefix} cannot be judged: one seed, and it is within {multiple} times the "
-                f"largest seed spread measured in this report ({100 * spread.std:.2f} points, "
-                f"{spread.group.label}): run --seeds 0,1,2."
+                f"{prefix} cannot be judged: {though}, and the seeds measured in this report "
+                f"({spread.group.label}) all gave the same accuracy, no spread to compare with: "
+                "run --seeds 0,1,2."
             )
         return f"{prefix} cannot be judged: one seed: no spread to compare with, run --seeds 0,1,2."
     if math.isnan(gap.p):

@@ -43,7 +43,8 @@ EXPLANATION = (
     "input is negative for every example gets no gradient ever again: it is dead.",
     "Leaky ReLU keeps a small fixed slope (0.01 by default) for z < 0, so no unit is ever cut off "
     "completely; PReLU learns that slope, per layer or per unit, along with the weights.",
-    "A linear activation has slope 1 everywhere, so nothing vanishes, but a stack of linear "
+    "A linear activation has slope 1 everywhere, so it takes nothing from the gradient, but a "
+    "stack of linear "
     "layers is a single linear map: the network can only draw straight boundaries between "
     "classes, and depth buys nothing. Depth needs a nonlinearity; the point is one whose slope "
     "stays near 1 where the signal is.",

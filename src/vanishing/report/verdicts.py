@@ -89,6 +89,11 @@ CHANCE_CLASSES = 10  # the chance level's class count for a data set missing fro
 SGD_LIKE = ("sgd",)  # optimizers whose step grows with the gradient: clipping bounds it
 
 
+def shown(value: Any) -> str:
+    """A record's number as the command line writes it (`1`, `0.5`); anything else as it is."""
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
 def chance_level(dataset: Any) -> float:
     """Accuracy of guessing: 1 / the number of classes."""
     spec = DATASETS.get(dataset) if isinstance(dataset, str) else None
@@ -273,6 +278,14 @@ class Findings:
             self.evidence.append(sentence)
 
 
+def change(factor: float, only: str = "") -> str:
+    """How a factor within the healthy band reads: 'keeps its size' within 2x, else which way
+    and how far ('shrinks 5.7-fold'; `only` before the number where the band is news)."""
+    if 0.5 <= factor <= 2:
+        return "keeps its size"
+    return f"{'shrinks' if factor < 1 else 'grows'} {only}{fold(max(factor, 1 / factor))}-fold"
+
+
 def signal_sentence(profile: Profile, word: str, rectifier: bool = False) -> str:
     """'Vanishing gradient: the back-propagated signal shrinks 23,000-fold from layer 30 to
     layer 1 (0.71 per layer).'"""
@@ -286,15 +299,8 @@ def signal_sentence(profile: Profile, word: str, rectifier: bool = False) -> str
         )
     each = f"({profile.signal_per_layer:.2f} per layer)"
     if word == "healthy":
-        # Within 2x it keeps its size; within the healthy band but beyond, say which way.
-        if 0.5 <= factor <= 2:
-            change = "keeps its size"
-        else:
-            change = (
-                f"{'shrinks' if factor < 1 else 'grows'} only {fold(max(factor, 1 / factor))}-fold"
-            )
         return (
-            f"Healthy gradient: the back-propagated signal {change} {span} "
+            f"Healthy gradient: the back-propagated signal {change(factor, 'only ')} {span} "
             f"(×{number(factor)}, {profile.signal_per_layer:.2f} per layer)."
         )
     how = f"shrinks {fold(1 / factor)}-fold" if factor < 1 else f"grows {fold(factor)}-fold"
@@ -343,7 +349,7 @@ def blew_up(group: Group, found: Profile, thresholds: Thresholds, findings: Find
     diverged = [r for r in runs if r.status == "diverged"]
     if diverged:
         steps = [s for r in diverged if (s := r.finished.get("diverged_step")) is not None]
-        at = f", first at step {min(steps)}" if steps else ""
+        at = f", by step {min(steps)}" if steps else ""  # seen at probes and epoch ends
         sentence = (
             f"Blew up: {len(diverged)} of {seeds} runs diverged (the loss became non-finite{at})"
         )
@@ -362,10 +368,16 @@ def blew_up(group: Group, found: Profile, thresholds: Thresholds, findings: Find
     huge = [loss for loss in losses if loss > thresholds.loss_blowup * chance_loss]
     if huge:
         share = f" in {len(huge)} of {seeds} runs" if seeds > 1 else ""
+        gain = setting_value(group.runs[0].config, "init_gain")
         if found.scale_factor > thresholds.scale_blowup:  # the forward pass, not the steps
             cause = (
                 "the logits are huge because the activations' scale grows "
                 f"{fold(found.scale_factor)}-fold with depth"
+            )
+        elif isinstance(gain, (int, float)) and gain > 1:
+            cause = (
+                f"the weights start at {gain:g} times the init's own scale (--init-gain), and "
+                "the logits with them"
             )
         else:
             lr = group.runs[0].config.get("lr")
@@ -511,8 +523,9 @@ def health(group: Group, thresholds: Thresholds = THRESHOLDS) -> list[tuple[str,
         return [
             (
                 "note",
-                "A linear activation has slope 1 everywhere, so nothing vanishes, but however "
-                "deep the network is it computes a single linear map: a linear classifier.",
+                "A linear activation has slope 1 everywhere, so it takes nothing from the "
+                "gradient (only the weights' scale can), but however deep the network is it "
+                "computes a single linear map: a linear classifier.",
             )
         ]
     if not group.ok:
@@ -636,8 +649,8 @@ def finish(
         evidence = []
     if kinds and kinds[0] != "healthy" and signal == "healthy" and found.layers >= 2:
         evidence.append(
-            f"The back-propagated signal keeps its size from layer {found.layers} to "
-            f"layer 1 (×{number(found.signal_factor)})."
+            f"The back-propagated signal {change(found.signal_factor)} from layer "
+            f"{found.layers} to layer 1 (×{number(found.signal_factor)})."
         )
     evidence += findings.evidence + units
     after = "" if "blew-up" in kinds else final_signal(group, signal, thresholds)
@@ -682,8 +695,10 @@ def clipping_sentence(group: Group) -> str:
     clipped = [int(c) for r in group.ok if (c := r.finished.get("clipped_steps")) is not None]
     steps = [int(s) for r in group.ok if (s := r.finished.get("steps")) is not None]
     if not clipped or len(clipped) != len(group.ok) or len(steps) != len(group.ok):
-        return f"Gradients were clipped to norm {limit:g}."
-    return f"Clipping (--clip-grad-norm {limit:g}) cut {sum(clipped):,} of {sum(steps):,} steps."
+        return f"Gradients were clipped to norm {shown(limit)}."
+    return (
+        f"Clipping (--clip-grad-norm {shown(limit)}) cut {sum(clipped):,} of {sum(steps):,} steps."
+    )
 
 
 def cure_sentence(group: Group, kinds: tuple[str, ...], thresholds: Thresholds) -> str:
@@ -699,13 +714,18 @@ def cure_sentence(group: Group, kinds: tuple[str, ...], thresholds: Thresholds) 
     kaiming = init in ("kaiming", "he")
     parts: list[str] = []
     worst = kinds[0] if kinds else "healthy"
-    exploding_init = "exploding" in kinds or "blow-up" in kinds
-    if worst == "blew-up" and not exploding_init:
-        parts.append(f"a lower learning rate (lr {config.get('lr', '?'):g} here)")
-        if optimizer in SGD_LIKE and clip is None:
+    gain = gain if isinstance(gain, (int, float)) and not isinstance(gain, bool) else 1.0
+    lr = config.get("lr")
+    lr_here = f" (lr {lr:g} here)" if isinstance(lr, (int, float)) else ""
+    can_clip = optimizer in SGD_LIKE and clip is None
+    # What makes the scale too large: the signal or the activations growing, or the init gain.
+    too_large = bool({"exploding", "blow-up", "growing"} & set(kinds)) or gain > 1
+    if worst == "blew-up" and not too_large:
+        parts.append(f"a lower learning rate{lr_here}")
+        if can_clip:
             parts.append("--clip-grad-norm to cap each step")
-    elif worst in ("blew-up", "exploding", "blow-up"):
-        if isinstance(gain, (int, float)) and gain > 1:
+    elif worst in ("blew-up", "exploding", "blow-up", "growing"):
+        if gain > 1:
             parts.append(f"a lower --init-gain ({gain:g} here; 1 keeps each init's own scale)")
         elif family == "rectifier" and not kaiming:
             parts.append("He (kaiming) initialisation, which keeps the scale")
@@ -713,28 +733,36 @@ def cure_sentence(group: Group, kinds: tuple[str, ...], thresholds: Thresholds) 
             parts.append("a smaller initial weight scale (--init-gain below 1)")
         if norm != "batch":
             parts.append("batch norm resets the scale every layer")
-        if optimizer in SGD_LIKE and clip is None:
+        if can_clip:
             parts.append("--clip-grad-norm caps each step")
-    elif worst in ("vanishing", "collapse") and family == "rectifier":
-        if not kaiming:
-            parts.append("He (kaiming) initialisation keeps the forward scale")
-        elif isinstance(gain, (int, float)) and gain < 1:
-            parts.append(f"--init-gain 1 keeps the forward scale ({gain:g} here)")
-        if norm != "batch":
-            parts.append("batch norm resets it every layer")
-        elif not residual:
-            parts.append("residual connections carry the signal past each layer")
-    elif worst in ("vanishing", "collapse"):
-        options = [
-            *(["batch norm"] if norm != "batch" else []),
-            *(["residual connections"] if not residual else []),
-            *(["a rectifier (ReLU with He init)"] if family != "rectifier" else []),
-        ]
-        if options:
-            listed = options[0] if len(options) == 1 else ", ".join(options[:-1])
-            listed += f" or {options[-1]}" if len(options) > 1 else ""
-            each = ", each of which keeps" if len(options) > 1 else ", which keeps"
-            parts.append(f"{listed}{each} the gradient's size from layer to layer")
+    elif worst in ("vanishing", "collapse", "attenuated"):
+        if gain < 1:
+            parts.append(f"--init-gain 1 keeps each init's own scale ({gain:g} here)")
+        if family == "rectifier":
+            if not kaiming:
+                parts.append("He (kaiming) initialisation keeps the forward scale")
+            if norm != "batch":
+                parts.append("batch norm resets it every layer")
+            elif not residual:
+                parts.append("residual connections carry the signal past each layer")
+        else:
+            # A linear layer keeps its scale at std 1/sqrt(fan_in); a rectifier would change
+            # what a linear network is, so it is offered to the others only.
+            options = [
+                *(
+                    ["lecun init (std 1/sqrt(fan_in))"]
+                    if family == "linear" and init not in ("lecun", "orthogonal")
+                    else []
+                ),
+                *(["batch norm"] if norm != "batch" else []),
+                *(["residual connections"] if not residual else []),
+                *(["a rectifier (ReLU with He init)"] if family != "linear" else []),
+            ]
+            if options:
+                listed = options[0] if len(options) == 1 else ", ".join(options[:-1])
+                listed += f" or {options[-1]}" if len(options) > 1 else ""
+                each = ", each of which keeps" if len(options) > 1 else ", which keeps"
+                parts.append(f"{listed}{each} the gradient's size from layer to layer")
     if "dead" in kinds and name == "relu" and (worst == "dead" or not parts):
         parts.append("leaky ReLU or PReLU keep a slope for z < 0, so no unit dies for good")
     elif "saturated" in kinds and worst == "saturated" and norm != "batch":
