@@ -298,8 +298,7 @@ def test_the_cli_refuses_in_one_line_before_training(command, capsys, tiny_dir, 
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     lines = err.strip().splitlines()
-    if command[0] != "sweep":  # train and compare: before the data loads (and is verified)
-        assert len(lines) == 1 and not out.exists(), err
+    assert len(lines) == 1 and not out.exists(), err  # before the data loads (and is verified)
     assert re.fullmatch(
         rf"vanishing {command[0]}: error: a run of {HUGE_SHAPE} needs about 4\.0 PB \(.*\), "
         r"more than the \d+\.\d [kMGTP]?B of memory available on cpu; use fewer or narrower "

@@ -454,6 +454,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     spec = sweep_spec(args)
     workers = workers_for(spec.device, args.workers, args.backend)  # before the data
     name = args.preset or (Path(args.config).stem if args.config else "grid")
+    if args.backend == "local":  # each run alone must fit (run_sweep checks groups, workers)
+        memory.check_fits(sweep.expand(spec), resolve_device(spec.device))
     out = compare.ensure_writable(Path(args.out or f"runs/sweep-{name}"))
     data_options = {
         "data_dir": args.data_dir,

@@ -363,7 +363,8 @@ def train_group(
     first_seen = {c.activation: i for i, c in reversed(list(enumerate(configs)))}
     order = sorted(range(len(configs)), key=lambda i: (first_seen[configs[i].activation], i))
     device = resolve_device(configs[0].device)
-    memory.check_fits(configs, device, models=len(configs))  # before anything is allocated
+    samples = len(dataset.train_labels) if dataset is not None else None
+    memory.check_fits(configs, device, models=len(configs), train_samples=samples)
     checkpoints: list[dict[str, Any] | None] = [None] * len(configs)
     if resume:
         # On the CPU: the models are built there, and a generator's state must be a CPU tensor.

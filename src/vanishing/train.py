@@ -136,7 +136,8 @@ def train(
     same result as an uninterrupted run; without, the run starts afresh.
     """
     device = resolve_device(config.device)
-    memory.check_fits([config], device)  # before anything is allocated
+    samples = len(dataset.train_labels) if dataset is not None else None
+    memory.check_fits([config], device, train_samples=samples)  # before anything is allocated
     checkpoint = None
     if resume and run_dir is not None:
         checkpoint = records.load_checkpoint(config, run_dir, device)
