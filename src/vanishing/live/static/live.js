@@ -585,7 +585,7 @@ class Panel {
         axes: [
           { label: "step" },
           { label: "loss", size: 44 },
-          { side: 1, scale: "acc", label: "test accuracy", size: 44, grid: { show: false }, values: (u, s) => s.map((v) => `${Math.round(v * 100)}%`) },
+          { side: 1, scale: "acc", label: "test accuracy", size: 58, grid: { show: false }, values: (u, s) => s.map((v) => `${Math.round(v * 100)}%`) },
         ],
         series: [
           { label: "step" },
