@@ -549,6 +549,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_live(args: argparse.Namespace) -> int:
+    from vanishing import live  # starlette and uvicorn load only for the live page
+
+    return live.serve(
+        args.dirs,
+        args.out,
+        host=args.host,
+        port=args.port,
+        open_browser=not args.no_browser,
+        workers=args.workers,
+        data_options={
+            "data_dir": args.data_dir,
+            "cache_dir": args.cache_dir,
+            "verify": not args.no_verify,
+            "report": stderr,
+        },
+    )
+
+
 def build_parser() -> Parser:
     """The whole command tree."""
     parser = Parser(
@@ -713,6 +732,45 @@ def build_parser() -> Parser:
         help="the HTML file; report.md goes beside it (default: report.html in the first DIR)",
     )
     sub.set_defaults(func=cmd_report)
+
+    sub = commands.add_parser(
+        "live",
+        help="a local web page: change the network and watch its gradients vanish as it trains",
+        description="Serve a local page (with a token in its URL, as Jupyter does) where you set "
+        "up to 4 runs from the training options, start, stop and resume them and watch their "
+        "gradients, activations and verdicts live; it also opens the finished runs, compares "
+        "and sweeps under --out and each DIR. Live runs are ordinary run directories under "
+        "--out. Ctrl-C stops the server and its training; the runs resume later.",
+    )
+    sub.add_argument(
+        "dirs", nargs="*", metavar="DIR", help="more directories of runs to list and open"
+    )
+    sub.add_argument(
+        "--out",
+        default="runs/live",
+        metavar="DIR",
+        help="where the page's runs go (default: runs/live)",
+    )
+    sub.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address to listen on (default: 127.0.0.1, this machine only)",
+    )
+    sub.add_argument(
+        "--port", type=int, default=8765, help="the port (default: 8765; 0: any free one)"
+    )
+    sub.add_argument(
+        "--no-browser", action="store_true", help="print the URL, do not open a browser"
+    )
+    sub.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="runs of one job trained at once, each in a process of its own (default: one "
+        "per core on the CPU; 1 on a GPU, where runs of one shape train together)",
+    )
+    add_data_options(sub, dataset=False)
+    sub.set_defaults(func=cmd_live)
     return parser
 
 

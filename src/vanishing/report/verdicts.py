@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from vanishing import records, stats
-from vanishing.activations import SATURATION_FRACTION
+from vanishing.activations import ACTIVATIONS, SATURATION_FRACTION
 from vanishing.data import DATASETS
 from vanishing.report.formats import number, percent, percent2
 from vanishing.report.loading import load_runs
@@ -783,3 +783,53 @@ def headline(source: Path | str | Sequence[RunRecords], thresholds: Thresholds =
     if len(groups) == 1:
         return verdicts[0].headline
     return " ".join(f"{g.label}: {v.headline}" for g, v in zip(groups, verdicts, strict=True))
+
+
+def live_headline(
+    rows: Sequence[dict[str, Any]], config: dict[str, Any], thresholds: Thresholds = THRESHOLDS
+) -> str:
+    """One line for a run still training, from its metrics rows so far: the back-propagated
+    signal's verdict at the first probe (step 0), in `judge`'s words, and the latest probe's
+    where it reads otherwise; a net of one hidden layer by its weight-gradient ratio."""
+    probes = [row for row in rows if row.get("kind") == "probe"]
+    if not probes:
+        return "No probe yet: no verdict."
+    first, latest = probes[0], probes[-1]
+    layers = len(config.get("hidden") or [])
+    signal = numbers(first.get("signal_norms") or [])
+    scale = numbers(first.get("activation_std") or [])
+    found = Profile(
+        signal=signal,
+        scale=scale,
+        signal_factor=run_factor(signal, reverse=False),
+        scale_factor=run_factor(scale, reverse=True),
+        layers=layers,
+    )
+    word = signal_word(found.signal_factor, thresholds)
+    at = f"step {first.get('step')}"
+    if layers < 2 or not word:
+        ratio = first.get("vanishing_ratio")
+        if not isinstance(ratio, (int, float)):
+            return f"No gradient measured at {at}."
+        verdict = ratio_verdict(ratio, thresholds)
+        return (
+            f"{verdict.capitalize()} gradient: layer 1 receives {number(ratio)} of the output "
+            f"layer's weight gradient at {at}."
+        )
+    family = (
+        ACTIVATIONS[config["activation"]].family if config.get("activation") in ACTIVATIONS else ""
+    )
+    line = signal_sentence(found, word, rectifier=family == "rectifier")
+    forward = scale_word(found.scale_factor, thresholds)
+    if forward in ("collapse", "blow-up"):
+        line += " " + scale_sentence(found, forward)
+    if latest is not first:
+        factor = run_factor(numbers(latest.get("signal_norms") or []), reverse=False)
+        now = signal_word(factor, thresholds)
+        if now and now != word:
+            shown_factor = "0" if factor == 0 else number(factor)
+            line += (
+                f" At step {latest.get('step')} the signal reads {now}: ×{shown_factor} from the "
+                "last hidden layer to layer 1."
+            )
+    return line

@@ -1,0 +1,59 @@
+"""`vanishing live`: a local web page where you change the network and watch its gradients vanish
+as it trains. This package is the server (Starlette on uvicorn); the page lives in `static/`.
+
+Live runs are ordinary run directories under --out (`<out>/<sweep.run_name(config)>`, so one
+setting is always one directory), trained through the one executor (`runs.execute`): resume and
+`vanishing report` work on them as on any other.
+
+The API (JSON unless said; every error is `{"error": "<one line>"}`):
+
+Safety, for every request:
+- the token, as `?token=T`, the header `X-Token: T`, or the cookie `vanishing_token` that
+  `GET /?token=T` sets (HttpOnly, SameSite=Strict); missing or wrong: 403;
+- a Host header other than the server's own host:port (127.0.0.1:PORT, localhost:PORT or
+  --host:PORT): 400 (DNS rebinding);
+- a POST whose Origin header is present and not the server's origin, or whose Content-Type is
+  not application/json: 403;
+- paths from the client (`<root index>/<path inside it>`; root 0 is --out, then each DIR given)
+  resolve only inside the served directories: `..`, an absolute path or a symlink leading out is
+  400, a directory that does not exist 404.
+
+Routes:
+- `GET /`: static/index.html. `GET /static/{path}`: the files under static/.
+- `GET /api/settings`: `{"fields": [{"name", "kind" ("str"|"int"|"float"|"bool"|"widths"),
+  "optional", "default" (as --help shows it), "choices" (a list or null), "help", "group",
+  "axis"}], "depth_width": {"default_width": 256}}`, one entry per TrainConfig field.
+- `POST /api/runs` `{"runs": [{"activation": "sigmoid", "depth": "10", "width": "256",
+  "lr": "0.001", ...}, ...], "resume": false}`: 1 to 4 runs; values are text as a form sends
+  them (an empty one is left to the default) or JSON numbers and bools; `hidden` or
+  `depth`/`width` give the shape; what is missing takes the config's default. A bad value, an
+  unknown setting or a run that would not fit in memory: 400 with the CLI's message. More jobs
+  than cores already training: 409. Answers `{"job": "<id>", "runs": [{"run": "0/<run name>",
+  "label": "Sigmoid, depth 10"}]}` (one entry per distinct setting).
+- `POST /api/jobs/{job}/stop`: stops the job between two steps; its unfinished runs keep their
+  checkpoints (status "stopped") and `POST /api/runs` with `"resume": true` finishes them.
+  Answers the job as `GET /api/jobs` lists it: `{"jobs": [{"job", "state"
+  ("running"|"stopping"|"done"|"stopped"|"failed"), "runs", "error"}]}`.
+- `GET /api/events?runs=<run>,<run>`: one Server-Sent Events stream for up to 4 runs. Per run:
+  every row of its metrics.jsonl from the start, then each new one as training appends it
+  (`event: row`, `{"run", "row"}`); after each probe row `event: verdict` `{"run",
+  "headline"}` (`report.verdicts.live_headline`); `event: status` `{"run", "status"}` (running,
+  ok, diverged, failed, stopped or unfinished) whenever it changes; `event: reset` `{"run"}`
+  when the file was cut back (the run started afresh, or resumed from its checkpoint): forget
+  its rows, they come again; `event: end` `{"runs"}` once every run has finished or its job
+  has ended (a finished run replays its rows, then ends).
+- `GET /api/list`: `{"items": [{"kind" ("compare"|"sweep"|"run"), "path", "runs", "label",
+  "status", "test_accuracy", "group" (runs only: the compare or sweep holding it, or null)}]}`:
+  per served directory, each directory holding several runs (a sweep when it has sweep.json;
+  --out's own runs are separate live runs, not a compare), then every run.
+
+Stopping the server (Ctrl-C, SIGTERM) ends the streams and stops every job (the executor kills
+its training children); the runs resume later.
+"""
+
+from __future__ import annotations
+
+from vanishing.live.app import create_app
+from vanishing.live.server import serve
+
+__all__ = ["create_app", "serve"]

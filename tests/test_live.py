@@ -1,0 +1,427 @@
+"""`vanishing live`'s server: the API and its event stream through Starlette's test client, every
+safety rule with a request it must refuse, stop and resume, and the real server's start and stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from vanishing import live, records
+from vanishing.config import settings
+from vanishing.live.jobs import parse_config
+from vanishing.report.verdicts import live_headline
+
+TOKEN = "t0ken"  # noqa: S105 - the tests' own
+BASE = "http://127.0.0.1:8765"
+JSON = {"X-Token": TOKEN, "Content-Type": "application/json"}
+# Two tiny runs: 10 steps an epoch on the 320-image fixture, a probe every 4 steps.
+TINY = {"depth": "3", "width": "16", "epochs": "2", "batch_size": "32"}
+TINY |= {"probe_every": "4", "probe_size": "32", "device": "cpu"}
+
+
+@pytest.fixture
+def app(tmp_path, tiny_dir):
+    served = tmp_path / "served"
+    served.mkdir()
+    return live.create_app(
+        [served],
+        tmp_path / "out",
+        token=TOKEN,
+        data_options={"data_dir": tiny_dir, "verify": False},
+    )
+
+
+@pytest.fixture
+def client(app):
+    with TestClient(app, base_url=BASE) as client:
+        yield client
+
+
+def start(client: TestClient, runs: list[dict], resume: bool = False) -> dict:
+    response = client.post("/api/runs", json={"runs": runs, "resume": resume}, headers=JSON)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def read_events(client: TestClient, runs: list[str]) -> list[tuple[str, dict]]:
+    """The stream's events, (name, data), up to and including `end`."""
+    found = []
+    with client.stream("GET", f"/api/events?runs={','.join(runs)}&token={TOKEN}") as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        event = None
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                found.append((event, json.loads(line.removeprefix("data: "))))
+                if event == "end":
+                    break
+    return found
+
+
+def run_dir(app, run: str) -> Path:
+    index, name = run.split("/", 1)
+    return app.state.live.roots[int(index)] / name
+
+
+def test_two_runs_stream_their_records_verdicts_and_end(app, client):
+    answer = start(client, [{**TINY, "activation": "sigmoid"}, {**TINY, "activation": "relu"}])
+    runs = [item["run"] for item in answer["runs"]]
+    assert [item["label"] for item in answer["runs"]] == ["Sigmoid, depth 3", "ReLU, depth 3"]
+    assert all(run.startswith("0/") for run in runs)
+    found = read_events(client, runs)
+    assert found[-1] == ("end", {"runs": runs})
+    for run in runs:
+        mine = [(event, data) for event, data in found if data.get("run") == run]
+        rows = [data["row"] for event, data in mine if event == "row"]
+        assert rows == records.read_metrics(run_dir(app, run))  # exactly what is on disk
+        assert len(rows) == 5 + 2  # probes at steps 0, 4, .., 16 of 20, and 2 epoch rows
+        statuses = [data["status"] for event, data in mine if event == "status"]
+        assert statuses[-1] == "ok"
+        for i, (event, data) in enumerate(mine):  # a verdict right after each probe row
+            if event == "row" and data["row"]["kind"] == "probe":
+                assert mine[i + 1][0] == "verdict"
+                assert mine[i + 1][1]["headline"].endswith(".")
+    # A finished run is the same stream: its rows again, then ok, then the end.
+    again = read_events(client, runs[:1])
+    assert [e for e, _ in again if e == "row"] == ["row"] * 7
+    assert again[-2:] == [("status", {"run": runs[0], "status": "ok"}), ("end", {"runs": runs[:1]})]
+    jobs = client.get("/api/jobs", headers=JSON).json()["jobs"]
+    assert [(job["job"], job["state"], job["runs"]) for job in jobs] == [
+        (answer["job"], "done", runs)
+    ]
+    items = client.get("/api/list", headers=JSON).json()["items"]
+    assert {(i["kind"], i["path"], i["status"]) for i in items} == {
+        ("run", run, "ok") for run in runs
+    }
+    assert all(0 <= i["test_accuracy"] <= 1 for i in items)
+
+
+def test_the_same_setting_is_the_same_directory_and_is_kept(app, client):
+    first = start(client, [{**TINY, "epochs": "1"}])
+    read_events(client, [first["runs"][0]["run"]])
+    result = records.read_json(run_dir(app, first["runs"][0]["run"]) / records.RESULT)
+    second = start(client, [{**TINY, "epochs": 1, "lr": 0.001}])  # JSON numbers, same values
+    assert second["runs"] == first["runs"]
+    read_events(client, [second["runs"][0]["run"]])
+    again = records.read_json(run_dir(app, first["runs"][0]["run"]) / records.RESULT)
+    assert again == result  # finished: not trained again
+
+
+def test_settings_lists_every_field(client):
+    fields = client.get("/api/settings", headers=JSON).json()["fields"]
+    assert [f["name"] for f in fields] == [s.name for s in settings()]
+    by_name = {f["name"]: f for f in fields}
+    assert by_name["hidden"]["kind"] == "widths"
+    assert by_name["hidden"]["default"] == "520,320,240,120"
+    assert by_name["lr"] == {
+        "name": "lr",
+        "kind": "float",
+        "optional": False,
+        "default": "0.001",
+        "choices": None,
+        "help": "learning rate (default: 0.001, the reference's)",
+        "group": "optimisation",
+        "axis": "lrs",
+    }
+    assert by_name["clip_grad_norm"]["optional"] is True
+    assert "sigmoid" in by_name["activation"]["choices"]
+    assert by_name["residual"]["kind"] == "bool"
+    assert "%%" not in json.dumps(fields)
+
+
+@pytest.mark.parametrize(
+    ("runs", "message"),
+    [
+        ([{"lr": "0"}], "learning rate must be a finite number > 0"),
+        ([{"norm": "foo"}], "unknown norm 'foo'; choose from: none, batch, layer"),
+        ([{"colour": "red"}], "unknown setting(s) colour"),
+        ([{"epochs": "two"}], "epochs: expected int, got 'two'"),
+        ([{"depth": "x"}], "depth: expected int, got 'x'"),
+        ([{"hidden": "8,8", "depth": "2"}], "give either the hidden widths"),
+        ([{"momentum": "0.9"}], "--momentum applies to --optimizer sgd only"),
+        ([{}] * 5, "give 1 to 4 runs at once, got 5"),
+        ([], "give 1 to 4 runs at once, got 0"),
+        ([{"width": "100000000", "depth": "20"}], "more than the"),
+    ],
+)
+def test_bad_values_are_the_clis_message(client, runs, message):
+    response = client.post("/api/runs", json={"runs": runs}, headers=JSON)
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+    assert "Traceback" not in response.text
+
+
+def test_bad_bodies_are_refused(client):
+    for body in (b"{", b"[]", b'{"runs": [{}], "go": 1}', b'{"runs": [{}], "resume": "yes"}'):
+        response = client.post("/api/runs", content=body, headers=JSON)
+        assert response.status_code == 400, body
+        assert set(response.json()) == {"error"}
+
+
+def test_token_is_required(client):
+    assert client.get("/api/settings").status_code == 403
+    assert client.get("/api/settings", headers={"X-Token": "wrong"}).status_code == 403
+    response = client.get("/api/list?token=wrong")
+    assert (response.status_code, set(response.json())) == (403, {"error"})
+    assert client.get("/").status_code == 403
+    assert client.get("/static/index.html").status_code == 403
+    assert client.get(f"/api/settings?token={TOKEN}").status_code == 200
+    assert client.get("/api/settings", headers={"X-Token": TOKEN}).status_code == 200
+
+
+def test_the_page_sets_the_token_cookie(client):
+    response = client.get(f"/?token={TOKEN}")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith(f"vanishing_token={TOKEN};")
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert client.get("/api/settings").status_code == 200  # the cookie alone now
+    assert client.get("/static/index.html").status_code == 200
+    assert client.get("/static/../app.py").status_code == 404
+
+
+@pytest.mark.parametrize("host", ["evil.example:8765", "127.0.0.1:9999", "localhost", ""])
+def test_a_foreign_host_header_is_refused(client, host):
+    response = client.get("/api/settings", headers={"X-Token": TOKEN, "Host": host})
+    assert response.status_code == 400
+    assert "Host" in response.json()["error"]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8765", "localhost:8765"])
+def test_the_servers_own_host_is_answered(client, host):
+    response = client.get("/api/settings", headers={"X-Token": TOKEN, "Host": host})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://evil.example"},
+        {"Origin": "http://127.0.0.1:9999"},
+        {"Content-Type": "text/plain"},
+        {"Content-Type": "application/x-www-form-urlencoded"},
+    ],
+)
+def test_cross_origin_and_non_json_posts_are_refused(client, headers):
+    response = client.post(
+        "/api/runs", content=json.dumps({"runs": [TINY]}), headers={**JSON, **headers}
+    )
+    assert response.status_code == 403
+    assert client.get("/api/jobs", headers=JSON).json()["jobs"] == []  # nothing started
+
+
+def test_a_same_origin_post_is_answered(client):
+    response = client.post(
+        "/api/jobs/nosuch/stop", json={}, headers={**JSON, "Origin": "http://localhost:8765"}
+    )
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("0/../served", 400),
+        ("1/../../etc", 400),
+        ("/etc", 400),
+        ("2/x", 400),
+        ("x/y", 400),
+        ("1/nosuch", 404),
+        ("1/outside", 400),
+    ],
+)
+def test_paths_stay_inside_the_served_directories(app, client, tmp_path, path, status):
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / records.CONFIG).write_text("{}")
+    (tmp_path / "served" / "outside").symlink_to(tmp_path / "secret")
+    response = client.get(f"/api/events?runs={path}", headers=JSON)
+    assert response.status_code == status
+    assert set(response.json()) == {"error"}
+    items = client.get("/api/list", headers=JSON).json()["items"]
+    assert items == []  # the symlinked run is not listed either
+
+
+def test_too_many_streamed_runs_are_refused(client):
+    response = client.get("/api/events?runs=0,0/a,0/b,0/c,0/d", headers=JSON)
+    assert response.status_code == 400
+
+
+def test_list_groups_compares_and_sweeps(app, client, tmp_path):
+    served = tmp_path / "served"
+    config = parse_config({**TINY}).to_dict()
+    for group, names in (("compare", ["a", "b"]), ("sweep", ["c", "d", "e"]), ("one", ["f"])):
+        for name in names:
+            (served / group / name).mkdir(parents=True)
+            records.write_json(served / group / name / records.CONFIG, config)
+    records.write_json(served / "sweep" / "sweep.json", {})
+    records.write_json(
+        served / "compare" / "a" / records.RESULT, {"status": "ok", "test_accuracy": 0.5}
+    )
+    items = client.get("/api/list", headers=JSON).json()["items"]
+    groups = [(i["kind"], i["path"], i["runs"], i["status"]) for i in items if i["kind"] != "run"]
+    assert groups == [
+        ("compare", "1/compare", ["1/compare/a", "1/compare/b"], "mixed"),
+        ("sweep", "1/sweep", ["1/sweep/c", "1/sweep/d", "1/sweep/e"], "unfinished"),
+    ]
+    runs = {
+        i["path"]: (i["group"], i["status"], i["test_accuracy"])
+        for i in items
+        if i["kind"] == "run"
+    }
+    assert runs["1/compare/a"] == ("1/compare", "ok", 0.5)
+    assert runs["1/one/f"] == (None, "unfinished", None)
+    assert items[0]["test_accuracy"] == 0.5
+
+
+def test_stop_leaves_a_checkpoint_and_resume_finishes_it_as_an_uninterrupted_run(
+    app, client, tmp_path, tiny_dir
+):
+    setting = {**TINY, "epochs": "40", "activation": "tanh"}  # 400 steps, ~1 s
+    answer = start(client, [setting])
+    run = answer["runs"][0]["run"]
+    checkpoint = run_dir(app, run) / records.CHECKPOINT
+    deadline = time.monotonic() + 60
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    response = client.post(f"/api/jobs/{answer['job']}/stop", json={}, headers=JSON)
+    assert response.status_code == 200
+    found = read_events(client, [run])
+    assert found[-2][1] == {"run": run, "status": "stopped"}
+    assert not (run_dir(app, run) / records.RESULT).exists()
+    assert checkpoint.exists()
+    jobs = client.get("/api/jobs", headers=JSON).json()["jobs"]
+    assert jobs[0]["state"] == "stopped"
+
+    resumed = start(client, [setting], resume=True)
+    assert resumed["runs"] == answer["runs"]
+    found = read_events(client, [run])
+    assert found[-2][1] == {"run": run, "status": "ok"}
+    result = records.read_json(run_dir(app, run) / records.RESULT)
+
+    other = live.create_app(
+        [],
+        tmp_path / "reference",
+        token=TOKEN,
+        data_options={"data_dir": tiny_dir, "verify": False},
+    )
+    with TestClient(other, base_url=BASE) as reference:
+        answer = start(reference, [setting])
+        read_events(reference, [answer["runs"][0]["run"]])
+    uninterrupted = records.read_json(run_dir(other, answer["runs"][0]["run"]) / records.RESULT)
+    assert result["test_accuracy"] == uninterrupted["test_accuracy"]
+    assert result["grad_norms_final"] == uninterrupted["grad_norms_final"]
+
+
+def test_more_jobs_than_cores_is_409(tmp_path, tiny_dir):
+    app = live.create_app(
+        [],
+        tmp_path / "out",
+        token=TOKEN,
+        max_jobs=1,
+        data_options={"data_dir": tiny_dir, "verify": False},
+    )
+    with TestClient(app, base_url=BASE) as client:
+        first = start(client, [{**TINY, "epochs": "200"}])
+        response = client.post("/api/runs", json={"runs": [TINY]}, headers=JSON)
+        assert response.status_code == 409
+        assert "already training" in response.json()["error"]
+        client.post(f"/api/jobs/{first['job']}/stop", json={}, headers=JSON)
+
+
+def test_live_headline_reads_the_first_and_the_latest_probe():
+    config = {"activation": "sigmoid", "hidden": [8, 8, 8]}
+    assert live_headline([], config) == "No probe yet: no verdict."
+    first = {"kind": "probe", "step": 0, "signal_norms": [1e-4, 1e-2, 1.0]}
+    first["activation_std"] = [0.5, 0.5, 0.5]
+    line = live_headline([first], config)
+    assert line.startswith("Vanishing gradient: the back-propagated signal shrinks 10,000-fold")
+    later = {**first, "step": 40, "signal_norms": [0.5, 0.7, 1.0]}
+    line = live_headline([first, {"kind": "epoch"}, later], config)
+    assert line.endswith(
+        "At step 40 the signal reads healthy: ×0.5 from the last hidden layer to layer 1."
+    )
+    one = {"kind": "probe", "step": 0, "vanishing_ratio": 0.5, "signal_norms": [1.0]}
+    assert live_headline([one], {"activation": "relu", "hidden": [8]}) == (
+        "No vanishing gradient: layer 1 receives 0.5 of the output layer's weight gradient at "
+        "step 0."
+    )
+
+
+def test_live_help():
+    done = subprocess.run(
+        [sys.executable, "-m", "vanishing", "live", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0
+    for option in ("--port", "--host", "--out", "--no-browser", "--workers"):
+        assert option in done.stdout
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_the_real_server_starts_serves_and_stops_its_training(tmp_path, tiny_dir):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "vanishing", "live", "--no-browser", "--port", "0"]
+    command += ["--out", str(out), "--data-dir", str(tiny_dir), "--no-verify"]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy()
+    )
+    try:
+        url = process.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and "/?token=" in url
+        base, token = url.split("/?token=")
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - our own server
+            assert response.status == 200
+        body = json.dumps(
+            {"runs": [{**TINY, "epochs": "400"}] * 1 + [{**TINY, "epochs": "400", "seed": "1"}]}
+        )
+        request = urllib.request.Request(  # noqa: S310
+            f"{base}/api/runs",
+            body.encode(),
+            {"Content-Type": "application/json", "X-Token": token},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            run = json.loads(response.read())["runs"][0]["run"]
+        checkpoint = out / run.split("/", 1)[1] / records.CHECKPOINT
+        deadline = time.monotonic() + 60
+        while not checkpoint.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert checkpoint.exists()
+        workers = children(process.pid)
+        assert workers  # two runs: forked training children
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    assert checkpoint.exists() and not (checkpoint.parent / records.RESULT).exists()
