@@ -7,8 +7,10 @@ PIP    := $(BIN)/python -m pip install --quiet
 TORCH  ?= torch==2.13.0
 # Extra options for `vanishing compare`, e.g. make run ARGS="--epochs 1 --seeds 0".
 ARGS   ?=
+# Extra options for `vanishing live`, e.g. make live LIVE_ARGS="--port 9000 runs/compare".
+LIVE_ARGS ?=
 
-.PHONY: install install-test install-ray install-dev run test lint typecheck clean
+.PHONY: install install-test install-ray install-dev run live test lint typecheck clean
 
 # Each install leaves a stamp in the venv and is redone only when pyproject.toml changes, so
 # `make run` then `make test` installs the test extras once and reinstalls nothing else.
@@ -35,6 +37,12 @@ $(VENV)/.installed-%: pyproject.toml $(VENV)/.torch
 run: install
 	$(BIN)/vanishing data fetch
 	$(BIN)/vanishing compare $(ARGS)
+
+# The live page: the data first (then training works offline), then the server, which prints its
+# URL and opens it in the browser; Ctrl-C stops it and its training (the runs resume later).
+live: install
+	$(BIN)/vanishing data fetch
+	$(BIN)/vanishing live $(LIVE_ARGS)
 
 test: install-test
 	$(BIN)/python -m pytest
