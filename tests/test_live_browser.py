@@ -1,0 +1,200 @@
+"""`vanishing live` in a real browser: the real server, real MNIST, Debian's chromium.
+
+The page starts sigmoid and ReLU at depth 10 and must show, read from its DOM, sigmoid's first
+layer getting under 1e-3 of the output layer's gradient and ReLU's over 0.1; then a finished run
+opened from the list draws its charts. CI installs chromium and must run this; elsewhere it is
+skipped when chromium or playwright is missing. VANISHING_SCREENSHOTS=1 also writes the README's
+docs/live.png and docs/live-finished.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import write_arrays
+from test_browser import CHROMIUM_ARGS, browser_or_skip
+from vanishing import records
+from vanishing.config import TrainConfig
+from vanishing.live import create_app
+from vanishing.live.server import bind
+from vanishing.train import train
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+TIMEOUT_MS = 45_000  # the whole test stays under a minute on 2 busy cores
+
+
+@dataclasses.dataclass
+class Server:
+    url: str  # http://127.0.0.1:PORT
+    token: str
+    finished_step: int  # the finished run's last probe
+
+
+@pytest.fixture
+def live_server(tmp_path, real_mnist) -> Iterator[Server]:
+    """The real app on uvicorn in a thread, on a free port: --out is tmp_path/live (empty), the
+    second served directory holds one finished run; training reads real MNIST from IDX files."""
+    import uvicorn
+
+    data_dir = write_arrays(
+        tmp_path / "mnist",
+        {
+            role: getattr(real_mnist, role).numpy().astype("uint8")
+            for role in ("train_images", "train_labels", "test_images", "test_labels")
+        },
+    )
+    finished = tmp_path / "finished"
+    # A finished run to open from the list: sigmoid on the first 640 images, probed every step.
+    small = dataclasses.replace(
+        real_mnist,
+        train_images=real_mnist.train_images[:640],
+        train_labels=real_mnist.train_labels[:640],
+        test_images=real_mnist.test_images[:200],
+        test_labels=real_mnist.test_labels[:200],
+    )
+    config = TrainConfig(
+        activation="sigmoid", hidden=(64,) * 6, epochs=1, probe_every=2, device="cpu"
+    )
+    train(config, dataset=small, run_dir=finished / "sigmoid-small")
+    rows = records.read_metrics(finished / "sigmoid-small")
+
+    token = secrets.token_urlsafe(16)
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    app = create_app(
+        [finished],
+        tmp_path / "live",
+        token=token,
+        port=port,
+        workers=2,
+        data_options={"data_dir": data_dir, "verify": False},
+    )
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield Server(f"http://127.0.0.1:{port}", token, last_probe_step(rows))
+    finally:
+        app.state.live.interrupt()  # ends the streams and stops the training
+        server.should_exit = True
+        thread.join(30)
+        app.state.live.close(30)
+        sock.close()
+
+
+def last_probe_step(rows) -> int:
+    return [row["step"] for row in rows if row["kind"] == "probe"][-1]
+
+
+def profiles(page) -> dict[str, dict[str, str]]:
+    """Each panel's label -> its gradient profile's data-ratio and data-step (absent: '')."""
+    return page.eval_on_selector_all(
+        ".panel",
+        """panels => Object.fromEntries(panels.map(p => [p.querySelector('h2').textContent, {
+            ratio: p.querySelector('.profile').dataset.ratio || '',
+            step: p.querySelector('.profile').dataset.step || '',
+            heatmap: p.querySelector('canvas.heatmap').toDataURL(),
+        }]))""",
+    )
+
+
+def screenshot(page, tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    page.screenshot(path=str(path), full_page=True)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("VANISHING_SCREENSHOTS"):
+        DOCS.mkdir(exist_ok=True)
+        page.screenshot(path=str(DOCS / name), full_page=True)
+
+
+@pytest.mark.realdata
+def test_live_page_shows_sigmoid_vanishing_and_relu_not(live_server, tmp_path):
+    sync_playwright, executable = browser_or_skip()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(TIMEOUT_MS)
+            errors, requests = [], []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+
+            # The settings come from the URL; the token leaves the address bar, the settings stay.
+            page.goto(f"{live_server.url}/?token={live_server.token}&probe_every=10&epochs=1")
+            page.wait_for_selector("#groups fieldset")
+            assert page.input_value('input[name="probe_every"]') == "10"
+            assert "token" not in page.url and "probe_every=10" in page.url
+            page.fill('input[name="depth"]', "10")
+            page.check('input[name="activations"][value="sigmoid"]')
+            page.check('input[name="activations"][value="relu"]')
+            assert "activations=sigmoid,relu" in page.url and "depth=10" in page.url
+            page.click("#start")
+            page.wait_for_selector(".panel:nth-child(3)", state="attached")  # welcome, 2 panels
+
+            # The first probe on screen, then sigmoid vanishing and ReLU not, as the page shows it.
+            page.wait_for_function(
+                "[...document.querySelectorAll('.profile')].every(p => p.dataset.step)"
+            )
+            first = profiles(page)
+            page.wait_for_function(
+                """() => {
+                    const ratio = label => Number(
+                        [...document.querySelectorAll('.panel')]
+                            .find(p => p.querySelector('h2').textContent.startsWith(label))
+                            .querySelector('.profile').dataset.ratio);
+                    return ratio('Sigmoid') < 1e-3 && ratio('ReLU') > 0.1;
+                }"""
+            )
+            page.wait_for_function(
+                "[...document.querySelectorAll('.verdict')]"
+                ".every(v => v.classList.contains('said'))"
+            )
+            later = profiles(page)
+            assert sorted(later) == ["ReLU, depth 10", "Sigmoid, depth 10"], later
+            relu_first, relu_later = first["ReLU, depth 10"], later["ReLU, depth 10"]
+            assert int(relu_later["step"]) > int(relu_first["step"])  # it needs training: > step 0
+            assert relu_later["heatmap"] != relu_first["heatmap"]  # a column per probe
+            screenshot(page, tmp_path, "live.png")
+
+            page.click("#stop")
+            page.wait_for_function(
+                "[...document.querySelectorAll('.panel .status')]"
+                ".every(s => !['running', 'waiting', ''].includes(s.textContent))"
+            )
+            assert page.is_enabled("#resume")
+
+            # A finished run from the list replaces the live ones and draws from its records.
+            page.click('#list li[data-path="1/sigmoid-small"] .open')
+            page.wait_for_function(
+                """step => {
+                    const panels = document.querySelectorAll('.panel');
+                    return panels.length === 1
+                        && panels[0].querySelector('.status').textContent === 'ok'
+                        && panels[0].querySelector('.profile').dataset.step === String(step);
+                }""",
+                arg=live_server.finished_step,
+            )
+            drawn = page.eval_on_selector_all(".panel canvas", "cs => cs.map(c => c.width)")
+            assert drawn and all(width > 0 for width in drawn), drawn
+            assert page.locator(".panel .uplot").count() >= 3  # profile, loss, fractions
+            assert float(page.get_attribute(".panel .profile", "data-ratio")) > 0
+            screenshot(page, tmp_path, "live-finished.png")
+        finally:
+            browser.close()
+
+    assert errors == []
+    # Offline: every request went to the server itself (or was inline data).
+    assert all(url.startswith((live_server.url + "/", "data:")) for url in requests), requests
