@@ -36,6 +36,7 @@ class Server:
     url: str  # http://127.0.0.1:PORT
     token: str
     finished_step: int  # the finished run's last probe
+    histograms: bool  # whether its probes carry activation histograms
 
 
 @pytest.fixture
@@ -85,7 +86,8 @@ def live_server(tmp_path, real_mnist) -> Iterator[Server]:
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.05)
     try:
-        yield Server(f"http://127.0.0.1:{port}", token, last_probe_step(rows))
+        histograms = any("activation_histogram" in row for row in rows)
+        yield Server(f"http://127.0.0.1:{port}", token, last_probe_step(rows), histograms)
     finally:
         app.state.live.interrupt()  # ends the streams and stops the training
         server.should_exit = True
@@ -137,6 +139,14 @@ def test_live_page_shows_sigmoid_vanishing_and_relu_not(live_server, tmp_path):
             page.wait_for_selector("#groups fieldset")
             assert page.input_value('input[name="probe_every"]') == "10"
             assert "token" not in page.url and "probe_every=10" in page.url
+            page.wait_for_selector("#list li.item")
+            # The first load: the page, its script, styles and uPlot, the settings and the list.
+            weight = page.evaluate(
+                """() => [...performance.getEntriesByType('navigation'),
+                          ...performance.getEntriesByType('resource')]
+                    .reduce((total, entry) => total + entry.encodedBodySize, 0)"""
+            )
+            assert 50_000 < weight < 300_000, weight
             page.fill('input[name="depth"]', "10")
             page.check('input[name="activations"][value="sigmoid"]')
             page.check('input[name="activations"][value="relu"]')
@@ -191,6 +201,8 @@ def test_live_page_shows_sigmoid_vanishing_and_relu_not(live_server, tmp_path):
             assert drawn and all(width > 0 for width in drawn), drawn
             assert page.locator(".panel .uplot").count() >= 3  # profile, loss, fractions
             assert float(page.get_attribute(".panel .profile", "data-ratio")) > 0
+            if live_server.histograms:  # the probes record each layer's activation histogram
+                assert page.is_visible(".panel .histogram-card canvas")
             screenshot(page, tmp_path, "live-finished.png")
         finally:
             browser.close()
