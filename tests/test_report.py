@@ -80,6 +80,9 @@ def write_run(
             "signal_norms": [n / 10 for n in norms[:3]],
             "activation_mean": [0.5, 0.4, 0.3],
             "activation_std": [0.1, 0.2, 0.3],
+            "activation_histogram": [
+                {"edges": [-w, 0.0, w], "counts": [20, 44]} for w in (1.0, 1 + progress, 2.0)
+            ],
             "saturated_fraction": [0.1 * progress, 0.2 * progress, 0.4 * progress],
             "dead_fraction": [0.0, 0.1 * progress, 0.3 * progress] if relu else [0.0] * 3,
             "update_ratio": [0.01] * 4,
@@ -176,6 +179,7 @@ QUESTIONS = [
     "Where and when is the gradient small during training?",
     "Does the network learn, and how fast?",
     "Do units saturate or die?",
+    "How are each layer's activations distributed?",
     "Which negative slope does PReLU learn?",
     "What does each activation do to the gradient?",
     "Does the slope bound predict the measured attenuation?",
@@ -484,6 +488,8 @@ def test_depth_sweep_draws_depth_figures_and_per_layer_ones_for_two_depths(depth
     assert alts[: len(DEPTH_QUESTIONS)] == DEPTH_QUESTIONS
     per_layer = [q for q in QUESTIONS if q != "What does each activation do to the gradient?"]
     per_layer.remove("Which negative slope does PReLU learn?")  # no PReLU runs
+    # write_depth_run's records are an older run's: no activation histogram, so no figure.
+    per_layer.remove("How are each layer's activations distributed?")
     # The shallowest and the deepest setting only, not depth 5: the page does not grow with the
     # grid.
     assert alts[len(DEPTH_QUESTIONS) :] == [

@@ -35,6 +35,14 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
         "not the stream's.",
     ),
     (
+        "activation_histogram",
+        "per hidden layer, how its output h (the residual stream, with residual connections) is "
+        "distributed over the (sample, unit) pairs of the probe batch: counts of finite values "
+        "in equal bins (edges: bins + 1 values) from the smallest to the largest value at that "
+        "step, as numpy.histogram draws them. The edges differ by layer and step, so read a "
+        "bin's count against its edges.",
+    ),
+    (
         "update_ratio",
         "||W_after - W_before|| / ||W_before|| of one optimizer step, per layer.",
     ),

@@ -7,15 +7,16 @@ own slice: the same numbers as the single-model functions, per model.
 
 Where a layer has a norm and a skip (`MLP.forward_hidden`): saturation is judged on the
 activation's input (after the norm), dead units on the activation's output (a residual stream is
-not zero when its unit is dead), and the signal and activation statistics are of the layer's
-output h_l (the residual stream). No probe changes any state of the model: batch norm's running
-statistics and its batch count are left as they were.
+not zero when its unit is dead), and the signal and activation statistics (and histogram) are of
+the layer's output h_l (the residual stream). No probe changes any state of the model: batch
+norm's running statistics and its batch count are left as they were.
 
 What each measurement means, in the words the report quotes, is `vanishing.definitions`.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, cast
 
 import torch
@@ -24,6 +25,11 @@ from torch.nn import functional as F
 
 from vanishing.activations import Activation, get_activation, saturated_mask
 from vanishing.model import MLP, GroupedMLP, StackedPReLU
+
+# A few dozen: enough for a shape (a saturation peak, a spike of zeros) at a probe batch's
+# 512 x width values, few enough that a probe row of metrics.jsonl stays a few kB.
+HISTOGRAM_BINS = 32
+STATS = 5  # per-layer scalars read back beside the histogram: signal, mean, std, saturated, dead
 
 
 def measure(model: MLP, activation: Activation, x: Tensor, y: Tensor) -> dict[str, Any]:
@@ -41,8 +47,7 @@ def measure(model: MLP, activation: Activation, x: Tensor, y: Tensor) -> dict[st
     model.train(was_training)
     weight_grads, signal_grads = grads[: len(weights)], grads[len(weights) :]
     with torch.no_grad():
-        # One (6, L) block for the hidden layers plus the weight-gradient norms, read back at once.
-        per_hidden = torch.stack(
+        stats = torch.stack(
             [
                 torch.stack([g.norm() for g in signal_grads]),
                 torch.stack([h.mean() for h in hidden]),
@@ -55,7 +60,10 @@ def measure(model: MLP, activation: Activation, x: Tensor, y: Tensor) -> dict[st
                 ),
                 torch.stack([(a == 0).all(dim=0).float().mean() for a in post]),
             ]
-        ).tolist()
+        )  # (STATS, L)
+        spread = torch.cat([histograms(h.flatten()[None]) for h in hidden])  # (L, 2 * bins + 1)
+        # One (L, STATS + 2 * bins + 1) block for the hidden layers, read back at once.
+        per_hidden = torch.cat([stats.T, spread], dim=1).tolist()
         # Weight-gradient norms, then the weights' own norms: one read-back.
         grad_norms, weight_norms = torch.stack(
             [
@@ -64,7 +72,7 @@ def measure(model: MLP, activation: Activation, x: Tensor, y: Tensor) -> dict[st
             ]
         ).tolist()
         slopes = prelu_slopes(model)
-    signal, mean, std, saturated, dead = per_hidden
+    signal, mean, std, saturated, dead, histogram = split_layers(per_hidden)
     return {
         "loss": float(loss.detach()),
         "grad_norms": grad_norms,
@@ -72,11 +80,52 @@ def measure(model: MLP, activation: Activation, x: Tensor, y: Tensor) -> dict[st
         "signal_norms": signal,
         "activation_mean": mean,
         "activation_std": std,
+        "activation_histogram": histogram,
         "saturated_fraction": saturated,
         "dead_fraction": dead,
         **({"prelu_slopes": slopes} if slopes is not None else {}),
         "weight_norms": weight_norms,
     }
+
+
+def histograms(values: Tensor, bins: int = HISTOGRAM_BINS) -> Tensor:
+    """Per row of `values` (K, N), a histogram as one row of the result (K, 2 * bins + 1): its
+    bins + 1 edges, then its bins' counts (whole numbers, as floats to share a read-back).
+
+    Edges are numpy.histogram's: equal bins from the row's smallest to its largest value (0.5
+    either side when they are equal), the last bin closed. Per layer and step, so no value is
+    ever clipped, every bin is used by a layer of any scale (a sigmoid's (0, 1), a residual
+    stream's hundreds) and the counts sum to N; the edges are recorded, so histograms of other
+    layers and steps are drawn against the same axis. Non-finite values (a diverged run) are
+    not counted and do not stretch the edges; a row with no finite value has nan edges and
+    zero counts.
+    """
+    finite = values.isfinite()
+    lo = torch.where(finite, values, math.inf).amin(dim=1)  # (K,)
+    hi = torch.where(finite, values, -math.inf).amax(dim=1)
+    empty = ~finite.any(dim=1)
+    lo, hi = lo.masked_fill(empty, math.nan), hi.masked_fill(empty, math.nan)
+    flat = lo == hi
+    lo, hi = torch.where(flat, lo - 0.5, lo), torch.where(flat, hi + 0.5, hi)
+    steps = torch.arange(bins + 1, device=values.device, dtype=values.dtype)
+    edges = steps * ((hi - lo) / bins)[:, None] + lo[:, None]  # (K, bins + 1), as np.linspace
+    edges[:, -1] = hi
+    # Bin i holds edges[i] <= v < edges[i + 1]; the largest value falls in the last one.
+    index = torch.searchsorted(edges[:, 1:-1].contiguous(), values.contiguous(), right=True)
+    counts = torch.zeros(len(values), bins, device=values.device, dtype=values.dtype)
+    counts.scatter_add_(1, index, finite.to(values.dtype))  # exact below 2^24 values a bin
+    return torch.cat([edges, counts], dim=1)
+
+
+def split_layers(rows: list[list[float]]) -> tuple[list[Any], ...]:
+    """Per-layer rows of STATS scalars then a histogram (`histograms`) -> one list per scalar
+    (signal, mean, std, saturated, dead) and the histograms as {"edges", "counts"} records."""
+    columns = [list(column) for column in zip(*(row[:STATS] for row in rows), strict=True)]
+    cut = STATS + HISTOGRAM_BINS + 1
+    histogram = [
+        {"edges": row[STATS:cut], "counts": [int(count) for count in row[cut:]]} for row in rows
+    ]
+    return (*columns, histogram)
 
 
 def ratio(numerator: float, denominator: float) -> float:
@@ -145,7 +194,7 @@ def measure_group(group: GroupedMLP, x: Tensor, y: Tensor) -> list[dict[str, Any
         grads = torch.autograd.grad(losses.sum(), weights + hidden)
     weight_grads, signal_grads = grads[: len(weights)], grads[len(weights) :]
     with torch.no_grad():
-        per_hidden = torch.stack(
+        stats = torch.stack(
             [
                 torch.stack([norms(g) for g in signal_grads]),
                 torch.stack([h.flatten(1).mean(dim=1) for h in hidden]),
@@ -153,7 +202,9 @@ def measure_group(group: GroupedMLP, x: Tensor, y: Tensor) -> list[dict[str, Any
                 torch.stack([saturated_group(group, layer, z) for layer, z in enumerate(pre)]),
                 torch.stack([(a == 0).all(dim=1).float().mean(dim=1) for a in post]),
             ]
-        )  # (5, L, K)
+        )  # (STATS, L, K)
+        spread = torch.stack([histograms(h.flatten(1)) for h in hidden])  # (L, K, 2 * bins + 1)
+        per_hidden = torch.cat([stats.permute(2, 1, 0), spread.transpose(0, 1)], dim=2)
         grad_norms, weight_norms = (
             torch.stack(
                 [
@@ -164,11 +215,12 @@ def measure_group(group: GroupedMLP, x: Tensor, y: Tensor) -> list[dict[str, Any
             .permute(0, 2, 1)
             .tolist()
         )  # 2 x K x (L + 1)
-        stats = per_hidden.permute(2, 0, 1).tolist()  # K x 5 x L
+        per_model = per_hidden.tolist()  # K x L x (STATS + 2 * bins + 1)
         slopes = prelu_slopes_group(group)
         loss_values = losses.tolist()
     rows = []
-    for k, (signal, mean, std, saturated, dead) in enumerate(stats):
+    for k, layers in enumerate(per_model):
+        signal, mean, std, saturated, dead, histogram = split_layers(layers)
         rows.append(
             {
                 "loss": loss_values[k],
@@ -177,6 +229,7 @@ def measure_group(group: GroupedMLP, x: Tensor, y: Tensor) -> list[dict[str, Any
                 "signal_norms": signal,
                 "activation_mean": mean,
                 "activation_std": std,
+                "activation_histogram": histogram,
                 "saturated_fraction": saturated,
                 "dead_fraction": dead,
                 **({"prelu_slopes": slopes[k]} if k in slopes else {}),

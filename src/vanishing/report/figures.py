@@ -88,6 +88,16 @@ def layer_specs() -> list[FigureSpec]:
             plots.unit_health,
         ),
         FigureSpec(
+            "histograms",
+            "How are each layer's activations distributed?",
+            "Histogram of the first, a middle and the last hidden layer's output h over the probe "
+            "batch, at step 0 (dotted) and at the last probe (solid), first seed only; density "
+            "on a log scale, so that layers of any scale compare. A spike at 0 is dead rectifier "
+            "units, peaks at a bounded activation's ends saturation, a spread growing or shrinking "
+            "with depth a forward blow-up or collapse.",
+            plots.activation_histograms,
+        ),
+        FigureSpec(
             "prelu",
             "Which negative slope does PReLU learn?",
             "Learned slope a of max(z, a z) per layer over training (mean over seeds); "

@@ -21,7 +21,7 @@ from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from vanishing.activations import ActivationOptions, derivative, make_activation
 from vanishing.report.formats import number
-from vanishing.report.results import DepthSeries, Group
+from vanishing.report.results import DepthSeries, Group, numbers
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -334,6 +334,36 @@ def prelu_slopes(groups: Sequence[Group]) -> Figure | None:
         axes.legend(
             [handles[i] for i in keep], [labels[i] for i in keep], fontsize=8, frameon=False
         )
+    return figure
+
+
+def activation_histograms(groups: Sequence[Group]) -> Figure | None:
+    """Each group's first run: a few layers' activation histograms at the first and the last
+    probe, as densities on their recorded edges; None when no run recorded them (older runs)."""
+    shown = []
+    for group in groups[:4]:
+        probes = [r for r in group.runs[0].rows("probe") if r.get("activation_histogram")]
+        if probes:
+            shown.append((group, probes[0], probes[-1]))
+    if not shown:
+        return None
+    figure = Figure(figsize=(WIDTH, 3.4), layout="constrained")
+    axes_list = figure.subplots(1, len(shown), squeeze=False)[0]
+    for axes, (group, first, last) in zip(axes_list, shown, strict=True):
+        layers = len(first["activation_histogram"])
+        shades = layer_colors(layers)
+        for i in spread(layers, 3):
+            for row, style in ((first, ":"), (last, "-")):
+                layer = row["activation_histogram"][i]
+                edges, counts = numbers(layer["edges"]), np.asarray(layer["counts"], dtype=float)
+                if not np.isfinite(edges).all() or counts.sum() == 0:
+                    continue  # a diverged layer: nothing finite to draw
+                density = counts / (counts.sum() * np.diff(edges))
+                label = f"layer {i + 1}, step {row['step']}"
+                axes.stairs(density, edges, color=shades[i], linestyle=style, label=label)
+        axes.set(title=group.label, xlabel="layer output h", ylabel="density (log)", yscale="log")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7, frameon=False)
     return figure
 
 
