@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 from vanishing import live, records
 from vanishing.config import settings
-from vanishing.live.jobs import parse_config
+from vanishing.live.jobs import label, parse_config
 from vanishing.report.verdicts import live_headline
 
 TOKEN = "t0ken"  # noqa: S105 - the tests' own
@@ -425,3 +425,12 @@ def test_the_real_server_starts_serves_and_stops_its_training(tmp_path, tiny_dir
     assert "Traceback" not in stderr
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
     assert checkpoint.exists() and not (checkpoint.parent / records.RESULT).exists()
+
+
+def test_labels_name_what_differs_among_the_runs_started_together():
+    configs = [parse_config({**TINY, "seed": seed}) for seed in ("0", "1")]
+    assert [label(c, configs) for c in configs] == [
+        "ReLU, depth 3, seed 0",
+        "ReLU, depth 3, seed 1",
+    ]
+    assert label(configs[0]) == "ReLU, depth 3"

@@ -132,7 +132,10 @@ async def start_runs(request: Request) -> Response:
         {
             "job": job.id,
             "runs": [
-                {"run": run_path(state.roots, 0, run.run_dir), "label": label(run.config)}
+                {
+                    "run": run_path(state.roots, 0, run.run_dir),
+                    "label": label(run.config, [other.config for other in job.runs]),
+                }
                 for run in by_dir.values()
             ],
         }

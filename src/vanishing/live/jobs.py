@@ -12,7 +12,7 @@ from typing import Any
 
 from vanishing import memory, runs
 from vanishing.activations import ACTIVATIONS
-from vanishing.config import TrainConfig, settings, value_of
+from vanishing.config import TrainConfig, settings, shown, value_of
 from vanishing.devices import cores, resolve_device
 from vanishing.errors import UsageError
 from vanishing.model import hidden_widths, parse_hidden
@@ -89,12 +89,18 @@ def parse_request(body: Any) -> tuple[list[TrainConfig], bool]:
     return [parse_config(item) for item in items], resume
 
 
-def label(config: TrainConfig | dict[str, Any]) -> str:
-    """A run as the page names it: 'ReLU, depth 10'."""
+def label(config: TrainConfig | dict[str, Any], others: Sequence[TrainConfig] = ()) -> str:
+    """A run as the page names it: 'ReLU, depth 10', then the other settings in which it differs
+    from `others` (the runs started with it): 'ReLU, depth 10, seed 1'."""
     values = config.to_dict() if isinstance(config, TrainConfig) else config
     activation = ACTIVATIONS.get(values.get("activation", ""))
     name = activation.label if activation is not None else str(values.get("activation"))
-    return f"{name}, depth {len(values.get('hidden') or [])}"
+    words = [name, f"depth {len(values.get('hidden') or [])}"]
+    rest = [other.to_dict() for other in others]
+    for key, value in values.items():
+        if key not in ("activation", "device") and any(o.get(key) != value for o in rest):
+            words.append(f"{key.replace('_', ' ')} {shown(value)}")
+    return ", ".join(words)
 
 
 @dataclass

@@ -80,7 +80,7 @@ class Listing:
                     parents.setdefault(run_dir.parent, []).append((run_dir, info))
             groups = {parent: members for parent, members in parents.items() if len(members) > 1}
             for parent, members in groups.items():
-                statuses = [self.status_of(run_dir) for run_dir, _ in members]
+                statuses = [info.status or self.status_of(run_dir) for run_dir, info in members]
                 accuracies = stats.finite(i.test_accuracy for _, i in members if i.status == "ok")
                 items.append(
                     {
@@ -100,7 +100,7 @@ class Listing:
                         "path": path,
                         "runs": [path],
                         "label": info.label,
-                        "status": self.status_of(run_dir),
+                        "status": info.status or self.status_of(run_dir),
                         "test_accuracy": info.test_accuracy,
                         "group": run_path(self.roots, index, run_dir.parent)
                         if run_dir.parent in groups
