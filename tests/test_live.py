@@ -88,10 +88,15 @@ def test_two_runs_stream_their_records_verdicts_and_end(app, client):
         assert len(rows) == 5 + 2  # probes at steps 0, 4, .., 16 of 20, and 2 epoch rows
         statuses = [data["status"] for event, data in mine if event == "status"]
         assert statuses[-1] == "ok"
-        for i, (event, data) in enumerate(mine):  # a verdict right after each probe row
-            if event == "row" and data["row"]["kind"] == "probe":
-                assert mine[i + 1][0] == "verdict"
-                assert mine[i + 1][1]["headline"].endswith(".")
+        # A verdict after every poll that read a probe row, on every row so far: the last
+        # probe row is followed by one.
+        events = [event for event, _ in mine]
+        last_probe = max(
+            i for i, (e, d) in enumerate(mine) if e == "row" and d["row"]["kind"] == "probe"
+        )
+        assert "verdict" in events[last_probe:]
+        verdicts = [data["headline"] for event, data in mine if event == "verdict"]
+        assert verdicts and all(headline.endswith(".") for headline in verdicts)
     # A finished run is the same stream: its rows again, then ok, then the end.
     again = read_events(client, runs[:1])
     assert [e for e, _ in again if e == "row"] == ["row"] * 7
@@ -351,6 +356,24 @@ def test_live_headline_reads_the_first_and_the_latest_probe():
     assert line.endswith(
         "At step 40 the signal reads healthy: ×0.5 from the last hidden layer to layer 1."
     )
+    # What step 0 cannot show heads the line: a loss that blew up, gradients grown huge; dead
+    # units follow it.
+    blown = {**later, "loss": 1e21}
+    assert live_headline([first, blown], config).startswith(
+        "Blew up: by step 40 the loss is 1.0e+21, far above chance's 2.30. Vanishing gradient"
+    )
+    nan = {**later, "loss": None}
+    assert live_headline([first, nan], config).startswith(
+        "Blew up: by step 40 the loss is no longer a finite number."
+    )
+    grown = {**later, "grad_norms": [5e4, 10.0, 1.0, 0.5], "loss": 2.0}
+    assert live_headline([{**first, "grad_norms": [0.1] * 4}, grown], config).startswith(
+        "Exploding during training: gradient norms reached 5.0e+04 (layer 1) by step 40."
+    )
+    dead = {**later, "dead_fraction": [0.0, 0.3, 0.1]}
+    assert live_headline([first, dead], {**config, "activation": "relu"}).endswith(
+        "Dead units: 30 % of layer-2 units output 0 on every probe image at step 40."
+    )
     one = {"kind": "probe", "step": 0, "vanishing_ratio": 0.5, "signal_norms": [1.0]}
     assert live_headline([one], {"activation": "relu", "hidden": [8]}) == (
         "No vanishing gradient: layer 1 receives 0.5 of the output layer's weight gradient at "
@@ -434,3 +457,51 @@ def test_labels_name_what_differs_among_the_runs_started_together():
         "ReLU, depth 3, seed 1",
     ]
     assert label(configs[0]) == "ReLU, depth 3"
+
+
+def test_a_symlinked_record_file_is_neither_streamed_nor_listed(client, tmp_path):
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    records.write_json(secret / records.CONFIG, parse_config({**TINY}).to_dict())
+    (secret / records.METRICS).write_text('{"kind": "epoch", "secret": "outside"}\n')
+    leak = tmp_path / "served" / "leak"
+    leak.mkdir(parents=True)
+    for name in (records.CONFIG, records.METRICS):
+        (leak / name).symlink_to(secret / name)
+    text = client.get("/api/events?runs=1/leak", headers=JSON).text
+    assert "outside" not in text and "event: row" not in text
+    assert client.get("/api/list", headers=JSON).json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        (b"[" * 20_000 + b"]" * 20_000, 400, "the body is not valid JSON"),
+        (b'{"runs": [{"activation": "' + b"x" * 100_000 + b'"}]}', 413, "larger than 65536"),
+        (b'{"runs": [{"depth": 100000000000000000000}]}', 400, "depth must be 1 to 10000"),
+    ],
+    ids=["deep", "huge", "overflowing-depth"],
+)
+def test_odd_bodies_are_one_line_refusals(client, body, status, message):
+    response = client.post("/api/runs", content=body, headers=JSON)
+    assert response.status_code == status
+    assert message in response.json()["error"]
+
+
+def test_a_nul_in_a_path_is_refused(client):
+    response = client.get("/api/events?runs=0/evil%00x", headers=JSON)
+    assert response.status_code == 400 and "NUL" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [(["--port", "-1"], "--port must be 0"), (["--port", "70000"], "--port must be 0"),
+     (["--workers", "0"], "--workers must be >= 1")],
+)  # fmt: skip
+def test_bad_live_options_exit_2_in_one_line(option, message):
+    done = subprocess.run(
+        [sys.executable, "-m", "vanishing", "live", "--no-browser", *option],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert message in done.stderr

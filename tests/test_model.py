@@ -269,7 +269,8 @@ def test_hidden_widths():
         ({"hidden": [4], "depth": 2}, "not both"),
         ({"hidden": []}, "must not be empty"),
         ({"hidden": [4, 0]}, "integer >= 1, got 0"),
-        ({"depth": 0}, "depth must be >= 1"),
+        ({"depth": 0}, "depth must be 1 to 10000 hidden layers, got 0"),
+        ({"depth": 10**20}, "depth must be 1 to 10000 hidden layers, got 1000"),
         ({"depth": 2, "width": 0}, "width must be >= 1"),
     ],
 )

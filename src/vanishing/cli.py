@@ -550,6 +550,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_live(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be 0 (any free one) to 65535, got {args.port}")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
     from vanishing import live  # starlette and uvicorn load only for the live page
 
     return live.serve(

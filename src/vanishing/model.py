@@ -24,6 +24,7 @@ from vanishing.errors import UsageError, choices_error
 
 SEED_HIDDEN = (520, 320, 240, 120)  # the reference experiment's hidden widths
 DEFAULT_WIDTH = 256  # for --depth without --width: wide enough that width is not the bottleneck
+MAX_DEPTH = 10_000  # far beyond any depth that trains; a bound keeps (width,) * depth a list
 
 
 def hidden_widths(
@@ -46,8 +47,8 @@ def hidden_widths(
     # Width alone keeps the seed experiment's depth.
     depth = len(SEED_HIDDEN) if depth is None else depth
     width = DEFAULT_WIDTH if width is None else width
-    if depth < 1:
-        raise UsageError(f"depth must be >= 1 hidden layer, got {depth!r}")
+    if not 1 <= depth <= MAX_DEPTH:
+        raise UsageError(f"depth must be 1 to {MAX_DEPTH} hidden layers, got {depth!r}")
     if width < 1:
         raise UsageError(f"width must be >= 1 unit, got {width!r}")
     return (width,) * depth

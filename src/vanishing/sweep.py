@@ -31,7 +31,7 @@ from vanishing import records
 from vanishing.config import TrainConfig, kind_of, settings, value_of
 from vanishing.data import Dataset
 from vanishing.errors import UsageError, choices_error
-from vanishing.model import DEFAULT_WIDTH
+from vanishing.model import DEFAULT_WIDTH, hidden_widths
 from vanishing.report import summary
 from vanishing.runs import (
     Policy,
@@ -102,7 +102,9 @@ def shapes(spec: SweepSpec) -> list[tuple[int, ...]]:
     """The hidden widths of every network shape in the grid."""
     if not spec.depths:
         return [tuple(spec.hidden)]
-    return [(width,) * depth for depth in spec.depths for width in spec.widths]
+    return [
+        hidden_widths(depth=depth, width=width) for depth in spec.depths for width in spec.widths
+    ]
 
 
 def expand(spec: SweepSpec) -> list[TrainConfig]:

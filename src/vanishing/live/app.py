@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from collections.abc import AsyncIterator, Sequence
 from importlib import resources
@@ -98,6 +99,9 @@ def settings_payload() -> dict[str, Any]:
     return {"fields": fields, "depth_width": {"default_width": DEFAULT_WIDTH}}
 
 
+MAX_BODY = 64 * 1024  # 4 runs of every setting take a few kB
+
+
 def state_of(request: Request) -> LiveState:
     state: LiveState = request.app.state.live
     return state
@@ -118,9 +122,14 @@ async def get_settings(request: Request) -> Response:
 
 async def start_runs(request: Request) -> Response:
     state = state_of(request)
+    data = b""
+    async for chunk in request.stream():  # read no more than a form of 4 runs can need
+        data += chunk
+        if len(data) > MAX_BODY:
+            raise Refused(413, f"the body is larger than {MAX_BODY} bytes")
     try:
-        body = await request.json()
-    except ValueError:
+        body = json.loads(data)
+    except (ValueError, RecursionError):  # not JSON, or nested beyond the parser's depth
         raise UsageError("the body is not valid JSON") from None
     configs, resume = parse_request(body)
     try:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vanishing import records
+from vanishing.live.safety import record_file
 from vanishing.report.verdicts import live_headline
 
 POLL_SECONDS = 0.1  # how often a run's metrics.jsonl is looked at: well under the 1 s budget
@@ -26,8 +27,9 @@ def sse(event: str, data: dict[str, Any]) -> str:
 
 def result_status(run_dir: Path) -> str | None:
     """The status in the run's result.json, None while it has none (or it is being replaced)."""
+    path = record_file(run_dir, records.RESULT)
     try:
-        result = records.read_json(run_dir / records.RESULT)
+        result = records.read_json(path) if path is not None else None
     except (OSError, ValueError):
         return None
     status = result.get("status") if isinstance(result, dict) else None
@@ -58,22 +60,23 @@ class Watcher:
         return events
 
     def read_rows(self) -> list[str]:
-        path = self.run_dir / records.METRICS
+        path = record_file(self.run_dir, records.METRICS)
         try:
-            size = path.stat().st_size
+            size = path.stat().st_size if path is not None else 0
         except FileNotFoundError:
             size = 0
         events = []
         if size < self.offset:  # cut back: a run started afresh, or resumed from a checkpoint
             self.offset, self.rows, self.config = 0, [], None
             events.append(sse("reset", {"run": self.run}))
-        if size == self.offset:
+        if size == self.offset or path is None:
             return events
         with open(path, "rb") as f:
             f.seek(self.offset)
             data = f.read(size - self.offset)
         whole = data[: data.rfind(b"\n") + 1]  # the writer appends whole lines: wait for the rest
         self.offset += len(whole)
+        probed = False
         for line in whole.splitlines():
             try:
                 row = json.loads(line)
@@ -81,15 +84,17 @@ class Watcher:
                 continue
             self.rows.append(row)
             events.append(sse("row", {"run": self.run, "row": row}))
-            if row.get("kind") == "probe":
-                headline = live_headline(self.rows, self.read_config())
-                events.append(sse("verdict", {"run": self.run, "headline": headline}))
+            probed = probed or row.get("kind") == "probe"
+        if probed:  # one verdict per poll, on every row so far: a long replay costs one
+            headline = live_headline(self.rows, self.read_config())
+            events.append(sse("verdict", {"run": self.run, "headline": headline}))
         return events
 
     def read_config(self) -> dict[str, Any]:
         if self.config is None:
+            path = record_file(self.run_dir, records.CONFIG)
             try:
-                config = records.read_json(self.run_dir / records.CONFIG)
+                config = records.read_json(path) if path is not None else {}
             except (OSError, ValueError):
                 return {}
             self.config = config if isinstance(config, dict) else {}

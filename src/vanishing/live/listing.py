@@ -12,7 +12,7 @@ from typing import Any
 
 from vanishing import records, stats
 from vanishing.live.jobs import label
-from vanishing.live.safety import run_path
+from vanishing.live.safety import record_file, run_path
 from vanishing.report.loading import find_run_dirs
 
 SWEEP_MARK = "sweep.json"  # what `vanishing sweep` writes into its directory
@@ -48,6 +48,9 @@ class Listing:
         if cached is not None and cached[0] == key:
             return cached[1]
         info = None
+        if any(record_file(run_dir, name) is None for name in (records.CONFIG, records.RESULT)):
+            self.cache[run_dir] = (key, None)  # a linked record is not listed
+            return None
         try:
             config = records.read_json(run_dir / records.CONFIG)
             result = records.read_json(run_dir / records.RESULT) if key[1] is not None else None

@@ -95,8 +95,10 @@ def resolve(roots: Sequence[Path], given: str) -> Path:
     if not parts or given.startswith("/") or "\\" in given or ".." in parts:
         raise Refused(400, f"bad path {given!r}: expected <root index>/<path inside it>")
     index, *rest = parts
-    if not index.isdigit() or int(index) >= len(roots):
+    if not (index.isascii() and index.isdecimal()) or int(index) >= len(roots):
         raise Refused(400, f"bad path {given!r}: no served directory {index!r}")
+    if "\0" in given:
+        raise Refused(400, f"bad path {given!r}: a NUL character")
     root = roots[int(index)]
     path = root.joinpath(*rest).resolve()
     if not path.is_relative_to(root):
@@ -104,3 +106,10 @@ def resolve(roots: Sequence[Path], given: str) -> Path:
     if not path.is_dir():
         raise Refused(404, f"no such run directory: {given!r}")
     return path
+
+
+def record_file(run_dir: Path, name: str) -> Path | None:
+    """A record file of a served run directory, or None where it is a symlink: records are never
+    links, and one could lead outside the served directories."""
+    path = run_dir / name
+    return None if path.is_symlink() else path

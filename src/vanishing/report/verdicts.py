@@ -832,4 +832,48 @@ def live_headline(
                 f" At step {latest.get('step')} the signal reads {now}: ×{shown_factor} from the "
                 "last hidden layer to layer 1."
             )
-    return line
+    return live_alarm(probes, rows, config, thresholds) + line + live_dead(latest, thresholds)
+
+
+def live_alarm(
+    probes: Sequence[dict[str, Any]],
+    rows: Sequence[dict[str, Any]],
+    config: dict[str, Any],
+    thresholds: Thresholds,
+) -> str:
+    """What the latest rows of a training run show that step 0 cannot: a loss that blew up,
+    gradients grown huge; '' when none. It heads the live line."""
+    latest, step = probes[-1], probes[-1].get("step")
+    chance_loss = -math.log(chance_level(config.get("dataset")))
+    # A key written as null is a non-finite number; a key never written says nothing.
+    last_rows = [latest, *(r for r in rows[-1:] if r.get("kind") == "epoch")]
+    losses = [row[key] for row in last_rows for key in ("loss", "test_loss") if key in row]
+    for loss in losses:
+        if loss is None or (isinstance(loss, (int, float)) and not math.isfinite(loss)):
+            return f"Blew up: by step {step} the loss is no longer a finite number. "
+        if isinstance(loss, (int, float)) and loss > thresholds.loss_blowup * chance_loss:
+            return (
+                f"Blew up: by step {step} the loss is {number(loss)}, far above chance's "
+                f"{chance_loss:.2f}. "
+            )
+    norm, layer = largest(latest.get("grad_norms") or [])
+    first_norm = largest(probes[0].get("grad_norms") or [])[0]
+    if math.isfinite(norm) and norm > thresholds.grad_norm_huge >= first_norm:
+        layers = len(config.get("hidden") or []) + 1
+        return (
+            f"Exploding during training: gradient norms reached {number(norm)} "
+            f"({layer_name(layer, layers)}) by step {step}. "
+        )
+    return ""
+
+
+def live_dead(latest: dict[str, Any], thresholds: Thresholds) -> str:
+    """' Dead units: ...' where a layer's units output 0 on the whole probe batch; else ''."""
+    dead = numbers(latest.get("dead_fraction") or [])
+    if not (dead.size and np.isfinite(dead).any()) or np.nanmax(dead) < thresholds.dead_fraction:
+        return ""
+    worst = int(np.nanargmax(dead))
+    return (
+        f" Dead units: {percent(float(dead[worst]))} of layer-{worst + 1} units output 0 on "
+        f"every probe image at step {latest.get('step')}."
+    )
