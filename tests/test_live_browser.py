@@ -172,6 +172,13 @@ def test_live_page_shows_sigmoid_vanishing_and_relu_not(live_server, tmp_path):
                 "[...document.querySelectorAll('.verdict')]"
                 ".every(v => v.classList.contains('said'))"
             )
+            # Then a later probe (the conditions above can already hold at step 0).
+            page.wait_for_function(
+                """step => Number([...document.querySelectorAll('.panel')]
+                    .find(p => p.querySelector('h2').textContent.startsWith('ReLU'))
+                    .querySelector('.profile').dataset.step) > step""",
+                arg=int(first["ReLU, depth 10"]["step"]),
+            )
             later = profiles(page)
             assert sorted(later) == ["ReLU, depth 10", "Sigmoid, depth 10"], later
             relu_first, relu_later = first["ReLU, depth 10"], later["ReLU, depth 10"]
