@@ -505,3 +505,24 @@ def test_bad_live_options_exit_2_in_one_line(option, message):
     )  # fmt: skip
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert message in done.stderr
+
+
+def test_a_closing_server_ends_each_stream_saying_so(tmp_path):
+    import asyncio
+    import threading
+
+    from vanishing.live.events import stream
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    closing = threading.Event()
+
+    async def read() -> list[str]:
+        events = []
+        async for event in stream([("0/run", run_dir)], lambda path: "running", closing):
+            events.append(event)
+            closing.set()  # the server shuts down while the run still trains
+        return events
+
+    events = asyncio.run(read())
+    assert events[-1] == 'event: end\ndata: {"runs": ["0/run"], "server": "stopped"}\n\n'

@@ -105,7 +105,7 @@ async def stream(
     watched: Sequence[tuple[str, Path]], status_of: StatusOf, closing: threading.Event
 ) -> AsyncIterator[str]:
     """Every watched run's events until each has ended (finished, or its job stopped), then
-    `end`; the server closing ends the stream early."""
+    `end`; the server closing ends the stream early, with an `end` that says so."""
     watchers = [Watcher(run, run_dir, status_of) for run, run_dir in watched]
     yield ": vanishing live\n\n"  # a comment: the response starts at once
     while not closing.is_set():
@@ -116,3 +116,5 @@ async def stream(
             yield sse("end", {"runs": [run for run, _ in watched]})
             return
         await asyncio.sleep(POLL_SECONDS)
+    # The server is closing: say so, so that the page stops listening (its runs stay resumable).
+    yield sse("end", {"runs": [run for run, _ in watched], "server": "stopped"})

@@ -354,10 +354,14 @@ function listen() {
     panel.setStatus(data.status);
     checkJob();
   });
-  source.addEventListener("end", () => {
+  source.addEventListener("end", (event) => {
     source.close();
     if (state.source === source) state.source = null;
-    for (const panel of state.panels.values()) panel.ended();
+    const stopped = JSON.parse(event.data).server === "stopped"; // the server was shut down
+    for (const panel of state.panels.values()) {
+      if (stopped && LIVE_STATUSES.has(panel.status)) panel.setStatus("stopped");
+      panel.ended();
+    }
     checkJob(true);
   });
 }
