@@ -526,3 +526,18 @@ def test_a_closing_server_ends_each_stream_saying_so(tmp_path):
 
     events = asyncio.run(read())
     assert events[-1] == 'event: end\ndata: {"runs": ["0/run"], "server": "stopped"}\n\n'
+
+
+def test_listed_runs_are_named_by_what_sets_them_apart(client, tmp_path):
+    served = tmp_path / "served"
+    for name, width, lr in (("a", "64", "0.001"), ("b", "128", "0.001"), ("c", "64", "10")):
+        config = parse_config({**TINY, "width": width, "lr": lr}).to_dict()
+        (served / name).mkdir(parents=True)
+        records.write_json(served / name / records.CONFIG, config)
+    items = client.get("/api/list", headers=JSON).json()["items"]
+    labels = {i["path"]: i["label"] for i in items if i["kind"] == "run"}
+    assert labels == {
+        "1/a": "ReLU, depth 3, hidden 64,64,64, lr 0.001",
+        "1/b": "ReLU, depth 3, hidden 128,128,128, lr 0.001",
+        "1/c": "ReLU, depth 3, hidden 64,64,64, lr 10",
+    }

@@ -89,14 +89,16 @@ def parse_request(body: Any) -> tuple[list[TrainConfig], bool]:
     return [parse_config(item) for item in items], resume
 
 
-def label(config: TrainConfig | dict[str, Any], others: Sequence[TrainConfig] = ()) -> str:
+def label(
+    config: TrainConfig | dict[str, Any], others: Sequence[TrainConfig | dict[str, Any]] = ()
+) -> str:
     """A run as the page names it: 'ReLU, depth 10', then the other settings in which it differs
-    from `others` (the runs started with it): 'ReLU, depth 10, seed 1'."""
+    from `others` (the runs started with it, or listed beside it): 'ReLU, depth 10, seed 1'."""
     values = config.to_dict() if isinstance(config, TrainConfig) else config
     activation = ACTIVATIONS.get(values.get("activation", ""))
     name = activation.label if activation is not None else str(values.get("activation"))
     words = [name, f"depth {len(values.get('hidden') or [])}"]
-    rest = [other.to_dict() for other in others]
+    rest = [other.to_dict() if isinstance(other, TrainConfig) else other for other in others]
     for key, value in values.items():
         if key not in ("activation", "device") and any(o.get(key) != value for o in rest):
             words.append(f"{key.replace('_', ' ')} {shown(value)}")

@@ -22,7 +22,7 @@ SWEEP_MARK = "sweep.json"  # what `vanishing sweep` writes into its directory
 class RunInfo:
     """What the list needs of one run directory."""
 
-    label: str
+    config: dict[str, Any]
     status: str | None  # result.json's; None while the run has not finished
     test_accuracy: float | None
 
@@ -60,7 +60,7 @@ class Listing:
             result = result if isinstance(result, dict) else {}
             accuracy = result.get("test_accuracy")
             info = RunInfo(
-                label(config),
+                records.completed(config),
                 result.get("status"),
                 accuracy if isinstance(accuracy, (int, float)) else None,
             )
@@ -95,6 +95,7 @@ class Listing:
                         "test_accuracy": stats.mean(accuracies) if accuracies else None,
                     }
                 )
+            configs = [info.config for _, info in runs]  # named by what sets them apart
             for run_dir, info in runs:
                 path = run_path(self.roots, index, run_dir)
                 items.append(
@@ -102,7 +103,7 @@ class Listing:
                         "kind": "run",
                         "path": path,
                         "runs": [path],
-                        "label": info.label,
+                        "label": label(info.config, configs),
                         "status": info.status or self.status_of(run_dir),
                         "test_accuracy": info.test_accuracy,
                         "group": run_path(self.roots, index, run_dir.parent)
