@@ -293,8 +293,14 @@ function listItem(item) {
   beside.addEventListener("click", () => showRuns(runs, false, true));
   return element("li", { class: `item ${item.kind}`, "data-path": item.path }, [
     element("span", { class: "kind", text: item.kind }), open, beside,
-    element("span", { class: "meta", text: [item.status, accuracy, item.runs.length > 1 ? `${item.runs.length} runs` : ""].filter(Boolean).join(" · ") }),
+    element("span", { class: "meta", text: [item.status, accuracy, runCount(item.runs.length)].filter(Boolean).join(" · ") }),
   ]);
+}
+
+function runCount(count) {
+  // A compare or sweep opens its first MAX_RUNS runs only: say so where it has more.
+  if (count <= 1) return "";
+  return count > MAX_RUNS ? `${count} runs (opens the first ${MAX_RUNS})` : `${count} runs`;
 }
 
 function runName(run, item) {
