@@ -297,6 +297,18 @@ function listItem(item) {
   ]);
 }
 
+function sized(canvas, width, height) {
+  // The canvas at width x height CSS pixels, drawn at the screen's density: its 2-d context.
+  const dpr = window.devicePixelRatio || 1;
+  canvas.width = Math.round(width * dpr);
+  canvas.height = Math.round(height * dpr);
+  canvas.style.width = `${width}px`;
+  canvas.style.height = `${height}px`;
+  const context = canvas.getContext("2d");
+  context.scale(dpr, dpr);
+  return context;
+}
+
 function runCount(count) {
   // A compare or sweep opens its first MAX_RUNS runs only: say so where it has more.
   if (count <= 1) return "";
@@ -661,13 +673,7 @@ class Panel {
     const width = this.width();
     const layers = probes.length ? probes[probes.length - 1].grad_norms.length : 0;
     const height = Math.max(90, Math.min(220, layers * 16));
-    const dpr = window.devicePixelRatio || 1;
-    canvas.width = Math.round(width * dpr);
-    canvas.height = Math.round(height * dpr);
-    canvas.style.width = `${width}px`;
-    canvas.style.height = `${height}px`;
-    const context = canvas.getContext("2d");
-    context.scale(dpr, dpr);
+    const context = sized(canvas, width, height);
     context.clearRect(0, 0, width, height);
     if (!probes.length) return;
     let lo = Infinity;
@@ -724,13 +730,7 @@ class Panel {
     const cellHeight = 62;
     const rows = Math.ceil(histograms.length / columns);
     const height = rows * cellHeight;
-    const dpr = window.devicePixelRatio || 1;
-    canvas.width = Math.round(width * dpr);
-    canvas.height = Math.round(height * dpr);
-    canvas.style.width = `${width}px`;
-    canvas.style.height = `${height}px`;
-    const context = canvas.getContext("2d");
-    context.scale(dpr, dpr);
+    const context = sized(canvas, width, height);
     context.font = "10px system-ui, sans-serif";
     histograms.forEach((histogram, index) => {
       const x0 = (index % columns) * cellWidth + 4;
