@@ -15,7 +15,16 @@ from typing import Any, NoReturn
 
 from vanishing import __version__, compare, data, memory, records
 from vanishing.activations import ACTIVATIONS
-from vanishing.config import GROUPS, TrainConfig, axes, help_text, kind_of, settings, value_of
+from vanishing.config import (
+    GROUPS,
+    TrainConfig,
+    axes,
+    check_momentum,
+    help_text,
+    kind_of,
+    settings,
+    value_of,
+)
 from vanishing.devices import resolve_device
 from vanishing.errors import UsageError
 from vanishing.model import DEFAULT_WIDTH, hidden_widths, parse_hidden
@@ -296,8 +305,7 @@ def training_configs(args: argparse.Namespace, lists: Sequence[str] = ()) -> lis
     """Every run the options describe: one per combination of the values of the fields named in
     `lists` (given as their axes, e.g. --seeds, or their default values), validated."""
     given = given_settings(args)
-    if given.get("momentum") is not None and given.get("optimizer", TrainConfig.optimizer) != "sgd":
-        raise UsageError("--momentum applies to --optimizer sgd only")
+    check_momentum(given)
     fields = {setting.name: setting for setting in settings()}
     values = []
     for name in lists:

@@ -252,6 +252,14 @@ class TrainConfig:
         return cls(**{**values, "hidden": tuple(values.get("hidden", SEED_HIDDEN))})
 
 
+def check_momentum(given: dict[str, Any]) -> None:
+    """Given settings (the command line's, a form's) may set momentum only with sgd: other
+    optimizers ignore it. Not a TrainConfig check: a sweep shares one momentum among optimizers."""
+    optimizer = given.get("optimizer", TrainConfig.optimizer)
+    if given.get("momentum") is not None and optimizer != "sgd":
+        raise UsageError("--momentum applies to --optimizer sgd only")
+
+
 def settings() -> tuple[dataclasses.Field, ...]:
     """TrainConfig's fields, in declaration order: what the CLI and sweeps derive options from."""
     return dataclasses.fields(TrainConfig)
