@@ -89,8 +89,8 @@ class Estimate:
 def parameter_counts(config: TrainConfig) -> tuple[int, int, int]:
     """(parameters, of which Linear weights, buffer bytes) of one model of `config`.
 
-    Norm and activation modules are built for each hidden width (cheap: one value per unit at
-    most) and counted, so a new norm or parametrised activation is counted without a change here.
+    Norm and activation modules are built for each hidden width (on the meta device) and
+    counted, so a new norm or parametrised activation is counted without a change here.
     """
     sizes = (IN_FEATURES, *config.hidden, CLASSES)
     weights = sum(fan_in * fan_out for fan_in, fan_out in zip(sizes, sizes[1:], strict=False))
@@ -100,8 +100,12 @@ def parameter_counts(config: TrainConfig) -> tuple[int, int, int]:
     modules: dict[int, list[torch.nn.Module]] = {}
     for width in config.hidden:
         if width not in modules:  # equal widths: built once
-            norm = [make_norm(width)] if make_norm is not None else []
-            modules[width] = [*norm, make_activation(config.activation, width, config.options)]
+            # On the meta device: shapes without memory or arithmetic (no thread pool started in
+            # a server's request thread, see live.jobs.Jobs), however wide.
+            with torch.device("meta"):
+                norm = [make_norm(width)] if make_norm is not None else []
+                activation = make_activation(config.activation, width, config.options)
+            modules[width] = [*norm, activation]
         for module in modules[width]:
             parameters += sum(p.numel() for p in module.parameters())
             buffers += sum(b.numel() * b.element_size() for b in module.buffers())
