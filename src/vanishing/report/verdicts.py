@@ -183,6 +183,19 @@ class Profile:
     scale_factor: float  # the last hidden layer over layer 1: < 1 shrinks with depth
     layers: int  # hidden layers
 
+    @classmethod
+    def of_probe(cls, row: dict[str, Any], layers: int) -> Profile:
+        """One probe row's Profile (a run still training: no seeds to average)."""
+        signal = numbers(row.get("signal_norms") or [])
+        scale = numbers(row.get("activation_std") or [])
+        return cls(
+            signal,
+            scale,
+            run_factor(signal, reverse=False),
+            run_factor(scale, reverse=True),
+            layers,
+        )
+
     @property
     def signal_per_layer(self) -> float:
         return per_layer(self.signal_factor, self.layers - 1)
@@ -796,15 +809,7 @@ def live_headline(
         return "No probe yet: no verdict."
     first, latest = probes[0], probes[-1]
     layers = len(config.get("hidden") or [])
-    signal = numbers(first.get("signal_norms") or [])
-    scale = numbers(first.get("activation_std") or [])
-    found = Profile(
-        signal=signal,
-        scale=scale,
-        signal_factor=run_factor(signal, reverse=False),
-        scale_factor=run_factor(scale, reverse=True),
-        layers=layers,
-    )
+    found = Profile.of_probe(first, layers)
     word = signal_word(found.signal_factor, thresholds)
     at = f"step {first.get('step')}"
     if layers < 2 or not word:
@@ -824,7 +829,7 @@ def live_headline(
     if forward in ("collapse", "blow-up"):
         line += " " + scale_sentence(found, forward)
     if latest is not first:
-        factor = run_factor(numbers(latest.get("signal_norms") or []), reverse=False)
+        factor = Profile.of_probe(latest, layers).signal_factor
         now = signal_word(factor, thresholds)
         if now and now != word:
             shown_factor = "0" if factor == 0 else number(factor)
