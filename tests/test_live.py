@@ -362,6 +362,10 @@ def test_live_headline_reads_the_first_and_the_latest_probe():
     assert live_headline([first, blown], config).startswith(
         "Blew up: by step 40 the loss is 1.0e+21, far above chance's 2.30. Vanishing gradient"
     )
+    at_init = {**first, "loss": 1e9}  # nothing trained yet: the init's loss, not a blow-up
+    assert live_headline([at_init], config).startswith(
+        "At initialisation the loss is 1.0e+09, far above chance's 2.30. Vanishing gradient"
+    )
     nan = {**later, "loss": None}
     assert live_headline([first, nan], config).startswith(
         "Blew up: by step 40 the loss is no longer a finite number."

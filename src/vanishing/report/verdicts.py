@@ -853,14 +853,13 @@ def live_alarm(
     # A key written as null is a non-finite number; a key never written says nothing.
     last_rows = [latest, *(r for r in rows[-1:] if r.get("kind") == "epoch")]
     losses = [row[key] for row in last_rows for key in ("loss", "test_loss") if key in row]
+    # At step 0 nothing has trained yet: a huge loss there is the init's, not a blow-up.
+    when = "At initialisation" if step == 0 else f"Blew up: by step {step}"
     for loss in losses:
         if loss is None or (isinstance(loss, (int, float)) and not math.isfinite(loss)):
-            return f"Blew up: by step {step} the loss is no longer a finite number. "
+            return f"{when} the loss is {'not' if step == 0 else 'no longer'} a finite number. "
         if isinstance(loss, (int, float)) and loss > thresholds.loss_blowup * chance_loss:
-            return (
-                f"Blew up: by step {step} the loss is {number(loss)}, far above chance's "
-                f"{chance_loss:.2f}. "
-            )
+            return f"{when} the loss is {number(loss)}, far above chance's {chance_loss:.2f}. "
     norm, layer = largest(latest.get("grad_norms") or [])
     first_norm = largest(probes[0].get("grad_norms") or [])[0]
     if math.isfinite(norm) and norm > thresholds.grad_norm_huge >= first_norm:
