@@ -20,7 +20,7 @@ from torch.utils.data import Dataset as TorchDataset
 from vanishing.config import TrainConfig
 from vanishing.data import load_dataset
 from vanishing.model import build_model
-from vanishing.train import train
+from vanishing.training import train
 
 
 class PerSampleMNIST(TorchDataset):

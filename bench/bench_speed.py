@@ -39,7 +39,7 @@ from vanishing.group import GroupedMLP, train_group
 from vanishing.model import build_model, make_optimizer
 from vanishing.probes import per_sample_loss
 from vanishing.runs import Policy, Run, execute
-from vanishing.train import to_inputs, train
+from vanishing.training import to_inputs, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_epoch import reference_epoch  # noqa: E402

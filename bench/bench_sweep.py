@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from vanishing import sweep
+from vanishing import sweeps as sweep
 from vanishing.data import default_cache_dir
 
 GRID = sweep.spec_from_dict(
@@ -47,7 +47,7 @@ def time_local(workers: int, out: Path) -> float:
 RAY_DRIVER = """
 import json, sys, time
 from pathlib import Path
-from vanishing import sweep
+from vanishing import sweeps as sweep
 sys.path.insert(0, {bench!r})
 from bench_sweep import GRID
 start = time.perf_counter()

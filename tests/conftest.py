@@ -11,7 +11,7 @@ import pytest
 from vanishing import data, records
 from vanishing.config import TrainConfig
 from vanishing.idx import write_idx
-from vanishing.train import train
+from vanishing.training import train
 
 
 @pytest.fixture(autouse=True)

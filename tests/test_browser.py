@@ -19,7 +19,7 @@ from test_report import (
     write_depth_run,
     write_run,
 )
-from vanishing import report
+from vanishing import reporting as report
 
 CHROMIUM = Path("/usr/bin/chromium")
 # No sandbox: CI runs as root in a container; nothing else may reach the network or a GPU.

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from conftest import ENV, without_timings
-from vanishing import compare, data, records, runs
+from vanishing import comparison as compare
+from vanishing import data, records, runs
 from vanishing.cli import main
 from vanishing.config import TrainConfig
 from vanishing.errors import UsageError
@@ -198,7 +199,7 @@ def test_a_worker_that_dies_or_breaks_is_one_line_not_a_traceback(
 def test_on_a_gpu_runs_train_in_one_process(monkeypatch, tiny_dir, tmp_path, capsys):
     """A forked child cannot use CUDA: on a GPU, one process (groups), and --workers > 1 is an
     error; sweeps likewise (their local backend)."""
-    from vanishing import sweep
+    from vanishing import sweeps as sweep
 
     monkeypatch.setattr(runs, "resolve_device", lambda name: torch.device("cuda"))
     seen = []

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from test_report import Page
-from vanishing import data, records, report
+from vanishing import data, records
+from vanishing import reporting as report
 from vanishing.config import TrainConfig
-from vanishing.report import figures, verdicts
-from vanishing.train import train
+from vanishing.reporting import figures, verdicts
+from vanishing.training import train
 
 WIDTH = 256
 

@@ -10,16 +10,17 @@ import pytest
 import torch
 
 from conftest import without_timings
-from vanishing import compare, data, group, probes, records, runs
-from vanishing import train as train_module
+from vanishing import comparison as compare
+from vanishing import data, group, probes, records, runs
+from vanishing import training as train_module
 from vanishing.activations import get_activation
 from vanishing.cli import main
 from vanishing.config import TrainConfig
 from vanishing.errors import UsageError
 from vanishing.group import clip_group_gradients, plan_groups, train_group
 from vanishing.model import GroupedMLP, build_model, make_optimizer
-from vanishing.report import loading, summary
-from vanishing.train import clip_gradients, train
+from vanishing.reporting import loading, summary
+from vanishing.training import clip_gradients, train
 
 SMALL = TrainConfig(
     hidden=(32, 16), epochs=2, batch_size=32, probe_every=4, probe_size=64, device="cpu"

@@ -18,11 +18,12 @@ from test_group import (
     group_models,
 )
 from test_resume import without_timings
-from vanishing import compare, data, group, records, runs
-from vanishing import train as train_module
+from vanishing import comparison as compare
+from vanishing import data, group, records, runs
+from vanishing import training as train_module
 from vanishing.errors import UsageError
 from vanishing.group import plan_groups, train_group
-from vanishing.train import train
+from vanishing.training import train
 
 # PReLU twice and apart from each other in the callers' order (a group sorts them together).
 RUNS = [("prelu", "default", 0), ("sigmoid", "xavier", 1), ("prelu", "lecun", 2), ("relu", "he", 3)]

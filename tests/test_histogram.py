@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from test_report import write_run
-from vanishing import probes, records, report
+from vanishing import probes, records
+from vanishing import reporting as report
 from vanishing.activations import ACTIVATIONS, get_activation
 from vanishing.model import GroupedMLP, build_model
 

@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 from vanishing import live, records
 from vanishing.config import settings
 from vanishing.live.jobs import label, parse_config
-from vanishing.report.verdicts import live_headline
+from vanishing.reporting.verdicts import live_headline
 
 TOKEN = "t0ken"  # noqa: S105 - the tests' own
 BASE = "http://127.0.0.1:8765"

@@ -25,7 +25,7 @@ from vanishing import records
 from vanishing.config import TrainConfig
 from vanishing.live import create_app
 from vanishing.live.server import bind
-from vanishing.train import train
+from vanishing.training import train
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 TIMEOUT_MS = 45_000  # the whole test stays under a minute on 2 busy cores

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from vanishing import data, group, memory, probes, runs, train
+from vanishing import data, group, memory, probes, runs
+from vanishing import training as train
 from vanishing.activations import ACTIVATIONS
 from vanishing.cli import main
 from vanishing.config import TrainConfig

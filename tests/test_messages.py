@@ -8,13 +8,15 @@ import sys
 import numpy as np
 import pytest
 
-from vanishing import data, report, runs, sweep
+from vanishing import data, runs
+from vanishing import reporting as report
+from vanishing import sweeps as sweep
 from vanishing.cli import main
 from vanishing.config import TrainConfig
 from vanishing.devices import resolve_device
 from vanishing.errors import DataError, UsageError
 from vanishing.model import hidden_widths, parse_hidden
-from vanishing.train import train
+from vanishing.training import train
 
 
 @pytest.mark.parametrize(

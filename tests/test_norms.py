@@ -16,7 +16,7 @@ from vanishing.activations import get_activation, saturated_mask
 from vanishing.config import TrainConfig
 from vanishing.errors import UsageError
 from vanishing.model import INITS, MLP, NORMS, build_model, initialize
-from vanishing.train import evaluate, train
+from vanishing.training import evaluate, train
 
 EPS = 1e-5  # nn.BatchNorm1d's and nn.LayerNorm's
 

@@ -14,7 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_arrays, write_arrays
-from vanishing import cli, compare, sweep
+from vanishing import cli
+from vanishing import comparison as compare
+from vanishing import sweeps as sweep
 from vanishing.errors import DataError, UsageError
 from vanishing.idx import idx_bytes, parse_idx, read_idx, write_idx
 

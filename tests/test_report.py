@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from scipy import stats as scipy_stats
 
-from vanishing import records, report, stats
+from vanishing import records, stats
+from vanishing import reporting as report
 from vanishing.cli import main
-from vanishing.report import loading, summary
+from vanishing.reporting import loading, summary
 
 HIDDEN = [8, 6, 4]  # three hidden layers: four Linear layers, the output layer is layer 4
 STEPS_PER_EPOCH = 15

@@ -15,10 +15,11 @@ import pytest
 from scipy import stats as scipy_stats
 
 from test_report import make_sweep, write_run
-from vanishing import records, report
+from vanishing import records
+from vanishing import reporting as report
 from vanishing.definitions import DEFINITIONS
-from vanishing.report import formats, loading, results, summary
-from vanishing.report.figures import FigureBlock
+from vanishing.reporting import formats, loading, results, summary
+from vanishing.reporting.figures import FigureBlock
 
 RELU = [0.980, 0.981, 0.979]
 SIGMOID = [0.950, 0.955, 0.946]
@@ -324,15 +325,15 @@ def test_the_report_imports_no_training_module():
     """Presenting reads records only; and a summary table loads neither matplotlib nor jinja2."""
     code = (
         "import sys\n"
-        "import vanishing.report.summary\n"
+        "import vanishing.reporting.summary\n"
         "print(','.join(sorted({'matplotlib', 'jinja2'} & set(sys.modules))))\n"
-        "from vanishing.report import render\n"
+        "from vanishing.reporting import render\n"
         "print(','.join(sorted(m for m in sys.modules if m.startswith('vanishing.'))))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     heavy, modules = done.stdout.splitlines()
     assert heavy == ""
     loaded = {name.removeprefix("vanishing.") for name in modules.split(",")}
-    training = {"train", "compare", "sweep", "group", "pool", "probes", "runs", "cli"}
+    training = {"training", "comparison", "sweeps", "group", "pool", "probes", "runs", "cli"}
     assert not loaded & training, loaded & training
-    assert {"report.render", "report.plots", "report.summary", "records", "stats"} <= loaded
+    assert {"reporting.render", "reporting.plots", "reporting.summary", "records", "stats"} <= loaded

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from vanishing import records, runs, sweep
+from vanishing import records, runs
+from vanishing import sweeps as sweep
 from vanishing.errors import UsageError
 
 TINY_SETTINGS = {"batch_size": 32, "probe_every": 5, "probe_size": 32, "device": "cpu", "epochs": 1}

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from conftest import interrupt_after_one_epoch
-from vanishing import data, records, runs, sweep
+from vanishing import data, records, runs
+from vanishing import sweeps as sweep
 from vanishing.config import TrainConfig
 
 TINY_SETTINGS = {"batch_size": 32, "probe_every": 5, "probe_size": 32, "device": "cpu", "epochs": 1}

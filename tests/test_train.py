@@ -11,11 +11,11 @@ import torch
 from torch.nn import functional as F
 
 from vanishing import data, records
-from vanishing import train as train_module
+from vanishing import training as train_module
 from vanishing.config import TrainConfig
 from vanishing.errors import UsageError
 from vanishing.model import build_model
-from vanishing.train import clip_gradients, evaluate, train
+from vanishing.training import clip_gradients, evaluate, train
 
 SMALL = TrainConfig(
     hidden=(32, 16), epochs=2, batch_size=32, probe_every=4, probe_size=64, device="cpu"

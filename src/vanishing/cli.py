@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from vanishing import __version__, compare, data, memory, records
+from vanishing import __version__, data, memory, records
+from vanishing import comparison as compare
 from vanishing.activations import ACTIVATIONS
 from vanishing.config import (
     GROUPS,
@@ -28,7 +29,7 @@ from vanishing.config import (
 from vanishing.devices import resolve_device
 from vanishing.errors import UsageError
 from vanishing.model import DEFAULT_WIDTH, hidden_widths, parse_hidden
-from vanishing.report import loading, summary
+from vanishing.reporting import loading, summary
 from vanishing.runs import BACKENDS, WorkerError, check_batch_sizes, workers_for
 
 COMPARE_AXES = ("activation", "seed")  # compare trains every activation x seed
@@ -420,7 +421,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     summary.write_summary_csv(Path(args.out) / "summary.csv", rows)
     print()
     print(summary.format_summary(rows))
-    from vanishing import report  # matplotlib and jinja2 load only when a report is drawn
+    from vanishing import reporting as report  # matplotlib and jinja2 load only when a report is drawn
 
     html, _ = report.write_report(run_dirs, Path(args.out) / "report.html")
     print(f"\nruns and summary.csv in {args.out}; report in {html}")
@@ -429,7 +430,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def sweep_spec(args: argparse.Namespace):
     """The grid from a preset or TOML file, with the options given on the command line on top."""
-    from vanishing import sweep
+    from vanishing import sweeps as sweep
 
     if args.preset and args.config:
         raise UsageError("give either --preset or --config, not both")
@@ -457,7 +458,7 @@ def sweep_spec(args: argparse.Namespace):
 def cmd_sweep(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from vanishing import sweep
+    from vanishing import sweeps as sweep
 
     spec = sweep_spec(args)
     workers = workers_for(spec.device, args.workers, args.backend)  # before the data
@@ -527,7 +528,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         f"{len(outcome.configs)} runs: {outcome.skipped} already done, {outcome.ran} ran now "
         f"({counts['ok']} ok, {counts['diverged']} diverged, {counts['failed']} failed)"
     )
-    from vanishing import report  # matplotlib and scipy load only when a report is drawn
+    from vanishing import reporting as report  # matplotlib and scipy load only when a report is drawn
 
     html, _ = report.write_report([out], out / "report.html")
     print(f"runs.csv, points.csv and pairs.csv in {out}; report in {html}")
@@ -535,7 +536,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from vanishing import report  # matplotlib and scipy load only when a report is drawn
+    from vanishing import reporting as report  # matplotlib and scipy load only when a report is drawn
 
     html, markdown = report.write_report(args.dirs, args.out)
     print(f"report in {html} and {markdown}")
@@ -551,7 +552,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{result.status}: test accuracy {100 * result.test_accuracy:.2f}%, "
         f"test loss {result.test_loss:.4g}; records in {result.run_dir}"
     )
-    from vanishing import report  # scipy loads only when a verdict is read
+    from vanishing import reporting as report  # scipy loads only when a verdict is read
 
     print(f"verdict: {report.headline(result.run_dir)}")
     return 0
@@ -670,7 +671,7 @@ def build_parser() -> Parser:
         "An option given here overrides the preset's or file's value; one given nowhere takes "
         "the default shown.",
     )
-    from vanishing.sweep import preset_names
+    from vanishing.sweeps import preset_names
 
     sub.add_argument(
         "--preset", metavar="NAME", help=f"a shipped grid: {', '.join(preset_names())}"

@@ -33,7 +33,7 @@ from vanishing.devices import resolve_device, sync
 from vanishing.errors import UsageError
 from vanishing.model import UNGROUPABLE, GroupedMLP, make_optimizer
 from vanishing.records import RunResult
-from vanishing.train import (
+from vanishing.training import (
     RunLog,
     StepCallback,
     denormals_flushed,

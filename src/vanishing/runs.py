@@ -58,7 +58,7 @@ from vanishing.devices import cores, resolve_device
 from vanishing.errors import DataError, UsageError, choices_error
 from vanishing.group import plan_groups, train_group
 from vanishing.memory import check_fits
-from vanishing.train import check_batch_norm, train, versions
+from vanishing.training import check_batch_norm, train, versions
 
 try:
     import fcntl

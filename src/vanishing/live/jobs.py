@@ -17,7 +17,7 @@ from vanishing.data import Dataset, load_dataset
 from vanishing.devices import cores, resolve_device
 from vanishing.errors import UsageError
 from vanishing.model import hidden_widths, parse_hidden
-from vanishing.sweep import run_name
+from vanishing.sweeps import run_name
 
 MAX_RUNS = 4  # runs side by side on one page
 SHAPE_FIELDS = ("depth", "width")  # instead of `hidden`, as the CLI's --depth/--width

@@ -13,7 +13,7 @@ from typing import Any
 from vanishing import records, stats
 from vanishing.live.jobs import label
 from vanishing.live.safety import record_file, run_path
-from vanishing.report.loading import find_run_dirs
+from vanishing.reporting.loading import find_run_dirs
 
 SWEEP_MARK = "sweep.json"  # what `vanishing sweep` writes into its directory
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from vanishing import records, stats
 from vanishing.activations import ACTIVATIONS
-from vanishing.report.formats import NOT_APPLICABLE, UNDERFLOW, fixed, scientific, text_table
-from vanishing.report.results import RunRecords, hashable, point_keys, underflowed
+from vanishing.reporting.formats import NOT_APPLICABLE, UNDERFLOW, fixed, scientific, text_table
+from vanishing.reporting.results import RunRecords, hashable, point_keys, underflowed
 
 # summary.csv's columns: one row per activation, over its seeds.
 SUMMARY_FIELDS = (

@@ -24,9 +24,9 @@ import numpy as np
 from vanishing import records, stats
 from vanishing.activations import ACTIVATIONS, SATURATION_FRACTION
 from vanishing.data import DATASETS
-from vanishing.report.formats import number, percent, percent2
-from vanishing.report.loading import load_runs
-from vanishing.report.results import Group, RunRecords, make_groups, numbers
+from vanishing.reporting.formats import number, percent, percent2
+from vanishing.reporting.loading import load_runs
+from vanishing.reporting.results import Group, RunRecords, make_groups, numbers
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from vanishing.report import plots
-from vanishing.report.diagnosis import attenuation_table, cure_table, spoken, stop_rules
-from vanishing.report.formats import Table, number, percent2
-from vanishing.report.results import (
+from vanishing.reporting import plots
+from vanishing.reporting.diagnosis import attenuation_table, cure_table, spoken, stop_rules
+from vanishing.reporting.formats import Table, number, percent2
+from vanishing.reporting.results import (
     Group,
     axes_of,
     by_setting,
@@ -19,7 +19,7 @@ from vanishing.report.results import (
     namer,
     representative_settings,
 )
-from vanishing.report.verdicts import (
+from vanishing.reporting.verdicts import (
     SATURATED,
     THRESHOLDS,
     Thresholds,

@@ -20,8 +20,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from vanishing.activations import ActivationOptions, derivative, make_activation
-from vanishing.report.formats import number
-from vanishing.report.results import DepthSeries, Group, numbers
+from vanishing.reporting.formats import number
+from vanishing.reporting.results import DepthSeries, Group, numbers
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vanishing.report.diagnosis import (
+from vanishing.reporting.diagnosis import (
     Gap,
     attenuation_rows,
     depth_findings,
@@ -17,11 +17,11 @@ from vanishing.report.diagnosis import (
     setting_gaps,
     significance,
 )
-from vanishing.report.figures import FigureBlock, draw_figures
-from vanishing.report.loading import load_runs
-from vanishing.report.results import Group, RunRecords, make_groups
-from vanishing.report.summary import summary_rows
-from vanishing.report.verdicts import THRESHOLDS, Thresholds
+from vanishing.reporting.figures import FigureBlock, draw_figures
+from vanishing.reporting.loading import load_runs
+from vanishing.reporting.results import Group, RunRecords, make_groups
+from vanishing.reporting.summary import summary_rows
+from vanishing.reporting.verdicts import THRESHOLDS, Thresholds
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,13 @@ from markupsafe import Markup
 from vanishing.activations import ACTIVATIONS
 from vanishing.definitions import DEFINITIONS
 from vanishing.errors import UsageError
-from vanishing.report.diagnosis import ATTENUATION_HEADER, Gap, attenuation_cells, p_text
-from vanishing.report.figures import FigureBlock
-from vanishing.report.formats import MISSING, fixed, markdown, markdown_table
-from vanishing.report.page import Report, build_report
-from vanishing.report.results import Group, RunRecords, setting_order
-from vanishing.report.summary import TABLE_HEADER, summary_cells
-from vanishing.report.verdicts import SATURATED, THRESHOLDS, Thresholds
+from vanishing.reporting.diagnosis import ATTENUATION_HEADER, Gap, attenuation_cells, p_text
+from vanishing.reporting.figures import FigureBlock
+from vanishing.reporting.formats import MISSING, fixed, markdown, markdown_table
+from vanishing.reporting.page import Report, build_report
+from vanishing.reporting.results import Group, RunRecords, setting_order
+from vanishing.reporting.summary import TABLE_HEADER, summary_cells
+from vanishing.reporting.verdicts import SATURATED, THRESHOLDS, Thresholds
 
 SUMMARY_HEADER = (TABLE_HEADER[0], "runs", *TABLE_HEADER[1:])
 RUN_HEADER = ("directory", "activation", "seed", "status", "test acc (%)", "device")
@@ -206,7 +206,7 @@ def context(report: Report) -> dict[str, Any]:
 def environment(autoescape: bool) -> jinja2.Environment:
     """The templates' environment: HTML autoescaped, Markdown escaped for Markdown."""
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("vanishing.report", "templates"),
+        loader=jinja2.PackageLoader("vanishing.reporting", "templates"),
         autoescape=autoescape,  # noqa: S701 - without it (Markdown), `markdown_value` escapes
         finalize=None if autoescape else markdown_value,
         trim_blocks=True,

@@ -32,7 +32,7 @@ from vanishing.config import TrainConfig, kind_of, settings, value_of
 from vanishing.data import Dataset
 from vanishing.errors import UsageError, choices_error
 from vanishing.model import DEFAULT_WIDTH, hidden_widths
-from vanishing.report import summary
+from vanishing.reporting import summary
 from vanishing.runs import (
     Policy,
     Run,

@@ -12,7 +12,7 @@ from pathlib import Path
 from vanishing import records
 from vanishing.activations import ACTIVATIONS
 from vanishing.errors import UsageError
-from vanishing.report.results import RunRecords
+from vanishing.reporting.results import RunRecords
 
 # The fields every finished run writes (those without a default in RunResult).
 REQUIRED_FIELDS = tuple(

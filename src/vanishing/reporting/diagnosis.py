@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from vanishing import stats
-from vanishing.report.formats import MISSING, UNDERFLOW, Table, fixed, number, percent2
-from vanishing.report.results import DepthSeries, Group, by_setting, depth_series
-from vanishing.report.verdicts import (
+from vanishing.reporting.formats import MISSING, UNDERFLOW, Table, fixed, number, percent2
+from vanishing.reporting.results import DepthSeries, Group, by_setting, depth_series
+from vanishing.reporting.verdicts import (
     THRESHOLDS,
     Thresholds,
     Verdict,
