@@ -421,7 +421,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     summary.write_summary_csv(Path(args.out) / "summary.csv", rows)
     print()
     print(summary.format_summary(rows))
-    from vanishing import reporting as report  # matplotlib and jinja2 load only when a report is drawn
+    # matplotlib and jinja2 load only when a report is drawn
+    from vanishing import reporting as report
 
     html, _ = report.write_report(run_dirs, Path(args.out) / "report.html")
     print(f"\nruns and summary.csv in {args.out}; report in {html}")
@@ -528,7 +529,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         f"{len(outcome.configs)} runs: {outcome.skipped} already done, {outcome.ran} ran now "
         f"({counts['ok']} ok, {counts['diverged']} diverged, {counts['failed']} failed)"
     )
-    from vanishing import reporting as report  # matplotlib and scipy load only when a report is drawn
+    # matplotlib and scipy load only when a report is drawn
+    from vanishing import reporting as report
 
     html, _ = report.write_report([out], out / "report.html")
     print(f"runs.csv, points.csv and pairs.csv in {out}; report in {html}")
@@ -536,7 +538,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from vanishing import reporting as report  # matplotlib and scipy load only when a report is drawn
+    # matplotlib and scipy load only when a report is drawn
+    from vanishing import reporting as report
 
     html, markdown = report.write_report(args.dirs, args.out)
     print(f"report in {html} and {markdown}")
@@ -552,7 +555,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{result.status}: test accuracy {100 * result.test_accuracy:.2f}%, "
         f"test loss {result.test_loss:.4g}; records in {result.run_dir}"
     )
-    from vanishing import reporting as report  # scipy loads only when a verdict is read
+    # scipy loads only when a verdict is read
+    from vanishing import reporting as report
 
     print(f"verdict: {report.headline(result.run_dir)}")
     return 0
