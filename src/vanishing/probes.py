@@ -47,23 +47,15 @@ def measure(model: MLP, activation: Activation, x: Tensor, y: Tensor) -> dict[st
     model.train(was_training)
     weight_grads, signal_grads = grads[: len(weights)], grads[len(weights) :]
     with torch.no_grad():
-        stats = torch.stack(
-            [
-                torch.stack([g.norm() for g in signal_grads]),
-                torch.stack([h.mean() for h in hidden]),
-                torch.stack([h.std() for h in hidden]),
-                torch.stack(
-                    [
-                        saturated_mask(activation, module, z).float().mean()
-                        for module, z in zip(model.activations, pre, strict=True)
-                    ]
-                ),
-                torch.stack([(a == 0).all(dim=0).float().mean() for a in post]),
-            ]
-        )  # (STATS, L)
-        spread = torch.cat([histograms(h.flatten()[None]) for h in hidden])  # (L, 2 * bins + 1)
         # One (L, STATS + 2 * bins + 1) block for the hidden layers, read back at once.
-        per_hidden = torch.cat([stats.T, spread], dim=1).tolist()
+        per_hidden = torch.stack(
+            [
+                layer_block(g.norm(), h, saturated_share(activation, module, z), dead_share(a))
+                for g, h, module, z, a in zip(
+                    signal_grads, hidden, model.activations, pre, post, strict=True
+                )
+            ]
+        ).tolist()
         # Weight-gradient norms, then the weights' own norms: one read-back.
         grad_norms, weight_norms = torch.stack(
             [
@@ -86,6 +78,33 @@ def measure(model: MLP, activation: Activation, x: Tensor, y: Tensor) -> dict[st
         **({"prelu_slopes": slopes} if slopes is not None else {}),
         "weight_norms": weight_norms,
     }
+
+
+def saturated_share(activation: Activation, module: torch.nn.Module, z: Tensor) -> Tensor:
+    """The share of (sample, unit) values of an activation's input `z` where its slope is under
+    the saturation threshold (`activations.saturated_mask`), as a 0-d tensor on z's device.
+    RReLU's slope is its mean (eval mode) for the measurement, its mode restored after."""
+    was_training = module.training
+    module.train(False)
+    try:
+        return saturated_mask(activation, module, z).float().mean()
+    finally:
+        module.train(was_training)
+
+
+def dead_share(output: Tensor) -> Tensor:
+    """The share of units whose activation output is zero for every sample (and, for a conv,
+    every position): a unit is one index of dim 1, a Linear's feature or a conv's channel."""
+    per_unit = output.transpose(0, 1).flatten(1)  # (units, samples x positions)
+    return (per_unit == 0).all(dim=1).float().mean()
+
+
+def layer_block(signal: Tensor, output: Tensor, saturated: Tensor, dead: Tensor) -> Tensor:
+    """One layer's row of a probe (STATS + 2 * bins + 1,): the back-propagated signal's norm,
+    the output's mean, std, the saturated and dead shares, then the output's histogram
+    (`histograms`). `split_layers` reads a stack of these rows back into named lists."""
+    stats = torch.stack([signal, output.mean(), output.std(), saturated, dead]).to(output.dtype)
+    return torch.cat([stats, histograms(output.detach().flatten()[None])[0]])
 
 
 def histograms(values: Tensor, bins: int = HISTOGRAM_BINS) -> Tensor:
