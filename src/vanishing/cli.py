@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import shlex
 import signal
 import sys
 import threading
@@ -562,6 +563,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from vanishing import export  # tensorboardX loads only when an export is written
+
+    exported = export.export_runs(args.dirs, to=args.to, logdir=args.logdir)
+    for note in exported.notes:
+        stderr(note)
+    print(f"{len(exported.runs)} run(s) written as TensorBoard event files to {exported.logdir}")
+    print(f"open them with: tensorboard --logdir {shlex.quote(str(exported.logdir))}")
+    return 0
+
+
 def cmd_live(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be 0 (any free one) to 65535, got {args.port}")
@@ -749,6 +761,37 @@ def build_parser() -> Parser:
         help="the HTML file; report.md goes beside it (default: report.html in the first DIR)",
     )
     sub.set_defaults(func=cmd_report)
+
+    sub = commands.add_parser(
+        "export",
+        help="write run records as TensorBoard event files (no training)",
+        description="Write the records of runs, compares and sweeps (config.json, "
+        "metrics.jsonl) as TensorBoard event files, one directory per run below --logdir: "
+        "losses, accuracy, the vanishing ratio, per-layer gradient, signal and weight norms, "
+        "dead and saturated fractions, and per-layer activation histograms. The Custom "
+        "Scalars tab draws each per-layer measurement of every layer in one chart. Needs "
+        "tensorboardX: pip install 'vanishing[tensorboard]'.",
+    )
+    sub.add_argument(
+        "dirs",
+        nargs="+",
+        metavar="RUN_OR_SWEEP_DIR",
+        help="a run directory, or any directory with run directories below it",
+    )
+    sub.add_argument(
+        "--to",
+        required=True,
+        metavar="FORMAT",
+        help="the format to write: tensorboard",
+    )
+    sub.add_argument(
+        "--logdir",
+        metavar="DIR",
+        help="where the event files go, a directory per run named by its path below "
+        "RUN_OR_SWEEP_DIR; an earlier export there is replaced (default: the first "
+        "RUN_OR_SWEEP_DIR/tensorboard)",
+    )
+    sub.set_defaults(func=cmd_export)
 
     sub = commands.add_parser(
         "live",
