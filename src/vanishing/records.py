@@ -10,6 +10,7 @@ so every file is strict JSON that any reader, a browser included, can parse.
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import math
 import os
@@ -66,6 +67,29 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def _repr_html_(self) -> str:
+        """The run in a notebook cell: a small table of what result.json says."""
+
+        def shown(value: float | None, form: str, scale: float = 1.0) -> str:
+            return "–" if value is None else format(scale * value, form)  # a watch may log none
+
+        diverged = f" at step {self.diverged_step}" if self.diverged_step is not None else ""
+        rows = [
+            ("status", self.status + diverged),
+            ("test accuracy (%)", shown(self.test_accuracy, ".2f", 100)),
+            ("test loss", shown(self.test_loss, ".4g")),
+            ("grad ratio L1/Lout at init", shown(self.vanishing_ratio_init, ".3g")),
+            ("steps", str(self.steps)),
+            ("device", self.device),
+            *([("error", self.error)] if self.error else []),
+            *([("records", self.run_dir)] if self.run_dir else []),
+        ]
+        cells = "".join(
+            f"<tr><th>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>"
+            for name, value in rows
+        )
+        return f'<table class="vanishing-run">{cells}</table>'
 
 
 class WriteError(OSError):

@@ -7,9 +7,11 @@ from __future__ import annotations
 import base64
 import math
 import os
+import re
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jinja2
 from markupsafe import Markup
@@ -23,7 +25,7 @@ from vanishing.reporting.formats import MISSING, fixed, markdown, markdown_table
 from vanishing.reporting.page import Report, build_report
 from vanishing.reporting.results import Group, RunRecords, setting_order
 from vanishing.reporting.summary import TABLE_HEADER, summary_cells
-from vanishing.reporting.verdicts import SATURATED, THRESHOLDS, Thresholds
+from vanishing.reporting.verdicts import SATURATED, THRESHOLDS, Thresholds, judge
 
 SUMMARY_HEADER = (TABLE_HEADER[0], "runs", *TABLE_HEADER[1:])
 RUN_HEADER = ("directory", "activation", "seed", "status", "test acc (%)", "device")
@@ -242,9 +244,23 @@ def render_markdown(report: Report, html_name: str = "report.html") -> str:
     return template.render(context(report), html_name=html_name, table=table)
 
 
+class WrittenReport(NamedTuple):
+    """The files `write_report` wrote; in a notebook, the page itself, its figures inline."""
+
+    html_path: Path
+    markdown_path: Path
+
+    @property
+    def path(self) -> Path:
+        return self.html_path
+
+    def _repr_html_(self) -> str:
+        return notebook_page(self.html_path.read_text(encoding="utf-8"))
+
+
 def write_report(
     paths: Sequence[Path | str], out: Path | str | None = None, thresholds: Thresholds = THRESHOLDS
-) -> tuple[Path, Path]:
+) -> WrittenReport:
     """Write report.html (default: in the first directory given) and report.md beside it."""
     if not paths:
         raise UsageError("give at least one run or sweep directory")
@@ -257,4 +273,79 @@ def write_report(
         md_path.write_text(render_markdown(report, html_path.name), encoding="utf-8")
     except OSError as e:
         raise UsageError(f"cannot write the report to {html_path}: {e.strerror or e}") from None
-    return html_path, md_path
+    return WrittenReport(html_path, md_path)
+
+
+# A notebook cell shows HTML inside the notebook's own page: the report's style is scoped to the
+# cell's output (a `<div class="vanishing-report">`), so that it restyles nothing around it.
+SCOPE = "vanishing-report"
+
+NOTEBOOK_SUMMARY = """\
+<div class="{{ scope }}"><style>{{ css }}</style>
+<h3>{{ title }}</h3>
+{% if rows %}
+<table class="summary">
+<thead><tr>{% for cell in header %}<th>{{ cell }}</th>{% endfor %}</tr></thead>
+<tbody>{% for row in rows %}
+<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>
+{% endfor %}</tbody></table>
+{% else %}<p>No run has finished yet: nothing to summarise.</p>{% endif %}
+<ul>
+{% for label, line in headlines %}<li><b>{{ label }}</b>: {{ line }}</li>{% endfor %}
+{% for line in verdicts %}<li class="verdict">{{ line }}</li>{% endfor %}
+</ul>
+{{ figure }}
+{% if html_path %}<p class="meta">The whole report: <code>{{ html_path }}</code></p>{% endif %}
+</div>
+"""
+
+
+def scoped_css(css: str, scope: str = SCOPE) -> str:
+    """The report's style with every selector inside `.scope` (`body`: the scope itself); the
+    style sheet is plain rules, no @-blocks."""
+
+    def prefix(match: re.Match[str]) -> str:
+        selectors = [s.strip() for s in match.group(1).split(",")]
+        return ", ".join(f".{scope}" + ("" if s == "body" else f" {s}") for s in selectors) + " {"
+
+    return re.sub(r"([^{}]+?)\s*\{", prefix, css)
+
+
+def report_css() -> str:
+    """The page's style sheet, scoped for a notebook cell."""
+    css = resources.files("vanishing.reporting") / "templates" / "report.css"
+    return scoped_css(css.read_text(encoding="utf-8"))
+
+
+def notebook_page(page: str) -> str:
+    """A written report page as a notebook cell shows it: its body, in its scoped style, the
+    figures inline (the page fetches nothing)."""
+    body = re.search(r"<body>(.*)</body>", page, re.S)
+    content = body.group(1) if body else page
+    return f'<div class="{SCOPE}"><style>{report_css()}</style>{content}</div>'
+
+
+def notebook_summary(
+    paths: Sequence[Path | str], html_path: Path | None = None, thresholds: Thresholds = THRESHOLDS
+) -> str:
+    """A compare or a sweep in a notebook cell: the summary table, each activation's headline
+    verdict (up to 8), the accuracy-gap verdicts and the page's first figure (read from the page
+    at `html_path`, not drawn again)."""
+    report = build_report(paths, thresholds, figures=False)
+    figure = ""
+    if html_path is not None and Path(html_path).is_file():
+        found = re.search(r"<figure .*?</figure>", Path(html_path).read_text("utf-8"), re.S)
+        figure = found.group(0) if found else ""
+    headlines = [(g.label, judge(g, thresholds).headline) for g in report.groups]
+    template = environment(autoescape=True).from_string(NOTEBOOK_SUMMARY)
+    return template.render(
+        scope=SCOPE,
+        css=Markup(report_css()),  # noqa: S704 - our own style sheet
+        title=title(report),
+        header=SUMMARY_HEADER,
+        rows=[group_cells(g, r) for g, r in zip(report.groups, report.rows, strict=True)],
+        headlines=headlines if len(headlines) <= 8 else [],
+        verdicts=[*report.stops, *report.verdicts],
+        figure=Markup(figure),  # noqa: S704 - our own page's markup, escaped when written
+        html_path=html_path,
+    )

@@ -1,0 +1,197 @@
+"""The Python API on a tiny data set: what it returns is what the records say, it shows itself in
+a notebook with the figures inline, and a wrong input fails with the command line's message."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+import re
+import subprocess
+import sys
+
+import pytest
+
+import vanishing
+from conftest import ENV, make_arrays, write_arrays
+from vanishing import records
+from vanishing.cli import main
+from vanishing.config import TrainConfig
+from vanishing.errors import UsageError
+from vanishing.reporting.formats import fixed
+
+TINY = {
+    "verify": False,
+    "batch_size": 32,
+    "probe_every": 3,
+    "probe_size": 32,
+    "device": "cpu",
+    "hidden": (16, 8),
+    "epochs": 1,
+}
+URL = re.compile(r"https?://")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_arrays(tmp_path_factory.mktemp("data") / "tiny", make_arrays(), gz=True)
+
+
+@pytest.fixture(scope="module")
+def compared(data_dir, tmp_path_factory):
+    """One tiny compare for the tests that read it: ReLU and sigmoid, seeds 0 and 1."""
+    out = tmp_path_factory.mktemp("compare")
+    return vanishing.compare(
+        activations=["relu", "sigmoid"], seeds=[0, 1], out=out, workers=1, data_dir=data_dir, **TINY
+    )
+
+
+def same(a, b) -> bool:
+    """Records equal, NaN (written as null, read back as NaN) equal to itself."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(map(same, a, b))
+    if isinstance(a, float) and math.isnan(a):
+        return b is None or (isinstance(b, float) and math.isnan(b))
+    return a == b
+
+
+def test_import_is_light_and_names_resolve():
+    code = (
+        "import sys, vanishing\n"
+        "names = dir(vanishing)\n"
+        "assert {'train', 'compare', 'sweep', 'report', 'watch'} <= set(names), names\n"
+        "vanishing.compare, vanishing.report, vanishing.train, vanishing.sweep\n"
+        "heavy = [m for m in ('torch', 'matplotlib', 'scipy') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        vanishing.nothing  # noqa: B018
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("vanishing.watching") is None, reason="vanishing.watching not yet"
+)
+def test_watch_is_the_watching_modules():
+    from vanishing import watching
+
+    assert vanishing.watch is watching.watch
+
+
+def test_compare_returns_the_records(compared):
+    assert [d.name for d in compared.run_dirs] == [
+        "relu-seed0",
+        "relu-seed1",
+        "sigmoid-seed0",
+        "sigmoid-seed1",
+    ]
+    for result, run_dir in zip(compared.results, compared.run_dirs, strict=True):
+        assert same(result.to_dict(), records.read_json(run_dir / records.RESULT))
+    assert compared.report.html_path == compared.out / "report.html"
+    assert compared.report.html_path.is_file() and compared.report.markdown_path.is_file()
+    assert (compared.out / "summary.csv").is_file()
+
+
+def test_compare_shows_its_table_verdicts_and_figure(compared):
+    page = compared._repr_html_()
+    with open(compared.out / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:  # each activation's mean accuracy and loss, as the table writes them
+        assert fixed(100 * float(row["test_accuracy_mean"]), 2) in page
+        assert fixed(float(row["test_loss_mean"]), 4) in page
+    assert "<table" in page and "ReLU" in page and "Sigmoid" in page
+    assert "<figure" in page and "data:image/png;base64," in page
+    assert not URL.search(page)
+    assert str(compared.report.html_path) in page
+
+
+def test_train_returns_its_result_and_shows_it(data_dir, tmp_path):
+    config = TrainConfig(activation="sigmoid", hidden=(16, 8), epochs=1, batch_size=32)
+    result = vanishing.train(
+        config, out=tmp_path, data_dir=data_dir, verify=False, device="cpu", probe_size=32
+    )
+    run_dir = tmp_path / "sigmoid-seed0"
+    written = records.read_json(run_dir / records.RESULT)
+    assert same(result.to_dict(), written)
+    assert written["config"]["hidden"] == [16, 8] and written["config"]["epochs"] == 1
+    assert written["config"]["probe_size"] == 32  # a setting given beside the config wins
+    page = result._repr_html_()
+    assert f"{100 * written['test_accuracy']:.2f}" in page
+    assert f"{written['vanishing_ratio_init']:.3g}" in page and str(run_dir) in page
+
+
+def test_report_is_the_page_with_figures_inline(compared, tmp_path):
+    written = vanishing.report(*compared.run_dirs, out=tmp_path / "page.html")
+    assert written.path == written.html_path == tmp_path / "page.html"
+    assert written.markdown_path == tmp_path / "page.md" and written.markdown_path.is_file()
+    html_path, markdown_path = written  # unpacks as write_report's pair always did
+    page = written._repr_html_()
+    assert page.startswith('<div class="vanishing-report"><style>')
+    assert "<h1>Vanishing gradients: Sigmoid, ReLU on mnist</h1>" in page
+    assert page.count("data:image/png;base64,") >= 3 and not URL.search(page)
+    assert "<body" not in page and "<html" not in page
+    style = page[page.index("<style>") : page.index("</style>")]
+    # every rule is scoped to the cell: nothing restyles the notebook around it
+    rules = re.findall(r"([^{}]+)\{", style.removeprefix("<style>"))
+    selectors = [s.strip() for rule in rules for s in rule.split(",")]
+    assert selectors and all(s.startswith(".vanishing-report") for s in selectors), selectors
+
+
+def test_sweep_runs_the_grid(data_dir, tmp_path):
+    swept = vanishing.sweep(
+        out=tmp_path / "s",
+        activations=["relu", "sigmoid"],
+        seeds=[0],
+        depths=[1, 2],
+        widths=[8],
+        epochs=1,
+        workers=1,
+        data_dir=data_dir,
+        **{k: v for k, v in TINY.items() if k not in ("hidden", "epochs")},
+    )
+    assert len(swept.run_dirs) == len(swept.results) == 4
+    for result, run_dir in zip(swept.results, swept.run_dirs, strict=True):
+        assert same(result.to_dict(), records.read_json(run_dir / records.RESULT))
+    assert sorted(len(r.config["hidden"]) for r in swept.results) == [1, 1, 2, 2]
+    assert (swept.out / "points.csv").is_file()
+    page = swept._repr_html_()
+    assert "<table" in page and not URL.search(page)
+    for result in swept.results:
+        assert result.run_dir is not None and result.run_dir.startswith(str(swept.out))
+
+
+@pytest.mark.parametrize(
+    ("call", "argv"),
+    [
+        (lambda: vanishing.compare(activations=["nope"]), ["compare", "--activations", "nope"]),
+        (lambda: vanishing.compare(seeds=[0, 0]), ["compare", "--seeds", "0,0"]),
+        (lambda: vanishing.compare(seeds="a"), ["compare", "--seeds", "a"]),
+        (lambda: vanishing.train(momentum=0.9), ["train", "--momentum", "0.9"]),
+        (lambda: vanishing.train(hidden=[0]), ["train", "--hidden", "0"]),
+        (lambda: vanishing.train(lr=-1.0), ["train", "--lr", "-1"]),
+        (lambda: vanishing.sweep(preset="nope"), ["sweep", "--preset", "nope"]),
+        (
+            lambda: vanishing.sweep(preset="depth", config="x.toml"),
+            ["sweep", "--preset", "depth", "--config", "x.toml"],
+        ),
+    ],
+)
+def test_wrong_input_fails_with_the_commands_message(call, argv, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be written; if it were, not into the project
+    with pytest.raises(UsageError) as raised:
+        call()
+    assert main(argv) == 2
+    assert str(raised.value) in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_wrong_python_values_name_the_option():
+    with pytest.raises(UsageError, match="--epochs: expected int, got 'two'"):
+        vanishing.train(epochs="two")
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'activation'.*activations"):
+        vanishing.compare(activation="relu")  # compare takes a list
+    with pytest.raises(UsageError, match="give at least one run or sweep directory"):
+        vanishing.report()
