@@ -17,6 +17,7 @@ from vanishing.data import Dataset, load_dataset
 from vanishing.devices import cores, resolve_device
 from vanishing.errors import UsageError
 from vanishing.model import hidden_widths, parse_hidden
+from vanishing.reporting.results import MODEL_KEYS, watched
 from vanishing.sweeps import run_name
 
 MAX_RUNS = 4  # runs side by side on one page
@@ -99,9 +100,14 @@ def label(
     activation = ACTIVATIONS.get(values.get("activation", ""))
     name = activation.label if activation is not None else str(values.get("activation"))
     words = [name, f"depth {len(values.get('hidden') or [])}"]
+    skipped = {"activation", "device"}
+    if watched(values):  # a watched model: 'Net (ReLU)', its structure's keys unsaid
+        words = [f"{values.get('model')} ({name})"]
+        skipped |= {"source", "model", "hidden", *MODEL_KEYS}
     rest = [other.to_dict() if isinstance(other, TrainConfig) else other for other in others]
+    rest = [other for other in rest if watched(other) == watched(values)]  # alike with alike
     for key, value in values.items():
-        if key not in ("activation", "device") and any(o.get(key) != value for o in rest):
+        if key not in skipped and any(o.get(key) != value for o in rest):
             words.append(f"{key.replace('_', ' ')} {shown(value)}")
     return ", ".join(words)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from vanishing import records
 from vanishing.activations import ACTIVATIONS
 from vanishing.errors import UsageError
-from vanishing.reporting.results import RunRecords
+from vanishing.reporting.results import RunRecords, watched
 
 # The fields every finished run writes (those without a default in RunResult).
 REQUIRED_FIELDS = tuple(
@@ -42,10 +42,15 @@ def read_run(path: Path) -> RunRecords | str:
         result = records.read_json(path / records.RESULT) if records.is_complete(path) else None
     except (OSError, json.JSONDecodeError) as e:
         return f"{path}: unreadable records ({e}); skipped"
-    if isinstance(config, dict):
+    if isinstance(config, dict) and not watched(config):
         config = records.completed(config)  # an older run reads as the settings' defaults
     if not isinstance(config, dict) or config.get("activation") not in ACTIVATIONS:
         name = config.get("activation") if isinstance(config, dict) else None
+        if isinstance(config, dict) and watched(config):
+            return (
+                f"{path}: the watched model has no activation module vanishing measures "
+                f"(activation {name!r} in config.json); skipped"
+            )
         return f"{path}: unknown activation {name!r} in config.json; skipped"
     hidden = config.get("hidden")
     if not isinstance(hidden, list) or not all(isinstance(w, int) for w in hidden):

@@ -21,6 +21,16 @@ from vanishing.activations import ACTIVATIONS, Activation
 # A grid point is every config key of a run but these: its seed (the point's runs vary it) and
 # where it ran. Read from the records, so a setting added to the config is a key by itself.
 RUN_KEYS = ("seed", "device")
+# A watched model's config (`vanishing.watch`) describes its structure in these keys; its class
+# name, activation and widths already say it, so they never become a setting's words or axes.
+MODEL_KEYS = (
+    "description",
+    "parameters",
+    "layers",
+    "activation_layers",
+    "activation_kinds",
+    "layer_labels",
+)
 # The keys points.csv and pairs.csv have always begun with, in that order; only an order: the
 # other config keys follow them, and group runs all the same.
 LEADING_KEYS = (
@@ -58,6 +68,87 @@ def point_keys(configs: Iterable[dict[str, Any]]) -> list[str]:
     the others in the order config.json has them (first seen)."""
     keys = dict.fromkeys(key for config in configs for key in config if key not in RUN_KEYS)
     return [k for k in LEADING_KEYS if k in keys] + [k for k in keys if k not in LEADING_KEYS]
+
+
+def watched(config: dict[str, Any]) -> bool:
+    """The run is a user's own model measured by `vanishing.watch`, not a TrainConfig run."""
+    return config.get("source") == "watch"
+
+
+def spoken_name(name: Any) -> str:
+    """A module's name as a sentence says it: 'conv3'; a bare Sequential index as 'module 3'."""
+    text = str(name)
+    return f"module {text}" if text.isdigit() else text
+
+
+@dataclass(frozen=True)
+class LayerNames:
+    """How sentences name a run's layers: its hidden (activation) layers, counted from 1 on the
+    input side, and its weighted layers, in the order the weight-gradient lists have them. A
+    TrainConfig run's are numbered ('layer 3', 'the output layer'); a watched model's are its
+    own modules' names (config.json's "layer_labels" and "layers": 'conv3', 'fc')."""
+
+    hidden_names: tuple[str, ...] = ()  # per hidden layer; empty: numbered
+    weighted_names: tuple[str, ...] = ()  # per weighted layer; empty: numbered
+
+    @classmethod
+    def of(cls, config: dict[str, Any]) -> LayerNames:
+        if not watched(config):
+            return cls()
+
+        def names(key: str) -> tuple[str, ...]:
+            value = config.get(key)
+            return tuple(spoken_name(v) for v in value) if isinstance(value, list) else ()
+
+        return cls(names("layer_labels"), names("layers"))
+
+    @property
+    def named(self) -> bool:
+        """The layers have names of their own (a watched model)."""
+        return bool(self.hidden_names)
+
+    def hidden(self, layer: int) -> str:
+        """Hidden layer `layer` (from 1): 'layer 3' or 'conv3'."""
+        if 1 <= layer <= len(self.hidden_names):
+            return self.hidden_names[layer - 1]
+        return f"layer {layer}"
+
+    def units(self, layer: int) -> str:
+        """The same, before 'units' or 'activations': 'layer-3' or 'conv3'."""
+        if 1 <= layer <= len(self.hidden_names):
+            return self.hidden_names[layer - 1]
+        return f"layer-{layer}"
+
+    def weighted(self, layer: int, layers: int) -> str:
+        """Weighted layer `layer` (from 1) of `layers`: 'layer 3', 'the output layer' for the
+        last Linear layer, or the module's name."""
+        if 1 <= layer <= len(self.weighted_names):
+            return self.weighted_names[layer - 1]
+        return "the output layer" if layer == layers else f"layer {layer}"
+
+    def share(self, ratio: str) -> str:
+        """The first weighted layer's weight gradient over the last's, in words: 'layer 1
+        receives 2e-05 of the output layer's weight gradient', or 'layer conv1 receives 2e-05
+        of the weight gradient fc receives'."""
+        if len(self.weighted_names) >= 2:
+            first, last = self.weighted_names[0], self.weighted_names[-1]
+            return f"layer {first} receives {ratio} of the weight gradient {last} receives"
+        return f"layer 1 receives {ratio} of the output layer's weight gradient"
+
+    def gets(self, ratio: str) -> str:
+        """'layer 1 gets 2.5 of the output layer's', or 'conv1 gets 2.5 of fc's'."""
+        if len(self.weighted_names) >= 2:
+            return f"{self.weighted_names[0]} gets {ratio} of {self.weighted_names[-1]}'s"
+        return f"layer 1 gets {ratio} of the output layer's"
+
+    def share_short(self) -> str:
+        """'layer 1 / output', or 'conv1 / fc'."""
+        if len(self.weighted_names) >= 2:
+            return f"{self.weighted_names[0]} / {self.weighted_names[-1]}"
+        return "layer 1 / output"
+
+
+NUMBERED = LayerNames()  # a TrainConfig run's layers: 'layer 3', 'the output layer'
 
 
 @dataclass(frozen=True)
@@ -105,6 +196,11 @@ class RunRecords:
         """The metrics rows of one kind ("probe" or "epoch")."""
         return [row for row in self.metrics if row.get("kind") == kind]
 
+    @property
+    def names(self) -> LayerNames:
+        """How sentences name this run's layers."""
+        return LayerNames.of(self.config)
+
 
 @dataclass(frozen=True)
 class Group:
@@ -130,9 +226,20 @@ class Group:
         return len(self.hidden)
 
     @property
+    def names(self) -> LayerNames:
+        """How sentences name the layers (the runs of a group share one model)."""
+        return self.runs[0].names
+
+    @property
+    def watched(self) -> bool:
+        """A user's own model measured by `vanishing.watch`."""
+        return watched(self.runs[0].config)
+
+    @property
     def setting_label(self) -> str:
         """The label without the activation: 'depth 5, init kaiming', '' when one setting."""
-        return self.label.removeprefix(self.activation.label).removeprefix(", ")
+        name = group_name(self.activation, self.runs[0].config)
+        return self.label.removeprefix(name).removeprefix(", ")
 
     @property
     def accuracies(self) -> list[float]:
@@ -233,7 +340,7 @@ class Group:
 def setting_of(config: dict[str, Any]) -> Setting:
     """The run's setting: every config key but the activation and RUN_KEYS. Sorted by key, so
     that the same values make the same setting however config.json orders them."""
-    skipped = {"activation", *RUN_KEYS}
+    skipped = {"activation", *RUN_KEYS, *(MODEL_KEYS if watched(config) else ())}
     return Setting(
         tuple(
             (key, tuple(value) if key == "hidden" else hashable(value))  # `loading`: ints
@@ -267,6 +374,9 @@ def axes_of(setting: Setting) -> dict[str, Any]:
     then every other key."""
     values = dict(setting.pairs)
     hidden = values.pop("hidden", ())
+    if values.pop("source", None) == "watch":  # the label names the model; its widths vary
+        values.pop("model", None)
+        return {"depth": len(hidden), **values}
     if len(set(hidden)) == 1:
         return {"depth": len(hidden), "width": hidden[0], **values}
     return {"depth": len(hidden), "widths": "-".join(map(str, hidden)), **values}
@@ -324,6 +434,20 @@ def namer(items: Sequence[dict[str, Any]]) -> Callable[[dict[str, Any]], str]:
     return name
 
 
+def seed_order(run: RunRecords) -> tuple[int, Any]:
+    """Sort key of a run's seed: numbers by size, a watched model's null seed after them."""
+    seed = run.config.get("seed", 0)
+    return (0, seed) if isinstance(seed, (int, float)) else (1, str(seed))
+
+
+def group_name(activation: Activation, config: dict[str, Any]) -> str:
+    """What a group's label begins with: the activation ('ReLU'), or for a watched model its
+    class and activation ('Net (ReLU)')."""
+    if watched(config) and config.get("model"):
+        return f"{config['model']} ({activation.label})"
+    return activation.label
+
+
 def make_groups(runs: Sequence[RunRecords]) -> list[Group]:
     """Finished runs grouped by activation and setting, in registry order, shallowest first;
     labels name the setting only where settings differ."""
@@ -340,8 +464,9 @@ def make_groups(runs: Sequence[RunRecords]) -> list[Group]:
     groups = []
     for name, setting in keys:
         words = describe(axes_of(setting))
-        label = ACTIVATIONS[name].label + (f", {words}" if words else "")
-        group_runs = sorted(keyed[(name, setting)], key=lambda r: (r.config.get("seed", 0), r.path))
+        group_runs = sorted(keyed[(name, setting)], key=lambda r: (seed_order(r), r.path))
+        label = group_name(ACTIVATIONS[name], group_runs[0].config)
+        label += f", {words}" if words else ""
         groups.append(Group(ACTIVATIONS[name], tuple(group_runs), label, setting, palette[name]))
     return groups
 

@@ -26,7 +26,15 @@ from vanishing.activations import ACTIVATIONS, SATURATION_FRACTION
 from vanishing.data import DATASETS
 from vanishing.reporting.formats import number, percent, percent2
 from vanishing.reporting.loading import load_runs
-from vanishing.reporting.results import Group, RunRecords, make_groups, numbers
+from vanishing.reporting.results import (
+    NUMBERED,
+    Group,
+    LayerNames,
+    RunRecords,
+    make_groups,
+    numbers,
+    watched,
+)
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,12 @@ THRESHOLDS = Thresholds()
 SATURATED = f"{100 * SATURATION_FRACTION:g} %"  # the probes' saturation rule, as the page says it
 CHANCE_CLASSES = 10  # the chance level's class count for a data set missing from the registry
 SGD_LIKE = ("sgd",)  # optimizers whose step grows with the gradient: clipping bounds it
+# A layer dead from the start: no init of the other layers brings it back.
+DEAD_LAYER_CURE = (
+    "look at what feeds the dead layer (a bias or an input far below 0 makes every "
+    "pre-activation negative); leaky ReLU or PReLU keep a slope for z < 0, so the gradient "
+    "passes a unit that is off"
+)
 
 
 def shown(value: Any) -> str:
@@ -153,6 +167,32 @@ def layer_values(run: RunRecords, key: str, fallback: str = "") -> np.ndarray:
     return numbers(values or [])
 
 
+def signal_of(row: dict[str, Any], per_element: bool = False) -> np.ndarray:
+    """A probe row's back-propagated signal per hidden layer, nan where missing. `per_element`
+    (a watched model): each layer's norm over the square root of its element count, read from
+    its histogram's counts (every finite value of the batch), since a watched model's layers
+    differ in size: a conv's 16x28x28 map holds 196 times the elements of a 64-unit Linear
+    layer, and its norm 14 times the size at the same gradient per element."""
+    signal = numbers(row.get("signal_norms") or [])
+    histograms = row.get("activation_histogram")
+    if not per_element or not isinstance(histograms, list) or len(histograms) != signal.size:
+        return signal
+    counts = numbers(
+        [sum(h.get("counts") or []) if isinstance(h, dict) else None for h in histograms]
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(counts > 0, signal / np.sqrt(counts), math.nan)
+
+
+def run_signal(run: RunRecords) -> np.ndarray:
+    """The run's signal per hidden layer at step 0 (`signal_of`), result.json's for records
+    without a step-0 probe."""
+    row = first_probe(run)
+    if row and watched(run.config):
+        return signal_of(row, per_element=True)
+    return layer_values(run, "signal_norms", "signal_norms_init")
+
+
 def run_factor(values: np.ndarray, reverse: bool) -> float:
     """values[0] / values[-1] (or the reverse): nan for one layer or a missing or zero divisor."""
     if values.size < 2:
@@ -182,11 +222,16 @@ class Profile:
     signal_factor: float  # layer 1 over the last hidden layer: < 1 shrinks towards the input
     scale_factor: float  # the last hidden layer over layer 1: < 1 shrinks with depth
     layers: int  # hidden layers
+    names: LayerNames = NUMBERED  # how sentences name the layers
 
     @classmethod
-    def of_probe(cls, row: dict[str, Any], layers: int) -> Profile:
-        """One probe row's Profile (a run still training: no seeds to average)."""
-        signal = numbers(row.get("signal_norms") or [])
+    def of_probe(
+        cls, row: dict[str, Any], layers: int, config: dict[str, Any] | None = None
+    ) -> Profile:
+        """One probe row's Profile (a run still training: no seeds to average); `config` names
+        the layers and says whether the run is a watched model's."""
+        config = config or {}
+        signal = signal_of(row, per_element=watched(config))
         scale = numbers(row.get("activation_std") or [])
         return cls(
             signal,
@@ -194,6 +239,7 @@ class Profile:
             run_factor(signal, reverse=False),
             run_factor(scale, reverse=True),
             layers,
+            LayerNames.of(config),
         )
 
     @property
@@ -208,7 +254,7 @@ class Profile:
 def profile(group: Group) -> Profile:
     """The group's Profile, from each run's step-0 probe (result.json's signal_norms_init for
     records without one)."""
-    signals = [layer_values(r, "signal_norms", "signal_norms_init") for r in group.runs]
+    signals = [run_signal(r) for r in group.runs]
     scales = [layer_values(r, "activation_std") for r in group.runs]
     return Profile(
         signal=mean_profile(signals),
@@ -216,6 +262,7 @@ def profile(group: Group) -> Profile:
         signal_factor=combine([run_factor(s, reverse=False) for s in signals]),
         scale_factor=combine([run_factor(s, reverse=True) for s in scales]),
         layers=group.depth,
+        names=group.names,
     )
 
 
@@ -299,14 +346,24 @@ def change(factor: float, only: str = "") -> str:
     return f"{'shrinks' if factor < 1 else 'grows'} {only}{fold(max(factor, 1 / factor))}-fold"
 
 
-def signal_sentence(profile: Profile, word: str, rectifier: bool = False) -> str:
+def signal_sentence(
+    profile: Profile, word: str, rectifier: bool = False, dead_layer: int = 0
+) -> str:
     """'Vanishing gradient: the back-propagated signal shrinks 23,000-fold from layer 30 to
-    layer 1 (0.71 per layer).'"""
-    factor, last = profile.signal_factor, profile.layers
-    span = f"from layer {last} to layer 1"
+    layer 1 (0.71 per layer).'; `dead_layer`: the hidden layer whose every unit is dead at
+    step 0, which is why a signal of exactly 0 is."""
+    factor, names = profile.signal_factor, profile.names
+    span = f"from {names.hidden(profile.layers)} to {names.hidden(1)}"
+    if factor == 0 and dead_layer:
+        return (
+            f"Vanishing gradient: the back-propagated signal reaching {names.hidden(1)} is "
+            f"exactly 0 because every unit of {names.hidden(dead_layer)} is dead at step 0 "
+            "(zero for every sample): no gradient passes it back."
+        )
     if factor == 0:
         return (
-            f"Vanishing gradient: the back-propagated signal reaching layer 1 is exactly 0 "
+            f"Vanishing gradient: the back-propagated signal reaching {names.hidden(1)} is "
+            "exactly 0 "
             f"({'no active unit passes it back, or ' if rectifier else ''}too small for "
             f"float32): it vanishes {span}, beyond measurement."
         )
@@ -325,8 +382,8 @@ def signal_sentence(profile: Profile, word: str, rectifier: bool = False) -> str
 def scale_sentence(profile: Profile, word: str) -> str:
     """'Forward collapse: the activations' scale (std) falls 470-fold from layer 1 to layer 20
     (0.72 per layer); the output hardly depends on the input.'"""
-    factor, last = profile.scale_factor, profile.layers
-    span = f"from layer 1 to layer {last}"
+    factor, names = profile.scale_factor, profile.names
+    span = f"from {names.hidden(1)} to {names.hidden(profile.layers)}"
     if factor == 0:
         return (
             f"Forward collapse: the activations' scale (std) falls to exactly 0 {span}: "
@@ -350,15 +407,16 @@ def largest(norms: Sequence[Any]) -> tuple[float, int]:
     return float(values[index]), index + 1
 
 
-def layer_name(layer: int, layers: int) -> str:
-    """'layer 3', or 'the output layer' for the last Linear layer."""
-    return "the output layer" if layer == layers else f"layer {layer}"
+def layer_name(layer: int, layers: int, names: LayerNames = NUMBERED) -> str:
+    """'layer 3', or 'the output layer' for the last Linear layer; a watched model's module
+    name ('conv3')."""
+    return names.weighted(layer, layers)
 
 
 def blew_up(group: Group, found: Profile, thresholds: Thresholds, findings: Findings) -> None:
     """Divergence, a final test loss far above chance's, gradient norms that became huge."""
     runs, seeds = group.runs, len(group.runs)
-    linear_layers = group.depth + 1
+    linear_layers, names = group.depth + 1, group.names
     diverged = [r for r in runs if r.status == "diverged"]
     if diverged:
         steps = [s for r in diverged if (s := r.finished.get("diverged_step")) is not None]
@@ -373,7 +431,7 @@ def blew_up(group: Group, found: Profile, thresholds: Thresholds, findings: Find
             (norm, layer), step = max(peaks, key=lambda p: p[0][0])
             sentence += (
                 f"; at step {step}, the last probe before, gradient norms reached "
-                f"{number(norm)} ({layer_name(layer, linear_layers)})"
+                f"{number(norm)} ({layer_name(layer, linear_layers, names)})"
             )
         findings.add("blew-up", sentence + ".")
     chance_loss = -math.log(chance_level(group.setting.get("dataset")))
@@ -418,8 +476,21 @@ def blew_up(group: Group, found: Profile, thresholds: Thresholds, findings: Find
         findings.add(
             "blew-up",
             f"Exploding during training: gradient norms grew to {number(norm)} "
-            f"({layer_name(layer, linear_layers)}) by step {step}, from {number(init)} at step 0.",
+            f"({layer_name(layer, linear_layers, names)}) by step {step}, from {number(init)} "
+            "at step 0.",
         )
+
+
+def dead_at_init(group: Group) -> int:
+    """The first hidden layer (from 1) whose every unit is dead at step 0 in every run (a
+    rectifier net whose signal is exactly 0 for that reason); 0 when none is."""
+    if group.activation.family != "rectifier":
+        return 0
+    lists = [numbers(first_probe(r).get("dead_fraction") or []) for r in group.runs]
+    if not lists or len({x.size for x in lists}) != 1 or not lists[0].size:
+        return 0
+    whole = np.all(np.stack(lists) >= 1, axis=0)
+    return int(np.argmax(whole)) + 1 if whole.any() else 0
 
 
 def judge(group: Group, thresholds: Thresholds = THRESHOLDS) -> Verdict:
@@ -436,7 +507,8 @@ def judge(group: Group, thresholds: Thresholds = THRESHOLDS) -> Verdict:
     if found.layers >= 2 and signal:
         if signal in ("vanishing", "exploding", "attenuated", "growing"):
             rectifier = group.activation.family == "rectifier"
-            findings.add(signal, signal_sentence(found, signal, rectifier))
+            dead = dead_at_init(group) if found.signal_factor == 0 else 0
+            findings.add(signal, signal_sentence(found, signal, rectifier, dead))
         if scale in ("collapse", "blow-up"):
             findings.add(scale, scale_sentence(found, scale))
     elif math.isfinite(ratio):  # one hidden layer (or old records): the weight gradients alone
@@ -444,8 +516,8 @@ def judge(group: Group, thresholds: Thresholds = THRESHOLDS) -> Verdict:
         if word != "no vanishing":
             findings.add(
                 word,
-                f"{word.capitalize()} gradient: layer 1 receives {number(ratio)} of the output "
-                "layer's weight gradient at initialisation.",
+                f"{word.capitalize()} gradient: {found.names.share(number(ratio))} at "
+                "initialisation.",
             )
     if init_norms:
         norm, layer = max(init_norms)
@@ -453,7 +525,7 @@ def judge(group: Group, thresholds: Thresholds = THRESHOLDS) -> Verdict:
             findings.add(
                 "exploding",
                 f"Huge gradients at initialisation: norms up to {number(norm)} "
-                f"({layer_name(layer, found.layers + 1)}).",
+                f"({layer_name(layer, found.layers + 1, found.names)}).",
                 headline="exploding" not in findings.kinds,
             )
     weight_note(group, found, signal, scale, thresholds, findings)
@@ -467,8 +539,9 @@ def judge(group: Group, thresholds: Thresholds = THRESHOLDS) -> Verdict:
     bound = group.activation.derivative_bound
     if bound < 1 and signal in ("vanishing", "attenuated"):
         depth = group.depth
+        layers = "activation layers" if group.watched else "hidden layers"
         findings.evidence.append(
-            f"{group.activation.label}'s slope is at most {bound:g}, so its {depth} hidden layers "
+            f"{group.activation.label}'s slope is at most {bound:g}, so its {depth} {layers} "
             f"alone multiply the gradient by at most ({bound:g})^{depth} = {number(bound**depth)}."
         )
     for kind, sentence in health(group, thresholds):
@@ -499,9 +572,8 @@ def weight_note(
     if even and cancels:
         findings.add(
             "cancel",
-            f"The weight gradients look even (layer 1 gets {number(ratio)} of the output "
-            "layer's) only because the two cancel: a weight gradient is the signal times the "
-            "layer's input.",
+            f"The weight gradients look even ({found.names.gets(number(ratio))}) only because "
+            "the two cancel: a weight gradient is the signal times the layer's input.",
             headline=False,
         )
         return
@@ -515,15 +587,17 @@ def weight_note(
             )
         findings.add(
             "mismatch",
-            f"The weight-gradient ratio ({number(ratio)}, layer 1 / output) alone would read as "
-            f"{looks}, but the signal reaching layer 1 does not shrink{why}.",
+            f"The weight-gradient ratio ({number(ratio)}, {found.names.share_short()}) alone "
+            f"would read as {looks}, but the signal reaching {found.names.hidden(1)} does not "
+            f"shrink{why}.",
             headline=False,
         )
     elif signal in ("healthy", "attenuated", "vanishing") and looks == "exploding":
         findings.add(
             "mismatch",
-            f"The weight-gradient ratio ({number(ratio)}, layer 1 / output) alone would read as "
-            "exploding, but the signal reaching layer 1 does not grow.",
+            f"The weight-gradient ratio ({number(ratio)}, {found.names.share_short()}) alone "
+            f"would read as exploding, but the signal reaching {found.names.hidden(1)} does not "
+            "grow.",
             headline=False,
         )
 
@@ -547,13 +621,16 @@ def health(group: Group, thresholds: Thresholds = THRESHOLDS) -> list[tuple[str,
     if not np.isfinite(values).any():
         return []
     worst = int(np.nanargmax(values))
+    names = group.names
     epochs = len(group.ok[0].finished.get("history", []))
     if key == "dead_fraction":
         widths = np.array(group.hidden, dtype=float)
         overall = float(np.nansum(values * widths) / widths.sum())
+        if group.watched:
+            return watched_dead(group, values, worst, overall, thresholds)
         if values[worst] >= thresholds.dead_fraction:
             sentence = (
-                f"{percent(values[worst])} of layer-{worst + 1} units are dead after epoch "
+                f"{percent(values[worst])} of {names.units(worst + 1)} units are dead after epoch "
                 f"{epochs} (zero output on every training image); {percent(overall)} of all "
                 "hidden units."
             )
@@ -568,15 +645,15 @@ def health(group: Group, thresholds: Thresholds = THRESHOLDS) -> list[tuple[str,
         return [
             (
                 "note",
-                f"No dead layer: at most {percent(values[worst])} of a layer's units (layer "
-                f"{worst + 1}) are dead after epoch {epochs}.",
+                f"No dead layer: at most {percent(values[worst])} of a layer's units "
+                f"({names.hidden(worst + 1)}) are dead after epoch {epochs}.",
             )
         ]
     if values[worst] >= thresholds.saturated_fraction:
         return [
             (
                 "saturated",
-                f"Saturated: {percent(values[worst])} of layer-{worst + 1} activations are "
+                f"Saturated: {percent(values[worst])} of {names.units(worst + 1)} activations are "
                 f"saturated at the end of training (slope below {SATURATED} of its maximum): "
                 "little gradient passes them.",
             )
@@ -587,9 +664,38 @@ def health(group: Group, thresholds: Thresholds = THRESHOLDS) -> list[tuple[str,
         (
             "note",
             f"Little saturation: at most {percent(values[worst])} of a layer's activations "
-            f"(layer {worst + 1}) are saturated at the end of training.",
+            f"({names.hidden(worst + 1)}) are saturated at the end of training.",
         )
     ]
+
+
+def watched_dead(
+    group: Group, values: np.ndarray, worst: int, overall: float, thresholds: Thresholds
+) -> list[tuple[str, str]]:
+    """Dead units of a watched model, which `watch` measures on the batch of each probe (the
+    training step's, or the probe batch), not on the whole training set: at the last probe."""
+    name = group.names.hidden(worst + 1)
+    probes = group.ok[0].rows("probe")
+    step = probes[-1].get("step") if probes else None
+    at = f"at the last probe (step {step})" if step is not None else "at the last probe"
+    if values[worst] == 0:
+        return [("note", f"No dead units {at}.")]
+    if values[worst] < thresholds.dead_fraction:
+        return [
+            (
+                "note",
+                f"No dead layer: at most {percent(values[worst])} of a layer's units ({name}) "
+                f"are dead {at}.",
+            )
+        ]
+    sentence = (
+        f"Dead units: {name}: {percent(values[worst])} dead units {at}, zero for every sample "
+        f"and position of the batch measured; {percent(overall)} of all measured units."
+    )
+    first = numbers(probes[0].get("dead_fraction") or []) if len(probes) > 1 else np.zeros(0)
+    if worst < first.size and math.isfinite(first[worst]):
+        sentence += f" At step {probes[0].get('step')} it was {percent(first[worst])}."
+    return [("dead", sentence)]
 
 
 def at_chance(group: Group, thresholds: Thresholds = THRESHOLDS) -> bool:
@@ -606,7 +712,8 @@ def accuracy_sentence(group: Group, thresholds: Thresholds = THRESHOLDS) -> str:
         return ""
     mean, std = group.accuracy.mean, group.accuracy.std
     spread = f" ± {100 * std:.2f}" if len(accuracies) > 1 else ""
-    over = f"over {len(accuracies)} seeds" if len(accuracies) > 1 else "one seed"
+    runs = "runs" if group.watched else "seeds"  # a watched model's runs have no seed
+    over = f"over {len(accuracies)} {runs}" if len(accuracies) > 1 else f"one {runs[:-1]}"
     sentence = f"Test accuracy {100 * mean:.2f}{spread} % ({over})"
     if at_chance(group, thresholds):
         chance = chance_level(group.setting.get("dataset"))
@@ -653,8 +760,8 @@ def finish(
             headline = signal_sentence(found, "healthy")
         elif math.isfinite(group.vanishing_ratio_init):
             headline = (
-                f"Healthy gradient: layer 1 receives {number(group.vanishing_ratio_init)} of the "
-                "output layer's weight gradient at initialisation."
+                f"Healthy gradient: {found.names.share(number(group.vanishing_ratio_init))} at "
+                "initialisation."
             )
         else:
             headline = "No gradient measured at initialisation."
@@ -662,8 +769,9 @@ def finish(
         evidence = []
     if kinds and kinds[0] != "healthy" and signal == "healthy" and found.layers >= 2:
         evidence.append(
-            f"The back-propagated signal {change(found.signal_factor)} from layer "
-            f"{found.layers} to layer 1 (×{number(found.signal_factor)})."
+            f"The back-propagated signal {change(found.signal_factor)} from "
+            f"{found.names.hidden(found.layers)} to {found.names.hidden(1)} "
+            f"(×{number(found.signal_factor)})."
         )
     evidence += findings.evidence + units
     after = "" if "blew-up" in kinds else final_signal(group, signal, thresholds)
@@ -688,16 +796,21 @@ def final_signal(group: Group, first_word: str, thresholds: Thresholds) -> str:
     for run in group.ok:
         probes = run.rows("probe")
         if len(probes) > 1:
-            factors.append(run_factor(numbers(probes[-1].get("signal_norms") or []), False))
+            factors.append(run_factor(signal_of(probes[-1], group.watched), False))
     factor = combine(factors)
     word = signal_word(factor, thresholds)
     if not word or not first_word or word == first_word:
         return ""
     return (
         f"After training (last probe) the signal reads {word}: "
-        f"×{'0' if factor == 0 else number(factor)} from the last "
-        "hidden layer to layer 1."
+        f"×{'0' if factor == 0 else number(factor)} from {last_to_first(group.names, group.depth)}."
     )
+
+
+def last_to_first(names: LayerNames, layers: int) -> str:
+    """'the last hidden layer to layer 1', or a watched model's 'conv4 to conv1'."""
+    last = names.hidden(layers) if names.named else "the last hidden layer"
+    return f"{last} to {names.hidden(1)}"
 
 
 def clipping_sentence(group: Group) -> str:
@@ -716,6 +829,8 @@ def clipping_sentence(group: Group) -> str:
 
 def cure_sentence(group: Group, kinds: tuple[str, ...], thresholds: Thresholds) -> str:
     """The cure for the worst failure, fitted to what the run already uses; '' if none fits."""
+    if group.watched:
+        return model_cure(group, kinds)
     config = group.runs[0].config
     norm = setting_value(config, "norm") or "none"
     residual = bool(setting_value(config, "residual"))
@@ -776,10 +891,85 @@ def cure_sentence(group: Group, kinds: tuple[str, ...], thresholds: Thresholds) 
                 listed += f" or {options[-1]}" if len(options) > 1 else ""
                 each = ", each of which keeps" if len(options) > 1 else ", which keeps"
                 parts.append(f"{listed}{each} the gradient's size from layer to layer")
+    if dead_at_init(group) and worst == "vanishing":
+        parts = [DEAD_LAYER_CURE]
     if "dead" in kinds and name == "relu" and (worst == "dead" or not parts):
         parts.append("leaky ReLU or PReLU keep a slope for z < 0, so no unit dies for good")
     elif "saturated" in kinds and worst == "saturated" and norm != "batch":
         parts.append("batch norm keeps pre-activations near 0, where the slope is largest")
+    if not parts:
+        return ""
+    return f"Cure: {'; '.join(parts)}."
+
+
+def model_cure(group: Group, kinds: tuple[str, ...]) -> str:
+    """A watched model's cure for its worst failure, as changes to the model or the loop (its
+    user passes no options): the module to add, the init to use; '' if none fits."""
+    config = group.runs[0].config
+    description = str(config.get("description") or "")
+    has_norm = "BatchNorm" in description or "LayerNorm" in description
+    norm = "nn.BatchNorm2d" if "Conv2d" in description else "nn.BatchNorm1d"
+    label, family = group.activation.label, group.activation.family
+    lr = config.get("lr")
+    lr_here = f" (lr {lr:g} here)" if isinstance(lr, (int, float)) else ""
+    clip = (
+        "torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0) before optimizer.step() caps "
+        "each step"
+    )
+    can_clip = str(config.get("optimizer")) in SGD_LIKE
+    worst = kinds[0] if kinds else "healthy"
+    too_large = bool({"exploding", "blow-up", "growing"} & set(kinds))
+    parts: list[str] = []
+    if worst == "blew-up" and not too_large:
+        parts.append(f"a lower learning rate{lr_here}")
+        if can_clip:
+            parts.append(clip)
+    elif worst in ("blew-up", "exploding", "blow-up", "growing"):
+        parts.append(
+            "smaller initial weights: He (kaiming) init for rectifiers "
+            "(nn.init.kaiming_normal_), Xavier for the others (nn.init.xavier_normal_)"
+        )
+        if not has_norm:
+            parts.append(f"add batch norm ({norm}) before the activations to reset the scale")
+        if can_clip:
+            parts.append(clip)
+    elif worst in ("vanishing", "collapse", "attenuated"):
+        if family == "rectifier":
+            parts.append(
+                "He (kaiming) init (nn.init.kaiming_normal_ on each layer's weight) keeps the "
+                "forward scale"
+            )
+            if not has_norm:
+                parts.append(f"add batch norm ({norm}) before the activations to reset it")
+            else:
+                parts.append("residual connections (x + f(x)) carry the signal past each layer")
+        else:
+            options = [
+                *(
+                    [f"a rectifier instead of {label} (nn.ReLU with He init)"]
+                    if family != "linear"
+                    else []
+                ),
+                *([f"batch norm ({norm}) before the activations"] if not has_norm else []),
+                "residual connections (x + f(x))",
+            ]
+            listed = (
+                ", ".join(options[:-1]) + f" or {options[-1]}" if len(options) > 1 else options[0]
+            )
+            each = ", each of which keeps" if len(options) > 1 else ", which keeps"
+            parts.append(f"{listed}{each} the gradient's size from layer to layer")
+    if dead_at_init(group) and worst == "vanishing":
+        parts = [DEAD_LAYER_CURE]
+    if "dead" in kinds and group.activation.name == "relu" and (worst == "dead" or not parts):
+        parts.append(
+            "nn.LeakyReLU or nn.PReLU instead of nn.ReLU keep a slope for z < 0, so no unit "
+            "dies for good"
+        )
+    elif "saturated" in kinds and worst == "saturated" and not has_norm:
+        parts.append(
+            f"add batch norm ({norm}) before the activations: it keeps pre-activations near 0, "
+            "where the slope is largest"
+        )
     if not parts:
         return ""
     return f"Cure: {'; '.join(parts)}."
@@ -809,7 +999,7 @@ def live_headline(
         return "No probe yet: no verdict."
     first, latest = probes[0], probes[-1]
     layers = len(config.get("hidden") or [])
-    found = Profile.of_probe(first, layers)
+    found = Profile.of_probe(first, layers, config)
     word = signal_word(found.signal_factor, thresholds)
     at = f"step {first.get('step')}"
     if layers < 2 or not word:
@@ -817,10 +1007,7 @@ def live_headline(
         if not isinstance(ratio, (int, float)):
             return f"No gradient measured at {at}."
         verdict = ratio_verdict(ratio, thresholds)
-        return (
-            f"{verdict.capitalize()} gradient: layer 1 receives {number(ratio)} of the output "
-            f"layer's weight gradient at {at}."
-        )
+        return f"{verdict.capitalize()} gradient: {found.names.share(number(ratio))} at {at}."
     family = (
         ACTIVATIONS[config["activation"]].family if config.get("activation") in ACTIVATIONS else ""
     )
@@ -829,15 +1016,16 @@ def live_headline(
     if forward in ("collapse", "blow-up"):
         line += " " + scale_sentence(found, forward)
     if latest is not first:
-        factor = Profile.of_probe(latest, layers).signal_factor
+        factor = Profile.of_probe(latest, layers, config).signal_factor
         now = signal_word(factor, thresholds)
         if now and now != word:
             shown_factor = "0" if factor == 0 else number(factor)
             line += (
-                f" At step {latest.get('step')} the signal reads {now}: ×{shown_factor} from the "
-                "last hidden layer to layer 1."
+                f" At step {latest.get('step')} the signal reads {now}: ×{shown_factor} from "
+                f"{last_to_first(found.names, layers)}."
             )
-    return live_alarm(probes, rows, config, thresholds) + line + live_dead(latest, thresholds)
+    alarm = live_alarm(probes, rows, config, thresholds)
+    return alarm + line + live_dead(latest, thresholds, found.names)
 
 
 def live_alarm(
@@ -866,18 +1054,18 @@ def live_alarm(
         layers = len(config.get("hidden") or []) + 1
         return (
             f"Exploding during training: gradient norms reached {number(norm)} "
-            f"({layer_name(layer, layers)}) by step {step}. "
+            f"({layer_name(layer, layers, LayerNames.of(config))}) by step {step}. "
         )
     return ""
 
 
-def live_dead(latest: dict[str, Any], thresholds: Thresholds) -> str:
+def live_dead(latest: dict[str, Any], thresholds: Thresholds, names: LayerNames = NUMBERED) -> str:
     """' Dead units: ...' where a layer's units output 0 on the whole probe batch; else ''."""
     dead = numbers(latest.get("dead_fraction") or [])
     if not (dead.size and np.isfinite(dead).any()) or np.nanmax(dead) < thresholds.dead_fraction:
         return ""
     worst = int(np.nanargmax(dead))
     return (
-        f" Dead units: {percent(float(dead[worst]))} of layer-{worst + 1} units output 0 on "
-        f"every probe image at step {latest.get('step')}."
+        f" Dead units: {percent(float(dead[worst]))} of {names.units(worst + 1)} units output 0 "
+        f"on every probe image at step {latest.get('step')}."
     )
