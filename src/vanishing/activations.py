@@ -220,7 +220,9 @@ def derivative(module: nn.Module, z: Tensor) -> Tensor:
     """
     with torch.enable_grad():
         z = z.detach().requires_grad_(True)
-        out = module(z)
+        out = module(
+            z.clone()
+        )  # a copy: an in-place module (ReLU(inplace=True)) may not write a leaf
         # Elementwise, so the vector-Jacobian product with ones is the diagonal f'(z).
         (slope,) = torch.autograd.grad(out, z, torch.ones_like(out))
     return slope
@@ -233,3 +235,14 @@ def saturated_mask(
     if not 0 < fraction <= 1:
         raise UsageError(f"saturation fraction must be in (0, 1], got {fraction!r}")
     return derivative(module, z).abs() < fraction * act.derivative_bound
+
+
+def activation_of(module: nn.Module) -> Activation | None:
+    """The registry entry whose module `module` is (an nn.ReLU is "relu"), None for any other
+    module; the identity is not an activation here (models use nn.Identity as a placeholder)."""
+    for activation in ACTIVATIONS.values():
+        if activation.family != "linear" and type(module) is type(
+            activation.build(1, DEFAULT_OPTIONS)
+        ):
+            return activation
+    return None

@@ -1,0 +1,646 @@
+"""`watch(model, optimizer)`: the probes' measurements on any PyTorch model, as a run's records.
+
+    with vanishing.watch(model, optimizer) as w:
+        ...  # the training loop, unchanged
+        w.log(epoch=1, test_accuracy=0.97)  # optional: an epoch row, as training writes
+
+Layers are the model's own `named_modules()` names. Every module with a weight (Linear, Conv,
+Embedding, norm layers, recurrent layers) is a watched *layer*: its weight-gradient norm, weight
+norm and update ratio, in the order the model runs them. Every module the activation registry
+knows (nn.Sigmoid, nn.ReLU, nn.GELU, ...) is an *activation layer*: the back-propagated signal
+||dLoss/da|| at its output, its output's mean, std and histogram, its saturated share (judged on
+its input) and dead units (a unit is one index of dim 1: a feature, or a conv's channel), with
+the same code as the trainer's probes (`probes.layer_block`).
+
+At every `every`-th optimizer step (step 0 first):
+- without a probe batch, the training step itself is measured: forward hooks on the activation
+  modules take the statistics of the step's last forward in training mode (with gradients on),
+  tensor hooks on their outputs take the signal as backward passes it (full backward hooks
+  would break on in-place ReLU), and an optimizer step pre-hook reads the weight gradients, so
+  only real steps count and a GradScaler's unscaled gradients are seen (a step it skips is not
+  one). Without an optimizer, each forward in training mode is a step and per-parameter
+  post-accumulate hooks read the gradients as backward leaves them.
+- with `probe=(x, y)`, a fixed batch is measured before the step, as the trainer does: the model
+  in eval mode but batch norm on the batch's own statistics, no state changed (buffers are put
+  back), gradients by `torch.autograd.grad` of `loss(model(x), y)`; it needs the optimizer.
+The update ratio ||W_after - W_before|| / ||W_before|| of a measured step needs the optimizer.
+Between measured steps the hooks return at once: no `.item()`, nothing read from the device.
+
+Records are a training run's (`records`): config.json (the model's description, its layers),
+metrics.jsonl (a probe row per measured step, an epoch row per `log`) and result.json at
+`close()`, so `vanishing report DIR`, `vanishing live DIR` and `vanishing export DIR` read them.
+An exception inside the `with` block closes the hooks but writes no result: the run did not
+finish (its rows stay).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from vanishing import probes, records
+from vanishing.activations import Activation, activation_of
+from vanishing.errors import UsageError
+
+WATCH_DIR = Path("runs") / "watch"  # where watched runs go without `out`
+DESCRIPTION_CHARS = 4000  # repr(model) kept in config.json: enough to recognise the model
+# Layers that normalise: a sentence names the layer before one (its conv), never the norm.
+NORMS: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+)
+# The norms that keep running statistics: on a probe batch they use its own (`probe`).
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+MARK = "_vanishing_watch"  # the attribute on a watched model: a weak reference to its Watch
+
+
+def watched_by(model: nn.Module) -> Watch | None:
+    """The open Watch on `model`, None when it has none."""
+    ref = model.__dict__.get(MARK)
+    found = ref() if ref is not None else None
+    return found if found is not None and not found.closed else None
+
+
+def default_out(model: nn.Module) -> Path:
+    """runs/watch/<model class>-<date>-<time>, made unique with a count."""
+    stem = f"{type(model).__name__.lower()}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, count = WATCH_DIR / stem, 1
+    while out.exists():
+        count += 1
+        out = WATCH_DIR / f"{stem}-{count}"
+    return out
+
+
+class Settings:
+    """A watched run's config.json values (`records.open_run` takes anything with to_dict)."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.values
+
+
+def number(key: str, value: Any) -> float:
+    """A logged value as a float (a 0-d tensor is read once, here); a UsageError otherwise."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise UsageError(
+                f"log: {key} must be one number, got a tensor of shape {tuple(value.shape)}"
+            )
+        value = value.detach().item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"log: {key} must be a number, got {value!r}")
+    return float(value)
+
+
+class Watch:
+    """Hooks on a model (and its optimizer) that write its per-layer measurements as a run's
+    records; a context manager. `close()` removes every hook and writes result.json."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        every: int = 100,
+        probe: tuple[Tensor, Tensor] | None = None,
+        out: Path | str | None = None,
+        layers: Iterable[str] | None = None,
+        loss: Callable[[Tensor, Tensor], Tensor] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise UsageError(f"watch: model must be a torch.nn.Module, got {type(model).__name__}")
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise UsageError(
+                f"watch: optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise UsageError(f"watch: every must be a whole number of steps >= 1, got {every!r}")
+        other = watched_by(model)
+        if other is not None:
+            raise UsageError(
+                f"watch: this {type(model).__name__} is already watched (writing to "
+                f"{other.run_dir}); close that watch first"
+            )
+        if probe is not None:
+            if optimizer is None:
+                raise UsageError(
+                    "watch: probe= needs the optimizer: the probe batch is measured before "
+                    "each watched optimizer step"
+                )
+            if not (
+                isinstance(probe, (tuple, list))
+                and len(probe) == 2
+                and all(isinstance(t, Tensor) for t in probe)
+            ):
+                raise UsageError("watch: probe must be a pair of tensors (inputs, targets)")
+            if len(probe[0]) != len(probe[1]) or len(probe[0]) < 2:
+                raise UsageError(
+                    f"watch: probe inputs and targets must hold the same number (>= 2) of "
+                    f"samples, got {len(probe[0])} and {len(probe[1])}"
+                )
+        self.model = model
+        self.optimizer = optimizer
+        self.every = every
+        self.probe = probe
+        self.loss = loss or F.cross_entropy
+        self.extra = dict(settings or {})
+        self.weighted, self.activations = self._select(model, layers)
+        # The watched weights, by their module's name.
+        self.weights: dict[str, nn.Parameter] = {
+            name: cast(nn.Parameter, module.weight) for name, module in self.weighted.items()
+        }
+        self.run_dir: Path = Path(out) if out is not None else default_out(model)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"watch: cannot write to {self.run_dir}: {e.strerror or e}") from None
+        self.closed = False
+        self.result: records.RunResult | None = None
+        self.step = 0  # the optimizer step under way: its forward, backward and step
+        self.order: list[str] = []  # module names in the order the first measured forward ran
+        self.follows: dict[str, str] = {}  # activation layer -> the weighted layer before it
+        self.last_weighted: str | None = None
+        self.config: dict[str, Any] | None = None
+        self.writer: records.MetricsWriter | None = None
+        self.first_row: dict[str, Any] | None = None
+        self.last_row: dict[str, Any] | None = None
+        self.epochs: list[dict[str, Any]] = []
+        self.diverged_step: int | None = None
+        self.probe_seconds = 0.0
+        self.started = time.perf_counter()
+        # The measured step's captures, cleared after each probe row.
+        self.blocks: dict[str, Tensor] = {}  # activation layer -> layer_block, signal still 0
+        self.signals: dict[str, Tensor] = {}  # activation layer -> ||dLoss/da||
+        self.inputs: dict[str, Tensor] = {}  # in-place activations' inputs, before they go
+        self.tensors: dict[str, tuple[Tensor, Tensor]] = {}  # probe: layer -> (input, output)
+        self.grads: dict[str, Tensor] = {}  # no optimizer: layer -> weight-gradient norm
+        self.before: list[Tensor] | None = None  # weights before a measured step
+        self.pending: dict[str, Any] | None = None  # a row waiting for the step's update
+        self.forwards = 0  # without an optimizer: training forwards so far
+        self.written = -1  # the step of the last probe row
+        self.widths: dict[str, int] = {}  # activation layer -> units (size of dim 1)
+        self.config_layers: list[str] = []  # fixed by the first row
+        self.config_activations: list[str] = []
+        self.probing = False  # the probe batch's forward is running
+        self.busy = False  # our own calls into a module (the saturation slope): not measured
+        self.handles: list[Any] = []
+        self._attach()
+        model.__dict__[MARK] = weakref.ref(self)
+
+    @staticmethod
+    def _select(
+        model: nn.Module, layers: Iterable[str] | None
+    ) -> tuple[dict[str, nn.Module], dict[str, tuple[nn.Module, Activation]]]:
+        """The weighted modules and the activation modules to watch, by name."""
+        weighted: dict[str, nn.Module] = {}
+        activations: dict[str, tuple[nn.Module, Activation]] = {}
+        for name, module in model.named_modules():
+            activation = activation_of(module)
+            if activation is not None:
+                activations[name] = (module, activation)
+            elif isinstance(weight := getattr(module, "weight", None), nn.Parameter) and (
+                weight.requires_grad
+            ):
+                weighted[name] = module
+        if layers is not None:
+            chosen = list(layers)
+            known = {*weighted, *activations}
+            unknown = [name for name in chosen if name not in known]
+            if unknown:
+                shown = ", ".join(sorted(known)[:20]) + (", ..." if len(known) > 20 else "")
+                raise UsageError(
+                    f"watch: no layer {unknown[0]!r} with a trainable weight or a known "
+                    f"activation in {type(model).__name__}; choose from: {shown}"
+                )
+            weighted = {n: m for n, m in weighted.items() if n in chosen}
+            if any(name in activations for name in chosen):
+                activations = {n: a for n, a in activations.items() if n in chosen}
+        if not weighted:
+            raise UsageError(
+                f"watch: {type(model).__name__} has no module with a trainable weight to watch"
+            )
+        return weighted, activations
+
+    def _attach(self) -> None:
+        """Register every hook; each handle is kept for `close`."""
+        add = self.handles.append
+        for name, module in self.weighted.items():
+            add(module.register_forward_hook(self._weighted_ran(name)))
+        for name, (module, activation) in self.activations.items():
+            if getattr(module, "inplace", False):  # its input is gone once it has run
+                add(module.register_forward_pre_hook(self._keep_input(name)))
+            add(module.register_forward_hook(self._activation_ran(name, activation)))
+        if self.optimizer is not None:
+            add(self.optimizer.register_step_pre_hook(self._before_step))
+            add(self.optimizer.register_step_post_hook(self._after_step))
+        else:
+            add(self.model.register_forward_pre_hook(self._forward_starts))
+            for name, weight in self.weights.items():
+                add(weight.register_post_accumulate_grad_hook(self._grad_ready(name)))
+
+    # -- which forwards are measured ---------------------------------------------------------
+
+    def measuring(self) -> bool:
+        """Whether the forward running now is measured: the probe's, or (without a probe) a
+        training-mode forward with gradients on, at a watched step."""
+        if self.busy:
+            return False
+        if self.probing:
+            return True
+        return (
+            self.probe is None
+            and self.step % self.every == 0
+            and torch.is_grad_enabled()
+            and self.model.training
+        )
+
+    def _seen(self, name: str) -> None:
+        if not self.config_layers and name not in self.order:  # fixed by the first row
+            self.order.append(name)
+
+    def _weighted_ran(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if self.measuring():
+                self._seen(name)
+                if not isinstance(module, NORMS):
+                    self.last_weighted = name
+
+        return hook
+
+    def _keep_input(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any) -> None:
+            if self.measuring() and args and isinstance(args[0], Tensor):
+                self.inputs[name] = args[0].detach().clone()
+
+        return hook
+
+    def _activation_ran(self, name: str, activation: Activation) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if not self.measuring() or not isinstance(output, Tensor) or output.dim() < 2:
+                return
+            self._seen(name)
+            self.widths.setdefault(name, int(output.shape[1]))
+            if self.last_weighted is not None:
+                self.follows.setdefault(name, self.last_weighted)
+            z = self.inputs.pop(name, None)
+            z = z if z is not None else args[0].detach()
+            if self.probing:
+                self.tensors[name] = (z, output)
+                return
+            self.blocks[name] = self._block(activation, module, z, output.detach(), None)
+            if output.requires_grad:
+                output.register_hook(self._signal_arrives(name))
+
+        return hook
+
+    def _signal_arrives(self, name: str) -> Callable[[Tensor], None]:
+        def hook(grad: Tensor) -> None:
+            self.signals[name] = grad.detach().norm()
+
+        return hook
+
+    def _block(
+        self,
+        activation: Activation,
+        module: nn.Module,
+        z: Tensor,
+        output: Tensor,
+        signal: Tensor | None,
+    ) -> Tensor:
+        """`probes.layer_block` of one activation layer; the signal 0 until it arrives."""
+        self.busy = True  # the slope is the module's own: its hooks must not measure it
+        try:
+            with torch.no_grad():
+                saturated = probes.saturated_share(activation, module, z)
+                zero = torch.zeros((), device=output.device, dtype=output.dtype)
+                return probes.layer_block(
+                    zero if signal is None else signal,
+                    output,
+                    saturated,
+                    probes.dead_share(output),
+                )
+        finally:
+            self.busy = False
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def _forward_starts(self, module: nn.Module, args: Any) -> None:
+        """Without an optimizer: each forward in training mode with gradients on is a step."""
+        if self.busy or not (torch.is_grad_enabled() and self.model.training):
+            return
+        if self.grads:  # the last watched step's gradients did not all arrive: write them
+            self._write(self._row(self.step, None))
+        self.step = self.forwards
+        self.forwards += 1
+
+    def _grad_ready(self, name: str) -> Callable[[Tensor], None]:
+        def hook(weight: Tensor) -> None:
+            if self.step % self.every or self.written == self.step or weight.grad is None:
+                return
+            self.grads[name] = weight.grad.detach().norm()
+            if len(self.grads) == len(self.weighted):
+                self._write(self._row(self.step, None))
+
+        return hook
+
+    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self.step % self.every:
+            return
+        start = time.perf_counter()
+        if self.probe is not None:
+            row = self._measure_probe()
+        else:
+            for name, weight in self.weights.items():
+                grad = weight.grad
+                if grad is not None:
+                    self.grads[name] = grad.detach().norm()
+            row = self._row(self.step, None)
+        self.before = [weight.detach().clone() for weight in self.weights.values()]
+        self.pending = row
+        self.probe_seconds += time.perf_counter() - start
+
+    def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self.pending is not None and self.before is not None:
+            start = time.perf_counter()
+            with torch.no_grad():
+                ratios = torch.stack(
+                    [
+                        (weight - old).norm() / old.norm().clamp_min(1e-12)
+                        for weight, old in zip(self.weights.values(), self.before, strict=True)
+                    ]
+                )
+            by_name = dict(zip(self.weighted, ratios.tolist(), strict=True))
+            self.pending["update_ratio"] = [by_name[name] for name in self.config_layers]
+            self._write(self.pending)
+            self.pending, self.before = None, None
+            self.probe_seconds += time.perf_counter() - start
+        self.step += 1
+
+    def _measure_probe(self) -> dict[str, Any]:
+        """The probe batch measured as the trainer measures its own (`probes.measure`): eval
+        mode but batch norm on the batch's statistics, and every buffer put back after."""
+        x, y = self.probe  # type: ignore[misc]
+        device = next(self.model.parameters()).device
+        x, y = x.to(device), y.to(device)
+        modes = {module: module.training for module in self.model.modules()}
+        buffers = [b.detach().clone() for b in self.model.buffers()]
+        self.model.eval()  # dropout off, RReLU's mean slope: the probe is not random
+        for module in self.model.modules():
+            if isinstance(module, BATCH_NORMS):
+                module.train()
+        weights = list(self.weights.values())
+        self.probing = True
+        try:
+            with torch.enable_grad():
+                loss = self.loss(self.model(x), y)
+                names = list(self.tensors)
+                outputs = [self.tensors[name][1] for name in names]
+                grads = torch.autograd.grad(loss, weights + outputs, allow_unused=True)
+        finally:
+            self.probing = False
+            for module, training in modes.items():
+                module.train(training)
+            with torch.no_grad():
+                for buffer, saved in zip(self.model.buffers(), buffers, strict=True):
+                    buffer.copy_(saved)
+        for name, grad in zip(self.weighted, grads[: len(weights)], strict=True):
+            if grad is not None:
+                self.grads[name] = grad.norm()
+        for name, grad in zip(names, grads[len(weights) :], strict=True):
+            z, output = self.tensors[name]
+            module, activation = self.activations[name]
+            signal = grad.norm() if grad is not None else torch.zeros((), device=device)
+            self.blocks[name] = self._block(activation, module, z, output.detach(), signal)
+        self.tensors.clear()
+        return self._row(self.step, loss.detach())
+
+    # -- rows and records ------------------------------------------------------------------
+
+    def _fix_layers(self) -> None:
+        """The layers and activation layers of every row, in the order the model ran them,
+        fixed by the first row (config.json lists them)."""
+        if self.config_layers:
+            return
+        ran = [name for name in self.order if name in self.weighted]
+        self.config_layers = ran + [name for name in self.weighted if name not in ran]
+        self.config_activations = [name for name in self.order if name in self.activations]
+
+    def _config(self) -> dict[str, Any]:
+        """config.json: the model's description, its layers and the watch's settings."""
+        acts = self.config_activations
+        kinds = [self.activations[name][1].name for name in acts]
+        common = max(dict.fromkeys(kinds), key=kinds.count) if kinds else "linear"
+        lr = self.optimizer.param_groups[0].get("lr") if self.optimizer is not None else None
+        return {
+            "source": "watch",
+            "model": type(self.model).__name__,
+            "description": repr(self.model)[:DESCRIPTION_CHARS],
+            "parameters": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+            "layers": self.config_layers,
+            "activation_layers": acts,
+            "activation_kinds": kinds,
+            "layer_labels": [self.follows.get(name, name) for name in acts],
+            "activation": common,
+            "hidden": [self.widths.get(name, 0) for name in acts],
+            "every": self.every,
+            "probe_size": len(self.probe[0]) if self.probe is not None else None,
+            "optimizer": type(self.optimizer).__name__.lower() if self.optimizer else None,
+            "lr": float(lr) if isinstance(lr, (int, float)) else None,
+            "seed": None,
+            "device": str(next(self.model.parameters()).device),
+            **self.extra,
+        }
+
+    def _row(self, step: int, loss: Tensor | None) -> dict[str, Any]:
+        """A probe row of the step's captures, read back from the device at once."""
+        self._fix_layers()
+        device = next(self.model.parameters()).device
+        nan = torch.tensor(math.nan, device=device)
+        width = probes.STATS + 2 * probes.HISTOGRAM_BINS + 1
+        missing = torch.cat(  # an activation that did not run: no numbers, an empty histogram
+            [
+                torch.full((width - probes.HISTOGRAM_BINS,), math.nan),
+                torch.zeros(probes.HISTOGRAM_BINS),
+            ]
+        ).to(device)
+        with torch.no_grad():
+            layer_rows = []
+            for name in self.config_activations:
+                block = self.blocks.get(name)
+                if block is None:
+                    layer_rows.append(missing)
+                    continue
+                block = block.float()
+                if self.probe is None:  # the signal is what backward passed, if it reached it
+                    block[0] = self.signals.get(name, nan)
+                layer_rows.append(block)
+            scalars = torch.stack(
+                [self.grads.get(name, nan).float() for name in self.config_layers]
+                + [self.weights[name].detach().norm().float() for name in self.config_layers]
+                + [(loss if loss is not None else nan).float().reshape(())]
+            )
+            values = scalars.tolist()
+            per_layer = torch.stack(layer_rows).tolist() if layer_rows else []
+        count = len(self.config_layers)
+        grad_norms, weight_norms = values[:count], values[count : 2 * count]
+        columns = probes.split_layers(per_layer) if per_layer else ([],) * (probes.STATS + 1)
+        signal, mean, std, saturated, dead, histogram = columns
+        self.blocks.clear()
+        self.signals.clear()
+        self.grads.clear()
+        self.inputs.clear()
+        return {
+            "kind": "probe",
+            "step": step,
+            "epoch": len(self.epochs) + 1,  # the epoch under way, as training counts (from 1)
+            "loss": values[-1] if loss is not None else None,
+            "grad_norms": grad_norms,
+            "vanishing_ratio": probes.ratio(grad_norms[0], grad_norms[-1]),
+            "signal_norms": signal,
+            "activation_mean": mean,
+            "activation_std": std,
+            "activation_histogram": histogram,
+            "saturated_fraction": saturated,
+            "dead_fraction": dead,
+            "weight_norms": weight_norms,
+        }
+
+    def _open(self) -> records.MetricsWriter:
+        """config.json and metrics.jsonl, at the first row (the layers are known by then)."""
+        if self.writer is None:
+            self._fix_layers()
+            self.config = self._config()
+            self.writer = records.open_run(Settings(self.config), self.run_dir)
+        return cast(records.MetricsWriter, self.writer)  # a run directory: never None
+
+    def _write(self, row: dict[str, Any]) -> None:
+        self._open().write(row)
+        if row["kind"] == "probe":
+            self.written = row["step"]
+            self.first_row = self.first_row or row
+            self.last_row = row
+            numbers = [*row["grad_norms"], *([row["loss"]] if row["loss"] is not None else [])]
+            if self.diverged_step is None and not all(math.isfinite(v) for v in numbers):
+                self.diverged_step = row["step"]
+
+    def log(self, epoch: int | None = None, **values: Any) -> dict[str, Any]:
+        """Record an epoch row (`train_loss`, `test_loss`, `test_accuracy` as a fraction, or
+        any other numbers): the report reads accuracy and losses from these rows."""
+        if self.closed:
+            raise UsageError("watch: log after close")
+        if epoch is None:
+            epoch = len(self.epochs) + 1
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise UsageError(f"log: epoch must be a whole number >= 0, got {epoch!r}")
+        row: dict[str, Any] = {"kind": "epoch", "epoch": epoch, "step": self.step}
+        row.update({key: number(key, value) for key, value in values.items()})
+        accuracy = row.get("test_accuracy")
+        if accuracy is not None and not 0 <= accuracy <= 1:
+            raise UsageError(f"log: test_accuracy is a fraction in [0, 1], got {accuracy!r}")
+        if self.diverged_step is None and any(
+            not math.isfinite(row[key]) for key in ("train_loss", "test_loss") if key in row
+        ):
+            self.diverged_step = self.step
+        self._write(row)
+        self.epochs.append(row)
+        return row
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def detach(self) -> None:
+        """Remove every hook and close metrics.jsonl; the model is no longer watched."""
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+        if self.writer is not None:
+            self.writer.close()
+        self.closed = True
+        if self.model.__dict__.get(MARK) is not None:
+            del self.model.__dict__[MARK]
+
+    def close(self) -> records.RunResult:
+        """Remove every hook and write result.json (once; later calls return the result)."""
+        if self.result is not None:
+            return self.result
+        if self.closed:
+            raise UsageError("watch: closed after an error; its run has no result")
+        if self.grads:  # a watched step still waiting for gradients
+            self._write(self._row(self.step, None))
+        self._open()
+        first, last = self.first_row or {}, self.last_row or {}
+        tested = [row for row in self.epochs if "test_accuracy" in row]
+        elapsed = time.perf_counter() - self.started
+        steps = self.forwards if self.optimizer is None else self.step
+        from vanishing.training import versions  # torch's and numpy's versions, as runs record
+
+        result = records.RunResult(
+            status="diverged" if self.diverged_step is not None else "ok",
+            test_accuracy=tested[-1]["test_accuracy"] if tested else math.nan,
+            test_loss=tested[-1].get("test_loss", math.nan) if tested else math.nan,
+            history=self.epochs,
+            grad_norms_init=first.get("grad_norms", []),
+            vanishing_ratio_init=first.get("vanishing_ratio", math.nan),
+            signal_norms_init=first.get("signal_norms", []),
+            grad_norms_final=last.get("grad_norms", []),
+            saturated_fraction=last.get("saturated_fraction", []),
+            dead_fraction=last.get("dead_fraction", []),
+            steps=steps,
+            train_seconds=max(0.0, elapsed - self.probe_seconds),
+            eval_seconds=0.0,
+            probe_seconds=self.probe_seconds,
+            device=str(next(self.model.parameters()).device),
+            versions=versions(),
+            config=self.config or {},
+            diverged_step=self.diverged_step,
+        )
+        self.detach()
+        self.result = records.close_run(result, self.run_dir)
+        return self.result
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.detach()  # the run did not finish: its rows stay, no result.json
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"step {self.step}"
+        return f"Watch({type(self.model).__name__}, every={self.every}, {state}, {self.run_dir})"
+
+
+def watch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    every: int = 100,
+    probe: tuple[Tensor, Tensor] | None = None,
+    out: Path | str | None = None,
+    layers: Iterable[str] | None = None,
+    loss: Callable[[Tensor, Tensor], Tensor] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> Watch:
+    """Watch `model`'s gradients and units as it trains (see the module's docstring); a handle
+    that is also a context manager. `out` is the run directory (default
+    runs/watch/<model>-<date>-<time>), `layers` a subset of `named_modules()` names, `loss`
+    the probe's loss (cross-entropy by default) and `settings` extra config.json values."""
+    return Watch(model, optimizer, every, probe, out, layers, loss, settings)

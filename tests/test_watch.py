@@ -1,0 +1,373 @@
+"""`vanishing.watching.watch`: the probes' numbers on any model, its hooks, its records."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from vanishing import probes, records
+from vanishing.activations import ACTIVATIONS, get_activation
+from vanishing.errors import UsageError
+from vanishing.model import MLP
+from vanishing.watching import watch
+
+# Every activation the registry knows and watch can see (the identity is not one: models use it
+# as a placeholder).
+WATCHED = [name for name, a in ACTIVATIONS.items() if a.family != "linear"]
+LAYER_KEYS = (
+    "signal_norms",
+    "activation_mean",
+    "activation_std",
+    "saturated_fraction",
+    "dead_fraction",
+)
+
+
+def batch(n: int = 48, features: int = 20, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, features, generator=generator) * 2
+    return x, torch.randint(0, 10, (n,), generator=generator)
+
+
+def mlp(activation: str, norm: str = "none", seed: int = 0) -> MLP:
+    torch.manual_seed(seed)
+    return MLP([16, 12, 12], activation, in_features=20, norm=norm)
+
+
+def rows(run_dir, kind: str = "probe") -> list[dict]:
+    return [row for row in records.read_metrics(run_dir) if row["kind"] == kind]
+
+
+def assert_same(row: dict, expected: dict, keys=LAYER_KEYS + ("grad_norms", "weight_norms")):
+    for key in keys:
+        got, want = row[key], expected[key]
+        assert len(got) == len(want), key
+        for g, w in zip(got, want, strict=True):
+            assert g == pytest.approx(w, rel=1e-5, abs=1e-7), (key, got, want)
+    for got, want in zip(
+        row["activation_histogram"], expected["activation_histogram"], strict=True
+    ):
+        assert got["counts"] == want["counts"]
+        assert got["edges"] == pytest.approx(want["edges"], rel=1e-6, abs=1e-7)
+
+
+def linear_names(model: MLP) -> list[str]:
+    return [f"linears.{i}" for i in range(len(model.linears))]
+
+
+@pytest.mark.parametrize("activation", WATCHED)
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_probe_batch_gives_the_trainers_probe_numbers(tmp_path, activation, norm):
+    """With probe=(x, y), a watched step measures the MLP as `probes.measure` does, the step's
+    update ratio is `probes.update_ratios`, and no state of the model changes."""
+    model = mlp(activation, norm)
+    x, y = batch()
+    expected = probes.measure(model, get_activation(activation), x, y)
+    buffers = [b.clone() for b in model.buffers()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    train_x, train_y = batch(seed=1)
+    with watch(model, optimizer, every=1, probe=(x, y), out=tmp_path, layers=linear_names(model)):
+        optimizer.zero_grad()
+        F.cross_entropy(model(train_x), train_y).backward()
+        before = probes.snapshot(model)
+        # the probe runs in the step's pre-hook: the buffers it saw are the training forward's
+        after_forward = [b.clone() for b in model.buffers()]
+        optimizer.step()
+    (row,) = rows(tmp_path)
+    assert_same(row, expected)
+    assert row["loss"] == pytest.approx(expected["loss"], rel=1e-6)
+    assert row["update_ratio"] == pytest.approx(probes.update_ratios(model, before), rel=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(model.buffers(), after_forward, strict=True))
+    if norm == "batch":  # the training forward moved the running statistics, the probe did not
+        assert not torch.equal(buffers[0], after_forward[0])
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "relu", "prelu", "gelu", "tanh"])
+def test_a_training_step_is_measured_as_measure_measures_its_batch(tmp_path, activation):
+    """Without a probe, the step's own forward and backward give `probes.measure`'s numbers on
+    that batch (the hooks see the same tensors); the loss is not seen by hooks."""
+    model = mlp(activation)
+    x, y = batch()
+    expected = probes.measure(copy.deepcopy(model), get_activation(activation), x, y)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with watch(model, optimizer, every=3, out=tmp_path) as w:
+        for _ in range(7):
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    measured = rows(tmp_path)
+    assert [row["step"] for row in measured] == [0, 3, 6]
+    assert_same(measured[0], expected)
+    assert measured[0]["loss"] is None
+    assert w.result is not None and w.result.steps == 7
+    config = records.read_json(tmp_path / "config.json")
+    assert config["layers"] == linear_names(model)
+    assert config["activation_layers"] == [f"activations.{i}" for i in range(3)]
+    assert config["layer_labels"] == linear_names(model)[:3]
+    assert config["hidden"] == [16, 12, 12] and config["activation"] == activation
+
+
+class ConvNet(nn.Module):
+    """A user's model: convs, an in-place ReLU, a functional flatten, a classifier."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.act1 = nn.ReLU(inplace=inplace)
+        self.conv2 = nn.Conv2d(4, 6, 3, padding=1)
+        self.norm2 = nn.BatchNorm2d(6)
+        self.act2 = nn.ReLU(inplace=inplace)
+        self.fc = nn.Linear(6 * 8 * 8, 10)
+
+    def forward(self, x):
+        x = self.act1(self.conv1(x))
+        x = self.act2(self.norm2(self.conv2(x)))
+        return self.fc(x.flatten(1))
+
+
+def images(n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(3)
+    return torch.randn(n, 1, 8, 8, generator=generator), torch.randint(0, 10, (n,))
+
+
+def one_step(model, optimizer, x, y) -> None:
+    optimizer.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    optimizer.step()
+
+
+def test_a_conv_net_is_watched_by_its_own_names(tmp_path):
+    """Layers are named_modules() names in the order they run, norm layers included; a
+    sentence's label is the conv before an activation, not its norm; a unit is a channel."""
+    torch.manual_seed(0)
+    model = ConvNet()
+    with torch.no_grad():
+        model.conv1.bias[0] = -100.0  # channel 0 is negative everywhere: a dead channel
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = images()
+    with watch(model, optimizer, every=1, out=tmp_path):
+        one_step(model, optimizer, x, y)
+    config = records.read_json(tmp_path / "config.json")
+    assert config["layers"] == ["conv1", "conv2", "norm2", "fc"]
+    assert config["activation_layers"] == ["act1", "act2"]
+    assert config["layer_labels"] == ["conv1", "conv2"]
+    assert config["hidden"] == [4, 6]
+    assert config["model"] == "ConvNet" and config["source"] == "watch"
+    (row,) = rows(tmp_path)
+    assert row["dead_fraction"][0] == pytest.approx(1 / 4)
+    assert len(row["grad_norms"]) == 4 and len(row["update_ratio"]) == 4
+    histogram = row["activation_histogram"][1]
+    assert sum(histogram["counts"]) == 32 * 6 * 8 * 8
+
+
+def test_an_in_place_relu_is_measured_on_its_input(tmp_path):
+    """nn.ReLU(inplace=True) overwrites its input: saturation is still judged on it."""
+    x, y = images()
+    results = []
+    for inplace in (False, True):
+        torch.manual_seed(0)
+        model = ConvNet(inplace)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        out = tmp_path / str(inplace)
+        with watch(model, optimizer, every=1, out=out):
+            one_step(model, optimizer, x, y)
+        results.append(rows(out)[0])
+    plain, inplace_row = results
+    assert 0.2 < plain["saturated_fraction"][0] < 0.8
+    assert_same(inplace_row, plain)
+
+
+def test_without_an_optimizer_each_training_forward_is_a_step(tmp_path):
+    """Post-accumulate hooks read the gradients backward leaves; eval forwards do not count."""
+    torch.manual_seed(0)
+    model = ConvNet()
+    x, y = images()
+    norms = []
+    with watch(model, every=2, out=tmp_path) as w:
+        for _ in range(5):
+            model.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            norms.append([p.grad.norm().item() for p in (model.conv1.weight, model.fc.weight)])
+            with torch.no_grad():
+                for p in model.parameters():
+                    p -= 0.01 * p.grad
+            model.eval()
+            with torch.no_grad():
+                model(x)  # an evaluation: not a step
+            model.train()
+    measured = rows(tmp_path)
+    assert [row["step"] for row in measured] == [0, 2, 4]
+    for row in measured:
+        first, last = norms[row["step"]]
+        assert row["grad_norms"][0] == pytest.approx(first, rel=1e-6)
+        assert row["grad_norms"][-1] == pytest.approx(last, rel=1e-6)
+        assert "update_ratio" not in row
+    assert w.result.steps == 5
+
+
+def test_a_grad_scaler_is_seen_unscaled_and_its_skipped_steps_are_not_steps(tmp_path):
+    """The step pre-hook runs after GradScaler's unscale: the norms are the true gradients'."""
+    x, y = images()
+    torch.manual_seed(0)
+    model = ConvNet()
+    reference = copy.deepcopy(model)
+    one = torch.optim.SGD(reference.parameters(), lr=0.01)
+    with watch(reference, one, every=1, out=tmp_path / "plain"):
+        one_step(reference, one, x, y)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    with watch(model, optimizer, every=1, out=tmp_path / "scaled") as w:
+        optimizer.zero_grad()
+        scaler.scale(F.cross_entropy(model(x), y)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()  # an overflowing step: the scaler skips it
+        scaler.scale(F.cross_entropy(model(x), y) * math.inf).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    (plain,) = rows(tmp_path / "plain")
+    (scaled,) = rows(tmp_path / "scaled")
+    assert scaled["grad_norms"] == pytest.approx(plain["grad_norms"], rel=1e-5)
+    assert w.result.steps == 1
+
+
+class Ops(TorchDispatchMode):
+    """Every aten operation run while it is on."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_steps_between_watched_ones_run_no_extra_operation(tmp_path):
+    """Between measured steps the hooks return at once: the same operations as unwatched, so
+    nothing is computed or read back from the device."""
+    x, y = images()
+    torch.manual_seed(0)
+    model = ConvNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    one_step(model, optimizer, x, y)
+    with Ops() as unwatched:
+        one_step(model, optimizer, x, y)
+    with watch(model, optimizer, every=100, out=tmp_path):
+        one_step(model, optimizer, x, y)  # step 0: measured
+        with Ops() as watched:
+            one_step(model, optimizer, x, y)
+    assert watched.ops == unwatched.ops
+    assert len(rows(tmp_path)) == 1
+
+
+def test_close_removes_every_hook_and_writes_the_result(tmp_path):
+    torch.manual_seed(0)
+    model = ConvNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = images()
+    w = watch(model, optimizer, every=1, out=tmp_path / "a")
+    one_step(model, optimizer, x, y)
+    w.log(epoch=1, train_loss=2.0, test_loss=2.1, test_accuracy=torch.tensor(0.25))
+    result = w.close()
+    assert w.close() is result  # once
+    assert result.status == "ok" and result.test_accuracy == 0.25 and result.test_loss == 2.1
+    saved = records.read_json(tmp_path / "a" / "result.json")
+    assert saved["grad_norms_init"] == rows(tmp_path / "a")[0]["grad_norms"]
+    assert saved["history"] == rows(tmp_path / "a", "epoch")
+    size = (tmp_path / "a" / "metrics.jsonl").stat().st_size
+    with Ops() as after:
+        one_step(model, optimizer, x, y)
+    fresh = ConvNet()
+    fresh.load_state_dict(model.state_dict())
+    fresh_optimizer = torch.optim.SGD(fresh.parameters(), lr=0.01)
+    fresh_optimizer.load_state_dict(optimizer.state_dict())
+    with Ops() as never_watched:
+        one_step(fresh, fresh_optimizer, x, y)
+    assert after.ops == never_watched.ops
+    assert (tmp_path / "a" / "metrics.jsonl").stat().st_size == size
+    with watch(model, optimizer, every=1, out=tmp_path / "b"):  # free to watch again
+        one_step(model, optimizer, x, y)
+    assert len(rows(tmp_path / "b")) == 1
+
+
+def test_an_error_in_the_loop_leaves_an_unfinished_run(tmp_path):
+    torch.manual_seed(0)
+    model = ConvNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = images()
+    with pytest.raises(RuntimeError, match="boom"), watch(model, optimizer, every=1, out=tmp_path):
+        one_step(model, optimizer, x, y)
+        raise RuntimeError("boom")
+    assert len(rows(tmp_path)) == 1
+    assert not (tmp_path / "result.json").exists()
+    with watch(model, optimizer, out=tmp_path / "again"):  # the hooks went with the error
+        pass
+
+
+def test_a_diverging_loop_is_recorded_as_diverged(tmp_path):
+    torch.manual_seed(0)
+    model = ConvNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e30)
+    x, y = images()
+    with watch(model, optimizer, every=1, out=tmp_path) as w:
+        for _ in range(4):
+            one_step(model, optimizer, x, y)
+    assert w.result.status == "diverged" and w.result.diverged_step is not None
+    saved = json.loads((tmp_path / "result.json").read_text())  # strict JSON: nan is null
+    assert saved["status"] == "diverged"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m, o: watch("model", o), "watch: model must be a torch.nn.Module, got str"),
+        (lambda m, o: watch(m, "sgd"), "watch: optimizer must be a torch.optim.Optimizer, got"),
+        (lambda m, o: watch(m, o, every=0), "watch: every must be a whole number of steps >= 1"),
+        (lambda m, o: watch(m, o, layers=["conv9"]), "watch: no layer 'conv9' with a trainable"),
+        (lambda m, o: watch(m, probe=images()), "watch: probe= needs the optimizer"),
+        (lambda m, o: watch(m, o, probe=(1, 2)), "watch: probe must be a pair of tensors"),
+        (lambda m, o: watch(nn.ReLU(), None), "watch: ReLU has no module with a trainable weight"),
+    ],
+)
+def test_wrong_arguments_are_one_clear_error(tmp_path, monkeypatch, call, message):
+    monkeypatch.chdir(tmp_path)
+    model = ConvNet()
+    with pytest.raises(UsageError) as error:
+        call(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    assert str(error.value).startswith(message)
+
+
+def test_watching_a_watched_model_is_an_error(tmp_path):
+    model = ConvNet()
+    busy = r"already watched \(writing to .*a\); close that watch first"
+    with watch(model, out=tmp_path / "a"), pytest.raises(UsageError, match=busy):
+        watch(model, out=tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+def test_log_refuses_what_is_not_a_number(tmp_path):
+    model = ConvNet()
+    with watch(model, out=tmp_path) as w:
+        with pytest.raises(UsageError, match="log: test_accuracy is a fraction in"):
+            w.log(test_accuracy=97.5)
+        with pytest.raises(UsageError, match="log: train_loss must be a number, got 'low'"):
+            w.log(train_loss="low")
+
+
+def test_the_default_directory_is_under_runs_watch(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first, second = watch(ConvNet()), watch(ConvNet())
+    assert first.run_dir.parent == second.run_dir.parent == Path("runs", "watch")
+    assert (tmp_path / first.run_dir).is_dir() and (tmp_path / second.run_dir).is_dir()
+    assert first.run_dir.name.startswith("convnet-") and first.run_dir != second.run_dir
+    first.close()
+    second.close()
