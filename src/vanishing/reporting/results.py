@@ -434,6 +434,28 @@ def namer(items: Sequence[dict[str, Any]]) -> Callable[[dict[str, Any]], str]:
     return name
 
 
+def model_setup(config: dict[str, Any]) -> str:
+    """A watched model's setup in one line, for the page's header: 'Net (47,770 parameters;
+    9 weighted layers, 8 activation layers: sigmoid), adam lr 0.001, measured every 25 steps
+    on the training batch of the step.'"""
+    kinds = config.get("activation_kinds") or []
+    parameters = config.get("parameters")
+    counted = f"{parameters:,} parameters; " if isinstance(parameters, int) else ""
+    shape = (
+        f"{counted}{len(config.get('layers') or [])} weighted layers, {len(kinds)} activation "
+        f"layers: {', '.join(dict.fromkeys(map(str, kinds))) or 'none'}"
+    )
+    optimizer = config.get("optimizer")
+    lr = config.get("lr")
+    trained = f", {optimizer}" + (f" lr {lr:g}" if isinstance(lr, (int, float)) else "")
+    size = config.get("probe_size")
+    batch = f"a fixed probe batch of {size}" if size else "the training batch of the step"
+    return (
+        f"{config.get('model')} ({shape}){trained if optimizer else ''}, watched by "
+        f"vanishing.watch: measured every {config.get('every')} steps on {batch}."
+    )
+
+
 def seed_order(run: RunRecords) -> tuple[int, Any]:
     """Sort key of a run's seed: numbers by size, a watched model's null seed after them."""
     seed = run.config.get("seed", 0)

@@ -1039,7 +1039,10 @@ def live_alarm(
     latest, step = probes[-1], probes[-1].get("step")
     chance_loss = -math.log(chance_level(config.get("dataset")))
     # A key written as null is a non-finite number; a key never written says nothing.
-    last_rows = [latest, *(r for r in rows[-1:] if r.get("kind") == "epoch")]
+    # A watched model's probe rows carry the loss as null when the hooks saw none (no probe
+    # batch): only its epoch rows say anything about the loss.
+    blind = watched(config) and config.get("probe_size") is None
+    last_rows = [*([] if blind else [latest]), *(r for r in rows[-1:] if r.get("kind") == "epoch")]
     losses = [row[key] for row in last_rows for key in ("loss", "test_loss") if key in row]
     # At step 0 nothing has trained yet: a huge loss there is the init's, not a blow-up.
     when = "At initialisation" if step == 0 else f"Blew up: by step {step}"
