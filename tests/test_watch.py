@@ -371,3 +371,67 @@ def test_the_default_directory_is_under_runs_watch(tmp_path, monkeypatch):
     assert first.run_dir.name.startswith("convnet-") and first.run_dir != second.run_dir
     first.close()
     second.close()
+
+
+class FunctionalNet(nn.Module):
+    """ConvNet's twin written as pytorch/examples writes it: activations as functions."""
+
+    def __init__(self, relu=F.relu, slope: float | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 6, 3, padding=1)
+        self.norm2 = nn.BatchNorm2d(6)
+        self.fc = nn.Linear(6 * 8 * 8, 10)
+        self.relu, self.slope = relu, slope
+
+    def act(self, x):
+        return self.relu(x) if self.slope is None else F.leaky_relu(x, self.slope)
+
+    def forward(self, x):
+        x = self.act(self.conv1(x))
+        x = self.act(self.norm2(self.conv2(x)))
+        return self.fc(x.flatten(1))
+
+
+@pytest.mark.parametrize(
+    "relu",
+    [F.relu, torch.relu, torch.Tensor.relu, lambda x: F.relu(x, inplace=True)],
+    ids=["F.relu", "torch.relu", "Tensor.relu", "F.relu-inplace"],
+)
+def test_functional_activations_are_measured_as_their_modules(tmp_path, relu):
+    """F.relu in a forward is an activation layer, named by its order and labelled by the conv
+    before it, with the numbers the module form gives (a module's own F.relu is not counted
+    twice: ConvNet's layers are its modules alone)."""
+    x, y = images()
+    torch.manual_seed(0)
+    modules = ConvNet()
+    functional = FunctionalNet(relu)
+    functional.load_state_dict(modules.state_dict(), strict=False)
+    for model, out in ((modules, "modules"), (functional, "functional")):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        with watch(model, optimizer, every=1, out=tmp_path / out):
+            one_step(model, optimizer, x, y)
+    config = records.read_json(tmp_path / "functional" / "config.json")
+    assert config["activation_layers"] == ["relu#1", "relu#2"]
+    assert config["layer_labels"] == ["conv1", "conv2"] and config["activation"] == "relu"
+    assert records.read_json(tmp_path / "modules" / "config.json")["activation_layers"] == [
+        "act1",
+        "act2",
+    ]
+    assert_same(rows(tmp_path / "functional")[0], rows(tmp_path / "modules")[0])
+
+
+def test_a_functional_leaky_relu_is_judged_with_its_own_slope(tmp_path):
+    """F.leaky_relu(x, 0.2)'s negative side keeps 20 % of the slope: not saturated (< 10 %);
+    at 0.01 it is."""
+    x, y = images()
+    shares = {}
+    for slope in (0.2, 0.01):
+        torch.manual_seed(0)
+        model = FunctionalNet(slope=slope)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        with watch(model, optimizer, every=1, out=tmp_path / str(slope)):
+            one_step(model, optimizer, x, y)
+        shares[slope] = rows(tmp_path / str(slope))[0]["saturated_fraction"]
+    assert shares[0.2] == [0.0, 0.0]
+    assert all(0.2 < share < 0.8 for share in shares[0.01])

@@ -20,6 +20,7 @@ from functools import partial
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from vanishing.errors import UsageError, choices_error
 
@@ -59,6 +60,9 @@ class Activation:
     description: str  # one line for --help and reports
     # (width, options) -> module; left out of ==, as a pickled copy holds a new partial.
     build: Callable[[int, ActivationOptions], nn.Module] = field(compare=False)
+    # The functional forms a model's forward may call instead of the module (F.relu,
+    # torch.sigmoid, x.tanh(), ...): `watch` measures them too.
+    twins: tuple[Callable[..., Tensor], ...] = field(default=(), compare=False)
 
 
 def _construct(module_class: type[nn.Module], width: int, options: ActivationOptions) -> nn.Module:
@@ -93,6 +97,7 @@ ACTIVATIONS: dict[str, Activation] = {
             0.25,
             "logistic 1/(1+e^-z); slope at most 1/4, the classic vanishing gradient",
             partial(_construct, nn.Sigmoid),
+            (torch.sigmoid, Tensor.sigmoid, Tensor.sigmoid_, torch.sigmoid_),
         ),
         Activation(
             "tanh",
@@ -101,6 +106,7 @@ ACTIVATIONS: dict[str, Activation] = {
             1.0,
             "hyperbolic tangent; zero-centred, slope 1 at 0 but saturates for |z| > 2",
             partial(_construct, nn.Tanh),
+            (torch.tanh, Tensor.tanh, Tensor.tanh_, torch.tanh_),
         ),
         Activation(
             "relu",
@@ -109,6 +115,7 @@ ACTIVATIONS: dict[str, Activation] = {
             1.0,
             "max(0, z); slope 1 or 0, units stuck at z < 0 are dead",
             partial(_construct, nn.ReLU),
+            (F.relu, F.relu_, torch.relu, torch.relu_, Tensor.relu, Tensor.relu_),
         ),
         Activation(
             "leaky_relu",
@@ -117,6 +124,7 @@ ACTIVATIONS: dict[str, Activation] = {
             1.0,
             "max(z, a z) with a fixed small slope a for z < 0 (--negative-slope)",
             _leaky_relu,
+            (F.leaky_relu, F.leaky_relu_),
         ),
         # The bound holds at init (slope 0.25); the learned slope may grow past 1.
         Activation(
@@ -142,6 +150,7 @@ ACTIVATIONS: dict[str, Activation] = {
             1.0,
             "z for z > 0, e^z - 1 below (alpha = 1); smooth, negative outputs",
             partial(_construct, nn.ELU),
+            (F.elu, F.elu_),
         ),
         Activation(
             "selu",
@@ -150,6 +159,7 @@ ACTIVATIONS: dict[str, Activation] = {
             _SELU_MAX_SLOPE,
             "scaled elu whose fixed point keeps activations at mean 0, variance 1",
             partial(_construct, nn.SELU),
+            (F.selu, F.selu_, torch.selu, torch.selu_),
         ),
         Activation(
             "gelu",
@@ -158,6 +168,7 @@ ACTIVATIONS: dict[str, Activation] = {
             _GELU_MAX_SLOPE,
             "z Phi(z), relu weighted by the normal CDF (exact erf form)",
             partial(_construct, nn.GELU),
+            (F.gelu,),
         ),
         Activation(
             "silu",
@@ -166,6 +177,7 @@ ACTIVATIONS: dict[str, Activation] = {
             _SILU_MAX_SLOPE,
             "z sigmoid(z), also called swish",
             partial(_construct, nn.SiLU),
+            (F.silu,),
         ),
         Activation(
             "mish",
@@ -174,6 +186,7 @@ ACTIVATIONS: dict[str, Activation] = {
             _MISH_MAX_SLOPE,
             "z tanh(softplus(z))",
             partial(_construct, nn.Mish),
+            (F.mish,),
         ),
         Activation(
             "softplus",
@@ -182,6 +195,7 @@ ACTIVATIONS: dict[str, Activation] = {
             1.0,
             "log(1 + e^z), a smooth relu whose slope vanishes for z << 0",
             partial(_construct, nn.Softplus),
+            (F.softplus,),
         ),
         Activation(
             "linear",
@@ -244,5 +258,13 @@ def activation_of(module: nn.Module) -> Activation | None:
         if activation.family != "linear" and type(module) is type(
             activation.build(1, DEFAULT_OPTIONS)
         ):
+            return activation
+    return None
+
+
+def activation_of_function(function: Callable[..., Tensor]) -> Activation | None:
+    """The registry entry whose functional twin `function` is (F.relu is "relu"), else None."""
+    for activation in ACTIVATIONS.values():
+        if function in activation.twins:
             return activation
     return None

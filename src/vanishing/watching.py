@@ -10,7 +10,10 @@ norm and update ratio, in the order the model runs them. Every module the activa
 knows (nn.Sigmoid, nn.ReLU, nn.GELU, ...) is an *activation layer*: the back-propagated signal
 ||dLoss/da|| at its output, its output's mean, std and histogram, its saturated share (judged on
 its input) and dead units (a unit is one index of dim 1: a feature, or a conv's channel), with
-the same code as the trainer's probes (`probes.layer_block`).
+the same code as the trainer's probes (`probes.layer_block`). An activation a forward calls as a
+function (F.relu, torch.sigmoid, x.tanh(): the registry's `twins`) is one too, seen by a torch
+function mode during measured forwards only and named by its order ("relu#2"); a sentence names
+any activation layer by the weighted layer that ran before it ("conv2").
 
 At every `every`-th optimizer step (step 0 first):
 - without a probe batch, the training step itself is measured: forward hooks on the activation
@@ -45,9 +48,10 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
 
 from vanishing import probes, records
-from vanishing.activations import Activation, activation_of
+from vanishing.activations import ACTIVATIONS, DEFAULT_OPTIONS, Activation, activation_of
 from vanishing.errors import UsageError
 
 WATCH_DIR = Path("runs") / "watch"  # where watched runs go without `out`
@@ -85,6 +89,37 @@ def default_out(model: nn.Module) -> Path:
         count += 1
         out = WATCH_DIR / f"{stem}-{count}"
     return out
+
+
+class Functional(TorchFunctionMode):
+    """Passes every torch function a measured forward calls to `Watch._function_ran`."""
+
+    def __init__(self, run: Callable[..., Tensor]) -> None:
+        super().__init__()
+        self.run = run
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        return self.run(func, args, kwargs or {})
+
+
+def twin_module(
+    activation: Activation, function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> nn.Module:
+    """The module a functional activation call computes, for its slope (the saturation test):
+    its arguments as the module's (F.leaky_relu(x, 0.2) is nn.LeakyReLU(0.2))."""
+    given = dict(zip(("negative_slope", "alpha", "beta", "threshold"), args[1:], strict=False))
+    given.update(kwargs)
+    if activation.name == "leaky_relu":
+        return nn.LeakyReLU(given.get("negative_slope", 0.01))
+    if activation.name == "elu":
+        return nn.ELU(given.get("alpha", 1.0))
+    if activation.name == "gelu":
+        return nn.GELU(approximate=given.get("approximate", "none"))
+    if activation.name == "softplus":
+        return nn.Softplus(given.get("beta", 1.0), given.get("threshold", 20.0))
+    return activation.build(1, DEFAULT_OPTIONS)
 
 
 class Settings:
@@ -200,6 +235,12 @@ class Watch:
         self.config_layers: list[str] = []  # fixed by the first row
         self.config_activations: list[str] = []
         self.probing = False  # the probe batch's forward is running
+        # A measured forward: its function mode, its functional activations so far, and how
+        # many activation modules are running (their own F.relu is not another activation).
+        self.functional: Functional | None = None
+        self.calls, self.inside = 0, 0
+        self.twins = {f: a for a in ACTIVATIONS.values() for f in a.twins}
+        self.chosen = None if layers is None else set(layers)
         self.busy = False  # our own calls into a module (the saturation slope): not measured
         self.handles: list[Any] = []
         self._attach()
@@ -245,14 +286,14 @@ class Watch:
         for name, module in self.weighted.items():
             add(module.register_forward_hook(self._weighted_ran(name)))
         for name, (module, activation) in self.activations.items():
-            if getattr(module, "inplace", False):  # its input is gone once it has run
-                add(module.register_forward_pre_hook(self._keep_input(name)))
+            add(module.register_forward_pre_hook(self._activation_starts(name)))
             add(module.register_forward_hook(self._activation_ran(name, activation)))
+        add(self.model.register_forward_pre_hook(self._forward_starts))
+        add(self.model.register_forward_hook(self._forward_ends, always_call=True))
         if self.optimizer is not None:
             add(self.optimizer.register_step_pre_hook(self._before_step))
             add(self.optimizer.register_step_post_hook(self._after_step))
         else:
-            add(self.model.register_forward_pre_hook(self._forward_starts))
             for name, weight in self.weights.items():
                 add(weight.register_post_accumulate_grad_hook(self._grad_ready(name)))
 
@@ -278,38 +319,70 @@ class Watch:
 
     def _weighted_ran(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            if self.measuring():
+            if self.functional is not None and not self.busy:  # a measured forward
                 self._seen(name)
                 if not isinstance(module, NORMS):
                     self.last_weighted = name
 
         return hook
 
-    def _keep_input(self, name: str) -> Callable[..., None]:
+    def _activation_starts(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: Any) -> None:
-            if self.measuring() and args and isinstance(args[0], Tensor):
-                self.inputs[name] = args[0].detach().clone()
+            if self.functional is None or self.busy:  # not a measured forward, or our own call
+                return
+            self.inside += 1  # its own F.relu is not a second activation
+            if getattr(module, "inplace", False) and args and isinstance(args[0], Tensor):
+                self.inputs[name] = args[0].detach().clone()  # gone once the module has run
 
         return hook
 
     def _activation_ran(self, name: str, activation: Activation) -> Callable[..., None]:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            if not self.measuring() or not isinstance(output, Tensor) or output.dim() < 2:
+            if self.functional is None or self.busy:
                 return
-            self._seen(name)
-            self.widths.setdefault(name, int(output.shape[1]))
-            if self.last_weighted is not None:
-                self.follows.setdefault(name, self.last_weighted)
+            self.inside -= 1
             z = self.inputs.pop(name, None)
-            z = z if z is not None else args[0].detach()
-            if self.probing:
-                self.tensors[name] = (z, output)
-                return
-            self.blocks[name] = self._block(activation, module, z, output.detach(), None)
-            if output.requires_grad:
-                output.register_hook(self._signal_arrives(name))
+            self._capture(name, activation, module, z if z is not None else args[0], output)
 
         return hook
+
+    def _function_ran(
+        self, function: Callable[..., Tensor], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Tensor:
+        """Run a function a measured forward calls; measure it when it is an activation's
+        functional twin (F.relu, torch.sigmoid, x.tanh(), ...) called outside a module."""
+        activation = self.twins.get(function)
+        z = args[0] if args else None
+        if activation is None or self.inside or self.busy or not isinstance(z, Tensor):
+            return function(*args, **kwargs)
+        in_place = kwargs.get("inplace") is True or function.__name__.endswith("_")
+        kept = z.detach().clone() if in_place else z
+        output = function(*args, **kwargs)
+        self.calls += 1
+        name = f"{activation.name}#{self.calls}"  # the k-th functional activation of a forward
+        if name not in self.activations and self.chosen is None and not self.config_layers:
+            self.activations[name] = (twin_module(activation, function, args, kwargs), activation)
+        if name in self.activations:
+            self._capture(name, activation, self.activations[name][0], kept, output)
+        return output
+
+    def _capture(
+        self, name: str, activation: Activation, module: nn.Module, z: Any, output: Any
+    ) -> None:
+        """One activation layer's measurements at a measured forward (its input z, output)."""
+        if not isinstance(output, Tensor) or not isinstance(z, Tensor) or output.dim() < 2:
+            return
+        self._seen(name)
+        self.widths.setdefault(name, int(output.shape[1]))
+        if self.last_weighted is not None:
+            self.follows.setdefault(name, self.last_weighted)
+        z = z.detach()
+        if self.probing:
+            self.tensors[name] = (z, output)
+            return
+        self.blocks[name] = self._block(activation, module, z, output.detach(), None)
+        if output.requires_grad:
+            output.register_hook(self._signal_arrives(name))
 
     def _signal_arrives(self, name: str) -> Callable[[Tensor], None]:
         def hook(grad: Tensor) -> None:
@@ -343,13 +416,25 @@ class Watch:
     # -- steps -----------------------------------------------------------------------------
 
     def _forward_starts(self, module: nn.Module, args: Any) -> None:
-        """Without an optimizer: each forward in training mode with gradients on is a step."""
-        if self.busy or not (torch.is_grad_enabled() and self.model.training):
+        """The model's forward begins. Without an optimizer, each forward in training mode
+        with gradients on is a step. A measured one sees functional activations too."""
+        if self.busy:
             return
-        if self.grads:  # the last watched step's gradients did not all arrive: write them
-            self._write(self._row(self.step, None))
-        self.step = self.forwards
-        self.forwards += 1
+        if self.optimizer is None and torch.is_grad_enabled() and self.model.training:
+            if self.grads:  # the last watched step's gradients did not all arrive: write them
+                self._write(self._row(self.step, None))
+            self.step = self.forwards
+            self.forwards += 1
+        if self.measuring() and self.functional is None:
+            self.calls, self.inside = 0, 0
+            self.functional = Functional(self._function_ran)
+            self.functional.__enter__()
+
+    def _forward_ends(self, module: nn.Module, args: Any, output: Any) -> None:
+        """The model's forward has ended (or raised): functions are no longer seen."""
+        if self.functional is not None:
+            self.functional.__exit__(None, None, None)
+            self.functional = None
 
     def _grad_ready(self, name: str) -> Callable[[Tensor], None]:
         def hook(weight: Tensor) -> None:
