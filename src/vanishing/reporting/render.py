@@ -23,7 +23,7 @@ from vanishing.reporting.diagnosis import ATTENUATION_HEADER, Gap, attenuation_c
 from vanishing.reporting.figures import FigureBlock
 from vanishing.reporting.formats import MISSING, fixed, markdown, markdown_table
 from vanishing.reporting.page import Report, build_report
-from vanishing.reporting.results import Group, RunRecords, setting_order
+from vanishing.reporting.results import Group, RunRecords, model_setup, setting_order, watched
 from vanishing.reporting.summary import TABLE_HEADER, summary_cells
 from vanishing.reporting.verdicts import SATURATED, THRESHOLDS, Thresholds, judge
 
@@ -68,6 +68,8 @@ def setup_line(report: Report) -> str:
     if not report.runs:
         return "No readable runs."
     config = report.runs[0].config
+    if watched(config):  # a user's own model: no MLP, no probe settings
+        return model_setup(config)
     seeds = sorted({r.config.get("seed") for r in report.runs if r.result is not None}, key=str)
     probes_text = (
         f"seeds {', '.join(map(str, seeds)) or MISSING}; probes every {config.get('probe_every')} "
