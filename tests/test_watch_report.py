@@ -213,6 +213,8 @@ def test_report_cli_on_a_watched_run(tmp_path, capsys):
     assert "### Net (Sigmoid)" in markdown
     assert "shrinks 1,000-fold from conv4 to conv1" in markdown
     assert "--norm" not in markdown
+    assert "MLP 784" not in markdown and "probes every" not in markdown  # not an MLP's setup
+    assert report.results.model_setup(records.read_json(run_dir / "config.json")) in markdown
 
 
 def test_the_live_list_and_stream_show_a_watched_run(tmp_path):
