@@ -175,6 +175,8 @@ def base_argv(prefix: tuple[str, ...], data_dir: Path) -> list[str]:
     """The valid options around the one being fuzzed: the tiny data set, nothing heavy."""
     if prefix == ("report",):
         return ["report", "runs-here"]
+    if prefix == ("export",):
+        return ["export", "runs-here", "--to", "tensorboard"]
     argv = [*prefix, "--data-dir", str(data_dir), "--no-verify"]
     if prefix in (("compare",), ("train",)):
         argv += ["--hidden", "4", "--epochs", "1", "--device", "cpu"]
