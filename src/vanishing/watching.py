@@ -243,6 +243,7 @@ class Watch:
         self.chosen = None if layers is None else set(layers)
         self.busy = False  # our own calls into a module (the saturation slope): not measured
         self.handles: list[Any] = []
+        self.layer_handles: list[Any] = []  # during a measured forward only
         self._attach()
         model.__dict__[MARK] = weakref.ref(self)
 
@@ -281,13 +282,11 @@ class Watch:
         return weighted, activations
 
     def _attach(self) -> None:
-        """Register every hook; each handle is kept for `close`."""
+        """Register the hooks that run at every step; each handle is kept for `close`. The
+        layers' own hooks are there only during a measured forward (`_attach_layers`), so an
+        unmeasured step runs four hooks (the model's forward and the optimizer's step, each
+        begun and ended) and nothing else."""
         add = self.handles.append
-        for name, module in self.weighted.items():
-            add(module.register_forward_hook(self._weighted_ran(name)))
-        for name, (module, activation) in self.activations.items():
-            add(module.register_forward_pre_hook(self._activation_starts(name)))
-            add(module.register_forward_hook(self._activation_ran(name, activation)))
         add(self.model.register_forward_pre_hook(self._forward_starts))
         add(self.model.register_forward_hook(self._forward_ends, always_call=True))
         if self.optimizer is not None:
@@ -296,6 +295,21 @@ class Watch:
         else:
             for name, weight in self.weights.items():
                 add(weight.register_post_accumulate_grad_hook(self._grad_ready(name)))
+
+    def _attach_layers(self) -> None:
+        """The layers' hooks, for one measured forward (`_forward_ends` removes them)."""
+        add = self.layer_handles.append
+        if not self.config_layers:  # the order the layers run in is not known yet
+            for name, module in self.weighted.items():
+                add(module.register_forward_hook(self._weighted_ran(name)))
+        for name, (module, activation) in self.activations.items():
+            add(module.register_forward_pre_hook(self._activation_starts(name)))
+            add(module.register_forward_hook(self._activation_ran(name, activation)))
+
+    def _detach_layers(self) -> None:
+        for handle in self.layer_handles:
+            handle.remove()
+        self.layer_handles.clear()
 
     # -- which forwards are measured ---------------------------------------------------------
 
@@ -427,14 +441,17 @@ class Watch:
             self.forwards += 1
         if self.measuring() and self.functional is None:
             self.calls, self.inside = 0, 0
+            self._attach_layers()
             self.functional = Functional(self._function_ran)
             self.functional.__enter__()
 
     def _forward_ends(self, module: nn.Module, args: Any, output: Any) -> None:
-        """The model's forward has ended (or raised): functions are no longer seen."""
+        """The model's forward has ended (or raised): its layers and functions are no longer
+        seen."""
         if self.functional is not None:
             self.functional.__exit__(None, None, None)
             self.functional = None
+            self._detach_layers()
 
     def _grad_ready(self, name: str) -> Callable[[Tensor], None]:
         def hook(weight: Tensor) -> None:
@@ -652,6 +669,10 @@ class Watch:
 
     def detach(self) -> None:
         """Remove every hook and close metrics.jsonl; the model is no longer watched."""
+        if self.functional is not None:  # closed inside a forward (an error in a hook)
+            self.functional.__exit__(None, None, None)
+            self.functional = None
+        self._detach_layers()
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
