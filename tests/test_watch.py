@@ -435,3 +435,195 @@ def test_a_functional_leaky_relu_is_judged_with_its_own_slope(tmp_path):
         shares[slope] = rows(tmp_path / str(slope))[0]["saturated_fraction"]
     assert shares[0.2] == [0.0, 0.0]
     assert all(0.2 < share < 0.8 for share in shares[0.01])
+
+
+def test_a_layer_no_gradient_reaches_is_null_not_a_divergence(tmp_path):
+    """An auxiliary head the loss does not use has no gradient: null in the row, left out of
+    the first/last ratio, and the run is not 'diverged'."""
+    torch.manual_seed(0)
+    model = nn.ModuleDict(
+        {
+            "body": nn.Linear(20, 16),
+            "act": nn.Sigmoid(),
+            "head": nn.Linear(16, 10),
+            "aux": nn.Linear(16, 3),
+        }
+    )
+    model.forward = lambda x: model["head"](model["act"](model["body"](x)))  # aux unused
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = batch()
+    with watch(model, optimizer, every=1, out=tmp_path) as w:
+        for _ in range(2):
+            one_step(model, optimizer, x, y)
+    row = rows(tmp_path)[0]
+    assert records.read_json(tmp_path / "config.json")["layers"] == ["body", "head", "aux"]
+    assert row["grad_norms"][2] is None and row["grad_norms"][0] > 0
+    assert row["vanishing_ratio"] == pytest.approx(row["grad_norms"][0] / row["grad_norms"][1])
+    assert w.result.status == "ok" and w.result.diverged_step is None
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_autocast_is_measured_in_float32(tmp_path, dtype):
+    """Under autocast the activations are bf16/fp16: counts are still exact whole numbers."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 4096), nn.ReLU(), nn.Linear(4096, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = batch(n=40)
+    with watch(model, optimizer, every=1, out=tmp_path):
+        optimizer.zero_grad()
+        with torch.autocast("cpu", dtype=dtype):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+    (row,) = rows(tmp_path)
+    assert sum(row["activation_histogram"][0]["counts"]) == 40 * 4096
+    assert all(math.isfinite(v) for v in row["signal_norms"] + row["activation_std"])
+
+
+def test_units_of_a_sequence_are_its_features(tmp_path):
+    """A Linear along a sequence (batch, time, features): a unit is a feature, not a time step;
+    three quarters of the features pushed below zero are dead."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 10))
+    with torch.no_grad():
+        model[0].bias[:48] = -100.0
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(16, 12, 8)
+    y = torch.randint(0, 10, (16, 12))
+    with watch(model, optimizer, every=1, out=tmp_path):
+        optimizer.zero_grad()
+        F.cross_entropy(model(x).flatten(0, 1), y.flatten()).backward()
+        optimizer.step()
+    assert records.read_json(tmp_path / "config.json")["hidden"] == [64]
+    assert rows(tmp_path)[0]["dead_fraction"] == [pytest.approx(0.75)]
+
+
+class Recurrent(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(8, 16, num_layers=2, batch_first=True)
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        h, _ = self.gru(x)
+        h, _ = self.attn(h, h, h)
+        return self.fc(h[:, -1])
+
+
+def test_recurrent_and_attention_weights_are_watched(tmp_path):
+    """A GRU's weight_ih_l0.. and attention's in_proj_weight are weights too (one norm per
+    module); out_proj, used by its parent's code, follows its parent."""
+    torch.manual_seed(0)
+    model = Recurrent()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(6, 5, 8), torch.randint(0, 10, (6,))
+    with watch(model, optimizer, every=1, out=tmp_path / "all"):
+        one_step(model, optimizer, x, y)
+    assert records.read_json(tmp_path / "all" / "config.json")["layers"] == [
+        "gru",
+        "attn",
+        "attn.out_proj",
+        "fc",
+    ]
+    gru = [p.grad for n, p in model.gru.named_parameters() if "weight" in n]
+    row = rows(tmp_path / "all")[0]
+    expected = torch.stack([g.norm() for g in gru]).norm().item()
+    assert row["grad_norms"][0] == pytest.approx(expected, rel=1e-5)
+    with watch(model, optimizer, every=1, out=tmp_path / "gru", layers=["gru", "fc"]):
+        one_step(model, optimizer, x, y)
+    assert records.read_json(tmp_path / "gru" / "config.json")["layers"] == ["gru", "fc"]
+
+
+def test_without_an_optimizer_a_step_is_a_backward(tmp_path):
+    """Two forwards per step (two views of a batch): still one step per backward."""
+    torch.manual_seed(0)
+    model = ConvNet()
+    x, y = images()
+    with watch(model, every=2, out=tmp_path) as w:
+        for _ in range(5):
+            model.zero_grad()
+            loss = F.cross_entropy(model(x), y) + F.cross_entropy(model(x.flip(-1)), y)
+            loss.backward()
+    assert [row["step"] for row in rows(tmp_path)] == [0, 2, 4]
+    assert w.result.steps == 5
+
+
+def test_a_module_called_twice_is_two_activation_layers(tmp_path):
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.fc = nn.Linear(20, 32), nn.Linear(32, 16), nn.Linear(16, 10)
+            self.act = nn.ReLU()
+
+        def forward(self, x):
+            return self.fc(self.act(self.b(self.act(self.a(x)))))
+
+    torch.manual_seed(0)
+    model = Twice()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = batch()
+    with watch(model, optimizer, every=1, out=tmp_path):
+        one_step(model, optimizer, x, y)
+    config = records.read_json(tmp_path / "config.json")
+    assert config["activation_layers"] == ["act", "act#2"]
+    assert config["layer_labels"] == ["a", "b"] and config["hidden"] == [32, 16]
+    assert [sum(h["counts"]) for h in rows(tmp_path)[0]["activation_histogram"]] == [
+        48 * 32,
+        48 * 16,
+    ]
+
+
+def test_two_activations_after_one_layer_get_labels_of_their_own(tmp_path):
+    class Stacked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.sig, self.fc2 = nn.Linear(20, 16), nn.Sigmoid(), nn.Linear(16, 10)
+
+        def forward(self, x):
+            return self.fc2(F.relu(self.sig(self.fc1(x))))
+
+    model = Stacked()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with watch(model, optimizer, every=1, out=tmp_path):
+        one_step(model, optimizer, *batch())
+    config = records.read_json(tmp_path / "config.json")
+    assert config["layer_labels"] == ["fc1 (sig)", "fc1 (relu#1)"]
+
+
+def test_the_signal_under_a_grad_scaler_is_divided_by_its_scale(tmp_path):
+    x, y = images()
+    torch.manual_seed(0)
+    model = ConvNet()
+    reference = copy.deepcopy(model)
+    one = torch.optim.SGD(reference.parameters(), lr=0.01)
+    with watch(reference, one, every=1, out=tmp_path / "plain"):
+        one_step(reference, one, x, y)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    with watch(model, optimizer, every=1, out=tmp_path / "scaled", scaler=scaler):
+        optimizer.zero_grad()
+        scaler.scale(F.cross_entropy(model(x), y)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    (plain,) = rows(tmp_path / "plain")
+    (scaled,) = rows(tmp_path / "scaled")
+    assert scaled["signal_norms"] == pytest.approx(plain["signal_norms"], rel=1e-5)
+
+
+def test_dead_units_are_zero_on_every_sample_of_the_last_measured_batches(tmp_path):
+    """A unit that fires on one batch and not the next is not dead: dead means zero on the
+    last few measured batches, not on one batch of 64."""
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 10))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.eye(2))
+        model[0].bias.zero_()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    negative = torch.tensor([[-1.0, 1.0]] * 8)  # unit 0 silent
+    positive = torch.tensor([[1.0, 1.0]] * 8)  # unit 0 fires
+    y = torch.zeros(8, dtype=torch.long)
+    with watch(model, optimizer, every=1, out=tmp_path):
+        one_step(model, optimizer, negative, y)
+        one_step(model, optimizer, positive, y)
+        one_step(model, optimizer, negative, y)
+    assert [row["dead_fraction"] for row in rows(tmp_path)] == [[0.5], [0.0], [0.0]]

@@ -340,6 +340,8 @@ def stop_on_signals() -> tuple[threading.Event, dict]:
             raise KeyboardInterrupt  # the user insists
         stop.set()
 
+    if threading.current_thread() is not threading.main_thread():
+        return stop, {}  # signals reach the main thread only (the API called from a thread)
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     return stop, previous
 

@@ -92,11 +92,16 @@ def saturated_share(activation: Activation, module: torch.nn.Module, z: Tensor) 
         module.train(was_training)
 
 
-def dead_share(output: Tensor) -> Tensor:
-    """The share of units whose activation output is zero for every sample (and, for a conv,
-    every position): a unit is one index of dim 1, a Linear's feature or a conv's channel."""
-    per_unit = output.transpose(0, 1).flatten(1)  # (units, samples x positions)
-    return (per_unit == 0).all(dim=1).float().mean()
+def active_units(output: Tensor, dim: int = 1) -> Tensor:
+    """Per unit (one index of `dim`: a Linear's feature, a conv's channel), whether its
+    activation output is non-zero for some sample (and position); a (units,) bool tensor."""
+    per_unit = output.transpose(0, dim).flatten(1)  # (units, samples x positions)
+    return (per_unit != 0).any(dim=1)
+
+
+def dead_share(output: Tensor, dim: int = 1) -> Tensor:
+    """The share of units whose activation output is zero for every sample (and position)."""
+    return (~active_units(output, dim)).float().mean()
 
 
 def layer_block(signal: Tensor, output: Tensor, saturated: Tensor, dead: Tensor) -> Tensor:

@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -122,6 +122,41 @@ def twin_module(
     return activation.build(1, DEFAULT_OPTIONS)
 
 
+CONVS = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+DEAD_WINDOW = 4  # a unit is dead when zero on every sample of the last 4 measured batches
+
+
+def weights_of(module: nn.Module) -> list[nn.Parameter]:
+    """A module's own trainable weights, its biases left out: `weight`, a recurrent layer's
+    `weight_ih_l0`..., attention's `in_proj_weight`."""
+    return [
+        p for n, p in module.named_parameters(recurse=False) if "weight" in n and p.requires_grad
+    ]
+
+
+def joint_norm(tensors: Sequence[Tensor]) -> Tensor:
+    """The L2 norm of several tensors taken as one vector (one tensor's own norm)."""
+    if len(tensors) == 1:
+        return tensors[0].detach().float().norm()
+    return torch.stack([t.detach().float().norm() for t in tensors]).norm()
+
+
+def unit_dim(output: Tensor, before: nn.Module | None) -> int:
+    """Which dimension of an activation's output holds its units: dim 1 for a (batch,
+    features) output and for a conv's (batch, channels, ...) maps; the last one for a
+    sequence's (batch, time, features), as a Linear applied along a sequence makes."""
+    if output.dim() <= 2 or isinstance(before, CONVS) or output.dim() >= 4:
+        return 1
+    return output.dim() - 1
+
+
 class Settings:
     """A watched run's config.json values (`records.open_run` takes anything with to_dict)."""
 
@@ -159,6 +194,7 @@ class Watch:
         layers: Iterable[str] | None = None,
         loss: Callable[[Tensor, Tensor], Tensor] | None = None,
         settings: dict[str, Any] | None = None,
+        scaler: Any = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise UsageError(f"watch: model must be a torch.nn.Module, got {type(model).__name__}")
@@ -172,7 +208,8 @@ class Watch:
         if other is not None:
             raise UsageError(
                 f"watch: this {type(model).__name__} is already watched (writing to "
-                f"{other.run_dir}); close that watch first"
+                f"{other.run_dir}); close that watch first "
+                "(vanishing.watching.watched_by(model).close())"
             )
         if probe is not None:
             if optimizer is None:
@@ -198,10 +235,12 @@ class Watch:
         self.loss = loss or F.cross_entropy
         self.extra = dict(settings or {})
         self.weighted, self.activations = self._select(model, layers)
-        # The watched weights, by their module's name.
-        self.weights: dict[str, nn.Parameter] = {
-            name: cast(nn.Parameter, module.weight) for name, module in self.weighted.items()
-        }
+        # The watched weights, by their module's name; the activation modules hooked (the
+        # activation layers are these and, found as the model runs, functional activations
+        # and second calls of a module).
+        self.weights = {name: weights_of(module) for name, module in self.weighted.items()}
+        self.hooked = dict(self.activations)
+        self.scaler = scaler
         self.run_dir: Path = Path(out) if out is not None else default_out(model)
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -226,10 +265,15 @@ class Watch:
         self.signals: dict[str, Tensor] = {}  # activation layer -> ||dLoss/da||
         self.inputs: dict[str, Tensor] = {}  # in-place activations' inputs, before they go
         self.tensors: dict[str, tuple[Tensor, Tensor]] = {}  # probe: layer -> (input, output)
-        self.grads: dict[str, Tensor] = {}  # no optimizer: layer -> weight-gradient norm
-        self.before: list[Tensor] | None = None  # weights before a measured step
+        self.grads: dict[str, Tensor] = {}  # layer -> weight-gradient norm
+        self.param_grads: dict[tuple[str, int], Tensor] = {}  # no optimizer: as they arrive
+        self.arrived = 0  # no optimizer: weights whose gradient this backward has left
+        self.units: dict[str, int] = {}  # activation layer -> the dim of its units
+        self.alive: dict[str, list[Tensor]] = {}  # its units active in recent measured batches
+        self.module_calls: dict[str, int] = {}  # activation module -> its calls in this forward
+        self.last_weighted_module: nn.Module | None = None
+        self.before: dict[str, list[Tensor]] | None = None  # weights before a measured step
         self.pending: dict[str, Any] | None = None  # a row waiting for the step's update
-        self.forwards = 0  # without an optimizer: training forwards so far
         self.written = -1  # the step of the last probe row
         self.widths: dict[str, int] = {}  # activation layer -> units (size of dim 1)
         self.config_layers: list[str] = []  # fixed by the first row
@@ -258,9 +302,7 @@ class Watch:
             activation = activation_of(module)
             if activation is not None:
                 activations[name] = (module, activation)
-            elif isinstance(weight := getattr(module, "weight", None), nn.Parameter) and (
-                weight.requires_grad
-            ):
+            elif weights_of(module):
                 weighted[name] = module
         if layers is not None:
             chosen = list(layers)
@@ -285,7 +327,8 @@ class Watch:
         """Register the hooks that run at every step; each handle is kept for `close`. The
         layers' own hooks are there only during a measured forward (`_attach_layers`), so an
         unmeasured step runs four hooks (the model's forward and the optimizer's step, each
-        begun and ended) and nothing else."""
+        begun and ended) and nothing else; without an optimizer, one per weight as well, as
+        backward leaves its gradient (that is how a step's end is seen)."""
         add = self.handles.append
         add(self.model.register_forward_pre_hook(self._forward_starts))
         add(self.model.register_forward_hook(self._forward_ends, always_call=True))
@@ -293,8 +336,9 @@ class Watch:
             add(self.optimizer.register_step_pre_hook(self._before_step))
             add(self.optimizer.register_step_post_hook(self._after_step))
         else:
-            for name, weight in self.weights.items():
-                add(weight.register_post_accumulate_grad_hook(self._grad_ready(name)))
+            for name, weights in self.weights.items():
+                for index, weight in enumerate(weights):
+                    add(weight.register_post_accumulate_grad_hook(self._grad_ready(name, index)))
 
     def _attach_layers(self) -> None:
         """The layers' hooks, for one measured forward (`_forward_ends` removes them)."""
@@ -302,7 +346,7 @@ class Watch:
         if not self.config_layers:  # the order the layers run in is not known yet
             for name, module in self.weighted.items():
                 add(module.register_forward_hook(self._weighted_ran(name)))
-        for name, (module, activation) in self.activations.items():
+        for name, (module, activation) in self.hooked.items():
             add(module.register_forward_pre_hook(self._activation_starts(name)))
             add(module.register_forward_hook(self._activation_ran(name, activation)))
 
@@ -336,7 +380,7 @@ class Watch:
             if self.functional is not None and not self.busy:  # a measured forward
                 self._seen(name)
                 if not isinstance(module, NORMS):
-                    self.last_weighted = name
+                    self.last_weighted, self.last_weighted_module = name, module
 
         return hook
 
@@ -356,9 +400,19 @@ class Watch:
                 return
             self.inside -= 1
             z = self.inputs.pop(name, None)
-            self._capture(name, activation, module, z if z is not None else args[0], output)
+            calls = self.module_calls[name] = self.module_calls.get(name, 0) + 1
+            layer = name if calls == 1 else f"{name}#{calls}"  # a module called again: a layer
+            if layer not in self.activations and self._may_add(layer):
+                self.activations[layer] = (module, activation)
+            if layer in self.activations:
+                self._capture(layer, activation, module, z if z is not None else args[0], output)
 
         return hook
+
+    def _may_add(self, layer: str) -> bool:
+        """Whether an activation layer found as the model runs is one to measure: not once the
+        first row has fixed the layers, nor when `layers` chose others."""
+        return not self.config_layers and (self.chosen is None or layer in self.chosen)
 
     def _function_ran(
         self, function: Callable[..., Tensor], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -374,7 +428,7 @@ class Watch:
         output = function(*args, **kwargs)
         self.calls += 1
         name = f"{activation.name}#{self.calls}"  # the k-th functional activation of a forward
-        if name not in self.activations and self.chosen is None and not self.config_layers:
+        if name not in self.activations and self._may_add(name):
             self.activations[name] = (twin_module(activation, function, args, kwargs), activation)
         if name in self.activations:
             self._capture(name, activation, self.activations[name][0], kept, output)
@@ -387,42 +441,52 @@ class Watch:
         if not isinstance(output, Tensor) or not isinstance(z, Tensor) or output.dim() < 2:
             return
         self._seen(name)
-        self.widths.setdefault(name, int(output.shape[1]))
+        dim = self.units.setdefault(name, unit_dim(output, self.last_weighted_module))
+        self.widths.setdefault(name, int(output.shape[dim]))
         if self.last_weighted is not None:
             self.follows.setdefault(name, self.last_weighted)
         z = z.detach()
         if self.probing:
             self.tensors[name] = (z, output)
             return
-        self.blocks[name] = self._block(activation, module, z, output.detach(), None)
+        self.blocks[name] = self._block(name, activation, module, z, output.detach(), None)
         if output.requires_grad:
             output.register_hook(self._signal_arrives(name))
 
     def _signal_arrives(self, name: str) -> Callable[[Tensor], None]:
         def hook(grad: Tensor) -> None:
-            self.signals[name] = grad.detach().norm()
+            self.signals[name] = grad.detach().float().norm()
 
         return hook
 
     def _block(
         self,
+        name: str,
         activation: Activation,
         module: nn.Module,
         z: Tensor,
         output: Tensor,
         signal: Tensor | None,
     ) -> Tensor:
-        """`probes.layer_block` of one activation layer; the signal 0 until it arrives."""
+        """`probes.layer_block` of one activation layer, in float32 whatever the model's
+        precision; the signal 0 until it arrives; dead units over the last DEAD_WINDOW
+        measured batches."""
         self.busy = True  # the slope is the module's own: its hooks must not measure it
         try:
             with torch.no_grad():
                 saturated = probes.saturated_share(activation, module, z)
-                zero = torch.zeros((), device=output.device, dtype=output.dtype)
+                output = output.float()
+                window = self.alive.setdefault(name, [])
+                window.append(probes.active_units(output, self.units[name]))
+                del window[:-DEAD_WINDOW]
+                shapes = {flags.shape for flags in window}
+                alive = torch.stack(window).any(dim=0) if len(shapes) == 1 else window[-1]
+                zero = torch.zeros((), device=output.device)
                 return probes.layer_block(
-                    zero if signal is None else signal,
+                    zero if signal is None else signal.float(),
                     output,
                     saturated,
-                    probes.dead_share(output),
+                    (~alive).float().mean(),
                 )
         finally:
             self.busy = False
@@ -430,17 +494,16 @@ class Watch:
     # -- steps -----------------------------------------------------------------------------
 
     def _forward_starts(self, module: nn.Module, args: Any) -> None:
-        """The model's forward begins. Without an optimizer, each forward in training mode
-        with gradients on is a step. A measured one sees functional activations too."""
+        """The model's forward begins; a measured one sees its layers and functional
+        activations. Without an optimizer, a backward that did not reach every weight ends
+        its step here, at the next forward."""
         if self.busy:
             return
-        if self.optimizer is None and torch.is_grad_enabled() and self.model.training:
-            if self.grads:  # the last watched step's gradients did not all arrive: write them
-                self._write(self._row(self.step, None))
-            self.step = self.forwards
-            self.forwards += 1
+        if self.optimizer is None and self.arrived:
+            self._end_backward()
         if self.measuring() and self.functional is None:
             self.calls, self.inside = 0, 0
+            self.module_calls.clear()
             self._attach_layers()
             self.functional = Functional(self._function_ran)
             self.functional.__enter__()
@@ -453,15 +516,37 @@ class Watch:
             self.functional = None
             self._detach_layers()
 
-    def _grad_ready(self, name: str) -> Callable[[Tensor], None]:
+    def _grad_ready(self, name: str, index: int) -> Callable[[Tensor], None]:
+        """Without an optimizer: a step ends when backward has left every weight's gradient."""
+
         def hook(weight: Tensor) -> None:
-            if self.step % self.every or self.written == self.step or weight.grad is None:
-                return
-            self.grads[name] = weight.grad.detach().norm()
-            if len(self.grads) == len(self.weighted):
-                self._write(self._row(self.step, None))
+            self.arrived += 1
+            if self.step % self.every == 0 and weight.grad is not None:
+                self.param_grads[(name, index)] = weight.grad.detach().float().norm()
+            if self.arrived == self.weight_count:
+                self._end_backward()
 
         return hook
+
+    @property
+    def weight_count(self) -> int:
+        return sum(len(weights) for weights in self.weights.values())
+
+    def _end_backward(self) -> None:
+        """Without an optimizer: one step is over; a watched one is written."""
+        if self.step % self.every == 0 and (self.param_grads or self.blocks):
+            for name, weights in self.weights.items():
+                norms = [
+                    self.param_grads[(name, i)]
+                    for i in range(len(weights))
+                    if (name, i) in self.param_grads
+                ]
+                if norms:
+                    self.grads[name] = torch.stack(norms).norm()
+            self.param_grads.clear()
+            self._write(self._row(self.step, None))
+        self.arrived = 0
+        self.step += 1
 
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self.step % self.every:
@@ -470,12 +555,17 @@ class Watch:
         if self.probe is not None:
             row = self._measure_probe()
         else:
-            for name, weight in self.weights.items():
-                grad = weight.grad
-                if grad is not None:
-                    self.grads[name] = grad.detach().norm()
+            for name, weights in self.weights.items():
+                grads = [w.grad for w in weights if w.grad is not None]
+                if grads:
+                    self.grads[name] = joint_norm(grads)
+            if self.scaler is not None:  # the signals passed back the scaled loss's gradient
+                scale = float(self.scaler.get_scale())
+                self.signals = {name: s / scale for name, s in self.signals.items()}
             row = self._row(self.step, None)
-        self.before = [weight.detach().clone() for weight in self.weights.values()]
+        self.before = {
+            name: [w.detach().clone() for w in weights] for name, weights in self.weights.items()
+        }
         self.pending = row
         self.probe_seconds += time.perf_counter() - start
 
@@ -485,11 +575,14 @@ class Watch:
             with torch.no_grad():
                 ratios = torch.stack(
                     [
-                        (weight - old).norm() / old.norm().clamp_min(1e-12)
-                        for weight, old in zip(self.weights.values(), self.before, strict=True)
+                        joint_norm(
+                            [w - old for w, old in zip(self.weights[name], olds, strict=True)]
+                        )
+                        / joint_norm(olds).clamp_min(1e-12)
+                        for name, olds in self.before.items()
                     ]
                 )
-            by_name = dict(zip(self.weighted, ratios.tolist(), strict=True))
+            by_name = dict(zip(self.before, ratios.tolist(), strict=True))
             self.pending["update_ratio"] = [by_name[name] for name in self.config_layers]
             self._write(self.pending)
             self.pending, self.before = None, None
@@ -508,14 +601,16 @@ class Watch:
         for module in self.model.modules():
             if isinstance(module, BATCH_NORMS):
                 module.train()
-        weights = list(self.weights.values())
+        weights = [(name, w) for name, ws in self.weights.items() for w in ws]
         self.probing = True
         try:
             with torch.enable_grad():
                 loss = self.loss(self.model(x), y)
                 names = list(self.tensors)
                 outputs = [self.tensors[name][1] for name in names]
-                grads = torch.autograd.grad(loss, weights + outputs, allow_unused=True)
+                grads = torch.autograd.grad(
+                    loss, [w for _, w in weights] + outputs, allow_unused=True
+                )
         finally:
             self.probing = False
             for module, training in modes.items():
@@ -523,14 +618,16 @@ class Watch:
             with torch.no_grad():
                 for buffer, saved in zip(self.model.buffers(), buffers, strict=True):
                     buffer.copy_(saved)
-        for name, grad in zip(self.weighted, grads[: len(weights)], strict=True):
+        by_layer: dict[str, list[Tensor]] = {}
+        for (name, _), grad in zip(weights, grads[: len(weights)], strict=True):
             if grad is not None:
-                self.grads[name] = grad.norm()
+                by_layer.setdefault(name, []).append(grad)
+        self.grads = {name: joint_norm(layer_grads) for name, layer_grads in by_layer.items()}
         for name, grad in zip(names, grads[len(weights) :], strict=True):
             z, output = self.tensors[name]
             module, activation = self.activations[name]
-            signal = grad.norm() if grad is not None else torch.zeros((), device=device)
-            self.blocks[name] = self._block(activation, module, z, output.detach(), signal)
+            signal = grad.float().norm() if grad is not None else torch.zeros((), device=device)
+            self.blocks[name] = self._block(name, activation, module, z, output.detach(), signal)
         self.tensors.clear()
         return self._row(self.step, loss.detach())
 
@@ -538,12 +635,28 @@ class Watch:
 
     def _fix_layers(self) -> None:
         """The layers and activation layers of every row, in the order the model ran them,
-        fixed by the first row (config.json lists them)."""
+        fixed by the first row (config.json lists them). A weighted module whose forward did
+        not run (attention's out_proj, used by its parent's weights) goes after its parent."""
         if self.config_layers:
             return
         ran = [name for name in self.order if name in self.weighted]
-        self.config_layers = ran + [name for name in self.weighted if name not in ran]
+        for name in self.weighted:
+            if name in ran:
+                continue
+            parents = [i for i, other in enumerate(ran) if name.startswith(f"{other}.")]
+            ran.insert(max(parents) + 1 if parents else len(ran), name)
+        self.config_layers = ran
         self.config_activations = [name for name in self.order if name in self.activations]
+
+    def labels(self) -> list[str]:
+        """Per activation layer, its name in sentences: the weighted layer before it, with the
+        activation's own name where two follow the same one ("fc (relu#1)")."""
+        acts = self.config_activations
+        follows = [self.follows.get(name, name) for name in acts]
+        return [
+            f"{label} ({name})" if follows.count(label) > 1 else label
+            for label, name in zip(follows, acts, strict=True)
+        ]
 
     def _config(self) -> dict[str, Any]:
         """config.json: the model's description, its layers and the watch's settings."""
@@ -559,7 +672,7 @@ class Watch:
             "layers": self.config_layers,
             "activation_layers": acts,
             "activation_kinds": kinds,
-            "layer_labels": [self.follows.get(name, name) for name in acts],
+            "layer_labels": self.labels(),
             "activation": common,
             "hidden": [self.widths.get(name, 0) for name in acts],
             "every": self.every,
@@ -583,6 +696,7 @@ class Watch:
                 torch.zeros(probes.HISTOGRAM_BINS),
             ]
         ).to(device)
+        present = [name for name in self.config_layers if name in self.grads]
         with torch.no_grad():
             layer_rows = []
             for name in self.config_activations:
@@ -595,14 +709,17 @@ class Watch:
                     block[0] = self.signals.get(name, nan)
                 layer_rows.append(block)
             scalars = torch.stack(
-                [self.grads.get(name, nan).float() for name in self.config_layers]
-                + [self.weights[name].detach().norm().float() for name in self.config_layers]
+                [self.grads[name].float() for name in present]
+                + [joint_norm(self.weights[name]) for name in self.config_layers]
                 + [(loss if loss is not None else nan).float().reshape(())]
             )
             values = scalars.tolist()
             per_layer = torch.stack(layer_rows).tolist() if layer_rows else []
-        count = len(self.config_layers)
-        grad_norms, weight_norms = values[:count], values[count : 2 * count]
+        # A layer no gradient reached (unused at this step) has none: null, not a number.
+        got = dict(zip(present, values, strict=False))
+        grad_norms = [got.get(name) for name in self.config_layers]
+        weight_norms = values[len(present) : len(present) + len(self.config_layers)]
+        reached = [norm for norm in grad_norms if norm is not None]
         columns = probes.split_layers(per_layer) if per_layer else ([],) * (probes.STATS + 1)
         signal, mean, std, saturated, dead, histogram = columns
         self.blocks.clear()
@@ -615,7 +732,7 @@ class Watch:
             "epoch": len(self.epochs) + 1,  # the epoch under way, as training counts (from 1)
             "loss": values[-1] if loss is not None else None,
             "grad_norms": grad_norms,
-            "vanishing_ratio": probes.ratio(grad_norms[0], grad_norms[-1]),
+            "vanishing_ratio": probes.ratio(reached[0], reached[-1]) if reached else None,
             "signal_norms": signal,
             "activation_mean": mean,
             "activation_std": std,
@@ -639,7 +756,7 @@ class Watch:
             self.written = row["step"]
             self.first_row = self.first_row or row
             self.last_row = row
-            numbers = [*row["grad_norms"], *([row["loss"]] if row["loss"] is not None else [])]
+            numbers = [v for v in (*row["grad_norms"], row["loss"]) if v is not None]
             if self.diverged_step is None and not all(math.isfinite(v) for v in numbers):
                 self.diverged_step = row["step"]
 
@@ -688,13 +805,13 @@ class Watch:
             return self.result
         if self.closed:
             raise UsageError("watch: closed after an error; its run has no result")
-        if self.grads:  # a watched step still waiting for gradients
-            self._write(self._row(self.step, None))
+        if self.optimizer is None and self.arrived:  # a backward that did not reach every weight
+            self._end_backward()
         self._open()
         first, last = self.first_row or {}, self.last_row or {}
         tested = [row for row in self.epochs if "test_accuracy" in row]
         elapsed = time.perf_counter() - self.started
-        steps = self.forwards if self.optimizer is None else self.step
+        steps = self.step
         from vanishing.training import versions  # torch's and numpy's versions, as runs record
 
         result = records.RunResult(
@@ -744,9 +861,12 @@ def watch(
     layers: Iterable[str] | None = None,
     loss: Callable[[Tensor, Tensor], Tensor] | None = None,
     settings: dict[str, Any] | None = None,
+    scaler: Any = None,
 ) -> Watch:
     """Watch `model`'s gradients and units as it trains (see the module's docstring); a handle
     that is also a context manager. `out` is the run directory (default
     runs/watch/<model>-<date>-<time>), `layers` a subset of `named_modules()` names, `loss`
-    the probe's loss (cross-entropy by default) and `settings` extra config.json values."""
-    return Watch(model, optimizer, every, probe, out, layers, loss, settings)
+    the probe's loss (cross-entropy by default), `settings` extra config.json values and
+    `scaler` a torch.amp.GradScaler, whose scale the signals are divided by (the weight
+    gradients are read after its unscaling either way)."""
+    return Watch(model, optimizer, every, probe, out, layers, loss, settings, scaler)
