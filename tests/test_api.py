@@ -4,11 +4,11 @@ a notebook with the figures inline, and a wrong input fails with the command lin
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
 import re
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -72,9 +72,6 @@ def test_import_is_light_and_names_resolve():
         vanishing.nothing  # noqa: B018
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("vanishing.watching") is None, reason="vanishing.watching not yet"
-)
 def test_watch_is_the_watching_modules():
     from vanishing import watching
 
@@ -195,3 +192,22 @@ def test_wrong_python_values_name_the_option():
         vanishing.compare(activation="relu")  # compare takes a list
     with pytest.raises(UsageError, match="give at least one run or sweep directory"):
         vanishing.report()
+
+
+def test_train_runs_from_a_thread_other_than_the_main_one(data_dir, tmp_path):
+    """Signals reach the main thread only: from another one (a notebook's worker, a web app)
+    the run trains without installing handlers."""
+    box: list = []
+
+    def job() -> None:
+        try:
+            box.append(vanishing.train(out=tmp_path, data_dir=data_dir, **TINY))
+        except BaseException as e:  # the test reports it
+            box.append(e)
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    thread.join()
+    (result,) = box
+    assert isinstance(result, records.RunResult), result
+    assert result.status == "ok"
