@@ -214,6 +214,7 @@ def test_report_cli_on_a_watched_run(tmp_path, capsys):
     assert "shrinks 1,000-fold from conv4 to conv1" in markdown
     assert "--norm" not in markdown
     assert "MLP 784" not in markdown and "probes every" not in markdown  # not an MLP's setup
+    assert markdown.startswith("# Vanishing gradients: Net (Sigmoid) on mnist\n")
     assert report.results.model_setup(records.read_json(run_dir / "config.json")) in markdown
 
 

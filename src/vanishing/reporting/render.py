@@ -54,7 +54,13 @@ EXPLANATION = (
 
 
 def title(report: Report) -> str:
-    """'Vanishing gradients: Sigmoid, ReLU on mnist', with the depths when they vary."""
+    """'Vanishing gradients: Sigmoid, ReLU on mnist', with the depths when they vary; a
+    watched model by its groups' labels ('Net (ReLU)'), and its data set only if it said."""
+    if report.runs and all(watched(r.config) for r in report.runs):
+        labels = ", ".join(dict.fromkeys(g.label for g in report.groups))
+        datasets = sorted({str(r.config["dataset"]) for r in report.runs if "dataset" in r.config})
+        where = f" on {', '.join(datasets)}" if datasets else ""
+        return f"Vanishing gradients: {labels or 'no finished runs'}{where}"
     labels = ", ".join(dict.fromkeys(g.activation.label for g in report.groups))
     datasets = sorted({str(r.config.get("dataset", "?")) for r in report.runs})
     depths = sorted({g.depth for g in report.groups})
