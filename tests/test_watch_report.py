@@ -135,9 +135,9 @@ def test_a_vanishing_watched_net_is_named_by_its_layers_and_cured_by_changes_to_
     assert "--" not in found.cure  # no command-line option: the user changes the model
 
 
-def test_the_signal_is_compared_per_element_across_layers_of_different_sizes(tmp_path):
-    # conv1's map holds 100x the elements of the last layer: at the same gradient per element
-    # its norm is 10x larger. Per element the signal keeps its size: healthy, not growing.
+def test_the_signal_is_compared_per_position_across_maps_of_different_sizes(tmp_path):
+    # conv1's map holds 100x the positions of the last layer: at the same gradient per position
+    # its norm is 10x larger. Per position the signal keeps its size: healthy, not growing.
     run_dir = write_watch_run(
         tmp_path / "run",
         activation="relu",
@@ -347,3 +347,19 @@ def test_model_setup_says_what_was_watched(tmp_path):
         "0.001, watched by vanishing.watch: measured every 100 steps on the training batch of "
         "the step."
     )
+
+
+def test_a_watched_mlp_s_signal_factor_is_the_plain_norms_as_training_reads_it():
+    """Per sample and position: an MLP has one position per sample, so layers of 520 and 120
+    units compare by their plain norms, as `vanishing train`'s records are read; a conv's map
+    of 28 x 28 positions is divided by the square root of its positions."""
+    from vanishing.reporting.verdicts import signal_of
+
+    def row(signal, counts):
+        return {"signal_norms": signal, "activation_histogram": [{"counts": [c]} for c in counts]}
+
+    mlp = signal_of(row([0.5, 2.0], [64 * 520, 64 * 120]), [520, 120])
+    assert mlp[0] / mlp[1] == pytest.approx(0.25)
+    conv = signal_of(row([28.0, 1.0], [64 * 16 * 784, 64 * 16]), [16, 16])
+    assert conv[0] / conv[1] == pytest.approx(1.0)
+    assert list(signal_of(row([0.5, 2.0], [1, 1]))) == [0.5, 2.0]  # a training run: as recorded

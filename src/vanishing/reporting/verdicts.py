@@ -167,21 +167,36 @@ def layer_values(run: RunRecords, key: str, fallback: str = "") -> np.ndarray:
     return numbers(values or [])
 
 
-def signal_of(row: dict[str, Any], per_element: bool = False) -> np.ndarray:
-    """A probe row's back-propagated signal per hidden layer, nan where missing. `per_element`
-    (a watched model): each layer's norm over the square root of its element count, read from
-    its histogram's counts (every finite value of the batch), since a watched model's layers
-    differ in size: a conv's 16x28x28 map holds 196 times the elements of a 64-unit Linear
-    layer, and its norm 14 times the size at the same gradient per element."""
+def signal_of(row: dict[str, Any], units: Sequence[Any] | None = None) -> np.ndarray:
+    """A probe row's back-propagated signal per hidden layer, nan where missing. With `units`
+    (a watched model's units per activation layer, config.json's `hidden`): each layer's norm
+    per sample and position, over the square root of its values per unit (its histogram's
+    counts, every finite value of the batch, over its units), since a watched model's maps
+    differ in size: a conv's 16 x 28 x 28 map has 784 positions where a 64-unit Linear layer
+    has one, and its norm is 28 times the size at the same gradient per position. An MLP's
+    layers all have one position per sample: their factor is the plain norms', as for a run
+    of `vanishing train`, so the same network gets the same verdict either way."""
     signal = numbers(row.get("signal_norms") or [])
     histograms = row.get("activation_histogram")
-    if not per_element or not isinstance(histograms, list) or len(histograms) != signal.size:
+    if (
+        units is None
+        or not isinstance(histograms, list)
+        or len(histograms) != signal.size
+        or len(units) != signal.size
+    ):
         return signal
     counts = numbers(
         [sum(h.get("counts") or []) if isinstance(h, dict) else None for h in histograms]
     )
+    width = numbers([u if isinstance(u, int) and u > 0 else None for u in units])
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(counts > 0, signal / np.sqrt(counts), math.nan)
+        return np.where(counts > 0, signal / np.sqrt(counts / width), math.nan)
+
+
+def watched_units(config: dict[str, Any]) -> list[Any] | None:
+    """A watched model's units per activation layer (`signal_of`), None for a training run."""
+    hidden = config.get("hidden")
+    return hidden if watched(config) and isinstance(hidden, list) else None
 
 
 def run_signal(run: RunRecords) -> np.ndarray:
@@ -189,7 +204,7 @@ def run_signal(run: RunRecords) -> np.ndarray:
     without a step-0 probe."""
     row = first_probe(run)
     if row and watched(run.config):
-        return signal_of(row, per_element=True)
+        return signal_of(row, watched_units(run.config))
     return layer_values(run, "signal_norms", "signal_norms_init")
 
 
@@ -231,7 +246,7 @@ class Profile:
         """One probe row's Profile (a run still training: no seeds to average); `config` names
         the layers and says whether the run is a watched model's."""
         config = config or {}
-        signal = signal_of(row, per_element=watched(config))
+        signal = signal_of(row, watched_units(config))
         scale = numbers(row.get("activation_std") or [])
         return cls(
             signal,
@@ -796,7 +811,9 @@ def final_signal(group: Group, first_word: str, thresholds: Thresholds) -> str:
     for run in group.ok:
         probes = run.rows("probe")
         if len(probes) > 1:
-            factors.append(run_factor(signal_of(probes[-1], group.watched), False))
+            factors.append(
+                run_factor(signal_of(probes[-1], watched_units(group.runs[0].config)), False)
+            )
     factor = combine(factors)
     word = signal_word(factor, thresholds)
     if not word or not first_word or word == first_word:
