@@ -4,6 +4,7 @@ healthy net, cures worded as changes to the model, labels that read as the model
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -228,6 +229,11 @@ def test_the_live_list_and_stream_show_a_watched_run(tmp_path):
     events = "".join(watcher.poll())
     assert "event: verdict" in events and "from conv4 to conv1" in events
     assert watcher.ended
+    # the layer names come once, before the first row, for the page's axes and labels
+    layers = f'event: layers\ndata: {{"run": "0/sigmoid", "layers": {json.dumps(LAYERS)}, '
+    assert events.count("event: layers") == 1
+    assert events.index(layers) < events.index("event: row")
+    assert f'"labels": {json.dumps(LABELS)}' in events
 
 
 # Real watched networks: each built to show one failure, or none.

@@ -36,8 +36,10 @@ Routes:
   ("running"|"stopping"|"done"|"stopped"|"failed"), "runs", "error"}]}`.
 - `GET /api/events?runs=<run>,<run>`: one Server-Sent Events stream for up to 4 runs. Per run:
   every row of its metrics.jsonl from the start, then each new one as training appends it
-  (`event: row`, `{"run", "row"}`); after each probe row `event: verdict` `{"run",
-  "headline"}` (`report.verdicts.live_headline`); `event: status` `{"run", "status"}` (running,
+  (`event: row`, `{"run", "row"}`), a watched model's layer names once before its first row
+  (`event: layers`, `{"run", "layers", "labels"}`: config.json's); after each probe row
+  `event: verdict` `{"run", "headline"}` (`reporting.verdicts.live_headline`); `event: status`
+  `{"run", "status"}` (running,
   ok, diverged, failed, stopped or unfinished) whenever it changes; `event: reset` `{"run"}`
   when the file was cut back (the run started afresh, or resumed from its checkpoint): forget
   its rows, they come again; `event: end` `{"runs"}` once every run has finished or its job

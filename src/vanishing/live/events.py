@@ -77,6 +77,11 @@ class Watcher:
         whole = data[: data.rfind(b"\n") + 1]  # the writer appends whole lines: wait for the rest
         self.offset += len(whole)
         probed = False
+        if not self.rows:  # the first rows: a watched model's layer names come before them
+            layers = self.read_config().get("layers")
+            if isinstance(layers, list):
+                labels = self.read_config().get("layer_labels")
+                events.append(sse("layers", {"run": self.run, "layers": layers, "labels": labels}))
         for line in whole.splitlines():
             try:
                 row = json.loads(line)

@@ -367,6 +367,7 @@ function listen() {
     schedule(panel);
   });
   each("reset", (panel) => panel.reset()); // the run started afresh or resumed from a checkpoint
+  each("layers", (panel, data) => panel.setNames(data.layers, data.labels)); // a watched model's
   each("verdict", (panel, data) => panel.setVerdict(data.headline));
   each("status", (panel, data) => {
     panel.setStatus(data.status);
@@ -477,6 +478,27 @@ class Panel {
     this.el.style.setProperty("--run", c);
   }
 
+  setNames(layers, labels) {
+    // A watched model names its layers (weighted ones for the gradients, activation ones for
+    // units and histograms); a run of the MLP numbers them.
+    this.names = { layers: layers || [], labels: labels || [] };
+    this.$(".profile-card .note").firstChild.textContent =
+      "norm of each weighted layer's weight gradient, in the order the model runs them: a line that falls towards the first layer is a vanishing gradient. ";
+    schedule(this);
+  }
+
+  layerName(index, count) {
+    // the weighted layer `index` (from 0) of `count`, as the page says it
+    const named = this.names && this.names.layers[index];
+    if (named) return named;
+    return index === count - 1 ? "the output layer" : `layer ${index + 1}`;
+  }
+
+  unitName(index) {
+    // the activation layer `index` (from 0)
+    return (this.names && this.names.labels[index]) || `layer ${index + 1}`;
+  }
+
   reset() {
     // Forget the rows: the stream replays them from the start when it (re)opens.
     this.probes = [];
@@ -560,20 +582,22 @@ class Panel {
   drawProfile(probe) {
     const norms = probe.grad_norms;
     const layers = norms.map((_, i) => i + 1);
-    const first = this.first && this.first.grad_norms.length === norms.length ? this.first.grad_norms : norms.map(() => null);
-    const data = [layers, norms.map(positive), first.map(positive)];
+    const initial = this.first && this.first.grad_norms.length === norms.length ? this.first.grad_norms : norms.map(() => null);
+    const data = [layers, norms.map(positive), initial.map(positive)];
     const box = this.$(".profile");
     const ratio = norms[0] / norms[norms.length - 1];
     box.dataset.ratio = String(ratio);
     box.dataset.step = String(probe.step);
-    this.$(".ratio").textContent = `Layer 1 gets ${exp(ratio)} of the output layer's gradient.`;
+    const first = this.names ? this.layerName(0, norms.length) : "Layer 1"; // a name as it is
+    this.$(".ratio").textContent = `${first} gets ${exp(ratio)} of ${this.layerName(norms.length - 1, norms.length)}'s gradient.`;
     if (!data[1].some((v) => v !== null)) return;
     if (!this.profile) {
       const last = norms.length;
       this.profile = this.chart(".profile", {
         scales: { x: { time: false }, y: { distr: 3, log: 10 } },
         axes: [
-          { label: "layer", space: 18, incrs: [1, 2, 5, 10, 20, 50], values: (u, splits) => splits.map((v) => (v === last ? "out" : v)) },
+          { label: "layer", space: 18, incrs: [1, 2, 5, 10, 20, 50],
+            values: (u, splits) => splits.map((v) => (this.names ? this.names.layers[v - 1] || "" : v === last ? "out" : v)) },
           { label: "‖∇W‖", size: 52, filter: decades, values: (u, splits) => splits.map((v) => (v === null ? "" : exp(v))) },
         ],
         series: [
@@ -636,7 +660,8 @@ class Panel {
         height: 150,
         legend: { live: false, show: true },
         scales: { x: { time: false }, y: { range: [0, 1] } },
-        axes: [{ label: "hidden layer", incrs: [1, 2, 5, 10, 20, 50] },
+        axes: [{ label: "hidden layer", incrs: [1, 2, 5, 10, 20, 50],
+          values: (u, splits) => splits.map((v) => (this.names ? this.unitName(v - 1) : v)) },
           { size: 50, values: (u, s) => s.map((v) => `${Math.round(v * 100)}%`) }],
         series: [
           { label: "layer" },
@@ -706,9 +731,9 @@ class Panel {
     context.fillStyle = "#444";
     context.font = "11px system-ui, sans-serif";
     context.textBaseline = "top";
-    context.fillText("layer 1", 0, 1);
+    context.fillText(this.names ? this.layerName(0, layers) : "layer 1", 0, 1);
     context.textBaseline = "bottom";
-    context.fillText("out", 0, height - bottom);
+    context.fillText(this.names ? this.layerName(layers - 1, layers) : "out", 0, height - bottom);
     context.textBaseline = "bottom";
     context.fillText(`step ${probes[0].step}`, left, height);
     const end = `step ${probes[probes.length - 1].step}`;
@@ -750,7 +775,7 @@ class Panel {
       });
       context.fillStyle = "#333";
       context.textBaseline = "top";
-      context.fillText(`layer ${index + 1}`, x0, y0);
+      context.fillText(this.unitName(index), x0, y0);
       context.fillStyle = "#777";
       context.textBaseline = "bottom";
       if (edges.length) {
