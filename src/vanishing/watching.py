@@ -4,30 +4,37 @@
         ...  # the training loop, unchanged
         w.log(epoch=1, test_accuracy=0.97)  # optional: an epoch row, as training writes
 
-Layers are the model's own `named_modules()` names. Every module with a weight (Linear, Conv,
-Embedding, norm layers, recurrent layers) is a watched *layer*: its weight-gradient norm, weight
-norm and update ratio, in the order the model runs them. Every module the activation registry
-knows (nn.Sigmoid, nn.ReLU, nn.GELU, ...) is an *activation layer*: the back-propagated signal
-||dLoss/da|| at its output, its output's mean, std and histogram, its saturated share (judged on
-its input) and dead units (a unit is one index of dim 1: a feature, or a conv's channel), with
-the same code as the trainer's probes (`probes.layer_block`). An activation a forward calls as a
-function (F.relu, torch.sigmoid, x.tanh(): the registry's `twins`) is one too, seen by a torch
-function mode during measured forwards only and named by its order ("relu#2"); a sentence names
-any activation layer by the weighted layer that ran before it ("conv2").
+Layers are the model's own `named_modules()` names. Every module with a trainable weight of its
+own (Linear, Conv, Embedding, norm layers; a recurrent layer's `weight_ih_l0`..., attention's
+`in_proj_weight`: its weights taken as one vector) is a watched *layer*: its weight-gradient
+norm, weight norm and update ratio, in the order the model runs them (a module whose forward
+never runs, as attention's out_proj, after its parent). Every module the activation registry
+knows (nn.Sigmoid, nn.ReLU, nn.GELU, ...) is an *activation layer*, and each further call of
+one in a forward another ("act#2"): the back-propagated signal ||dLoss/da|| at its output, its
+output's mean, std and histogram, its saturated share (judged on its input) and its dead units,
+with the same code as the trainer's probes (`probes.layer_block`), in float32 whatever the
+model's precision. A unit is one index of dim 1 (a feature, or a conv's channel), or of the
+last dim of a (batch, time, features) sequence; it is dead when zero for every sample of the
+last DEAD_WINDOW measured batches. An activation a forward calls as a function (F.relu,
+torch.sigmoid, x.tanh(): the registry's `twins`) is one too, seen by a torch function mode
+during measured forwards only and named by its order ("relu#2"); a sentence names any
+activation layer by the weighted layer that ran before it ("conv2").
 
 At every `every`-th optimizer step (step 0 first):
 - without a probe batch, the training step itself is measured: forward hooks on the activation
-  modules take the statistics of the step's last forward in training mode (with gradients on),
-  tensor hooks on their outputs take the signal as backward passes it (full backward hooks
-  would break on in-place ReLU), and an optimizer step pre-hook reads the weight gradients, so
-  only real steps count and a GradScaler's unscaled gradients are seen (a step it skips is not
-  one). Without an optimizer, each forward in training mode is a step and per-parameter
-  post-accumulate hooks read the gradients as backward leaves them.
+  modules, registered for that forward only, take the statistics of the step's last forward in
+  training mode (with gradients on), tensor hooks on their outputs take the signal as backward
+  passes it (full backward hooks would break on in-place ReLU), and an optimizer step pre-hook
+  reads the weight gradients, so only real steps count and a GradScaler's unscaled gradients
+  are seen (a step it skips is not one; pass `scaler=` to have the signal unscaled too).
+  Without an optimizer each backward that reaches the weights is a step, seen by
+  per-parameter post-accumulate hooks as backward leaves the gradients.
 - with `probe=(x, y)`, a fixed batch is measured before the step, as the trainer does: the model
   in eval mode but batch norm on the batch's own statistics, no state changed (buffers are put
   back), gradients by `torch.autograd.grad` of `loss(model(x), y)`; it needs the optimizer.
-The update ratio ||W_after - W_before|| / ||W_before|| of a measured step needs the optimizer.
-Between measured steps the hooks return at once: no `.item()`, nothing read from the device.
+A layer no gradient reached at a step (unused) has none: null in its row. The update ratio
+||W_after - W_before|| / ||W_before|| of a measured step needs the optimizer. Between measured
+steps the hooks return at once: no `.item()`, nothing read from the device.
 
 Records are a training run's (`records`): config.json (the model's description, its layers),
 metrics.jsonl (a probe row per measured step, an epoch row per `log`) and result.json at
@@ -35,7 +42,6 @@ metrics.jsonl (a probe row per measured step, an epoch row per `log`) and result
 An exception inside the `with` block closes the hooks but writes no result: the run did not
 finish (its rows stay).
 """
-
 from __future__ import annotations
 
 import math
