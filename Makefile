@@ -49,8 +49,8 @@ test: install-test
 
 # ruff's checks and format, then mypy over src (its settings: [tool.mypy] in pyproject.toml).
 lint: install-dev
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
 # mypy alone.

@@ -42,6 +42,7 @@ metrics.jsonl (a probe row per measured step, an epoch row per `log`) and result
 An exception inside the `with` block closes the hooks but writes no result: the run did not
 finish (its rows stay).
 """
+
 from __future__ import annotations
 
 import math
