@@ -627,3 +627,22 @@ def test_dead_units_are_zero_on_every_sample_of_the_last_measured_batches(tmp_pa
         one_step(model, optimizer, positive, y)
         one_step(model, optimizer, negative, y)
     assert [row["dead_fraction"] for row in rows(tmp_path)] == [[0.5], [0.0], [0.0]]
+
+
+def test_a_unit_silent_for_a_whole_window_of_measured_batches_is_dead(tmp_path):
+    from vanishing.watching import DEAD_WINDOW
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 10))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.eye(2))
+        model[0].bias.zero_()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    negative = torch.tensor([[-1.0, 1.0]] * 8)  # unit 0 silent
+    positive = torch.tensor([[1.0, 1.0]] * 8)  # unit 0 fires
+    y = torch.zeros(8, dtype=torch.long)
+    with watch(model, optimizer, every=1, out=tmp_path):
+        one_step(model, optimizer, positive, y)
+        for _ in range(DEAD_WINDOW):
+            one_step(model, optimizer, negative, y)
+    dead = [row["dead_fraction"][0] for row in rows(tmp_path)]
+    assert dead == [0.0] * DEAD_WINDOW + [0.5]  # it fired in the window until the last row

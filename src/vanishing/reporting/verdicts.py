@@ -687,8 +687,9 @@ def health(group: Group, thresholds: Thresholds = THRESHOLDS) -> list[tuple[str,
 def watched_dead(
     group: Group, values: np.ndarray, worst: int, overall: float, thresholds: Thresholds
 ) -> list[tuple[str, str]]:
-    """Dead units of a watched model, which `watch` measures on the batch of each probe (the
-    training step's, or the probe batch), not on the whole training set: at the last probe."""
+    """Dead units of a watched model, which `watch` measures on the batches of its last few
+    probes (the training steps', or the probe batch), not on the whole training set: at the
+    last probe."""
     name = group.names.hidden(worst + 1)
     probes = group.ok[0].rows("probe")
     step = probes[-1].get("step") if probes else None
@@ -705,7 +706,7 @@ def watched_dead(
         ]
     sentence = (
         f"Dead units: {name}: {percent(values[worst])} dead units {at}, zero for every sample "
-        f"and position of the batch measured; {percent(overall)} of all measured units."
+        f"and position of the last batches measured; {percent(overall)} of all measured units."
     )
     first = numbers(probes[0].get("dead_fraction") or []) if len(probes) > 1 else np.zeros(0)
     if worst < first.size and math.isfinite(first[worst]):
