@@ -17,6 +17,7 @@ What each measurement means, in the words the report quotes, is `vanishing.defin
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, cast
 
 import torch
@@ -64,11 +65,28 @@ def measure(model: MLP, activation: Activation, x: Tensor, y: Tensor) -> dict[st
             ]
         ).tolist()
         slopes = prelu_slopes(model)
-    signal, mean, std, saturated, dead, histogram = split_layers(per_hidden)
+    return probe_row(float(loss.detach()), grad_norms, per_hidden, weight_norms, slopes)
+
+
+def probe_row(
+    loss: float | None,
+    grad_norms: Sequence[float | None],
+    per_hidden: list[list[float]],
+    weight_norms: list[float],
+    slopes: list[float] | None = None,
+) -> dict[str, Any]:
+    """A probe's measurements as metrics.jsonl holds them, from the numbers read back: the
+    weight-gradient norms per weighted layer (None where no gradient reached one), a
+    `layer_block` row per hidden layer, the weights' norms. The vanishing ratio is the first
+    over the last layer that has a gradient."""
+    signal, mean, std, saturated, dead, histogram = (
+        split_layers(per_hidden) if per_hidden else ([],) * (STATS + 1)
+    )
+    reached = [norm for norm in grad_norms if norm is not None]
     return {
-        "loss": float(loss.detach()),
+        "loss": loss,
         "grad_norms": grad_norms,
-        "vanishing_ratio": ratio(grad_norms[0], grad_norms[-1]),
+        "vanishing_ratio": ratio(reached[0], reached[-1]) if reached else None,
         "signal_norms": signal,
         "activation_mean": mean,
         "activation_std": std,
@@ -242,25 +260,10 @@ def measure_group(group: GroupedMLP, x: Tensor, y: Tensor) -> list[dict[str, Any
         per_model = per_hidden.tolist()  # K x L x (STATS + 2 * bins + 1)
         slopes = prelu_slopes_group(group)
         loss_values = losses.tolist()
-    rows = []
-    for k, layers in enumerate(per_model):
-        signal, mean, std, saturated, dead, histogram = split_layers(layers)
-        rows.append(
-            {
-                "loss": loss_values[k],
-                "grad_norms": grad_norms[k],
-                "vanishing_ratio": ratio(grad_norms[k][0], grad_norms[k][-1]),
-                "signal_norms": signal,
-                "activation_mean": mean,
-                "activation_std": std,
-                "activation_histogram": histogram,
-                "saturated_fraction": saturated,
-                "dead_fraction": dead,
-                **({"prelu_slopes": slopes[k]} if k in slopes else {}),
-                "weight_norms": weight_norms[k],
-            }
-        )
-    return rows
+    return [
+        probe_row(loss_values[k], grad_norms[k], layers, weight_norms[k], slopes.get(k))
+        for k, layers in enumerate(per_model)
+    ]
 
 
 def saturated_group(group: GroupedMLP, layer: int, z: Tensor) -> Tensor:

@@ -730,28 +730,15 @@ class Watch:
         got = dict(zip(present, values, strict=False))
         grad_norms = [got.get(name) for name in self.config_layers]
         weight_norms = values[len(present) : len(present) + len(self.config_layers)]
-        reached = [norm for norm in grad_norms if norm is not None]
-        columns = probes.split_layers(per_layer) if per_layer else ([],) * (probes.STATS + 1)
-        signal, mean, std, saturated, dead, histogram = columns
         self.blocks.clear()
         self.signals.clear()
         self.grads.clear()
         self.inputs.clear()
-        return {
-            "kind": "probe",
-            "step": step,
-            "epoch": len(self.epochs) + 1,  # the epoch under way, as training counts (from 1)
-            "loss": values[-1] if loss is not None else None,
-            "grad_norms": grad_norms,
-            "vanishing_ratio": probes.ratio(reached[0], reached[-1]) if reached else None,
-            "signal_norms": signal,
-            "activation_mean": mean,
-            "activation_std": std,
-            "activation_histogram": histogram,
-            "saturated_fraction": saturated,
-            "dead_fraction": dead,
-            "weight_norms": weight_norms,
-        }
+        measured = probes.probe_row(
+            values[-1] if loss is not None else None, grad_norms, per_layer, weight_norms
+        )
+        # the epoch under way, as training counts (from 1)
+        return {"kind": "probe", "step": step, "epoch": len(self.epochs) + 1, **measured}
 
     def _open(self) -> records.MetricsWriter:
         """config.json and metrics.jsonl, at the first row (the layers are known by then)."""
