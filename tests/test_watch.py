@@ -185,8 +185,9 @@ def test_an_in_place_relu_is_measured_on_its_input(tmp_path):
     assert_same(inplace_row, plain)
 
 
-def test_without_an_optimizer_each_training_forward_is_a_step(tmp_path):
-    """Post-accumulate hooks read the gradients backward leaves; eval forwards do not count."""
+def test_without_an_optimizer_each_backward_is_a_step(tmp_path):
+    """Post-accumulate hooks read the gradients backward leaves; forwards under no_grad (an
+    evaluation) are not measured."""
     torch.manual_seed(0)
     model = ConvNet()
     x, y = images()
@@ -646,3 +647,114 @@ def test_a_unit_silent_for_a_whole_window_of_measured_batches_is_dead(tmp_path):
             one_step(model, optimizer, negative, y)
     dead = [row["dead_fraction"][0] for row in rows(tmp_path)]
     assert dead == [0.0] * DEAD_WINDOW + [0.5]  # it fired in the window until the last row
+
+
+def test_activation_checkpointing_trains_and_measures_as_without_it(tmp_path):
+    """The saturation slope's own autograd graph stays out of checkpoint's saved tensors."""
+    from torch.utils.checkpoint import checkpoint
+
+    class Checkpointed(nn.Module):
+        def __init__(self, use: bool) -> None:
+            super().__init__()
+            self.block = nn.Sequential(
+                nn.Linear(20, 16), nn.Sigmoid(), nn.Linear(16, 16), nn.Tanh()
+            )
+            self.fc = nn.Linear(16, 10)
+            self.use = use
+
+        def forward(self, x):
+            h = checkpoint(self.block, x, use_reentrant=False) if self.use else self.block(x)
+            return self.fc(h)
+
+    x, y = batch()
+    found = []
+    for use in (False, True):
+        torch.manual_seed(0)
+        model = Checkpointed(use)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        with watch(model, optimizer, every=1, out=tmp_path / str(use)):
+            for _ in range(2):
+                one_step(model, optimizer, x, y)
+        found.append(rows(tmp_path / str(use)))
+    for plain, checkpointed in zip(*found, strict=True):
+        assert_same(checkpointed, plain)
+
+
+def test_without_an_optimizer_every_signal_lands_in_its_own_row(tmp_path):
+    """A frozen first weight: the step ends when backward does, not at the last weight's
+    gradient, so the first activation's signal (which arrives after it) is in the row."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(20, 16), nn.Sigmoid(), nn.Linear(16, 16), nn.Sigmoid(), nn.Linear(16, 10)
+    )
+    model[0].weight.requires_grad_(False)
+    x, y = batch()
+    with watch(model, every=1, out=tmp_path):
+        for _ in range(3):
+            model.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            with torch.no_grad():
+                for p in model.parameters():
+                    if p.grad is not None:
+                        p -= 0.1 * p.grad
+    assert all(row["signal_norms"][0] is not None for row in rows(tmp_path))
+
+
+def test_a_tied_weight_is_its_first_module_s(tmp_path):
+    """An embedding and a classifier sharing one weight: it is watched once, as the
+    embedding's; the classifier, with no weight of its own, is not a layer."""
+
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(10, 16)
+            self.body = nn.Linear(16, 16)
+            self.head = nn.Linear(16, 10, bias=False)
+            self.head.weight = self.emb.weight
+
+        def forward(self, tokens):
+            return self.head(torch.tanh(self.body(self.emb(tokens))))
+
+    model = Tied()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    tokens = torch.randint(0, 10, (32,))
+    with watch(model, optimizer, every=1, out=tmp_path):
+        one_step(model, optimizer, tokens, tokens)
+    assert records.read_json(tmp_path / "config.json")["layers"] == ["emb", "body"]
+
+
+def test_no_measured_forward_before_the_first_row_still_lists_the_activations(tmp_path):
+    """LBFGS runs the model inside step(), after the row: the activation modules found are
+    listed (a ReLU net is not called linear), their numbers missing, not stale."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 10))
+    optimizer = torch.optim.LBFGS(model.parameters(), max_iter=2)
+    x, y = batch()
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    with watch(model, optimizer, every=1, out=tmp_path):
+        for _ in range(2):
+            optimizer.step(closure)
+    config = records.read_json(tmp_path / "config.json")
+    assert config["activation_layers"] == ["1"] and config["activation"] == "relu"
+    assert all(row["signal_norms"] == [None] for row in rows(tmp_path))
+
+
+def test_layers_naming_only_activations_keeps_every_weighted_layer(tmp_path):
+    model = ConvNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with watch(model, optimizer, every=1, out=tmp_path, layers=["act2"]):
+        one_step(model, optimizer, *images())
+    config = records.read_json(tmp_path / "config.json")
+    assert config["layers"] == ["conv1", "conv2", "norm2", "fc"]
+    assert config["activation_layers"] == ["act2"]
+
+
+def test_a_scaler_needs_the_optimizer(tmp_path):
+    with pytest.raises(UsageError, match="watch: scaler= needs the optimizer"):
+        watch(ConvNet(), out=tmp_path, scaler=torch.amp.GradScaler("cpu"))

@@ -369,3 +369,15 @@ def test_a_watched_mlp_s_signal_factor_is_the_plain_norms_as_training_reads_it()
     conv = signal_of(row([28.0, 1.0], [64 * 16 * 784, 64 * 16]), [16, 16])
     assert conv[0] / conv[1] == pytest.approx(1.0)
     assert list(signal_of(row([0.5, 2.0], [1, 1]))) == [0.5, 2.0]  # a training run: as recorded
+
+
+def test_the_weight_gradient_sentence_names_the_layers_its_ratio_read():
+    """A listed layer no gradient reached (an unused head, last in `layers`) is not the one the
+    first layer's gradient is compared with."""
+    from vanishing.reporting.results import LayerNames
+
+    config = {"source": "watch", "layers": ["a", "b", "aux"], "layer_labels": ["a"]}
+    names = LayerNames.of(config, [0.2, 0.26, None])
+    assert names.share("0.77") == "layer a receives 0.77 of the weight gradient b receives"
+    assert names.share_short() == "a / b"
+    assert LayerNames.of(config).share_short() == "a / aux"  # no probe row: as listed

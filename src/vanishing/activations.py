@@ -226,13 +226,19 @@ def make_activation(
     return activation.build(width, options)
 
 
+def _kept(tensor: Tensor) -> Tensor:
+    return tensor
+
+
 def derivative(module: nn.Module, z: Tensor) -> Tensor:
     """Elementwise f'(z) of an elementwise activation module, by autograd; z is (batch, width).
 
     Uses the module's current parameters (e.g. PReLU's learned slopes) and leaves no gradient on
     them. RReLU in training mode draws fresh random slopes, so call it in eval mode for the mean.
     """
-    with torch.enable_grad():
+    # Its own graph, kept from any saved-tensor hooks the caller has (activation checkpointing
+    # counts the tensors a forward saves: these would be counted too).
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_kept, _kept):
         z = z.detach().requires_grad_(True)
         out = module(
             z.clone()

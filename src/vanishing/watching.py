@@ -222,6 +222,10 @@ class Watch:
                 f"{other.run_dir}); close that watch first "
                 "(vanishing.watching.watched_by(model).close())"
             )
+        if scaler is not None and optimizer is None:
+            raise UsageError(
+                "watch: scaler= needs the optimizer: its scale is read at the optimizer's step"
+            )
         if probe is not None:
             if optimizer is None:
                 raise UsageError(
@@ -249,7 +253,16 @@ class Watch:
         # The watched weights, by their module's name; the activation modules hooked (the
         # activation layers are these and, found as the model runs, functional activations
         # and second calls of a module).
-        self.weights = {name: weights_of(module) for name, module in self.weighted.items()}
+        self.weights: dict[str, list[nn.Parameter]] = {}
+        seen: set[int] = set()
+        for name, module in list(self.weighted.items()):
+            # A weight shared by two modules (a tied embedding and classifier) is the first's.
+            own = [w for w in weights_of(module) if id(w) not in seen]
+            seen.update(id(w) for w in own)
+            if own:
+                self.weights[name] = own
+            else:
+                del self.weighted[name]
         self.hooked = dict(self.activations)
         self.scaler = scaler
         self.run_dir: Path = Path(out) if out is not None else default_out(model)
@@ -278,7 +291,7 @@ class Watch:
         self.tensors: dict[str, tuple[Tensor, Tensor]] = {}  # probe: layer -> (input, output)
         self.grads: dict[str, Tensor] = {}  # layer -> weight-gradient norm
         self.param_grads: dict[tuple[str, int], Tensor] = {}  # no optimizer: as they arrive
-        self.arrived = 0  # no optimizer: weights whose gradient this backward has left
+        self.queued = False  # no optimizer: this backward's end is queued
         self.units: dict[str, int] = {}  # activation layer -> the dim of its units
         self.alive: dict[str, list[Tensor]] = {}  # its units active in recent measured batches
         self.module_calls: dict[str, int] = {}  # activation module -> its calls in this forward
@@ -309,7 +322,8 @@ class Watch:
         """The weighted modules and the activation modules to watch, by name."""
         weighted: dict[str, nn.Module] = {}
         activations: dict[str, tuple[nn.Module, Activation]] = {}
-        for name, module in model.named_modules():
+        for full_name, module in model.named_modules():
+            name = full_name.removeprefix("_orig_mod.")  # torch.compile's wrapper: not a layer
             activation = activation_of(module)
             if activation is not None:
                 activations[name] = (module, activation)
@@ -325,7 +339,8 @@ class Watch:
                     f"watch: no layer {unknown[0]!r} with a trainable weight or a known "
                     f"activation in {type(model).__name__}; choose from: {shown}"
                 )
-            weighted = {n: m for n, m in weighted.items() if n in chosen}
+            if any(name in weighted for name in chosen):  # else every weighted one
+                weighted = {n: m for n, m in weighted.items() if n in chosen}
             if any(name in activations for name in chosen):
                 activations = {n: a for n, a in activations.items() if n in chosen}
         if not weighted:
@@ -370,17 +385,12 @@ class Watch:
 
     def measuring(self) -> bool:
         """Whether the forward running now is measured: the probe's, or (without a probe) a
-        training-mode forward with gradients on, at a watched step."""
+        forward with gradients on (evaluation under torch.no_grad is not), at a watched step."""
         if self.busy:
             return False
         if self.probing:
             return True
-        return (
-            self.probe is None
-            and self.step % self.every == 0
-            and torch.is_grad_enabled()
-            and self.model.training
-        )
+        return self.probe is None and self.step % self.every == 0 and torch.is_grad_enabled()
 
     def _seen(self, name: str) -> None:
         if not self.config_layers and name not in self.order:  # fixed by the first row
@@ -506,12 +516,9 @@ class Watch:
 
     def _forward_starts(self, module: nn.Module, args: Any) -> None:
         """The model's forward begins; a measured one sees its layers and functional
-        activations. Without an optimizer, a backward that did not reach every weight ends
-        its step here, at the next forward."""
+        activations."""
         if self.busy:
             return
-        if self.optimizer is None and self.arrived:
-            self._end_backward()
         if self.measuring() and self.functional is None:
             self.calls, self.inside = 0, 0
             self.module_calls.clear()
@@ -528,20 +535,17 @@ class Watch:
             self._detach_layers()
 
     def _grad_ready(self, name: str, index: int) -> Callable[[Tensor], None]:
-        """Without an optimizer: a step ends when backward has left every weight's gradient."""
+        """Without an optimizer: a backward pass that reaches a weight is a step, ended by a
+        callback autograd runs when the whole pass is done (every signal has arrived)."""
 
         def hook(weight: Tensor) -> None:
-            self.arrived += 1
+            if not self.queued:
+                self.queued = True
+                torch.autograd.Variable._execution_engine.queue_callback(self._end_backward)
             if self.step % self.every == 0 and weight.grad is not None:
                 self.param_grads[(name, index)] = weight.grad.detach().float().norm()
-            if self.arrived == self.weight_count:
-                self._end_backward()
 
         return hook
-
-    @property
-    def weight_count(self) -> int:
-        return sum(len(weights) for weights in self.weights.values())
 
     def _end_backward(self) -> None:
         """Without an optimizer: one step is over; a watched one is written."""
@@ -556,7 +560,7 @@ class Watch:
                     self.grads[name] = torch.stack(norms).norm()
             self.param_grads.clear()
             self._write(self._row(self.step, None))
-        self.arrived = 0
+        self.queued = False
         self.step += 1
 
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
@@ -598,6 +602,8 @@ class Watch:
             self._write(self.pending)
             self.pending, self.before = None, None
             self.probe_seconds += time.perf_counter() - start
+        self.blocks.clear()  # captured inside step() (LBFGS's closure): not a later row's
+        self.signals.clear()
         self.step += 1
 
     def _measure_probe(self) -> dict[str, Any]:
@@ -657,7 +663,11 @@ class Watch:
             parents = [i for i, other in enumerate(ran) if name.startswith(f"{other}.")]
             ran.insert(max(parents) + 1 if parents else len(ran), name)
         self.config_layers = ran
-        self.config_activations = [name for name in self.order if name in self.activations]
+        # No measured forward before the first row (the model ran inside step(), or only in
+        # evaluation): the activation modules found, in the model's order, not none at all.
+        self.config_activations = [n for n in self.order if n in self.activations] or list(
+            self.hooked
+        )
 
     def labels(self) -> list[str]:
         """Per activation layer, its name in sentences: the weighted layer before it, with the
@@ -803,8 +813,6 @@ class Watch:
             return self.result
         if self.closed:
             raise UsageError("watch: closed after an error; its run has no result")
-        if self.optimizer is None and self.arrived:  # a backward that did not reach every weight
-            self._end_backward()
         self._open()
         first, last = self.first_row or {}, self.last_row or {}
         tested = [row for row in self.epochs if "test_accuracy" in row]

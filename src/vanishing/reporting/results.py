@@ -90,9 +90,14 @@ class LayerNames:
 
     hidden_names: tuple[str, ...] = ()  # per hidden layer; empty: numbered
     weighted_names: tuple[str, ...] = ()  # per weighted layer; empty: numbered
+    # The first and the last weighted layer a gradient reached at step 0, whose ratio the
+    # weight-gradient sentences read (a watched model may list a layer it never used).
+    ends: tuple[str, str] | None = None
 
     @classmethod
-    def of(cls, config: dict[str, Any]) -> LayerNames:
+    def of(cls, config: dict[str, Any], grad_norms: Any = None) -> LayerNames:
+        """The names in a config; `grad_norms` (the first probe's) says which layers the
+        weight-gradient ratio spans."""
         if not watched(config):
             return cls()
 
@@ -100,7 +105,22 @@ class LayerNames:
             value = config.get(key)
             return tuple(spoken_name(v) for v in value) if isinstance(value, list) else ()
 
-        return cls(names("layer_labels"), names("layers"))
+        weighted = names("layers")
+        ends = None
+        if isinstance(grad_norms, list) and len(grad_norms) == len(weighted):
+            reached = [i for i, norm in enumerate(grad_norms) if norm is not None]
+            if len(reached) >= 2:
+                ends = (weighted[reached[0]], weighted[reached[-1]])
+        return cls(names("layer_labels"), weighted, ends)
+
+    @property
+    def first_last(self) -> tuple[str, str] | None:
+        """The two layers the weight-gradient ratio compares, by name; None when numbered."""
+        if self.ends is not None:
+            return self.ends
+        if len(self.weighted_names) >= 2:
+            return self.weighted_names[0], self.weighted_names[-1]
+        return None
 
     @property
     def named(self) -> bool:
@@ -130,21 +150,22 @@ class LayerNames:
         """The first weighted layer's weight gradient over the last's, in words: 'layer 1
         receives 2e-05 of the output layer's weight gradient', or 'layer conv1 receives 2e-05
         of the weight gradient fc receives'."""
-        if len(self.weighted_names) >= 2:
-            first, last = self.weighted_names[0], self.weighted_names[-1]
+        if self.first_last is not None:
+            first, last = self.first_last
             return f"layer {first} receives {ratio} of the weight gradient {last} receives"
         return f"layer 1 receives {ratio} of the output layer's weight gradient"
 
     def gets(self, ratio: str) -> str:
         """'layer 1 gets 2.5 of the output layer's', or 'conv1 gets 2.5 of fc's'."""
-        if len(self.weighted_names) >= 2:
-            return f"{self.weighted_names[0]} gets {ratio} of {self.weighted_names[-1]}'s"
+        if self.first_last is not None:
+            first, last = self.first_last
+            return f"{first} gets {ratio} of {last}'s"
         return f"layer 1 gets {ratio} of the output layer's"
 
     def share_short(self) -> str:
         """'layer 1 / output', or 'conv1 / fc'."""
-        if len(self.weighted_names) >= 2:
-            return f"{self.weighted_names[0]} / {self.weighted_names[-1]}"
+        if self.first_last is not None:
+            return " / ".join(self.first_last)
         return "layer 1 / output"
 
 
@@ -199,7 +220,8 @@ class RunRecords:
     @property
     def names(self) -> LayerNames:
         """How sentences name this run's layers."""
-        return LayerNames.of(self.config)
+        probes = self.rows("probe")
+        return LayerNames.of(self.config, probes[0].get("grad_norms") if probes else None)
 
 
 @dataclass(frozen=True)
