@@ -22,13 +22,15 @@ activation layer by the weighted layer that ran before it ("conv2").
 
 At every `every`-th optimizer step (step 0 first):
 - without a probe batch, the training step itself is measured: forward hooks on the activation
-  modules, registered for that forward only, take the statistics of the step's last forward in
-  training mode (with gradients on), tensor hooks on their outputs take the signal as backward
-  passes it (full backward hooks would break on in-place ReLU), and an optimizer step pre-hook
+  modules, registered for that forward only, take the statistics of the step's last forward
+  with gradients on (an evaluation under torch.no_grad is not measured), tensor hooks on
+  their outputs take the signal as backward passes it (full backward hooks would break on
+  in-place ReLU), and an optimizer step pre-hook
   reads the weight gradients, so only real steps count and a GradScaler's unscaled gradients
   are seen (a step it skips is not one; pass `scaler=` to have the signal unscaled too).
-  Without an optimizer each backward that reaches the weights is a step, seen by
-  per-parameter post-accumulate hooks as backward leaves the gradients.
+  Without an optimizer each backward pass that reaches the weights is a step: per-parameter
+  post-accumulate hooks read the gradients as backward leaves them, and a callback queued on
+  autograd's engine ends the step when the pass is done (two backward() calls are two steps).
 - with `probe=(x, y)`, a fixed batch is measured before the step, as the trainer does: the model
   in eval mode but batch norm on the batch's own statistics, no state changed (buffers are put
   back), gradients by `torch.autograd.grad` of `loss(model(x), y)`; it needs the optimizer.
