@@ -954,7 +954,8 @@ def model_cure(group: Group, kinds: tuple[str, ...]) -> str:
     elif worst in ("vanishing", "collapse", "attenuated"):
         if family == "rectifier":
             parts.append(
-                "He (kaiming) init (nn.init.kaiming_normal_ on each layer's weight) keeps the "
+                "He (kaiming) init (nn.init.kaiming_normal_ on each layer's weight), where the "
+                "layers still have PyTorch's default (a sixth of He's variance), keeps the "
                 "forward scale"
             )
             if not has_norm:
