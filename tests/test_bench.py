@@ -95,3 +95,21 @@ def test_bench_speed_prints_every_figure(real_mnist, tmp_path):
     speeds = re.findall(r"([\d.]+) model-epochs/s", out)
     # reference, single x2, per K: group x2 and vmap, the worker pool
     assert len(speeds) == 3 + 2 * 3 + 1 and all(float(s) > 0 for s in speeds)
+
+
+def test_bench_watch_prints_each_copys_cost_and_the_hooks_time():
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "bench_watch.py"), "--chunks", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    for variant in ("unwatched", "every=100", "every=100, probe", "hooks only"):
+        assert re.search(
+            rf"^  {re.escape(variant)} +[\d.]+ ms/step  cost [+-][\d.]+%$", done.stdout, re.M
+        ), (variant, done.stdout)
+    assert re.search(
+        r"^the hooks alone .*: [\d.-]+ us a step, [\d.-]+% of the seed", done.stdout, re.M
+    ), done.stdout
