@@ -33,7 +33,7 @@ from typing import Any
 
 from vanishing import records
 from vanishing.errors import UsageError, choices_error
-from vanishing.reporting.loading import find_run_dirs
+from vanishing.reporting.loading import run_dirs_under
 
 FORMATS = ("tensorboard",)
 LOGDIR = "tensorboard"  # the default log directory, inside the first directory given
@@ -272,23 +272,8 @@ def event_names(dirs: Sequence[Path], found: list[list[Path]]) -> list[str]:
 
 def find_runs(paths: Sequence[Path | str]) -> tuple[list[Path], list[str]]:
     """Every run directory under the given directories (each once), with its event name."""
-    dirs = [Path(p) for p in paths]
-    for path in dirs:
-        if not path.is_dir():
-            raise UsageError(f"no such directory: {path}")
-    seen: set[Path] = set()
-    found = []
-    for path in dirs:
-        runs = []
-        for run_dir in find_run_dirs(path):
-            if run_dir.resolve() not in seen:
-                seen.add(run_dir.resolve())
-                runs.append(run_dir)
-        found.append(runs)
-    if not any(found):
-        shown = ", ".join(str(p) for p in dirs)
-        raise UsageError(f"no run directories (with config.json) under {shown}")
-    return [run for runs in found for run in runs], event_names(dirs, found)
+    found = run_dirs_under(paths)
+    return [run for runs in found for run in runs], event_names([Path(p) for p in paths], found)
 
 
 def import_writer() -> Any:

@@ -62,26 +62,35 @@ def read_run(path: Path) -> RunRecords | str:
     return RunRecords(path, config, records.read_metrics(path), result)
 
 
+def run_dirs_under(paths: Sequence[Path | str]) -> list[list[Path]]:
+    """Per directory given, its run directories that no earlier one holds (each run once, in
+    the order given). A missing directory, or none holding a run, is a UsageError."""
+    dirs = [Path(given) for given in paths]
+    for path in dirs:
+        if not path.is_dir():
+            raise UsageError(f"no such directory: {path}")
+    seen: set[Path] = set()
+    found = []
+    for path in dirs:
+        fresh = [d for d in find_run_dirs(path) if d.resolve() not in seen]
+        seen.update(d.resolve() for d in fresh)
+        found.append(fresh)
+    if not any(found):
+        shown = ", ".join(str(p) for p in paths)
+        raise UsageError(f"no run directories (with config.json) under {shown}")
+    return found
+
+
 def load_runs(paths: Sequence[Path | str]) -> tuple[list[RunRecords], list[str]]:
     """Every run under the given directories (deduplicated, in the order given), and notes on
     what was skipped."""
     runs: list[RunRecords] = []
     notes: list[str] = []
-    seen: set[Path] = set()
-    for given in paths:
-        path = Path(given)
-        if not path.is_dir():
-            raise UsageError(f"no such directory: {path}")
-        for run_dir in find_run_dirs(path):
-            if run_dir.resolve() in seen:
-                continue
-            seen.add(run_dir.resolve())
+    for run_dirs in run_dirs_under(paths):
+        for run_dir in run_dirs:
             run = read_run(run_dir)
             if isinstance(run, RunRecords):
                 runs.append(run)
             else:
                 notes.append(run)
-    if not runs and not notes:
-        shown = ", ".join(str(p) for p in paths)
-        raise UsageError(f"no run directories (with config.json) under {shown}")
     return runs, notes
