@@ -180,7 +180,7 @@ class Settings:
         return self.values
 
 
-def number(key: str, value: Any) -> float:
+def logged_value(key: str, value: Any) -> float:
     """A logged value as a float (a 0-d tensor is read once, here); a UsageError otherwise."""
     if isinstance(value, Tensor):
         if value.numel() != 1:
@@ -300,7 +300,6 @@ class Watch:
         self.last_weighted_module: nn.Module | None = None
         self.before: dict[str, list[Tensor]] | None = None  # weights before a measured step
         self.pending: dict[str, Any] | None = None  # a row waiting for the step's update
-        self.written = -1  # the step of the last probe row
         self.widths: dict[str, int] = {}  # activation layer -> units (size of dim 1)
         self.config_layers: list[str] = []  # fixed by the first row
         self.config_activations: list[str] = []
@@ -763,7 +762,6 @@ class Watch:
     def _write(self, row: dict[str, Any]) -> None:
         self._open().write(row)
         if row["kind"] == "probe":
-            self.written = row["step"]
             self.first_row = self.first_row or row
             self.last_row = row
             numbers = [v for v in (*row["grad_norms"], row["loss"]) if v is not None]
@@ -780,7 +778,7 @@ class Watch:
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
             raise UsageError(f"log: epoch must be a whole number >= 0, got {epoch!r}")
         row: dict[str, Any] = {"kind": "epoch", "epoch": epoch, "step": self.step}
-        row.update({key: number(key, value) for key, value in values.items()})
+        row.update({key: logged_value(key, value) for key, value in values.items()})
         accuracy = row.get("test_accuracy")
         if accuracy is not None and not 0 <= accuracy <= 1:
             raise UsageError(f"log: test_accuracy is a fraction in [0, 1], got {accuracy!r}")
