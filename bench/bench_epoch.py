@@ -17,10 +17,10 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from vanishing.config import TrainConfig
-from vanishing.data import load_dataset
-from vanishing.model import build_model
-from vanishing.training import train
+from vanishing.data.datasets import load_dataset
+from vanishing.model.mlp import build_model
+from vanishing.settings.config import TrainConfig
+from vanishing.training.loop import train
 
 
 class PerSampleMNIST(TorchDataset):

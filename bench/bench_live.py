@@ -28,9 +28,9 @@ from pathlib import Path
 
 import httpx
 
-from vanishing.config import TrainConfig
-from vanishing.data import load_dataset
+from vanishing.data.datasets import load_dataset
 from vanishing.records import METRICS, read_json
+from vanishing.settings.config import TrainConfig
 
 
 class Server:

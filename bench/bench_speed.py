@@ -32,14 +32,14 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 from torch.nn import functional as F
 
 from vanishing import records
-from vanishing.config import TrainConfig
-from vanishing.data import Dataset, load_dataset
+from vanishing.data.datasets import Dataset, load_dataset
 from vanishing.devices import resolve_device, sync
-from vanishing.group import GroupedMLP, train_group
-from vanishing.model import build_model, make_optimizer
-from vanishing.probes import per_sample_loss
-from vanishing.runs import Policy, Run, execute
-from vanishing.training import to_inputs, train
+from vanishing.executor.runs import Policy, Run, execute
+from vanishing.measure.probes import per_sample_loss
+from vanishing.model.mlp import build_model, make_optimizer
+from vanishing.settings.config import TrainConfig
+from vanishing.training.group import GroupedMLP, train_group
+from vanishing.training.loop import to_inputs, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_epoch import reference_epoch  # noqa: E402

@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from vanishing import sweeps as sweep
-from vanishing.data import default_cache_dir
+from vanishing.data.datasets import default_cache_dir
+from vanishing.jobs import sweep
 
 GRID = sweep.spec_from_dict(
     {
@@ -47,7 +47,7 @@ def time_local(workers: int, out: Path) -> float:
 RAY_DRIVER = """
 import json, sys, time
 from pathlib import Path
-from vanishing import sweeps as sweep
+from vanishing.jobs import sweep
 sys.path.insert(0, {bench!r})
 from bench_sweep import GRID
 start = time.perf_counter()

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 import vanishing
-from vanishing.data import load_dataset
+from vanishing.data.datasets import load_dataset
 from vanishing.errors import DataError
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}

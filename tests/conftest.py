@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vanishing import data, records
-from vanishing.config import TrainConfig
-from vanishing.idx import write_idx
-from vanishing.training import train
+from vanishing import records
+from vanishing.data import datasets as data
+from vanishing.data.idx import write_idx
+from vanishing.settings.config import TrainConfig
+from vanishing.training.loop import train
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,8 @@ import re
 import pytest
 import torch
 
-from vanishing.activations import (
+from vanishing.errors import UsageError
+from vanishing.model.activations import (
     ACTIVATIONS,
     SATURATION_FRACTION,
     ActivationOptions,
@@ -15,7 +16,6 @@ from vanishing.activations import (
     make_activation,
     saturated_mask,
 )
-from vanishing.errors import UsageError
 
 NAMES = list(ACTIVATIONS)
 WIDTH = 5

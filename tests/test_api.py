@@ -15,10 +15,10 @@ import pytest
 import vanishing
 from conftest import ENV, make_arrays, write_arrays
 from vanishing import records
-from vanishing.cli import main
-from vanishing.config import TrainConfig
 from vanishing.errors import UsageError
+from vanishing.frontends.cli import main
 from vanishing.reporting.formats import fixed
+from vanishing.settings.config import TrainConfig
 
 TINY = {
     "verify": False,
@@ -73,7 +73,7 @@ def test_import_is_light_and_names_resolve():
 
 
 def test_watch_is_the_watching_modules():
-    from vanishing import watching
+    from vanishing.measure import watching
 
     assert vanishing.watch is watching.watch
 

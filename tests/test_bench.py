@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from vanishing import data
-from vanishing.config import TrainConfig
+from vanishing.data import datasets as data
+from vanishing.settings.config import TrainConfig
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))

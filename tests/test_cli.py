@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vanishing import records
-from vanishing.cli import main
+from vanishing.frontends.cli import main
 
 TINY = [
     "--no-verify",

@@ -13,11 +13,13 @@ import pytest
 import torch
 
 from conftest import ENV, without_timings
-from vanishing import comparison as compare
-from vanishing import data, records, runs
-from vanishing.cli import main
-from vanishing.config import TrainConfig
+from vanishing import records
+from vanishing.data import datasets as data
 from vanishing.errors import UsageError
+from vanishing.executor import runs
+from vanishing.frontends.cli import main
+from vanishing.jobs import compare
+from vanishing.settings.config import TrainConfig
 
 SMALL = TrainConfig(
     activation="relu", hidden=(16, 8), epochs=2, batch_size=32, probe_every=3, probe_size=32
@@ -199,7 +201,7 @@ def test_a_worker_that_dies_or_breaks_is_one_line_not_a_traceback(
 def test_on_a_gpu_runs_train_in_one_process(monkeypatch, tiny_dir, tmp_path, capsys):
     """A forked child cannot use CUDA: on a GPU, one process (groups), and --workers > 1 is an
     error; sweeps likewise (their local backend)."""
-    from vanishing import sweeps as sweep
+    from vanishing.jobs import sweep
 
     monkeypatch.setattr(runs, "resolve_device", lambda name: torch.device("cuda"))
     seen = []

@@ -13,9 +13,10 @@ import stat
 
 import pytest
 
-from vanishing import cli, records
-from vanishing import sweeps as sweep
-from vanishing.config import TrainConfig, choices_of, kind_of, settings, shown
+from vanishing import records
+from vanishing.frontends import cli
+from vanishing.jobs import sweep
+from vanishing.settings.config import TrainConfig, choices_of, kind_of, settings, shown
 
 FIELDS = [setting.name for setting in settings()]
 
@@ -183,9 +184,9 @@ def test_run_names_are_those_older_versions_gave():
 
 
 def test_an_older_record_without_the_later_settings_is_the_same_run(tiny_dir, tmp_path):
-    from vanishing import data
     from vanishing import reporting as report
-    from vanishing.training import train
+    from vanishing.data import datasets as data
+    from vanishing.training.loop import train
 
     config = TrainConfig(hidden=(8,), epochs=1, batch_size=32, probe_every=5, probe_size=32)
     dataset = data.load_dataset(data_dir=tiny_dir, verify=False)

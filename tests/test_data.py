@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from conftest import FILE_NAMES, make_arrays, write_arrays
-from vanishing import data
-from vanishing.cli import main
+from vanishing.data import datasets as data
+from vanishing.data.idx import idx_bytes, parse_idx, read_idx, write_idx
 from vanishing.errors import DataError
-from vanishing.idx import idx_bytes, parse_idx, read_idx, write_idx
+from vanishing.frontends.cli import main
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

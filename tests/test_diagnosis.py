@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 
 from test_report import Page
-from vanishing import data, records
+from vanishing import records
 from vanishing import reporting as report
-from vanishing.config import TrainConfig
+from vanishing.data import datasets as data
 from vanishing.reporting import figures, verdicts
-from vanishing.training import train
+from vanishing.settings.config import TrainConfig
+from vanishing.training.loop import train
 
 WIDTH = 256
 

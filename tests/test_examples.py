@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from vanishing import reporting as report
-from vanishing.cli import main
+from vanishing.frontends.cli import main
 from vanishing.reporting.verdicts import judge
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from conftest import make_arrays, write_arrays
-from vanishing import data, records
-from vanishing.cli import main
-from vanishing.config import TrainConfig
-from vanishing.export import export_runs
-from vanishing.training import train
+from vanishing import records
+from vanishing.data import datasets as data
+from vanishing.frontends.cli import main
+from vanishing.reporting.export import export_runs
+from vanishing.settings.config import TrainConfig
+from vanishing.training.loop import train
 
 # Both come with the test extra; without them (a bare install) these tests are skipped.
 pytest.importorskip("tensorboardX")

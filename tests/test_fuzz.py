@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from conftest import FILE_NAMES, make_arrays, write_arrays
-from vanishing import data
+from vanishing.data import datasets as data
+from vanishing.data.idx import idx_bytes, read_bytes
 from vanishing.errors import DataError
-from vanishing.idx import idx_bytes, read_bytes
 
 SRC = Path(data.__file__).parent
 

@@ -10,17 +10,21 @@ import pytest
 import torch
 
 from conftest import without_timings
-from vanishing import comparison as compare
-from vanishing import data, group, probes, records, runs
-from vanishing import training as train_module
-from vanishing.activations import get_activation
-from vanishing.cli import main
-from vanishing.config import TrainConfig
+from vanishing import records
+from vanishing.data import datasets as data
 from vanishing.errors import UsageError
-from vanishing.group import clip_group_gradients, plan_groups, train_group
-from vanishing.model import GroupedMLP, build_model, make_optimizer
+from vanishing.executor import runs
+from vanishing.frontends.cli import main
+from vanishing.jobs import compare
+from vanishing.measure import probes
+from vanishing.model.activations import get_activation
+from vanishing.model.mlp import GroupedMLP, build_model, make_optimizer
 from vanishing.reporting import loading, summary
-from vanishing.training import clip_gradients, train
+from vanishing.settings.config import TrainConfig
+from vanishing.training import group
+from vanishing.training import loop as train_module
+from vanishing.training.group import clip_group_gradients, plan_groups, train_group
+from vanishing.training.loop import clip_gradients, train
 
 SMALL = TrainConfig(
     hidden=(32, 16), epochs=2, batch_size=32, probe_every=4, probe_size=64, device="cpu"

@@ -18,12 +18,15 @@ from test_group import (
     group_models,
 )
 from test_resume import without_timings
-from vanishing import comparison as compare
-from vanishing import data, group, records, runs
-from vanishing import training as train_module
+from vanishing import records
+from vanishing.data import datasets as data
 from vanishing.errors import UsageError
-from vanishing.group import plan_groups, train_group
-from vanishing.training import train
+from vanishing.executor import runs
+from vanishing.jobs import compare
+from vanishing.training import group
+from vanishing.training import loop as train_module
+from vanishing.training.group import plan_groups, train_group
+from vanishing.training.loop import train
 
 # PReLU twice and apart from each other in the callers' order (a group sorts them together).
 RUNS = [("prelu", "default", 0), ("sigmoid", "xavier", 1), ("prelu", "lecun", 2), ("relu", "he", 3)]

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from test_report import write_run
-from vanishing import probes, records
+from vanishing import records
 from vanishing import reporting as report
-from vanishing.activations import ACTIVATIONS, get_activation
-from vanishing.model import GroupedMLP, build_model
+from vanishing.measure import probes
+from vanishing.model.activations import ACTIVATIONS, get_activation
+from vanishing.model.mlp import GroupedMLP, build_model
 
 BINS = probes.HISTOGRAM_BINS
 

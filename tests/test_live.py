@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from vanishing import live, records
-from vanishing.config import settings
-from vanishing.live.jobs import label, parse_config
+from vanishing import records
+from vanishing.frontends import live
+from vanishing.frontends.live.jobs import label, parse_config
 from vanishing.reporting.verdicts import live_headline
+from vanishing.settings.config import settings
 
 TOKEN = "t0ken"  # noqa: S105 - the tests' own
 BASE = "http://127.0.0.1:8765"
@@ -101,6 +102,8 @@ def test_two_runs_stream_their_records_verdicts_and_end(app, client):
     again = read_events(client, runs[:1])
     assert [e for e, _ in again if e == "row"] == ["row"] * 7
     assert again[-2:] == [("status", {"run": runs[0], "status": "ok"}), ("end", {"runs": runs[:1]})]
+    # The stream ends when the records say so; the job's thread records its own end just after.
+    app.state.live.jobs.jobs[answer["job"]].thread.join(30)
     jobs = client.get("/api/jobs", headers=JSON).json()["jobs"]
     assert [(job["job"], job["state"], job["runs"]) for job in jobs] == [
         (answer["job"], "done", runs)
@@ -515,7 +518,7 @@ def test_a_closing_server_ends_each_stream_saying_so(tmp_path):
     import asyncio
     import threading
 
-    from vanishing.live.events import stream
+    from vanishing.frontends.live.events import stream
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -22,10 +22,10 @@ import pytest
 from conftest import write_arrays
 from test_browser import CHROMIUM_ARGS, browser_or_skip
 from vanishing import records
-from vanishing.config import TrainConfig
-from vanishing.live import create_app
-from vanishing.live.server import bind
-from vanishing.training import train
+from vanishing.frontends.live import create_app
+from vanishing.frontends.live.server import bind
+from vanishing.settings.config import TrainConfig
+from vanishing.training.loop import train
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 TIMEOUT_MS = 45_000  # the whole test stays under a minute on 2 busy cores

@@ -9,14 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from vanishing import data, group, memory, probes, runs
-from vanishing import training as train
-from vanishing.activations import ACTIVATIONS
-from vanishing.cli import main
-from vanishing.config import TrainConfig
+from vanishing.data import datasets as data
 from vanishing.errors import UsageError
-from vanishing.model import NORMS, OPTIMIZERS, GroupedMLP, build_model, make_optimizer
-from vanishing.runs import MAX_GROUP, Policy, Run, check_memory, execute
+from vanishing.executor import runs
+from vanishing.executor.runs import MAX_GROUP, Policy, Run, check_memory, execute
+from vanishing.frontends.cli import main
+from vanishing.measure import probes
+from vanishing.model.activations import ACTIVATIONS
+from vanishing.model.mlp import NORMS, OPTIMIZERS, GroupedMLP, build_model, make_optimizer
+from vanishing.settings.config import TrainConfig
+from vanishing.training import group, memory
+from vanishing.training import loop as train
 
 HUGE = (10**7,) * 3  # 200 trillion parameters, petabytes: beyond any machine's memory
 HUGE_SHAPE = "784-10000000-10000000-10000000-10"

@@ -8,15 +8,16 @@ import sys
 import numpy as np
 import pytest
 
-from vanishing import data, runs
 from vanishing import reporting as report
-from vanishing import sweeps as sweep
-from vanishing.cli import main
-from vanishing.config import TrainConfig
+from vanishing.data import datasets as data
 from vanishing.devices import resolve_device
 from vanishing.errors import DataError, UsageError
-from vanishing.model import hidden_widths, parse_hidden
-from vanishing.training import train
+from vanishing.executor import runs
+from vanishing.frontends.cli import main
+from vanishing.jobs import sweep
+from vanishing.model.mlp import hidden_widths, parse_hidden
+from vanishing.settings.config import TrainConfig
+from vanishing.training.loop import train
 
 
 @pytest.mark.parametrize(

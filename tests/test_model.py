@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from vanishing.activations import ACTIVATIONS, ActivationOptions
 from vanishing.errors import UsageError
-from vanishing.model import (
+from vanishing.model.activations import ACTIVATIONS, ActivationOptions
+from vanishing.model.mlp import (
     INIT_ALIASES,
     INITS,
     MLP,
@@ -179,7 +179,7 @@ def test_every_init_name_initialises_a_model(init):
     ],
 )
 def test_cli_help_lists_every_registry_entry(capsys, monkeypatch, command, option, names):
-    from vanishing.cli import main
+    from vanishing.frontends.cli import main
 
     monkeypatch.setenv("COLUMNS", "1000")  # no wrapping inside a help text
     with pytest.raises(SystemExit) as stopped:

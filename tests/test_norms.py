@@ -11,12 +11,14 @@ import torch
 from torch.nn import functional as F
 
 from conftest import interrupt_after_one_epoch, without_timings
-from vanishing import data, probes, records
-from vanishing.activations import get_activation, saturated_mask
-from vanishing.config import TrainConfig
+from vanishing import records
+from vanishing.data import datasets as data
 from vanishing.errors import UsageError
-from vanishing.model import INITS, MLP, NORMS, build_model, initialize
-from vanishing.training import evaluate, train
+from vanishing.measure import probes
+from vanishing.model.activations import get_activation, saturated_mask
+from vanishing.model.mlp import INITS, MLP, NORMS, build_model, initialize
+from vanishing.settings.config import TrainConfig
+from vanishing.training.loop import evaluate, train
 
 EPS = 1e-5  # nn.BatchNorm1d's and nn.LayerNorm's
 

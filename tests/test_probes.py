@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from vanishing import probes
-from vanishing.activations import ACTIVATIONS, get_activation
-from vanishing.model import MLP, build_model
+from vanishing.measure import probes
+from vanishing.model.activations import ACTIVATIONS, get_activation
+from vanishing.model.mlp import MLP, build_model
 
 
 def batch(n: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,11 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_arrays, write_arrays
-from vanishing import cli
-from vanishing import comparison as compare
-from vanishing import sweeps as sweep
+from vanishing.data.idx import idx_bytes, parse_idx, read_idx, write_idx
 from vanishing.errors import DataError, UsageError
-from vanishing.idx import idx_bytes, parse_idx, read_idx, write_idx
+from vanishing.frontends import cli
+from vanishing.jobs import compare, sweep
 
 # Deterministic and quick: the same examples on every run, no per-example deadline.
 FAST = settings(

@@ -13,7 +13,7 @@ from scipy import stats as scipy_stats
 
 from vanishing import records, stats
 from vanishing import reporting as report
-from vanishing.cli import main
+from vanishing.frontends.cli import main
 from vanishing.reporting import loading, summary
 
 HIDDEN = [8, 6, 4]  # three hidden layers: four Linear layers, the output layer is layer 4

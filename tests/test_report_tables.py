@@ -17,7 +17,7 @@ from scipy import stats as scipy_stats
 from test_report import make_sweep, write_run
 from vanishing import records
 from vanishing import reporting as report
-from vanishing.definitions import DEFINITIONS
+from vanishing.measure.definitions import DEFINITIONS
 from vanishing.reporting import formats, loading, results, summary
 from vanishing.reporting.figures import FigureBlock
 

@@ -16,12 +16,14 @@ import pytest
 import torch
 
 from conftest import ENV, interrupt_after_one_epoch, without_timings
-from vanishing import data, records, runs
-from vanishing import sweeps as sweep
-from vanishing.cli import main
-from vanishing.config import TrainConfig
+from vanishing import records
+from vanishing.data import datasets as data
 from vanishing.errors import UsageError
-from vanishing.training import train
+from vanishing.executor import runs
+from vanishing.frontends.cli import main
+from vanishing.jobs import sweep
+from vanishing.settings.config import TrainConfig
+from vanishing.training.loop import train
 
 TINY = ["--no-verify", "--batch-size", "32", "--probe-every", "3", "--probe-size", "32"]
 EPOCHS = 50  # about 20 ms each: time to interrupt the run after its first checkpoint
@@ -190,7 +192,7 @@ def test_divergence_records_the_step_and_the_norms_before(tiny_dir, tmp_path):
 
 
 def test_detect_anomaly_option(monkeypatch, tiny_dir, tmp_path):
-    from vanishing import comparison as compare
+    from vanishing.jobs import compare
 
     seen = []
     real = compare.compare

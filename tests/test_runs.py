@@ -17,10 +17,12 @@ import pytest
 import torch
 
 from conftest import ENV, interrupt_after_one_epoch
-from vanishing import data, records, runs
-from vanishing.config import TrainConfig
+from vanishing import records
+from vanishing.data import datasets as data
 from vanishing.errors import DataError, UsageError
+from vanishing.executor import runs
 from vanishing.records import WriteError
+from vanishing.settings.config import TrainConfig
 
 pytestmark = pytest.mark.skipif(not runs.can_fork(), reason="the pool forks (Linux)")
 
@@ -226,8 +228,9 @@ def test_children_share_the_cores_out(dataset, tmp_path, monkeypatch):
 SCRIPT = """\
 import dataclasses, json, os, sys
 from pathlib import Path
-from vanishing import data, runs
-from vanishing.config import TrainConfig
+from vanishing.data import datasets as data
+from vanishing.executor import runs
+from vanishing.settings.config import TrainConfig
 
 data_dir, out, epochs = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 dataset = data.load_dataset(data_dir=data_dir, verify=False)

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from vanishing import records, runs
-from vanishing import sweeps as sweep
+from vanishing import records
 from vanishing.errors import UsageError
+from vanishing.executor import runs
+from vanishing.jobs import sweep
 
 TINY_SETTINGS = {"batch_size": 32, "probe_every": 5, "probe_size": 32, "device": "cpu", "epochs": 1}
 
@@ -423,7 +424,7 @@ def test_ray_backend_on_a_local_cluster(ray_netns, tiny_dir, tmp_path):
 
 
 def test_cli_preset_with_overrides(capsys, tiny_dir, tmp_path):
-    from vanishing.cli import main
+    from vanishing.frontends.cli import main
 
     out = tmp_path / "sw"
     argv = [
@@ -480,7 +481,7 @@ def test_cli_preset_with_overrides(capsys, tiny_dir, tmp_path):
     ],
 )
 def test_cli_bad_sweep_options(capsys, tmp_path, options, message):
-    from vanishing.cli import main
+    from vanishing.frontends.cli import main
 
     code = main(["sweep", "--out", str(tmp_path / "o"), *options])
     err = capsys.readouterr().err

@@ -14,9 +14,11 @@ import pytest
 import torch
 
 from conftest import interrupt_after_one_epoch
-from vanishing import data, records, runs
-from vanishing import sweeps as sweep
-from vanishing.config import TrainConfig
+from vanishing import records
+from vanishing.data import datasets as data
+from vanishing.executor import runs
+from vanishing.jobs import sweep
+from vanishing.settings.config import TrainConfig
 
 TINY_SETTINGS = {"batch_size": 32, "probe_every": 5, "probe_size": 32, "device": "cpu", "epochs": 1}
 TIMINGS = {"train_seconds", "eval_seconds", "probe_seconds", "run_dir"}  # may differ
@@ -342,7 +344,7 @@ def test_run_ray_sends_one_task_per_unit(tiny_dir, tmp_path, monkeypatch):
 
 
 def test_cli_no_group_reaches_run_sweep(tiny_dir, tmp_path, monkeypatch):
-    from vanishing.cli import main
+    from vanishing.frontends.cli import main
 
     seen = []
 

@@ -10,12 +10,13 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from vanishing import data, records
-from vanishing import training as train_module
-from vanishing.config import TrainConfig
+from vanishing import records
+from vanishing.data import datasets as data
 from vanishing.errors import UsageError
-from vanishing.model import build_model
-from vanishing.training import clip_gradients, evaluate, train
+from vanishing.model.mlp import build_model
+from vanishing.settings.config import TrainConfig
+from vanishing.training import loop as train_module
+from vanishing.training.loop import clip_gradients, evaluate, train
 
 SMALL = TrainConfig(
     hidden=(32, 16), epochs=2, batch_size=32, probe_every=4, probe_size=64, device="cpu"

@@ -1,4 +1,4 @@
-"""`vanishing.watching.watch`: the probes' numbers on any model, its hooks, its records."""
+"""`vanishing.measure.watching.watch`: the probes' numbers on any model, its hooks, its records."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from vanishing import probes, records
-from vanishing.activations import ACTIVATIONS, get_activation
+from vanishing import records
 from vanishing.errors import UsageError
-from vanishing.model import MLP
-from vanishing.watching import watch
+from vanishing.measure import probes
+from vanishing.measure.watching import watch
+from vanishing.model.activations import ACTIVATIONS, get_activation
+from vanishing.model.mlp import MLP
 
 # Every activation the registry knows and watch can see (the identity is not one: models use it
 # as a placeholder).
@@ -631,7 +632,7 @@ def test_dead_units_are_zero_on_every_sample_of_the_last_measured_batches(tmp_pa
 
 
 def test_a_unit_silent_for_a_whole_window_of_measured_batches_is_dead(tmp_path):
-    from vanishing.watching import DEAD_WINDOW
+    from vanishing.measure.watching import DEAD_WINDOW
 
     model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 10))
     with torch.no_grad():

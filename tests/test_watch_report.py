@@ -16,9 +16,9 @@ from torch.nn import functional as F
 import vanishing
 from vanishing import records
 from vanishing import reporting as report
-from vanishing.cli import main
-from vanishing.live.events import Watcher
-from vanishing.live.listing import Listing
+from vanishing.frontends.cli import main
+from vanishing.frontends.live.events import Watcher
+from vanishing.frontends.live.listing import Listing
 from vanishing.reporting import loading
 from vanishing.reporting.verdicts import judge, live_headline
 

@@ -1,7 +1,8 @@
 """vanishing: see and measure the vanishing-gradient problem in MLPs on MNIST.
 
 From Python: `vanishing.train`, `compare`, `sweep` and `report` run the commands of the same names
-(`api`); `vanishing.watch(model, optimizer)` measures your own network as it trains (`watching`).
+(`frontends.api`); `vanishing.watch(model, optimizer)` measures your own network as it trains
+(`measure.watching`).
 They are imported on first use, so that `import vanishing` loads neither torch nor matplotlib.
 """
 
@@ -14,12 +15,12 @@ __version__ = "0.1.0"
 
 # The names of the Python API, and the module each lives in.
 EXPORTS = {
-    "train": "api",
-    "compare": "api",
-    "sweep": "api",
-    "report": "api",
-    "Comparison": "api",
-    "watch": "watching",
+    "train": "frontends.api",
+    "compare": "frontends.api",
+    "sweep": "frontends.api",
+    "report": "frontends.api",
+    "Comparison": "frontends.api",
+    "watch": "measure.watching",
 }
 
 

@@ -1,5 +1,5 @@
 """`python -m vanishing` runs the command-line tool."""
 
-from vanishing.cli import main
+from vanishing.frontends.cli import main
 
 raise SystemExit(main())

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vanishing import records
-from vanishing.activations import ACTIVATIONS
 from vanishing.errors import UsageError
+from vanishing.model.activations import ACTIVATIONS
 from vanishing.reporting.results import RunRecords, watched
 
 # The fields every finished run writes (those without a default in RunResult).

@@ -19,7 +19,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-from vanishing.activations import ActivationOptions, derivative, make_activation
+from vanishing.model.activations import ActivationOptions, derivative, make_activation
 from vanishing.reporting.formats import number
 from vanishing.reporting.results import DepthSeries, Group, numbers
 

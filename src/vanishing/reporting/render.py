@@ -16,9 +16,9 @@ from typing import Any, NamedTuple
 import jinja2
 from markupsafe import Markup
 
-from vanishing.activations import ACTIVATIONS
-from vanishing.definitions import DEFINITIONS
 from vanishing.errors import UsageError
+from vanishing.measure.definitions import DEFINITIONS
+from vanishing.model.activations import ACTIVATIONS
 from vanishing.reporting.diagnosis import ATTENUATION_HEADER, Gap, attenuation_cells, p_text
 from vanishing.reporting.figures import FigureBlock
 from vanishing.reporting.formats import MISSING, fixed, markdown, markdown_table

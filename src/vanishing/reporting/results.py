@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from vanishing import stats
-from vanishing.activations import ACTIVATIONS, Activation
+from vanishing.model.activations import ACTIVATIONS, Activation
 
 # A grid point is every config key of a run but these: its seed (the point's runs vary it) and
 # where it ran. Read from the records, so a setting added to the config is a key by itself.

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from vanishing import records, stats
-from vanishing.activations import ACTIVATIONS
+from vanishing.model.activations import ACTIVATIONS
 from vanishing.reporting.formats import NOT_APPLICABLE, UNDERFLOW, fixed, scientific, text_table
 from vanishing.reporting.results import RunRecords, hashable, point_keys, underflowed
 

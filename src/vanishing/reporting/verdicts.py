@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from vanishing import records, stats
-from vanishing.activations import ACTIVATIONS, SATURATION_FRACTION
-from vanishing.data import DATASETS
+from vanishing.data.datasets import DATASETS
+from vanishing.model.activations import ACTIVATIONS, SATURATION_FRACTION
 from vanishing.reporting.formats import number, percent, percent2
 from vanishing.reporting.loading import load_runs
 from vanishing.reporting.results import (

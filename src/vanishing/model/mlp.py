@@ -13,14 +13,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from vanishing.activations import (
+from vanishing.errors import UsageError, choices_error
+from vanishing.model.activations import (
     DEFAULT_OPTIONS,
     Activation,
     ActivationOptions,
     get_activation,
     make_activation,
 )
-from vanishing.errors import UsageError, choices_error
 
 SEED_HIDDEN = (520, 320, 240, 120)  # the reference experiment's hidden widths
 DEFAULT_WIDTH = 256  # for --depth without --width: wide enough that width is not the bottleneck

@@ -10,15 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vanishing import memory, runs
-from vanishing.activations import ACTIVATIONS
-from vanishing.config import TrainConfig, check_momentum, settings, shown, value_of
-from vanishing.data import Dataset, load_dataset
+from vanishing.data.datasets import Dataset, load_dataset
 from vanishing.devices import cores, resolve_device
 from vanishing.errors import UsageError
-from vanishing.model import hidden_widths, parse_hidden
+from vanishing.executor import runs
+from vanishing.jobs.sweep import run_name
+from vanishing.model.activations import ACTIVATIONS
+from vanishing.model.mlp import hidden_widths, parse_hidden
 from vanishing.reporting.results import MODEL_KEYS, watched
-from vanishing.sweeps import run_name
+from vanishing.settings.config import TrainConfig, check_momentum, settings, shown, value_of
+from vanishing.training import memory
 
 MAX_RUNS = 4  # runs side by side on one page
 SHAPE_FIELDS = ("depth", "width")  # instead of `hidden`, as the CLI's --depth/--width

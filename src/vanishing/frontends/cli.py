@@ -14,10 +14,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from vanishing import __version__, data, memory, records
-from vanishing import comparison as compare
-from vanishing.activations import ACTIVATIONS
-from vanishing.config import (
+from vanishing import __version__, records
+from vanishing.data import datasets as data
+from vanishing.devices import resolve_device
+from vanishing.errors import UsageError
+from vanishing.executor.runs import BACKENDS, WorkerError, check_batch_sizes, workers_for
+from vanishing.jobs import compare
+from vanishing.model.activations import ACTIVATIONS
+from vanishing.model.mlp import DEFAULT_WIDTH, hidden_widths, parse_hidden
+from vanishing.reporting import loading, summary
+from vanishing.settings.config import (
     GROUPS,
     TrainConfig,
     axes,
@@ -27,11 +33,7 @@ from vanishing.config import (
     settings,
     value_of,
 )
-from vanishing.devices import resolve_device
-from vanishing.errors import UsageError
-from vanishing.model import DEFAULT_WIDTH, hidden_widths, parse_hidden
-from vanishing.reporting import loading, summary
-from vanishing.runs import BACKENDS, WorkerError, check_batch_sizes, workers_for
+from vanishing.training import memory
 
 COMPARE_AXES = ("activation", "seed")  # compare trains every activation x seed
 
@@ -434,7 +436,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def sweep_spec(args: argparse.Namespace):
     """The grid from a preset or TOML file, with the options given on the command line on top."""
-    from vanishing import sweeps as sweep
+    from vanishing.jobs import sweep
 
     if args.preset and args.config:
         raise UsageError("give either --preset or --config, not both")
@@ -462,7 +464,7 @@ def sweep_spec(args: argparse.Namespace):
 def cmd_sweep(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from vanishing import sweeps as sweep
+    from vanishing.jobs import sweep
 
     spec = sweep_spec(args)
     workers = workers_for(spec.device, args.workers, args.backend)  # before the data
@@ -566,7 +568,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from vanishing import export  # tensorboardX loads only when an export is written
+    from vanishing.reporting import export  # tensorboardX loads only when an export is written
 
     exported = export.export_runs(args.dirs, to=args.to, logdir=args.logdir)
     for note in exported.notes:
@@ -581,7 +583,7 @@ def cmd_live(args: argparse.Namespace) -> int:
         raise UsageError(f"--port must be 0 (any free one) to 65535, got {args.port}")
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
-    from vanishing import live  # starlette and uvicorn load only for the live page
+    from vanishing.frontends import live  # starlette and uvicorn load only for the live page
 
     return live.serve(
         args.dirs,
@@ -689,7 +691,7 @@ def build_parser() -> Parser:
         "An option given here overrides the preset's or file's value; one given nowhere takes "
         "the default shown.",
     )
-    from vanishing.sweeps import preset_names
+    from vanishing.jobs.sweep import preset_names
 
     sub.add_argument(
         "--preset", metavar="NAME", help=f"a shipped grid: {', '.join(preset_names())}"

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from vanishing.config import TrainConfig
     from vanishing.records import RunResult
     from vanishing.reporting.render import WrittenReport
+    from vanishing.settings.config import TrainConfig
 
 # Options whose Python name says the opposite of the command line's flag.
 INVERTED = {"group": "no_group", "verify": "no_verify"}
@@ -53,8 +53,9 @@ class Comparison:
 def train(config: TrainConfig | None = None, **settings: Any) -> RunResult:
     """`vanishing train`: one run, from `config` and/or the settings given (those win), its
     records under `out` (default: runs/train); returns its result as written."""
-    from vanishing import cli, comparison
-    from vanishing import config as configs
+    from vanishing.frontends import cli
+    from vanishing.jobs import compare as comparison
+    from vanishing.settings import config as configs
 
     if config is not None:  # the fields it sets, as if given one by one
         defaults = {field.name: field.default for field in configs.settings()}
@@ -75,7 +76,8 @@ def compare(
     """`vanishing compare`: one run per activation and seed (default: sigmoid, relu, leaky_relu,
     prelu x seeds 0, 1, 2), into `out` (default: runs/compare), with summary.csv and the report;
     `activations="all"` takes every one registered."""
-    from vanishing import cli, comparison
+    from vanishing.frontends import cli
+    from vanishing.jobs import compare as comparison
 
     args = options("compare", {"activations": activations, "seeds": seeds, "out": out, **settings})
     run(cli.cmd_compare, args)
@@ -94,7 +96,8 @@ def sweep(
     (`depths=[2, 5]`, `activations=["relu", "sigmoid"]`, `epochs=1`, ...; a key given overrides
     the preset's), every unfinished run of it, its CSVs and report, into `out` (default:
     runs/sweep-PRESET, runs/sweep-CONFIGNAME or runs/sweep-grid)."""
-    from vanishing import cli, sweeps
+    from vanishing.frontends import cli
+    from vanishing.jobs import sweep as sweeps
 
     if out is None:  # the command's default, named here to read the runs back from it
         out = f"runs/sweep-{preset or (Path(config).stem if config else 'grid')}"
@@ -116,8 +119,9 @@ def report(*dirs: str | Path, out: str | Path | None = None) -> WrittenReport:
 def options(command: str, given: dict[str, Any]) -> argparse.Namespace:
     """The options `vanishing COMMAND` parses with nothing given, then `given` set on them as
     the parser would hold them; None leaves an option at its default."""
-    from vanishing import cli, sweeps
-    from vanishing.config import axes, settings, value_of
+    from vanishing.frontends import cli
+    from vanishing.jobs import sweep as sweeps
+    from vanishing.settings.config import axes, settings, value_of
 
     args = cli.build_parser().parse_args([command])
     python_name = {dest: name for name, dest in INVERTED.items()}

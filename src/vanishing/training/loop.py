@@ -17,18 +17,20 @@ import torch
 from torch.nn import functional as F
 
 import vanishing
-from vanishing import memory, probes, records
-from vanishing.activations import get_activation
-from vanishing.config import TrainConfig
-from vanishing.data import Dataset, load_dataset
+from vanishing import records
+from vanishing.data.datasets import Dataset, load_dataset
 from vanishing.devices import resolve_device, sync
 from vanishing.errors import UsageError
-from vanishing.model import (
+from vanishing.measure import probes
+from vanishing.model.activations import get_activation
+from vanishing.model.mlp import (
     MLP,
     build_model,
     make_optimizer,
 )
 from vanishing.records import RunResult
+from vanishing.settings.config import TrainConfig
+from vanishing.training import memory
 
 
 def versions() -> dict[str, str]:

@@ -28,12 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from vanishing import records
-from vanishing.config import TrainConfig, kind_of, settings, value_of
-from vanishing.data import Dataset
+from vanishing.data.datasets import Dataset
 from vanishing.errors import UsageError, choices_error
-from vanishing.model import DEFAULT_WIDTH, hidden_widths
-from vanishing.reporting import summary
-from vanishing.runs import (
+from vanishing.executor.runs import (
     Policy,
     Run,
     check_memory,
@@ -43,6 +40,9 @@ from vanishing.runs import (
     plan,
     workers_for,
 )
+from vanishing.model.mlp import DEFAULT_WIDTH, hidden_widths
+from vanishing.reporting import summary
+from vanishing.settings.config import TrainConfig, kind_of, settings, value_of
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -55,7 +55,7 @@ its training children); the runs resume later.
 
 from __future__ import annotations
 
-from vanishing.live.app import create_app
-from vanishing.live.server import serve
+from vanishing.frontends.live.app import create_app
+from vanishing.frontends.live.server import serve
 
 __all__ = ["create_app", "serve"]

@@ -1,5 +1,5 @@
 """The live server's Starlette app: a few routes over the config, the executor and the records
-(the API is described in `vanishing.live`)."""
+(the API is described in `vanishing.frontends.live`)."""
 
 from __future__ import annotations
 
@@ -19,15 +19,22 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from vanishing.config import choices_of, help_text, kind_of, optional, settings, shown
 from vanishing.errors import UsageError
-from vanishing.live import events
-from vanishing.live.jobs import MAX_RUNS, Jobs, label, parse_request
-from vanishing.live.listing import Listing
-from vanishing.live.safety import TOKEN_COOKIE, Guard, Refused, allowed_hosts, resolve, run_path
-from vanishing.model import DEFAULT_WIDTH
+from vanishing.frontends.live import events
+from vanishing.frontends.live.jobs import MAX_RUNS, Jobs, label, parse_request
+from vanishing.frontends.live.listing import Listing
+from vanishing.frontends.live.safety import (
+    TOKEN_COOKIE,
+    Guard,
+    Refused,
+    allowed_hosts,
+    resolve,
+    run_path,
+)
+from vanishing.model.mlp import DEFAULT_WIDTH
+from vanishing.settings.config import choices_of, help_text, kind_of, optional, settings, shown
 
-PACKAGE = "vanishing.live"
+PACKAGE = "vanishing.frontends.live"
 
 
 class LiveState:

@@ -52,13 +52,13 @@ from typing import Any, cast
 import torch
 
 from vanishing import records
-from vanishing.config import TrainConfig
-from vanishing.data import Dataset, load_dataset
+from vanishing.data.datasets import Dataset, load_dataset
 from vanishing.devices import cores, resolve_device
 from vanishing.errors import DataError, UsageError, choices_error
-from vanishing.group import plan_groups, train_group
-from vanishing.memory import check_fits
-from vanishing.training import check_batch_norm, train, versions
+from vanishing.settings.config import TrainConfig
+from vanishing.training.group import plan_groups, train_group
+from vanishing.training.loop import check_batch_norm, train, versions
+from vanishing.training.memory import check_fits
 
 try:
     import fcntl

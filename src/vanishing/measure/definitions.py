@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vanishing.activations import SATURATION_FRACTION
+from vanishing.model.activations import SATURATION_FRACTION
 
 # (name in metrics.jsonl and result.json, meaning); lists are per layer, input layer first.
 DEFINITIONS: tuple[tuple[str, str], ...] = (

@@ -23,17 +23,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vanishing import memory, probes, records
-from vanishing.activations import (
-    get_activation,
-)
-from vanishing.config import TrainConfig
-from vanishing.data import Dataset, load_dataset
+from vanishing import records
+from vanishing.data.datasets import Dataset, load_dataset
 from vanishing.devices import resolve_device, sync
 from vanishing.errors import UsageError
-from vanishing.model import UNGROUPABLE, GroupedMLP, make_optimizer
+from vanishing.measure import probes
+from vanishing.model.activations import (
+    get_activation,
+)
+from vanishing.model.mlp import UNGROUPABLE, GroupedMLP, make_optimizer
 from vanishing.records import RunResult
-from vanishing.training import (
+from vanishing.settings.config import TrainConfig
+from vanishing.training import memory
+from vanishing.training.loop import (
     RunLog,
     StepCallback,
     denormals_flushed,

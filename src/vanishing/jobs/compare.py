@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from vanishing import records
-from vanishing.config import TrainConfig
-from vanishing.data import Dataset
+from vanishing.data.datasets import Dataset
 from vanishing.errors import UsageError
+from vanishing.executor.runs import Policy, Run, execute, group_size
 from vanishing.records import RunResult
-from vanishing.runs import Policy, Run, execute, group_size
+from vanishing.settings.config import TrainConfig
 
 
 def run_name(config: TrainConfig) -> str:

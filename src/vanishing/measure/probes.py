@@ -11,7 +11,7 @@ not zero when its unit is dead), and the signal and activation statistics (and h
 the layer's output h_l (the residual stream). No probe changes any state of the model: batch
 norm's running statistics and its batch count are left as they were.
 
-What each measurement means, in the words the report quotes, is `vanishing.definitions`.
+What each measurement means, in the words the report quotes, is `vanishing.measure.definitions`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from vanishing.activations import Activation, get_activation, saturated_mask
-from vanishing.model import MLP, GroupedMLP, StackedPReLU
+from vanishing.model.activations import Activation, get_activation, saturated_mask
+from vanishing.model.mlp import MLP, GroupedMLP, StackedPReLU
 
 # A few dozen: enough for a shape (a saturation peak, a spike of zeros) at a probe batch's
 # 512 x width values, few enough that a probe row of metrics.jsonl stays a few kB.

@@ -33,8 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vanishing.errors import DataError, choices_error
-from vanishing.idx import (
+from vanishing.data.idx import (
     MAX_BYTES,
     gunzip,
     idx_bytes,
@@ -42,6 +41,7 @@ from vanishing.idx import (
     read_idx,
     read_limited,
 )
+from vanishing.errors import DataError, choices_error
 from vanishing.records import write_bytes
 
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")

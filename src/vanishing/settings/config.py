@@ -15,17 +15,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vanishing.activations import (
+from vanishing.data.datasets import DATASETS, get_spec
+from vanishing.devices import DEVICES
+from vanishing.errors import UsageError, choices_error
+from vanishing.model.activations import (
     ACTIVATIONS,
     DEFAULT_OPTIONS,
     PRELU_MODES,
     ActivationOptions,
     get_activation,
 )
-from vanishing.data import DATASETS, get_spec
-from vanishing.devices import DEVICES
-from vanishing.errors import UsageError, choices_error
-from vanishing.model import NORMS, OPTIMIZERS, SEED_HIDDEN, check_optimizer_settings, init_names
+from vanishing.model.mlp import NORMS, OPTIMIZERS, SEED_HIDDEN, check_optimizer_settings, init_names
 
 GROUPS = ("model", "optimisation", "measurement", "data")  # --help sections, in this order
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import uvicorn
 
-from vanishing.live.app import LiveState, create_app
+from vanishing.frontends.live.app import LiveState, create_app
 
 GRACE_SECONDS = 5  # uvicorn's wait for open connections once the streams have been ended
 JOIN_SECONDS = 30  # the most a job's thread is waited for (the executor stops within a step)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vanishing import records
-from vanishing.live.safety import record_file
+from vanishing.frontends.live.safety import record_file
 from vanishing.reporting.verdicts import live_headline
 
 POLL_SECONDS = 0.1  # how often a run's metrics.jsonl is looked at: well under the 1 s budget

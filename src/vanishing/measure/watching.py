@@ -59,9 +59,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
-from vanishing import probes, records
-from vanishing.activations import ACTIVATIONS, DEFAULT_OPTIONS, Activation, activation_of
+from vanishing import records
 from vanishing.errors import UsageError
+from vanishing.measure import probes
+from vanishing.model.activations import ACTIVATIONS, DEFAULT_OPTIONS, Activation, activation_of
 
 WATCH_DIR = Path("runs") / "watch"  # where watched runs go without `out`
 DESCRIPTION_CHARS = 4000  # repr(model) kept in config.json: enough to recognise the model
@@ -222,7 +223,7 @@ class Watch:
             raise UsageError(
                 f"watch: this {type(model).__name__} is already watched (writing to "
                 f"{other.run_dir}); close that watch first "
-                "(vanishing.watching.watched_by(model).close())"
+                "(vanishing.measure.watching.watched_by(model).close())"
             )
         if scaler is not None and optimizer is None:
             raise UsageError(
@@ -818,7 +819,7 @@ class Watch:
         tested = [row for row in self.epochs if "test_accuracy" in row]
         elapsed = time.perf_counter() - self.started
         steps = self.step
-        from vanishing.training import versions  # torch's and numpy's versions, as runs record
+        from vanishing.training.loop import versions  # torch's and numpy's versions, as runs record
 
         result = records.RunResult(
             status="diverged" if self.diverged_step is not None else "ok",

@@ -39,12 +39,12 @@ from pathlib import Path
 
 import torch
 
-from vanishing.activations import get_activation, make_activation
-from vanishing.config import TrainConfig
-from vanishing.data import get_spec
+from vanishing.data.datasets import get_spec
 from vanishing.devices import resolve_device
 from vanishing.errors import UsageError
-from vanishing.model import NORMS
+from vanishing.model.activations import get_activation, make_activation
+from vanishing.model.mlp import NORMS
+from vanishing.settings.config import TrainConfig
 
 FLOAT = 4  # bytes of a float32 value
 INDEX = 8  # bytes of an int64 label or index

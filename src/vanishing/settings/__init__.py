@@ -1,0 +1,1 @@
+"""Settings: every training setting declared once, parsed once, and named once."""
