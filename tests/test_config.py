@@ -16,6 +16,7 @@ import pytest
 from vanishing import records
 from vanishing.frontends import cli
 from vanishing.jobs import sweep
+from vanishing.settings import naming
 from vanishing.settings.config import TrainConfig, choices_of, kind_of, settings, shown
 
 FIELDS = [setting.name for setting in settings()]
@@ -168,17 +169,17 @@ def test_run_names_are_those_older_versions_gave():
     # Computed by the version before norm, residual, init_gain and clip_grad_norm existed: a
     # sweep directory of that version resumes under the same names.
     assert (
-        sweep.run_name(TrainConfig()) == "relu-h520-320-240-120-default-adam-lr0.001-s0-56b33c734b"
+        naming.run_name(TrainConfig()) == "relu-h520-320-240-120-default-adam-lr0.001-s0-56b33c734b"
     )
     deep = TrainConfig(
         activation="sigmoid", hidden=(256,) * 30, init="kaiming", optimizer="sgd", lr=0.01,
         momentum=0.9, seed=2,
     )  # fmt: skip
-    assert sweep.run_name(deep) == "sigmoid-d30w256-kaiming-sgd-lr0.01-s2-f59b0ce733"
+    assert naming.run_name(deep) == "sigmoid-d30w256-kaiming-sgd-lr0.01-s2-f59b0ce733"
     cured = dataclasses.replace(
         deep, norm="batch", residual=True, init_gain=2**0.5, clip_grad_norm=1.0
     )
-    assert sweep.run_name(cured).startswith(
+    assert naming.run_name(cured).startswith(
         "sigmoid-d30w256-kaiming-sgd-lr0.01-batchnorm-residual-gain1.41-clip1-s2-"
     )
 

@@ -23,6 +23,7 @@ from vanishing.data import datasets as data
 from vanishing.errors import UsageError
 from vanishing.executor import runs
 from vanishing.jobs import compare
+from vanishing.settings import naming
 from vanishing.training import group
 from vanishing.training import loop as train_module
 from vanishing.training.group import plan_groups, train_group
@@ -220,11 +221,11 @@ def test_compare_resumes_in_groups_and_keeps_finished_runs(tiny, tmp_path, monke
     real_group, real_train = runs.train_group, runs.train
 
     def spy_group(configs, **options):
-        calls.append(sorted(compare.run_name(c) for c in configs))
+        calls.append(sorted(naming.compare_run_name(c) for c in configs))
         return real_group(configs, **options)
 
     def spy_train(config, **options):
-        calls.append([compare.run_name(config)])
+        calls.append([naming.compare_run_name(config)])
         return real_train(config, **options)
 
     monkeypatch.setattr(runs, "train_group", spy_group)
@@ -238,7 +239,7 @@ def test_compare_resumes_in_groups_and_keeps_finished_runs(tiny, tmp_path, monke
         tiny,
         group=3,
         resume=True,
-        on_epoch=lambda config, row: seen.append((compare.run_name(config), row["epoch"])),
+        on_epoch=lambda config, row: seen.append((naming.compare_run_name(config), row["epoch"])),
     )
     # Runs of one checkpoint epoch stay grouped; each of another epoch (or none) goes its way.
     assert sorted(calls) == [["prelu-seed1", "tanh-seed0"], ["relu-seed0"], ["tanh-seed1"]]

@@ -17,9 +17,10 @@ from starlette.testclient import TestClient
 
 from vanishing import records
 from vanishing.frontends import live
-from vanishing.frontends.live.jobs import label, parse_config
+from vanishing.frontends.live.jobs import parse_config
 from vanishing.reporting.verdicts import live_headline
 from vanishing.settings.config import settings
+from vanishing.settings.naming import label
 
 TOKEN = "t0ken"  # noqa: S105 - the tests' own
 BASE = "http://127.0.0.1:8765"

@@ -19,9 +19,9 @@ from conftest import ENV, interrupt_after_one_epoch, without_timings
 from vanishing import records
 from vanishing.data import datasets as data
 from vanishing.errors import UsageError
-from vanishing.executor import runs
 from vanishing.frontends.cli import main
 from vanishing.jobs import sweep
+from vanishing.settings import naming
 from vanishing.settings.config import TrainConfig
 from vanishing.training.loop import train
 
@@ -256,11 +256,11 @@ def test_a_locked_run_is_left_to_its_holder_and_a_stale_lock_is_taken(tiny_dir, 
         )
     )
     configs = sweep.expand(spec)
-    held, stale = (tmp_path / sweep.run_name(c) for c in configs[:2])
+    held, stale = (tmp_path / naming.run_name(c) for c in configs[:2])
     stale.mkdir(parents=True)
     (stale / records.LOCK).write_text("999999999\n")  # a dead sweep's lock file
-    fd = runs.lock_run(held)  # another sweep is training this run
-    assert fd is not None and runs.lock_run(held) is None
+    fd = records.lock_run(held)  # another sweep is training this run
+    assert fd is not None and records.lock_run(held) is None
     options = {"data_dir": tiny_dir, "verify": False}
     try:
         outcome = sweep.run_sweep(spec, tmp_path, workers=1, data_options=options)

@@ -190,7 +190,7 @@ def test_stop_kills_every_child_and_raises_keyboard_interrupt(dataset, tmp_path,
         assert gone(note["pid"])
     for run in todo[:2]:  # unfinished, to resume, and no longer locked
         assert not (run.run_dir / records.RESULT).exists()
-        fd = runs.lock_run(run.run_dir)
+        fd = records.lock_run(run.run_dir)
         assert fd is not None
         os.close(fd)
 

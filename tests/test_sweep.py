@@ -21,6 +21,7 @@ from vanishing import records
 from vanishing.errors import UsageError
 from vanishing.executor import runs
 from vanishing.jobs import sweep
+from vanishing.settings import naming
 
 TINY_SETTINGS = {"batch_size": 32, "probe_every": 5, "probe_size": 32, "device": "cpu", "epochs": 1}
 
@@ -132,12 +133,12 @@ def test_the_exploding_preset_raises_the_he_init_gain_with_and_without_clipping(
 
 def test_run_names_are_stable_and_distinct():
     a, b = sweep.expand(tiny_spec())[:2]
-    assert sweep.run_name(a) == sweep.run_name(type(a).from_dict(a.to_dict()))
-    assert sweep.run_name(a) != sweep.run_name(b)
-    assert sweep.run_name(a).startswith("relu-d1w8-default-adam-lr0.001-s0-")
+    assert naming.run_name(a) == naming.run_name(type(a).from_dict(a.to_dict()))
+    assert naming.run_name(a) != naming.run_name(b)
+    assert naming.run_name(a).startswith("relu-d1w8-default-adam-lr0.001-s0-")
     # The device does not change what a run is.
     cuda = type(a).from_dict({**a.to_dict(), "device": "cuda"})
-    assert sweep.run_name(cuda) == sweep.run_name(a)
+    assert naming.run_name(cuda) == naming.run_name(a)
 
 
 def test_sweep_runs_records_failures_and_skips_on_resume(tiny_dir, tmp_path, monkeypatch):

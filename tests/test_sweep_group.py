@@ -18,6 +18,7 @@ from vanishing import records
 from vanishing.data import datasets as data
 from vanishing.executor import runs
 from vanishing.jobs import sweep
+from vanishing.settings import naming
 from vanishing.settings.config import TrainConfig
 
 TINY_SETTINGS = {"batch_size": 32, "probe_every": 5, "probe_size": 32, "device": "cpu", "epochs": 1}
@@ -202,7 +203,7 @@ def test_a_checkpointed_run_resumes_alone_while_the_others_group(tiny_dir, tmp_p
     out = tmp_path / "out"
     configs = sweep.expand(spec)
     interrupted = configs[1]
-    run_dir = out / sweep.run_name(interrupted)
+    run_dir = out / naming.run_name(interrupted)
     interrupt_after_one_epoch(interrupted, run_dir, dataset)
     rows = records.read_metrics(run_dir)
     # Epoch 1's rows, the epoch row's timings included: a restart would change them.
@@ -237,8 +238,8 @@ def test_runs_checkpointed_at_one_epoch_resume_as_a_group(tiny_dir, tmp_path, mo
     out = tmp_path / "out"
     configs = sweep.expand(spec)
     for config in configs[:2]:
-        interrupt_after_one_epoch(config, out / sweep.run_name(config), dataset)
-    damaged = out / sweep.run_name(configs[2]) / records.CHECKPOINT
+        interrupt_after_one_epoch(config, out / naming.run_name(config), dataset)
+    damaged = out / naming.run_name(configs[2]) / records.CHECKPOINT
     damaged.parent.mkdir(parents=True)
     damaged.write_bytes(b"not a checkpoint")
     groups = spy(monkeypatch, "train_group")
@@ -254,7 +255,7 @@ def test_runs_checkpointed_at_one_epoch_resume_as_a_group(tiny_dir, tmp_path, mo
     assert status[damaged.parent.name] == "failed"
     assert sorted(status.values()) == ["failed", "ok", "ok", "ok"]
     for config in configs[:2]:
-        rows = records.read_metrics(out / sweep.run_name(config))
+        rows = records.read_metrics(out / naming.run_name(config))
         assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [1, 2]
 
 

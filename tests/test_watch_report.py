@@ -374,7 +374,7 @@ def test_a_watched_mlp_s_signal_factor_is_the_plain_norms_as_training_reads_it()
 def test_the_weight_gradient_sentence_names_the_layers_its_ratio_read():
     """A listed layer no gradient reached (an unused head, last in `layers`) is not the one the
     first layer's gradient is compared with."""
-    from vanishing.reporting.results import LayerNames
+    from vanishing.settings.naming import LayerNames
 
     config = {"source": "watch", "layers": ["a", "b", "aux"], "layer_labels": ["a"]}
     names = LayerNames.of(config, [0.2, 0.26, None])

@@ -24,6 +24,11 @@ import torch
 
 from vanishing.errors import UsageError
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no locks, one writer per directory by hand
+    fcntl = None  # type: ignore[assignment]
+
 CONFIG, METRICS, RESULT = "config.json", "metrics.jsonl", "result.json"
 CHECKPOINT, LOCK = "checkpoint.pt", ".lock"
 
@@ -358,3 +363,28 @@ def load_result(config: Config, run_dir: Path | str) -> RunResult | None:
         if values.get(key) is None:  # written as null when non-finite
             values[key] = float("nan")
     return RunResult(**values)
+
+
+def lock_run(run_dir: Path) -> int | None:
+    """Take the run's lock (an flock on run_dir/.lock, which holds our pid): its file descriptor,
+    or None when another process holds it. Closing the descriptor, or dying, releases it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o666)  # less the umask
+    if fcntl is None:
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def lock_holder(run_dir: Path) -> int | None:
+    """The pid written into the run's lock by the process that holds (or last held) it."""
+    try:
+        return int((Path(run_dir) / LOCK).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None

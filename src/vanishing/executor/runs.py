@@ -60,11 +60,6 @@ from vanishing.training.group import plan_groups, train_group
 from vanishing.training.loop import check_batch_norm, train, versions
 from vanishing.training.memory import check_fits
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no locks, one executor per directory
-    fcntl = None  # type: ignore[assignment]
-
 FAILURES = ("raise", "record")
 BACKENDS = ("local", "ray")
 # Most models one unit trains at once, per device type. A group amortises the per-step overhead
@@ -405,23 +400,6 @@ def record_failures(unit: Sequence[Run], error: str) -> list[str]:
     return statuses
 
 
-def lock_run(run_dir: Path) -> int | None:
-    """Take the run's lock (an flock on run_dir/.lock, which holds our pid): its file descriptor,
-    or None when another process holds it. Closing the descriptor, or dying, releases it."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / records.LOCK, os.O_RDWR | os.O_CREAT, 0o666)  # less the umask
-    if fcntl is None:
-        return fd
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
-
-
 class Claim:
     """The unit's runs that this process may train now, locked (with `policy.claim`) for as long
     as the block lasts: a run another process holds, or that is no longer pending, is left out."""
@@ -434,7 +412,7 @@ class Claim:
             return
         try:
             for run in unit:
-                fd = lock_run(run.run_dir)
+                fd = records.lock_run(run.run_dir)
                 if fd is None:
                     continue
                 if is_pending(run, policy):  # again, under the lock: another may have finished it

@@ -54,8 +54,8 @@ def train(config: TrainConfig | None = None, **settings: Any) -> RunResult:
     """`vanishing train`: one run, from `config` and/or the settings given (those win), its
     records under `out` (default: runs/train); returns its result as written."""
     from vanishing.frontends import cli
-    from vanishing.jobs import compare as comparison
     from vanishing.settings import config as configs
+    from vanishing.settings import naming
 
     if config is not None:  # the fields it sets, as if given one by one
         defaults = {field.name: field.default for field in configs.settings()}
@@ -64,7 +64,7 @@ def train(config: TrainConfig | None = None, **settings: Any) -> RunResult:
     args = options("train", settings)
     run(cli.cmd_train, args)
     (trained,) = cli.training_configs(args)
-    return read_results([(trained, Path(args.out) / comparison.run_name(trained))])[0]
+    return read_results([(trained, Path(args.out) / naming.compare_run_name(trained))])[0]
 
 
 def compare(
@@ -77,12 +77,14 @@ def compare(
     prelu x seeds 0, 1, 2), into `out` (default: runs/compare), with summary.csv and the report;
     `activations="all"` takes every one registered."""
     from vanishing.frontends import cli
-    from vanishing.jobs import compare as comparison
+    from vanishing.settings import naming
 
     args = options("compare", {"activations": activations, "seeds": seeds, "out": out, **settings})
     run(cli.cmd_compare, args)
     out = Path(args.out)
-    runs = [(c, out / comparison.run_name(c)) for c in cli.training_configs(args, cli.COMPARE_AXES)]
+    runs = [
+        (c, out / naming.compare_run_name(c)) for c in cli.training_configs(args, cli.COMPARE_AXES)
+    ]
     return outcome(out, runs)
 
 
@@ -98,6 +100,7 @@ def sweep(
     runs/sweep-PRESET, runs/sweep-CONFIGNAME or runs/sweep-grid)."""
     from vanishing.frontends import cli
     from vanishing.jobs import sweep as sweeps
+    from vanishing.settings import naming
 
     if out is None:  # the command's default, named here to read the runs back from it
         out = f"runs/sweep-{preset or (Path(config).stem if config else 'grid')}"
@@ -105,7 +108,7 @@ def sweep(
     run(cli.cmd_sweep, args)
     out = Path(args.out)
     configs = sweeps.expand(cli.sweep_spec(args))
-    return outcome(out, [(c, out / sweeps.run_name(c)) for c in configs])
+    return outcome(out, [(c, out / naming.run_name(c)) for c in configs])
 
 
 def report(*dirs: str | Path, out: str | Path | None = None) -> WrittenReport:

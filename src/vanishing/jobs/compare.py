@@ -15,11 +15,7 @@ from vanishing.errors import UsageError
 from vanishing.executor.runs import Policy, Run, execute, group_size
 from vanishing.records import RunResult
 from vanishing.settings.config import TrainConfig
-
-
-def run_name(config: TrainConfig) -> str:
-    """The run directory's name within a comparison."""
-    return f"{config.activation}-seed{config.seed}"
+from vanishing.settings.naming import compare_run_name
 
 
 def ensure_writable(out: Path) -> Path:
@@ -59,7 +55,7 @@ def compare(
     activation is refused by `TrainConfig` before anything trains.
     """
     configs = [dataclasses.replace(base, activation=a, seed=s) for a in activations for s in seeds]
-    runs = [Run(config, Path(out) / run_name(config)) for config in configs]
+    runs = [Run(config, Path(out) / compare_run_name(config)) for config in configs]
     policy = Policy(
         workers=workers,
         group=group_size(base.device, group),

@@ -16,9 +16,7 @@ trains, so that sweeps sharing a directory split its runs.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
-import json
 import sys
 import threading
 from collections.abc import Callable
@@ -43,6 +41,7 @@ from vanishing.executor.runs import (
 from vanishing.model.mlp import DEFAULT_WIDTH, hidden_widths
 from vanishing.reporting import summary
 from vanishing.settings.config import TrainConfig, kind_of, settings, value_of
+from vanishing.settings.naming import run_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -197,32 +196,6 @@ def load_preset(name: str) -> SweepSpec:
         raise choices_error("preset", name, names)
     text = (resources.files("vanishing") / "presets" / f"{name}.toml").read_text()
     return spec_from_dict(tomllib.loads(text), f"preset {name}")
-
-
-def run_name(config: TrainConfig) -> str:
-    """Readable parts plus a hash of every field that changes the result (not the device; not a
-    setting added later while it has the value older records mean: their runs keep their names)."""
-    values = {
-        k: v
-        for k, v in config.to_dict().items()
-        if k != "device" and not (k in records.ADDED_LATER and v == records.ADDED_LATER[k])
-    }
-    digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:10]
-    hidden = config.hidden
-    shape = (
-        f"d{len(hidden)}w{hidden[0]}" if len(set(hidden)) == 1 else "h" + "-".join(map(str, hidden))
-    )
-    cures = [
-        *([f"{config.norm}norm"] if config.norm != "none" else []),
-        *(["residual"] if config.residual else []),
-        *([f"gain{config.init_gain:.3g}"] if config.init_gain != 1.0 else []),
-        *([f"clip{config.clip_grad_norm:g}"] if config.clip_grad_norm is not None else []),
-    ]  # only where set: the names of runs without them stay what older versions gave
-    return (
-        f"{config.activation}-{shape}-{config.init}-{config.optimizer}-lr{config.lr:g}"
-        + "".join(f"-{cure}" for cure in cures)
-        + f"-s{config.seed}-{digest}"
-    )
 
 
 Done = Callable[[TrainConfig, Path, str], None]

@@ -16,7 +16,6 @@ from vanishing.reporting.results import (
     axes_of,
     by_setting,
     depth_series,
-    namer,
     representative_settings,
 )
 from vanishing.reporting.verdicts import (
@@ -26,6 +25,7 @@ from vanishing.reporting.verdicts import (
     profile,
     setting_value,
 )
+from vanishing.settings.naming import namer
 
 
 @dataclass(frozen=True)

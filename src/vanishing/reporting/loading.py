@@ -12,7 +12,8 @@ from pathlib import Path
 from vanishing import records
 from vanishing.errors import UsageError
 from vanishing.model.activations import ACTIVATIONS
-from vanishing.reporting.results import RunRecords, watched
+from vanishing.reporting.results import RunRecords
+from vanishing.settings.naming import watched
 
 # The fields every finished run writes (those without a default in RunResult).
 REQUIRED_FIELDS = tuple(

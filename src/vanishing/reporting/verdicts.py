@@ -26,15 +26,8 @@ from vanishing.data.datasets import DATASETS
 from vanishing.model.activations import ACTIVATIONS, SATURATION_FRACTION
 from vanishing.reporting.formats import number, percent, percent2
 from vanishing.reporting.loading import load_runs
-from vanishing.reporting.results import (
-    NUMBERED,
-    Group,
-    LayerNames,
-    RunRecords,
-    make_groups,
-    numbers,
-    watched,
-)
+from vanishing.reporting.results import Group, RunRecords, make_groups, numbers
+from vanishing.settings.naming import NUMBERED, LayerNames, watched
 
 
 @dataclass(frozen=True)

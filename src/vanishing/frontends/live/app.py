@@ -21,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 
 from vanishing.errors import UsageError
 from vanishing.frontends.live import events
-from vanishing.frontends.live.jobs import MAX_RUNS, Jobs, label, parse_request
+from vanishing.frontends.live.jobs import MAX_RUNS, Jobs, parse_request
 from vanishing.frontends.live.listing import Listing
 from vanishing.frontends.live.safety import (
     TOKEN_COOKIE,
@@ -33,6 +33,7 @@ from vanishing.frontends.live.safety import (
 )
 from vanishing.model.mlp import DEFAULT_WIDTH
 from vanishing.settings.config import choices_of, help_text, kind_of, optional, settings, shown
+from vanishing.settings.naming import label
 
 PACKAGE = "vanishing.frontends.live"
 

@@ -14,11 +14,9 @@ from vanishing.data.datasets import Dataset, load_dataset
 from vanishing.devices import cores, resolve_device
 from vanishing.errors import UsageError
 from vanishing.executor import runs
-from vanishing.jobs.sweep import run_name
-from vanishing.model.activations import ACTIVATIONS
 from vanishing.model.mlp import hidden_widths, parse_hidden
-from vanishing.reporting.results import MODEL_KEYS, watched
-from vanishing.settings.config import TrainConfig, check_momentum, settings, shown, value_of
+from vanishing.settings.config import TrainConfig, check_momentum, settings, value_of
+from vanishing.settings.naming import run_name
 from vanishing.training import memory
 
 MAX_RUNS = 4  # runs side by side on one page
@@ -90,27 +88,6 @@ def parse_request(body: Any) -> tuple[list[TrainConfig], bool]:
     if not isinstance(resume, bool):
         raise UsageError(f"resume: expected true or false, got {resume!r}")
     return [parse_config(item) for item in items], resume
-
-
-def label(
-    config: TrainConfig | dict[str, Any], others: Sequence[TrainConfig | dict[str, Any]] = ()
-) -> str:
-    """A run as the page names it: 'ReLU, depth 10', then the other settings in which it differs
-    from `others` (the runs started with it, or listed beside it): 'ReLU, depth 10, seed 1'."""
-    values = config.to_dict() if isinstance(config, TrainConfig) else config
-    activation = ACTIVATIONS.get(values.get("activation", ""))
-    name = activation.label if activation is not None else str(values.get("activation"))
-    words = [name, f"depth {len(values.get('hidden') or [])}"]
-    skipped = {"activation", "device"}
-    if watched(values):  # a watched model: 'Net (ReLU)', its structure's keys unsaid
-        words = [f"{values.get('model')} ({name})"]
-        skipped |= {"source", "model", "hidden", *MODEL_KEYS}
-    rest = [other.to_dict() if isinstance(other, TrainConfig) else other for other in others]
-    rest = [other for other in rest if watched(other) == watched(values)]  # alike with alike
-    for key, value in values.items():
-        if key not in skipped and any(o.get(key) != value for o in rest):
-            words.append(f"{key.replace('_', ' ')} {shown(value)}")
-    return ", ".join(words)
 
 
 @dataclass

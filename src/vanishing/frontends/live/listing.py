@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from vanishing import records, stats
-from vanishing.frontends.live.jobs import label
 from vanishing.frontends.live.safety import record_file, run_path
 from vanishing.reporting.loading import find_run_dirs
+from vanishing.settings.naming import label
 
 SWEEP_MARK = "sweep.json"  # what `vanishing sweep` writes into its directory
 
