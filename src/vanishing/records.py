@@ -388,3 +388,14 @@ def lock_holder(run_dir: Path) -> int | None:
         return int((Path(run_dir) / LOCK).read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def hold_run(run_dir: Path, advice: str) -> int:
+    """Take the run's lock (`lock_run`) or refuse: a run directory has one writer at a time. The
+    refusal names the directory, the process that holds it and what to do (`advice`)."""
+    fd = lock_run(Path(run_dir))
+    if fd is None:
+        pid = lock_holder(run_dir)
+        holder = f" (pid {pid})" if pid is not None else ""
+        raise UsageError(f"{run_dir} is being written by another process{holder}; {advice}")
+    return fd
