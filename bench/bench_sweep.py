@@ -22,8 +22,9 @@ from pathlib import Path
 
 from vanishing.data.datasets import default_cache_dir
 from vanishing.jobs import sweep
+from vanishing.settings import grid
 
-GRID = sweep.spec_from_dict(
+GRID = grid.spec_from_dict(
     {
         "activations": ["sigmoid", "tanh", "relu"],
         "depths": [1, 2],
@@ -38,9 +39,9 @@ GRID = sweep.spec_from_dict(
 
 def time_local(workers: int, out: Path) -> float:
     start = time.perf_counter()
-    outcome = sweep.run_sweep(GRID, out, workers=workers)
+    outcome = sweep.sweep(GRID, out, workers=workers)
     seconds = time.perf_counter() - start
-    assert outcome.ran == len(sweep.expand(GRID)), outcome
+    assert outcome.ran == len(grid.expand(GRID)), outcome
     return seconds
 
 
@@ -51,7 +52,7 @@ from vanishing.jobs import sweep
 sys.path.insert(0, {bench!r})
 from bench_sweep import GRID
 start = time.perf_counter()
-outcome = sweep.run_sweep(GRID, Path({out!r}), backend="ray", address="127.0.0.1:6379")
+outcome = sweep.sweep(GRID, Path({out!r}), backend="ray", address="127.0.0.1:6379")
 print(json.dumps({{"seconds": time.perf_counter() - start, "ran": outcome.ran}}))
 """
 
@@ -103,7 +104,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="local worker counts to time")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray backend")
     args = parser.parse_args()
-    runs = len(sweep.expand(GRID))
+    runs = len(grid.expand(GRID))
     print(f"{runs} runs: {', '.join(GRID.activations)} x depth {GRID.depths} x width 32 x "
           f"{len(GRID.seeds)} seeds, 1 epoch of MNIST each; {os.cpu_count()} cores")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="vanishing-bench-") as tmp:

@@ -11,6 +11,10 @@ import pytest
 from vanishing import records
 from vanishing.data import datasets as data
 from vanishing.data.idx import write_idx
+from vanishing.jobs import compare as compare_job
+from vanishing.jobs import sweep as sweep_job
+from vanishing.jobs.common import DataOptions, Outcome, Progress
+from vanishing.records import RunResult
 from vanishing.settings.config import TrainConfig
 from vanishing.training.loop import train
 
@@ -106,3 +110,61 @@ def interrupt_after_one_epoch(config: TrainConfig, run_dir: Path, dataset) -> No
     with pytest.raises(KeyboardInterrupt):
         train(config, dataset=dataset, run_dir=run_dir, on_steps=stop)
     assert (run_dir / records.CHECKPOINT).is_file() and not records.is_complete(run_dir)
+
+
+class Heard(Progress):
+    """A job's progress as plain callbacks: `epoch(config, row)`, `steps(count)`,
+    `finished(run, status)`, `planned(total, skipped, steps)`."""
+
+    def __init__(self, epoch=None, steps=None, finished=None, planned=None) -> None:
+        self.on = {"epoch": epoch, "steps": steps, "finished": finished, "planned": planned}
+
+    def epoch(self, config, row) -> None:
+        if self.on["epoch"]:
+            self.on["epoch"](config, row)
+
+    def steps(self, count) -> None:
+        if self.on["steps"]:
+            self.on["steps"](count)
+
+    def finished(self, run, status) -> None:
+        if self.on["finished"]:
+            self.on["finished"](run, status)
+
+    def planned(self, total, skipped, steps) -> None:
+        if self.on["planned"]:
+            self.on["planned"](total, skipped, steps)
+
+
+def compared(
+    base: TrainConfig,
+    activations,
+    seeds,
+    out: Path,
+    dataset: data.Dataset,
+    on_epoch=None,
+    on_steps=None,
+    **options,
+) -> list[RunResult]:
+    """`jobs.compare.compare` of `base` per activation and seed on an in-memory data set; the
+    finished runs' results."""
+    import dataclasses
+
+    configs = [dataclasses.replace(base, activation=a, seed=s) for a in activations for s in seeds]
+    options.setdefault("workers", 1)  # in this process unless a test asks for a pool
+    outcome = compare_job.compare(
+        configs,
+        out,
+        data=lambda name: dataset,
+        progress=Heard(epoch=on_epoch, steps=on_steps),
+        **options,
+    )
+    return outcome.results()
+
+
+def swept(spec, out: Path, data_options=None, dataset=None, on_done=None, **options) -> Outcome:
+    """`jobs.sweep.sweep` with the data options as a dict (or an in-memory data set) and
+    `on_done(config, run_dir, status)`."""
+    data = (lambda name: dataset) if dataset is not None else DataOptions(**(data_options or {}))
+    finished = (lambda run, status: on_done(run.config, run.run_dir, status)) if on_done else None
+    return sweep_job.sweep(spec, out, data=data, progress=Heard(finished=finished), **options)

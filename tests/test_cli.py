@@ -12,6 +12,15 @@ import torch
 
 from vanishing import records
 from vanishing.frontends.cli import main
+from vanishing.frontends.cli.parser import build_parser, settings_given
+from vanishing.settings import codec, naming
+
+
+def run_dir_of(out, argv: list[str]):
+    """Where `vanishing train ARGV --out OUT` writes: a directory named by the settings."""
+    config = codec.config(settings_given(build_parser().parse_args(["train", *argv])))
+    return out / naming.run_name(config)
+
 
 TINY = [
     "--no-verify",
@@ -71,53 +80,74 @@ def test_compare_end_to_end(capsys, tiny_dir, tmp_path):
 
 
 def test_train_end_to_end(capsys, tiny_dir, tmp_path):
-    code = main(
-        [
-            "train",
-            "--data-dir",
-            str(tiny_dir),
-            "--activation",
-            "prelu",
-            "--depth",
-            "3",
-            "--width",
-            "12",
-            "--epochs",
-            "1",
-            "--seed",
-            "4",
-            "--out",
-            str(tmp_path),
-            *TINY,
-        ]
-    )
+    argv = ["--activation", "prelu", "--depth", "3", "--width", "12", "--epochs", "1"]
+    argv += ["--seed", "4", *TINY]
+    code = main(["train", "--data-dir", str(tiny_dir), "--out", str(tmp_path), *argv])
     stdout, _ = capsys.readouterr()
+    run_dir = run_dir_of(tmp_path, argv)
+    assert run_dir.name == "prelu-d3w12-default-adam-lr0.001-s4-" + run_dir.name[-10:]
     assert code == 0 and stdout.splitlines()[-2].startswith("ok: test accuracy ")
+    assert stdout.splitlines()[-2].endswith(f"; records in {run_dir}")
     # The run's verdict, from its records: three PReLU layers pass the gradient on.
     assert stdout.splitlines()[-1].startswith("verdict: Healthy gradient: the back-propagated")
     assert stdout.startswith("[PReLU] epoch 1 | train loss")
-    config = records.read_json(tmp_path / "prelu-seed4" / "config.json")
+    config = records.read_json(run_dir / "config.json")
     assert config["hidden"] == [12, 12, 12] and config["seed"] == 4
-    probe = records.read_metrics(tmp_path / "prelu-seed4")[0]
+    probe = records.read_metrics(run_dir)[0]
     assert probe["prelu_slopes"] == pytest.approx([0.25] * 3)
+
+
+def test_two_trains_with_other_settings_into_one_out_keep_both(capsys, tiny_dir, tmp_path):
+    """`train --lr 0.01 --out d` then `train --lr 0.1 --out d`: two directories, both kept."""
+    base, out = ["--hidden", "8", "--epochs", "1", *TINY], tmp_path / "d"
+    for lr in ("0.01", "0.1"):
+        assert main(["train", "--data-dir", str(tiny_dir), "--out", str(out), *base,
+                     "--lr", lr]) == 0  # fmt: skip
+    dirs = sorted(p for p in out.iterdir() if p.is_dir())
+    assert [d.name for d in dirs] == sorted(
+        run_dir_of(out, [*base, "--lr", lr]).name for lr in ("0.01", "0.1")
+    )
+    lrs = sorted(records.read_json(d / records.RESULT)["config"]["lr"] for d in dirs)
+    assert lrs == [0.01, 0.1]
+
+
+def test_a_compare_never_overwrites_a_run_of_other_settings(capsys, tiny_dir, tmp_path):
+    """Compare's directories are named by activation and seed: a second compare with other
+    settings into the same --out is refused, and the first one's records stay as they were."""
+    argv = ["compare", "--data-dir", str(tiny_dir), "--out", str(tmp_path), "--activations",
+            "relu", "--seeds", "0", "--hidden", "8", "--epochs", "1", *TINY]  # fmt: skip
+    assert main(argv) == 0
+    before = (tmp_path / "relu-seed0" / records.RESULT).read_bytes()
+    capsys.readouterr()
+    for again in ([*argv, "--lr", "0.01"], [*argv, "--lr", "0.01", "--resume"]):
+        assert main(again) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (
+            f"vanishing compare: error: {tmp_path / 'relu-seed0'} holds a run with other "
+            "settings: lr=0.001 (now 0.01); give another --out, or remove it"
+        )
+    assert (tmp_path / "relu-seed0" / records.RESULT).read_bytes() == before
 
 
 BAD_OPTIONS = [
     (["--activations", "relu,swish"], "unknown activation 'swish'; choose from: sigmoid, tanh"),
-    (["--activations", ""], "--activations: give at least one name"),
-    (["--seeds", ""], "--seeds: expected integers separated by commas"),
+    (["--activations", ""], "activations: give at least one value"),
+    (["--seeds", ""], "seeds: give at least one value"),
     (["--depth", "0"], "depth must be"),
     (["--lr", "0"], "learning rate must be a finite number > 0"),
     (["--lr=-1e-3"], "learning rate must be a finite number > 0"),
-    (["--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
+    (["--lr", "fast"], "lr: expected float, got 'fast'"),
+    (["--lr", ""], "lr: expected float, got ''"),
     (["--batch-size", "0"], "batch size must be an integer >= 1"),
     (["--epochs", "0"], "epochs must be an integer >= 1"),
-    (["--hidden", "520,abc"], "'abc'"),
+    (["--hidden", "520,abc"], "hidden: expected int, got 'abc'"),
+    (["--hidden", ",".join(["8"] * 10001)], "depth must be 1 to 10000 hidden layers, got 10001"),
     (["--hidden", "64", "--depth", "3"], "--hidden"),
     (["--init", "zeros"], "unknown init 'zeros'; choose from: default, xavier_uniform"),
     (["--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'; choose from: adam, sgd"),
     (["--momentum", "0.9"], "--momentum applies to --optimizer sgd only"),
-    (["--seeds", "0,x"], "--seeds: expected integers separated by commas"),
+    (["--seeds", "0,x"], "seeds: expected int, got 'x'"),
+    (["--seeds", "0,0"], "seeds: each value once, got 0,0"),
     (["--dataset", "cifar"], "unknown data set 'cifar'; choose from: mnist, fashion-mnist"),
     (["--device", "tpu"], "unknown device 'tpu'; choose from: auto, cpu, cuda, mps"),
     (["--norm", "foo"], "unknown norm 'foo'; choose from: none, batch, layer"),
@@ -125,7 +155,7 @@ BAD_OPTIONS = [
     (["--init-gain", "nan"], "init gain must be a finite number > 0, got nan"),
     (["--clip-grad-norm", "0"], "gradient clipping norm must be a finite number > 0 (leave it out"),
     (["--clip-grad-norm", "inf"], "gradient clipping norm must be a finite number > 0"),
-    (["--clip-grad-norm", "off"], "argument --clip-grad-norm: invalid float value: 'off'"),
+    (["--clip-grad-norm", "off"], "clip_grad_norm: expected float or none, got 'off'"),
     (["--residual"], "residual connections need equal hidden widths (a skip adds a layer's"),
     (["--norm", "batch", "--batch-size", "1"], "batch norm needs 2 samples or more"),
 ]
@@ -219,7 +249,7 @@ def test_device_that_is_not_here(capsys, tiny_dir, tmp_path):
 
 
 def test_damaged_checkpoint(capsys, tiny_dir, tmp_path):
-    run_dir = tmp_path / "relu-seed0"
+    run_dir = run_dir_of(tmp_path, ["--epochs", "1", *TINY])
     run_dir.mkdir()
     (run_dir / "checkpoint.pt").write_bytes(b"not a checkpoint")
     code = main(

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ENV, without_timings
+from conftest import ENV, compared, swept, without_timings
 from vanishing import records
 from vanishing.data import datasets as data
 from vanishing.errors import UsageError
 from vanishing.executor import runs
 from vanishing.frontends.cli import main
-from vanishing.jobs import compare
+from vanishing.jobs import common
+from vanishing.settings import grid
 from vanishing.settings.config import TrainConfig
 
 SMALL = TrainConfig(
@@ -63,7 +64,7 @@ def test_workers_train_in_children_and_agree_with_one_at_a_time(
     seen, steps = {}, {}
     for workers in (1, 2):
         seen[workers], steps[workers] = [], []
-        compare.compare(
+        compared(
             SMALL,
             ["relu", "sigmoid"],
             [0, 1],
@@ -157,11 +158,11 @@ def uninterrupted(tiny_dir: Path, tmp_path_factory) -> dict:
 def test_default_workers_one_per_core_on_the_cpu(monkeypatch, tiny_dir, tmp_path):
     seen = []
 
-    def fake_compare(*args, **kwargs):
-        seen.append(kwargs["workers"])
+    def fake_execute(runs, policy, **kwargs):
+        seen.append(policy.workers)
         raise KeyboardInterrupt  # stop here: the CLI reports an interruption, exit 130
 
-    monkeypatch.setattr(compare, "compare", fake_compare)
+    monkeypatch.setattr(common, "execute", fake_execute)
     monkeypatch.setattr(runs, "cores", lambda: 3)
     argv = ["--data-dir", str(tiny_dir), "--no-verify", "--out", str(tmp_path / "o")]
     assert main(["compare", *argv]) == 130
@@ -201,16 +202,15 @@ def test_a_worker_that_dies_or_breaks_is_one_line_not_a_traceback(
 def test_on_a_gpu_runs_train_in_one_process(monkeypatch, tiny_dir, tmp_path, capsys):
     """A forked child cannot use CUDA: on a GPU, one process (groups), and --workers > 1 is an
     error; sweeps likewise (their local backend)."""
-    from vanishing.jobs import sweep
 
     monkeypatch.setattr(runs, "resolve_device", lambda name: torch.device("cuda"))
     seen = []
 
-    def fake_compare(*args, **kwargs):
-        seen.append(kwargs["workers"])
+    def fake_execute(runs, policy, **kwargs):
+        seen.append(policy.workers)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(compare, "compare", fake_compare)
+    monkeypatch.setattr(common, "execute", fake_execute)
     argv = ["compare", "--data-dir", str(tiny_dir), "--no-verify", "--out", str(tmp_path / "o")]
     assert main(argv) == 130 and seen == [1]
     assert main([*argv, "--workers", "1"]) == 130 and seen == [1, 1]
@@ -219,9 +219,9 @@ def test_on_a_gpu_runs_train_in_one_process(monkeypatch, tiny_dir, tmp_path, cap
         "vanishing compare: error: --workers 2: on a GPU the runs train in one process (runs of "
         "one shape together, as a group); more workers need --device cpu"
     )
-    spec = sweep.spec_from_dict({"activations": ["relu"], "hidden": [8], "seeds": [0], "epochs": 1})
+    spec = grid.spec_from_dict({"activations": ["relu"], "hidden": [8], "seeds": [0], "epochs": 1})
     with pytest.raises(UsageError, match="more workers need --device cpu"):
-        sweep.run_sweep(spec, tmp_path / "s", workers=2)
+        swept(spec, tmp_path / "s", workers=2)
     assert not (tmp_path / "s").exists()  # refused before anything was written
     assert runs.workers_for("cuda", None) == 1
     monkeypatch.setattr(runs, "resolve_device", lambda name: torch.device("cpu"))

@@ -13,11 +13,20 @@ import stat
 
 import pytest
 
+from conftest import swept
 from vanishing import records
-from vanishing.frontends import cli
-from vanishing.jobs import sweep
-from vanishing.settings import naming
-from vanishing.settings.config import TrainConfig, choices_of, kind_of, settings, shown
+from vanishing.frontends.cli.parser import build_parser, grid_given, settings_given
+from vanishing.jobs import compare
+from vanishing.settings import codec, grid, naming
+from vanishing.settings.config import (
+    SECTIONS,
+    TrainConfig,
+    choices_of,
+    kind_of,
+    older_defaults,
+    settings,
+    shown,
+)
 
 FIELDS = [setting.name for setting in settings()]
 
@@ -45,16 +54,18 @@ def other_value(setting: dataclasses.Field):
 
 
 def help_of(command: str) -> str:
-    parser = cli.build_parser()
+    parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command")  # noqa: SLF001
     return " ".join(subparsers.choices[command].format_help().split())
 
 
 @pytest.mark.parametrize("name", FIELDS)
-def test_every_field_has_help_and_a_declared_group(name):
+def test_every_field_has_help_a_section_and_valid_default_values(name):
     meta = field(name).metadata
-    assert meta["help"] and meta["group"] in ("model", "optimisation", "measurement", "data")
-    assert meta["values"], "an axis needs default values"
+    assert meta["help"] and meta["section"] in SECTIONS
+    shape = {"hidden": (8, 8)} if name == "residual" else {}  # a skip needs equal widths
+    for value in meta["values"]:  # an axis's default values each make a valid run
+        assert getattr(TrainConfig(**{name: value, **shape}), name) == value
 
 
 @pytest.mark.parametrize("name", FIELDS)
@@ -62,7 +73,7 @@ def test_every_field_has_help_and_a_declared_group(name):
 def test_every_field_is_an_option_with_its_default_in_help(command, name):
     setting = field(name)
     axis = setting.metadata["axis"]
-    lists = {"train": (), "compare": cli.COMPARE_AXES, "sweep": FIELDS}[command]
+    lists = {"train": (), "compare": compare.AXES, "sweep": FIELDS}[command]
     text = help_of(command)
     if name in lists and axis:
         assert f"--{axis.replace('_', '-')} " in text
@@ -83,8 +94,7 @@ def test_every_field_given_on_the_command_line_reaches_the_config(name, tmp_path
         argv += ["--optimizer", "sgd"]
     if name == "residual":  # a skip needs equal widths
         argv += ["--depth", "3", "--width", "8"]
-    args = cli.build_parser().parse_args(argv)
-    (config,) = cli.training_configs(args)
+    config = codec.config(settings_given(build_parser().parse_args(argv)))
     assert getattr(config, name) == value
     unchanged = {
         f: getattr(TrainConfig(), f) for f in FIELDS if f not in (name, "optimizer", "hidden")
@@ -100,19 +110,20 @@ def test_every_field_is_a_toml_key_and_a_sweep_option(name):
     key = axis or name
     toml_value = [value] if axis else (list(value) if isinstance(value, tuple) else value)
     shape = {"depths": [3], "widths": [8]} if name == "residual" else {}  # a skip: equal widths
-    spec = sweep.spec_from_dict({key: toml_value, **shape})
-    assert {getattr(c, name) for c in sweep.expand(spec)} == {value}
-    assert key in sweep.spec_from_dict({}).to_dict()  # sweep.json and presets use the same keys
+    spec = grid.spec_from_dict({key: toml_value, **shape})
+    assert {getattr(c, name) for c in grid.expand(spec)} == {value}
+    assert key in grid.spec_from_dict({}).to_dict()  # sweep.json and presets use the same keys
     option = f"--{key.replace('_', '-')}"
     extra = ["--depths", "3", "--widths", "8"] if name == "residual" else []
-    args = cli.build_parser().parse_args(["sweep", option, text, *extra])
-    assert {getattr(c, name) for c in sweep.expand(cli.sweep_spec(args))} == {value}
+    args = build_parser().parse_args(["sweep", option, text, *extra])
+    spec, _ = grid.spec_of(given=grid_given(args))
+    assert {getattr(c, name) for c in grid.expand(spec)} == {value}
 
 
 def test_an_axis_takes_several_values_and_the_grid_is_their_product():
     axes = {s.name: s for s in settings() if s.metadata["axis"]}
-    spec = sweep.spec_from_dict({"activations": ["relu", "tanh"], "seeds": [0, 1, 2]})
-    configs = sweep.expand(spec)
+    spec = grid.spec_from_dict({"activations": ["relu", "tanh"], "seeds": [0, 1, 2]})
+    configs = grid.expand(spec)
     assert len(configs) == 6 and {(c.activation, c.seed) for c in configs} == {
         (a, s) for a in ("relu", "tanh") for s in (0, 1, 2)
     }
@@ -120,7 +131,7 @@ def test_an_axis_takes_several_values_and_the_grid_is_their_product():
 
 
 def test_the_sweep_tables_have_a_column_per_field(tiny_dir, tmp_path):
-    spec = sweep.spec_from_dict(
+    spec = grid.spec_from_dict(
         {
             "activations": ["relu"],
             "depths": [1],
@@ -134,9 +145,7 @@ def test_the_sweep_tables_have_a_column_per_field(tiny_dir, tmp_path):
         }
     )
     out = tmp_path / "out"
-    outcome = sweep.run_sweep(
-        spec, out, workers=1, data_options={"data_dir": tiny_dir, "verify": False}
-    )
+    outcome = swept(spec, out, workers=1, data_options={"data_dir": tiny_dir, "verify": False})
     header = (out / "runs.csv").read_text().splitlines()[0].split(",")
     assert set(FIELDS) <= set(header)
     assert outcome.ran == 1
@@ -147,10 +156,10 @@ def test_records_are_written_with_the_umask_mode(tiny_dir, tmp_path, umask):
     out = tmp_path / "out"
     previous = os.umask(umask)
     try:
-        spec = sweep.spec_from_dict(
+        spec = grid.spec_from_dict(
             {"activations": ["relu"], "depths": [1], "widths": [8], "seeds": [0], "epochs": 1}
         )
-        sweep.run_sweep(spec, out, workers=1, data_options={"data_dir": tiny_dir, "verify": False})
+        swept(spec, out, workers=1, data_options={"data_dir": tiny_dir, "verify": False})
     finally:
         os.umask(previous)
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
@@ -162,7 +171,9 @@ def test_records_are_written_with_the_umask_mode(tiny_dir, tmp_path, umask):
 
 def test_settings_added_later_default_to_what_older_records_mean():
     defaults = TrainConfig().to_dict()
-    assert {key: defaults[key] for key in records.ADDED_LATER} == records.ADDED_LATER
+    older = older_defaults()
+    assert set(older) == {"norm", "residual", "init_gain", "clip_grad_norm"}
+    assert {key: defaults[key] for key in older} == older
 
 
 def test_run_names_are_those_older_versions_gave():
@@ -196,16 +207,17 @@ def test_an_older_record_without_the_later_settings_is_the_same_run(tiny_dir, tm
     for name in (records.CONFIG, records.RESULT):  # as an older version wrote them
         values = records.read_json(run_dir / name)
         target = values.get("config", values)
-        for key in records.ADDED_LATER:
+        for key in older_defaults():
             del target[key]
         records.write_json(run_dir / name, values)
     assert records.load_result(config, run_dir) is not None  # kept, not trained again
     assert records.load_result(dataclasses.replace(config, norm="layer"), run_dir) is None
     (run,), _ = report.load_runs([run_dir])
-    assert {key: run.config[key] for key in records.ADDED_LATER} == records.ADDED_LATER
+    assert {key: run.config[key] for key in older_defaults()} == older_defaults()
 
 
 @pytest.mark.parametrize("word", ["none", "None", "NONE", " none "])
 def test_none_is_written_in_any_case(word):
-    args = cli.build_parser().parse_args(["sweep", "--clip-grad-norms", f"{word},1"])
-    assert {c.clip_grad_norm for c in sweep.expand(cli.sweep_spec(args))} == {None, 1.0}
+    args = build_parser().parse_args(["sweep", "--clip-grad-norms", f"{word},1"])
+    spec, _ = grid.spec_of(given=grid_given(args))
+    assert {c.clip_grad_norm for c in grid.expand(spec)} == {None, 1.0}

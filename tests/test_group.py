@@ -9,13 +9,12 @@ import math
 import pytest
 import torch
 
-from conftest import without_timings
+from conftest import compared, without_timings
 from vanishing import records
 from vanishing.data import datasets as data
 from vanishing.errors import UsageError
 from vanishing.executor import runs
 from vanishing.frontends.cli import main
-from vanishing.jobs import compare
 from vanishing.measure import probes
 from vanishing.model.activations import get_activation
 from vanishing.model.mlp import GroupedMLP, build_model, make_optimizer
@@ -372,7 +371,7 @@ def test_compare_grouped_and_one_at_a_time_agree(tiny, tmp_path):
         def on_epoch(config, row, seen=epochs[grouped]):
             seen.append((config.activation, config.seed, row["epoch"]))
 
-        results = compare.compare(
+        results = compared(
             small, ["relu", "prelu"], [0, 1], tmp_path / str(grouped), tiny,
             on_epoch=on_epoch, on_steps=steps[grouped].append, group=4 if grouped else False,
         )  # fmt: skip

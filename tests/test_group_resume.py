@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import compared
 from test_group import (
     SMALL,
     assert_rows_close,
@@ -22,7 +23,6 @@ from vanishing import records
 from vanishing.data import datasets as data
 from vanishing.errors import UsageError
 from vanishing.executor import runs
-from vanishing.jobs import compare
 from vanishing.settings import naming
 from vanishing.training import group
 from vanishing.training import loop as train_module
@@ -187,7 +187,7 @@ def test_group_checkpoint_has_the_single_path_format(tiny, tmp_path, settings):
 def test_compare_resumes_in_groups_and_keeps_finished_runs(tiny, tmp_path, monkeypatch):
     base = dataclasses.replace(SMALL, epochs=EPOCHS)
     activations, seeds = ["relu", "prelu", "tanh"], [0, 1]
-    reference = compare.compare(base, activations, seeds, tmp_path / "reference", tiny, group=3)
+    reference = compared(base, activations, seeds, tmp_path / "reference", tiny, group=3)
     out = tmp_path / "out"
     save = records.save_checkpoint
 
@@ -198,7 +198,7 @@ def test_compare_resumes_in_groups_and_keeps_finished_runs(tiny, tmp_path, monke
 
     monkeypatch.setattr(records, "save_checkpoint", killed)
     with pytest.raises(KeyboardInterrupt):  # groups: relu 0, 1 and prelu 0; prelu 1, tanh 0, 1
-        compare.compare(base, activations, seeds, out, tiny, group=3)
+        compared(base, activations, seeds, out, tiny, group=3)
     monkeypatch.setattr(records, "save_checkpoint", save)
     epochs = {
         name: torch.load(out / name / records.CHECKPOINT, weights_only=True)["epoch"]
@@ -231,7 +231,7 @@ def test_compare_resumes_in_groups_and_keeps_finished_runs(tiny, tmp_path, monke
     monkeypatch.setattr(runs, "train_group", spy_group)
     monkeypatch.setattr(runs, "train", spy_train)
     seen = []
-    results = compare.compare(
+    results = compared(
         base,
         activations,
         seeds,

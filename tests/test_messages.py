@@ -14,8 +14,8 @@ from vanishing.devices import resolve_device
 from vanishing.errors import DataError, UsageError
 from vanishing.executor import runs
 from vanishing.frontends.cli import main
-from vanishing.jobs import sweep
-from vanishing.model.mlp import hidden_widths, parse_hidden
+from vanishing.model.mlp import hidden_widths
+from vanishing.settings import codec, grid
 from vanishing.settings.config import TrainConfig
 from vanishing.training.loop import train
 
@@ -23,10 +23,10 @@ from vanishing.training.loop import train
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["compare", "--activations", ","], "--activations: give at least one name, e.g. relu"),
-        (["compare", "--seeds", "0,0"], "--seeds: each seed once, got '0,0'"),
-        (["compare", "--seeds=-1"], "--seeds: seeds must be >= 0, got '-1'"),
-        (["compare", "--hidden", ""], "bad hidden width '' in ''; expected comma-separated"),
+        (["compare", "--activations", ","], "activations: expected a name, got ''"),
+        (["compare", "--seeds", "0,0"], "seeds: each value once, got 0,0"),
+        (["compare", "--seeds=-1"], "seed must be an integer >= 0, got -1"),
+        (["compare", "--hidden", ""], "hidden widths must not be empty; e.g. 520,320,240,120"),
     ],
 )
 def test_cli_list_messages(capsys, tmp_path, argv, message):
@@ -42,8 +42,8 @@ def test_model_shape_messages():
         hidden_widths((8,), depth=2)
     with pytest.raises(UsageError, match="hidden widths must not be empty"):
         hidden_widths(())
-    with pytest.raises(UsageError, match="bad hidden width '' in ' '"):
-        parse_hidden(" ")
+    with pytest.raises(UsageError, match="hidden widths must not be empty"):
+        codec.config({"hidden": " "})
 
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="an Apple GPU may be here")
@@ -53,7 +53,7 @@ def test_mps_that_is_not_here():
 
 
 def test_ray_messages(monkeypatch, tmp_path):
-    config = sweep.expand(sweep.spec_from_dict({"epochs": 1, "seeds": [0]}))[0]
+    config = grid.expand(grid.spec_from_dict({"epochs": 1, "seeds": [0]}))[0]
     todo = [runs.Run(config, tmp_path / "run")]
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(

@@ -22,8 +22,8 @@ from vanishing.model.mlp import (
     init_names,
     initialize,
     make_optimizer,
-    parse_hidden,
 )
+from vanishing.settings import codec
 
 TINY = (7, 5)
 
@@ -243,16 +243,21 @@ def test_adam_uses_the_seed_settings():
     ("text", "expected"),
     [("520,320,240,120", SEED_HIDDEN), ("64", (64,)), (" 8, 4 ", (8, 4))],
 )
-def test_parse_hidden(text, expected):
-    assert parse_hidden(text) == expected
+def test_hidden_widths_from_text(text, expected):
+    assert codec.config({"hidden": text}).hidden == expected
 
 
 @pytest.mark.parametrize(
-    ("text", "bad"), [("520,x,120", "'x'"), ("520,,120", "''"), ("8,0", "'0'")]
+    ("text", "message"),
+    [
+        ("520,x,120", "hidden: expected int, got 'x'"),
+        ("520,,120", "hidden: expected int, got ''"),
+        ("8,0", "every hidden width must be an integer >= 1, got 0"),
+    ],
 )
-def test_parse_hidden_names_the_bad_item(text, bad):
-    with pytest.raises(UsageError, match=f"bad hidden width {bad}.*e.g. 520,320,240,120"):
-        parse_hidden(text)
+def test_hidden_widths_name_the_bad_item(text, message):
+    with pytest.raises(UsageError, match=message):
+        codec.config({"hidden": text})
 
 
 def test_hidden_widths():

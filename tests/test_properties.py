@@ -17,7 +17,10 @@ from conftest import make_arrays, write_arrays
 from vanishing.data.idx import idx_bytes, parse_idx, read_idx, write_idx
 from vanishing.errors import DataError, UsageError
 from vanishing.frontends import cli
+from vanishing.frontends.cli.parser import build_parser
 from vanishing.jobs import compare, sweep
+from vanishing.jobs import train as train_job
+from vanishing.settings import grid
 
 # Deterministic and quick: the same examples on every run, no per-example deadline.
 FAST = settings(
@@ -86,7 +89,7 @@ def test_reading_a_small_file_reserves_no_large_buffer(tmp_path):
         assert peak < 5_000_000, (name, peak)
 
 
-FIELDS = [f.name for f in dataclasses.fields(sweep.SweepSpec)]  # every valid key
+FIELDS = [f.name for f in dataclasses.fields(grid.SweepSpec)]  # every valid key
 scalars = st.one_of(
     st.none(),
     st.booleans(),
@@ -105,18 +108,18 @@ keys = st.one_of(st.sampled_from(FIELDS), st.text(alphabet="abcxyz_- .", max_siz
 @given(st.dictionaries(keys, toml_values, max_size=5))
 def test_sweep_values_give_a_spec_or_a_usage_error(values):
     try:
-        spec = sweep.spec_from_dict(values, "f.toml")
+        spec = grid.spec_from_dict(values, "f.toml")
     except UsageError as e:
         assert "\n" not in str(e)
         return
-    assert isinstance(spec, sweep.SweepSpec) and sweep.expand(spec)
+    assert isinstance(spec, grid.SweepSpec) and grid.expand(spec)
 
 
 def test_toml_key_with_a_newline_is_one_line(tmp_path):
     path = tmp_path / "grid.toml"
     path.write_text('"a\\nb" = 1\n')
     with pytest.raises(UsageError) as e:
-        sweep.spec_from_dict(sweep.read_toml(path), str(path))
+        grid.spec_from_dict(grid.read_toml(path), str(path))
     assert len(str(e.value).splitlines()) == 1
 
 
@@ -129,7 +132,7 @@ def test_toml_text_gives_a_spec_or_a_usage_error(tmp_path_factory, text):
     else:
         path.write_text(text, encoding="utf-8")
     try:
-        sweep.spec_from_dict(sweep.read_toml(path), str(path))
+        grid.spec_from_dict(grid.read_toml(path), str(path))
     except UsageError as e:
         assert str(e).startswith(str(path)) or "must be" in str(e) or "give at least" in str(e)
 
@@ -150,7 +153,7 @@ def subcommands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
 
 def every_option() -> list[tuple[tuple[str, ...], str, argparse.Action]]:
     cases = []
-    for prefix, parser in subcommands(cli.build_parser()):
+    for prefix, parser in subcommands(build_parser()):
         if prefix == ("live",):  # a valid value serves until stopped: tests/test_live.py
             continue
         for action in parser._actions:
@@ -203,7 +206,8 @@ def test_every_option_exits_0_or_2_with_one_line(
         raise ReachedWork
 
     monkeypatch.setattr(compare, "compare", stop)
-    monkeypatch.setattr(sweep, "run_sweep", stop)
+    monkeypatch.setattr(sweep, "sweep", stop)
+    monkeypatch.setattr(train_job, "train", stop)
     flag = action.nargs == 0
 
     @settings(FAST, max_examples=1 if flag else 12)

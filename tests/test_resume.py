@@ -15,14 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ENV, interrupt_after_one_epoch, without_timings
+from conftest import ENV, interrupt_after_one_epoch, swept, without_timings
 from vanishing import records
 from vanishing.data import datasets as data
 from vanishing.errors import UsageError
 from vanishing.frontends.cli import main
-from vanishing.jobs import sweep
-from vanishing.settings import naming
-from vanishing.settings.config import TrainConfig
+from vanishing.settings import grid, naming
+from vanishing.settings.config import TrainConfig, older_defaults
 from vanishing.training.loop import train
 
 TINY = ["--no-verify", "--batch-size", "32", "--probe-every", "3", "--probe-size", "32"]
@@ -77,7 +76,7 @@ def reference(tiny_dir: Path, run_dir: Path) -> tuple[list, dict]:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
 def test_interrupt_and_resume_equals_an_uninterrupted_run(tiny_dir, tmp_path, sig):
     out = tmp_path / "out"
-    run_dir = out / "rrelu-seed0"
+    run_dir = out / naming.run_name(CONFIG)  # train names a run's directory by its settings
     process = subprocess.Popen(
         train_command(tiny_dir, out),
         env=ENV,
@@ -139,7 +138,8 @@ def interrupted_run(tiny_dir: Path, run_dir: Path, steps: int) -> None:
 
 
 def test_checkpoint_is_plain_tensors_and_a_mismatch_is_refused(capsys, tiny_dir, tmp_path):
-    run_dir = tmp_path / "out" / "rrelu-seed0"
+    config = dataclasses.replace(CONFIG, epochs=5)
+    run_dir = tmp_path / "out" / naming.run_name(config)
     interrupted_run(tiny_dir, run_dir, steps=25)  # 10 steps an epoch: checkpoints of epoch 2
     checkpoint = torch.load(run_dir / records.CHECKPOINT, weights_only=True)
     assert checkpoint["epoch"] == 2 and checkpoint["step"] == 20
@@ -151,14 +151,24 @@ def test_checkpoint_is_plain_tensors_and_a_mismatch_is_refused(capsys, tiny_dir,
     assert log["offset"] < (run_dir / records.METRICS).stat().st_size  # rows after it are cut
 
     dataset = data.load_dataset(data_dir=tiny_dir, verify=False)
-    other = dataclasses.replace(CONFIG, epochs=5, lr=0.01)
+    other = dataclasses.replace(config, lr=0.01)
     with pytest.raises(UsageError, match=r"another config: lr=0\.001 \(now 0\.01\)"):
         train(other, dataset=dataset, run_dir=run_dir, resume=True)
+    # The command line names its directory by the settings: the other lr is another run.
     argv = ["train", "--data-dir", str(tiny_dir), "--activation", "rrelu", "--hidden", "32,16"]
     argv += ["--epochs", "5", "--device", "cpu", "--out", str(tmp_path / "out"), *TINY]
-    code = main([*argv, "--lr", "0.01", "--resume"])
+    assert main([*argv, "--lr", "0.01", "--resume"]) == 0
+    assert (tmp_path / "out" / naming.run_name(other) / records.RESULT).is_file()
+    assert (run_dir / records.CHECKPOINT).is_file()  # the other run's checkpoint untouched
+    # A checkpoint that does not match its directory's settings is refused, never used.
+    saved = torch.load(run_dir / records.CHECKPOINT, weights_only=True)
+    stranger = tmp_path / "out" / naming.run_name(dataclasses.replace(config, seed=9))
+    stranger.mkdir()
+    torch.save(saved, stranger / records.CHECKPOINT)
+    capsys.readouterr()
+    assert main([*argv, "--seed", "9", "--resume"]) == 2
     stderr = capsys.readouterr().err
-    assert code == 2 and "checkpoint.pt belongs to a run with another config: lr=" in stderr
+    assert "checkpoint.pt belongs to a run with another config: seed=0 (now 9)" in stderr
     assert stderr.strip().splitlines()[-1].startswith("vanishing train: error: ")
     # The same config resumes; rows after the checkpoint were cut back, none is duplicated.
     assert main([*argv, "--resume"]) == 0
@@ -171,6 +181,20 @@ def test_checkpoint_is_plain_tensors_and_a_mismatch_is_refused(capsys, tiny_dir,
     # Without --resume a run starts afresh.
     assert main(argv) == 0
     assert capsys.readouterr().out.startswith("[RReLU] epoch 1 |")
+
+
+def test_an_older_train_directory_resumes_where_it_is(capsys, tiny_dir, tmp_path):
+    """`train` named its directory ACTIVATION-seedSEED before: such a directory holding this
+    very run resumes there, instead of a second run starting beside it."""
+    config = dataclasses.replace(CONFIG, epochs=5)
+    run_dir = tmp_path / "out" / "rrelu-seed0"
+    interrupted_run(tiny_dir, run_dir, steps=25)
+    argv = ["train", "--data-dir", str(tiny_dir), "--activation", "rrelu", "--hidden", "32,16"]
+    argv += ["--epochs", "5", "--device", "cpu", "--out", str(tmp_path / "out"), *TINY]
+    assert main([*argv, "--resume"]) == 0
+    assert capsys.readouterr().out.startswith("[RReLU] epoch 3 |")
+    assert records.is_complete(run_dir)
+    assert not (tmp_path / "out" / naming.run_name(config)).exists()
 
 
 def test_divergence_records_the_step_and_the_norms_before(tiny_dir, tmp_path):
@@ -192,12 +216,12 @@ def test_divergence_records_the_step_and_the_norms_before(tiny_dir, tmp_path):
 
 
 def test_detect_anomaly_option(monkeypatch, tiny_dir, tmp_path):
-    from vanishing.jobs import compare
+    from vanishing.jobs import common
 
     seen = []
-    real = compare.compare
+    real = common.execute
     monkeypatch.setattr(
-        compare, "compare", lambda *a, **k: seen.append(torch.is_anomaly_enabled()) or real(*a, **k)
+        common, "execute", lambda *a, **k: seen.append(torch.is_anomaly_enabled()) or real(*a, **k)
     )
     argv = ["train", "--data-dir", str(tiny_dir), "--hidden", "8", "--epochs", "1"]
     argv += ["--device", "cpu", "--out", str(tmp_path), *TINY]
@@ -221,7 +245,7 @@ def test_full_disk_is_one_line_and_leaves_no_torn_row(monkeypatch, capsys, tiny_
     argv = ["train", "--data-dir", str(tiny_dir), "--hidden", "8", "--epochs", "3"]
     code = main([*argv, "--device", "cpu", "--out", str(tmp_path), *TINY])
     stderr = capsys.readouterr().err
-    run_dir = tmp_path / "relu-seed0"
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.name.startswith("relu-d1w8-default-adam")]
     assert code == 2
     assert stderr.strip().splitlines()[-1] == (
         f"vanishing train: error: cannot write {run_dir / records.METRICS}: No space left on device"
@@ -242,7 +266,7 @@ def test_unwritable_out_before_training(capsys, tiny_dir, tmp_path, command):
 
 
 def test_a_locked_run_is_left_to_its_holder_and_a_stale_lock_is_taken(tiny_dir, tmp_path):
-    spec = sweep.spec_from_dict(
+    spec = grid.spec_from_dict(
         dict(
             activations=("relu",),
             depths=(1,),
@@ -255,7 +279,7 @@ def test_a_locked_run_is_left_to_its_holder_and_a_stale_lock_is_taken(tiny_dir, 
             device="cpu",
         )
     )
-    configs = sweep.expand(spec)
+    configs = grid.expand(spec)
     held, stale = (tmp_path / naming.run_name(c) for c in configs[:2])
     stale.mkdir(parents=True)
     (stale / records.LOCK).write_text("999999999\n")  # a dead sweep's lock file
@@ -263,12 +287,12 @@ def test_a_locked_run_is_left_to_its_holder_and_a_stale_lock_is_taken(tiny_dir, 
     assert fd is not None and records.lock_run(held) is None
     options = {"data_dir": tiny_dir, "verify": False}
     try:
-        outcome = sweep.run_sweep(spec, tmp_path, workers=1, data_options=options)
+        outcome = swept(spec, tmp_path, workers=1, data_options=options)
         assert outcome.ran == 2 and not records.is_complete(held)
         assert records.is_complete(stale)
     finally:
         os.close(fd)
-    assert sweep.run_sweep(spec, tmp_path, workers=1, data_options=options).ran == 1
+    assert swept(spec, tmp_path, workers=1, data_options=options).ran == 1
 
 
 def test_two_sweeps_on_one_directory_split_the_runs(tiny_dir, tmp_path):
@@ -316,7 +340,7 @@ def test_a_checkpoint_older_than_the_later_settings_resumes(tiny_dir, tmp_path):
     path = run_dir / records.CHECKPOINT
     checkpoint = torch.load(path, weights_only=True)
     old_config, log = json.loads(checkpoint["config"]), json.loads(checkpoint["log"])
-    for key in records.ADDED_LATER:
+    for key in older_defaults():
         del old_config[key]
     del log["clipped_steps"]
     torch.save({**checkpoint, "config": json.dumps(old_config), "log": json.dumps(log)}, path)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import swept
 from vanishing import records
 from vanishing.errors import UsageError
 from vanishing.executor import runs
-from vanishing.jobs import sweep
-from vanishing.settings import naming
+from vanishing.settings import grid, naming
 
 TINY_SETTINGS = {"batch_size": 32, "probe_every": 5, "probe_size": 32, "device": "cpu", "epochs": 1}
 
@@ -31,7 +31,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def tiny_spec(**changes) -> sweep.SweepSpec:
+def tiny_spec(**changes) -> grid.SweepSpec:
     values = {
         "activations": ("relu", "tanh"),
         "depths": (1, 2),
@@ -40,11 +40,11 @@ def tiny_spec(**changes) -> sweep.SweepSpec:
         **TINY_SETTINGS,
         **changes,
     }
-    return sweep.spec_from_dict(values)
+    return grid.spec_from_dict(values)
 
 
 def test_grid_expansion():
-    configs = sweep.expand(tiny_spec(inits=("default", "he"), lrs=(1e-3, 1e-2)))
+    configs = grid.expand(tiny_spec(inits=("default", "he"), lrs=(1e-3, 1e-2)))
     assert len(configs) == 2 * 2 * 2 * 2 * 2  # depths x activations x inits x lrs x seeds
     assert {c.hidden for c in configs} == {(8,), (8, 8)}
     assert {(c.activation, c.init, c.lr, c.seed) for c in configs} == {
@@ -56,7 +56,7 @@ def test_grid_expansion():
     }
     assert all(c.epochs == 1 and c.batch_size == 32 for c in configs)
     # Without depths the networks have the `hidden` widths (the reference MLP by default).
-    assert {c.hidden for c in sweep.expand(sweep.spec_from_dict({}))} == {(520, 320, 240, 120)}
+    assert {c.hidden for c in grid.expand(grid.spec_from_dict({}))} == {(520, 320, 240, 120)}
 
 
 def test_toml_file(tmp_path):
@@ -65,10 +65,10 @@ def test_toml_file(tmp_path):
         'activations = ["sigmoid", "selu"]\ndepths = [3]\nwidths = 16\n'
         "lrs = [1e-3, 0.01]\nseeds = [4]\nepochs = 2\n"
     )
-    spec = sweep.spec_from_dict(sweep.read_toml(path), str(path))
+    spec = grid.spec_from_dict(grid.read_toml(path), str(path))
     assert spec.activations == ("sigmoid", "selu") and spec.widths == (16,)
     assert spec.lrs == (1e-3, 0.01) and spec.epochs == 2
-    assert len(sweep.expand(spec)) == 4
+    assert len(grid.expand(spec)) == 4
 
 
 @pytest.mark.parametrize(
@@ -88,25 +88,25 @@ def test_bad_toml(tmp_path, text, message):
     path = tmp_path / "bad.toml"
     path.write_text(text + "\n")
     with pytest.raises(UsageError) as e:
-        sweep.spec_from_dict(sweep.read_toml(path), str(path))
+        grid.spec_from_dict(grid.read_toml(path), str(path))
     assert message in str(e.value)
 
 
 def test_presets_load_and_are_documented():
-    names = sweep.preset_names()
+    names = grid.preset_names()
     assert set(names) >= {"seed", "depth", "init", "glorot", "fashion"}
-    depth = sweep.load_preset("depth")
+    depth = grid.load_preset("depth")
     assert depth.depths == (2, 5, 10, 20, 30) and depth.widths == (256,)
-    assert len(sweep.expand(depth)) == 7 * 5 * 2
-    assert sweep.load_preset("fashion").dataset == "fashion-mnist"
+    assert len(grid.expand(depth)) == 7 * 5 * 2
+    assert grid.load_preset("fashion").dataset == "fashion-mnist"
     for name in names:
-        assert sweep.load_preset(name).description
+        assert grid.load_preset(name).description
     with pytest.raises(UsageError, match="unknown preset 'deep'; choose from: depth"):
-        sweep.load_preset("deep")
+        grid.load_preset("deep")
 
 
 def test_the_remedies_preset_tries_every_cure_on_a_deep_sigmoid_net():
-    configs = sweep.expand(sweep.load_preset("remedies"))
+    configs = grid.expand(grid.load_preset("remedies"))
     assert {(c.activation, c.hidden, c.optimizer, c.lr, c.epochs) for c in configs} == {
         ("sigmoid", (256,) * 20, "adam", 1e-3, 1)
     }
@@ -121,7 +121,7 @@ def test_the_remedies_preset_tries_every_cure_on_a_deep_sigmoid_net():
 
 
 def test_the_exploding_preset_raises_the_he_init_gain_with_and_without_clipping():
-    configs = sweep.expand(sweep.load_preset("exploding"))
+    configs = grid.expand(grid.load_preset("exploding"))
     assert {(c.activation, c.hidden, c.init, c.optimizer, c.lr, c.momentum) for c in configs} == {
         ("relu", (256,) * 30, "kaiming", "sgd", 0.01, 0.9)
     }
@@ -132,7 +132,7 @@ def test_the_exploding_preset_raises_the_he_init_gain_with_and_without_clipping(
 
 
 def test_run_names_are_stable_and_distinct():
-    a, b = sweep.expand(tiny_spec())[:2]
+    a, b = grid.expand(tiny_spec())[:2]
     assert naming.run_name(a) == naming.run_name(type(a).from_dict(a.to_dict()))
     assert naming.run_name(a) != naming.run_name(b)
     assert naming.run_name(a).startswith("relu-d1w8-default-adam-lr0.001-s0-")
@@ -153,7 +153,7 @@ def test_sweep_runs_records_failures_and_skips_on_resume(tiny_dir, tmp_path, mon
     monkeypatch.setattr(runs, "train", flaky)
     options = {"data_dir": tiny_dir, "verify": False}
     finished = []
-    outcome = sweep.run_sweep(
+    outcome = swept(
         spec,
         tmp_path,
         workers=1,
@@ -171,8 +171,8 @@ def test_sweep_runs_records_failures_and_skips_on_resume(tiny_dir, tmp_path, mon
     )
     # Again: nothing runs; with --retry-failed only the failed run runs again.
     monkeypatch.setattr(runs, "train", real_train)
-    assert sweep.run_sweep(spec, tmp_path, workers=1, data_options=options).ran == 0
-    again = sweep.run_sweep(spec, tmp_path, workers=1, data_options=options, retry_failed=True)
+    assert swept(spec, tmp_path, workers=1, data_options=options).ran == 0
+    again = swept(spec, tmp_path, workers=1, data_options=options, retry_failed=True)
     assert again.ran == 1 and all(r["status"] == "ok" for r in again.rows)
     points = list(read_csv(tmp_path / "points.csv"))
     assert len(points) == 2 and {p["runs"] for p in points} == {"2"}
@@ -184,9 +184,7 @@ def test_diverged_run_is_recorded(tiny_dir, tmp_path):
     spec = tiny_spec(
         activations=("linear",), depths=(1,), seeds=(0,), optimizers=("sgd",), lrs=(1e12,), epochs=2
     )
-    outcome = sweep.run_sweep(
-        spec, tmp_path, workers=1, data_options={"data_dir": tiny_dir, "verify": False}
-    )
+    outcome = swept(spec, tmp_path, workers=1, data_options={"data_dir": tiny_dir, "verify": False})
     assert [r["status"] for r in outcome.rows] == ["diverged"]
 
 
@@ -200,9 +198,7 @@ def test_local_pool_two_workers_and_a_killed_worker(tiny_dir, tmp_path, monkeypa
         return real_train(config, **kwargs)
 
     monkeypatch.setattr(runs, "train", killer)  # the forked workers inherit it
-    outcome = sweep.run_sweep(
-        spec, tmp_path, workers=2, data_options={"data_dir": tiny_dir, "verify": False}
-    )
+    outcome = swept(spec, tmp_path, workers=2, data_options={"data_dir": tiny_dir, "verify": False})
     statuses = sorted((r["activation"], r["seed"], r["status"]) for r in outcome.rows)
     assert statuses == [
         ("relu", 0, "ok"),
@@ -409,8 +405,8 @@ def test_ray_backend_on_a_local_cluster(ray_netns, tiny_dir, tmp_path):
     assert "4 ran now (4 ok, 0 diverged, 0 failed)" in done.stdout
     ray_rows = {r["run_dir"]: r for r in read_csv(out / "runs.csv")}
     # The same grid run locally, one thread per worker as on Ray: the same numbers.
-    spec = sweep.spec_from_dict(sweep.read_toml(toml))
-    local = sweep.run_sweep(
+    spec = grid.spec_from_dict(grid.read_toml(toml))
+    local = swept(
         spec,
         tmp_path / "local",
         workers=2,
@@ -476,7 +472,7 @@ def test_cli_preset_with_overrides(capsys, tiny_dir, tmp_path):
         (["--preset", "nope"], "unknown preset 'nope'; choose from: depth"),
         (["--preset", "depth", "--config", "x.toml"], "either --preset or --config"),
         (["--config", "missing.toml"], "missing.toml: file not found"),
-        (["--depths", "2,x"], "--depths: expected int values separated by commas"),
+        (["--depths", "2,x"], "command line: depths: expected int, got 'x'"),
         (["--activations", "relu,swish"], "unknown activation 'swish'"),
         (["--workers", "0"], "--workers must be >= 1"),
     ],

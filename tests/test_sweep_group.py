@@ -13,19 +13,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import interrupt_after_one_epoch
+from conftest import interrupt_after_one_epoch, swept
 from vanishing import records
 from vanishing.data import datasets as data
 from vanishing.executor import runs
 from vanishing.jobs import sweep
-from vanishing.settings import naming
+from vanishing.settings import grid, naming
 from vanishing.settings.config import TrainConfig
 
 TINY_SETTINGS = {"batch_size": 32, "probe_every": 5, "probe_size": 32, "device": "cpu", "epochs": 1}
 TIMINGS = {"train_seconds", "eval_seconds", "probe_seconds", "run_dir"}  # may differ
 
 
-def tiny_spec(**changes) -> sweep.SweepSpec:
+def tiny_spec(**changes) -> grid.SweepSpec:
     values = {
         "activations": ("relu", "tanh"),
         "depths": (1,),
@@ -34,7 +34,7 @@ def tiny_spec(**changes) -> sweep.SweepSpec:
         **TINY_SETTINGS,
         **changes,
     }
-    return sweep.spec_from_dict(values)
+    return grid.spec_from_dict(values)
 
 
 def options(tiny_dir: Path) -> dict:
@@ -77,11 +77,11 @@ def files_of(run_dir: Path) -> set[str]:
 
 def test_grouped_sweep_writes_what_one_at_a_time_writes(tiny_dir, tmp_path, monkeypatch):
     spec = tiny_spec(depths=(1, 2))  # two shapes of four runs: units of 3 and 1 each
-    single = sweep.run_sweep(spec, tmp_path / "one", workers=1, data_options=options(tiny_dir))
+    single = swept(spec, tmp_path / "one", workers=1, data_options=options(tiny_dir))
     groups = spy(monkeypatch, "train_group")
     singles = spy(monkeypatch, "train")
     finished = []
-    grouped = sweep.run_sweep(
+    grouped = swept(
         spec,
         tmp_path / "grouped",
         workers=1,
@@ -125,7 +125,7 @@ def test_units_run_in_children_and_a_dead_child_fails_its_members(tiny_dir, tmp_
 
     monkeypatch.setattr(runs, "train_group", killer)  # the forked children inherit it
     finished = []
-    outcome = sweep.run_sweep(
+    outcome = swept(
         spec,
         tmp_path / "out",
         workers=2,
@@ -157,7 +157,7 @@ def test_a_group_that_raises_fails_every_member_and_retry_reruns_them(
     monkeypatch.setattr(runs, "train_group", boom)
     out = tmp_path / "out"
     finished = []
-    outcome = sweep.run_sweep(
+    outcome = swept(
         spec,
         out,
         workers=1,
@@ -177,10 +177,8 @@ def test_a_group_that_raises_fails_every_member_and_retry_reruns_them(
     assert sorted(finished) == [s[:3] for s in statuses]
     monkeypatch.setattr(runs, "train_group", real)
     groups = spy(monkeypatch, "train_group")
-    assert sweep.run_sweep(spec, out, workers=1, data_options=options(tiny_dir), group=4).ran == 0
-    again = sweep.run_sweep(
-        spec, out, workers=1, data_options=options(tiny_dir), group=4, retry_failed=True
-    )
+    assert swept(spec, out, workers=1, data_options=options(tiny_dir), group=4).ran == 0
+    again = swept(spec, out, workers=1, data_options=options(tiny_dir), group=4, retry_failed=True)
     assert again.ran == 4 and [len(g) for g in groups] == [4]
     assert all(r["status"] == "ok" and r["error"] is None for r in again.rows)
 
@@ -191,9 +189,7 @@ def test_a_write_error_in_a_group_stops_the_sweep(tiny_dir, tmp_path, monkeypatc
 
     monkeypatch.setattr(runs, "train_group", full)
     with pytest.raises(records.WriteError):
-        sweep.run_sweep(
-            tiny_spec(), tmp_path / "out", workers=1, data_options=options(tiny_dir), group=4
-        )
+        swept(tiny_spec(), tmp_path / "out", workers=1, data_options=options(tiny_dir), group=4)
     assert not list((tmp_path / "out").glob("*/" + records.RESULT))
 
 
@@ -201,7 +197,7 @@ def test_a_checkpointed_run_resumes_alone_while_the_others_group(tiny_dir, tmp_p
     spec = tiny_spec(epochs=2)
     dataset = data.load_dataset(data_dir=tiny_dir, verify=False)
     out = tmp_path / "out"
-    configs = sweep.expand(spec)
+    configs = grid.expand(spec)
     interrupted = configs[1]
     run_dir = out / naming.run_name(interrupted)
     interrupt_after_one_epoch(interrupted, run_dir, dataset)
@@ -210,7 +206,7 @@ def test_a_checkpointed_run_resumes_alone_while_the_others_group(tiny_dir, tmp_p
     epoch_one = rows[: next(i for i, r in enumerate(rows) if r["kind"] == "epoch") + 1]
     groups = spy(monkeypatch, "train_group")
     singles = spy(monkeypatch, "train")
-    outcome = sweep.run_sweep(spec, out, workers=1, dataset=dataset, group=4)
+    outcome = swept(spec, out, workers=1, dataset=dataset, group=4)
     assert outcome.ran == 4 and all(r["status"] == "ok" for r in outcome.rows)
     assert groups == [[configs[0], configs[2], configs[3]]] and singles == [[interrupted]]
     rows = records.read_metrics(run_dir)
@@ -236,7 +232,7 @@ def test_runs_checkpointed_at_one_epoch_resume_as_a_group(tiny_dir, tmp_path, mo
     spec = tiny_spec(epochs=2)
     dataset = data.load_dataset(data_dir=tiny_dir, verify=False)
     out = tmp_path / "out"
-    configs = sweep.expand(spec)
+    configs = grid.expand(spec)
     for config in configs[:2]:
         interrupt_after_one_epoch(config, out / naming.run_name(config), dataset)
     damaged = out / naming.run_name(configs[2]) / records.CHECKPOINT
@@ -244,7 +240,7 @@ def test_runs_checkpointed_at_one_epoch_resume_as_a_group(tiny_dir, tmp_path, mo
     damaged.write_bytes(b"not a checkpoint")
     groups = spy(monkeypatch, "train_group")
     singles = spy(monkeypatch, "train")
-    outcome = sweep.run_sweep(spec, out, workers=1, dataset=dataset, group=4)
+    outcome = swept(spec, out, workers=1, dataset=dataset, group=4)
     # Both epoch-1 checkpoints continue together; the damaged one alone (after the units that
     # were planned), where it fails.
     assert groups == [configs[:2]] and sorted(singles, key=lambda unit: unit[0].seed) == [
@@ -261,7 +257,7 @@ def test_runs_checkpointed_at_one_epoch_resume_as_a_group(tiny_dir, tmp_path, mo
 
 def test_ray_task_returns_every_members_files(tiny_dir, monkeypatch):
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # a Ray worker's, not ours
-    configs = sweep.expand(tiny_spec())[:3]
+    configs = grid.expand(tiny_spec())[:3]
     groups = spy(monkeypatch, "train_group")
     files = runs.ray_task(configs, options(tiny_dir))
     assert len(files) == 3 and [len(g) for g in groups] == [3]
@@ -325,7 +321,7 @@ def test_run_ray_sends_one_task_per_unit(tiny_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # a Ray worker's, not ours
     spec = tiny_spec(activations=("relu", "tanh"), depths=(1, 2))
     out = tmp_path / "out"
-    outcome = sweep.run_sweep(spec, out, backend="ray", data_options=options(tiny_dir), group=2)
+    outcome = swept(spec, out, backend="ray", data_options=options(tiny_dir), group=2)
     assert [[(c.activation, c.hidden) for c in configs] for configs, _ in fake.submitted] == [
         [("relu", (8,)), ("relu", (8,))],
         [("tanh", (8,)), ("tanh", (8,))],
@@ -344,16 +340,16 @@ def test_run_ray_sends_one_task_per_unit(tiny_dir, tmp_path, monkeypatch):
         assert result["run_dir"] == str(out / row["run_dir"])
 
 
-def test_cli_no_group_reaches_run_sweep(tiny_dir, tmp_path, monkeypatch):
+def test_cli_no_group_reaches_the_sweep(tiny_dir, tmp_path, monkeypatch):
     from vanishing.frontends.cli import main
 
     seen = []
 
-    def fake_run_sweep(spec, out, **kwargs):
+    def fake_sweep(spec, out, **kwargs):
         seen.append(kwargs["group"])
         raise KeyboardInterrupt  # ends the command (exit 130) before any run or report
 
-    monkeypatch.setattr(sweep, "run_sweep", fake_run_sweep)
+    monkeypatch.setattr(sweep, "sweep", fake_sweep)
     argv = [
         "sweep",
         "--activations",

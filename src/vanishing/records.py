@@ -34,9 +34,15 @@ CHECKPOINT, LOCK = "checkpoint.pt", ".lock"
 
 
 class Config(Protocol):
-    """A run's settings as records need them (`config.TrainConfig`)."""
+    """A run's settings as records need them (`settings.config.TrainConfig`)."""
 
     def to_dict(self) -> dict[str, Any]: ...
+
+
+class Settings(Config, Protocol):
+    """Settings that can tell how a record's config differs from them (`TrainConfig`)."""
+
+    def differences(self, saved: dict[str, Any]) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -258,27 +264,8 @@ def close_run(result: RunResult, run_dir: Path | str | None) -> RunResult:
     return result
 
 
-# Fields that may differ between a checkpoint's config and the resumed run's: where it runs.
-RESUMABLE_CHANGES = ("device",)
-
-# Settings added to the config after records were first written, with what an older record means
-# by their absence (the defaults: tests/test_config.py checks they agree). Such a record reads as
-# if it had them, so that older runs keep their names, resume and share a report's groups.
-ADDED_LATER: dict[str, Any] = {
-    "norm": "none",
-    "residual": False,
-    "init_gain": 1.0,
-    "clip_grad_norm": None,
-}
-
-
-def completed(config: dict[str, Any]) -> dict[str, Any]:
-    """A config.json's values with the settings it predates filled in (`ADDED_LATER`)."""
-    return {**ADDED_LATER, **config}
-
-
 def load_checkpoint(
-    config: Config, run_dir: Path | str, device: torch.device
+    config: Settings, run_dir: Path | str, device: torch.device
 ) -> dict[str, Any] | None:
     """The checkpoint in `run_dir` (tensors, plain containers only), None if there is none.
 
@@ -294,16 +281,10 @@ def load_checkpoint(
         raise UsageError(
             f"{path}: not a readable checkpoint ({type(e).__name__}: {first})"
         ) from None
-    saved = completed(json.loads(checkpoint["config"]))
     wanted = config.to_dict()
-    differ = [
-        key
-        for key in sorted(set(saved) | set(wanted))
-        if key not in RESUMABLE_CHANGES
-        and saved.get(key) != json.loads(json.dumps(wanted.get(key)))
-    ]
+    differ = config.differences(json.loads(checkpoint["config"]))
     if differ:
-        shown = ", ".join(f"{k}={saved.get(k)!r} (now {wanted.get(k)!r})" for k in differ)
+        shown = ", ".join(f"{k}={v!r} (now {wanted.get(k)!r})" for k, v in differ.items())
         raise UsageError(
             f"{path} belongs to a run with another config: {shown}; "
             "run without --resume to start afresh, or remove it"
@@ -342,14 +323,12 @@ def save_checkpoint(
     write_atomic(Path(run_dir) / CHECKPOINT, lambda f: torch.save(state, f))
 
 
-def same_config(saved: dict[str, Any], config: Config) -> bool:
+def same_config(saved: dict[str, Any], config: Settings) -> bool:
     """Whether a record's config (as read back from JSON) is `config`, where it runs aside."""
-    wanted = json.loads(json.dumps(config.to_dict()))
-    saved = completed(saved)
-    return all(saved.get(k) == v for k, v in wanted.items() if k not in RESUMABLE_CHANGES)
+    return not config.differences(saved)
 
 
-def load_result(config: Config, run_dir: Path | str) -> RunResult | None:
+def load_result(config: Settings, run_dir: Path | str) -> RunResult | None:
     """The finished result in `run_dir` for this config (device aside), None if there is none."""
     path = Path(run_dir) / RESULT
     if not path.is_file():

@@ -1,12 +1,15 @@
-"""The Python API, for scripts and notebooks: `train`, `compare`, `sweep` and `report` run the
-command line's own commands and return what they wrote, read back from the records.
+"""The Python API, for scripts and notebooks: `train`, `compare`, `sweep` and `report` call the
+same jobs as the command line (`vanishing.jobs`) and return what they wrote, read back from the
+records.
 
-Each function takes the command's options as keyword arguments, named as the options are without
-their dashes (`batch_size=32` for `--batch-size 32`, `seeds=[0, 1]` or `seeds="0,1"` for
-`--seeds 0,1`), and fills them into the very options the command's parser makes, defaults
-included; the command then builds the same configs, checks them with the same messages (a
-`UsageError`, a `ValueError`) and shows the same progress. Two options read better turned round
-in Python: `group=False` is `--no-group` and `verify=False` is `--no-verify`.
+Each function takes the training settings as keyword arguments named as TrainConfig's fields
+(`batch_size=32`; a list under its axis's name for compare and sweep: `seeds=[0, 1]` or
+`seeds="0,1"`), parsed by the one settings parser (`settings.codec`), so a wrong value gets the
+command line's message (a `UsageError`, which is a `ValueError`). The jobs' own options are
+named arguments (`out`, `workers`, `resume`, `group=False` for `--no-group`, `verify=False` for
+`--no-verify`, ...). Progress shows on stderr as on the command line; Ctrl-C (a notebook's stop
+button) stops a job between two steps and raises `jobs.common.Interrupted` (a
+KeyboardInterrupt) saying how to resume.
 
 What they return shows itself in Jupyter: a run as a small table, a compare or a sweep as its
 summary table, verdicts and key figure, a report as the page itself, its figures inline.
@@ -14,20 +17,16 @@ summary table, verdicts and key figure, a report as the page itself, its figures
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from vanishing.jobs.common import DataOptions, Outcome
     from vanishing.records import RunResult
     from vanishing.reporting.render import WrittenReport
     from vanishing.settings.config import TrainConfig
-
-# Options whose Python name says the opposite of the command line's flag.
-INVERTED = {"group": "no_group", "verify": "no_verify"}
-NOT_OPTIONS = ("command", "func")  # what the parser adds besides the options
 
 
 @dataclass(frozen=True)
@@ -50,65 +49,134 @@ class Comparison:
         return notebook_summary(self.run_dirs, self.report.html_path)
 
 
-def train(config: TrainConfig | None = None, **settings: Any) -> RunResult:
+def train(
+    config: TrainConfig | None = None,
+    *,
+    out: str | Path | None = None,
+    resume: bool = False,
+    detect_anomaly: bool = False,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    verify: bool = True,
+    **settings: Any,
+) -> RunResult:
     """`vanishing train`: one run, from `config` and/or the settings given (those win), its
-    records under `out` (default: runs/train); returns its result as written."""
-    from vanishing.frontends import cli
-    from vanishing.settings import config as configs
-    from vanishing.settings import naming
+    records under `out` (default: runs/train) in a directory named by its settings; returns its
+    result as written."""
+    from vanishing.frontends.progress import StepBar, stop_on_signals
+    from vanishing.jobs import train as job
+    from vanishing.settings import codec
 
-    if config is not None:  # the fields it sets, as if given one by one
-        defaults = {field.name: field.default for field in configs.settings()}
-        changed = {k: v for k, v in config.to_dict().items() if v != defaults[k]}
-        settings = {**changed, **settings}
-    args = options("train", settings)
-    run(cli.cmd_train, args)
-    (trained,) = cli.training_configs(args)
-    return read_results([(trained, Path(args.out) / naming.compare_run_name(trained))])[0]
+    check_names("train", settings, codec.known_keys())
+    values = {**(codec.changed(config) if config is not None else {}), **settings}
+    run = codec.config(values)
+    progress = StepBar([run])
+    try:
+        with stop_on_signals() as stop:
+            _, result = job.train(
+                run,
+                job.DEFAULT_OUT if out is None else out,
+                resume=resume,
+                detect_anomaly=detect_anomaly,
+                data=data_options(data_dir, cache_dir, verify),
+                progress=progress,
+                stop=stop,
+            )
+    finally:
+        progress.close()
+    return result
 
 
 def compare(
     activations: str | Iterable[str] | None = None,
     seeds: str | Iterable[int] | None = None,
     out: str | Path | None = None,
+    *,
+    workers: int | None = None,
+    group: bool = True,
+    resume: bool = False,
+    detect_anomaly: bool = False,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    verify: bool = True,
     **settings: Any,
 ) -> Comparison:
     """`vanishing compare`: one run per activation and seed (default: sigmoid, relu, leaky_relu,
     prelu x seeds 0, 1, 2), into `out` (default: runs/compare), with summary.csv and the report;
     `activations="all"` takes every one registered."""
-    from vanishing.frontends import cli
-    from vanishing.settings import naming
+    from vanishing.frontends.progress import StepBar, stop_on_signals
+    from vanishing.jobs import compare as job
+    from vanishing.settings import codec
 
-    args = options("compare", {"activations": activations, "seeds": seeds, "out": out, **settings})
-    run(cli.cmd_compare, args)
-    out = Path(args.out)
-    runs = [
-        (c, out / naming.compare_run_name(c)) for c in cli.training_configs(args, cli.COMPARE_AXES)
-    ]
-    return outcome(out, runs)
+    values = {"activations": listed(activations), "seeds": listed(seeds), **settings}
+    check_names("compare", values, codec.known_keys(job.AXES))
+    configs = codec.configs(values, job.AXES)
+    progress = StepBar(configs)
+    try:
+        with stop_on_signals() as stop:
+            outcome = job.compare(
+                configs,
+                job.DEFAULT_OUT if out is None else out,
+                workers=workers,
+                group=group,
+                resume=resume,
+                detect_anomaly=detect_anomaly,
+                data=data_options(data_dir, cache_dir, verify),
+                progress=progress,
+                stop=stop,
+            )
+    finally:
+        progress.close()
+    return comparison(outcome)
 
 
 def sweep(
     preset: str | None = None,
     config: str | Path | None = None,
     out: str | Path | None = None,
-    **axes: Any,
+    *,
+    workers: int | None = None,
+    backend: str = "local",
+    address: str | None = None,
+    retry_failed: bool = False,
+    resume: bool = True,
+    group: bool = True,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    verify: bool = True,
+    **keys: Any,
 ) -> Comparison:
     """`vanishing sweep`: the grid of a preset, a TOML file (`config`) and/or the keys given
     (`depths=[2, 5]`, `activations=["relu", "sigmoid"]`, `epochs=1`, ...; a key given overrides
     the preset's), every unfinished run of it, its CSVs and report, into `out` (default:
     runs/sweep-PRESET, runs/sweep-CONFIGNAME or runs/sweep-grid)."""
-    from vanishing.frontends import cli
-    from vanishing.jobs import sweep as sweeps
-    from vanishing.settings import naming
+    from vanishing.frontends.progress import RunBar, stop_on_signals
+    from vanishing.jobs import sweep as job
+    from vanishing.settings import grid
 
-    if out is None:  # the command's default, named here to read the runs back from it
-        out = f"runs/sweep-{preset or (Path(config).stem if config else 'grid')}"
-    args = options("sweep", {"preset": preset, "config": config, "out": out, **axes})
-    run(cli.cmd_sweep, args)
-    out = Path(args.out)
-    configs = sweeps.expand(cli.sweep_spec(args))
-    return outcome(out, [(c, out / naming.run_name(c)) for c in configs])
+    keys = {key: listed(value) for key, value in keys.items()}
+    check_names("sweep", keys, [k for k in grid.grid_keys() if k != "description"])
+    spec, name = grid.spec_of(preset, config, keys, given_source="sweep()")
+    where = job.default_out(name) if out is None else Path(out)
+    progress = RunBar(where)
+    try:
+        with stop_on_signals() as stop:
+            outcome = job.sweep(
+                spec,
+                where,
+                workers=workers,
+                backend=backend,
+                address=address,
+                retry_failed=retry_failed,
+                resume=resume,
+                group=group,
+                data=data_options(data_dir, cache_dir, verify),
+                progress=progress,
+                stop=stop,
+            )
+    finally:
+        progress.close()
+    return comparison(outcome)
 
 
 def report(*dirs: str | Path, out: str | Path | None = None) -> WrittenReport:
@@ -119,87 +187,40 @@ def report(*dirs: str | Path, out: str | Path | None = None) -> WrittenReport:
     return write_report(dirs, out)
 
 
-def options(command: str, given: dict[str, Any]) -> argparse.Namespace:
-    """The options `vanishing COMMAND` parses with nothing given, then `given` set on them as
-    the parser would hold them; None leaves an option at its default."""
-    from vanishing.frontends import cli
-    from vanishing.jobs import sweep as sweeps
-    from vanishing.settings.config import axes, settings, value_of
-
-    args = cli.build_parser().parse_args([command])
-    python_name = {dest: name for name, dest in INVERTED.items()}
-    names = {python_name.get(dest, dest): dest for dest in vars(args) if dest not in NOT_OPTIONS}
-    fields = {setting.name: setting for setting in settings()}
-    # Options holding the command line's comma-separated text: the list-valued ones.
-    listed = {*axes().values(), *sweeps.SHAPE_KEYS, "hidden"}
-    for name, value in given.items():
-        if value is None:
-            continue
-        if name not in names:
-            valid = ", ".join(sorted(names))
-            raise TypeError(
-                f"{command}() got an unexpected keyword argument {name!r}; valid: {valid}"
-            )
-        dest = names[name]
-        if dest in INVERTED.values():
-            value = not value
-        elif name in listed:
-            value = text(value)
-        elif name in fields:  # one value, as its option's type converts it
-            value = value_of(fields[name], value, cli.option(name))
-        elif isinstance(value, Path):
-            value = str(value)
-        setattr(args, dest, value)
-    return args
-
-
-def text(value: Any) -> str:
-    """A list of values as the command line writes it: `[0, 1]` -> `0,1`; text stays as is."""
-    if isinstance(value, str):
+def listed(value: Any) -> Any:
+    """A list-valued setting as the codec takes it: text as is, any iterable as a list."""
+    if value is None or isinstance(value, (str, bytes, Mapping)):
         return value
-    items = list(value) if isinstance(value, Iterable) else [value]
-    return ",".join(word(item) for item in items)
+    return list(value) if isinstance(value, Iterable) else value
 
 
-def word(value: Any) -> str:
-    """One value as the command line writes it (yes/no, none, a float's shortest repr)."""
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return repr(value) if isinstance(value, float) else str(value)
+def check_names(function: str, given: Mapping[str, Any], known: Iterable[str]) -> None:
+    """A keyword the function does not take is a TypeError, as Python's own are."""
+    valid = sorted(known)
+    for name in given:
+        if name not in valid:
+            raise TypeError(
+                f"{function}() got an unexpected keyword argument {name!r}; valid: "
+                f"{', '.join(valid)}"
+            )
 
 
-def run(command: Any, args: argparse.Namespace) -> None:
-    """Run a command function; one that was interrupted (Ctrl-C, a notebook's stop button) raises
-    KeyboardInterrupt, as Python code does, after the command has said how to resume."""
-    if command(args) == 130:
-        raise KeyboardInterrupt
+def data_options(
+    data_dir: str | Path | None, cache_dir: str | Path | None, verify: bool
+) -> DataOptions:
+    from vanishing.jobs.common import DataOptions
+
+    return DataOptions(data_dir=data_dir, cache_dir=cache_dir, verify=verify)
 
 
-def read_results(runs: list[tuple[TrainConfig, Path]]) -> list[RunResult]:
-    """The results of the finished runs among `runs` (failed runs have none to read)."""
-    from vanishing import records
-
-    results = []
-    for config, run_dir in runs:
-        if records.is_complete(run_dir):
-            if records.read_json(run_dir / records.RESULT).get("status") == "failed":
-                continue
-            result = records.load_result(config, run_dir)
-            if result is not None:
-                results.append(result)
-    return results
-
-
-def outcome(out: Path, runs: list[tuple[TrainConfig, Path]]) -> Comparison:
+def comparison(outcome: Outcome) -> Comparison:
     """A compare's or sweep's Comparison: its runs' results and the report it wrote."""
     from vanishing.reporting.render import WrittenReport
 
-    html = out / "report.html"
+    html = outcome.out / "report.html"
     return Comparison(
-        out=out,
-        run_dirs=[run_dir for _, run_dir in runs],
-        results=read_results(runs),
+        out=outcome.out,
+        run_dirs=outcome.run_dirs,
+        results=outcome.results(),
         report=WrittenReport(html, html.with_suffix(".md")),
     )

@@ -1,68 +1,90 @@
-"""The main job: train the same MLP with several activations and seeds, then summarise."""
+"""`compare`, the main job: the same MLP once per activation and seed, then the summary table
+(printed and summary.csv) and the report, read back from the runs' records."""
 
 from __future__ import annotations
 
-import dataclasses
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-from vanishing import records
 from vanishing.data.datasets import Dataset
-from vanishing.errors import UsageError
-from vanishing.executor.runs import Policy, Run, execute, group_size
-from vanishing.records import RunResult
+from vanishing.executor.runs import Policy, Run, group_size, workers_for
+from vanishing.jobs.common import (
+    NO_OPTIONS,
+    DataOptions,
+    Interrupted,
+    Outcome,
+    Progress,
+    refuse_other_settings,
+    train_runs,
+)
+from vanishing.jobs.train import interrupted
 from vanishing.settings.config import TrainConfig
 from vanishing.settings.naming import compare_run_name
 
-
-def ensure_writable(out: Path) -> Path:
-    """Create the output directory, or fail with a clear message before any training starts.
-
-    The test file has a name of its own (two commands may start on one directory at once)."""
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-            pass
-    except OSError as e:
-        raise UsageError(f"cannot write to output directory {out}: {e.strerror or e}") from None
-    return out
+DEFAULT_OUT = Path("runs/compare")
+AXES = ("activation", "seed")  # what a comparison's runs differ in
 
 
 def compare(
-    base: TrainConfig,
-    activations: Sequence[str],
-    seeds: Sequence[int],
-    out: Path,
-    dataset: Dataset,
-    on_epoch: Callable[[TrainConfig, dict[str, Any]], None] | None = None,
-    on_steps: Callable[[int], None] | None = None,
+    configs: Sequence[TrainConfig],
+    out: Path | str = DEFAULT_OUT,
+    *,
+    workers: int | None = None,
     group: bool | int = True,
     resume: bool = False,
-    workers: int = 1,
+    detect_anomaly: bool = False,
+    data: DataOptions | Callable[[str], Dataset] = NO_OPTIONS,
+    progress: Progress | None = None,
     stop: threading.Event | None = None,
-) -> list[RunResult]:
-    """Train `base` once per activation and seed; each run gets its own directory under `out`.
+) -> Outcome:
+    """Train every config (one per activation and seed, the rest shared) into `out`/ACTIVATION-
+    seedSEED, then write summary.csv and report.html there; the outcome holds the summary table.
 
-    The runs go through the executor (`runs.execute`): runs of one shape train together in
-    groups of up to `runs.group_size` for the device (1 on the CPU), or of up to `group` when it
-    is a number (False: one at a time), `workers` units at once, each in a forked process. With
-    `resume`, finished runs are read back and unfinished ones continue from their checkpoints;
-    without, every run starts afresh. The first run that fails stops the comparison. An unknown
-    activation is refused by `TrainConfig` before anything trains.
+    Runs go through the executor: on the CPU `workers` runs at once, each in a forked child
+    (default: one per core); on a GPU runs of one shape train together in groups of up to
+    `runs.group_size` (`group` a number caps it; False: one at a time). With `resume`, finished
+    runs are read back and unfinished ones continue from their checkpoints; without, every run
+    starts afresh. A run directory holding another setting's run is refused, never overwritten.
+    The first run that fails stops the comparison; stopped (`stop`), it raises `Interrupted`.
     """
-    configs = [dataclasses.replace(base, activation=a, seed=s) for a in activations for s in seeds]
-    runs = [Run(config, Path(out) / compare_run_name(config)) for config in configs]
+    out = Path(out)
+    configs = list(configs)
+    device = configs[0].device
+    count = workers_for(device, workers)
+    runs = [Run(config, out / compare_run_name(config)) for config in configs]
+    refuse_other_settings(runs)
     policy = Policy(
-        workers=workers,
-        group=group_size(base.device, group),
-        resume=resume,
-        keep_finished=resume,
+        workers=count, group=group_size(device, group), resume=resume, keep_finished=resume
     )
-    execute(runs, policy, dataset=dataset, on_epoch=on_epoch, on_steps=on_steps, stop=stop)
-    results = [records.load_result(run.config, run.run_dir) for run in runs]
-    # Every run either finished (now or before) or raised: compare's failures stop it.
-    return [result for result in results if result is not None]
+    try:
+        statuses = train_runs(
+            runs,
+            policy,
+            out=out,
+            data=data,
+            progress=progress,
+            stop=stop,
+            detect_anomaly=detect_anomaly,
+        )
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        raise interrupted(out) from None
+    # The table and the report read back exactly these runs' records (matplotlib, scipy and
+    # jinja2 load only here).
+    from vanishing.reporting import loading, summary, write_report
+
+    run_dirs = [run.run_dir for run in runs]
+    records, _ = loading.load_runs(run_dirs)
+    rows = summary.summary_rows(records)
+    summary.write_summary_csv(out / "summary.csv", rows)
+    html, _ = write_report(run_dirs, out / "report.html")
+    return Outcome(
+        out,
+        runs,
+        statuses,
+        skipped=len(runs) - len(statuses),
+        table=summary.format_summary(rows),
+        report=html,
+    )

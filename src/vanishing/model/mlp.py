@@ -7,7 +7,7 @@ import itertools
 import math
 import numbers
 from collections.abc import Callable, Iterable, Sequence
-from typing import Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -36,38 +36,33 @@ def hidden_widths(
             raise UsageError(
                 "give either the hidden widths (--hidden) or --depth/--width, not both"
             )
-        if len(hidden) == 0:
-            raise UsageError("hidden widths must not be empty; e.g. 520,320,240,120")
-        for value in hidden:
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise UsageError(f"every hidden width must be an integer >= 1, got {value!r}")
-        return tuple(int(value) for value in hidden)
+        return check_widths(hidden)
     if depth is None and width is None:
         return SEED_HIDDEN
     # Width alone keeps the seed experiment's depth.
     depth = len(SEED_HIDDEN) if depth is None else depth
     width = DEFAULT_WIDTH if width is None else width
-    if not 1 <= depth <= MAX_DEPTH:
-        raise UsageError(f"depth must be 1 to {MAX_DEPTH} hidden layers, got {depth!r}")
+    check_depth(depth)
     if width < 1:
         raise UsageError(f"width must be >= 1 unit, got {width!r}")
     return (width,) * depth
 
 
-def parse_hidden(text: str) -> tuple[int, ...]:
-    """Parse comma-separated hidden widths such as "520,320,240,120"."""
-    expected = "expected comma-separated integers >= 1, e.g. 520,320,240,120"
-    widths = []
-    for item in text.split(","):
-        item = item.strip()
-        try:
-            value = int(item)
-        except ValueError:
-            raise UsageError(f"bad hidden width {item!r} in {text!r}; {expected}") from None
-        if value < 1:
-            raise UsageError(f"bad hidden width {item!r} in {text!r}; {expected}")
-        widths.append(value)
-    return tuple(widths)
+def check_depth(depth: int) -> None:
+    """A network's number of hidden layers: 1 to MAX_DEPTH."""
+    if not 1 <= depth <= MAX_DEPTH:
+        raise UsageError(f"depth must be 1 to {MAX_DEPTH} hidden layers, got {depth!r}")
+
+
+def check_widths(hidden: Sequence[Any]) -> tuple[int, ...]:
+    """Hidden widths, each an integer >= 1, 1 to MAX_DEPTH of them: as a tuple of ints."""
+    if len(hidden) == 0:
+        raise UsageError("hidden widths must not be empty; e.g. 520,320,240,120")
+    for value in hidden:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise UsageError(f"every hidden width must be an integer >= 1, got {value!r}")
+    check_depth(len(hidden))
+    return tuple(int(value) for value in hidden)
 
 
 # Normalisation layers, placed between a hidden Linear and its activation (Ioffe & Szegedy's

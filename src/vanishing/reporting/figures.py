@@ -25,6 +25,7 @@ from vanishing.reporting.verdicts import (
     profile,
     setting_value,
 )
+from vanishing.settings.config import cure_keys, field_named, words_of
 from vanishing.settings.naming import namer
 
 
@@ -196,15 +197,20 @@ def depth_figures(
 
 
 # The settings that change how the gradient flows: what the cure section sets side by side.
-CURE_KEYS = ("norm", "residual", "init", "init_gain", "clip_grad_norm")
+
+
+def cure_words() -> str:
+    """The cure settings as prose names them: 'normalisation, residual connections, ...'."""
+    return ", ".join(words_of(field_named(key)) for key in cure_keys())
 
 
 def cure_groups(groups: Sequence[Group]) -> list[Group]:
     """The groups the cure section compares: those of the deepest depth whose groups differ in
-    a CURE_KEYS setting (records without a key read as its old default); [] when none do."""
+    a cure setting (`config.cure_keys`; records without a key read as its old default); [] when
+    none do."""
     for depth in sorted({g.depth for g in groups}, reverse=True):
         members = [g for g in groups if g.depth == depth]
-        cures = {tuple(setting_value(g.runs[0].config, k) for k in CURE_KEYS) for g in members}
+        cures = {tuple(setting_value(g.runs[0].config, k) for k in cure_keys()) for g in members}
         if len(cures) > 1:
             return members
     return []
@@ -247,9 +253,8 @@ def cure_figures(groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS) -
     depth = members[0].depth
     section = (
         "Which cure restores the gradient?",
-        f"The settings of this report that change how the gradient flows (normalisation, "
-        f"residual connections, init, init gain, gradient clipping), at depth {depth}, side by "
-        "side.",
+        f"The settings of this report that change how the gradient flows ({cure_words()}), at "
+        f"depth {depth}, side by side.",
     )
     return [block for spec in specs for block in draw(spec, members, section=section)]
 

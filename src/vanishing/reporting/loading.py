@@ -13,6 +13,7 @@ from vanishing import records
 from vanishing.errors import UsageError
 from vanishing.model.activations import ACTIVATIONS
 from vanishing.reporting.results import RunRecords
+from vanishing.settings.config import completed
 from vanishing.settings.naming import watched
 
 # The fields every finished run writes (those without a default in RunResult).
@@ -44,7 +45,7 @@ def read_run(path: Path) -> RunRecords | str:
     except (OSError, json.JSONDecodeError) as e:
         return f"{path}: unreadable records ({e}); skipped"
     if isinstance(config, dict) and not watched(config):
-        config = records.completed(config)  # an older run reads as the settings' defaults
+        config = completed(config)  # an older run reads as the settings' defaults
     if not isinstance(config, dict) or config.get("activation") not in ACTIVATIONS:
         name = config.get("activation") if isinstance(config, dict) else None
         if isinstance(config, dict) and watched(config):

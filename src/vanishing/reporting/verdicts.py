@@ -21,12 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from vanishing import records, stats
+from vanishing import stats
 from vanishing.data.datasets import DATASETS
 from vanishing.model.activations import ACTIVATIONS, SATURATION_FRACTION
 from vanishing.reporting.formats import number, percent, percent2
 from vanishing.reporting.loading import load_runs
 from vanishing.reporting.results import Group, RunRecords, make_groups, numbers
+from vanishing.settings.config import completed
 from vanishing.settings.naming import NUMBERED, LayerNames, watched
 
 
@@ -109,7 +110,7 @@ def chance_level(dataset: Any) -> float:
 
 def setting_value(config: dict[str, Any], key: str) -> Any:
     """A config value, with what its absence means for records older than the key."""
-    return records.completed(config).get(key)
+    return completed(config).get(key)
 
 
 def ratio_verdict(ratio: float, thresholds: Thresholds = THRESHOLDS) -> str:

@@ -1,13 +1,17 @@
-"""Every training setting, declared once: `TrainConfig`, whose fields carry their help and why.
+"""Every training setting, declared once: `TrainConfig`, whose fields carry what the rest of the
+package needs to know of them (`setting(...)`).
 
-The command line (`train`, `compare`, `sweep`), the sweep grid's axes and TOML keys, and the
-`--help` defaults are all derived from these fields (`settings()`): adding a setting means adding
-a field here (with `setting(...)`) and implementing it, nothing else.
+The command line (`train`, `compare`, `sweep`), the API's keyword arguments, the live page's form,
+the sweep grid's axes and TOML keys, the `--help` texts, run directory names, what may differ
+inside a group of stacked models, which settings are cures in the report, and what older records
+mean by a setting they lack are all derived from these fields: adding a setting means adding a
+field here and implementing it, nothing else. `settings.codec` parses their values.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -25,9 +29,31 @@ from vanishing.model.activations import (
     ActivationOptions,
     get_activation,
 )
-from vanishing.model.mlp import NORMS, OPTIMIZERS, SEED_HIDDEN, check_optimizer_settings, init_names
+from vanishing.model.mlp import (
+    NORMS,
+    OPTIMIZERS,
+    SEED_HIDDEN,
+    check_optimizer_settings,
+    check_widths,
+    init_names,
+)
 
-GROUPS = ("model", "optimisation", "measurement", "data")  # --help sections, in this order
+SECTIONS = ("model", "optimisation", "measurement", "data")  # --help sections, in this order
+NEVER = object()  # `older`'s default: the setting has been in every record ever written
+
+
+@dataclass(frozen=True)
+class Token:
+    """How a setting shows in a run directory's name: `form` formatted with its value
+    (`"lr{:g}"`), or a function of it; `place` orders the tokens (the seed's is last but the
+    hash). A setting with an `older` value is named only where it differs from it, so that
+    directories written before the setting existed keep their names."""
+
+    form: str | Callable[[Any], str]
+    place: float
+
+    def __call__(self, value: Any) -> str:
+        return self.form(value) if callable(self.form) else self.form.format(value)
 
 
 def setting(
@@ -35,29 +61,50 @@ def setting(
     help: str,
     *,
     why: str = "",
-    group: str = "model",
+    section: str = "model",
     metavar: str | None = None,
     choices: Callable[[], Sequence[str]] | None = None,
     axis: str | None = None,
     values: tuple[Any, ...] | None = None,
+    every: Callable[[], Sequence[Any]] | None = None,
+    cure: bool = False,
+    per_model: bool = False,
+    older: Any = NEVER,
+    token: Token | None = None,
+    changes_result: bool = True,
+    words: str | None = None,
 ) -> Any:
-    """A TrainConfig field with what the command line and the sweeps need to know of it.
+    """A TrainConfig field with what the command line, the sweeps, the records and the report
+    need to know of it.
 
     `help` says what it is ("{choices}" lists `choices()`); `why` says why the default is what it
-    is, shown after it in --help. `axis` is the plural name under which compare and sweep take a
-    list of values (`--seeds 0,1,2`, TOML `seeds = [0, 1, 2]`), `values` that list's default
-    (else the default alone). A field without `axis` is one value shared by every run of a sweep.
+    is, shown after it in --help, in `section`. `axis` is the plural name under which compare and
+    sweep take a list of values (`--seeds 0,1,2`, TOML `seeds = [0, 1, 2]`), `values` that list's
+    default (else the default alone), `every` what the axis value `all` stands for; a field
+    without `axis` is one value shared by every run of a sweep. `cure`: the report compares
+    runs that differ in it as cures of a failure. `per_model`: the models of one group of
+    stacked models may differ in it. `older`: the value that records written before the setting
+    existed mean (they lack the key). `token`: how it shows in a run directory's name.
+    `changes_result`: False for where a run trains (a run may resume elsewhere; it is not in
+    the name's hash). `words`: how prose names it (default: its name, spaced).
     """
     return dataclasses.field(
         default=default,
         metadata={
             "help": help,
             "why": why,
-            "group": group,
+            "section": section,
             "metavar": metavar,
             "choices": choices,
             "axis": axis,
             "values": values if values is not None else (default,),
+            "all": every,
+            "cure": cure,
+            "per_model": per_model,
+            "older": older,
+            "token": token,
+            "changes_result": changes_result,
+            "words": words,
         },
     )
 
@@ -75,12 +122,16 @@ class TrainConfig:
         axis="activations",
         # The reference's pair and the rectifier's two fixes for dead units.
         values=("sigmoid", "relu", "leaky_relu", "prelu"),
+        every=lambda: list(ACTIVATIONS),
+        per_model=True,
+        token=Token("{}", 0),
     )
     hidden: tuple[int, ...] = setting(
         SEED_HIDDEN,
         "hidden widths, input side first",
         why="the reference MLP 784-520-320-240-120-10",
         metavar="W1,W2,..",
+        token=Token(lambda hidden: shape_token(hidden), 1),
     )
     init: str = setting(
         "default",
@@ -89,46 +140,73 @@ class TrainConfig:
         choices=init_names,
         metavar="NAME",
         axis="inits",
+        cure=True,
+        per_model=True,
+        token=Token("{}", 2),
     )
     optimizer: str = setting(
         "adam",
         "optimizer: {choices}",
         why="betas 0.9/0.999, eps 1e-8, the reference's",
-        group="optimisation",
+        section="optimisation",
         choices=lambda: list(OPTIMIZERS),
         metavar="NAME",
         axis="optimizers",
+        token=Token("{}", 3),
     )
     lr: float = setting(
-        1e-3, "learning rate", why="the reference's", group="optimisation", metavar="LR", axis="lrs"
+        1e-3,
+        "learning rate",
+        why="the reference's",
+        section="optimisation",
+        metavar="LR",
+        axis="lrs",
+        token=Token("lr{:g}", 4),
     )
-    momentum: float = setting(0.0, "SGD momentum, for sgd only", group="optimisation", metavar="M")
+    momentum: float = setting(
+        0.0, "SGD momentum, for sgd only", section="optimisation", metavar="M"
+    )
     clip_grad_norm: float | None = setting(
         None,
         "clip the global gradient norm to X before each step, counting the steps it clipped "
         "(none: no clipping)",
         why="the reference does not clip",
-        group="optimisation",
+        section="optimisation",
         metavar="X",
         axis="clip_grad_norms",
+        cure=True,
+        per_model=True,  # a per-model coefficient on its own gradients
+        older=None,
+        token=Token("clip{:g}", 8),
+        words="gradient clipping",
     )
     batch_size: int = setting(
-        64, "samples per step", why="the reference's", group="optimisation", metavar="N"
+        64, "samples per step", why="the reference's", section="optimisation", metavar="N"
     )
     epochs: int = setting(
-        9, "passes over the training set", why="the reference's", group="optimisation", metavar="N"
+        9,
+        "passes over the training set",
+        why="the reference's",
+        section="optimisation",
+        metavar="N",
     )
     seed: int = setting(
         0,
         "random seed: weights, data order and probe batch",
-        group="optimisation",
+        section="optimisation",
         metavar="S",
         axis="seeds",
         # Three seeds: enough to see whether a gap exceeds the seed spread.
         values=(0, 1, 2),
+        per_model=True,
+        token=Token("s{}", 9),
     )
     dataset: str = setting(
-        "mnist", "data set: {choices}", group="data", choices=lambda: list(DATASETS), metavar="NAME"
+        "mnist",
+        "data set: {choices}",
+        section="data",
+        choices=lambda: list(DATASETS),
+        metavar="NAME",
     )
     norm: str = setting(
         "none",
@@ -139,6 +217,10 @@ class TrainConfig:
         choices=lambda: list(NORMS),
         metavar="NAME",
         axis="norms",
+        cure=True,
+        older="none",
+        token=Token("{}norm", 5),
+        words="normalisation",
     )
     residual: bool = setting(
         False,
@@ -147,6 +229,10 @@ class TrainConfig:
         why="the reference has none",
         metavar="yes|no",
         axis="residuals",
+        cure=True,
+        older=False,
+        token=Token("residual", 6),
+        words="residual connections",
     )
     init_gain: float = setting(
         1.0,
@@ -154,6 +240,10 @@ class TrainConfig:
         why="each init's own scale",
         metavar="G",
         axis="init_gains",
+        cure=True,
+        per_model=True,  # drawn per model, as the init is
+        older=1.0,
+        token=Token("gain{:.3g}", 7),
     )
     negative_slope: float = setting(
         DEFAULT_OPTIONS.negative_slope,
@@ -172,23 +262,24 @@ class TrainConfig:
         300,
         "measure gradient flow every K steps",
         why="about 3 probes per MNIST epoch cost under 5 % of training time",
-        group="measurement",
+        section="measurement",
         metavar="K",
     )
     probe_size: int = setting(
         512,
         "samples in the fixed probe batch",
         why="stable norms, cheap to measure",
-        group="measurement",
+        section="measurement",
         metavar="N",
     )
     device: str = setting(
         "auto",
         "where to train: {choices}",
         why="the GPU when there is one",
-        group="optimisation",
+        section="optimisation",
         choices=lambda: DEVICES,
         metavar="NAME",
+        changes_result=False,  # a run may resume on another device
     )
 
     def __post_init__(self) -> None:
@@ -197,9 +288,7 @@ class TrainConfig:
         for name in ("init", "optimizer", "device", "norm"):
             if getattr(self, name) not in choices_of(name):
                 raise choices_error(name, getattr(self, name), choices_of(name))
-        if not self.hidden or any(int(w) < 1 for w in self.hidden):
-            raise UsageError(f"hidden widths must be integers >= 1, got {self.hidden!r}")
-        object.__setattr__(self, "hidden", tuple(int(w) for w in self.hidden))
+        object.__setattr__(self, "hidden", check_widths(self.hidden))
         if not isinstance(self.seed, int) or self.seed < 0:
             raise UsageError(f"seed must be an integer >= 0, got {self.seed!r}")
         positive = {
@@ -251,18 +340,67 @@ class TrainConfig:
             raise UsageError(f"unknown config field(s) {', '.join(unknown)}")
         return cls(**{**values, "hidden": tuple(values.get("hidden", SEED_HIDDEN))})
 
-
-def check_momentum(given: dict[str, Any]) -> None:
-    """Given settings (the command line's, a form's) may set momentum only with sgd: other
-    optimizers ignore it. Not a TrainConfig check: a sweep shares one momentum among optimizers."""
-    optimizer = given.get("optimizer", TrainConfig.optimizer)
-    if given.get("momentum") is not None and optimizer != "sgd":
-        raise UsageError("--momentum applies to --optimizer sgd only")
+    def differences(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """The settings in which a record's config (read back from JSON; an older one lacks
+        the settings it predates, `completed`) differs from this one, where it trains aside:
+        each with the record's value."""
+        wanted = json.loads(json.dumps(self.to_dict()))
+        saved = completed(saved)
+        return {
+            key: saved.get(key)
+            for key in sorted(set(saved) | set(wanted))
+            if key not in unhashed() and saved.get(key) != wanted.get(key)
+        }
 
 
 def settings() -> tuple[dataclasses.Field, ...]:
     """TrainConfig's fields, in declaration order: what the CLI and sweeps derive options from."""
     return dataclasses.fields(TrainConfig)
+
+
+def field_named(name: str) -> dataclasses.Field:
+    """The TrainConfig field `name` (an internal name: a KeyError if there is none)."""
+    return TrainConfig.__dataclass_fields__[name]
+
+
+def older_defaults() -> dict[str, Any]:
+    """Setting -> what records written before it existed mean by its absence (`older`)."""
+    return {f.name: f.metadata["older"] for f in settings() if f.metadata["older"] is not NEVER}
+
+
+def completed(values: dict[str, Any]) -> dict[str, Any]:
+    """A config.json's values with the settings it predates filled in (`older_defaults`): such a
+    record reads as if it had them, so that older runs keep their names, resume and share a
+    report's groups."""
+    return {**older_defaults(), **values}
+
+
+def per_model_fields() -> tuple[str, ...]:
+    """The settings in which the models of one group of stacked models may differ."""
+    return tuple(f.name for f in settings() if f.metadata["per_model"])
+
+
+def words_of(setting: dataclasses.Field) -> str:
+    """How prose names a setting: its `words`, else its name spaced ('init gain')."""
+    return setting.metadata["words"] or setting.name.replace("_", " ")
+
+
+def cure_keys() -> tuple[str, ...]:
+    """The settings the report compares as cures of a failure."""
+    return tuple(f.name for f in settings() if f.metadata["cure"])
+
+
+def unhashed() -> tuple[str, ...]:
+    """The settings that do not change a run's result (where it trains): left out of run
+    names' hashes, and free to change when a run resumes."""
+    return tuple(f.name for f in settings() if not f.metadata["changes_result"])
+
+
+def shape_token(hidden: Sequence[int]) -> str:
+    """The widths in a run name: `d30w256` for equal widths, else `h520-320-240-120`."""
+    if len(set(hidden)) == 1:
+        return f"d{len(hidden)}w{hidden[0]}"
+    return "h" + "-".join(map(str, hidden))
 
 
 def choices_of(name: str) -> list[str]:

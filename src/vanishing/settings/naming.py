@@ -15,9 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vanishing import records
 from vanishing.model.activations import ACTIVATIONS
-from vanishing.settings.config import TrainConfig, shown
+from vanishing.settings.config import TrainConfig, older_defaults, settings, shown, unhashed
 
 # A watched model's config (`vanishing.watch`) describes its structure in these keys; its class
 # name, activation and widths already say it, so they never become a setting's words or axes.
@@ -37,29 +36,24 @@ def watched(config: dict[str, Any]) -> bool:
 
 
 def run_name(config: TrainConfig) -> str:
-    """Readable parts plus a hash of every field that changes the result (not the device; not a
-    setting added later while it has the value older records mean: their runs keep their names)."""
+    """A run directory's name: each setting's token (`setting(token=...)`) in their order, a
+    setting with an `older` value only where it differs from it (so that the names of runs
+    written before it existed stay what they were), then a hash of every setting that changes
+    the result (where it trains aside; a setting at its `older` value left out too)."""
+    older = older_defaults()
     values = {
-        k: v
-        for k, v in config.to_dict().items()
-        if k != "device" and not (k in records.ADDED_LATER and v == records.ADDED_LATER[k])
+        key: value
+        for key, value in config.to_dict().items()
+        if key not in unhashed() and not (key in older and value == older[key])
     }
     digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:10]
-    hidden = config.hidden
-    shape = (
-        f"d{len(hidden)}w{hidden[0]}" if len(set(hidden)) == 1 else "h" + "-".join(map(str, hidden))
+    tokens = sorted(
+        (setting.metadata["token"].place, setting.metadata["token"](getattr(config, setting.name)))
+        for setting in settings()
+        if setting.metadata["token"] is not None
+        and not (setting.name in older and getattr(config, setting.name) == older[setting.name])
     )
-    cures = [
-        *([f"{config.norm}norm"] if config.norm != "none" else []),
-        *(["residual"] if config.residual else []),
-        *([f"gain{config.init_gain:.3g}"] if config.init_gain != 1.0 else []),
-        *([f"clip{config.clip_grad_norm:g}"] if config.clip_grad_norm is not None else []),
-    ]  # only where set: the names of runs without them stay what older versions gave
-    return (
-        f"{config.activation}-{shape}-{config.init}-{config.optimizer}-lr{config.lr:g}"
-        + "".join(f"-{cure}" for cure in cures)
-        + f"-s{config.seed}-{digest}"
-    )
+    return "-".join([*(token for _, token in tokens), digest])
 
 
 def compare_run_name(config: TrainConfig) -> str:

@@ -33,7 +33,7 @@ from vanishing.model.activations import (
 )
 from vanishing.model.mlp import UNGROUPABLE, GroupedMLP, make_optimizer
 from vanishing.records import RunResult
-from vanishing.settings.config import TrainConfig
+from vanishing.settings.config import TrainConfig, per_model_fields
 from vanishing.training import memory
 from vanishing.training.loop import (
     RunLog,
@@ -43,11 +43,9 @@ from vanishing.training.loop import (
     to_inputs,
 )
 
-# What the models of one group must share: every setting but these, which may differ (the init
-# and its gain are drawn per model; clipping is a per-model coefficient on its own gradients).
-PER_MODEL_FIELDS = ("activation", "init", "seed", "init_gain", "clip_grad_norm")
+# What the models of one group must share: every setting but those declared `per_model`.
 SHARED_FIELDS = tuple(
-    f.name for f in dataclasses.fields(TrainConfig) if f.name not in PER_MODEL_FIELDS
+    f.name for f in dataclasses.fields(TrainConfig) if f.name not in per_model_fields()
 )
 
 

@@ -100,7 +100,7 @@ def settings_payload() -> dict[str, Any]:
                 "default": shown(setting.default),
                 "choices": choices_of(setting.name) or None,
                 "help": help_text(setting).replace("%%", "%"),
-                "group": setting.metadata["group"],
+                "group": setting.metadata["section"],
                 "axis": setting.metadata["axis"],
             }
         )

@@ -13,6 +13,7 @@ from typing import Any
 from vanishing import records, stats
 from vanishing.frontends.live.safety import record_file, run_path
 from vanishing.reporting.loading import find_run_dirs
+from vanishing.settings.config import completed
 from vanishing.settings.naming import label
 
 SWEEP_MARK = "sweep.json"  # what `vanishing sweep` writes into its directory
@@ -60,7 +61,7 @@ class Listing:
             result = result if isinstance(result, dict) else {}
             accuracy = result.get("test_accuracy")
             info = RunInfo(
-                records.completed(config),
+                completed(config),
                 result.get("status"),
                 accuracy if isinstance(accuracy, (int, float)) else None,
             )

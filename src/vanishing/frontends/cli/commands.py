@@ -1,0 +1,240 @@
+"""What each command does: its options (text) parsed by `settings.codec`, one library call (a job
+of `vanishing.jobs`, the report, the export, the live server), and what it prints."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import time
+from pathlib import Path
+
+from vanishing.data import datasets as data
+from vanishing.errors import UsageError
+from vanishing.executor.runs import workers_for
+from vanishing.frontends.cli.parser import grid_given, settings_given
+from vanishing.frontends.progress import RunBar, StepBar, stderr, stop_on_signals
+from vanishing.jobs import compare as compare_job
+from vanishing.jobs import sweep as sweep_job
+from vanishing.jobs import train as train_job
+from vanishing.jobs.common import DataOptions
+from vanishing.settings import codec, grid
+
+
+def data_options(args: argparse.Namespace) -> DataOptions:
+    """--data-dir, --cache-dir and --no-verify."""
+    return DataOptions(data_dir=args.data_dir, cache_dir=args.cache_dir, verify=not args.no_verify)
+
+
+def workers(args: argparse.Namespace) -> int | None:
+    """--workers as a number (its range is the executor's to check); None when not given."""
+    return codec.integer("workers", args.workers) if codec.given(args.workers) else None
+
+
+def dataset_names(name: str) -> list[str]:
+    """`all` or one validated name."""
+    if name == "all":
+        return list(data.DATASETS)
+    data.get_spec(name)
+    return [name]
+
+
+def data_fetch(args: argparse.Namespace) -> int:
+    for name in dataset_names(args.dataset):
+        start = time.perf_counter()
+        dataset = data_options(args).load(name, stderr)
+        seconds = time.perf_counter() - start
+        status = "verified" if dataset.verified else "NOT verified"
+        print(
+            f"{name}: {len(dataset.train_labels)} train + {len(dataset.test_labels)} test "
+            f"images from {dataset.source}, {status}, {seconds:.2f} s"
+        )
+    return 0
+
+
+def data_info(args: argparse.Namespace) -> int:
+    for name in dataset_names(args.dataset):
+        try:
+            dataset = data.load_dataset(
+                name,
+                data_dir=args.data_dir,
+                cache_dir=args.cache_dir,
+                verify=not args.no_verify,
+                remote=False,
+            )
+        except UsageError as e:
+            if args.dataset != "all":
+                raise
+            print(f"{name}: not available here ({e})")
+            continue
+        info = data.describe(dataset)
+        spec = data.get_spec(name)
+        print(f"{name}")
+        print(f"  source     {info['source']}")
+        print(
+            "  checksums  "
+            + ("verified (all four MD5s match)" if info["verified"] else "NOT verified")
+        )
+        print(f"  train      {info['train']} images, 28x28 uint8")
+        print(f"  test       {info['test']} images, 28x28 uint8")
+        print(
+            "  classes    "
+            + ", ".join(
+                f"{c}:{n}" for c, n in zip(spec.classes, info["train_class_counts"], strict=True)
+            )
+        )
+    return 0
+
+
+def data_verify(args: argparse.Namespace) -> int:
+    failed = 0
+    for name in dataset_names(args.dataset):
+        spec = data.get_spec(name)
+        arrays, source, _ = data.load_arrays(
+            name, data_dir=args.data_dir, cache_dir=args.cache_dir, verify=False, remote=False
+        )
+        for role, digest in data.checksums(arrays).items():
+            ok = digest == spec.md5[role]
+            failed += not ok
+            print(
+                f"{name} {spec.files[role]:<26} {digest} {'OK' if ok else 'MISMATCH'}  ({source})"
+            )
+    if failed:
+        stderr(f"vanishing data verify: {failed} file(s) differ from the canonical data set")
+        return 1
+    return 0
+
+
+def train(args: argparse.Namespace) -> int:
+    config = codec.config(settings_given(args))
+    progress = StepBar([config])
+    try:
+        with stop_on_signals() as stop:
+            _, result = train_job.train(
+                config,
+                args.out,
+                resume=args.resume,
+                detect_anomaly=args.detect_anomaly,
+                data=data_options(args),
+                progress=progress,
+                stop=stop,
+            )
+    finally:
+        progress.close()
+    print(
+        f"{result.status}: test accuracy {100 * result.test_accuracy:.2f}%, "
+        f"test loss {result.test_loss:.4g}; records in {result.run_dir}"
+    )
+    # scipy loads only when a verdict is read
+    from vanishing import reporting as report
+
+    print(f"verdict: {report.headline(result.run_dir)}")
+    return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    configs = codec.configs(settings_given(args, compare_job.AXES), compare_job.AXES)
+    progress = StepBar(configs)
+    try:
+        with stop_on_signals() as stop:
+            outcome = compare_job.compare(
+                configs,
+                args.out,
+                workers=workers(args),
+                group=not args.no_group,
+                resume=args.resume,
+                detect_anomaly=args.detect_anomaly,
+                data=data_options(args),
+                progress=progress,
+                stop=stop,
+            )
+    finally:
+        progress.close()
+    print()
+    print(outcome.table)
+    print(f"\nruns and summary.csv in {args.out}; report in {outcome.report}")
+    return 0
+
+
+def sweep(args: argparse.Namespace) -> int:
+    spec, name = grid.spec_of(args.preset, args.config, grid_given(args))
+    out = Path(args.out) if args.out else sweep_job.default_out(name)
+    progress = RunBar(out)
+    try:
+        with stop_on_signals() as stop:
+            outcome = sweep_job.sweep(
+                spec,
+                out,
+                workers=workers(args),
+                backend=args.backend,
+                address=args.address,
+                retry_failed=args.retry_failed,
+                resume=args.resume,
+                group=not args.no_group,
+                data=data_options(args),
+                progress=progress,
+                stop=stop,
+            )
+    finally:
+        progress.close()
+    counts = {status: list(outcome.statuses.values()).count(status) for status in
+              ("ok", "diverged", "failed")}  # fmt: skip
+    print(
+        f"{len(outcome.runs)} runs: {outcome.skipped} already done, {outcome.ran} ran now "
+        f"({counts['ok']} ok, {counts['diverged']} diverged, {counts['failed']} failed)"
+    )
+    print(f"runs.csv, points.csv and pairs.csv in {out}; report in {outcome.report}")
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    # matplotlib and scipy load only when a report is drawn
+    from vanishing import reporting
+
+    html, markdown = reporting.write_report(args.dirs, args.out)
+    print(f"report in {html} and {markdown}")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    from vanishing.reporting import export  # tensorboardX loads only when an export is written
+
+    exported = export.export_runs(args.dirs, to=args.to, logdir=args.logdir)
+    for note in exported.notes:
+        stderr(note)
+    print(f"{len(exported.runs)} run(s) written as TensorBoard event files to {exported.logdir}")
+    print(f"open them with: tensorboard --logdir {shlex.quote(str(exported.logdir))}")
+    return 0
+
+
+def live(args: argparse.Namespace) -> int:
+    port = codec.integer("port", args.port)
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port must be 0 (any free one) to 65535, got {port}")
+    workers_for("cpu", workers(args))  # the executor's check: a page's runs train on the CPU
+    from vanishing.frontends import live  # starlette and uvicorn load only for the live page
+
+    return live.serve(
+        args.dirs,
+        args.out,
+        host=args.host,
+        port=port,
+        open_browser=not args.no_browser,
+        workers=workers(args),
+        data_options={**data_options(args).to_dict(), "report": stderr},
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command the parsed options name (`action`, set by `parser.build_parser`)."""
+    commands = {
+        "data_fetch": data_fetch,
+        "data_info": data_info,
+        "data_verify": data_verify,
+        "train": train,
+        "compare": compare,
+        "sweep": sweep,
+        "report": report,
+        "export": export,
+        "live": live,
+    }
+    return commands[args.action](args)

@@ -1,0 +1,53 @@
+"""The live page's job: runs the page started, named and kept as a sweep's are (so `report` and
+the page's list read them), trained in a thread of the server that a stop event ends."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vanishing.data.datasets import Dataset
+from vanishing.devices import cores, resolve_device
+from vanishing.executor.runs import Policy, Run, check_memory, group_size, plan
+from vanishing.jobs.common import train_runs
+from vanishing.settings.config import TrainConfig
+from vanishing.settings.naming import run_name
+
+
+@dataclass(frozen=True)
+class LiveRuns:
+    """Runs checked and ready to train: their directories and the executor's policy for them."""
+
+    runs: list[Run]
+    policy: Policy
+    out: Path
+
+    def train(self, data: Callable[[str], Dataset], stop: threading.Event) -> dict[Path, str]:
+        """Train them (in the caller's thread); `data` returns a data set by name."""
+        return train_runs(self.runs, self.policy, out=self.out, data=data, stop=stop)
+
+
+def live_runs(
+    configs: Sequence[TrainConfig], out: Path, resume: bool, workers: int | None = None
+) -> LiveRuns:
+    """The page's runs of `configs` under `out` (the same setting twice is one run), checked
+    before anything is written: on the CPU one single-threaded worker per run, up to `workers`
+    (default: the cores); on a GPU in this process, as a group. Finished runs are kept, failures
+    recorded, each run locked while it trains."""
+    device = configs[0].device
+    on_cpu = resolve_device(device).type == "cpu"
+    unique = {run_name(c): c for c in configs}
+    policy = Policy(
+        workers=min(len(unique), workers or cores()) if on_cpu else 1,
+        threads=1 if on_cpu else None,
+        group=group_size(device, True, "local"),
+        resume=resume,
+        keep_finished=True,
+        failures="record",
+        claim=True,
+    )
+    runs = [Run(config, out / name) for name, config in unique.items()]
+    check_memory(plan(runs, policy), policy)
+    return LiveRuns(runs, policy, out)

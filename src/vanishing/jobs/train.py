@@ -1,0 +1,86 @@
+"""`train`: one run with any settings, its records in a directory named by those settings."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from vanishing import records
+from vanishing.data.datasets import Dataset
+from vanishing.executor.runs import Policy, Run
+from vanishing.jobs.common import (
+    NO_OPTIONS,
+    DataOptions,
+    Interrupted,
+    Outcome,
+    Progress,
+    train_runs,
+)
+from vanishing.records import RunResult
+from vanishing.settings.config import TrainConfig
+from vanishing.settings.naming import compare_run_name, run_name
+
+DEFAULT_OUT = Path("runs/train")
+
+
+def run_dir_of(config: TrainConfig, out: Path) -> Path:
+    """Where `config`'s run goes under `out`: a directory named by its settings (`run_name`), so
+    two settings never share one. An older version named it ACTIVATION-seedSEED: such a
+    directory holding this very config is used instead, so that it resumes and is kept."""
+    legacy = out / compare_run_name(config)
+    path = legacy / records.CONFIG
+    if not (out / run_name(config)).exists() and path.is_file():
+        try:
+            saved = records.read_json(path)
+        except (OSError, ValueError):
+            saved = None
+        is_run = isinstance(saved, dict) and saved.get("source") != "watch"
+        if is_run and not config.differences(saved):
+            return legacy
+    return out / run_name(config)
+
+
+def interrupted(out: Path) -> Interrupted:
+    """The interruption of a train or compare job: what was kept, and how to continue."""
+    saved = len(list(Path(out).glob("*/" + records.CHECKPOINT)))
+    return Interrupted(
+        f"interrupted; {saved} unfinished run(s) in {out} have a checkpoint (the last epoch "
+        "end); run the same command with --resume to continue"
+    )
+
+
+def train(
+    config: TrainConfig,
+    out: Path | str = DEFAULT_OUT,
+    *,
+    resume: bool = False,
+    detect_anomaly: bool = False,
+    data: DataOptions | Callable[[str], Dataset] = NO_OPTIONS,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> tuple[Outcome, RunResult]:
+    """Train one run in this process into `out`/<its name>; the job's outcome and the run's
+    result. With `resume`, a finished run is read back and an unfinished one continues from its
+    checkpoint; without, it starts afresh. Stopped (`stop`), it raises `Interrupted`."""
+    out = Path(out)
+    run = Run(config, run_dir_of(config, out))
+    policy = Policy(resume=resume, keep_finished=resume)
+    try:
+        statuses = train_runs(
+            [run],
+            policy,
+            out=out,
+            data=data,
+            progress=progress,
+            stop=stop,
+            detect_anomaly=detect_anomaly,
+        )
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        raise interrupted(out) from None
+    result = records.load_result(config, run.run_dir)
+    if result is None:  # pragma: no cover - a run that did not raise wrote its result
+        raise RuntimeError(f"{run.run_dir}: the run ended without a result")
+    return Outcome(out, [run], statuses, skipped=int(not statuses)), result

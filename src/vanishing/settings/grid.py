@@ -1,0 +1,178 @@
+"""A sweep's grid: `SweepSpec`, its keys (derived from the config's fields), presets and TOML.
+
+The grid's keys are TrainConfig's fields: a field with an axis (activations, inits, optimizers,
+lrs, seeds, ...) takes a list of values, every other one value shared by every run; `depths` x
+`widths` give network shapes instead of `hidden`. A preset, a TOML file, the command line and
+the Python API all use these keys, and `settings.codec` parses their values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from vanishing.errors import UsageError, choices_error
+from vanishing.model.mlp import DEFAULT_WIDTH
+from vanishing.settings import codec
+from vanishing.settings.config import TrainConfig, settings
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+SHAPE_KEYS = codec.GRID_SHAPE_KEYS  # network shapes: (width,) * depth, instead of `hidden`
+
+
+def key_of(setting: dataclasses.Field) -> str:
+    """A field's key in a grid: its axis name (a list) or its own name (one shared value)."""
+    return setting.metadata["axis"] or setting.name
+
+
+def grid_keys() -> list[str]:
+    """Every key a grid takes, in TrainConfig's order (the shapes beside `hidden`)."""
+    keys: list[str] = []
+    for setting in settings():
+        if setting.name == "hidden":
+            keys += SHAPE_KEYS
+        keys.append(key_of(setting))
+    return [*keys, "description"]
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A grid: every combination of the settings' values, each a run."""
+
+    values: dict[str, tuple[Any, ...]]  # TrainConfig field -> its values (one: shared by all)
+    depths: tuple[int, ...] = ()  # empty: the networks have the `hidden` widths
+    widths: tuple[int, ...] = (DEFAULT_WIDTH,)  # with depths: units per hidden layer
+    description: str = ""  # what the sweep shows and where it comes from (presets)
+
+    def __getattr__(self, key: str) -> Any:
+        """A grid key as an attribute: `spec.seeds` (an axis: its values), `spec.epochs` (shared:
+        its one value)."""
+        for setting in settings():
+            if key == setting.metadata["axis"]:
+                return self.values[setting.name]
+            if key == setting.name and not setting.metadata["axis"]:
+                return self.values[key][0]
+        raise AttributeError(f"a sweep has no key {key!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The grid by its keys, as a TOML file or sweep.json gives it."""
+        out: dict[str, Any] = {}
+        for setting in settings():
+            if setting.name == "hidden":
+                out.update(depths=list(self.depths), widths=list(self.widths))
+            values = self.values[setting.name]
+            out[key_of(setting)] = list(values) if setting.metadata["axis"] else values[0]
+        out["hidden"] = list(out["hidden"])
+        return {**out, "description": self.description}
+
+
+def shapes(spec: SweepSpec) -> list[tuple[int, ...]]:
+    """The hidden widths of every network shape in the grid."""
+    if not spec.depths:
+        return [tuple(spec.hidden)]
+    return codec.grid_shapes(spec.depths, spec.widths)
+
+
+def expand(spec: SweepSpec) -> list[TrainConfig]:
+    """Every run of the grid, validated (a bad value raises UsageError before anything runs).
+
+    Shapes vary slowest, then the settings in TrainConfig's order (activation ... seed)."""
+    names = [setting.name for setting in settings() if setting.name != "hidden"]
+    return [
+        TrainConfig(hidden=hidden, **dict(zip(names, combination, strict=True)))
+        for hidden in shapes(spec)
+        for combination in itertools.product(*(spec.values[name] for name in names))
+    ]
+
+
+def spec_from_dict(values: dict[str, Any], source: str = "sweep") -> SweepSpec:
+    """A SweepSpec from a grid's keys (TOML, the command line, keyword arguments; each value
+    parsed by `codec`); unknown keys and wrong values are UsageErrors naming `source`. A key not
+    given takes the field's default values (`config.setting`'s `values`)."""
+    known = grid_keys()
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        names = ", ".join(map(repr, unknown))  # quoted: a key may hold any character
+        raise UsageError(f"{source}: unknown key(s) {names}; valid keys: {', '.join(known)}")
+    try:
+        grid: dict[str, tuple[Any, ...]] = {}
+        for setting in settings():
+            key = key_of(setting)
+            if key not in values:
+                grid[setting.name] = setting.metadata["values"]
+            elif setting.metadata["axis"]:
+                grid[setting.name] = codec.values(setting, values[key])
+            else:
+                grid[setting.name] = (codec.parse(setting, values[key], key),)
+        shape = {key: codec.numbers(key, values[key]) for key in SHAPE_KEYS if key in values}
+        if not shape.get("widths", (DEFAULT_WIDTH,)):
+            raise UsageError("widths: give at least one value")
+        description = values.get("description", "")
+        if not isinstance(description, str):
+            codec.wrong("description", "str", description)
+    except UsageError as e:
+        raise UsageError(f"{source}: {e}") from None
+    spec = SweepSpec(grid, description=description, **shape)
+    expand(spec)  # validates every value against the registries
+    return spec
+
+
+def read_toml(path: Path | str) -> dict[str, Any]:
+    """The table of a TOML file, or a UsageError naming the file and the problem."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: not valid TOML ({e})") from None
+
+
+def preset_names() -> list[str]:
+    """The presets shipped with the package."""
+    folder = resources.files("vanishing") / "presets"
+    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> SweepSpec:
+    """A named preset (`vanishing sweep --preset NAME`)."""
+    names = preset_names()
+    if name not in names:
+        raise choices_error("preset", name, names)
+    text = (resources.files("vanishing") / "presets" / f"{name}.toml").read_text()
+    return spec_from_dict(tomllib.loads(text), f"preset {name}")
+
+
+def spec_of(
+    preset: str | None = None,
+    file: Path | str | None = None,
+    given: dict[str, Any] | None = None,
+    given_source: str = "command line",
+) -> tuple[SweepSpec, str]:
+    """The grid of a preset or a TOML file, with the keys `given` (the command line's, the API's:
+    `given_source` names them in messages) on top; and the grid's name (the preset's, the file's
+    stem, or `grid`). Explicit `hidden` widths replace the preset's or file's depths."""
+    if preset and file:
+        raise UsageError("give either --preset or --config, not both")
+    values: dict[str, Any] = {}
+    name = "grid"
+    if preset:
+        values, name = load_preset(preset).to_dict(), preset
+    elif file:
+        values, name = read_toml(file), Path(file).stem
+        spec_from_dict(values, str(file))  # the file's own mistakes, named by the file
+    given = {key: value for key, value in (given or {}).items() if codec.given(value)}
+    if not given:
+        return (spec_from_dict(values, str(file)) if file else spec_from_dict(values, name)), name
+    if "hidden" in given:
+        values["depths"] = []  # explicit widths replace a preset's depth axis
+    return spec_from_dict({**values, **given}, given_source), name
