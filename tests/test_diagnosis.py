@@ -14,7 +14,7 @@ from test_report import Page
 from vanishing import records
 from vanishing import reporting as report
 from vanishing.data import datasets as data
-from vanishing.reporting import figures, verdicts
+from vanishing.reporting import figures, verdict
 from vanishing.settings.config import TrainConfig
 from vanishing.training.loop import train
 
@@ -107,9 +107,9 @@ def write_run(
     return run_dir
 
 
-def verdict_of(run_dir: Path) -> verdicts.Verdict:
+def verdict_of(run_dir: Path) -> verdict.Verdict:
     (group,) = report.build_report([run_dir], figures=False).groups
-    return verdicts.judge(group)
+    return verdict.judge(group)
 
 
 # The issue's runs, as records: relu depth 30, width 256, SGD momentum 0.9, lr 0.01.
@@ -130,7 +130,7 @@ def test_vanishing_signal_and_forward_collapse_cancel_in_the_weight_gradients(tm
         "Vanishing gradient: the back-propagated signal shrinks 21,000-fold from layer 30 to "
         "layer 1 (0.71 per layer)."
     )
-    assert found.kinds[:2] == ("vanishing", "collapse") and "cancel" in found.kinds
+    assert found.kinds[:2] == ("vanishing", "forward-collapse") and "cancel" in found.kinds
     text = " ".join(found.sentences)
     assert (
         "Forward collapse: the activations' scale (std) falls 21,000-fold from layer 1 to layer "
@@ -201,7 +201,7 @@ def test_exploding_init_that_diverged_says_so_with_the_norms_before(tmp_path):
         "Blew up: 1 of 1 runs diverged (the loss became non-finite, by step 40); at step "
         "30, the last probe before, gradient norms reached 1.0e+04 (the output layer)."
     )
-    assert found.kinds[:3] == ("blew-up", "exploding", "blow-up")
+    assert found.kinds[:3] == ("training-blow-up", "exploding", "forward-blow-up")
     text = " ".join(found.sentences)
     assert "Exploding gradient: the back-propagated signal grows 21,000-fold from layer 30 " in text
     assert "Forward blow-up: the activations' scale (std) grows 21,000-fold" in text
@@ -260,6 +260,30 @@ def test_gradients_that_grow_during_training_are_exploding(tmp_path):
     )
 
 
+def test_the_live_line_reads_a_runs_rows_by_the_rules_judge_uses(tmp_path):
+    """The live line applies `judge`'s rules to the rows so far: gradients that grew huge and
+    fell back are still named, at their peak; a net of one hidden layer whose loss blew up says
+    so too."""
+    peaked = [[3e5, 1e5, 1e4, 2e3], [1.0] * 4]
+    run_dir = write_run(tmp_path / "peak", depth=3, later_norms=peaked)
+    rows = records.read_metrics(run_dir)
+    config = records.read_json(run_dir / records.CONFIG)
+    assert verdict_of(run_dir).headline.startswith(
+        "Exploding during training: gradient norms grew to 3.0e+05 (layer 1) by step 300,"
+    )
+    assert verdict.live_headline(rows, config).startswith(
+        "Exploding during training: gradient norms reached 3.0e+05 (layer 1) by step 300. "
+    )
+    one = write_run(tmp_path / "one", depth=1, later_norms=[[0.1, 0.1]], test_loss=6e25)
+    rows = records.read_metrics(one)
+    line = verdict.live_headline(rows, records.read_json(one / records.CONFIG))
+    assert verdict_of(one).kinds[0] == "training-blow-up"
+    assert line == (
+        "Blew up: by step 300 the loss is 6.0e+25, far above chance's 2.30. No vanishing "
+        "gradient: layer 1 receives 1 of the output layer's weight gradient at step 0."
+    )
+
+
 def test_healthy_records_get_no_failure(tmp_path):
     found = verdict_of(write_run(tmp_path / "he", depth=30, signal_step=0.99, scale_step=1.0))
     assert found.kinds == ("healthy",)
@@ -286,7 +310,7 @@ def test_each_signal_word_at_its_threshold(tmp_path, signal_step, word):
     # Over 29 layers: 3e-5, 0.047, 1, 27, 2e3.
     found = verdict_of(write_run(tmp_path / "run", signal_step=signal_step))
     assert found.kinds[0] == word
-    assert verdicts.signal_word(signal_step**29) == word
+    assert verdict.signal_word(signal_step**29) == word
 
 
 def test_one_hidden_layer_falls_back_to_the_weight_gradients(tmp_path):
@@ -307,12 +331,12 @@ def test_old_records_read_as_the_old_defaults(tmp_path):
 
 def test_headline_is_one_line_for_the_train_command(tmp_path):
     run_dir = write_run(tmp_path / "xavier", **XAVIER)
-    line = verdicts.headline(run_dir)
+    line = verdict.headline(run_dir)
     assert line == verdict_of(run_dir).headline and "\n" not in line
     runs = report.load_runs([run_dir])[0]
     assert report.headline(runs) == line
     write_run(tmp_path / "he", depth=30)
-    both = verdicts.headline(tmp_path)
+    both = verdict.headline(tmp_path)
     assert (
         both.startswith("ReLU, init kaiming: Healthy gradient") and "init xavier: Vanishing" in both
     )
@@ -441,7 +465,7 @@ def tiny_data(tmp_path_factory) -> data.Dataset:
     return data.load_dataset(data_dir=folder, verify=False)
 
 
-def trained(tmp_path: Path, dataset: data.Dataset, **config: Any) -> verdicts.Verdict:
+def trained(tmp_path: Path, dataset: data.Dataset, **config: Any) -> verdict.Verdict:
     run_dir = tmp_path / "run"
     train(TrainConfig(**{**REAL, **config}), dataset=dataset, run_dir=run_dir)
     return verdict_of(run_dir)
@@ -457,12 +481,12 @@ def test_real_deep_sigmoid_vanishes(tmp_path, tiny_data):
         f"Vanishing gradient: the back-propagated signal shrinks {factor}-fold from layer 12 to "
         f"layer 1 ({found.profile.signal_per_layer:.2f} per layer)."
     )
-    assert "collapse" not in found.kinds and "cancel" not in found.kinds
+    assert "forward-collapse" not in found.kinds and "cancel" not in found.kinds
     assert found.cure.startswith("Cure: batch norm, residual connections or a rectifier")
 
 
 def fold_of(factor: float) -> str:
-    return verdicts.fold(1 / factor)
+    return verdict.fold(1 / factor)
 
 
 def test_real_deep_relu_with_xavier_collapses_and_cancels(tmp_path, tiny_data):
@@ -476,7 +500,7 @@ def test_real_deep_relu_with_xavier_collapses_and_cancels(tmp_path, tiny_data):
         lr=0.01,
     )
     profile = found.profile
-    assert found.kinds[:2] == ("vanishing", "collapse") and "cancel" in found.kinds
+    assert found.kinds[:2] == ("vanishing", "forward-collapse") and "cancel" in found.kinds
     # Xavier halves a ReLU layer's variance: about 0.71 per layer, both ways.
     assert 0.6 < profile.signal_per_layer < 0.8 and 0.6 < profile.scale_per_layer < 0.8
     assert (
@@ -491,7 +515,7 @@ def test_real_deep_relu_with_xavier_collapses_and_cancels(tmp_path, tiny_data):
 
 def test_real_huge_learning_rate_blows_up(tmp_path, tiny_data):
     found = trained(tmp_path, tiny_data, hidden=(16, 16), lr=1e9)
-    assert found.kinds[0] == "blew-up"
+    assert found.kinds[0] == "training-blow-up"
     assert found.headline.startswith("Blew up: the final test loss is ")
     assert found.headline.endswith(
         "far above chance's 2.30 (ln 10): the updates exploded at lr 1e+09."
@@ -517,11 +541,11 @@ def test_real_he_init_at_gain_2_blows_up_forward_even_when_clipped(tmp_path, tin
         tmp_path, tiny_data, hidden=(32,) * 12, init="kaiming", init_gain=2.0,
         optimizer="sgd", momentum=0.9, lr=0.01, clip_grad_norm=1.0,
     )  # fmt: skip
-    assert found.kinds[:3] == ("blew-up", "exploding", "blow-up")
+    assert found.kinds[:3] == ("training-blow-up", "exploding", "forward-blow-up")
     assert 1.8 < found.profile.scale_per_layer < 2.2
     assert found.headline.endswith(
         f"the logits are huge because the activations' scale grows "
-        f"{verdicts.fold(found.profile.scale_factor)}-fold with depth."
+        f"{verdict.fold(found.profile.scale_factor)}-fold with depth."
     )
     assert "updates exploded" not in " ".join(found.sentences)
     assert "--clip-grad-norm" not in found.cure  # it clips already
@@ -574,7 +598,7 @@ def test_a_healthy_band_signal_beyond_2x_says_which_way(tmp_path):
 )
 def test_a_blown_up_loss_is_blamed_on_its_cause(tmp_path, settings, headline_end, cure):
     found = verdict_of(write_run(tmp_path / "r", accuracy=0.5, **settings))
-    assert found.kinds[0] == "blew-up"
+    assert found.kinds[0] == "training-blow-up"
     assert found.headline.endswith(headline_end)
     assert found.cure.startswith(cure)
 

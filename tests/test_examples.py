@@ -12,7 +12,7 @@ import pytest
 
 from vanishing import reporting as report
 from vanishing.frontends.cli import main
-from vanishing.reporting.verdicts import judge
+from vanishing.reporting.verdict import judge
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SLICE = ["--depth", "8", "--limit", "1000", "--test-limit", "500", "--every", "10"]

@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 from vanishing import records
 from vanishing.frontends import live
 from vanishing.frontends.live.jobs import parse_config
-from vanishing.reporting.verdicts import live_headline
+from vanishing.reporting.verdict import live_headline
 from vanishing.settings.config import settings
 from vanishing.settings.naming import label
 

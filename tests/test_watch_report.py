@@ -20,7 +20,7 @@ from vanishing.frontends.cli import main
 from vanishing.frontends.live.events import Watcher
 from vanishing.frontends.live.listing import Listing
 from vanishing.reporting import loading
-from vanishing.reporting.verdicts import judge, live_headline
+from vanishing.reporting.verdict import judge, live_headline
 
 LABELS = ["conv1", "conv2", "conv3", "conv4"]
 LAYERS = [*LABELS, "fc"]
@@ -308,13 +308,13 @@ def watched_run(net: MLP, out: Path, lr: float = 1e-3) -> Path:
         (
             exploding_net,
             1e-6,
-            ("exploding", "blow-up"),
+            ("exploding", "forward-blow-up"),
             "Exploding gradient: the back-propagated signal grows 2,400-fold from blocks.6 to stem",
         ),
         (
             dead_net,
             1e-3,
-            ("vanishing", "collapse", "dead"),
+            ("vanishing", "forward-collapse", "dead"),
             "Vanishing gradient: the back-propagated signal reaching stem is exactly 0 because "
             "every unit of blocks.1 is dead at step 0",
         ),
@@ -359,7 +359,7 @@ def test_a_watched_mlp_s_signal_factor_is_the_plain_norms_as_training_reads_it()
     """Per sample and position: an MLP has one position per sample, so layers of 520 and 120
     units compare by their plain norms, as `vanishing train`'s records are read; a conv's map
     of 28 x 28 positions is divided by the square root of its positions."""
-    from vanishing.reporting.verdicts import signal_of
+    from vanishing.reporting.verdict import signal_of
 
     def row(signal, counts):
         return {"signal_norms": signal, "activation_histogram": [{"counts": [c]} for c in counts]}

@@ -14,9 +14,10 @@ The modules, in the order the data flows:
 - `loading`: finding run directories and reading their records into Runs;
 - `stats` (the package's, one level up) and `formats`: numbers over seeds, and how they read;
 - `summary`: the compare summary table and summary.csv; a sweep's runs/points/pairs.csv;
-- `verdicts`: thresholds, and each group's verdict from every signal (the back-propagated
-  signal, the activations' scale, gradient sizes, divergence, units) with its cure;
-  `headline` gives one run's verdict in one line;
+- `verdict` (a package: thresholds, profile, rules, sentences, cures, judging, live): each
+  group's verdict from every signal (the back-propagated signal, the activations' scale,
+  gradient sizes, divergence, units) with its cure; `headline` gives one run's verdict in one
+  line, `live_headline` a run's still training, by the same rules;
 - `diagnosis`: the verdicts' sentences, gap tests, stop rules, the slope-bound and cure tables;
 - `plots` and `figures`: drawing, and which figure answers which question;
 - `page`: `build_report`, everything the page shows; `render`: HTML and Markdown, from
@@ -36,11 +37,11 @@ EXPORTS = {
     "render_markdown": "render",
     "build_report": "page",
     "Report": "page",
-    "Thresholds": "verdicts",
-    "THRESHOLDS": "verdicts",
-    "Verdict": "verdicts",
-    "judge": "verdicts",
-    "headline": "verdicts",
+    "Thresholds": "verdict",
+    "THRESHOLDS": "verdict",
+    "Verdict": "verdict",
+    "judge": "verdict",
+    "headline": "verdict",
     "diagnose": "diagnosis",
     "Gap": "diagnosis",
     "FigureBlock": "figures",

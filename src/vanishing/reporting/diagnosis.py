@@ -1,4 +1,4 @@
-"""The diagnosis: each group's findings (`verdicts`, where every threshold lives), the tests that
+"""The diagnosis: each group's findings (`verdict`, where every threshold lives), the tests that
 judge accuracy gaps and the rule for the depth at which an activation stops learning."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 from vanishing import stats
 from vanishing.reporting.formats import MISSING, UNDERFLOW, Table, fixed, number, percent2
 from vanishing.reporting.results import DepthSeries, Group, by_setting, depth_series
-from vanishing.reporting.verdicts import (
+from vanishing.reporting.verdict import (
     THRESHOLDS,
     Thresholds,
     Verdict,
@@ -25,7 +25,7 @@ from vanishing.reporting.verdicts import (
 
 def diagnose(group: Group, thresholds: Thresholds = THRESHOLDS) -> list[str]:
     """Plain-language findings for one group: its verdict's headline first, the evidence next,
-    the cure last (`verdicts.judge`)."""
+    the cure last (`verdict.judge`)."""
     return list(judge(group, thresholds).sentences)
 
 

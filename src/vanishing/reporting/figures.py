@@ -18,7 +18,7 @@ from vanishing.reporting.results import (
     depth_series,
     representative_settings,
 )
-from vanishing.reporting.verdicts import (
+from vanishing.reporting.verdict import (
     SATURATED,
     THRESHOLDS,
     Thresholds,

@@ -21,7 +21,7 @@ from vanishing.reporting.figures import FigureBlock, draw_figures
 from vanishing.reporting.loading import load_runs
 from vanishing.reporting.results import Group, RunRecords, make_groups
 from vanishing.reporting.summary import summary_rows
-from vanishing.reporting.verdicts import THRESHOLDS, Thresholds
+from vanishing.reporting.verdict import THRESHOLDS, Thresholds
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from vanishing.reporting.formats import MISSING, fixed, markdown, markdown_table
 from vanishing.reporting.page import Report, build_report
 from vanishing.reporting.results import Group, RunRecords, model_setup, setting_order
 from vanishing.reporting.summary import TABLE_HEADER, summary_cells
-from vanishing.reporting.verdicts import SATURATED, THRESHOLDS, Thresholds, judge
+from vanishing.reporting.verdict import SATURATED, THRESHOLDS, Thresholds, judge
 from vanishing.settings.naming import watched
 
 SUMMARY_HEADER = (TABLE_HEADER[0], "runs", *TABLE_HEADER[1:])

@@ -38,7 +38,7 @@ Routes:
   every row of its metrics.jsonl from the start, then each new one as training appends it
   (`event: row`, `{"run", "row"}`), a watched model's layer names once before its first row
   (`event: layers`, `{"run", "layers", "labels"}`: config.json's); after each probe row
-  `event: verdict` `{"run", "headline"}` (`reporting.verdicts.live_headline`); `event: status`
+  `event: verdict` `{"run", "headline"}` (`reporting.verdict.live_headline`); `event: status`
   `{"run", "status"}` (running,
   ok, diverged, failed, stopped or unfinished) whenever it changes; `event: reset` `{"run"}`
   when the file was cut back (the run started afresh, or resumed from its checkpoint): forget

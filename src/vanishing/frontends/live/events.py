@@ -12,7 +12,7 @@ from typing import Any
 
 from vanishing import records
 from vanishing.frontends.live.safety import record_file
-from vanishing.reporting.verdicts import live_headline
+from vanishing.reporting.verdict import live_headline
 
 POLL_SECONDS = 0.1  # how often a run's metrics.jsonl is looked at: well under the 1 s budget
 FINAL = ("ok", "diverged", "failed", "stopped", "unfinished")  # nothing more will come

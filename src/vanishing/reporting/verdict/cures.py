@@ -1,0 +1,166 @@
+"""The cure for a verdict's worst failure, fitted to what the run already uses: as options of
+`vanishing train` for a training run (`cure_sentence`), as changes to the model or the loop for a
+watched model, whose user passes no options (`model_cure`)."""
+
+from __future__ import annotations
+
+from vanishing.reporting.results import Group
+from vanishing.reporting.verdict.profile import setting_value
+from vanishing.reporting.verdict.rules import TOO_LARGE, dead_at_init
+
+SGD_LIKE = ("sgd",)  # optimizers whose step grows with the gradient: clipping bounds it
+# A layer dead from the start: no init of the other layers brings it back.
+DEAD_LAYER_CURE = (
+    "look at what feeds the dead layer (a bias or an input far below 0 makes every "
+    "pre-activation negative); leaky ReLU or PReLU keep a slope for z < 0, so the gradient "
+    "passes a unit that is off"
+)
+
+
+def cure_sentence(group: Group, kinds: tuple[str, ...]) -> str:
+    """The cure for the worst failure, fitted to what the run already uses; '' if none fits."""
+    if group.watched:
+        return model_cure(group, kinds)
+    config = group.runs[0].config
+    norm = setting_value(config, "norm") or "none"
+    residual = bool(setting_value(config, "residual"))
+    gain = setting_value(config, "init_gain")
+    clip = setting_value(config, "clip_grad_norm")
+    init = str(config.get("init", "default"))
+    optimizer = str(config.get("optimizer", ""))
+    family, name = group.activation.family, group.activation.name
+    kaiming = init in ("kaiming", "he")
+    parts: list[str] = []
+    worst = kinds[0] if kinds else "healthy"
+    gain = gain if isinstance(gain, (int, float)) and not isinstance(gain, bool) else 1.0
+    lr = config.get("lr")
+    lr_here = f" (lr {lr:g} here)" if isinstance(lr, (int, float)) else ""
+    can_clip = optimizer in SGD_LIKE and clip is None
+    # What makes the scale too large: the signal or the activations growing, or the init gain.
+    too_large = bool(set(TOO_LARGE) & set(kinds)) or gain > 1
+    if worst == "training-blow-up" and not too_large:
+        parts.append(f"a lower learning rate{lr_here}")
+        if can_clip:
+            parts.append("--clip-grad-norm to cap each step")
+    elif worst == "training-blow-up" or worst in TOO_LARGE:
+        if gain > 1:
+            parts.append(f"a lower --init-gain ({gain:g} here; 1 keeps each init's own scale)")
+        elif family == "rectifier" and not kaiming:
+            parts.append("He (kaiming) initialisation, which keeps the scale")
+        else:
+            parts.append("a smaller initial weight scale (--init-gain below 1)")
+        if norm != "batch":
+            parts.append("batch norm resets the scale every layer")
+        if can_clip:
+            parts.append("--clip-grad-norm caps each step")
+    elif worst in ("vanishing", "forward-collapse", "attenuated"):
+        if gain < 1:
+            parts.append(f"--init-gain 1 keeps each init's own scale ({gain:g} here)")
+        if family == "rectifier":
+            if not kaiming:
+                parts.append("He (kaiming) initialisation keeps the forward scale")
+            if norm != "batch":
+                parts.append("batch norm resets it every layer")
+            elif not residual:
+                parts.append("residual connections carry the signal past each layer")
+        else:
+            # A linear layer keeps its scale at std 1/sqrt(fan_in); a rectifier would change
+            # what a linear network is, so it is offered to the others only.
+            options = [
+                *(
+                    ["lecun init (std 1/sqrt(fan_in))"]
+                    if family == "linear" and init not in ("lecun", "orthogonal")
+                    else []
+                ),
+                *(["batch norm"] if norm != "batch" else []),
+                *(["residual connections"] if not residual else []),
+                *(["a rectifier (ReLU with He init)"] if family != "linear" else []),
+            ]
+            if options:
+                listed = options[0] if len(options) == 1 else ", ".join(options[:-1])
+                listed += f" or {options[-1]}" if len(options) > 1 else ""
+                each = ", each of which keeps" if len(options) > 1 else ", which keeps"
+                parts.append(f"{listed}{each} the gradient's size from layer to layer")
+    if dead_at_init(group) and worst == "vanishing":
+        parts = [DEAD_LAYER_CURE]
+    if "dead" in kinds and name == "relu" and (worst == "dead" or not parts):
+        parts.append("leaky ReLU or PReLU keep a slope for z < 0, so no unit dies for good")
+    elif "saturated" in kinds and worst == "saturated" and norm != "batch":
+        parts.append("batch norm keeps pre-activations near 0, where the slope is largest")
+    if not parts:
+        return ""
+    return f"Cure: {'; '.join(parts)}."
+
+
+def model_cure(group: Group, kinds: tuple[str, ...]) -> str:
+    """A watched model's cure for its worst failure, as changes to the model or the loop (its
+    user passes no options): the module to add, the init to use; '' if none fits."""
+    config = group.runs[0].config
+    description = str(config.get("description") or "")
+    has_norm = "BatchNorm" in description or "LayerNorm" in description
+    norm = "nn.BatchNorm2d" if "Conv2d" in description else "nn.BatchNorm1d"
+    label, family = group.activation.label, group.activation.family
+    lr = config.get("lr")
+    lr_here = f" (lr {lr:g} here)" if isinstance(lr, (int, float)) else ""
+    clip = (
+        "torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0) before optimizer.step() caps "
+        "each step"
+    )
+    can_clip = str(config.get("optimizer")) in SGD_LIKE
+    worst = kinds[0] if kinds else "healthy"
+    too_large = bool(set(TOO_LARGE) & set(kinds))
+    parts: list[str] = []
+    if worst == "training-blow-up" and not too_large:
+        parts.append(f"a lower learning rate{lr_here}")
+        if can_clip:
+            parts.append(clip)
+    elif worst == "training-blow-up" or worst in TOO_LARGE:
+        parts.append(
+            "smaller initial weights: He (kaiming) init for rectifiers "
+            "(nn.init.kaiming_normal_), Xavier for the others (nn.init.xavier_normal_)"
+        )
+        if not has_norm:
+            parts.append(f"add batch norm ({norm}) before the activations to reset the scale")
+        if can_clip:
+            parts.append(clip)
+    elif worst in ("vanishing", "forward-collapse", "attenuated"):
+        if family == "rectifier":
+            parts.append(
+                "He (kaiming) init (nn.init.kaiming_normal_ on each layer's weight), where the "
+                "layers still have PyTorch's default (a sixth of He's variance), keeps the "
+                "forward scale"
+            )
+            if not has_norm:
+                parts.append(f"add batch norm ({norm}) before the activations to reset it")
+            else:
+                parts.append("residual connections (x + f(x)) carry the signal past each layer")
+        else:
+            options = [
+                *(
+                    [f"a rectifier instead of {label} (nn.ReLU with He init)"]
+                    if family != "linear"
+                    else []
+                ),
+                *([f"batch norm ({norm}) before the activations"] if not has_norm else []),
+                "residual connections (x + f(x))",
+            ]
+            listed = (
+                ", ".join(options[:-1]) + f" or {options[-1]}" if len(options) > 1 else options[0]
+            )
+            each = ", each of which keeps" if len(options) > 1 else ", which keeps"
+            parts.append(f"{listed}{each} the gradient's size from layer to layer")
+    if dead_at_init(group) and worst == "vanishing":
+        parts = [DEAD_LAYER_CURE]
+    if "dead" in kinds and group.activation.name == "relu" and (worst == "dead" or not parts):
+        parts.append(
+            "nn.LeakyReLU or nn.PReLU instead of nn.ReLU keep a slope for z < 0, so no unit "
+            "dies for good"
+        )
+    elif "saturated" in kinds and worst == "saturated" and not has_norm:
+        parts.append(
+            f"add batch norm ({norm}) before the activations: it keeps pre-activations near 0, "
+            "where the slope is largest"
+        )
+    if not parts:
+        return ""
+    return f"Cure: {'; '.join(parts)}."

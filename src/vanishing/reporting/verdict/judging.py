@@ -1,0 +1,172 @@
+"""A group's verdict: every rule applied to its records, the findings ranked worst first, the
+headline, the evidence, the accuracy and the cure (`judge`); one line for a run directory
+(`headline`, what `vanishing train` prints)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vanishing.reporting.loading import load_runs
+from vanishing.reporting.results import Group, RunRecords, make_groups
+from vanishing.reporting.verdict import sentences as say
+from vanishing.reporting.verdict.cures import cure_sentence
+from vanishing.reporting.verdict.profile import Profile, last_signal_factor, profile
+from vanishing.reporting.verdict.rules import (
+    EVIDENCE,
+    FAILURES,
+    NOTES,
+    UNITS,
+    WORDS,
+    at_chance,
+    dead_at_init,
+    divergence,
+    gradient,
+    grown_in_group,
+    huge_at_init,
+    huge_final_loss,
+    later_signal,
+    weight_note,
+)
+from vanishing.reporting.verdict.thresholds import THRESHOLDS, Thresholds
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One group's verdict: the failures found (`kinds`, worst first), its sentences (the
+    headline first, evidence next, the cure last) and the factors behind them."""
+
+    kinds: tuple[str, ...]  # e.g. ("vanishing", "forward-collapse", "cancel"); ("healthy",)
+    headline: str  # the first sentence
+    sentences: tuple[str, ...]  # headline, evidence, accuracy, cure
+    profile: Profile
+    cure: str = ""  # the last sentence, '' when nothing needs curing
+
+    @property
+    def word(self) -> str:
+        """The short verdict for a table cell: 'vanishing, forward collapse'."""
+        return ", ".join(WORDS[k] for k in self.kinds if k in WORDS)
+
+
+@dataclass
+class Findings:
+    """Sentences as a verdict accrues them: (kind, sentence) pairs, worst kinds first."""
+
+    headline: list[tuple[str, str]] = field(default_factory=list)
+    evidence: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+
+    def add(self, kind: str, sentence: str, headline: bool = True) -> None:
+        assert kind in (*FAILURES, *NOTES, *EVIDENCE), kind  # noqa: S101 one vocabulary (`rules`)
+        self.kinds.append(kind)
+        if headline:
+            self.headline.append((kind, sentence))
+        else:
+            self.evidence.append(sentence)
+
+
+def judge(group: Group, thresholds: Thresholds = THRESHOLDS) -> Verdict:
+    """The group's verdict from every signal its records hold."""
+    findings = Findings()
+    found = profile(group)
+    linear_layers, names = group.depth + 1, group.names
+    diverged = divergence(group)
+    if diverged:
+        findings.add("training-blow-up", say.divergence_sentence(diverged, linear_layers, names))
+    huge = huge_final_loss(group, found, thresholds)
+    if huge:
+        findings.add("training-blow-up", say.huge_loss_sentence(huge))
+    grown = grown_in_group(group, thresholds)
+    if grown:
+        findings.add("training-blow-up", say.grown_sentence(grown, linear_layers, names))
+
+    step0 = gradient(found, group.vanishing_ratio_init, thresholds)
+    rectifier = group.activation.family == "rectifier"
+    dead = dead_at_init(group) if found.signal_factor == 0 else 0
+    for kind, sentence in say.gradient_sentences(found, step0, rectifier, dead):
+        findings.add(kind, sentence)
+    init = huge_at_init(group, thresholds)
+    if init:
+        findings.add(
+            "exploding",
+            say.huge_init_sentence(init, linear_layers, names),
+            headline="exploding" not in findings.kinds,
+        )
+    note = weight_note(found, step0, thresholds)
+    if note:
+        findings.add(note.kind, say.weight_note_sentence(note, found, step0.ratio), headline=False)
+    if group.ratio_underflow:
+        findings.add("underflow", say.UNDERFLOW, headline=False)
+    if group.activation.derivative_bound < 1 and step0.signal in ("vanishing", "attenuated"):
+        findings.evidence.append(say.bound_sentence(group))
+    for kind, sentence in say.units_sentences(group, thresholds):
+        findings.add(kind, sentence, headline=kind in UNITS)
+    if at_chance(group, thresholds):
+        findings.kinds.append("no-learning")
+    return finish(group, found, step0.signal, findings, thresholds)
+
+
+def finish(
+    group: Group, found: Profile, signal: str, findings: Findings, thresholds: Thresholds
+) -> Verdict:
+    """The Verdict: the worst finding as the headline, the others and the accuracy as evidence,
+    the cure last."""
+    ranked = sorted(findings.headline, key=lambda item: FAILURES.index(item[0]))
+    kinds = sorted(dict.fromkeys(k for k in findings.kinds if k in FAILURES), key=FAILURES.index)
+    kinds += [k for k in NOTES if k in findings.kinds]
+    # Dead or saturated units never head the verdict: the gradient's fate comes first.
+    gradient_first = [(kind, sentence) for kind, sentence in ranked if kind not in UNITS]
+    units = [sentence for kind, sentence in ranked if kind in UNITS]
+    evidence: list[str] = []
+    if gradient_first:
+        headline = gradient_first[0][1]
+        evidence = [sentence for _, sentence in gradient_first[1:]]
+    elif "no-learning" in kinds:
+        headline = say.NO_LEARNING
+    else:
+        kinds = ["healthy", *kinds]
+        if signal:
+            headline = say.signal_sentence(found, "healthy")
+        elif math.isfinite(group.vanishing_ratio_init):
+            ratio = group.vanishing_ratio_init
+            headline = say.ratio_sentence("healthy", ratio, found.names, "initialisation")
+        else:
+            headline = say.NO_GRADIENT
+            kinds = kinds[1:]
+    if kinds and kinds[0] != "healthy" and signal == "healthy" and found.layers >= 2:
+        evidence.append(say.signal_evidence(found))
+    evidence += findings.evidence + units
+    if "training-blow-up" not in kinds:
+        factor = last_signal_factor(group)
+        later = later_signal(signal, factor, thresholds)
+        if later:
+            when = "After training (last probe)"
+            evidence.append(
+                say.later_signal_sentence(when, later, factor, group.names, group.depth)
+            )
+    accuracy = say.accuracy_sentence(group, thresholds)
+    if accuracy:
+        evidence.append(accuracy)
+    if any(r.status == "diverged" for r in group.runs) and group.ok:
+        evidence.append(say.LEFT_OUT)
+    clipped = say.clipping_sentence(group)
+    if clipped:
+        evidence.append(clipped)
+    cure = cure_sentence(group, tuple(kinds))
+    all_sentences = (headline, *evidence, *([cure] if cure else []))
+    return Verdict(tuple(kinds), headline, all_sentences, found, cure)
+
+
+def headline(source: Path | str | Sequence[RunRecords], thresholds: Thresholds = THRESHOLDS) -> str:
+    """One short line: the headline verdict of a run directory (or of runs' records), e.g. for
+    `vanishing train` to print; with several groups, each prefixed by its label."""
+    runs = load_runs([source])[0] if isinstance(source, (str, Path)) else list(source)
+    groups = make_groups(runs)
+    if not groups:
+        return "No finished run: no verdict."
+    verdicts = [judge(g, thresholds) for g in groups]
+    if len(groups) == 1:
+        return verdicts[0].headline
+    return " ".join(f"{g.label}: {v.headline}" for g, v in zip(groups, verdicts, strict=True))

@@ -1,0 +1,193 @@
+"""What the records say about a group's layers, before any rule reads it: per hidden layer the
+back-propagated signal and the activations' scale at step 0 (`Profile`, `profile`), the factors
+across them, a probe row's largest gradient norm and a config value as older records mean it.
+
+Why the signal and not the weight-gradient ratio alone: a weight gradient is the signal times the
+layer's input, so a signal that vanishes towards the input and activations that shrink with depth
+cancel in it (a deep ReLU net with Xavier init looks even while its signal falls 20,000-fold), and
+activations that grow (a residual stream) make the output layer's weight gradient large while the
+signal reaching layer 1 does not shrink at all.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vanishing import stats
+from vanishing.reporting.results import Group, RunRecords, numbers
+from vanishing.settings.config import completed
+from vanishing.settings.naming import NUMBERED, LayerNames, watched
+
+
+def setting_value(config: dict[str, Any], key: str) -> Any:
+    """A config value, with what its absence means for records older than the key."""
+    return completed(config).get(key)
+
+
+def per_layer(factor: float, steps: int) -> float:
+    """The geometric factor per layer over `steps` layers."""
+    return factor ** (1 / steps) if factor > 0 and steps > 0 else math.nan
+
+
+def combine(factors: Sequence[float]) -> float:
+    """Over seeds: the geometric mean of the finite factors; 0 when every one is 0 (underflow);
+    nan when none was measured."""
+    values = stats.finite(factors)
+    if values and all(v == 0 for v in values):
+        return 0.0
+    return stats.geometric_mean(values)
+
+
+def largest(norms: Sequence[Any]) -> tuple[float, int]:
+    """(the largest finite norm, its layer counted from 1); (nan, 0) when none."""
+    values = numbers(norms)
+    if not np.isfinite(values).any():
+        return math.nan, 0
+    index = int(np.nanargmax(values))
+    return float(values[index]), index + 1
+
+
+def first_probe(run: RunRecords) -> dict[str, Any]:
+    """The step-0 probe row (at initialisation), or {} when none was recorded."""
+    rows = run.rows("probe")
+    return rows[0] if rows and rows[0].get("step") == 0 else {}
+
+
+def layer_values(run: RunRecords, key: str, fallback: str = "") -> np.ndarray:
+    """A per-layer field of the step-0 probe (else result.json's `fallback`), nan where missing."""
+    values = first_probe(run).get(key)
+    if values is None and fallback and run.result is not None:
+        values = run.result.get(fallback)
+    return numbers(values or [])
+
+
+def signal_of(row: dict[str, Any], units: Sequence[Any] | None = None) -> np.ndarray:
+    """A probe row's back-propagated signal per hidden layer, nan where missing. With `units`
+    (a watched model's units per activation layer, config.json's `hidden`): each layer's norm
+    per sample and position, over the square root of its values per unit (its histogram's
+    counts, every finite value of the batch, over its units), since a watched model's maps
+    differ in size: a conv's 16 x 28 x 28 map has 784 positions where a 64-unit Linear layer
+    has one, and its norm is 28 times the size at the same gradient per position. An MLP's
+    layers all have one position per sample: their factor is the plain norms', as for a run
+    of `vanishing train`, so the same network gets the same verdict either way."""
+    signal = numbers(row.get("signal_norms") or [])
+    histograms = row.get("activation_histogram")
+    if (
+        units is None
+        or not isinstance(histograms, list)
+        or len(histograms) != signal.size
+        or len(units) != signal.size
+    ):
+        return signal
+    counts = numbers(
+        [sum(h.get("counts") or []) if isinstance(h, dict) else None for h in histograms]
+    )
+    width = numbers([u if isinstance(u, int) and u > 0 else None for u in units])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(counts > 0, signal / np.sqrt(counts / width), math.nan)
+
+
+def watched_units(config: dict[str, Any]) -> list[Any] | None:
+    """A watched model's units per activation layer (`signal_of`), None for a training run."""
+    hidden = config.get("hidden")
+    return hidden if watched(config) and isinstance(hidden, list) else None
+
+
+def run_signal(run: RunRecords) -> np.ndarray:
+    """The run's signal per hidden layer at step 0 (`signal_of`), result.json's for records
+    without a step-0 probe."""
+    row = first_probe(run)
+    if row and watched(run.config):
+        return signal_of(row, watched_units(run.config))
+    return layer_values(run, "signal_norms", "signal_norms_init")
+
+
+def run_factor(values: np.ndarray, reverse: bool) -> float:
+    """values[0] / values[-1] (or the reverse): nan for one layer or a missing or zero divisor."""
+    if values.size < 2:
+        return math.nan
+    top, bottom = (values[-1], values[0]) if reverse else (values[0], values[-1])
+    if not (math.isfinite(top) and math.isfinite(bottom)) or bottom <= 0:
+        return math.nan
+    return float(top / bottom)
+
+
+def signal_factor(row: dict[str, Any], config: dict[str, Any]) -> float:
+    """One probe row's signal factor, layer 1 over the last hidden layer (`signal_of`)."""
+    return run_factor(signal_of(row, watched_units(config)), reverse=False)
+
+
+def last_signal_factor(group: Group) -> float:
+    """The signal factor at the last probe, over the finished runs that probed after step 0."""
+    config = group.runs[0].config
+    return combine(
+        [signal_factor(rows[-1], config) for r in group.ok if len(rows := r.rows("probe")) > 1]
+    )
+
+
+def mean_profile(lists: Sequence[np.ndarray]) -> np.ndarray:
+    """Per layer, the geometric mean over runs of the runs whose lists agree in length."""
+    lists = [x for x in lists if x.size]
+    if not lists or len({x.size for x in lists}) != 1:
+        return np.zeros(0)
+    return stats.mean_over_runs(np.stack(lists), geometric=True)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A group's layers at initialisation (step 0), over every run (diverged ones too: step 0
+    comes before any step): per hidden layer the back-propagated signal and the activations'
+    std (geometric means over seeds), and the factors across them."""
+
+    signal: np.ndarray  # ||dLoss/dh|| per hidden layer, input side first
+    scale: np.ndarray  # std of each hidden layer's output
+    signal_factor: float  # layer 1 over the last hidden layer: < 1 shrinks towards the input
+    scale_factor: float  # the last hidden layer over layer 1: < 1 shrinks with depth
+    layers: int  # hidden layers
+    names: LayerNames = NUMBERED  # how sentences name the layers
+
+    @classmethod
+    def of_probe(
+        cls, row: dict[str, Any], layers: int, config: dict[str, Any] | None = None
+    ) -> Profile:
+        """One probe row's Profile (a run still training: no seeds to average); `config` names
+        the layers and says whether the run is a watched model's."""
+        config = config or {}
+        signal = signal_of(row, watched_units(config))
+        scale = numbers(row.get("activation_std") or [])
+        return cls(
+            signal,
+            scale,
+            run_factor(signal, reverse=False),
+            run_factor(scale, reverse=True),
+            layers,
+            LayerNames.of(config),
+        )
+
+    @property
+    def signal_per_layer(self) -> float:
+        return per_layer(self.signal_factor, self.layers - 1)
+
+    @property
+    def scale_per_layer(self) -> float:
+        return per_layer(self.scale_factor, self.layers - 1)
+
+
+def profile(group: Group) -> Profile:
+    """The group's Profile, from each run's step-0 probe (result.json's signal_norms_init for
+    records without one)."""
+    signals = [run_signal(r) for r in group.runs]
+    scales = [layer_values(r, "activation_std") for r in group.runs]
+    return Profile(
+        signal=mean_profile(signals),
+        scale=mean_profile(scales),
+        signal_factor=combine([run_factor(s, reverse=False) for s in signals]),
+        scale_factor=combine([run_factor(s, reverse=True) for s in scales]),
+        layers=group.depth,
+        names=group.names,
+    )

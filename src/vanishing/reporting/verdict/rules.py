@@ -1,0 +1,389 @@
+"""The rules: which failure a group's records, or a run's latest metrics rows, show, as data (a
+kind and the numbers behind it), with no sentence. `judging` applies them to a group, `live` to
+the rows of a run still training, and `sentences` says what they found.
+
+The kinds of finding, worst first (`FAILURES`): a verdict's headline is the worst one found.
+- training-blow-up: the training blew up: a run diverged (its loss became non-finite), its final
+  test loss is far above chance's, or its gradient norms grew huge after step 0;
+- exploding, vanishing, attenuated, growing: the back-propagated signal across the hidden layers
+  at step 0 (or, with one hidden layer, the weight-gradient ratio); exploding also for gradient
+  norms already huge at step 0;
+- forward-blow-up, forward-collapse: the activations' scale (std) grows or falls with depth at
+  step 0, in the forward pass;
+- dead, saturated: a layer with too many units that pass no gradient.
+Notes follow them (`NOTES`): no-learning (chance level), cancel (the weight-gradient ratio looks
+even because two failures cancel in it), mismatch (the ratio alone would read otherwise).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vanishing import stats
+from vanishing.reporting.results import Group, numbers
+from vanishing.reporting.verdict.profile import (
+    Profile,
+    first_probe,
+    largest,
+    setting_value,
+)
+from vanishing.reporting.verdict.thresholds import (
+    THRESHOLDS,
+    Thresholds,
+    chance_level,
+    chance_loss,
+)
+from vanishing.settings.naming import watched
+
+FAILURES = (
+    "training-blow-up",
+    "exploding",
+    "vanishing",
+    "forward-blow-up",
+    "forward-collapse",
+    "attenuated",
+    "growing",
+    "dead",
+    "saturated",
+)
+NOTES = ("no-learning", "cancel", "mismatch")
+# Findings that are evidence only, never a verdict's kind.
+EVIDENCE = ("underflow", "note")
+UNITS = ("dead", "saturated")  # never the headline: the gradient's fate comes first
+FORWARD = ("forward-collapse", "forward-blow-up")
+# What makes the scale too large, for the cures.
+TOO_LARGE = ("exploding", "forward-blow-up", "growing")
+# How a table cell says each kind: 'vanishing, forward collapse'.
+WORDS = {
+    "training-blow-up": "blew up",
+    "exploding": "exploding",
+    "vanishing": "vanishing",
+    "attenuated": "attenuated",
+    "growing": "growing",
+    "forward-collapse": "forward collapse",
+    "forward-blow-up": "forward blow-up",
+    "dead": "dead units",
+    "saturated": "saturated",
+    "no-learning": "did not learn",
+    "healthy": "healthy",
+}
+
+
+def signal_word(factor: float, thresholds: Thresholds = THRESHOLDS) -> str:
+    """vanishing, attenuated, healthy, growing or exploding; '' when not measured."""
+    if not factor >= 0:  # nan
+        return ""
+    if factor < thresholds.signal_vanishing:
+        return "vanishing"
+    if factor < thresholds.signal_attenuated:
+        return "attenuated"
+    if factor > thresholds.signal_exploding:
+        return "exploding"
+    if factor > thresholds.signal_growing:
+        return "growing"
+    return "healthy"
+
+
+def scale_word(factor: float, thresholds: Thresholds = THRESHOLDS) -> str:
+    """forward-collapse, forward-blow-up or steady; '' when not measured."""
+    if not factor >= 0:
+        return ""
+    if factor < thresholds.scale_collapse:
+        return "forward-collapse"
+    if factor > thresholds.scale_blowup:
+        return "forward-blow-up"
+    return "steady"
+
+
+def ratio_verdict(ratio: float, thresholds: Thresholds = THRESHOLDS) -> str:
+    """The word for a first-layer / output-layer weight-gradient ratio."""
+    if ratio < thresholds.vanishing_ratio:
+        return "vanishing"
+    if ratio < thresholds.attenuated_ratio:
+        return "attenuated"
+    if ratio > thresholds.exploding_ratio:
+        return "exploding"
+    return "no vanishing"
+
+
+@dataclass(frozen=True)
+class Gradient:
+    """What step 0 says about the gradient: the signal across two hidden layers or more where it
+    was measured (`by_signal`), else the weight-gradient ratio (one hidden layer, old records)."""
+
+    signal: str  # signal_word of the signal factor; '' when not measured
+    scale: str  # scale_word of the scale factor; '' when not measured
+    ratio: float  # layer 1's weight gradient over the output layer's; nan when not measured
+    by_signal: bool
+    ratio_word: str  # ratio_verdict where the ratio judges; '' where the signal does or no ratio
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The failures it shows: the signal's and the forward pass's, or the ratio's."""
+        if self.by_signal:
+            signal = (self.signal,) if self.signal != "healthy" else ()
+            return (*signal, *((self.scale,) if self.scale in FORWARD else ()))
+        return (self.ratio_word,) if self.ratio_word not in ("", "no vanishing") else ()
+
+
+def gradient(found: Profile, ratio: float, thresholds: Thresholds = THRESHOLDS) -> Gradient:
+    """The Gradient of a Profile (a group's, or one probe row's) and its weight-gradient ratio."""
+    signal = signal_word(found.signal_factor, thresholds)
+    by_signal = found.layers >= 2 and bool(signal)
+    judged = not by_signal and math.isfinite(ratio)
+    return Gradient(
+        signal,
+        scale_word(found.scale_factor, thresholds),
+        ratio,
+        by_signal,
+        ratio_verdict(ratio, thresholds) if judged else "",
+    )
+
+
+def later_signal(first: str, factor: float, thresholds: Thresholds = THRESHOLDS) -> str:
+    """The signal's word at a later probe (`factor`) where it differs from step 0's (`first`);
+    '' where it agrees or either was not measured."""
+    word = signal_word(factor, thresholds)
+    return word if word and first and word != first else ""
+
+
+@dataclass(frozen=True)
+class WeightNote:
+    """Where the weight-gradient ratio disagrees with the signal."""
+
+    kind: str  # "cancel": both failures cancel in it; "mismatch": it alone would read `looks`
+    looks: str  # ratio_verdict of the ratio
+    grows: bool  # the activations grow enough with depth to enlarge the output layer's gradient
+
+
+def weight_note(
+    found: Profile, step0: Gradient, thresholds: Thresholds = THRESHOLDS
+) -> WeightNote | None:
+    """Where the weight-gradient ratio disagrees with the signal: both effects cancel in it, or
+    growing activations make it look like vanishing; None where it agrees or cannot be read."""
+    ratio, signal, scale = step0.ratio, step0.signal, step0.scale
+    if not math.isfinite(ratio) or not step0.by_signal:
+        return None
+    looks = ratio_verdict(ratio, thresholds)
+    even = thresholds.attenuated_ratio <= ratio <= thresholds.exploding_ratio
+    cancels = (signal == "vanishing" and scale == "forward-collapse") or (
+        signal == "exploding" and scale == "forward-blow-up"
+    )
+    if even and cancels:
+        return WeightNote("cancel", looks, False)
+    grows = found.scale_factor > 1 / thresholds.signal_attenuated
+    if signal in ("healthy", "growing", "exploding") and looks in ("vanishing", "attenuated"):
+        return WeightNote("mismatch", looks, grows)
+    if signal in ("healthy", "attenuated", "vanishing") and looks == "exploding":
+        return WeightNote("mismatch", looks, False)
+    return None
+
+
+@dataclass(frozen=True)
+class Peak:
+    """The largest gradient norm of a probe: its size, its weighted layer (from 1), its step."""
+
+    norm: float
+    layer: int
+    step: Any
+
+
+def peak(norms: Sequence[Any], step: Any) -> Peak | None:
+    """The largest finite norm of a list of gradient norms; None when none is finite."""
+    norm, layer = largest(norms)
+    return Peak(norm, layer, step) if math.isfinite(norm) else None
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Runs whose loss became non-finite."""
+
+    runs: int  # diverged
+    seeds: int  # in the group
+    step: int | None  # the earliest step it was seen, where recorded
+    peak: Peak | None  # the largest gradient norm at the last probe before, over those runs
+
+
+def divergence(group: Group) -> Divergence | None:
+    """The group's diverged runs; None when none diverged."""
+    diverged = [r for r in group.runs if r.status == "diverged"]
+    if not diverged:
+        return None
+    steps = [s for r in diverged if (s := r.finished.get("diverged_step")) is not None]
+    before = [r.finished.get("norms_before_divergence") or {} for r in diverged]
+    peaks = [p for b in before if (p := peak(b.get("grad_norms") or [], b.get("step")))]
+    highest = max(peaks, key=lambda p: p.norm) if peaks else None
+    return Divergence(len(diverged), len(group.runs), min(steps) if steps else None, highest)
+
+
+def huge_losses(losses: Iterable[Any], chance: float, thresholds: Thresholds) -> list[float]:
+    """The losses that say the training blew up, in order: over `loss_blowup` times chance's,
+    or not a finite number (nan; a record writes one as null). Other values say nothing."""
+    found = []
+    for loss in losses:
+        if loss is None or (isinstance(loss, (int, float)) and not math.isfinite(loss)):
+            found.append(math.nan)
+        elif isinstance(loss, (int, float)) and loss > thresholds.loss_blowup * chance:
+            found.append(float(loss))
+    return found
+
+
+@dataclass(frozen=True)
+class HugeLoss:
+    """Finished runs whose final test loss is far above chance's, and the likely cause."""
+
+    loss: float  # the largest
+    runs: int  # runs over the threshold
+    seeds: int  # in the group
+    chance: float  # chance's loss, ln(classes)
+    cause: str  # "forward": the activations grow with depth; "gain": --init-gain; "updates"
+    scale_factor: float  # the activations' scale factor at step 0
+    gain: Any  # --init-gain, as recorded
+    lr: Any  # the learning rate, as recorded
+
+
+def huge_final_loss(
+    group: Group, found: Profile, thresholds: Thresholds = THRESHOLDS
+) -> HugeLoss | None:
+    """A final test loss far above chance's in the finished runs; None when none is."""
+    chance = chance_loss(group.setting.get("dataset"))
+    losses = stats.finite(r.finished.get("test_loss") for r in group.ok)
+    huge = huge_losses(losses, chance, thresholds)
+    if not huge:
+        return None
+    config = group.runs[0].config
+    gain = setting_value(config, "init_gain")
+    if found.scale_factor > thresholds.scale_blowup:  # the forward pass, not the steps
+        cause = "forward"
+    elif isinstance(gain, (int, float)) and gain > 1:
+        cause = "gain"
+    else:
+        cause = "updates"
+    return HugeLoss(
+        max(huge),
+        len(huge),
+        len(group.runs),
+        chance,
+        cause,
+        found.scale_factor,
+        gain,
+        config.get("lr"),
+    )
+
+
+@dataclass(frozen=True)
+class LossAlarm:
+    """A run's latest loss says the training blew up (or, at step 0, that the init did)."""
+
+    loss: float  # nan: not a finite number
+    step: Any  # the latest probe's
+    chance: float  # chance's loss, ln(classes)
+
+
+def loss_alarm(
+    probes: Sequence[dict[str, Any]],
+    rows: Sequence[dict[str, Any]],
+    config: dict[str, Any],
+    thresholds: Thresholds = THRESHOLDS,
+) -> LossAlarm | None:
+    """The `huge_losses` rule on the latest rows of a run still training: its latest probe's
+    loss, and the test loss of an epoch row written last; None when neither is huge."""
+    latest = probes[-1]
+    # A watched model's probe rows carry the loss as null when the hooks saw none (no probe
+    # batch): only its epoch rows say anything about the loss.
+    blind = watched(config) and config.get("probe_size") is None
+    last_rows = [*([] if blind else [latest]), *(r for r in rows[-1:] if r.get("kind") == "epoch")]
+    # A key written as null is a non-finite number; a key never written says nothing.
+    losses = [row[key] for row in last_rows for key in ("loss", "test_loss") if key in row]
+    chance = chance_loss(config.get("dataset"))
+    huge = huge_losses(losses, chance, thresholds)
+    return LossAlarm(huge[0], latest.get("step"), chance) if huge else None
+
+
+@dataclass(frozen=True)
+class Grown:
+    """Gradient norms that grew huge during training from under the threshold at step 0."""
+
+    peak: Peak  # the largest after step 0
+    init: float  # the largest at step 0
+
+
+def grown_gradients(
+    probes: Sequence[dict[str, Any]], thresholds: Thresholds = THRESHOLDS
+) -> Grown | None:
+    """A run's probe rows (step 0's first) whose gradient norms passed `grad_norm_huge` after
+    step 0 from under it at step 0; None when they did not."""
+    init = largest(probes[0].get("grad_norms") or [])[0] if probes else math.nan
+    later = [p for row in probes[1:] if (p := peak(row.get("grad_norms") or [], row.get("step")))]
+    highest = max(later, key=lambda p: p.norm, default=None)
+    if highest is not None and highest.norm > thresholds.grad_norm_huge > init:
+        return Grown(highest, init)
+    return None
+
+
+def grown_in_group(group: Group, thresholds: Thresholds = THRESHOLDS) -> Grown | None:
+    """`grown_gradients` over the group's finished runs: the run whose norms grew largest."""
+    grown = [g for run in group.ok if (g := grown_gradients(run.rows("probe"), thresholds))]
+    return max(grown, key=lambda g: g.peak.norm, default=None)
+
+
+def huge_at_init(group: Group, thresholds: Thresholds = THRESHOLDS) -> Peak | None:
+    """Gradient norms over `grad_norm_huge` at step 0 in any run: the largest; else None."""
+    norms = [largest(r.finished.get("grad_norms_init") or []) for r in group.runs]
+    norms = [n for n in norms if math.isfinite(n[0])]
+    if not norms:
+        return None
+    norm, layer = max(norms)
+    return Peak(norm, layer, 0) if norm > thresholds.grad_norm_huge else None
+
+
+@dataclass(frozen=True)
+class LayerShare:
+    """The layer with the largest share of dead (or saturated) units."""
+
+    layer: int  # from 1
+    share: float  # a fraction
+    over: bool  # at or over the threshold: worth a finding
+
+
+def worst_layer(values: np.ndarray, threshold: float) -> LayerShare | None:
+    """The layer whose share is largest, and whether it reaches `threshold`; None when no
+    layer's share was measured."""
+    if not np.isfinite(values).any():
+        return None
+    worst = int(np.nanargmax(values))
+    return LayerShare(worst + 1, float(values[worst]), bool(values[worst] >= threshold))
+
+
+def dead_units(values: np.ndarray, thresholds: Thresholds = THRESHOLDS) -> LayerShare | None:
+    """The layer with the most dead units (a share per layer: the training set's after an
+    epoch, or a probe batch's); `over` at `dead_fraction`."""
+    return worst_layer(values, thresholds.dead_fraction)
+
+
+def saturated_units(values: np.ndarray, thresholds: Thresholds = THRESHOLDS) -> LayerShare | None:
+    """The layer with the most saturated activations; `over` at `saturated_fraction`."""
+    return worst_layer(values, thresholds.saturated_fraction)
+
+
+def dead_at_init(group: Group) -> int:
+    """The first hidden layer (from 1) whose every unit is dead at step 0 in every run (a
+    rectifier net whose signal is exactly 0 for that reason); 0 when none is."""
+    if group.activation.family != "rectifier":
+        return 0
+    lists = [numbers(first_probe(r).get("dead_fraction") or []) for r in group.runs]
+    if not lists or len({x.size for x in lists}) != 1 or not lists[0].size:
+        return 0
+    whole = np.all(np.stack(lists) >= 1, axis=0)
+    return int(np.argmax(whole)) + 1 if whole.any() else 0
+
+
+def at_chance(group: Group, thresholds: Thresholds = THRESHOLDS) -> bool:
+    """The group's mean test accuracy is within `chance_margin` of chance: it did not learn."""
+    chance = chance_level(group.setting.get("dataset"))
+    return bool(group.accuracies) and group.accuracy.mean < chance + thresholds.chance_margin

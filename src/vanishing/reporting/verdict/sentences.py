@@ -1,0 +1,408 @@
+"""What the rules found, in words: the sentences of a group's verdict (and the live line's shared
+ones), each naming the layers, the factor and the step behind it."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from vanishing.reporting.formats import number, percent, percent2
+from vanishing.reporting.results import Group, numbers
+from vanishing.reporting.verdict.profile import Profile, setting_value
+from vanishing.reporting.verdict.rules import (
+    Divergence,
+    Gradient,
+    Grown,
+    HugeLoss,
+    LayerShare,
+    Peak,
+    WeightNote,
+    at_chance,
+    dead_units,
+    saturated_units,
+)
+from vanishing.reporting.verdict.thresholds import (
+    SATURATED,
+    THRESHOLDS,
+    Thresholds,
+    chance_level,
+)
+from vanishing.settings.naming import NUMBERED, LayerNames
+
+UNDERFLOW = (
+    "At initialisation the weight gradient reaching layer 1 is exactly 0 at every seed: "
+    "it underflowed, too small for float32."
+)
+LEFT_OUT = "The diverged runs are left out of accuracy and loss."
+NO_LEARNING = "Did not learn, though no gradient failure shows at initialisation."
+NO_GRADIENT = "No gradient measured at initialisation."
+
+
+def shown(value: Any) -> str:
+    """A record's number as the command line writes it (`1`, `0.5`); anything else as it is."""
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
+def fold(factor: float) -> str:
+    """How many times: 23187 -> '23,000', 3.42 -> '3.4', 2.1e9 -> '2.1e+09'."""
+    if factor < 10:
+        return f"{factor:.2g}"
+    if factor < 1e6:
+        return f"{float(f'{factor:.2g}'):,.0f}"
+    return f"{factor:.1e}"
+
+
+def times(factor: float) -> str:
+    """A factor after '×': 0 where it is exactly 0 (underflow), else as `number` writes it."""
+    return "0" if factor == 0 else number(factor)
+
+
+def change(factor: float, only: str = "") -> str:
+    """How a factor within the healthy band reads: 'keeps its size' within 2x, else which way
+    and how far ('shrinks 5.7-fold'; `only` before the number where the band is news)."""
+    if 0.5 <= factor <= 2:
+        return "keeps its size"
+    return f"{'shrinks' if factor < 1 else 'grows'} {only}{fold(max(factor, 1 / factor))}-fold"
+
+
+def layer_name(layer: int, layers: int, names: LayerNames = NUMBERED) -> str:
+    """'layer 3', or 'the output layer' for the last Linear layer; a watched model's module
+    name ('conv3')."""
+    return names.weighted(layer, layers)
+
+
+def last_to_first(names: LayerNames, layers: int) -> str:
+    """'the last hidden layer to layer 1', or a watched model's 'conv4 to conv1'."""
+    last = names.hidden(layers) if names.named else "the last hidden layer"
+    return f"{last} to {names.hidden(1)}"
+
+
+def signal_sentence(
+    profile: Profile, word: str, rectifier: bool = False, dead_layer: int = 0
+) -> str:
+    """'Vanishing gradient: the back-propagated signal shrinks 23,000-fold from layer 30 to
+    layer 1 (0.71 per layer).'; `dead_layer`: the hidden layer whose every unit is dead at
+    step 0, which is why a signal of exactly 0 is."""
+    factor, names = profile.signal_factor, profile.names
+    span = f"from {names.hidden(profile.layers)} to {names.hidden(1)}"
+    if factor == 0 and dead_layer:
+        return (
+            f"Vanishing gradient: the back-propagated signal reaching {names.hidden(1)} is "
+            f"exactly 0 because every unit of {names.hidden(dead_layer)} is dead at step 0 "
+            "(zero for every sample): no gradient passes it back."
+        )
+    if factor == 0:
+        return (
+            f"Vanishing gradient: the back-propagated signal reaching {names.hidden(1)} is "
+            "exactly 0 "
+            f"({'no active unit passes it back, or ' if rectifier else ''}too small for "
+            f"float32): it vanishes {span}, beyond measurement."
+        )
+    each = f"({profile.signal_per_layer:.2f} per layer)"
+    if word == "healthy":
+        return (
+            f"Healthy gradient: the back-propagated signal {change(factor, 'only ')} {span} "
+            f"(×{number(factor)}, {profile.signal_per_layer:.2f} per layer)."
+        )
+    how = f"shrinks {fold(1 / factor)}-fold" if factor < 1 else f"grows {fold(factor)}-fold"
+    title = {"vanishing": "Vanishing", "attenuated": "Attenuated", "growing": "Growing"}
+    name = f"{title.get(word, 'Exploding')} gradient"
+    return f"{name}: the back-propagated signal {how} {span} {each}."
+
+
+def scale_sentence(profile: Profile, word: str) -> str:
+    """'Forward collapse: the activations' scale (std) falls 470-fold from layer 1 to layer 20
+    (0.72 per layer); the output hardly depends on the input.'"""
+    factor, names = profile.scale_factor, profile.names
+    span = f"from {names.hidden(1)} to {names.hidden(profile.layers)}"
+    if factor == 0:
+        return (
+            f"Forward collapse: the activations' scale (std) falls to exactly 0 {span}: "
+            "the output no longer depends on the input."
+        )
+    each = f"({profile.scale_per_layer:.2f} per layer)"
+    if word == "forward-collapse":
+        return (
+            f"Forward collapse: the activations' scale (std) falls {fold(1 / factor)}-fold "
+            f"{span} {each}; the output hardly depends on the input."
+        )
+    return f"Forward blow-up: the activations' scale (std) grows {fold(factor)}-fold {span} {each}."
+
+
+def ratio_sentence(word: str, ratio: float, names: LayerNames, at: str) -> str:
+    """'Vanishing gradient: layer 1 receives 0.003 of the output layer's weight gradient at
+    initialisation.': a net of one hidden layer, judged by its weight-gradient ratio."""
+    return f"{word.capitalize()} gradient: {names.share(number(ratio))} at {at}."
+
+
+def gradient_sentences(
+    found: Profile, step0: Gradient, rectifier: bool = False, dead_layer: int = 0
+) -> list[tuple[str, str]]:
+    """(kind, sentence) for each failure step 0 shows (`Gradient.kinds`)."""
+    said = []
+    for kind in step0.kinds:
+        if not step0.by_signal:
+            sentence = ratio_sentence(kind, step0.ratio, found.names, "initialisation")
+        elif kind == step0.signal:
+            sentence = signal_sentence(found, kind, rectifier, dead_layer)
+        else:
+            sentence = scale_sentence(found, kind)
+        said.append((kind, sentence))
+    return said
+
+
+def signal_evidence(found: Profile) -> str:
+    """'The back-propagated signal keeps its size from layer 20 to layer 1 (×0.93).': a healthy
+    signal, as evidence under a verdict headed by another failure."""
+    return (
+        f"The back-propagated signal {change(found.signal_factor)} from "
+        f"{found.names.hidden(found.layers)} to {found.names.hidden(1)} "
+        f"(×{number(found.signal_factor)})."
+    )
+
+
+def later_signal_sentence(
+    when: str, word: str, factor: float, names: LayerNames, layers: int
+) -> str:
+    """'After training (last probe) the signal reads healthy: ×0.5 from the last hidden layer
+    to layer 1.' (`when` opens it)."""
+    return f"{when} the signal reads {word}: ×{times(factor)} from {last_to_first(names, layers)}."
+
+
+def weight_note_sentence(note: WeightNote, found: Profile, ratio: float) -> str:
+    """Why the weight-gradient ratio reads otherwise than the signal."""
+    names = found.names
+    if note.kind == "cancel":
+        return (
+            f"The weight gradients look even ({names.gets(number(ratio))}) only because "
+            "the two cancel: a weight gradient is the signal times the layer's input."
+        )
+    if note.looks == "exploding":
+        return (
+            f"The weight-gradient ratio ({number(ratio)}, {names.share_short()}) alone "
+            f"would read as exploding, but the signal reaching {names.hidden(1)} does not "
+            "grow."
+        )
+    why = (
+        f": the activations grow {fold(found.scale_factor)}-fold with depth, which "
+        "enlarges the output layer's weight gradient"
+        if note.grows
+        else ""
+    )
+    return (
+        f"The weight-gradient ratio ({number(ratio)}, {names.share_short()}) alone "
+        f"would read as {note.looks}, but the signal reaching {names.hidden(1)} does not "
+        f"shrink{why}."
+    )
+
+
+def divergence_sentence(found: Divergence, linear_layers: int, names: LayerNames) -> str:
+    """'Blew up: 3 of 3 runs diverged (the loss became non-finite, by step 120); at step 100,
+    the last probe before, gradient norms reached 1.2e+05 (layer 1).'"""
+    at = f", by step {found.step}" if found.step is not None else ""  # at probes and epoch ends
+    sentence = (
+        f"Blew up: {found.runs} of {found.seeds} runs diverged (the loss became non-finite{at})"
+    )
+    if found.peak is not None:
+        sentence += (
+            f"; at step {found.peak.step}, the last probe before, gradient norms reached "
+            f"{number(found.peak.norm)} ({layer_name(found.peak.layer, linear_layers, names)})"
+        )
+    return sentence + "."
+
+
+def huge_loss_sentence(found: HugeLoss) -> str:
+    """'Blew up: the final test loss is 6.0e+25, far above chance's 2.30 (ln 10): the updates
+    exploded at lr 1e+09.'"""
+    share = f" in {found.runs} of {found.seeds} runs" if found.seeds > 1 else ""
+    if found.cause == "forward":
+        cause = (
+            "the logits are huge because the activations' scale grows "
+            f"{fold(found.scale_factor)}-fold with depth"
+        )
+    elif found.cause == "gain":
+        cause = (
+            f"the weights start at {found.gain:g} times the init's own scale (--init-gain), and "
+            "the logits with them"
+        )
+    else:
+        lr = found.lr
+        cause = "the updates exploded" + (f" at lr {lr:g}" if isinstance(lr, (int, float)) else "")
+    return (
+        f"Blew up: the final test loss is {number(found.loss)}{share}, far above chance's "
+        f"{found.chance:.2f} (ln {round(math.exp(found.chance))}): {cause}."
+    )
+
+
+def grown_sentence(found: Grown, linear_layers: int, names: LayerNames) -> str:
+    """'Exploding during training: gradient norms grew to 5.0e+04 (layer 1) by step 40, from
+    0.1 at step 0.'"""
+    top = found.peak
+    return (
+        f"Exploding during training: gradient norms grew to {number(top.norm)} "
+        f"({layer_name(top.layer, linear_layers, names)}) by step {top.step}, from "
+        f"{number(found.init)} at step 0."
+    )
+
+
+def huge_init_sentence(found: Peak, linear_layers: int, names: LayerNames) -> str:
+    """'Huge gradients at initialisation: norms up to 2.0e+04 (layer 1).'"""
+    return (
+        f"Huge gradients at initialisation: norms up to {number(found.norm)} "
+        f"({layer_name(found.layer, linear_layers, names)})."
+    )
+
+
+def units_sentences(group: Group, thresholds: Thresholds = THRESHOLDS) -> list[tuple[str, str]]:
+    """(kind, sentence): dead units for rectifiers, saturation for the others, a caveat for
+    linear; kind 'dead' or 'saturated' when a layer is over its threshold, else 'note'."""
+    key = group.health_key
+    if key is None:
+        return [
+            (
+                "note",
+                "A linear activation has slope 1 everywhere, so it takes nothing from the "
+                "gradient (only the weights' scale can), but however deep the network is it "
+                "computes a single linear map: a linear classifier.",
+            )
+        ]
+    if not group.ok:
+        return []
+    values, _, _ = group.result_layers(key, group.ok)
+    if key == "dead_fraction":
+        dead = dead_units(values, thresholds)
+        if dead is None:
+            return []
+        if group.watched:
+            return watched_dead(group, values, dead)
+        return dead_sentences(group, values, dead)
+    saturated = saturated_units(values, thresholds)
+    if saturated is None:
+        return []
+    name = group.names.hidden(saturated.layer)
+    if saturated.over:
+        return [
+            (
+                "saturated",
+                f"Saturated: {percent(saturated.share)} of {group.names.units(saturated.layer)} "
+                f"activations are saturated at the end of training (slope below {SATURATED} of "
+                "its maximum): little gradient passes them.",
+            )
+        ]
+    if saturated.share == 0:
+        return [("note", "No saturated activations at the end of training.")]
+    return [
+        (
+            "note",
+            f"Little saturation: at most {percent(saturated.share)} of a layer's activations "
+            f"({name}) are saturated at the end of training.",
+        )
+    ]
+
+
+def overall(group: Group, values: np.ndarray) -> float:
+    """A share per hidden layer over all the hidden units, each layer weighted by its width."""
+    widths = np.array(group.hidden, dtype=float)
+    return float(np.nansum(values * widths) / widths.sum())
+
+
+def dead_sentences(group: Group, values: np.ndarray, dead: LayerShare) -> list[tuple[str, str]]:
+    """A training run's dead units, measured on the whole training set after each epoch."""
+    names = group.names
+    epochs = len(group.ok[0].finished.get("history", []))
+    if dead.over:
+        everywhere = percent(overall(group, values))
+        sentence = (
+            f"{percent(dead.share)} of {names.units(dead.layer)} units are dead after epoch "
+            f"{epochs} (zero output on every training image); {everywhere} of all hidden units."
+        )
+        first = group.epoch_layers("dead_fraction")[1]
+        worst = dead.layer - 1
+        if epochs > 1 and first.size and worst < first.shape[1]:
+            sentence += f" After epoch 1 it was {percent(first[0, worst])}."
+        return [("dead", "Dead units: " + sentence)]
+    if dead.share == 0:
+        return [
+            ("note", f"No dead units after epoch {epochs} (checked on the whole training set).")
+        ]
+    return [
+        (
+            "note",
+            f"No dead layer: at most {percent(dead.share)} of a layer's units "
+            f"({names.hidden(dead.layer)}) are dead after epoch {epochs}.",
+        )
+    ]
+
+
+def watched_dead(group: Group, values: np.ndarray, dead: LayerShare) -> list[tuple[str, str]]:
+    """Dead units of a watched model, which `watch` measures on the batches of its last few
+    probes (the training steps', or the probe batch), not on the whole training set: at the
+    last probe."""
+    name = group.names.hidden(dead.layer)
+    probes = group.ok[0].rows("probe")
+    step = probes[-1].get("step") if probes else None
+    at = f"at the last probe (step {step})" if step is not None else "at the last probe"
+    if dead.share == 0:
+        return [("note", f"No dead units {at}.")]
+    if not dead.over:
+        return [
+            (
+                "note",
+                f"No dead layer: at most {percent(dead.share)} of a layer's units ({name}) "
+                f"are dead {at}.",
+            )
+        ]
+    everywhere = percent(overall(group, values))
+    sentence = (
+        f"Dead units: {name}: {percent(dead.share)} dead units {at}, zero for every sample "
+        f"and position of the last batches measured; {everywhere} of all measured units."
+    )
+    first = numbers(probes[0].get("dead_fraction") or []) if len(probes) > 1 else np.zeros(0)
+    worst = dead.layer - 1
+    if worst < first.size and math.isfinite(first[worst]):
+        sentence += f" At step {probes[0].get('step')} it was {percent(first[worst])}."
+    return [("dead", sentence)]
+
+
+def bound_sentence(group: Group) -> str:
+    """'sigmoid's slope is at most 0.25, so its 20 hidden layers alone multiply the gradient by
+    at most (0.25)^20 = 9.1e-13.'"""
+    bound, depth = group.activation.derivative_bound, group.depth
+    layers = "activation layers" if group.watched else "hidden layers"
+    return (
+        f"{group.activation.label}'s slope is at most {bound:g}, so its {depth} {layers} "
+        f"alone multiply the gradient by at most ({bound:g})^{depth} = {number(bound**depth)}."
+    )
+
+
+def accuracy_sentence(group: Group, thresholds: Thresholds = THRESHOLDS) -> str:
+    """'Test accuracy 97.10 ± 0.20 % (over 3 seeds).', with '...: chance level, it did not
+    learn.' at chance; '' when no run finished without diverging."""
+    accuracies = group.accuracies
+    if not accuracies:
+        return ""
+    mean, std = group.accuracy.mean, group.accuracy.std
+    spread = f" ± {100 * std:.2f}" if len(accuracies) > 1 else ""
+    runs = "runs" if group.watched else "seeds"  # a watched model's runs have no seed
+    over = f"over {len(accuracies)} {runs}" if len(accuracies) > 1 else f"one {runs[:-1]}"
+    sentence = f"Test accuracy {100 * mean:.2f}{spread} % ({over})"
+    if at_chance(group, thresholds):
+        chance = chance_level(group.setting.get("dataset"))
+        return f"{sentence}: chance level ({percent2(chance)}), it did not learn."
+    return sentence + "."
+
+
+def clipping_sentence(group: Group) -> str:
+    """'Clipping (--clip-grad-norm 1) cut 1,875 of 1,875 steps.' for runs that clip."""
+    limit = setting_value(group.runs[0].config, "clip_grad_norm")
+    if limit is None:
+        return ""
+    clipped = [int(c) for r in group.ok if (c := r.finished.get("clipped_steps")) is not None]
+    steps = [int(s) for r in group.ok if (s := r.finished.get("steps")) is not None]
+    if not clipped or len(clipped) != len(group.ok) or len(steps) != len(group.ok):
+        return f"Gradients were clipped to norm {shown(limit)}."
+    return (
+        f"Clipping (--clip-grad-norm {shown(limit)}) cut {sum(clipped):,} of {sum(steps):,} steps."
+    )

@@ -1,0 +1,82 @@
+"""Every threshold the verdicts use, in one place, and the chance level the loss and the
+accuracy are set against."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from vanishing import stats
+from vanishing.data.datasets import DATASETS
+from vanishing.model.activations import SATURATION_FRACTION
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Every threshold the diagnosis uses, in one place."""
+
+    # The back-propagated signal dLoss/dh at layer 1 over the last hidden layer's, at step 0.
+    # Under 1 %: layer 1's weight gradient (signal times its input) is 100x smaller than it would
+    # be at an even signal, and so are its SGD steps, two orders of magnitude: vanishing.
+    signal_vanishing: float = 1e-2
+    # Under 10 %: attenuated; visible, but Adam's per-weight step scaling largely hides it.
+    signal_attenuated: float = 0.1
+    # The mirror images: over 10x growing, over 100x exploding, a step 100x too large at layer 1.
+    signal_growing: float = 10.0
+    signal_exploding: float = 100.0
+    # The activations' std at the last hidden layer over layer 1's, at step 0. Under 1 %: the
+    # last layer's outputs vary 100x less than the first's; what reaches the output layer hardly
+    # depends on the input (forward collapse). Over 100x: forward blow-up, logits so large that
+    # the softmax saturates and the loss is huge.
+    scale_collapse: float = 1e-2
+    scale_blowup: float = 100.0
+    # A weight gradient of norm 1000 (the loss is a mean over the batch): an SGD step at lr 0.01
+    # moves that layer by 10, about the whole norm of a 256-wide layer at He init (~16); healthy
+    # nets on MNIST start near 0.1 to 10. Above it at step 0, or at any probe later: exploding.
+    grad_norm_huge: float = 1e3
+    # A final test loss over 10x chance's, ln(classes): the true class gets e^-23 of the
+    # probability on average on 10 classes. Overfitting stays within a few times chance's; this
+    # is a run whose updates blew up, even if no number became inf (lr 1e9: a loss of 6e25).
+    loss_blowup: float = 10.0
+    # Within 5 points of chance (1 / classes): the most common class alone gives 11.35 % on
+    # MNIST's test set; a net that does no better has not learned.
+    chance_margin: float = 0.05
+    # The weight-gradient ratio, layer 1 over the output layer, at step 0: the old single verdict,
+    # still what a one-hidden-layer net is judged by and what the depth figure draws. Under 1 %:
+    # vanishing; under 10 %: attenuated; over 10x: exploding.
+    vanishing_ratio: float = 1e-2
+    attenuated_ratio: float = 0.1
+    exploding_ratio: float = 10.0
+    # A layer with 5 % or more of its units dead (zero on every training image) is worth naming.
+    dead_fraction: float = 0.05
+    # 20 % or more saturated (sample, unit) pairs: a fifth of the signal passes a slope < 10 % max.
+    saturated_fraction: float = 0.2
+    # The t-tests on test accuracy (paired on shared seeds, else Welch's): the usual 5 % level.
+    p_value: float = stats.ALPHA
+    # One seed a side: a gap over 5x the largest seed std measured in the same report is no seed
+    # effect (two single runs differ by sqrt(2) std on average; 5x is z ~ 3.5, p ~ 0.0005).
+    spread_multiple: float = 5.0
+    # One seed a side: a gap between a group at chance and one more than half way from chance to
+    # 100 % (55 % on 10 classes) is not seed noise: the one did not learn, the other did.
+    far_above_chance: float = 0.5
+    # An activation has stopped learning at a depth where its mean test accuracy is less than
+    # half way from chance (1 / classes) to the best group's mean on the same data set: below
+    # 53.5 % on MNIST when the best reaches 97 %. Relative, so it holds on harder data sets too.
+    stop_fraction: float = 0.5
+
+
+THRESHOLDS = Thresholds()
+SATURATED = f"{100 * SATURATION_FRACTION:g} %"  # the probes' saturation rule, as the page says it
+CHANCE_CLASSES = 10  # the chance level's class count for a data set missing from the registry
+
+
+def chance_level(dataset: Any) -> float:
+    """Accuracy of guessing: 1 / the number of classes."""
+    spec = DATASETS.get(dataset) if isinstance(dataset, str) else None
+    return 1 / (len(spec.classes) if spec is not None else CHANCE_CLASSES)
+
+
+def chance_loss(dataset: Any) -> float:
+    """The cross-entropy of guessing: ln(the number of classes)."""
+    return -math.log(chance_level(dataset))
