@@ -165,9 +165,10 @@ def test_tabulate_writes_runs_points_and_pairs(compared, tmp_path):
     [
         ([0.981, 0.980, 0.979], [0.905, 0.895, 0.900], "paired", "(paired t-test, p = "),
         ([0.981, 0.980, 0.979], [0.900, 0.905], "Welch", "(Welch's t-test, p = "),
+        ([0.900, 0.905], [0.981, 0.980, 0.979], "Welch", "(Welch's t-test, p = "),  # b better
         ([0.98], [0.97], "", "cannot be judged: one seed"),
     ],
-    ids=["same-seeds", "other-seeds", "one-seed"],
+    ids=["same-seeds", "other-seeds", "other-seeds-b-better", "one-seed"],
 )
 def test_pairs_csv_uses_the_reports_test(tmp_path, relu, sigmoid, test, sentence):
     root = make_sweep(tmp_path / "runs", {"relu": relu, "sigmoid": sigmoid})
@@ -180,6 +181,8 @@ def test_pairs_csv_uses_the_reports_test(tmp_path, relu, sigmoid, test, sentence
     assert sentence in verdict
     seeds = str(len(relu)) if len(relu) == len(sigmoid) else f"{len(relu)} and {len(sigmoid)}"
     assert pair["seeds"] == seeds
+    difference = sum(relu) / len(relu) - sum(sigmoid) / len(sigmoid)  # a's minus b's, signed
+    assert float(pair["mean_difference"]) == pytest.approx(difference)
     if test == "paired":
         expected = scipy_stats.ttest_rel(relu, sigmoid)
     elif test == "Welch":

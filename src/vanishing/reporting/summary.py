@@ -210,21 +210,27 @@ def pair_rows(
     thresholds: Thresholds = THRESHOLDS,
 ) -> list[dict[str, Any]]:
     """Per setting (the values of `keys` but the activation), each pair of activations as the
-    report judges it (`diagnosis.setting_gaps`): `a` the better, the seeds each side finished
-    ('3', or '3 and 2'), the test (paired on the same seeds, Welch otherwise, with one seed
-    a side 'vs chance' or 'vs spread', '' when nothing could judge it) and its numbers."""
+    report judges it (`diagnosis.setting_gaps`), `a` the one whose runs come first: the seeds
+    each side finished ('3', or '3 and 2'), a's mean accuracy minus b's, the t statistic and
+    p-value, and the test (paired on the same seeds, Welch otherwise; with one seed a side
+    'vs chance' or 'vs spread'; '' when nothing could judge it)."""
+    order = {id(group): i for i, group in enumerate(groups)}
     shown = [k for k in keys if k != "activation"]
     pairs = []
     for gap in setting_gaps(groups, thresholds):
-        first = rows[gap.better.runs[0].path]
+        a, b, sign = gap.better, gap.worse, 1
+        if order[id(b)] < order[id(a)]:
+            a, b, sign = b, a, -1
+        first = rows[a.runs[0].path]
+        a_seeds, b_seeds = len(a.accuracies), len(b.accuracies)
         pairs.append(
             {
                 **{k: first.get(k) for k in shown},
-                "a": gap.better.activation.name,
-                "b": gap.worse.activation.name,
-                "seeds": gap.seeds.removesuffix(" seeds"),
-                "mean_difference": gap.difference,
-                "t": gap.t,
+                "a": a.activation.name,
+                "b": b.activation.name,
+                "seeds": f"{a_seeds}" if a_seeds == b_seeds else f"{a_seeds} and {b_seeds}",
+                "mean_difference": sign * gap.difference,
+                "t": sign * gap.t,
                 "p": gap.p,
                 "significant": gap.significant,
                 "test": gap.test_name if gap.test or gap.basis else "",
