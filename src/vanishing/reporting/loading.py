@@ -36,11 +36,12 @@ def find_run_dirs(path: Path) -> list[Path]:
     return sorted(found)
 
 
-def read_run(path: Path, failed: bool = False) -> RunRecords | str:
+def read_run(path: Path, failed: bool = False, metrics: bool = True) -> RunRecords | str:
     """The run's records, or a note saying why they cannot be used. With `failed`, a run that
     raised counts as finished too (its result.json holds its error, no measurements; the tables
     count it), and one that failed before it wrote config.json (a sweep records it with
-    result.json alone) has its result's config."""
+    result.json alone) has its result's config. Without `metrics`, metrics.jsonl is not read
+    (the tables need only config.json and result.json)."""
     try:
         result = records.read_json(path / records.RESULT) if records.is_complete(path) else None
         if failed and isinstance(result, dict) and not (path / records.CONFIG).exists():
@@ -72,7 +73,8 @@ def read_run(path: Path, failed: bool = False) -> RunRecords | str:
         and (not isinstance(result, dict) or not all(key in result for key in REQUIRED_FIELDS))
     ):
         return f"{path}: result.json lacks fields of a finished run; skipped"
-    return RunRecords(path, config, records.read_metrics(path), result, filled)
+    rows = records.read_metrics(path) if metrics else []
+    return RunRecords(path, config, rows, result, filled)
 
 
 def run_dirs_under(paths: Sequence[Path | str]) -> list[list[Path]]:

@@ -1,7 +1,7 @@
 """The results the report reads, as a small data model of its own: each run directory's records
 (`RunRecords`), the groups of finished runs of one activation at one setting (`Group`), and the
-lines over depth that the depth figures draw (`DepthSeries`). Settings, their order and their
-names live here too."""
+lines over depth that the depth figures draw (`DepthSeries`). Settings and their order live here
+too; their names (`naming.label`, `naming.axes`) in settings/naming.py."""
 
 from __future__ import annotations
 

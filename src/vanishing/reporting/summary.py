@@ -248,7 +248,7 @@ def tabulate(
     runs: list[RunRecords] = []
     for run_dir in dict.fromkeys(Path(d) for d in run_dirs):
         if records.is_complete(run_dir):
-            run = read_run(run_dir, failed=True)
+            run = read_run(run_dir, failed=True, metrics=False)
             if isinstance(run, RunRecords):
                 runs.append(run)
     keys = config_keys(runs)
