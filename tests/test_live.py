@@ -79,7 +79,7 @@ def run_dir(app, run: str) -> Path:
 def test_two_runs_stream_their_records_verdicts_and_end(app, client):
     answer = start(client, [{**TINY, "activation": "sigmoid"}, {**TINY, "activation": "relu"}])
     runs = [item["run"] for item in answer["runs"]]
-    assert [item["label"] for item in answer["runs"]] == ["Sigmoid, depth 3", "ReLU, depth 3"]
+    assert [item["label"] for item in answer["runs"]] == ["Sigmoid", "ReLU"]
     assert all(run.startswith("0/") for run in runs)
     found = read_events(client, runs)
     assert found[-1] == ("end", {"runs": runs})
@@ -460,11 +460,8 @@ def test_the_real_server_starts_serves_and_stops_its_training(tmp_path, tiny_dir
 
 def test_labels_name_what_differs_among_the_runs_started_together():
     configs = [parse_config({**TINY, "seed": seed}) for seed in ("0", "1")]
-    assert [label(c, configs) for c in configs] == [
-        "ReLU, depth 3, seed 0",
-        "ReLU, depth 3, seed 1",
-    ]
-    assert label(configs[0]) == "ReLU, depth 3"
+    assert [label(c, configs) for c in configs] == ["ReLU, seed 0", "ReLU, seed 1"]
+    assert label(configs[0]) == "ReLU"
 
 
 def test_a_symlinked_record_file_is_neither_streamed_nor_listed(client, tmp_path):
@@ -545,7 +542,7 @@ def test_listed_runs_are_named_by_what_sets_them_apart(client, tmp_path):
     items = client.get("/api/list", headers=JSON).json()["items"]
     labels = {i["path"]: i["label"] for i in items if i["kind"] == "run"}
     assert labels == {
-        "1/a": "ReLU, depth 3, hidden 64,64,64, lr 0.001",
-        "1/b": "ReLU, depth 3, hidden 128,128,128, lr 0.001",
-        "1/c": "ReLU, depth 3, hidden 64,64,64, lr 10",
+        "1/a": "ReLU, width 64, lr 0.001",
+        "1/b": "ReLU, width 128, lr 0.001",
+        "1/c": "ReLU, width 64, lr 10",
     }

@@ -177,11 +177,11 @@ def test_live_page_shows_sigmoid_vanishing_and_relu_not(live_server, tmp_path):
                 """step => Number([...document.querySelectorAll('.panel')]
                     .find(p => p.querySelector('h2').textContent.startsWith('ReLU'))
                     .querySelector('.profile').dataset.step) > step""",
-                arg=int(first["ReLU, depth 10"]["step"]),
+                arg=int(first["ReLU"]["step"]),
             )
             later = profiles(page)
-            assert sorted(later) == ["ReLU, depth 10", "Sigmoid, depth 10"], later
-            relu_first, relu_later = first["ReLU, depth 10"], later["ReLU, depth 10"]
+            assert sorted(later) == ["ReLU", "Sigmoid"], later
+            relu_first, relu_later = first["ReLU"], later["ReLU"]
             assert int(relu_later["step"]) > int(relu_first["step"])  # it needs training: > step 0
             assert relu_later["heatmap"] != relu_first["heatmap"]  # a column per probe
             screenshot(page, tmp_path, "live.png")

@@ -340,14 +340,53 @@ def test_unfinished_runs_are_listed_not_fatal(tmp_path):
     assert "No run has finished yet" in html_path.read_text()
 
 
-def test_summary_row_from_records_matches_compare(tmp_path):
-    write_run(tmp_path / "relu-seed0", "relu", 0, 0.97)
-    (expected,) = summary.summary_rows(loading.load_runs([tmp_path])[0])
-    built = report.build_report([tmp_path], figures=False)
-    assert built.rows == [expected]
-    # RELU_DEAD after epoch 2 over widths 8, 6, 4: 0 + 0.1 * 6 + 0.31 * 4 of 18 units.
-    assert expected["dead_percent"] == pytest.approx(100 * (0.1 * 6 + 0.31 * 4) / 18)
-    assert math.isnan(expected["test_accuracy_std"])  # one run has no spread
+def test_the_table_rows_are_computed_from_the_records(tmp_path):
+    """The page's table and compare's summary, against a hand computation from result.json."""
+    root = make_sweep(tmp_path, {"relu": [0.97, 0.98, 0.96], "sigmoid": [0.9]})
+    dead = [[0.0, 0.5, 0.25], [0.125, 0.0, 0.5], [0.0, 0.0, 0.0]]  # per seed, per layer
+    for seed, fractions in enumerate(dead):  # each seed its own dead units, loss and time
+        path = root / f"relu-seed{seed}" / records.RESULT
+        result = records.read_json(path)
+        changes = {"dead_fraction": fractions, "test_loss": 0.1 * (seed + 1)}
+        records.write_json(path, {**result, **changes, "train_seconds": 2.0 * (seed + 1)})
+    built = report.build_report([root], figures=False)
+    assert [g.label for g in built.groups] == ["Sigmoid", "ReLU"]  # the report's order
+    sigmoid, relu = built.rows
+
+    assert (relu["runs"], relu["diverged"]) == (3, 0)
+    assert relu["test_accuracy_mean"] == pytest.approx(0.97)
+    assert relu["test_accuracy_std"] == pytest.approx(0.01)  # sample std of .97, .98, .96
+    assert relu["test_loss_mean"] == pytest.approx(0.2)
+    assert relu["seconds_per_epoch"] == pytest.approx(2.0)  # 2, 4 and 6 s over 2 epochs
+    # Layer 1 / output at init: 0.02 / 0.012 times each seed's factor; their geometric mean.
+    ratios = [0.02 * factor / 0.012 for factor in SEED_FACTORS]
+    assert relu["vanishing_ratio_init"] == pytest.approx(math.prod(ratios) ** (1 / 3))
+    assert relu["vanishing_ratio_init"] != pytest.approx(sum(ratios) / 3)
+    # Dead: per seed the share of all 8 + 6 + 4 units, then the mean over seeds.
+    shares = [100 * sum(f * w for f, w in zip(fs, HIDDEN, strict=True)) / 18 for fs in dead]
+    assert relu["dead_percent"] == pytest.approx(sum(shares) / 3)  # 25 %, 13.9 %, 0 %
+    assert summary.summary_cells(relu) == [
+        "ReLU",
+        "97.00 ± 1.00",
+        "0.2000",
+        "2.0",
+        "1.67e+00",
+        f"{sum(shares) / 3:.1f}",
+        "-",
+    ]
+    assert sigmoid["test_accuracy_mean"] == pytest.approx(0.9)
+    assert math.isnan(sigmoid["test_accuracy_std"])  # one run has no spread
+    assert sigmoid["vanishing_ratio_init"] == pytest.approx(3e-5 / 0.1)
+    assert sigmoid["saturated_percent"] == pytest.approx(100 * (0.1 * 8 + 0.2 * 6 + 0.4 * 4) / 18)
+
+    # compare's summary: the same groups and numbers, in the order the runs come.
+    runs, _ = loading.load_runs(
+        [*(root / f"relu-seed{s}" for s in range(3)), root / "sigmoid-seed0"]
+    )
+    first, second = summary.summary_rows(runs)
+    assert (first["label"], second["label"]) == ("ReLU", "Sigmoid")
+    for key in ("test_accuracy_std", "test_loss_mean", "vanishing_ratio_init", "dead_percent"):
+        assert first[key] == pytest.approx(relu[key]), key
 
 
 def test_cli_default_out_is_the_first_directory(tmp_path, capsys):

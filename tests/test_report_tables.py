@@ -160,6 +160,42 @@ def test_tabulate_writes_runs_points_and_pairs(compared, tmp_path):
     assert float(pair["t"]) == pytest.approx(expected.statistic)
 
 
+@pytest.mark.parametrize(
+    "relu, sigmoid, test, sentence",
+    [
+        ([0.981, 0.980, 0.979], [0.905, 0.895, 0.900], "paired", "(paired t-test, p = "),
+        ([0.981, 0.980, 0.979], [0.900, 0.905], "Welch", "(Welch's t-test, p = "),
+        ([0.900, 0.905], [0.981, 0.980, 0.979], "Welch", "(Welch's t-test, p = "),  # b better
+        ([0.98], [0.97], "", "cannot be judged: one seed"),
+    ],
+    ids=["same-seeds", "other-seeds", "other-seeds-b-better", "one-seed"],
+)
+def test_pairs_csv_uses_the_reports_test(tmp_path, relu, sigmoid, test, sentence):
+    root = make_sweep(tmp_path / "runs", {"relu": relu, "sigmoid": sigmoid})
+    out = tmp_path / "tables"
+    out.mkdir()
+    summary.tabulate(out, sorted(root.iterdir()))
+    (pair,) = read_csv(out / "pairs.csv")
+    (verdict,) = report.build_report([root], figures=False).verdicts
+    assert (pair["a"], pair["b"], pair["test"]) == ("relu", "sigmoid", test)
+    assert sentence in verdict
+    seeds = str(len(relu)) if len(relu) == len(sigmoid) else f"{len(relu)} and {len(sigmoid)}"
+    assert pair["seeds"] == seeds
+    difference = sum(relu) / len(relu) - sum(sigmoid) / len(sigmoid)  # a's minus b's, signed
+    assert float(pair["mean_difference"]) == pytest.approx(difference)
+    if test == "paired":
+        expected = scipy_stats.ttest_rel(relu, sigmoid)
+    elif test == "Welch":
+        expected = scipy_stats.ttest_ind(relu, sigmoid, equal_var=False)
+    else:
+        assert (pair["p"], pair["t"], pair["significant"]) == ("nan", "nan", "False")
+        return
+    assert float(pair["p"]) == pytest.approx(expected.pvalue)
+    assert float(pair["t"]) == pytest.approx(expected.statistic)
+    assert f"p = {expected.pvalue:.2g})" in verdict
+    assert pair["significant"] == str(bool(expected.pvalue < 0.05))
+
+
 def configure(run_dir: Path, **changes) -> Path:
     """Change a written run's config, in config.json and in result.json's copy, as a run with
     those settings would have written it."""
@@ -224,8 +260,8 @@ def test_runs_that_differ_in_any_config_key_are_two_points(tmp_path, key, values
 
     pairs = read_csv(out / "pairs.csv")
     assert list(pairs[0])[: len(keys)] == [*(k for k in keys if k != "activation"), "a"]
-    assert [(p["a"], p["b"], p[key], p["seeds"]) for p in pairs] == [
-        ("relu", "sigmoid", str(value), "3") for value in values
+    assert [(p["a"], p["b"], p[key], p["seeds"], p["test"]) for p in pairs] == [
+        ("relu", "sigmoid", str(value), "3", "paired") for value in values
     ]
 
     # The report: two settings, each named by its value; activations in registry order.
@@ -234,6 +270,23 @@ def test_runs_that_differ_in_any_config_key_are_two_points(tmp_path, key, values
     labels = [f"{name}, {word}" for name in ("Sigmoid", "ReLU") for word in words]
     assert [g.label for g in built.groups] == labels
     assert [gap.better.setting_label for gap in built.gaps] == words
+    # pairs.csv holds the report's gaps: the same test and p-value, pair by pair.
+    assert [float(p["p"]) for p in pairs] == [pytest.approx(gap.p) for gap in built.gaps]
+
+    # compare's summary over the same runs: a row per group, named as the report names it.
+    rows = summary.summary_rows(loading.load_runs(run_dirs)[0])
+    assert [row["label"] for row in rows] == [
+        f"{n}, {w}" for w in words for n in ("ReLU", "Sigmoid")
+    ]
+    assert [line.split("  ")[0] for line in summary.format_summary(rows).splitlines()[2:]] == [
+        row["label"] for row in rows
+    ]
+    summary.write_summary_csv(tmp_path / "summary.csv", rows)
+    written = read_csv(tmp_path / "summary.csv")
+    assert list(written[0])[:3] == ["activation", "setting", "runs"]
+    assert [(r["activation"], r["setting"], r["runs"]) for r in written] == [
+        (name, word, "3") for word in words for name in ("relu", "sigmoid")
+    ]
     markdown = report.render_markdown(built)
     for label in labels:
         assert f"| {label} | 3 |" in markdown

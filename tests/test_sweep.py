@@ -19,6 +19,7 @@ import pytest
 
 from conftest import swept
 from vanishing import records
+from vanishing import reporting as report
 from vanishing.errors import UsageError
 from vanishing.executor import runs
 from vanishing.settings import grid, naming
@@ -484,3 +485,47 @@ def test_cli_bad_sweep_options(capsys, tmp_path, options, message):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("vanishing sweep: error: ") and message in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_resumed_sweep_of_older_records_is_one_point_per_grid_point(tiny_dir, tmp_path):
+    """Runs whose records predate norm, residual, init_gain and clip_grad_norm, resumed by a
+    sweep whose new runs record them at their defaults: each grid point is one row of
+    points.csv with all its runs, as it is one group of the report."""
+    spec = tiny_spec(activations=("relu", "tanh"), depths=(1,), seeds=(0, 1, 2))
+    options = {"data_dir": tiny_dir, "verify": False}
+    outcome = swept(spec, tmp_path, workers=1, data_options=options)
+    added_later = ("norm", "residual", "init_gain", "clip_grad_norm")
+    older = [tmp_path / naming.run_name(c) for c in outcome.configs if c.seed > 0]
+    for run_dir in older:  # as an older version wrote them
+        config = records.read_json(run_dir / records.CONFIG)
+        assert config["norm"] == "none" and config["clip_grad_norm"] is None
+        config = {k: v for k, v in config.items() if k not in added_later}
+        records.write_json(run_dir / records.CONFIG, config)
+        result = records.read_json(run_dir / records.RESULT)
+        records.write_json(run_dir / records.RESULT, {**result, "config": config})
+
+    again = swept(spec, tmp_path, workers=1, data_options=options)
+    assert again.ran == 0 and again.skipped == 6  # the older runs are the grid's runs
+    points = read_csv(tmp_path / "points.csv")
+    assert [(p["activation"], p["runs"], p["ok"]) for p in points] == [
+        ("relu", "3", "3"),
+        ("tanh", "3", "3"),
+    ]
+    assert {(p["norm"], p["residual"], p["init_gain"], p["clip_grad_norm"]) for p in points} == {
+        ("none", "False", "1.0", "")
+    }
+    rows = read_csv(tmp_path / "runs.csv")
+    assert {row["norm"] for row in rows} == {"none"}  # older rows read as the defaults too
+    (pair,) = read_csv(tmp_path / "pairs.csv")
+    assert (pair["seeds"], pair["test"]) == ("3", "paired")
+
+    built = report.build_report([tmp_path], figures=False)
+    groups = {
+        g.activation.name: (len(g.runs), row["test_accuracy_mean"])
+        for g, row in zip(built.groups, built.rows, strict=True)
+    }
+    assert len(groups) == len(points)
+    for point in points:
+        runs_of_group, accuracy = groups[point["activation"]]
+        assert int(point["runs"]) == runs_of_group
+        assert float(point["test_accuracy_mean"]) == pytest.approx(accuracy)

@@ -8,19 +8,23 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from torch import nn
 from torch.nn import functional as F
 
 import vanishing
+from test_report import make_sweep
 from vanishing import records
 from vanishing import reporting as report
 from vanishing.frontends.cli import main
 from vanishing.frontends.live.events import Watcher
 from vanishing.frontends.live.listing import Listing
-from vanishing.reporting import loading
+from vanishing.reporting import loading, plots
 from vanishing.reporting.verdict import judge, live_headline
+from vanishing.settings.naming import NUMBERED
 
 LABELS = ["conv1", "conv2", "conv3", "conv4"]
 LAYERS = [*LABELS, "fc"]
@@ -381,3 +385,77 @@ def test_the_weight_gradient_sentence_names_the_layers_its_ratio_read():
     assert names.share("0.77") == "layer a receives 0.77 of the weight gradient b receives"
     assert names.share_short() == "a / b"
     assert LayerNames.of(config).share_short() == "a / aux"  # no probe row: as listed
+
+
+def tick_texts(labels) -> list[str]:
+    return [label.get_text() for label in labels]
+
+
+def overlapping(labels) -> list[tuple[str, str]]:
+    """Pairs of drawn tick labels whose boxes overlap (the figure must have been drawn)."""
+    boxes = [(label.get_text(), label.get_window_extent()) for label in labels]
+    return [
+        (a, b)
+        for i, (a, box) in enumerate(boxes)
+        for b, other in boxes[i + 1 :]
+        if box.overlaps(other)
+    ]
+
+
+def test_figures_name_a_watched_models_layers_as_its_sentences_do(tmp_path):
+    # A ResNet's shape: 16 activation layers, 41 weighted ones (convolutions, shortcuts, fc).
+    labels = [f"layer{i // 4 + 1}.{i % 4}.relu" for i in range(16)]
+    layers = ["conv1", *(f"layer{i // 10 + 1}.{i % 10}.conv" for i in range(39)), "fc"]
+    run_dir = write_watch_run(
+        tmp_path / "run",
+        activation="relu",
+        signal=(1.0,) * 16,
+        elements=(1000,) * 16,
+        dead=(0.0,) * 15 + (0.7,),
+        grad_norms=tuple(0.1 * (i + 1) for i in range(41)),
+        labels=labels,
+        layers=layers,
+    )
+    runs, _ = loading.load_runs([run_dir])
+    (group,) = report.make_groups(runs)
+
+    figure = plots.gradient_flow([group])
+    FigureCanvasAgg(figure).draw()  # lays the labels out, as saving would
+    for axes in figure.axes:
+        (line,) = axes.get_lines()
+        assert list(line.get_xdata()) == list(range(1, 42))  # a point per weighted layer
+        positions = [int(p) for p in axes.get_xticks()]
+        assert positions[0] == 1 and positions[-1] == 41 and len(positions) <= 16
+        assert tick_texts(axes.get_xticklabels()) == [layers[p - 1] for p in positions]
+        assert overlapping(axes.get_xticklabels()) == []
+
+    heatmaps = plots.gradient_heatmaps([group])
+    FigureCanvasAgg(heatmaps).draw()
+    axes = heatmaps.axes[0]  # the colour bar is the other
+    positions = [int(p) for p in axes.get_yticks()]
+    assert positions[-1] == 41 and len(positions) <= 12
+    assert tick_texts(axes.get_yticklabels()) == [layers[p - 1] for p in positions]
+    assert overlapping(axes.get_yticklabels()) == []
+
+    health = plots.unit_health([group])
+    assert tick_texts(health.legends[0].get_texts())[-1] == "layer4.3.relu"  # the dead one
+    profiles = plots.layer_profiles([("Net", np.linspace(1.0, 2.0, 16))], "std", group.names)
+    axes = profiles.axes[0]
+    positions = [int(p) for p in axes.get_xticks()]
+    assert positions[-1] == 16
+    assert tick_texts(axes.get_xticklabels()) == [labels[p - 1] for p in positions]
+
+
+def test_the_trainers_mlps_keep_numbered_ticks(tmp_path):
+    runs, _ = loading.load_runs([make_sweep(tmp_path, {"relu": [0.98]})])
+    (group,) = report.make_groups(runs)
+    figure = plots.gradient_flow([group])
+    assert tick_texts(figure.axes[0].get_xticklabels()) == ["1", "2", "3", "out"]
+    heatmaps = plots.gradient_heatmaps([group])
+    assert tick_texts(heatmaps.axes[0].get_yticklabels()) == ["1", "2", "3", "out"]
+    health = plots.unit_health([group])
+    assert tick_texts(health.legends[0].get_texts()) == ["layer 1", "layer 2", "layer 3"]
+    # A deep one: every k-th layer and the output layer, so that labels never touch.
+    assert NUMBERED.weighted_ticks(31)[-2:] == ["30", "out"]
+    positions, shown = plots.tick_marks(NUMBERED.weighted_ticks(31), 16)
+    assert shown == [*(str(i) for i in range(1, 30, 2)), "out"] and positions[-1] == 31

@@ -58,6 +58,7 @@ EXPORTS = {
     "make_groups": "results",
     "depth_series": "results",
     "representative_settings": "results",
+    "summary_row": "summary",
     "summary_rows": "summary",
     "summary_cells": "summary",
     "format_summary": "summary",

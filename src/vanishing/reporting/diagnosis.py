@@ -63,6 +63,7 @@ class Gap:
     # learn, the better did), "spread" (beyond the seed spread measured elsewhere), or "".
     basis: str = ""
     spread: Spread = Spread(math.nan)
+    t: float = math.nan  # the t-test's statistic (better minus worse); nan when none ran
 
     @property
     def test_name(self) -> str:
@@ -105,7 +106,8 @@ def gap_test(
     else:
         test = stats.welch_test(a.accuracies, b.accuracies)
         name = "Welch's t-test"
-    return Gap(a, b, difference, name, seeds, test.p, bool(test.p < thresholds.p_value))
+    significant = bool(test.p < thresholds.p_value)
+    return Gap(a, b, difference, name, seeds, test.p, significant, t=test.t)
 
 
 def p_text(p: float) -> str:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 from vanishing import records
 from vanishing.errors import UsageError, choices_error
 from vanishing.reporting.loading import run_dirs_under
+from vanishing.settings.naming import LayerNames, clean_tag
 
 FORMATS = ("tensorboard",)
 LOGDIR = "tensorboard"  # the default log directory, inside the first directory given
@@ -98,34 +98,6 @@ class Exported:
     notes: list[str] = field(default_factory=list)
 
 
-def clean(name: str) -> str:
-    """A layer name as one tag component: characters TensorBoard would replace (and `/`) as `_`."""
-    return re.sub(r"[^-\w.]", "_", name) or "_"
-
-
-def unique(names: Sequence[str]) -> list[str]:
-    """The names cleaned, a repeated one numbered (`fc`, `fc_2`), so no two layers share a tag."""
-    seen: dict[str, int] = {}
-    result = []
-    for name in map(clean, names):
-        seen[name] = seen.get(name, 0) + 1
-        result.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
-    return result
-
-
-def layer_names(config: dict[str, Any], kind: str, count: int) -> list[str]:
-    """Names for a per-layer list of `count` values: the config's ("layers" for weighted layers,
-    "layer_labels" for activation layers, as a watch run writes them) when they fit, else
-    layer1..layerN, the last weighted one `output` (the trainer's MLP)."""
-    given = config.get("layers" if kind == "weighted" else "layer_labels")
-    if isinstance(given, list) and len(given) == count and all(isinstance(n, str) for n in given):
-        return unique(given)
-    names = [f"layer{i}" for i in range(1, count + 1)]
-    if kind == "weighted" and count > 1:
-        names[-1] = "output"
-    return names
-
-
 def number(value: Any) -> float | None:
     """A record's value as a finite float, None for null (non-finite), a bool or a non-number."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -148,7 +120,7 @@ def per_layer(
     """(prefix/LAYER, value) for each finite value of a per-layer list."""
     if not isinstance(values, list):
         return
-    for name, value in zip(layer_names(config, kind, len(values)), values, strict=True):
+    for name, value in zip(LayerNames.of(config).tags(kind, len(values)), values, strict=True):
         if (v := number(value)) is not None:
             yield f"{prefix}/{name}", v
 
@@ -169,7 +141,7 @@ def scalars(config: dict[str, Any], row: dict[str, Any]) -> list[tuple[str, floa
             elif key in NOT_LOGGED or key.endswith("_seconds") or key == "dead_fraction":
                 continue
             else:
-                tag = f"logged/{clean(key)}"
+                tag = f"logged/{clean_tag(key)}"
             if (v := number(value)) is not None:
                 found.append((tag, v))
         found.extend(
@@ -230,7 +202,7 @@ def histograms(config: dict[str, Any], row: dict[str, Any]) -> list[tuple[str, H
         return []
     means, stds = row.get("activation_mean"), row.get("activation_std")
     found = []
-    for i, name in enumerate(layer_names(config, "activation", len(recorded))):
+    for i, name in enumerate(LayerNames.of(config).tags("activation", len(recorded))):
         mean = means[i] if isinstance(means, list) and len(means) == len(recorded) else None
         std = stds[i] if isinstance(stds, list) and len(stds) == len(recorded) else None
         if (h := histogram(recorded[i], mean, std)) is not None:

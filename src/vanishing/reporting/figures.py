@@ -223,6 +223,7 @@ def cure_figures(groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS) -
     if not members:
         return []
     profiles = [(g.label, profile(g)) for g in members]
+    names = members[0].names  # one depth: the groups share their layers
     words = "one line per setting, geometric mean over seeds, log scale"
     specs = [
         FigureSpec(
@@ -233,7 +234,7 @@ def cure_figures(groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS) -
             "is a vanishing gradient, one rising towards it an exploding one; a flat line is "
             "what a cure restores.",
             lambda _: plots.layer_profiles(
-                [(label, p.signal) for label, p in profiles], "‖dLoss/dh‖ (log)"
+                [(label, p.signal) for label, p in profiles], "‖dLoss/dh‖ (log)", names
             ),
         ),
         FigureSpec(
@@ -245,7 +246,9 @@ def cure_figures(groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS) -
             "training, both factors (the signal at layer 1 over the last hidden layer's, the "
             "scale at the last hidden layer over layer 1's) and the verdict.",
             lambda _: plots.layer_profiles(
-                [(label, p.scale) for label, p in profiles], "std of the layer's output (log)"
+                [(label, p.scale) for label, p in profiles],
+                "std of the layer's output (log)",
+                names,
             ),
             table=lambda chosen: cure_table(chosen, thresholds),
         ),

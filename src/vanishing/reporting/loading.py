@@ -37,15 +37,25 @@ def find_run_dirs(path: Path) -> list[Path]:
     return sorted(found)
 
 
-def read_run(path: Path) -> RunRecords | str:
-    """The run's records, or a note saying why they cannot be used."""
+def read_run(path: Path, failed: bool = False, metrics: bool = True) -> RunRecords | str:
+    """The run's records, or a note saying why they cannot be used. With `failed`, a run that
+    raised counts as finished too (its result.json holds its error, no measurements; the tables
+    count it), and one that failed before it wrote config.json (a sweep records it with
+    result.json alone) has its result's config. Without `metrics`, metrics.jsonl is not read
+    (the tables need only config.json and result.json)."""
     try:
-        config = records.read_json(path / records.CONFIG)
         result = records.read_json(path / records.RESULT) if records.is_complete(path) else None
+        if failed and isinstance(result, dict) and not (path / records.CONFIG).exists():
+            config = result.get("config")
+        else:
+            config = records.read_json(path / records.CONFIG)
     except (OSError, json.JSONDecodeError) as e:
         return f"{path}: unreadable records ({e}); skipped"
+    filled: tuple[str, ...] = ()
     if isinstance(config, dict) and not watched(config):
-        config = completed(config)  # an older run reads as the settings' defaults
+        full = completed(config)  # an older run reads as the settings' defaults
+        filled = tuple(key for key in full if key not in config)
+        config = full
     if not isinstance(config, dict) or config.get("activation") not in ACTIVATIONS:
         name = config.get("activation") if isinstance(config, dict) else None
         if isinstance(config, dict) and watched(config):
@@ -57,11 +67,15 @@ def read_run(path: Path) -> RunRecords | str:
     hidden = config.get("hidden")
     if not isinstance(hidden, list) or not all(isinstance(w, int) for w in hidden):
         return f"{path}: config.json has no list of hidden widths; skipped"
-    if result is not None and (
-        not isinstance(result, dict) or not all(key in result for key in REQUIRED_FIELDS)
+    raised = failed and isinstance(result, dict) and result.get("status") == "failed"
+    if (
+        result is not None
+        and not raised
+        and (not isinstance(result, dict) or not all(key in result for key in REQUIRED_FIELDS))
     ):
         return f"{path}: result.json lacks fields of a finished run; skipped"
-    return RunRecords(path, config, records.read_metrics(path), result)
+    rows = records.read_metrics(path) if metrics else []
+    return RunRecords(path, config, rows, result, filled)
 
 
 def run_dirs_under(paths: Sequence[Path | str]) -> list[list[Path]]:

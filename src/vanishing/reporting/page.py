@@ -20,7 +20,7 @@ from vanishing.reporting.diagnosis import (
 from vanishing.reporting.figures import FigureBlock, draw_figures
 from vanishing.reporting.loading import load_runs
 from vanishing.reporting.results import Group, RunRecords, make_groups
-from vanishing.reporting.summary import summary_rows
+from vanishing.reporting.summary import summary_row
 from vanishing.reporting.verdict import THRESHOLDS, Thresholds
 
 
@@ -32,7 +32,7 @@ class Report:
     runs: list[RunRecords]
     groups: list[Group]
     notes: list[str]
-    rows: list[dict[str, Any]]  # per group, its `summary_rows` row
+    rows: list[dict[str, Any]]  # per group, its `summary_row`
     diagnoses: list[list[str]]
     verdicts: list[str]
     attenuation: list[dict[str, Any]]
@@ -70,7 +70,7 @@ def build_report(
         runs=runs,
         groups=groups,
         notes=notes,
-        rows=[summary_rows(g.runs)[0] for g in groups],  # a group: one activation
+        rows=[summary_row(g) for g in groups],
         diagnoses=[diagnose(g, thresholds) for g in groups],
         verdicts=verdicts,
         attenuation=attenuation_rows(groups),

@@ -22,6 +22,7 @@ from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 from vanishing.model.activations import ActivationOptions, derivative, make_activation
 from vanishing.reporting.formats import number
 from vanishing.reporting.results import DepthSeries, Group, numbers
+from vanishing.settings.naming import NUMBERED, LayerNames
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -52,11 +53,6 @@ def layer_colors(count: int) -> list[tuple[float, float, float, float]]:
     return [cmap(0.85 * i / max(count - 1, 1)) for i in range(count)]
 
 
-def layer_ticks(count: int) -> list[str]:
-    """Tick labels of the Linear layers: 1 .. L, then 'out'."""
-    return [str(i) for i in range(1, count)] + ["out"]
-
-
 def spread(count: int, most: int) -> list[int]:
     """Indices 0 .. count-1, or `most` of them evenly spread, first and last included."""
     if count <= most:
@@ -64,15 +60,25 @@ def spread(count: int, most: int) -> list[int]:
     return sorted({round(i * (count - 1) / (most - 1)) for i in range(most)})
 
 
-def layer_tick_marks(count: int, most: int) -> tuple[list[int], list[str]]:
-    """(positions, labels) of the Linear layers 1 .. count: every layer, or for deep nets every
-    k-th layer and the output layer, at most about `most` so that labels never touch."""
-    labels = layer_ticks(count)
+def tick_marks(labels: Sequence[str], most: int) -> tuple[list[int], list[str]]:
+    """(positions from 1, labels) for one tick per layer (`LayerNames.hidden_ticks` or
+    `weighted_ticks`): every layer, or for deep nets every k-th layer and the last, at most
+    about `most` so that labels never touch."""
+    count = len(labels)
     if count <= most:
-        return list(range(1, count + 1)), labels
+        return list(range(1, count + 1)), list(labels)
     step = math.ceil(count / most)
     keep = [i for i in range(1, count, step) if count - i >= 0.6 * step] + [count]
     return keep, [labels[i - 1] for i in keep]
+
+
+def set_layer_ticks(axes: Axes, which: str, labels: Sequence[str], most: int) -> None:
+    """Tick the x or y axis (`which`) at the layers, labelled `tick_marks(labels, most)`; module
+    names longer than a number read upright on an x axis, so that they never touch."""
+    positions, shown = tick_marks(labels, most)
+    upright = which == "x" and max(map(len, shown), default=0) > 3
+    style: dict[str, Any] = {"rotation": 90, "fontsize": 8} if upright else {}
+    (axes.set_xticks if which == "x" else axes.set_yticks)(positions, shown, **style)
 
 
 def legend_below(
@@ -161,6 +167,7 @@ def gradient_flow(groups: Sequence[Group]) -> Figure:
     figure = Figure(figsize=(WIDTH, 4.0), layout="constrained")
     init_axes, final_axes = figure.subplots(1, 2, sharey=True)
     color = colors(groups)
+    ticks: list[str] = []  # the deepest group's layers name the ticks
     for group in groups:
         c = color[group.label]
         for axes, key, runs in (
@@ -171,6 +178,8 @@ def gradient_flow(groups: Sequence[Group]) -> Figure:
             if not np.isfinite(mean).any():
                 continue
             layers = np.arange(1, len(mean) + 1)
+            if len(mean) > len(ticks):
+                ticks = group.names.weighted_ticks(len(mean))
             label = None
             if axes is init_axes:
                 ratio = mean[0] / mean[-1]
@@ -180,13 +189,12 @@ def gradient_flow(groups: Sequence[Group]) -> Figure:
                     label = f"{group.label}: {'0' if group.ratio_underflow else '–'}"
             axes.plot(layers, mean, "o-", color=c, label=label)
             axes.fill_between(layers, low, high, color=c, alpha=0.2)
-    depth = max(len(g.hidden) for g in groups) + 1
     for axes, title in (
         (init_axes, "At initialisation (step 0)"),
         (final_axes, "After training (last probe)"),
     ):
         axes.set_yscale("log")
-        axes.set_xticks(*layer_tick_marks(depth, 16))
+        set_layer_ticks(axes, "x", ticks, 16)
         axes.set(title=title, xlabel="layer (input side first)")
         axes.grid(alpha=0.3, which="both")
     init_axes.set_ylabel("‖dLoss/dW‖ (log)")
@@ -199,9 +207,11 @@ def gradient_flow(groups: Sequence[Group]) -> Figure:
     return figure
 
 
-def layer_profiles(lines: Sequence[tuple[str, np.ndarray]], ylabel: str) -> Figure | None:
-    """One value per hidden layer (input side first), one line per (label, values), log scale;
-    None when no line has a positive value."""
+def layer_profiles(
+    lines: Sequence[tuple[str, np.ndarray]], ylabel: str, names: LayerNames = NUMBERED
+) -> Figure | None:
+    """One value per hidden layer (input side first, ticked as `names` names them), one line
+    per (label, values), log scale; None when no line has a positive value."""
     shown = [(label, values) for label, values in lines if (values > 0).any()]
     if not shown:
         return None
@@ -219,9 +229,7 @@ def layer_profiles(lines: Sequence[tuple[str, np.ndarray]], ylabel: str) -> Figu
             label=label,
         )
     depth = max(len(values) for _, values in shown)
-    positions, labels = layer_tick_marks(depth + 1, 16)  # hidden layers only: no 'out' tick
-    keep = [i for i, p in enumerate(positions) if p <= depth]
-    axes.set_xticks([positions[i] for i in keep], [labels[i] for i in keep])
+    set_layer_ticks(axes, "x", names.hidden_ticks(depth), 16)
     axes.set_yscale("log")
     axes.set(xlabel="hidden layer (input side first)", ylabel=ylabel)
     axes.grid(alpha=0.3, which="both")
@@ -266,7 +274,7 @@ def gradient_heatmaps(groups: Sequence[Group]) -> Figure:
         mesh = axes.pcolormesh(
             step_edges(steps), np.arange(layers + 1) + 0.5, masked.T, norm=norm, cmap=cmap
         )
-        axes.set_yticks(*layer_tick_marks(layers, 8 if deep else 12))
+        set_layer_ticks(axes, "y", group.names.weighted_ticks(layers), 8 if deep else 12)
         axes.set_ylabel("layer")
     for axes in axes_list[-columns:]:
         axes.set_xlabel("training step")
@@ -292,7 +300,8 @@ def unit_health(groups: Sequence[Group]) -> Figure | None:
         layers = values.shape[1] if values.size else 0
         shades = layer_colors(layers)
         for i in range(layers):
-            axes.plot(steps, 100 * values[:, i], color=shades[i], label=f"layer {i + 1}")
+            label = group.names.hidden(i + 1)
+            axes.plot(steps, 100 * values[:, i], color=shades[i], label=label)
         top = float(np.nanmax(values)) if values.size and np.isfinite(values).any() else 0.0
         if key == "dead_fraction":
             # The epoch-end count over the whole training set: fewer units are dead on every one
@@ -320,7 +329,7 @@ def prelu_slopes(groups: Sequence[Group]) -> Figure | None:
     for axes, (group, (steps, values)) in zip(axes_list, shown, strict=True):
         shades = layer_colors(values.shape[1])
         for i in range(values.shape[1]):
-            axes.plot(steps, values[:, i], color=shades[i], label=f"layer {i + 1}")
+            axes.plot(steps, values[:, i], color=shades[i], label=group.names.hidden(i + 1))
         axes.axhline(0, color="black", linewidth=0.8)  # slope 0: ReLU
         axes.axhline(1, color="grey", linewidth=0.8, linestyle=":")  # slope 1: linear
         axes.set(
@@ -359,7 +368,7 @@ def activation_histograms(groups: Sequence[Group]) -> Figure | None:
                 if not np.isfinite(edges).all() or counts.sum() == 0:
                     continue  # a diverged layer: nothing finite to draw
                 density = counts / (counts.sum() * np.diff(edges))
-                label = f"layer {i + 1}, step {row['step']}"
+                label = f"{group.names.hidden(i + 1)}, step {row['step']}"
                 axes.stairs(density, edges, color=shades[i], linestyle=style, label=label)
         axes.set(title=group.label, xlabel="layer output h", ylabel="density (log)", yscale="log")
         axes.grid(alpha=0.3)

@@ -1,7 +1,7 @@
 """The results the report reads, as a small data model of its own: each run directory's records
 (`RunRecords`), the groups of finished runs of one activation at one setting (`Group`), and the
-lines over depth that the depth figures draw (`DepthSeries`). Settings, their order and their
-names live here too."""
+lines over depth that the depth figures draw (`DepthSeries`). Settings and their order live here
+too; their names (`naming.label`, `naming.axes`) in settings/naming.py."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from vanishing import stats
 from vanishing.model.activations import ACTIVATIONS, Activation
+from vanishing.settings import naming
 from vanishing.settings.naming import MODEL_KEYS, LayerNames, namer, watched
 
 # A grid point is every config key of a run but these: its seed (the point's runs vary it) and
@@ -87,9 +88,15 @@ class RunRecords:
     """One run directory's records; `result` is None while the run has not finished."""
 
     path: Path
-    config: dict[str, Any]
+    config: dict[str, Any]  # an older run's with the settings it predates filled in
     metrics: list[dict[str, Any]]
     result: dict[str, Any] | None
+    filled: tuple[str, ...] = ()  # the config keys its records predate (`config.completed`)
+
+    @property
+    def recorded(self) -> dict[str, Any]:
+        """The config as its records hold it: without the keys filled in."""
+        return {k: v for k, v in self.config.items() if k not in self.filled}
 
     @property
     def status(self) -> str:
@@ -149,7 +156,7 @@ class Group:
     @property
     def setting_label(self) -> str:
         """The label without the activation: 'depth 5, init kaiming', '' when one setting."""
-        name = group_name(self.activation, self.runs[0].config)
+        name = naming.title(self.runs[0].config)
         return self.label.removeprefix(name).removeprefix(", ")
 
     @property
@@ -281,16 +288,9 @@ def setting_order(setting: Setting) -> tuple[Any, ...]:
 
 
 def axes_of(setting: Setting) -> dict[str, Any]:
-    """A setting as readable axes: depth and width for equal widths, else the widths joined;
-    then every other key."""
-    values = dict(setting.pairs)
-    hidden = values.pop("hidden", ())
-    if values.pop("source", None) == "watch":  # the label names the model; its widths vary
-        values.pop("model", None)
-        return {"depth": len(hidden), **values}
-    if len(set(hidden)) == 1:
-        return {"depth": len(hidden), "width": hidden[0], **values}
-    return {"depth": len(hidden), "widths": "-".join(map(str, hidden)), **values}
+    """A setting as readable axes (`naming.axes`): depth and width for equal widths, else the
+    widths joined; then every other key."""
+    return naming.axes(dict(setting.pairs))
 
 
 def model_setup(config: dict[str, Any]) -> str:
@@ -321,14 +321,6 @@ def seed_order(run: RunRecords) -> tuple[int, Any]:
     return (0, seed) if isinstance(seed, (int, float)) else (1, str(seed))
 
 
-def group_name(activation: Activation, config: dict[str, Any]) -> str:
-    """What a group's label begins with: the activation ('ReLU'), or for a watched model its
-    class and activation ('Net (ReLU)')."""
-    if watched(config) and config.get("model"):
-        return f"{config['model']} ({activation.label})"
-    return activation.label
-
-
 def make_groups(runs: Sequence[RunRecords]) -> list[Group]:
     """Finished runs grouped by activation and setting, in registry order, shallowest first;
     labels name the setting only where settings differ."""
@@ -341,13 +333,13 @@ def make_groups(runs: Sequence[RunRecords]) -> list[Group]:
     keys = sorted(keyed, key=lambda k: (order.index(k[0]), setting_order(k[1])))
     names = list(dict.fromkeys(name for name, _ in keys))
     palette = {name: f"C{i % 10}" for i, name in enumerate(names)}
-    describe = namer([axes_of(setting) for _, setting in keys])
+    # Each group as a config of its activation and setting: labelled as the live page labels
+    # a run, by what sets it apart from the other groups.
+    configs = [{"activation": name, **dict(setting.pairs)} for name, setting in keys]
     groups = []
-    for name, setting in keys:
-        words = describe(axes_of(setting))
+    for (name, setting), config in zip(keys, configs, strict=True):
         group_runs = sorted(keyed[(name, setting)], key=lambda r: (seed_order(r), r.path))
-        label = group_name(ACTIVATIONS[name], group_runs[0].config)
-        label += f", {words}" if words else ""
+        label = naming.label(config, configs)
         groups.append(Group(ACTIVATIONS[name], tuple(group_runs), label, setting, palette[name]))
     return groups
 

@@ -1,20 +1,29 @@
 """The tables of numbers read from records: a compare's summary (the printed table and
-summary.csv) and a sweep's runs.csv, points.csv and pairs.csv."""
+summary.csv) and a sweep's runs.csv, points.csv and pairs.csv.
+
+Every table groups runs as the report does (`results.make_groups`: activation and setting, an
+older run's config completed with the defaults of the settings it predates) and judges a gap
+between two activations with the report's test (`diagnosis.setting_gaps`), so a table's row, a
+CSV point and a report's group are the same runs, and pairs.csv and the page agree."""
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from vanishing import records, stats
 from vanishing.model.activations import ACTIVATIONS
+from vanishing.reporting.diagnosis import setting_gaps
 from vanishing.reporting.formats import NOT_APPLICABLE, UNDERFLOW, fixed, scientific, text_table
-from vanishing.reporting.results import RunRecords, hashable, point_keys, underflowed
+from vanishing.reporting.loading import read_run
+from vanishing.reporting.results import Group, RunRecords, make_groups, point_keys
+from vanishing.reporting.verdict import THRESHOLDS, Thresholds
 
-# summary.csv's columns: one row per activation, over its seeds.
+# summary.csv's columns: one row per group (an activation at one setting), over its seeds; a
+# "setting" column after the activation when the runs span several settings.
 SUMMARY_FIELDS = (
     "activation",
     "runs",
@@ -38,50 +47,49 @@ TABLE_HEADER = (
 )
 
 
+def in_run_order(groups: Sequence[Group], runs: Sequence[RunRecords]) -> list[Group]:
+    """The groups in the order their first runs come in `runs` (the order a compare ran them,
+    a sweep's grid order), not the report's."""
+    index: dict[Path, int] = {}
+    for i, run in enumerate(runs):
+        index.setdefault(run.path, i)
+    return sorted(groups, key=lambda group: min(index[run.path] for run in group.runs))
+
+
+def summary_row(group: Group) -> dict[str, Any]:
+    """One group's row: the SUMMARY_FIELDS, its `label` and `setting` (the report's), and
+    `ratio_underflow` for the table (not a column of summary.csv)."""
+    ok = [run.finished for run in group.ok]
+    return {
+        "activation": group.activation.name,
+        "label": group.label,
+        "setting": group.setting_label,
+        "runs": len(group.runs),
+        "diverged": len(group.runs) - len(ok),
+        "test_accuracy_mean": group.accuracy.mean,
+        "test_accuracy_std": group.accuracy.std,
+        "test_loss_mean": stats.summarize(r.get("test_loss") for r in ok).mean,
+        "seconds_per_epoch": stats.summarize(
+            r["train_seconds"] / len(r["history"])
+            for r in ok
+            if r.get("history") and r.get("train_seconds") is not None
+        ).mean,
+        # Ratios span orders of magnitude: their geometric mean.
+        "vanishing_ratio_init": group.vanishing_ratio_init,
+        "dead_percent": group.unit_share("dead_fraction").mean,
+        "saturated_percent": group.unit_share("saturated_fraction").mean,
+        "ratio_underflow": group.ratio_underflow,
+    }
+
+
 def summary_rows(runs: Sequence[RunRecords]) -> list[dict[str, Any]]:
-    """One row per activation over its finished runs, in the order the activations come: the
-    SUMMARY_FIELDS, and `ratio_underflow` for the table (not a column of summary.csv)."""
-    by_activation: dict[str, list[RunRecords]] = {}
-    for run in runs:
-        if run.result is not None:
-            by_activation.setdefault(run.config["activation"], []).append(run)
-    rows = []
-    for activation, finished in by_activation.items():
-        results = [run.finished for run in finished]
-        ok = [r for r in results if r.get("status") == "ok"]
-        widths = finished[0].config["hidden"]
-        accuracy = stats.summarize(r.get("test_accuracy") for r in ok)
-        ratios = [r.get("vanishing_ratio_init") for r in results]
-        rows.append(
-            {
-                "activation": activation,
-                "runs": len(results),
-                "diverged": len(results) - len(ok),
-                "test_accuracy_mean": accuracy.mean,
-                "test_accuracy_std": accuracy.std,
-                "test_loss_mean": stats.summarize(r.get("test_loss") for r in ok).mean,
-                "seconds_per_epoch": stats.summarize(
-                    r["train_seconds"] / len(r["history"])
-                    for r in ok
-                    if r.get("history") and r.get("train_seconds") is not None
-                ).mean,
-                # Ratios span orders of magnitude: their geometric mean.
-                "vanishing_ratio_init": stats.geometric_mean(ratios),
-                "dead_percent": stats.summarize(
-                    stats.percent_of_units(r.get("dead_fraction"), widths) for r in ok
-                ).mean,
-                "saturated_percent": stats.summarize(
-                    stats.percent_of_units(r.get("saturated_fraction"), widths) for r in ok
-                ).mean,
-                "ratio_underflow": underflowed(ratios),
-            }
-        )
-    return rows
+    """One row per group of finished runs (`make_groups`), in the order the runs come."""
+    return [summary_row(group) for group in in_run_order(make_groups(runs), runs)]
 
 
 def summary_cells(row: dict[str, Any], label: str | None = None) -> list[str]:
-    """One summary row as the cells of TABLE_HEADER; `label` names it (default: the
-    activation's label)."""
+    """One summary row as the cells of TABLE_HEADER; `label` names it (default: the row's,
+    the report's label of its group)."""
     activation = ACTIVATIONS[row["activation"]]
     rectifier = activation.family == "rectifier"
     accuracy = fixed(100 * row["test_accuracy_mean"], 2)
@@ -92,7 +100,7 @@ def summary_cells(row: dict[str, Any], label: str | None = None) -> list[str]:
     ratio = row["vanishing_ratio_init"]
     underflow = row.get("ratio_underflow") and not math.isfinite(ratio)
     return [
-        activation.label if label is None else label,
+        label or row.get("label") or activation.label,
         accuracy,
         fixed(row["test_loss_mean"], 4),
         fixed(row["seconds_per_epoch"], 1),
@@ -109,21 +117,31 @@ def format_summary(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def write_summary_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """`summary.csv`: one row per activation, the table's numbers unrounded."""
+    """`summary.csv`: one row per group, the table's numbers unrounded; the group's setting
+    after its activation where the rows span several."""
+    fields = list(SUMMARY_FIELDS)
+    if any(row.get("setting") for row in rows):
+        fields.insert(1, "setting")
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=SUMMARY_FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
 
-def result_row(run_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
-    """One tidy row of runs.csv from a run's result.json: every config field, then the
-    result's scalar fields."""
-    config = result["config"]
+def config_keys(runs: Iterable[RunRecords]) -> list[str]:
+    """The config keys the runs' records hold, in the order config.json has them (first
+    seen); the keys an older run predates are among them only where a newer run holds them."""
+    return list(dict.fromkeys(key for run in runs for key in run.recorded))
+
+
+def result_row(run: RunRecords, keys: Sequence[str]) -> dict[str, Any]:
+    """One tidy row of runs.csv: the config's `keys` (an older run's completed with the
+    defaults of the settings it predates), then the result's scalar fields."""
+    config, result = run.config, run.finished
     hidden = config["hidden"]
     widths = hidden or [1]
     row = {
-        **{k: v for k, v in config.items() if k != "hidden"},
+        **{k: config.get(k) for k in keys if k != "hidden"},
         "hidden": "-".join(map(str, hidden)),
         "depth": len(hidden),
         "width": hidden[0] if len(set(hidden)) == 1 else None,
@@ -141,7 +159,7 @@ def result_row(run_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
         train_seconds=result.get("train_seconds"),
         eval_seconds=result.get("eval_seconds"),
         error=result.get("error"),
-        run_dir=run_dir.name,
+        run_dir=run.path.name,
     )
     return row
 
@@ -162,87 +180,85 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def grouped(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[list[dict[str, Any]]]:
-    """The rows with the same values of `keys`, in first-seen order."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(tuple(hashable(row.get(k)) for k in keys), []).append(row)
-    return list(groups.values())
+def point_row(group_rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
+    """One grid point (a group: its runs' runs.csv rows): the values of `keys` (`point_keys`),
+    then n, mean, std and 95 % CI of accuracy and loss, and the means of the other numbers,
+    over the runs that finished without diverging."""
+    ok = [r for r in group_rows if r["status"] == "ok"]
+    point = {k: group_rows[0].get(k) for k in keys}
+    point.update(depth=group_rows[0]["depth"], runs=len(group_rows), ok=len(ok))
+    for metric in (
+        "test_accuracy",
+        "test_loss",
+        "vanishing_ratio_init",
+        "dead_percent",
+        "saturated_percent",
+    ):
+        summary = stats.summarize(r[metric] for r in ok)
+        point[f"{metric}_mean"] = summary.mean
+        if metric in ("test_accuracy", "test_loss"):
+            point[f"{metric}_std"] = summary.std
+            point[f"{metric}_ci_low"] = summary.ci_low
+            point[f"{metric}_ci_high"] = summary.ci_high
+    return point
 
 
-def aggregate(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
-    """Per grid point (the values of `keys`, `point_keys`): n, mean, std and 95 % CI of accuracy
-    and loss."""
-    points = []
-    for group in grouped(rows, keys):
-        ok = [r for r in group if r["status"] == "ok"]
-        point = {k: group[0].get(k) for k in keys}
-        point.update(depth=group[0]["depth"], runs=len(group), ok=len(ok))
-        for metric in (
-            "test_accuracy",
-            "test_loss",
-            "vanishing_ratio_init",
-            "dead_percent",
-            "saturated_percent",
-        ):
-            summary = stats.summarize(r[metric] for r in ok)
-            point[f"{metric}_mean"] = summary.mean
-            if metric in ("test_accuracy", "test_loss"):
-                point[f"{metric}_std"] = summary.std
-                point[f"{metric}_ci_low"] = summary.ci_low
-                point[f"{metric}_ci_high"] = summary.ci_high
-        points.append(point)
-    return points
+def pair_rows(
+    groups: Sequence[Group],
+    rows: dict[Path, dict[str, Any]],
+    keys: Sequence[str],
+    thresholds: Thresholds = THRESHOLDS,
+) -> list[dict[str, Any]]:
+    """Per setting (the values of `keys` but the activation), each pair of activations as the
+    report judges it (`diagnosis.setting_gaps`), `a` the one whose runs come first: the seeds
+    each side finished ('3', or '3 and 2'), a's mean accuracy minus b's, the t statistic and
+    p-value, and the test (paired on the same seeds, Welch otherwise; with one seed a side
+    'vs chance' or 'vs spread'; '' when nothing could judge it)."""
+    order = {id(group): i for i, group in enumerate(groups)}
+    shown = [k for k in keys if k != "activation"]
+    pairs = []
+    for gap in setting_gaps(groups, thresholds):
+        a, b, sign = gap.better, gap.worse, 1
+        if order[id(b)] < order[id(a)]:
+            a, b, sign = b, a, -1
+        first = rows[a.runs[0].path]
+        a_seeds, b_seeds = len(a.accuracies), len(b.accuracies)
+        pairs.append(
+            {
+                **{k: first.get(k) for k in shown},
+                "a": a.activation.name,
+                "b": b.activation.name,
+                "seeds": f"{a_seeds}" if a_seeds == b_seeds else f"{a_seeds} and {b_seeds}",
+                "mean_difference": sign * gap.difference,
+                "t": sign * gap.t,
+                "p": gap.p,
+                "significant": gap.significant,
+                "test": gap.test_name if gap.test or gap.basis else "",
+            }
+        )
+    return pairs
 
 
-def paired_comparisons(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
-    """Per setting (the values of `keys`, a grid point's without the activation), each pair of
-    activations: a paired t-test of accuracy over shared seeds."""
-    scored = [r for r in rows if r["status"] == "ok" and r["test_accuracy"] is not None]
-    tests = []
-    for group in grouped(scored, keys):
-        setting = {k: group[0].get(k) for k in keys}
-        by_activation: dict[str, dict[Any, float]] = {}
-        for row in group:
-            by_activation.setdefault(row["activation"], {})[row["seed"]] = row["test_accuracy"]
-        names = list(by_activation)
-        for i, a in enumerate(names):
-            for b in names[i + 1 :]:
-                seeds = sorted(set(by_activation[a]) & set(by_activation[b]))
-                if not seeds:
-                    continue
-                test = stats.paired_test(
-                    [by_activation[a][s] for s in seeds], [by_activation[b][s] for s in seeds]
-                )
-                tests.append(
-                    {
-                        **setting,
-                        "a": a,
-                        "b": b,
-                        "seeds": len(seeds),
-                        "mean_difference": test.mean_difference,
-                        "t": test.t,
-                        "p": test.p,
-                        "significant": bool(test.significant),
-                    }
-                )
-    return tests
-
-
-def tabulate(out: Path, run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
+def tabulate(
+    out: Path, run_dirs: Sequence[Path], thresholds: Thresholds = THRESHOLDS
+) -> list[dict[str, Any]]:
     """Write runs.csv, points.csv and pairs.csv in `out` for the finished runs among
-    `run_dirs` (in that order); the runs.csv rows. A grid point is every config key but the
-    seed and the device (`point_keys`), a setting that without the activation."""
-    results = [
-        (Path(d), records.read_json(Path(d) / records.RESULT))
-        for d in run_dirs
-        if records.is_complete(d)
-    ]
-    rows = [result_row(run_dir, result) for run_dir, result in results]
-    keys = point_keys(result["config"] for _, result in results)
-    write_csv(Path(out) / "runs.csv", rows)
-    write_csv(Path(out) / "points.csv", aggregate(rows, keys))
+    `run_dirs` (in that order, failed ones too); the runs.csv rows. A grid point is a group
+    of the report (`make_groups`): every config key but the seed and the device."""
+    runs: list[RunRecords] = []
+    for run_dir in dict.fromkeys(Path(d) for d in run_dirs):
+        if records.is_complete(run_dir):
+            run = read_run(run_dir, failed=True, metrics=False)
+            if isinstance(run, RunRecords):
+                runs.append(run)
+    keys = config_keys(runs)
+    rows = {run.path: result_row(run, keys) for run in runs}
+    groups = in_run_order(make_groups(runs), runs)
+    points = point_keys(run.recorded for run in runs)
+    write_csv(Path(out) / "runs.csv", list(rows.values()))
     write_csv(
-        Path(out) / "pairs.csv", paired_comparisons(rows, [k for k in keys if k != "activation"])
+        Path(out) / "points.csv",
+        [point_row([rows[run.path] for run in group.runs], points) for group in groups],
     )
-    return rows
+    write_csv(Path(out) / "pairs.csv", pair_rows(groups, rows, points, thresholds))
+    return list(rows.values())

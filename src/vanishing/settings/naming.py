@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from vanishing.model.activations import ACTIVATIONS
-from vanishing.settings.config import TrainConfig, older_defaults, settings, shown, unhashed
+from vanishing.settings.config import TrainConfig, older_defaults, settings, unhashed
 
 # A watched model's config (`vanishing.watch`) describes its structure in these keys; its class
 # name, activation and widths already say it, so they never become a setting's words or axes.
@@ -61,25 +62,44 @@ def compare_run_name(config: TrainConfig) -> str:
     return f"{config.activation}-seed{config.seed}"
 
 
+def title(config: dict[str, Any]) -> str:
+    """What a run's label begins with: its activation ('ReLU'), or for a watched model its class
+    and activation ('Net (ReLU)')."""
+    activation = ACTIVATIONS.get(config.get("activation", ""))
+    name = activation.label if activation is not None else str(config.get("activation"))
+    if watched(config) and config.get("model"):
+        return f"{config['model']} ({name})"
+    return name
+
+
+def axes(config: dict[str, Any]) -> dict[str, Any]:
+    """A config as the axes a label names: depth and width (equal widths) or the widths joined,
+    then every other key but the activation and the device; a watched model's structure is left
+    to its title ('Net (ReLU)'), its depth is its activation layers'."""
+    values = {k: v for k, v in config.items() if k not in ("activation", "device")}
+    hidden: Sequence[Any] = values.pop("hidden", None) or ()
+    if watched(config):
+        for key in ("source", "model", *MODEL_KEYS):
+            values.pop(key, None)
+        return {"depth": len(hidden), **values}
+    if len(set(hidden)) == 1:
+        return {"depth": len(hidden), "width": hidden[0], **values}
+    return {"depth": len(hidden), "widths": "-".join(map(str, hidden)), **values}
+
+
 def label(
     config: TrainConfig | dict[str, Any], others: Sequence[TrainConfig | dict[str, Any]] = ()
 ) -> str:
-    """A run as the page names it: 'ReLU, depth 10', then the other settings in which it differs
-    from `others` (the runs started with it, or listed beside it): 'ReLU, depth 10, seed 1'."""
+    """A run's (or a report group's) label, the same on the live page and in the report: its
+    title, then the axes in which it differs from `others` (the runs started or listed with it,
+    the report's other groups), as `namer` words them: 'ReLU', 'ReLU, sgd, 3 epochs, batch 32',
+    'ReLU, seed 1'. A watched model is set against watched models only."""
     values = config.to_dict() if isinstance(config, TrainConfig) else config
-    activation = ACTIVATIONS.get(values.get("activation", ""))
-    name = activation.label if activation is not None else str(values.get("activation"))
-    words = [name, f"depth {len(values.get('hidden') or [])}"]
-    skipped = {"activation", "device"}
-    if watched(values):  # a watched model: 'Net (ReLU)', its structure's keys unsaid
-        words = [f"{values.get('model')} ({name})"]
-        skipped |= {"source", "model", "hidden", *MODEL_KEYS}
     rest = [other.to_dict() if isinstance(other, TrainConfig) else other for other in others]
     rest = [other for other in rest if watched(other) == watched(values)]  # alike with alike
-    for key, value in values.items():
-        if key not in skipped and any(o.get(key) != value for o in rest):
-            words.append(f"{key.replace('_', ' ')} {shown(value)}")
-    return ", ".join(words)
+    words = namer([axes(item) for item in [values, *rest]])(axes(values))
+    name = title(values)
+    return f"{name}, {words}" if words else name
 
 
 # How a varying axis reads in a label, in label order.
@@ -140,15 +160,33 @@ def spoken_name(name: Any) -> str:
     return f"module {text}" if text.isdigit() else text
 
 
+def clean_tag(name: str) -> str:
+    """A name as one component of an exported tag: characters TensorBoard would replace (and
+    `/`) as `_`."""
+    return re.sub(r"[^-\w.]", "_", name) or "_"
+
+
+def unique_tags(names: Sequence[str]) -> list[str]:
+    """The names as tag components (`clean_tag`), a repeated one numbered (`fc`, `fc_2`), so no
+    two layers share a tag."""
+    seen: dict[str, int] = {}
+    result = []
+    for name in map(clean_tag, names):
+        seen[name] = seen.get(name, 0) + 1
+        result.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    return result
+
+
 @dataclass(frozen=True)
 class LayerNames:
-    """How sentences name a run's layers: its hidden (activation) layers, counted from 1 on the
-    input side, and its weighted layers, in the order the weight-gradient lists have them. A
-    TrainConfig run's are numbered ('layer 3', 'the output layer'); a watched model's are its
-    own modules' names (config.json's "layer_labels" and "layers": 'conv3', 'fc')."""
+    """How sentences, figures and exported tags name a run's layers: its hidden (activation)
+    layers, counted from 1 on the input side, and its weighted layers, in the order the
+    weight-gradient lists have them. A TrainConfig run's are numbered ('layer 3', 'the output
+    layer'; ticks 1 .. L, 'out'; tags layer1 .. layerL, output); a watched model's are its own
+    modules' names (config.json's "layer_labels" and "layers": 'conv3', 'fc')."""
 
-    hidden_names: tuple[str, ...] = ()  # per hidden layer; empty: numbered
-    weighted_names: tuple[str, ...] = ()  # per weighted layer; empty: numbered
+    hidden_modules: tuple[str, ...] = ()  # per hidden layer, as recorded; empty: numbered
+    weighted_modules: tuple[str, ...] = ()  # per weighted layer, as recorded; empty: numbered
     # The first and the last weighted layer a gradient reached at step 0, whose ratio the
     # weight-gradient sentences read (a watched model may list a layer it never used).
     ends: tuple[str, str] | None = None
@@ -162,15 +200,52 @@ class LayerNames:
 
         def names(key: str) -> tuple[str, ...]:
             value = config.get(key)
-            return tuple(spoken_name(v) for v in value) if isinstance(value, list) else ()
+            return tuple(str(v) for v in value) if isinstance(value, list) else ()
 
         weighted = names("layers")
         ends = None
         if isinstance(grad_norms, list) and len(grad_norms) == len(weighted):
             reached = [i for i, norm in enumerate(grad_norms) if norm is not None]
             if len(reached) >= 2:
-                ends = (weighted[reached[0]], weighted[reached[-1]])
+                first, last = weighted[reached[0]], weighted[reached[-1]]
+                ends = (spoken_name(first), spoken_name(last))
         return cls(names("layer_labels"), weighted, ends)
+
+    @property
+    def hidden_names(self) -> tuple[str, ...]:
+        """Each hidden layer's name as sentences and figures say it; empty: numbered."""
+        return tuple(map(spoken_name, self.hidden_modules))
+
+    @property
+    def weighted_names(self) -> tuple[str, ...]:
+        """Each weighted layer's name as sentences and figures say it; empty: numbered."""
+        return tuple(map(spoken_name, self.weighted_modules))
+
+    def hidden_ticks(self, count: int) -> list[str]:
+        """A figure's labels for `count` hidden layers, input side first: the modules' names
+        when there are that many, else 1 .. count."""
+        if len(self.hidden_modules) == count:
+            return list(self.hidden_names)
+        return [str(i) for i in range(1, count + 1)]
+
+    def weighted_ticks(self, count: int) -> list[str]:
+        """A figure's labels for `count` weighted layers, input side first: the modules' names
+        when there are that many, else 1 .. count - 1 and 'out'."""
+        if len(self.weighted_modules) == count:
+            return list(self.weighted_names)
+        return [str(i) for i in range(1, count)] + ["out"]
+
+    def tags(self, kind: str, count: int) -> list[str]:
+        """Short tags for a per-layer list of `count` values of the "weighted" or the
+        "activation" layers, as export names them: the recorded names (`unique_tags`) when
+        there are that many, else layer1 .. layerN, the last weighted one `output`."""
+        given = self.weighted_modules if kind == "weighted" else self.hidden_modules
+        if given and len(given) == count:
+            return unique_tags(given)
+        names = [f"layer{i}" for i in range(1, count + 1)]
+        if kind == "weighted" and count > 1:
+            names[-1] = "output"
+        return names
 
     @property
     def first_last(self) -> tuple[str, str] | None:
