@@ -18,7 +18,7 @@ from vanishing import __version__, records
 from vanishing.data import datasets as data
 from vanishing.devices import resolve_device
 from vanishing.errors import UsageError
-from vanishing.executor.runs import BACKENDS, WorkerError, check_batch_sizes, workers_for
+from vanishing.executor import BACKENDS, WorkerError, check_batch_sizes, workers_for
 from vanishing.jobs import compare
 from vanishing.model.activations import ACTIVATIONS
 from vanishing.model.mlp import DEFAULT_WIDTH, hidden_widths, parse_hidden

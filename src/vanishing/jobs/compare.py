@@ -12,7 +12,7 @@ from typing import Any
 from vanishing import records
 from vanishing.data.datasets import Dataset
 from vanishing.errors import UsageError
-from vanishing.executor.runs import Policy, Run, execute, group_size
+from vanishing.executor import Policy, Run, execute, group_size
 from vanishing.records import RunResult
 from vanishing.settings.config import TrainConfig
 from vanishing.settings.naming import compare_run_name

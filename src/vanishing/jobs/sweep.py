@@ -28,7 +28,7 @@ from typing import Any
 from vanishing import records
 from vanishing.data.datasets import Dataset
 from vanishing.errors import UsageError, choices_error
-from vanishing.executor.runs import (
+from vanishing.executor import (
     Policy,
     Run,
     check_memory,

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vanishing import executor as runs
 from vanishing.data.datasets import Dataset, load_dataset
 from vanishing.devices import cores, resolve_device
 from vanishing.errors import UsageError
-from vanishing.executor import runs
 from vanishing.model.mlp import hidden_widths, parse_hidden
 from vanishing.settings.config import TrainConfig, check_momentum, settings, value_of
 from vanishing.settings.naming import run_name
