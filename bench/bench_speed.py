@@ -34,7 +34,7 @@ from torch.nn import functional as F
 from vanishing import records
 from vanishing.data.datasets import Dataset, load_dataset
 from vanishing.devices import resolve_device, sync
-from vanishing.executor.runs import Policy, Run, execute
+from vanishing.executor import Policy, Run, execute
 from vanishing.measure.probes import per_sample_loss
 from vanishing.model.mlp import build_model, make_optimizer
 from vanishing.settings.config import TrainConfig

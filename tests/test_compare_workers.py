@@ -16,7 +16,7 @@ from conftest import ENV, compared, swept, without_timings
 from vanishing import records
 from vanishing.data import datasets as data
 from vanishing.errors import UsageError
-from vanishing.executor import runs
+from vanishing.executor import local, preflight
 from vanishing.frontends.cli import main
 from vanishing.jobs import common
 from vanishing.settings import grid
@@ -54,13 +54,13 @@ def test_workers_train_in_children_and_agree_with_one_at_a_time(
     dataset = data.load_dataset(data_dir=tiny_dir, verify=False)
     pids = tmp_path / "pids"
     pids.mkdir()
-    real = runs.train  # what trains a run alone (one model a unit on the CPU), child or not
+    real = local.train  # what trains a run alone (one model a unit on the CPU), child or not
 
     def spy(*args, **kwargs):
         (pids / str(os.getpid())).touch()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runs, "train", spy)  # the forked children inherit it
+    monkeypatch.setattr(local, "train", spy)  # the forked children inherit it
     seen, steps = {}, {}
     for workers in (1, 2):
         seen[workers], steps[workers] = [], []
@@ -142,6 +142,35 @@ def test_killed_compare_leaves_no_worker_behind_and_resumes(
     assert run_records(out) == uninterrupted(tiny_dir, tmp_path_factory)
 
 
+def test_a_run_directory_another_process_writes_is_refused(tiny_dir, tmp_path):
+    """One writer per run directory: `compare` refuses, in one line naming the directory and the
+    holder, a run another process holds, before it writes anything there or anywhere."""
+    out = tmp_path / "out"
+    held = out / "relu-seed1"  # the second run: the first is not trained either
+    fd = records.lock_run(held)
+    assert fd is not None
+    (held / records.METRICS).write_text('{"kind": "probe", "step": 0}\n')  # the holder's rows
+    before = {p.name: p.read_bytes() for p in held.iterdir()}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "vanishing", "compare", "--data-dir", str(tiny_dir),
+             "--no-verify", "--activations", "relu", "--seeds", "0,1", "--hidden", "8",
+             "--epochs", "1", "--device", "cpu", "--out", str(out)],
+            env=ENV, text=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        after = {p.name: p.read_bytes() for p in held.iterdir()}
+    finally:
+        os.close(fd)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"vanishing compare: error: {held} is being written by another process "
+        f"(pid {os.getpid()}); wait for it to finish, or give another --out"
+    )
+    assert "Traceback" not in done.stderr
+    assert after == before  # the lock file still names this process; the rows are untouched
+    assert not list(out.glob("*/" + records.CONFIG))  # nothing trained
+
+
 REFERENCE: dict[str, dict] = {}
 
 
@@ -163,7 +192,7 @@ def test_default_workers_one_per_core_on_the_cpu(monkeypatch, tiny_dir, tmp_path
         raise KeyboardInterrupt  # stop here: the CLI reports an interruption, exit 130
 
     monkeypatch.setattr(common, "execute", fake_execute)
-    monkeypatch.setattr(runs, "cores", lambda: 3)
+    monkeypatch.setattr(preflight, "cores", lambda: 3)
     argv = ["--data-dir", str(tiny_dir), "--no-verify", "--out", str(tmp_path / "o")]
     assert main(["compare", *argv]) == 130
     assert main(["compare", *argv, "--workers", "2"]) == 130
@@ -180,7 +209,7 @@ def test_a_worker_that_dies_or_breaks_is_one_line_not_a_traceback(
     def dies(*args, **kwargs):
         os._exit(9)  # as the kernel's OOM killer would leave it: no word
 
-    monkeypatch.setattr(runs, "train", dies)  # what the forked children call
+    monkeypatch.setattr(local, "train", dies)  # what the forked children call
     assert main([*argv, "--out", str(tmp_path / "a")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == (
@@ -192,7 +221,7 @@ def test_a_worker_that_dies_or_breaks_is_one_line_not_a_traceback(
     def full_disk(*args, **kwargs):
         raise records.WriteError(28, "cannot write /x/metrics.jsonl: No space left on device")
 
-    monkeypatch.setattr(runs, "train", full_disk)
+    monkeypatch.setattr(local, "train", full_disk)
     assert main([*argv, "--out", str(tmp_path / "b")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "vanishing compare: error: cannot write /x/metrics.jsonl: No space left on device"
@@ -203,7 +232,7 @@ def test_on_a_gpu_runs_train_in_one_process(monkeypatch, tiny_dir, tmp_path, cap
     """A forked child cannot use CUDA: on a GPU, one process (groups), and --workers > 1 is an
     error; sweeps likewise (their local backend)."""
 
-    monkeypatch.setattr(runs, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(preflight, "resolve_device", lambda name: torch.device("cuda"))
     seen = []
 
     def fake_execute(runs, policy, **kwargs):
@@ -223,7 +252,7 @@ def test_on_a_gpu_runs_train_in_one_process(monkeypatch, tiny_dir, tmp_path, cap
     with pytest.raises(UsageError, match="more workers need --device cpu"):
         swept(spec, tmp_path / "s", workers=2)
     assert not (tmp_path / "s").exists()  # refused before anything was written
-    assert runs.workers_for("cuda", None) == 1
-    monkeypatch.setattr(runs, "resolve_device", lambda name: torch.device("cpu"))
-    monkeypatch.setattr(runs, "cores", lambda: 5)
-    assert runs.workers_for("auto", None) == 5 and runs.workers_for("cpu", 3) == 3
+    assert preflight.workers_for("cuda", None) == 1
+    monkeypatch.setattr(preflight, "resolve_device", lambda name: torch.device("cpu"))
+    monkeypatch.setattr(preflight, "cores", lambda: 5)
+    assert preflight.workers_for("auto", None) == 5 and preflight.workers_for("cpu", 3) == 3

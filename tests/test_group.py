@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from conftest import compared, without_timings
-from vanishing import records
+from vanishing import executor, records
 from vanishing.data import datasets as data
 from vanishing.errors import UsageError
-from vanishing.executor import runs
+from vanishing.executor import local
 from vanishing.frontends.cli import main
 from vanishing.measure import probes
 from vanishing.model.activations import get_activation
@@ -387,8 +387,8 @@ def test_compare_grouped_and_one_at_a_time_agree(tiny, tmp_path):
 
 
 def test_cli_no_group_trains_one_at_a_time(tiny_dir, tmp_path, monkeypatch):
-    monkeypatch.setitem(runs.MAX_GROUP, "cpu", 4)  # as on a GPU: group by default
-    calls = capture(monkeypatch, runs, "train_group")
+    monkeypatch.setitem(executor.MAX_GROUP, "cpu", 4)  # as on a GPU: group by default
+    calls = capture(monkeypatch, local, "train_group")
     # One worker: every unit trains in this process, where the spy records it.
     options = ["--data-dir", str(tiny_dir), "--no-verify", "--activations", "relu",
                "--seeds", "0,1", "--epochs", "1", "--hidden", "8", "--device", "cpu",

@@ -22,7 +22,7 @@ from test_resume import without_timings
 from vanishing import records
 from vanishing.data import datasets as data
 from vanishing.errors import UsageError
-from vanishing.executor import runs
+from vanishing.executor import local
 from vanishing.settings import naming
 from vanishing.training import group
 from vanishing.training import loop as train_module
@@ -218,7 +218,7 @@ def test_compare_resumes_in_groups_and_keeps_finished_runs(tiny, tmp_path, monke
         for name in ("relu-seed1", "prelu-seed0")  # finished, after an unfinished one
     }
     calls = []
-    real_group, real_train = runs.train_group, runs.train
+    real_group, real_train = local.train_group, local.train
 
     def spy_group(configs, **options):
         calls.append(sorted(naming.compare_run_name(c) for c in configs))
@@ -228,8 +228,8 @@ def test_compare_resumes_in_groups_and_keeps_finished_runs(tiny, tmp_path, monke
         calls.append([naming.compare_run_name(config)])
         return real_train(config, **options)
 
-    monkeypatch.setattr(runs, "train_group", spy_group)
-    monkeypatch.setattr(runs, "train", spy_train)
+    monkeypatch.setattr(local, "train_group", spy_group)
+    monkeypatch.setattr(local, "train", spy_train)
     seen = []
     results = compared(
         base,

@@ -11,8 +11,7 @@ import torch
 
 from vanishing.data import datasets as data
 from vanishing.errors import UsageError
-from vanishing.executor import runs
-from vanishing.executor.runs import MAX_GROUP, Policy, Run, check_memory, execute
+from vanishing.executor import MAX_GROUP, Policy, Run, check_memory, execute, preflight
 from vanishing.frontends.cli import main
 from vanishing.measure import probes
 from vanishing.model.activations import ACTIVATIONS
@@ -262,7 +261,7 @@ def test_the_executor_checks_on_the_loaded_training_set(monkeypatch, tmp_path, t
         seen.append(train_samples)
         raise UsageError("checked")
 
-    monkeypatch.setattr(runs, "check_memory", check)
+    monkeypatch.setattr(preflight, "check_memory", check)
     with pytest.raises(UsageError, match="checked"):
         execute(units[0], Policy(), dataset=data.load_dataset(data_dir=tiny_dir, verify=False))
     with pytest.raises(UsageError, match="checked"):
@@ -283,6 +282,32 @@ def test_units_training_at_once_share_the_memory(monkeypatch, tmp_path):
     with pytest.raises(UsageError, match=r"^2 runs of .* \(at most --workers 1\)$"):
         check_memory(units, Policy(workers=2))
     check_memory(units, Policy(workers=2, backend="ray"))  # the cluster's nodes: not checked
+
+
+def test_preflight_check_plans_and_refuses_before_the_data_and_on_it(
+    monkeypatch, tmp_path, tiny_dir
+):
+    """`preflight.check`, which callers may call before they load data and `execute` calls too:
+    the policy, the units at once in memory, and with the data the batch sizes."""
+    config = TrainConfig(device="cpu")
+    each = memory.estimate(config).total
+    monkeypatch.setattr(memory, "available", lambda device: each * 3 // 2)
+    todo = [Run(config, tmp_path / "a"), Run(TrainConfig(device="cpu", seed=1), tmp_path / "b")]
+    assert preflight.check(todo, Policy(workers=1)) == [[todo[0]], [todo[1]]]
+    with pytest.raises(UsageError, match=r"^2 runs of .* \(at most --workers 1\)$"):
+        preflight.check(todo, Policy(workers=2))
+    with pytest.raises(UsageError, match=r"^--workers must be >= 1, got 0$"):
+        preflight.check(todo, Policy(workers=0))
+    with pytest.raises(UsageError, match=r"^group size must be >= 1, got 0$"):
+        preflight.check(todo, Policy(group=0))
+    with pytest.raises(UsageError, match=r"^unknown backend 'nope'"):
+        preflight.check(todo, Policy(backend="nope"))
+    tiny = data.load_dataset(data_dir=tiny_dir, verify=False)
+    big = [Run(TrainConfig(device="cpu", batch_size=321), tmp_path / "c")]
+    preflight.check(big, Policy())  # the registered 60000 images: a batch of 321 fits
+    with pytest.raises(UsageError, match=r"^--batch-size 321 is larger than the training set"):
+        preflight.check(big, Policy(), tiny)
+    assert not any(tmp_path.glob("[abc]"))  # checks write nothing
 
 
 CLI_TINY = ["--no-verify", "--epochs", "1", "--device", "cpu"]

@@ -8,11 +8,11 @@ import sys
 import numpy as np
 import pytest
 
+from vanishing import executor
 from vanishing import reporting as report
 from vanishing.data import datasets as data
 from vanishing.devices import resolve_device
 from vanishing.errors import DataError, UsageError
-from vanishing.executor import runs
 from vanishing.frontends.cli import main
 from vanishing.model.mlp import hidden_widths
 from vanishing.settings import codec, grid
@@ -54,12 +54,12 @@ def test_mps_that_is_not_here():
 
 def test_ray_messages(monkeypatch, tmp_path):
     config = grid.expand(grid.spec_from_dict({"epochs": 1, "seeds": [0]}))[0]
-    todo = [runs.Run(config, tmp_path / "run")]
+    todo = [executor.Run(config, tmp_path / "run")]
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(
         UsageError, match=r"--backend ray needs Ray: pip install 'vanishing\[ray\]'"
     ):
-        runs.execute(todo, runs.Policy(backend="ray"))
+        executor.execute(todo, executor.Policy(backend="ray"))
     monkeypatch.undo()
     ray = pytest.importorskip("ray")
 
@@ -70,7 +70,7 @@ def test_ray_messages(monkeypatch, tmp_path):
     with pytest.raises(
         UsageError, match=r"--backend ray: cannot connect to a Ray cluster at 'x:1'"
     ):
-        runs.execute(todo, runs.Policy(backend="ray", address="x:1"))
+        executor.execute(todo, executor.Policy(backend="ray", address="x:1"))
     assert not (tmp_path / "run").exists()  # nothing trained, nothing written
 
 

@@ -21,7 +21,7 @@ from conftest import swept
 from vanishing import records
 from vanishing import reporting as report
 from vanishing.errors import UsageError
-from vanishing.executor import runs
+from vanishing.executor import local
 from vanishing.settings import grid, naming
 
 TINY_SETTINGS = {"batch_size": 32, "probe_every": 5, "probe_size": 32, "device": "cpu", "epochs": 1}
@@ -144,14 +144,14 @@ def test_run_names_are_stable_and_distinct():
 
 def test_sweep_runs_records_failures_and_skips_on_resume(tiny_dir, tmp_path, monkeypatch):
     spec = tiny_spec(activations=("relu", "tanh"), depths=(1,), seeds=(0, 1))
-    real_train = runs.train  # what the executor calls to train a run alone
+    real_train = local.train  # what the executor calls to train a run alone
 
     def flaky(config, **kwargs):
         if config.activation == "tanh" and config.seed == 1:
             raise RuntimeError("boom")
         return real_train(config, **kwargs)
 
-    monkeypatch.setattr(runs, "train", flaky)
+    monkeypatch.setattr(local, "train", flaky)
     options = {"data_dir": tiny_dir, "verify": False}
     finished = []
     outcome = swept(
@@ -171,7 +171,7 @@ def test_sweep_runs_records_failures_and_skips_on_resume(tiny_dir, tmp_path, mon
         rows[0]
     )
     # Again: nothing runs; with --retry-failed only the failed run runs again.
-    monkeypatch.setattr(runs, "train", real_train)
+    monkeypatch.setattr(local, "train", real_train)
     assert swept(spec, tmp_path, workers=1, data_options=options).ran == 0
     again = swept(spec, tmp_path, workers=1, data_options=options, retry_failed=True)
     assert again.ran == 1 and all(r["status"] == "ok" for r in again.rows)
@@ -191,14 +191,14 @@ def test_diverged_run_is_recorded(tiny_dir, tmp_path):
 
 def test_local_pool_two_workers_and_a_killed_worker(tiny_dir, tmp_path, monkeypatch):
     spec = tiny_spec(activations=("relu", "sigmoid"), depths=(1,), seeds=(0, 1))
-    real_train = runs.train
+    real_train = local.train
 
     def killer(config, **kwargs):
         if config.activation == "sigmoid" and config.seed == 0:
             os.kill(os.getpid(), signal.SIGKILL)  # the worker dies without a word
         return real_train(config, **kwargs)
 
-    monkeypatch.setattr(runs, "train", killer)  # the forked workers inherit it
+    monkeypatch.setattr(local, "train", killer)  # the forked workers inherit it
     outcome = swept(spec, tmp_path, workers=2, data_options={"data_dir": tiny_dir, "verify": False})
     statuses = sorted((r["activation"], r["seed"], r["status"]) for r in outcome.rows)
     assert statuses == [

@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from conftest import interrupt_after_one_epoch, swept
-from vanishing import records
+from vanishing import executor, records
 from vanishing.data import datasets as data
-from vanishing.executor import runs
+from vanishing.executor import local
+from vanishing.executor.ray import ray_task
 from vanishing.jobs import sweep
 from vanishing.settings import grid, naming
 from vanishing.settings.config import TrainConfig
@@ -42,16 +43,16 @@ def options(tiny_dir: Path) -> dict:
 
 
 def spy(monkeypatch, name: str) -> list[list[TrainConfig]]:
-    """Record the configs of each `runs.<name>` call (train or train_group: what the executor
+    """Record the configs of each `local.<name>` call (train or train_group: what the executor
     calls for a unit of one or of several) in this process."""
     calls = []
-    original = getattr(runs, name)
+    original = getattr(local, name)
 
     def wrapper(configs, **kwargs):
         calls.append(list(configs) if isinstance(configs, list) else [configs])
         return original(configs, **kwargs)
 
-    monkeypatch.setattr(runs, name, wrapper)
+    monkeypatch.setattr(local, name, wrapper)
     return calls
 
 
@@ -113,7 +114,7 @@ def records_files() -> tuple[str, ...]:
 
 def test_units_run_in_children_and_a_dead_child_fails_its_members(tiny_dir, tmp_path, monkeypatch):
     spec = tiny_spec(activations=("relu", "sigmoid"))  # units: both relu seeds, both sigmoid
-    real = runs.train_group
+    real = local.train_group
     pids = tmp_path / "pids"
     pids.mkdir()
 
@@ -123,7 +124,7 @@ def test_units_run_in_children_and_a_dead_child_fails_its_members(tiny_dir, tmp_
         (pids / str(os.getpid())).write_text(str(len(configs)))
         return real(configs, **kwargs)
 
-    monkeypatch.setattr(runs, "train_group", killer)  # the forked children inherit it
+    monkeypatch.setattr(local, "train_group", killer)  # the forked children inherit it
     finished = []
     outcome = swept(
         spec,
@@ -149,12 +150,12 @@ def test_a_group_that_raises_fails_every_member_and_retry_reruns_them(
 ):
     spec = tiny_spec(activations=("relu", "tanh", "rrelu"))  # rrelu trains alone, unharmed
 
-    real = runs.train_group
+    real = local.train_group
 
     def boom(configs, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(runs, "train_group", boom)
+    monkeypatch.setattr(local, "train_group", boom)
     out = tmp_path / "out"
     finished = []
     outcome = swept(
@@ -175,7 +176,7 @@ def test_a_group_that_raises_fails_every_member_and_retry_reruns_them(
         ("tanh", 1, "failed", "RuntimeError: boom"),
     ]
     assert sorted(finished) == [s[:3] for s in statuses]
-    monkeypatch.setattr(runs, "train_group", real)
+    monkeypatch.setattr(local, "train_group", real)
     groups = spy(monkeypatch, "train_group")
     assert swept(spec, out, workers=1, data_options=options(tiny_dir), group=4).ran == 0
     again = swept(spec, out, workers=1, data_options=options(tiny_dir), group=4, retry_failed=True)
@@ -187,7 +188,7 @@ def test_a_write_error_in_a_group_stops_the_sweep(tiny_dir, tmp_path, monkeypatc
     def full(configs, **kwargs):
         raise records.WriteError(28, "No space left on device: metrics.jsonl")
 
-    monkeypatch.setattr(runs, "train_group", full)
+    monkeypatch.setattr(local, "train_group", full)
     with pytest.raises(records.WriteError):
         swept(tiny_spec(), tmp_path / "out", workers=1, data_options=options(tiny_dir), group=4)
     assert not list((tmp_path / "out").glob("*/" + records.RESULT))
@@ -217,10 +218,10 @@ def test_a_checkpointed_run_resumes_alone_while_the_others_group(tiny_dir, tmp_p
     other = dataclasses.replace(interrupted, seed=2)
     interrupt_after_one_epoch(other, tmp_path / "fresh" / "a", dataset)
     members = [
-        runs.Run(configs[0], tmp_path / "fresh" / "b"),
-        runs.Run(other, tmp_path / "fresh" / "a"),
+        executor.Run(configs[0], tmp_path / "fresh" / "b"),
+        executor.Run(other, tmp_path / "fresh" / "a"),
     ]
-    statuses = runs.execute(members, runs.Policy(group=2, resume=False), dataset=dataset)
+    statuses = executor.execute(members, executor.Policy(group=2, resume=False), dataset=dataset)
     assert statuses == {run.run_dir: "ok" for run in members}
     assert groups[-1] == [configs[0], other] and len(singles) == 1
     assert not (tmp_path / "fresh" / "a" / records.CHECKPOINT).exists()
@@ -259,13 +260,13 @@ def test_ray_task_returns_every_members_files(tiny_dir, monkeypatch):
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # a Ray worker's, not ours
     configs = grid.expand(tiny_spec())[:3]
     groups = spy(monkeypatch, "train_group")
-    files = runs.ray_task(configs, options(tiny_dir))
+    files = ray_task(configs, options(tiny_dir))
     assert len(files) == 3 and [len(g) for g in groups] == [3]
     for config, run_files in zip(configs, files, strict=True):
         assert set(run_files) == set(records_files())
         result = json.loads(run_files[records.RESULT])
         assert result["status"] == "ok" and TrainConfig.from_dict(result["config"]) == config
-    (one,) = runs.ray_task(configs[:1], options(tiny_dir))
+    (one,) = ray_task(configs[:1], options(tiny_dir))
     assert json.loads(one[records.RESULT])["test_accuracy"] == pytest.approx(
         json.loads(files[0][records.RESULT])["test_accuracy"], rel=1e-4, abs=1e-6
     )

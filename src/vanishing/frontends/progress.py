@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vanishing import records
-from vanishing.executor.runs import Run
+from vanishing.executor import Run
 from vanishing.jobs.common import Progress
 from vanishing.model.activations import ACTIVATIONS
 from vanishing.settings.config import TrainConfig

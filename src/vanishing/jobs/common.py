@@ -20,15 +20,7 @@ from vanishing import records
 from vanishing.data.datasets import Dataset, load_dataset
 from vanishing.devices import resolve_device
 from vanishing.errors import UsageError
-from vanishing.executor.runs import (
-    Policy,
-    Run,
-    check_batch_sizes,
-    check_memory,
-    execute,
-    is_pending,
-    plan,
-)
+from vanishing.executor import Policy, Run, check, execute, is_pending
 from vanishing.records import RunResult
 from vanishing.settings.config import TrainConfig
 
@@ -193,7 +185,7 @@ def train_runs(
         resolve_device(config)  # a missing GPU is an error before anything else
     if len({run.run_dir for run in runs}) < len(runs):
         raise UsageError("two runs of one job would share a directory: give each its own settings")
-    check_memory(plan(runs, policy), policy)  # before the data loads (its registered size)
+    check(runs, policy)  # before the data loads (on its registered size)
     ensure_writable(out)
     skipped = sum(not is_pending(run, policy) for run in runs)
     dataset = None
@@ -202,7 +194,7 @@ def train_runs(
         dataset = data.load(name, progress.note) if isinstance(data, DataOptions) else data(name)
     samples = len(dataset.train_labels) if dataset is not None else 0
     if dataset is not None:
-        check_batch_sizes(configs, dataset)
+        check(runs, policy, dataset)  # on the data itself: its size, the batches
     if prepare is not None:
         prepare()
     progress.planned(len(runs), skipped, steps_of(configs, samples))

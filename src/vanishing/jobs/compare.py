@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vanishing.data.datasets import Dataset
-from vanishing.executor.runs import Policy, Run, group_size, workers_for
+from vanishing.executor import Policy, Run, group_size, workers_for
 from vanishing.jobs.common import (
     NO_OPTIONS,
     DataOptions,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from vanishing.data.datasets import Dataset
 from vanishing.devices import cores, resolve_device
-from vanishing.executor.runs import Policy, Run, check_memory, group_size, plan
+from vanishing.executor import Policy, Run, check, group_size
 from vanishing.jobs.common import train_runs
 from vanishing.settings.config import TrainConfig
 from vanishing.settings.naming import run_name
@@ -49,5 +49,5 @@ def live_runs(
         claim=True,
     )
     runs = [Run(config, out / name) for name, config in unique.items()]
-    check_memory(plan(runs, policy), policy)
+    check(runs, policy)
     return LiveRuns(runs, policy, out)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from vanishing import records
 from vanishing.data.datasets import Dataset
-from vanishing.executor.runs import Policy, Run, group_size, workers_for
+from vanishing.executor import Policy, Run, group_size, workers_for
 from vanishing.jobs.common import (
     NO_OPTIONS,
     DataOptions,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vanishing import records
 from vanishing.data.datasets import Dataset
-from vanishing.executor.runs import Policy, Run
+from vanishing.executor import Policy, Run
 from vanishing.jobs.common import (
     NO_OPTIONS,
     DataOptions,

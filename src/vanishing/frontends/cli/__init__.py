@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from vanishing import records
 from vanishing.errors import UsageError
-from vanishing.executor.runs import WorkerError
+from vanishing.executor import WorkerError
 from vanishing.frontends.cli import commands
 from vanishing.frontends.cli.parser import build_parser
 from vanishing.jobs.common import Interrupted

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from vanishing.data import datasets as data
 from vanishing.errors import UsageError
-from vanishing.executor.runs import workers_for
+from vanishing.executor import check_workers
 from vanishing.frontends.cli.parser import grid_given, settings_given
 from vanishing.frontends.progress import RunBar, StepBar, stderr, stop_on_signals
 from vanishing.jobs import compare as compare_job
@@ -210,7 +210,9 @@ def live(args: argparse.Namespace) -> int:
     port = codec.integer("port", args.port)
     if not 0 <= port <= 65535:
         raise UsageError(f"--port must be 0 (any free one) to 65535, got {port}")
-    workers_for("cpu", workers(args))  # the executor's check: a page's runs train on the CPU
+    count = workers(args)
+    if count is not None:
+        check_workers(count)  # the executor's own check
     from vanishing.frontends import live  # starlette and uvicorn load only for the live page
 
     return live.serve(
@@ -219,7 +221,7 @@ def live(args: argparse.Namespace) -> int:
         host=args.host,
         port=port,
         open_browser=not args.no_browser,
-        workers=workers(args),
+        workers=count,
         data_options={**data_options(args).to_dict(), "report": stderr},
     )
 

@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 from vanishing import __version__
 from vanishing.data.datasets import DATASETS
-from vanishing.executor.runs import BACKENDS
+from vanishing.executor import BACKENDS
 from vanishing.jobs import compare
 from vanishing.model.mlp import DEFAULT_WIDTH
 from vanishing.settings.codec import GRID_SHAPE_KEYS, known_keys

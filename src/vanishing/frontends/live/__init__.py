@@ -2,7 +2,7 @@
 as it trains. This package is the server (Starlette on uvicorn); the page lives in `static/`.
 
 Live runs are ordinary run directories under --out (`<out>/<sweep.run_name(config)>`, so one
-setting is always one directory), trained through the one executor (`runs.execute`): resume and
+setting is always one directory), trained by the live page's job (`jobs.live`) through the one executor (`executor.execute`): resume and
 `vanishing report` work on them as on any other.
 
 The API (JSON unless said; every error is `{"error": "<one line>"}`):

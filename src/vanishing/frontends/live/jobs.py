@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vanishing import executor
 from vanishing.data.datasets import Dataset
 from vanishing.devices import cores
 from vanishing.errors import UsageError
-from vanishing.executor import runs
 from vanishing.jobs.common import DataOptions
 from vanishing.jobs.live import LiveRuns, live_runs
 from vanishing.settings import codec
@@ -58,7 +58,7 @@ class Job:
     """Runs started together by one request, training in one thread."""
 
     id: str
-    runs: list[runs.Run]
+    runs: list[executor.Run]
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     state: str = "running"  # then "done", "stopped" or "failed"
@@ -128,7 +128,7 @@ class Jobs:
         except UsageError as e:
             job.state, job.error = "failed", str(e)
         except Exception as e:  # a WriteError or a worker's death: said, not raised in a thread
-            job.state, job.error = "failed", runs.error_line(e)
+            job.state, job.error = "failed", executor.error_line(e)
         else:
             job.state = "stopped" if job.stop.is_set() else "done"
 
