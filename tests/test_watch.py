@@ -1,4 +1,4 @@
-"""`vanishing.measure.watching.watch`: the probes' numbers on any model, its hooks, its records."""
+"""`vanishing.measure.watch`: the probes' numbers on any model, its hooks, its records."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from vanishing import records
 from vanishing.errors import UsageError
 from vanishing.measure import probes
-from vanishing.measure.watching import watch
+from vanishing.measure.watch import watch
 from vanishing.model.activations import ACTIVATIONS, get_activation
 from vanishing.model.mlp import MLP
 
@@ -632,7 +632,7 @@ def test_dead_units_are_zero_on_every_sample_of_the_last_measured_batches(tmp_pa
 
 
 def test_a_unit_silent_for_a_whole_window_of_measured_batches_is_dead(tmp_path):
-    from vanishing.measure.watching import DEAD_WINDOW
+    from vanishing.measure.watch.capture import DEAD_WINDOW
 
     model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 10))
     with torch.no_grad():
