@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -354,6 +355,33 @@ def test_watching_a_watched_model_is_an_error(tmp_path):
     with watch(model, out=tmp_path / "a"), pytest.raises(UsageError, match=busy):
         watch(model, out=tmp_path / "b")
     assert not (tmp_path / "b").exists()
+
+
+def test_a_second_watch_into_a_held_directory_is_refused(tmp_path):
+    """A run directory has one writer: a second model watched into it in this process is
+    refused (another process is: tests/test_watch_writers.py), the first's rows untouched; the
+    directory is free once the first watch ends, by close or by an error."""
+    x, y = images()
+    model = ConvNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with watch(model, optimizer, every=1, out=tmp_path):
+        one_step(model, optimizer, x, y)
+        with pytest.raises(UsageError) as error:
+            watch(ConvNet(), out=tmp_path)
+        one_step(model, optimizer, x, y)
+    assert str(error.value) == (
+        f"watch: {tmp_path} is being written by another watch in this process; "
+        "close that watch first, or give each model its own out="
+    )
+    assert [row["step"] for row in rows(tmp_path)] == [0, 1]
+    assert records.read_json(tmp_path / "result.json")["steps"] == 2
+    with pytest.raises(RuntimeError, match="boom"), watch(model, out=tmp_path):
+        raise RuntimeError("boom")
+    with watch(ConvNet(), out=tmp_path):  # free again
+        assert records.lock_run(tmp_path) is None  # held while it watches
+    fd = records.lock_run(tmp_path)
+    assert fd is not None  # and let go when it ends
+    os.close(fd)
 
 
 def test_log_refuses_what_is_not_a_number(tmp_path):
