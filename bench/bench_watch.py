@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from vanishing.measure.watching import watch
+from vanishing.measure.watch import watch
 from vanishing.model.mlp import MLP
 
 CHUNK = 100  # steps per turn: one measured step of an every=100 copy

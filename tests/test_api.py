@@ -73,10 +73,17 @@ def test_import_is_light_and_names_resolve():
         vanishing.nothing  # noqa: B018
 
 
-def test_watch_is_the_watching_modules():
-    from vanishing.measure import watching
+def test_vanishing_watch_watches_a_model_into_its_records(tmp_path):
+    """`vanishing.watch`, loaded on first use, is the watch: a step of a model is a probe row."""
+    import torch
+    from torch.nn import functional as F
 
-    assert vanishing.watch is watching.watch
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    with vanishing.watch(model, every=1, out=tmp_path) as w:
+        F.cross_entropy(model(torch.ones(5, 3)), torch.zeros(5, dtype=torch.long)).backward()
+    (row,) = records.read_metrics(tmp_path)
+    assert row["kind"] == "probe" and row["step"] == 0 and len(row["grad_norms"]) == 2
+    assert w.result is not None and w.result.steps == 1 and w.result.run_dir == str(tmp_path)
 
 
 def test_compare_returns_the_records(compared):

@@ -256,6 +256,28 @@ def test_full_disk_is_one_line_and_leaves_no_torn_row(monkeypatch, capsys, tiny_
     assert not (run_dir / records.RESULT).exists()
 
 
+def test_metrics_rows_are_appended_whole_and_a_resumed_file_is_cut_back(tmp_path):
+    """metrics.jsonl is opened for appending: a second writer on the file (the run's lock
+    refuses one; were it not, the file would still not tear) adds its rows after the first's,
+    never over them; a writer resumed at an offset cuts the file back there and appends."""
+    path = tmp_path / records.METRICS
+    first = records.MetricsWriter(path)
+    first.write({"kind": "probe", "step": 0})
+    head = path.read_bytes()
+    second = records.MetricsWriter(path, offset=len(head))
+    for step in range(1, 7):
+        (first if step % 2 else second).write({"kind": "probe", "step": step, "pad": "x" * step})
+    first.close()
+    second.close()
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == list(range(7))
+    resumed = records.MetricsWriter(path, offset=len(head))
+    resumed.write({"kind": "epoch", "step": 1})
+    resumed.close()
+    assert path.read_bytes() == head + b'{"kind": "epoch", "step": 1}\n'
+    assert resumed.offset == path.stat().st_size
+
+
 @pytest.mark.parametrize("command", ["train", "sweep"])
 def test_unwritable_out_before_training(capsys, tiny_dir, tmp_path, command):
     blocker = tmp_path / "file"

@@ -1,10 +1,11 @@
-"""`vanishing.measure.watching.watch`: the probes' numbers on any model, its hooks, its records."""
+"""`vanishing.measure.watch`: the probes' numbers on any model, its hooks, its records."""
 
 from __future__ import annotations
 
 import copy
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from vanishing import records
 from vanishing.errors import UsageError
 from vanishing.measure import probes
-from vanishing.measure.watching import watch
+from vanishing.measure.watch import watch
 from vanishing.model.activations import ACTIVATIONS, get_activation
 from vanishing.model.mlp import MLP
 
@@ -356,6 +357,33 @@ def test_watching_a_watched_model_is_an_error(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+def test_a_second_watch_into_a_held_directory_is_refused(tmp_path):
+    """A run directory has one writer: a second model watched into it in this process is
+    refused (another process is: tests/test_watch_writers.py), the first's rows untouched; the
+    directory is free once the first watch ends, by close or by an error."""
+    x, y = images()
+    model = ConvNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with watch(model, optimizer, every=1, out=tmp_path):
+        one_step(model, optimizer, x, y)
+        with pytest.raises(UsageError) as error:
+            watch(ConvNet(), out=tmp_path)
+        one_step(model, optimizer, x, y)
+    assert str(error.value) == (
+        f"watch: {tmp_path} is being written by another watch in this process; "
+        "close that watch first, or give each model its own out="
+    )
+    assert [row["step"] for row in rows(tmp_path)] == [0, 1]
+    assert records.read_json(tmp_path / "result.json")["steps"] == 2
+    with pytest.raises(RuntimeError, match="boom"), watch(model, out=tmp_path):
+        raise RuntimeError("boom")
+    with watch(ConvNet(), out=tmp_path):  # free again
+        assert records.lock_run(tmp_path) is None  # held while it watches
+    fd = records.lock_run(tmp_path)
+    assert fd is not None  # and let go when it ends
+    os.close(fd)
+
+
 def test_log_refuses_what_is_not_a_number(tmp_path):
     model = ConvNet()
     with watch(model, out=tmp_path) as w:
@@ -632,7 +660,7 @@ def test_dead_units_are_zero_on_every_sample_of_the_last_measured_batches(tmp_pa
 
 
 def test_a_unit_silent_for_a_whole_window_of_measured_batches_is_dead(tmp_path):
-    from vanishing.measure.watching import DEAD_WINDOW
+    from vanishing.measure.watch.capture import DEAD_WINDOW
 
     model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 10))
     with torch.no_grad():

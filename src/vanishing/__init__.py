@@ -2,7 +2,7 @@
 
 From Python: `vanishing.train`, `compare`, `sweep` and `report` run the commands of the same names
 (`frontends.api`); `vanishing.watch(model, optimizer)` measures your own network as it trains
-(`measure.watching`).
+(`measure.watch`).
 They are imported on first use, so that `import vanishing` loads neither torch nor matplotlib.
 """
 
@@ -20,7 +20,7 @@ EXPORTS = {
     "sweep": "frontends.api",
     "report": "frontends.api",
     "Comparison": "frontends.api",
-    "watch": "measure.watching",
+    "watch": "measure.watch",
 }
 
 

@@ -9,6 +9,7 @@ so every file is strict JSON that any reader, a browser included, can parse.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import html
 import json
@@ -166,7 +167,9 @@ def write_json(path: Path, value: Any) -> None:
 
 class MetricsWriter:
     """Appends rows to `metrics.jsonl`, one whole line per system call, so a crash loses at most
-    the row being written; a failed write (a full disk) is cut back off, never left torn.
+    the row being written; a failed write (a full disk) is cut back off, never left torn. The
+    file is opened with O_APPEND: each write lands at its end as one piece, so even two writers
+    (which the run's lock refuses) could never interleave inside a line.
 
     `offset` (bytes) resumes a file: it is cut back to its first `offset` bytes, the rows that a
     checkpoint covers, and appended to from there.
@@ -174,12 +177,11 @@ class MetricsWriter:
 
     def __init__(self, path: Path, offset: int | None = None) -> None:
         self.path = Path(path)
-        flags = os.O_WRONLY | os.O_CREAT | (0 if offset is not None else os.O_TRUNC)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if offset is not None else os.O_TRUNC)
         try:
             self.fd = os.open(self.path, flags, 0o666)  # less the umask, as every record
             self.offset = offset or 0
-            os.ftruncate(self.fd, self.offset)
-            os.lseek(self.fd, self.offset, os.SEEK_SET)
+            os.ftruncate(self.fd, self.offset)  # appends go on from here
         except OSError as e:
             raise write_error(self.path, e) from None
 
@@ -190,11 +192,9 @@ class MetricsWriter:
             while written < len(data):
                 written += os.write(self.fd, data[written:])
         except OSError as e:
-            try:  # a partial line would be a torn record: remove it
+            # A partial line would be a torn record: remove it (appends go on from here).
+            with contextlib.suppress(OSError):
                 os.ftruncate(self.fd, self.offset)
-                os.lseek(self.fd, self.offset, os.SEEK_SET)
-            except OSError:
-                pass
             raise write_error(self.path, e) from None
         self.offset += len(data)
 

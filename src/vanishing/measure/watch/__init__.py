@@ -1,0 +1,249 @@
+"""`watch(model, optimizer)`: the probes' measurements on any PyTorch model, as a run's records.
+
+    with vanishing.watch(model, optimizer) as w:
+        ...  # the training loop, unchanged
+        w.log(epoch=1, test_accuracy=0.97)  # optional: an epoch row, as training writes
+
+Layers are the model's own `named_modules()` names. Every module with a trainable weight of its
+own (Linear, Conv, Embedding, norm layers; a recurrent layer's `weight_ih_l0`..., attention's
+`in_proj_weight`: its weights taken as one vector) is a watched *layer*: its weight-gradient
+norm, weight norm and update ratio, in the order the model runs them (a module whose forward
+never runs, as attention's out_proj, after its parent). Every module the activation registry
+knows (nn.Sigmoid, nn.ReLU, nn.GELU, ...) is an *activation layer*, and each further call of
+one in a forward another ("act#2"): the back-propagated signal ||dLoss/da|| at its output, its
+output's mean, std and histogram, its saturated share (judged on its input) and its dead units,
+with the same code as the trainer's probes (`probes.layer_block`), in float32 whatever the
+model's precision. A unit is one index of dim 1 (a feature, or a conv's channel), or of the
+last dim of a (batch, time, features) sequence; it is dead when zero for every sample of the
+last DEAD_WINDOW measured batches. An activation a forward calls as a function (F.relu,
+torch.sigmoid, x.tanh(): the registry's `twins`) is one too, seen by a torch function mode
+during measured forwards only and named by its order ("relu#2"); a sentence names any
+activation layer by the weighted layer that ran before it ("conv2").
+
+At every `every`-th optimizer step (step 0 first):
+- without a probe batch, the training step itself is measured: forward hooks on the activation
+  modules, registered for that forward only, take the statistics of the step's last forward
+  with gradients on (an evaluation under torch.no_grad is not measured), tensor hooks on
+  their outputs take the signal as backward passes it (full backward hooks would break on
+  in-place ReLU), and an optimizer step pre-hook
+  reads the weight gradients, so only real steps count and a GradScaler's unscaled gradients
+  are seen (a step it skips is not one; pass `scaler=` to have the signal unscaled too).
+  Without an optimizer each backward pass that reaches the weights is a step: per-parameter
+  post-accumulate hooks read the gradients as backward leaves them, and a callback queued on
+  autograd's engine ends the step when the pass is done (two backward() calls are two steps).
+- with `probe=(x, y)`, a fixed batch is measured before the step, as the trainer does: the model
+  in eval mode but batch norm on the batch's own statistics, no state changed (buffers are put
+  back), gradients by `torch.autograd.grad` of `loss(model(x), y)`; it needs the optimizer.
+A layer no gradient reached at a step (unused) has none: null in its row. The update ratio
+||W_after - W_before|| / ||W_before|| of a measured step needs the optimizer. Between measured
+steps the hooks return at once: no `.item()`, nothing read from the device.
+
+Records are a training run's (`records`): config.json (the model's description, its layers),
+metrics.jsonl (a probe row per measured step, an epoch row per `log`) and result.json at
+`close()`, so `vanishing report DIR`, `vanishing live DIR` and `vanishing export DIR` read them.
+An exception inside the `with` block closes the hooks but writes no result: the run did not
+finish (its rows stay). A run directory has one writer: the watch holds its lock until it ends,
+and a second watch into it (another process, as every rank of a DistributedDataParallel job
+would be, or another model in this one) is refused.
+
+The package, by job: `layers` (which layers, their names), `hooks` (the hooks and the steps
+they count), `capture` (a measured step's numbers), `probe` (the probe batch), `rows` (the run
+directory and its records).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from vanishing import records
+from vanishing.errors import UsageError
+from vanishing.measure.watch.capture import Captures
+from vanishing.measure.watch.hooks import Hooks
+from vanishing.measure.watch.layers import Layers
+from vanishing.measure.watch.rows import RunWriter, hold
+
+MARK = "_vanishing_watch"  # the attribute on a watched model: a weak reference to its Watch
+
+
+def watched_by(model: nn.Module) -> Watch | None:
+    """The open Watch on `model`, None when it has none."""
+    ref = model.__dict__.get(MARK)
+    found = ref() if ref is not None else None
+    return found if found is not None and not found.closed else None
+
+
+def check(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    every: int,
+    probe: tuple[Tensor, Tensor] | None,
+    scaler: Any,
+) -> None:
+    """`watch`'s arguments, each wrong one a UsageError that says what it needs."""
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"watch: model must be a torch.nn.Module, got {type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise UsageError(
+            f"watch: optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+        )
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise UsageError(f"watch: every must be a whole number of steps >= 1, got {every!r}")
+    other = watched_by(model)
+    if other is not None:
+        raise UsageError(
+            f"watch: this {type(model).__name__} is already watched (writing to "
+            f"{other.run_dir}); close that watch first "
+            "(vanishing.measure.watch.watched_by(model).close())"
+        )
+    if scaler is not None and optimizer is None:
+        raise UsageError(
+            "watch: scaler= needs the optimizer: its scale is read at the optimizer's step"
+        )
+    if probe is not None:
+        if optimizer is None:
+            raise UsageError(
+                "watch: probe= needs the optimizer: the probe batch is measured before "
+                "each watched optimizer step"
+            )
+        if not (
+            isinstance(probe, (tuple, list))
+            and len(probe) == 2
+            and all(isinstance(t, Tensor) for t in probe)
+        ):
+            raise UsageError("watch: probe must be a pair of tensors (inputs, targets)")
+        if len(probe[0]) != len(probe[1]) or len(probe[0]) < 2:
+            raise UsageError(
+                f"watch: probe inputs and targets must hold the same number (>= 2) of "
+                f"samples, got {len(probe[0])} and {len(probe[1])}"
+            )
+
+
+class Watch:
+    """Hooks on a model (and its optimizer) that write its per-layer measurements as a run's
+    records; a context manager. `close()` removes every hook and writes result.json."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        every: int = 100,
+        probe: tuple[Tensor, Tensor] | None = None,
+        out: Path | str | None = None,
+        layers: Iterable[str] | None = None,
+        loss: Callable[[Tensor, Tensor], Tensor] | None = None,
+        settings: dict[str, Any] | None = None,
+        scaler: Any = None,
+    ) -> None:
+        check(model, optimizer, every, probe, scaler)
+        self.model = model
+        self.every = every
+        self.layers = Layers(model, layers)
+        self.captures = Captures()
+        self.run_dir, lock = hold(out, model)  # the last check: nothing to undo before it
+        self.writer = RunWriter(
+            self.run_dir,
+            lock,
+            model,
+            optimizer,
+            every,
+            probe,
+            dict(settings or {}),
+            self.layers,
+            self.captures,
+        )
+        self.closed = False
+        self.result: records.RunResult | None = None
+        try:
+            self.hooks = Hooks(
+                model,
+                optimizer,
+                every,
+                probe,
+                loss or F.cross_entropy,
+                scaler,
+                self.layers,
+                self.captures,
+                self.writer,
+            )
+        except BaseException:
+            self.writer.close()
+            raise
+        model.__dict__[MARK] = weakref.ref(self)
+
+    @property
+    def step(self) -> int:
+        """The optimizer step under way (from 0): its forward, backward and step."""
+        return self.hooks.step
+
+    def labels(self) -> list[str]:
+        """Per activation layer, its name in sentences (`Layers.labels`)."""
+        return self.layers.labels()
+
+    def log(self, epoch: int | None = None, **values: Any) -> dict[str, Any]:
+        """Record an epoch row (`train_loss`, `test_loss`, `test_accuracy` as a fraction, or
+        any other numbers): the report reads accuracy and losses from these rows."""
+        if self.closed:
+            raise UsageError("watch: log after close")
+        return self.writer.log(self.hooks.step, epoch, values)
+
+    def detach(self) -> None:
+        """Remove every hook, close metrics.jsonl and let go of the run directory; the model
+        is no longer watched."""
+        self.hooks.remove()
+        self.writer.close()
+        self.closed = True
+        if self.model.__dict__.get(MARK) is not None:
+            del self.model.__dict__[MARK]
+
+    def close(self) -> records.RunResult:
+        """Remove every hook and write result.json (once; later calls return the result)."""
+        if self.result is not None:
+            return self.result
+        if self.closed:
+            raise UsageError("watch: closed after an error; its run has no result")
+        try:
+            self.hooks.remove()
+            self.result = self.writer.finish(self.hooks.step, self.hooks.probe_seconds)
+        finally:
+            self.detach()
+        return self.result
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.detach()  # the run did not finish: its rows stay, no result.json
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"step {self.step}"
+        return f"Watch({type(self.model).__name__}, every={self.every}, {state}, {self.run_dir})"
+
+
+def watch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    every: int = 100,
+    probe: tuple[Tensor, Tensor] | None = None,
+    out: Path | str | None = None,
+    layers: Iterable[str] | None = None,
+    loss: Callable[[Tensor, Tensor], Tensor] | None = None,
+    settings: dict[str, Any] | None = None,
+    scaler: Any = None,
+) -> Watch:
+    """Watch `model`'s gradients and units as it trains (see the package's docstring); a handle
+    that is also a context manager. `out` is the run directory (default
+    runs/watch/<model>-<date>-<time>), held by this watch alone until it ends; `layers` a
+    subset of `named_modules()` names, `loss` the probe's loss (cross-entropy by default),
+    `settings` extra config.json values and `scaler` a torch.amp.GradScaler, whose scale the
+    signals are divided by (the weight gradients are read after its unscaling either way)."""
+    return Watch(model, optimizer, every, probe, out, layers, loss, settings, scaler)

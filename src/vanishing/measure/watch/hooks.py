@@ -1,0 +1,279 @@
+"""The hooks a watch puts on a model and its optimizer, and the steps they count: which forwards
+are measured, what each hook captures, and when a step's row is written."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+from vanishing.measure.watch import probe as probe_batch
+from vanishing.measure.watch.capture import Captures
+from vanishing.measure.watch.layers import Layers, joint_norm
+from vanishing.measure.watch.rows import RunWriter
+from vanishing.model.activations import Activation
+
+
+class Functional(TorchFunctionMode):
+    """Passes every torch function a measured forward calls to `Hooks._function_ran`."""
+
+    def __init__(self, run: Callable[..., Tensor]) -> None:
+        super().__init__()
+        self.run = run
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        return self.run(func, args, kwargs or {})
+
+
+class Hooks:
+    """Every hook of one watch, each handle kept for `remove`, and the step under way (its
+    forward, backward and optimizer step); a watched step's row goes to `writer`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        every: int,
+        probe: tuple[Tensor, Tensor] | None,
+        loss: Callable[[Tensor, Tensor], Tensor],
+        scaler: Any,
+        layers: Layers,
+        captures: Captures,
+        writer: RunWriter,
+    ) -> None:
+        self.model, self.optimizer, self.every = model, optimizer, every
+        self.probe, self.loss, self.scaler = probe, loss, scaler
+        self.layers, self.captures, self.writer = layers, captures, writer
+        self.step = 0  # the optimizer step under way: its forward, backward and step
+        self.queued = False  # no optimizer: this backward's end is queued
+        self.before: dict[str, list[Tensor]] | None = None  # weights before a measured step
+        self.pending: dict[str, Any] | None = None  # a row waiting for the step's update
+        self.probe_seconds = 0.0
+        self.functional: Functional | None = None  # during a measured forward only
+        self.handles: list[Any] = []
+        self.layer_handles: list[Any] = []  # during a measured forward only
+        self.attach()
+
+    def attach(self) -> None:
+        """Register the hooks that run at every step. The layers' own hooks are there only
+        during a measured forward (`attach_layers`), so an unmeasured step runs four hooks
+        (the model's forward and the optimizer's step, each begun and ended) and nothing else;
+        without an optimizer, one per weight as well, as backward leaves its gradient (that is
+        how a step's end is seen)."""
+        add = self.handles.append
+        add(self.model.register_forward_pre_hook(self._forward_starts))
+        add(self.model.register_forward_hook(self._forward_ends, always_call=True))
+        if self.optimizer is not None:
+            add(self.optimizer.register_step_pre_hook(self._before_step))
+            add(self.optimizer.register_step_post_hook(self._after_step))
+        else:
+            for name, weights in self.layers.weights.items():
+                for index, weight in enumerate(weights):
+                    add(weight.register_post_accumulate_grad_hook(self._grad_ready(name, index)))
+
+    def attach_layers(self) -> None:
+        """The layers' hooks, for one measured forward (`_forward_ends` removes them)."""
+        add = self.layer_handles.append
+        if not self.layers.fixed_layers:  # the order the layers run in is not known yet
+            for name, module in self.layers.weighted.items():
+                add(module.register_forward_hook(self._weighted_ran(name)))
+        for name, (module, activation) in self.layers.hooked.items():
+            add(module.register_forward_pre_hook(self._activation_starts(name)))
+            add(module.register_forward_hook(self._activation_ran(name, activation)))
+
+    def detach_layers(self) -> None:
+        for handle in self.layer_handles:
+            handle.remove()
+        self.layer_handles.clear()
+
+    def remove(self) -> None:
+        """Remove every hook: the model and the optimizer run as if never watched."""
+        if self.functional is not None:  # removed inside a forward (an error in a hook)
+            self.functional.__exit__(None, None, None)
+            self.functional = None
+        self.detach_layers()
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+    # -- which forwards are measured, and what their layers give -----------------------------
+
+    def measuring(self) -> bool:
+        """Whether the forward running now is measured: the probe's, or (without a probe) a
+        forward with gradients on (evaluation under torch.no_grad is not), at a watched step."""
+        if self.captures.busy:
+            return False
+        if self.captures.probing:
+            return True
+        return self.probe is None and self.step % self.every == 0 and torch.is_grad_enabled()
+
+    def _weighted_ran(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if self.functional is not None and not self.captures.busy:  # a measured forward
+                self.layers.weighted_ran(name, module)
+
+        return hook
+
+    def _activation_starts(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any) -> None:
+            if self.functional is None or self.captures.busy:  # unmeasured, or our own call
+                return
+            self.layers.inside += 1  # its own F.relu is not a second activation
+            if getattr(module, "inplace", False) and args and isinstance(args[0], Tensor):
+                self.captures.inputs[name] = args[0].detach().clone()  # gone once it has run
+
+        return hook
+
+    def _activation_ran(self, name: str, activation: Activation) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if self.functional is None or self.captures.busy:
+                return
+            self.layers.inside -= 1
+            z = self.captures.inputs.pop(name, None)
+            layer = self.layers.module_layer(name, module, activation)
+            if layer is not None:
+                self._capture(layer, activation, module, z if z is not None else args[0], output)
+
+        return hook
+
+    def _function_ran(
+        self, function: Callable[..., Tensor], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Tensor:
+        """Run a function a measured forward calls; measure it when it is an activation
+        layer (`Layers.function_layer`)."""
+        z = args[0] if args else None
+        if self.captures.busy or not isinstance(z, Tensor):
+            return function(*args, **kwargs)
+        found = self.layers.function_layer(function, args, kwargs)
+        if found is None:
+            return function(*args, **kwargs)
+        name, module, activation = found
+        in_place = kwargs.get("inplace") is True or function.__name__.endswith("_")
+        kept = z.detach().clone() if in_place else z
+        output = function(*args, **kwargs)
+        self._capture(name, activation, module, kept, output)
+        return output
+
+    def _capture(
+        self, name: str, activation: Activation, module: nn.Module, z: Any, output: Any
+    ) -> None:
+        """One activation layer's measurements at a measured forward (its input z, output);
+        its signal is taken as backward passes it."""
+        if not isinstance(output, Tensor) or not isinstance(z, Tensor) or output.dim() < 2:
+            return
+        dim = self.layers.activation_ran(name, output)
+        z = z.detach()
+        if self.captures.probing:  # measured once the probe's gradients are known
+            self.captures.tensors[name] = (z, output)
+            return
+        self.captures.block(name, activation, module, z, output.detach(), dim)
+        if output.requires_grad:
+            output.register_hook(self._signal_arrives(name))
+
+    def _signal_arrives(self, name: str) -> Callable[[Tensor], None]:
+        def hook(grad: Tensor) -> None:
+            self.captures.signals[name] = grad.detach().float().norm()
+
+        return hook
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def _forward_starts(self, module: nn.Module, args: Any) -> None:
+        """The model's forward begins; a measured one sees its layers and functional
+        activations."""
+        if self.captures.busy:
+            return
+        if self.measuring() and self.functional is None:
+            self.layers.forward_starts()
+            self.attach_layers()
+            self.functional = Functional(self._function_ran)
+            self.functional.__enter__()
+
+    def _forward_ends(self, module: nn.Module, args: Any, output: Any) -> None:
+        """The model's forward has ended (or raised): its layers and functions are no longer
+        seen."""
+        if self.functional is not None:
+            self.functional.__exit__(None, None, None)
+            self.functional = None
+            self.detach_layers()
+
+    def _grad_ready(self, name: str, index: int) -> Callable[[Tensor], None]:
+        """Without an optimizer: a backward pass that reaches a weight is a step, ended by a
+        callback autograd runs when the whole pass is done (every signal has arrived)."""
+
+        def hook(weight: Tensor) -> None:
+            if not self.queued:
+                self.queued = True
+                torch.autograd.Variable._execution_engine.queue_callback(self._end_backward)
+            if self.step % self.every == 0 and weight.grad is not None:
+                self.captures.param_grads[(name, index)] = weight.grad.detach().float().norm()
+
+        return hook
+
+    def _end_backward(self) -> None:
+        """Without an optimizer: one step is over; a watched one is written."""
+        captures = self.captures
+        if self.step % self.every == 0 and (captures.param_grads or captures.blocks):
+            for name, weights in self.layers.weights.items():
+                norms = [
+                    captures.param_grads[(name, i)]
+                    for i in range(len(weights))
+                    if (name, i) in captures.param_grads
+                ]
+                if norms:
+                    captures.grads[name] = torch.stack(norms).norm()
+            captures.param_grads.clear()
+            self.writer.write(self.writer.row(self.step, None))
+        self.queued = False
+        self.step += 1
+
+    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self.step % self.every:
+            return
+        start = time.perf_counter()
+        captures = self.captures
+        if self.probe is not None:
+            loss = probe_batch.measure(self.model, self.loss, self.probe, self.layers, captures)
+            row = self.writer.row(self.step, loss)
+        else:
+            for name, weights in self.layers.weights.items():
+                grads = [w.grad for w in weights if w.grad is not None]
+                if grads:
+                    captures.grads[name] = joint_norm(grads)
+            if self.scaler is not None:  # the signals passed back the scaled loss's gradient
+                scale = float(self.scaler.get_scale())
+                captures.signals = {name: s / scale for name, s in captures.signals.items()}
+            row = self.writer.row(self.step, None)
+        self.before = {
+            name: [w.detach().clone() for w in weights]
+            for name, weights in self.layers.weights.items()
+        }
+        self.pending = row
+        self.probe_seconds += time.perf_counter() - start
+
+    def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self.pending is not None and self.before is not None:
+            start = time.perf_counter()
+            weights = self.layers.weights
+            with torch.no_grad():
+                ratios = torch.stack(
+                    [
+                        joint_norm([w - old for w, old in zip(weights[name], olds, strict=True)])
+                        / joint_norm(olds).clamp_min(1e-12)
+                        for name, olds in self.before.items()
+                    ]
+                )
+            by_name = dict(zip(self.before, ratios.tolist(), strict=True))
+            self.pending["update_ratio"] = [by_name[name] for name in self.layers.fixed_layers]
+            self.writer.write(self.pending)
+            self.pending, self.before = None, None
+            self.probe_seconds += time.perf_counter() - start
+        self.captures.blocks.clear()  # captured inside step() (LBFGS's closure): not a later row's
+        self.captures.signals.clear()
+        self.step += 1
