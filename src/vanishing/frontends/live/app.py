@@ -183,9 +183,9 @@ async def event_stream(request: Request) -> Response:
     paths = list(dict.fromkeys(part for part in given if part))
     if not 1 <= len(paths) <= MAX_RUNS:
         raise Refused(400, f"runs=: give 1 to {MAX_RUNS} run paths, comma-separated")
-    watched = [(path, resolve(state.roots, path)) for path in paths]
+    followed = [(path, resolve(state.roots, path)) for path in paths]
     return StreamingResponse(
-        events.stream(watched, state.status_of, state.closing),
+        events.stream(followed, state.status_of, state.closing),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -1,4 +1,4 @@
-"""The live event stream: each watched run's metrics.jsonl rows from the start, then as training
+"""The live event stream: each followed run's metrics.jsonl rows from the start, then as training
 appends them, with a verdict after every probe and the run's status, as Server-Sent Events."""
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ def result_status(run_dir: Path) -> str | None:
     return str(status) if status is not None else None
 
 
-class Watcher:
-    """One run's stream: the whole lines of its metrics.jsonl not yet sent, read from where the
-    last poll stopped; a file cut back (the run started afresh) is read again from its start."""
+class RunFollower:
+    """Follows one run directory's records for the stream: the whole lines of its metrics.jsonl
+    not yet sent, read from where the last poll stopped; a file cut back (the run started
+    afresh) is read again from its start."""
 
     def __init__(self, run: str, run_dir: Path, status_of: StatusOf) -> None:
         self.run, self.run_dir, self.status_of = run, run_dir, status_of
@@ -107,19 +108,19 @@ class Watcher:
 
 
 async def stream(
-    watched: Sequence[tuple[str, Path]], status_of: StatusOf, closing: threading.Event
+    followed: Sequence[tuple[str, Path]], status_of: StatusOf, closing: threading.Event
 ) -> AsyncIterator[str]:
-    """Every watched run's events until each has ended (finished, or its job stopped), then
+    """Every followed run's events until each has ended (finished, or its job stopped), then
     `end`; the server closing ends the stream early, with an `end` that says so."""
-    watchers = [Watcher(run, run_dir, status_of) for run, run_dir in watched]
+    followers = [RunFollower(run, run_dir, status_of) for run, run_dir in followed]
     yield ": vanishing live\n\n"  # a comment: the response starts at once
     while not closing.is_set():
-        for watcher in watchers:
-            for event in watcher.poll():
+        for follower in followers:
+            for event in follower.poll():
                 yield event
-        if all(watcher.ended for watcher in watchers):
-            yield sse("end", {"runs": [run for run, _ in watched]})
+        if all(follower.ended for follower in followers):
+            yield sse("end", {"runs": [run for run, _ in followed]})
             return
         await asyncio.sleep(POLL_SECONDS)
     # The server is closing: say so, so that the page stops listening (its runs stay resumable).
-    yield sse("end", {"runs": [run for run, _ in watched], "server": "stopped"})
+    yield sse("end", {"runs": [run for run, _ in followed], "server": "stopped"})
