@@ -178,6 +178,18 @@ class LayerNames:
                 ends = (weighted[reached[0]], weighted[reached[-1]])
         return cls(names("layer_labels"), weighted, ends)
 
+    @classmethod
+    def listed(cls, config: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """Every weighted layer's name and every hidden layer's, in the order a probe row's
+        lists have them (the live page's axes): a watched model's own, else a TrainConfig run's
+        numbered, its hidden layers then the output layer."""
+        names = cls.of(config)
+        if watched(config):
+            return list(names.weighted_names), list(names.hidden_names)
+        hidden = len(config.get("hidden") or [])
+        weighted = [names.weighted(layer, hidden + 1) for layer in range(1, hidden + 2)]
+        return weighted, [names.hidden(layer) for layer in range(1, hidden + 1)]
+
     @property
     def first_last(self) -> tuple[str, str] | None:
         """The two layers the weight-gradient ratio compares, by name; None when numbered."""

@@ -1,5 +1,6 @@
-"""The live event stream: each followed run's metrics.jsonl rows from the start, then as training
-appends them, with a verdict after every probe and the run's status, as Server-Sent Events."""
+"""The live event stream: each followed run's layer names, its metrics.jsonl rows from the start,
+then as training appends them, with a verdict after every probe and the run's status, as
+Server-Sent Events."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from vanishing import records
 from vanishing.frontends.live.safety import record_file
 from vanishing.reporting.verdicts import live_headline
+from vanishing.settings.naming import LayerNames
 
 POLL_SECONDS = 0.1  # how often a run's metrics.jsonl is looked at: well under the 1 s budget
 FINAL = ("ok", "diverged", "failed", "stopped", "unfinished")  # nothing more will come
@@ -37,9 +39,9 @@ def result_status(run_dir: Path) -> str | None:
 
 
 class RunFollower:
-    """Follows one run directory's records for the stream: the whole lines of its metrics.jsonl
-    not yet sent, read from where the last poll stopped; a file cut back (the run started
-    afresh) is read again from its start."""
+    """Follows one run directory's records for the stream: its layer names once, then the whole
+    lines of its metrics.jsonl not yet sent, read from where the last poll stopped; a file cut
+    back (the run started afresh) is read again from its start."""
 
     def __init__(self, run: str, run_dir: Path, status_of: StatusOf) -> None:
         self.run, self.run_dir, self.status_of = run, run_dir, status_of
@@ -47,6 +49,7 @@ class RunFollower:
         self.rows: list[dict[str, Any]] = []
         self.config: dict[str, Any] | None = None
         self.status: str | None = None
+        self.named = False  # the layers event is sent
         self.ended = False
 
     def poll(self) -> list[str]:
@@ -68,7 +71,7 @@ class RunFollower:
             size = 0
         events = []
         if size < self.offset:  # cut back: a run started afresh, or resumed from a checkpoint
-            self.offset, self.rows, self.config = 0, [], None
+            self.offset, self.rows, self.config, self.named = 0, [], None, False
             events.append(sse("reset", {"run": self.run}))
         if size == self.offset or path is None:
             return events
@@ -78,11 +81,10 @@ class RunFollower:
         whole = data[: data.rfind(b"\n") + 1]  # the writer appends whole lines: wait for the rest
         self.offset += len(whole)
         probed = False
-        if not self.rows:  # the first rows: a watched model's layer names come before them
-            layers = self.read_config().get("layers")
-            if isinstance(layers, list):
-                labels = self.read_config().get("layer_labels")
-                events.append(sse("layers", {"run": self.run, "layers": layers, "labels": labels}))
+        if whole and not self.named and self.read_config():  # the names come before the rows
+            weighted, hidden = LayerNames.listed(self.read_config())
+            events.append(sse("layers", {"run": self.run, "weighted": weighted, "hidden": hidden}))
+            self.named = True
         for line in whole.splitlines():
             try:
                 row = json.loads(line)
