@@ -113,7 +113,7 @@ function layerTicks(count, fits) {
   return ticks;
 }
 
-export function sized(canvas, width, height) {
+function sized(canvas, width, height) {
   // The canvas at width x height CSS pixels, drawn at the screen's density: its 2-d context.
   const dpr = window.devicePixelRatio || 1;
   canvas.width = Math.round(width * dpr);

@@ -4,7 +4,7 @@
 import { MAX_RUNS, queryUrl } from "./api.js";
 import { element } from "./dom.js";
 
-export function shown(value) {
+function shown(value) {
   // a default as the command line writes it (the server may send it raw or already as text)
   if (value === null || value === undefined) return "";
   if (typeof value === "boolean") return value ? "yes" : "no";
