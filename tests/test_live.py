@@ -4,7 +4,10 @@ safety rule with a request it must refuse, stop and resume, and the real server'
 from __future__ import annotations
 
 import json
+import mimetypes
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,6 +93,12 @@ def test_two_runs_stream_their_records_verdicts_and_end(app, client):
         assert len(rows) == 5 + 2  # probes at steps 0, 4, .., 16 of 20, and 2 epoch rows
         statuses = [data["status"] for event, data in mine if event == "status"]
         assert statuses[-1] == "ok"
+        # The layers' names once, before the first row: LayerNames' words, one per list entry.
+        numbered = ["layer 1", "layer 2", "layer 3"]
+        names = {"run": run, "weighted": [*numbered, "the output layer"], "hidden": numbered}
+        assert [data for event, data in mine if event == "layers"] == [names]
+        assert mine.index(("layers", names)) < [event for event, _ in mine].index("row")
+        assert len(rows[0]["grad_norms"]) == 4 and len(rows[0]["dead_fraction"]) == 3
         # A verdict after every poll that read a probe row, on every row so far: the last
         # probe row is followed by one.
         events = [event for event, _ in mine]
@@ -102,6 +111,7 @@ def test_two_runs_stream_their_records_verdicts_and_end(app, client):
     # A finished run is the same stream: its rows again, then ok, then the end.
     again = read_events(client, runs[:1])
     assert [e for e, _ in again if e == "row"] == ["row"] * 7
+    assert [e for e, _ in again].count("layers") == 1
     assert again[-2:] == [("status", {"run": runs[0], "status": "ok"}), ("end", {"runs": runs[:1]})]
     # The stream ends when the records say so; the job's thread records its own end just after.
     app.state.live.jobs.jobs[answer["job"]].thread.join(30)
@@ -199,6 +209,74 @@ def test_the_page_sets_the_token_cookie(client):
     assert client.get("/api/settings").status_code == 200  # the cookie alone now
     assert client.get("/static/index.html").status_code == 200
     assert client.get("/static/../app.py").status_code == 404
+
+
+STATIC = Path(live.__file__).parent / "static"
+IMPORT = re.compile(r'^import (?:\{ ([\w, ]+) \}|\* as \w+) from "([^"]+)";$', re.MULTILINE)
+EXPORT = re.compile(r"^export (?:async )?(?:function|class|const) (\w+)", re.MULTILINE)
+
+
+@pytest.mark.parametrize("system_type", [None, "text/plain"])
+def test_the_pages_modules_are_served_as_javascript_like_its_script(
+    client, monkeypatch, system_type
+):
+    """A browser runs a module script of a JavaScript type only; a system's MIME table may call
+    .js text/plain (Windows' registry can), the server says text/javascript all the same."""
+    if system_type is not None:
+        mimetypes.guess_type("x.js")  # the table read, then changed as such a system has it
+        monkeypatch.setitem(mimetypes.types_map, ".js", system_type)
+        assert mimetypes.guess_type("x.js")[0] == system_type
+    modules = sorted(path.name for path in STATIC.glob("*.js"))
+    assert '<script type="module" src="/static/main.js">' in (STATIC / "index.html").read_text()
+    for name in [*modules, "uplot/uPlot.iife.min.js"]:
+        assert client.get(f"/static/{name}").status_code == 403  # no token
+        response = client.get(f"/static/{name}", headers={"X-Token": TOKEN})
+        assert response.status_code == 200, name
+        assert response.headers["content-type"] == "text/javascript; charset=utf-8", name
+        assert response.text == (STATIC / name).read_text()
+        # As a browser fetches a module: the cookie that GET /?token= set, and its own Origin.
+        response = client.get(
+            f"/static/{name}",
+            headers={"Origin": "http://127.0.0.1:8765", "Cookie": f"vanishing_token={TOKEN}"},
+        )
+        assert response.status_code == 200, name
+
+
+def test_the_pages_modules_import_only_each_other():
+    """Every import is a sibling module that exists and exports the names taken from it: the
+    page loads nothing but its own files (uPlot is a classic script beside them)."""
+    exports = {path.name: set(EXPORT.findall(path.read_text())) for path in STATIC.glob("*.js")}
+    assert {"main.js", "api.js", "form.js", "list.js", "stream.js", "panel.js", "charts.js"} <= set(
+        exports
+    )
+    reached, todo = set(), ["main.js"]
+    while todo:
+        name = todo.pop()
+        reached.add(name)
+        text = (STATIC / name).read_text()
+        lines = re.findall(r"^import\b.*$", text, re.MULTILINE)
+        assert len(lines) == len(IMPORT.findall(text)) and "import(" not in text, name
+        for names, source in IMPORT.findall(text):
+            module = source.removeprefix("./")
+            assert source.startswith("./") and module in exports, source
+            assert {n.strip() for n in names.split(",") if n.strip()} <= exports[module], source
+            if module not in reached:
+                todo.append(module)
+        assert "fetch(" not in text or name == "api.js", name  # requests go through the API
+    assert reached == set(exports)  # no module left unused
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_the_pages_modules_parse_as_modules(tmp_path):
+    """node --check on each module; as .mjs, since node does not report a syntax error in a .js
+    file it has to guess is a module."""
+    for path in STATIC.glob("*.js"):
+        (tmp_path / f"{path.stem}.mjs").write_text(path.read_text())
+        done = subprocess.run(
+            ["node", "--check", str(tmp_path / f"{path.stem}.mjs")],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, (path.name, done.stderr)
 
 
 @pytest.mark.parametrize("host", ["evil.example:8765", "127.0.0.1:9999", "localhost", ""])

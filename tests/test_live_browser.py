@@ -2,15 +2,18 @@
 
 The page starts sigmoid and ReLU at depth 10 and must show, read from its DOM, sigmoid's first
 layer getting under 1e-3 of the output layer's gradient and ReLU's over 0.1; then a finished run
-opened from the list draws its charts. CI installs chromium and must run this; elsewhere it is
-skipped when chromium or playwright is missing. VANISHING_SCREENSHOTS=1 also writes the README's
-docs/live.png and docs/live-finished.png.
+opened from the list draws its charts. A watched model and a trainer's MLP opened side by side
+name their layers with the server's names and no others. CI installs chromium and must run
+this; elsewhere it is skipped when chromium or playwright is missing. VANISHING_SCREENSHOTS=1
+also writes the README's docs/live.png and docs/live-finished.png.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import re
 import secrets
 import threading
 import time
@@ -18,13 +21,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
+from starlette.applications import Starlette
+from torch import nn
+from torch.nn import functional as F
 
+import vanishing
 from conftest import write_arrays
 from test_browser import CHROMIUM_ARGS, browser_or_skip
 from vanishing import records
+from vanishing.data.datasets import load_dataset
 from vanishing.frontends.live import create_app
 from vanishing.frontends.live.server import bind
 from vanishing.settings.config import TrainConfig
+from vanishing.settings.naming import LayerNames
 from vanishing.training.loop import train
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -43,8 +53,6 @@ class Server:
 def live_server(tmp_path, real_mnist) -> Iterator[Server]:
     """The real app on uvicorn in a thread, on a free port: --out is tmp_path/live (empty), the
     second served directory holds one finished run; training reads real MNIST from IDX files."""
-    import uvicorn
-
     data_dir = write_arrays(
         tmp_path / "mnist",
         {
@@ -78,6 +86,16 @@ def live_server(tmp_path, real_mnist) -> Iterator[Server]:
         workers=2,
         data_options={"data_dir": data_dir, "verify": False},
     )
+    with serving(app, sock) as url:
+        histograms = any("activation_histogram" in row for row in rows)
+        yield Server(url, token, last_probe_step(rows), histograms)
+
+
+@contextlib.contextmanager
+def serving(app: Starlette, sock) -> Iterator[str]:
+    """The app on uvicorn in a thread, on the bound socket `sock`: its http://127.0.0.1:PORT."""
+    import uvicorn
+
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -86,8 +104,7 @@ def live_server(tmp_path, real_mnist) -> Iterator[Server]:
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.05)
     try:
-        histograms = any("activation_histogram" in row for row in rows)
-        yield Server(f"http://127.0.0.1:{port}", token, last_probe_step(rows), histograms)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         app.state.live.interrupt()  # ends the streams and stops the training
         server.should_exit = True
@@ -217,3 +234,116 @@ def test_live_page_shows_sigmoid_vanishing_and_relu_not(live_server, tmp_path):
     assert errors == []
     # Offline: every request went to the server itself (or was inline data).
     assert all(url.startswith((live_server.url + "/", "data:")) for url in requests), requests
+
+
+# What a panel draws on its canvases that is not a layer's name: the axes' titles, numbers
+# ('1e-4', '0.5', '50%', '1,000') and steps.
+TITLES = {"layer", "hidden layer", "‖∇W‖", "step", "loss", "test accuracy"}
+NUMBER = re.compile(r"-?[\d,]+(\.\d+)?(e-?\d+)?%?|step \d+")
+# Every text drawn on a canvas, kept on the canvas element for the test to read.
+RECORD_CANVAS_TEXT = """
+const fillText = CanvasRenderingContext2D.prototype.fillText;
+CanvasRenderingContext2D.prototype.fillText = function (text, ...rest) {
+  (this.canvas.drawnTexts ||= []).push(String(text));
+  return fillText.call(this, text, ...rest);
+};
+"""
+DRAWN = """panel => {
+    const texts = selector => [...new Set([...panel.querySelectorAll(selector)]
+        .flatMap(c => c.drawnTexts || []))];
+    return {
+        all: texts('canvas'), profile: texts('.profile canvas'), heatmap: texts('canvas.heatmap'),
+        fractions: texts('.fractions canvas'), histograms: texts('canvas.histograms'),
+        ratio: panel.querySelector('.ratio').textContent, text: panel.innerText,
+    };
+}"""
+
+
+def watched_sequential(run_dir: Path) -> None:
+    """A user's nn.Sequential watched for 4 steps: its layers are named by index ('1', '3')."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 10)
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    with vanishing.watch(model, optimizer, every=1, out=run_dir):
+        for _ in range(4):
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+
+
+def test_panels_name_layers_with_the_servers_names_only(tmp_path, tiny_dir):
+    served = tmp_path / "served"
+    watched_sequential(served / "watched")
+    config = TrainConfig(
+        activation="sigmoid", hidden=(16, 16, 16), epochs=1, batch_size=64, probe_every=2
+    )
+    train(
+        dataclasses.replace(config, device="cpu"),
+        dataset=load_dataset(data_dir=tiny_dir, verify=False),
+        run_dir=served / "mlp",
+    )
+    # The names the server sends: the same words the report's sentences use.
+    numbered = ["layer 1", "layer 2", "layer 3"]
+    expected = {
+        "1/watched": (["module 1", "module 3", "module 5"], ["module 1", "module 3"]),
+        "1/mlp": ([*numbered, "the output layer"], numbered),
+    }
+    for run, names in expected.items():
+        assert LayerNames.listed(records.read_json(served / run[2:] / records.CONFIG)) == names
+    histograms = {
+        run: any("activation_histogram" in row for row in records.read_metrics(served / run[2:]))
+        for run in expected
+    }
+    sock = bind("127.0.0.1", 0)
+    token = secrets.token_urlsafe(16)
+    app = create_app([served], tmp_path / "out", token=token, port=sock.getsockname()[1])
+    sync_playwright, executable = browser_or_skip()
+    with serving(app, sock) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(TIMEOUT_MS)
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.add_init_script(RECORD_CANVAS_TEXT)
+            page.goto(f"{url}/?token={token}")
+            page.click('#list li[data-path="1/watched"] .open')
+            page.click('#list li[data-path="1/mlp"] .beside')
+            page.wait_for_function(
+                """() => ['1/watched', '1/mlp'].every(run => {
+                    const panel = document.querySelector(`.panel[data-run="${run}"]`);
+                    return panel && panel.querySelector('.status').textContent === 'ok'
+                        && panel.querySelector('.profile canvas');
+                })"""
+            )
+            page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+            drawn = {
+                run: page.eval_on_selector(f'.panel[data-run="{run}"]', DRAWN) for run in expected
+            }
+        finally:
+            browser.close()
+
+    assert errors == []
+    for run, (weighted, hidden) in expected.items():
+        shown = drawn[run]
+        # Every text a panel draws is blank, a number, a title or a name the server sent for it.
+        sent = {*weighted, *hidden}
+        made_up = [
+            t for t in shown["all"]
+            if t.strip() and not (NUMBER.fullmatch(t) or t in TITLES or t in sent)
+        ]  # fmt: skip
+        assert made_up == [], (run, made_up)
+        # The first and the last layer are named on the axes and beside the heatmap's rows,
+        ends = {weighted[0], weighted[-1]}
+        assert ends <= set(shown["profile"]) and ends <= set(shown["heatmap"]), (run, shown)
+        assert {hidden[0], hidden[-1]} <= set(shown["fractions"]), (run, shown)
+        if histograms[run]:  # each hidden layer's histogram under its name
+            assert set(hidden) <= set(shown["histograms"]), (run, shown)
+        # and the sentence under the profile compares them by the same names.
+        ratio = re.fullmatch(r"At step \d+, (.+) gets \S+ of (.+)'s gradient\.", shown["ratio"])
+        assert ratio and ratio.groups() == (weighted[0], weighted[-1]), (run, shown["ratio"])
+    # A watched model's panel numbers no layer of its own ('layer 3', 'the output layer', 'out').
+    assert not re.search(r"\blayer \d|output layer|\bout\b", drawn["1/watched"]["text"])

@@ -20,7 +20,7 @@ from test_report import make_sweep
 from vanishing import records
 from vanishing import reporting as report
 from vanishing.frontends.cli import main
-from vanishing.frontends.live.events import Watcher
+from vanishing.frontends.live.events import RunFollower
 from vanishing.frontends.live.listing import Listing
 from vanishing.reporting import loading, plots
 from vanishing.reporting.verdict import judge, live_headline
@@ -229,15 +229,14 @@ def test_the_live_list_and_stream_show_a_watched_run(tmp_path):
     items = Listing([tmp_path / "runs"], lambda path: "running").items()
     assert sorted(item["label"] for item in items) == ["Net (ReLU)", "Net (Sigmoid)"]
     assert {item["status"] for item in items} == {"ok"}
-    watcher = Watcher("0/sigmoid", tmp_path / "runs" / "sigmoid", lambda path: "ok")
-    events = "".join(watcher.poll())
+    follower = RunFollower("0/sigmoid", tmp_path / "runs" / "sigmoid", lambda path: "ok")
+    events = "".join(follower.poll())
     assert "event: verdict" in events and "from conv4 to conv1" in events
-    assert watcher.ended
+    assert follower.ended
     # the layer names come once, before the first row, for the page's axes and labels
-    layers = f'event: layers\ndata: {{"run": "0/sigmoid", "layers": {json.dumps(LAYERS)}, '
+    names = {"run": "0/sigmoid", "weighted": LAYERS, "hidden": LABELS}
     assert events.count("event: layers") == 1
-    assert events.index(layers) < events.index("event: row")
-    assert f'"labels": {json.dumps(LABELS)}' in events
+    assert events.index(f"event: layers\ndata: {json.dumps(names)}\n") < events.index("event: row")
 
 
 # Real watched networks: each built to show one failure, or none.

@@ -211,6 +211,18 @@ class LayerNames:
                 ends = (spoken_name(first), spoken_name(last))
         return cls(names("layer_labels"), weighted, ends)
 
+    @classmethod
+    def listed(cls, config: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """Every weighted layer's name and every hidden layer's, in the order a probe row's
+        lists have them (the live page's axes): a watched model's own, else a TrainConfig run's
+        numbered, its hidden layers then the output layer."""
+        names = cls.of(config)
+        if watched(config):
+            return list(names.weighted_names), list(names.hidden_names)
+        hidden = len(config.get("hidden") or [])
+        weighted = [names.weighted(layer, hidden + 1) for layer in range(1, hidden + 2)]
+        return weighted, [names.hidden(layer) for layer in range(1, hidden + 1)]
+
     @property
     def hidden_names(self) -> tuple[str, ...]:
         """Each hidden layer's name as sentences and figures say it; empty: numbered."""

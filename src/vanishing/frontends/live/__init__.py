@@ -1,9 +1,9 @@
 """`vanishing live`: a local web page where you change the network and watch its gradients vanish
 as it trains. This package is the server (Starlette on uvicorn); the page lives in `static/`.
 
-Live runs are ordinary run directories under --out (`<out>/<sweep.run_name(config)>`, so one
-setting is always one directory), trained by the live page's job (`jobs.live`) through the one executor (`executor.execute`): resume and
-`vanishing report` work on them as on any other.
+Live runs are ordinary run directories under --out (`<out>/<naming.run_name(config)>`, so one
+setting is always one directory), trained by the live page's job (`jobs.live`) through the one
+executor (`executor.execute`): resume and `vanishing report` work on them as on any other.
 
 The API (JSON unless said; every error is `{"error": "<one line>"}`):
 
@@ -19,7 +19,8 @@ Safety, for every request:
   400, a directory that does not exist 404.
 
 Routes:
-- `GET /`: static/index.html. `GET /static/{path}`: the files under static/.
+- `GET /`: static/index.html. `GET /static/{path}`: the files under static/ (the page's ES
+  modules, main.js first, as text/javascript; uPlot vendored in static/uplot/).
 - `GET /api/settings`: `{"fields": [{"name", "kind" ("str"|"int"|"float"|"bool"|"widths"),
   "optional", "default" (as --help shows it), "choices" (a list or null), "help", "group",
   "axis"}], "depth_width": {"default_width": 256}}`, one entry per TrainConfig field.
@@ -36,8 +37,10 @@ Routes:
   ("running"|"stopping"|"done"|"stopped"|"failed"), "runs", "error"}]}`.
 - `GET /api/events?runs=<run>,<run>`: one Server-Sent Events stream for up to 4 runs. Per run:
   every row of its metrics.jsonl from the start, then each new one as training appends it
-  (`event: row`, `{"run", "row"}`), a watched model's layer names once before its first row
-  (`event: layers`, `{"run", "layers", "labels"}`: config.json's); after each probe row
+  (`event: row`, `{"run", "row"}`), its layers' names once before its first row (`event:
+  layers`, `{"run", "weighted", "hidden"}`: `settings.naming.LayerNames.listed`'s, the words the
+  report's sentences use, one per entry of a probe row's per-weighted-layer and per-hidden-layer
+  lists; the page shows these and no names of its own); after each probe row
   `event: verdict` `{"run", "headline"}` (`reporting.verdict.live_headline`); `event: status`
   `{"run", "status"}` (running,
   ok, diverged, failed, stopped or unfinished) whenever it changes; `event: reset` `{"run"}`

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 from collections.abc import AsyncIterator, Sequence
 from importlib import resources
@@ -15,9 +16,16 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from vanishing.errors import UsageError
 from vanishing.frontends.live import events
@@ -107,6 +115,26 @@ def settings_payload() -> dict[str, Any]:
     return {"fields": fields, "depth_width": {"default_width": DEFAULT_WIDTH}}
 
 
+JAVASCRIPT = "text/javascript; charset=utf-8"  # the type a browser runs a module script of
+
+
+class PageFiles(StaticFiles):
+    """The page's files under static/, its ES modules always as text/javascript: a browser runs
+    a module script of no other type, and a system's MIME table may call .js text/plain."""
+
+    def file_response(
+        self,
+        full_path: str | os.PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        if isinstance(response, FileResponse) and str(full_path).endswith(".js"):
+            response.headers["content-type"] = JAVASCRIPT
+        return response
+
+
 MAX_BODY = 64 * 1024  # 4 runs of every setting take a few kB
 
 
@@ -183,9 +211,9 @@ async def event_stream(request: Request) -> Response:
     paths = list(dict.fromkeys(part for part in given if part))
     if not 1 <= len(paths) <= MAX_RUNS:
         raise Refused(400, f"runs=: give 1 to {MAX_RUNS} run paths, comma-separated")
-    watched = [(path, resolve(state.roots, path)) for path in paths]
+    followed = [(path, resolve(state.roots, path)) for path in paths]
     return StreamingResponse(
-        events.stream(watched, state.status_of, state.closing),
+        events.stream(followed, state.status_of, state.closing),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -234,7 +262,7 @@ def create_app(
             Route("/api/jobs/{job}/stop", stop_job, methods=["POST"]),
             Route("/api/events", event_stream),
             Route("/api/list", list_runs),
-            Mount("/static", StaticFiles(packages=[(PACKAGE, "static")]), name="static"),
+            Mount("/static", PageFiles(packages=[(PACKAGE, "static")]), name="static"),
         ],
         middleware=[Middleware(Guard, token=token, hosts=allowed_hosts(host, port))],
         exception_handlers={Refused: refused, UsageError: refused, HTTPException: refused},

@@ -1,5 +1,6 @@
-"""The live event stream: each watched run's metrics.jsonl rows from the start, then as training
-appends them, with a verdict after every probe and the run's status, as Server-Sent Events."""
+"""The live event stream: each followed run's layer names, its metrics.jsonl rows from the start,
+then as training appends them, with a verdict after every probe and the run's status, as
+Server-Sent Events."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from vanishing import records
 from vanishing.frontends.live.safety import record_file
 from vanishing.reporting.verdict import live_headline
+from vanishing.settings.naming import LayerNames
 
 POLL_SECONDS = 0.1  # how often a run's metrics.jsonl is looked at: well under the 1 s budget
 FINAL = ("ok", "diverged", "failed", "stopped", "unfinished")  # nothing more will come
@@ -36,9 +38,10 @@ def result_status(run_dir: Path) -> str | None:
     return str(status) if status is not None else None
 
 
-class Watcher:
-    """One run's stream: the whole lines of its metrics.jsonl not yet sent, read from where the
-    last poll stopped; a file cut back (the run started afresh) is read again from its start."""
+class RunFollower:
+    """Follows one run directory's records for the stream: its layer names once, then the whole
+    lines of its metrics.jsonl not yet sent, read from where the last poll stopped; a file cut
+    back (the run started afresh) is read again from its start."""
 
     def __init__(self, run: str, run_dir: Path, status_of: StatusOf) -> None:
         self.run, self.run_dir, self.status_of = run, run_dir, status_of
@@ -46,6 +49,7 @@ class Watcher:
         self.rows: list[dict[str, Any]] = []
         self.config: dict[str, Any] | None = None
         self.status: str | None = None
+        self.named = False  # the layers event is sent
         self.ended = False
 
     def poll(self) -> list[str]:
@@ -67,7 +71,7 @@ class Watcher:
             size = 0
         events = []
         if size < self.offset:  # cut back: a run started afresh, or resumed from a checkpoint
-            self.offset, self.rows, self.config = 0, [], None
+            self.offset, self.rows, self.config, self.named = 0, [], None, False
             events.append(sse("reset", {"run": self.run}))
         if size == self.offset or path is None:
             return events
@@ -77,11 +81,10 @@ class Watcher:
         whole = data[: data.rfind(b"\n") + 1]  # the writer appends whole lines: wait for the rest
         self.offset += len(whole)
         probed = False
-        if not self.rows:  # the first rows: a watched model's layer names come before them
-            layers = self.read_config().get("layers")
-            if isinstance(layers, list):
-                labels = self.read_config().get("layer_labels")
-                events.append(sse("layers", {"run": self.run, "layers": layers, "labels": labels}))
+        if whole and not self.named and self.read_config():  # the names come before the rows
+            weighted, hidden = LayerNames.listed(self.read_config())
+            events.append(sse("layers", {"run": self.run, "weighted": weighted, "hidden": hidden}))
+            self.named = True
         for line in whole.splitlines():
             try:
                 row = json.loads(line)
@@ -107,19 +110,19 @@ class Watcher:
 
 
 async def stream(
-    watched: Sequence[tuple[str, Path]], status_of: StatusOf, closing: threading.Event
+    followed: Sequence[tuple[str, Path]], status_of: StatusOf, closing: threading.Event
 ) -> AsyncIterator[str]:
-    """Every watched run's events until each has ended (finished, or its job stopped), then
+    """Every followed run's events until each has ended (finished, or its job stopped), then
     `end`; the server closing ends the stream early, with an `end` that says so."""
-    watchers = [Watcher(run, run_dir, status_of) for run, run_dir in watched]
+    followers = [RunFollower(run, run_dir, status_of) for run, run_dir in followed]
     yield ": vanishing live\n\n"  # a comment: the response starts at once
     while not closing.is_set():
-        for watcher in watchers:
-            for event in watcher.poll():
+        for follower in followers:
+            for event in follower.poll():
                 yield event
-        if all(watcher.ended for watcher in watchers):
-            yield sse("end", {"runs": [run for run, _ in watched]})
+        if all(follower.ended for follower in followers):
+            yield sse("end", {"runs": [run for run, _ in followed]})
             return
         await asyncio.sleep(POLL_SECONDS)
     # The server is closing: say so, so that the page stops listening (its runs stay resumable).
-    yield sse("end", {"runs": [run for run, _ in watched], "server": "stopped"})
+    yield sse("end", {"runs": [run for run, _ in followed], "server": "stopped"})
