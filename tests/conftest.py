@@ -1,8 +1,18 @@
-"""Shared fixtures: every test runs offline, with its own empty cache, on data it makes itself."""
+"""Shared fixtures: every test runs offline, with its own empty cache, on data it makes itself;
+and ErrorsDocCheck: a test named in docs/errors.md fails unless it produces its rows' messages."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import dataclasses
+import importlib
 import os
+import pkgutil
+import re
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +178,198 @@ def swept(spec, out: Path, data_options=None, dataset=None, on_done=None, **opti
     data = (lambda name: dataset) if dataset is not None else DataOptions(**(data_options or {}))
     finished = (lambda run, status: on_done(run.config, run.run_dir, status)) if on_done else None
     return sweep_job.sweep(spec, out, data=data, progress=Heard(finished=finished), **options)
+
+
+# docs/errors.md, checked by behaviour: a test named in its table must produce each message
+# pattern of its rows. While a test runs, every text it produces is recorded; when the last case
+# of a named test has passed (and all its cases ran), each of its rows' patterns must match one.
+ERRORS_DOC = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorRow:
+    """One row of docs/errors.md's table: a failure, its message pattern and the test behind it."""
+
+    failure: str
+    pattern: str
+    test: str  # a test function's node id without parameters: tests/test_x.py::test_y
+
+    def regex(self) -> re.Pattern[str]:
+        """The pattern as a regex: each `{...}` stands for any text (a value, or nothing)."""
+        fixed = re.split(r"\{[^}]*\}", self.pattern)
+        return re.compile(".*?".join(re.escape(part) for part in fixed))
+
+
+def error_rows(text: str) -> list[ErrorRow]:
+    """The table rows of docs/errors.md's text (| area | failure | `pattern` | `test` |)."""
+    found = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[2].startswith("`") and cells[3].startswith("`tests/"):
+            found.append(ErrorRow(cells[1], cells[2].strip("`"), cells[3].strip("`")))
+    return found
+
+
+def function_of(item: pytest.Item) -> str:
+    """The node id of an item's test function: every parametrized case gives the same one."""
+    name = getattr(item, "originalname", item.name)
+    return item.nodeid[: len(item.nodeid) - len(item.name)] + name
+
+
+def project_errors() -> list[type[BaseException]]:
+    """Every exception class the package defines (UsageError, DataError, WriteError, ...): all its
+    modules are imported, so that no class is found only once some test has imported it."""
+    import vanishing
+
+    for info in pkgutil.walk_packages(vanishing.__path__, "vanishing."):
+        if not info.name.endswith("__main__"):  # that one runs the CLI
+            importlib.import_module(info.name)
+    found = {
+        value
+        for name, module in list(sys.modules.items())
+        if name == "vanishing" or name.startswith("vanishing.")
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, BaseException)
+        and value.__module__.startswith("vanishing")
+    }
+    return sorted(found, key=lambda cls: len(cls.__mro__))  # bases first
+
+
+class ErrorsDocCheck:
+    """A pytest plugin: records, per test function, the texts each test produced (the messages of
+    the project's errors created, what pytest captured or the test read of its output, and what
+    its child processes printed through `communicate`), and fails a test named in docs/errors.md
+    whose rows' patterns match none of them. A test function is checked once all of its cases
+    (parameters) are selected and have passed: run in part (-k, one case), it is not checked."""
+
+    def __init__(self, doc: Path) -> None:
+        self.rows: dict[str, list[ErrorRow]] = {}
+        for row in error_rows(doc.read_text()):
+            self.rows.setdefault(row.test, []).append(row)
+        self.cases: dict[str, int] = {}  # test function -> its cases, as collected
+        self.selected: collections.Counter[str] = collections.Counter()
+        self.passed: collections.Counter[str] = collections.Counter()
+        self.produced: dict[str, dict[str, None]] = {}  # test function -> texts, in order
+        self.current: str | None = None
+        self.undo: list[Callable[[], None]] = []
+        self.checked: list[ErrorRow] = []
+
+    def record(self, text: object) -> None:
+        if self.current is not None and text:
+            if isinstance(text, bytes):
+                text = text.decode(errors="replace")
+            self.produced.setdefault(self.current, {})[str(text)] = None
+
+    def patch(self, owner: type, name: str, make: Callable) -> None:
+        """Replace owner.name by make(the attribute as now resolved); undone in reverse order."""
+        own = owner.__dict__.get(name)
+        setattr(owner, name, make(getattr(owner, name)))
+        self.undo.append(lambda: setattr(owner, name, own) if own else delattr(owner, name))
+
+    def start_recording(self) -> None:
+        record = self.record
+
+        def init(original):
+            def __init__(self, *args, **kwargs):
+                original(self, *args, **kwargs)
+                with contextlib.suppress(Exception):
+                    record(str(self))
+
+            return __init__
+
+        def communicate(original):
+            def wrapper(self, *args, **kwargs):
+                out, err = original(self, *args, **kwargs)
+                record(out)
+                record(err)
+                return out, err
+
+            return wrapper
+
+        def readouterr(original):
+            def wrapper(self):
+                captured = original(self)
+                record(captured.out)
+                record(captured.err)
+                return captured
+
+            return wrapper
+
+        for cls in project_errors():
+            self.patch(cls, "__init__", init)
+        self.patch(subprocess.Popen, "communicate", communicate)
+        self.patch(pytest.CaptureFixture, "readouterr", readouterr)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_pycollect_makeitem(self, collector, name, obj):
+        """Count each test function's cases before a node id or -k selects some of them."""
+        result = yield
+        items = result if isinstance(result, list) else [result]
+        functions = [i for i in items if isinstance(i, pytest.Function)]
+        if functions:
+            self.cases[function_of(functions[0])] = len(functions)
+        return result
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.selected.update(function_of(item) for item in session.items)
+        if any(test in self.rows for test in self.selected):
+            self.start_recording()
+
+    def pytest_sessionfinish(self) -> None:
+        while self.undo:
+            self.undo.pop()()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item):
+        test = self.current = function_of(item)
+        try:
+            return (yield)
+        finally:
+            self.current = None
+            if test not in self.rows:  # nothing to check: keep no texts
+                self.produced.pop(test, None)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call):
+        report = yield
+        test = function_of(item)
+        if report.when != "call" or test not in self.rows:
+            return report
+        for _, text in report.sections:  # what the test printed and did not read
+            self.record(text)
+        if not report.passed:
+            return report
+        self.passed[test] += 1
+        if self.passed[test] == self.selected[test] == self.cases.get(test):
+            rows = self.rows[test]
+            texts = list(self.produced.get(test, ()))
+            missing = [r for r in rows if not any(r.regex().search(t) for t in texts)]
+            self.checked += [r for r in rows if r not in missing]
+            if missing:
+                report.outcome = "failed"
+                report.longrepr = unproduced(test, missing, texts)
+        return report
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        named = [test for test in self.selected if test in self.rows]
+        if named:
+            total = sum(len(self.rows[test]) for test in named)
+            terminalreporter.write_line(
+                f"docs/errors.md: {len(self.checked)} of the {total} rows whose tests ran were "
+                f"produced by their test (rows of a test run in part, or failed, are not checked)"
+            )
+
+
+def unproduced(test: str, rows: list[ErrorRow], texts: list[str]) -> str:
+    """The failure of a test that does not produce what docs/errors.md says it does."""
+    lines = [f"{test} passed, but docs/errors.md says it produces messages it does not:"]
+    lines += [f"  {row.failure}: `{row.pattern}`" for row in rows]
+    lines.append(f"The {len(texts)} texts it produced (errors created, output, child output):")
+    lines += [f"  {line[:200]}" for text in texts[:40] for line in text.splitlines()[:5]]
+    lines.append("Fix the row (its pattern or its test) or the test.")
+    return "\n".join(lines)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(ErrorsDocCheck(ERRORS_DOC), "errors-doc-check")
