@@ -32,6 +32,8 @@ from vanishing.model.mlp import MLP, GroupedMLP, StackedPReLU
 HISTOGRAM_BINS = 32
 STATS = 5  # per-layer scalars read back beside the histogram: signal, mean, std, saturated, dead
 
+DEAD_CHUNK = 8192  # training rows per pass of the dead-unit count
+
 
 def measure(model: MLP, activation: Activation, x: Tensor, y: Tensor) -> dict[str, Any]:
     """Gradient norms, activation statistics, saturation and dead units on one batch, and the
@@ -201,7 +203,7 @@ def update_ratios(model: MLP, before: list[Tensor]) -> list[float]:
 
 
 @torch.no_grad()
-def dead_units(model: MLP, x: Tensor, chunk: int = 8192) -> list[float]:
+def dead_units(model: MLP, x: Tensor, chunk: int = DEAD_CHUNK) -> list[float]:
     """Per hidden layer, the fraction of units whose activation output is zero for every row of
     `x`."""
     alive = [torch.zeros(width, dtype=torch.bool, device=x.device) for width in model.hidden]
@@ -311,7 +313,7 @@ def update_ratios_group(group: GroupedMLP, before: list[Tensor]) -> list[list[fl
 
 
 @torch.no_grad()
-def dead_units_group(group: GroupedMLP, x: Tensor, chunk: int = 8192) -> list[list[float]]:
+def dead_units_group(group: GroupedMLP, x: Tensor, chunk: int = DEAD_CHUNK) -> list[list[float]]:
     """Per model and hidden layer, the fraction of units with zero activation output on every
     row of `x` (`dead_units` per model)."""
     k = len(group)

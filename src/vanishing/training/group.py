@@ -34,8 +34,8 @@ from vanishing.model.activations import (
 from vanishing.model.mlp import UNGROUPABLE, GroupedMLP, make_optimizer
 from vanishing.records import RunResult
 from vanishing.settings.config import TrainConfig, per_model_fields
-from vanishing.training import memory
 from vanishing.training.loop import (
+    EVAL_CHUNK,
     RunLog,
     StepCallback,
     denormals_flushed,
@@ -118,7 +118,7 @@ def clip_group_gradients(group: GroupedMLP, max_norms: Tensor) -> Tensor:
 
 @torch.no_grad()
 def evaluate_group(
-    group: GroupedMLP, x: Tensor, y: Tensor, chunk: int = 10000
+    group: GroupedMLP, x: Tensor, y: Tensor, chunk: int = EVAL_CHUNK
 ) -> tuple[list[float], list[float]]:
     """Per model, mean per-sample cross-entropy and accuracy over a whole split (x shared)."""
     k = len(group)
@@ -363,8 +363,6 @@ def train_group(
     first_seen = {c.activation: i for i, c in reversed(list(enumerate(configs)))}
     order = sorted(range(len(configs)), key=lambda i: (first_seen[configs[i].activation], i))
     device = resolve_device(configs[0].device)
-    samples = len(dataset.train_labels) if dataset is not None else None
-    memory.check_fits(configs, device, models=len(configs), train_samples=samples)
     checkpoints: list[dict[str, Any] | None] = [None] * len(configs)
     if resume:
         # On the CPU: the models are built there, and a generator's state must be a CPU tensor.

@@ -30,7 +30,8 @@ from vanishing.model.mlp import (
 )
 from vanishing.records import RunResult
 from vanishing.settings.config import TrainConfig
-from vanishing.training import memory
+
+EVAL_CHUNK = 10000  # test rows per evaluation pass: a few layers' outputs at a time
 
 
 def versions() -> dict[str, str]:
@@ -81,7 +82,7 @@ def check_batch_norm(config: TrainConfig, samples: int) -> None:
 
 @torch.no_grad()
 def evaluate(
-    model: MLP, x: torch.Tensor, y: torch.Tensor, chunk: int = 10000
+    model: MLP, x: torch.Tensor, y: torch.Tensor, chunk: int = EVAL_CHUNK
 ) -> tuple[float, float]:
     """Mean per-sample cross-entropy and accuracy over a whole split (batch norm: running
     statistics)."""
@@ -138,8 +139,6 @@ def train(
     same result as an uninterrupted run; without, the run starts afresh.
     """
     device = resolve_device(config.device)
-    samples = len(dataset.train_labels) if dataset is not None else None
-    memory.check_fits([config], device, train_samples=samples)  # before anything is allocated
     checkpoint = None
     if resume and run_dir is not None:
         checkpoint = records.load_checkpoint(config, run_dir, device)

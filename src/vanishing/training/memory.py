@@ -42,16 +42,16 @@ import torch
 from vanishing.data.datasets import get_spec
 from vanishing.devices import resolve_device
 from vanishing.errors import UsageError
+from vanishing.measure.probes import DEAD_CHUNK
 from vanishing.model.activations import get_activation, make_activation
 from vanishing.model.mlp import NORMS
 from vanishing.settings.config import TrainConfig
+from vanishing.training.loop import EVAL_CHUNK
 
 FLOAT = 4  # bytes of a float32 value
 INDEX = 8  # bytes of an int64 label or index
 IN_FEATURES, CLASSES = 784, 10
 TRAIN_SAMPLES, TEST_SAMPLES = 60000, 10000  # MNIST's split, for a spec without counts
-EVAL_CHUNK = 10000  # rows per pass of train.evaluate (and group.evaluate_group, over K models)
-DEAD_CHUNK = 8192  # rows per pass of probes.dead_units (and dead_units_group, over K models)
 # State values per parameter that each optimizer of model.OPTIMIZERS keeps; sgd's momentum
 # buffer exists only with momentum (tests/test_memory.py measures every registered one).
 OPTIMIZER_STATE = {"adam": 2, "sgd": 1}
