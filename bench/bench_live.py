@@ -126,11 +126,23 @@ def cli_run(config: TrainConfig, out: Path) -> tuple[dict, float]:
 
 
 def page_weight(server: Server) -> int:
-    """Bytes of the first load: the page, the scripts and styles it names, the settings."""
+    """Bytes of the first load: the page, the scripts and styles it names and the modules they
+    import (each once), the settings."""
     page = server.client.get("/").content
-    assets = re.findall(rb'(?:src|href)="(/static/[^"]+)"', page)
+    todo = [a.decode() for a in re.findall(rb'(?:src|href)="(/static/[^"]+)"', page)]
     sizes = [len(page), len(server.client.get("/api/settings").content)]
-    sizes += [len(server.client.get(a.decode()).content) for a in assets]
+    seen: set[str] = set()
+    while todo:
+        asset = todo.pop()
+        if asset in seen:
+            continue
+        seen.add(asset)
+        body = server.client.get(asset).content
+        sizes.append(len(body))
+        if asset.endswith(".js"):  # an ES module's own imports: `from "./panel.js"`
+            folder = asset.rsplit("/", 1)[0]
+            imported = re.findall(rb'from "\./([^"]+)"', body)
+            todo += [f"{folder}/{name.decode()}" for name in imported]
     return sum(sizes)
 
 
