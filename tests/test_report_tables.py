@@ -268,12 +268,12 @@ def test_runs_that_differ_in_any_config_key_are_two_points(tmp_path, key, values
     built = report.build_report([tmp_path / "runs"], figures=False)
     assert built.settings == 2
     labels = [f"{name}, {word}" for name in ("Sigmoid", "ReLU") for word in words]
-    assert [g.label for g in built.groups] == labels
+    assert [g.label for g in built.points] == labels
     assert [gap.better.setting_label for gap in built.gaps] == words
     # pairs.csv holds the report's gaps: the same test and p-value, pair by pair.
     assert [float(p["p"]) for p in pairs] == [pytest.approx(gap.p) for gap in built.gaps]
 
-    # compare's summary over the same runs: a row per group, named as the report names it.
+    # compare's summary over the same runs: a row per point, named as the report names it.
     rows = summary.summary_rows(loading.load_runs(run_dirs)[0])
     assert [row["label"] for row in rows] == [
         f"{n}, {w}" for w in words for n in ("ReLU", "Sigmoid")
@@ -306,8 +306,8 @@ def test_runs_that_differ_in_seed_and_device_only_are_one_point(tmp_path):
     assert point["runs"] == "3" and "seed" not in point and "device" not in point
     assert float(point["test_accuracy_mean"]) == pytest.approx(sum(RELU) / 3)
     built = report.build_report([root], figures=False)
-    assert built.settings == 1 and [g.label for g in built.groups] == ["ReLU"]
-    assert len(built.groups[0].runs) == 3
+    assert built.settings == 1 and [g.label for g in built.points] == ["ReLU"]
+    assert len(built.points[0].runs) == 3
 
 
 @pytest.mark.parametrize(

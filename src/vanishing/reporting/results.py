@@ -1,5 +1,5 @@
 """The results the report reads, as a small data model of its own: each run directory's records
-(`RunRecords`), the groups of finished runs of one activation at one setting (`Group`), and the
+(`RunRecords`), the finished runs of one activation at one setting (`Point`: a grid point), and the
 lines over depth that the depth figures draw (`DepthSeries`). Settings and their order live here
 too; their names (`naming.label`, `naming.axes`) in settings/naming.py."""
 
@@ -24,7 +24,7 @@ from vanishing.settings.naming import MODEL_KEYS, LayerNames, namer, watched
 # where it ran. Read from the records, so a setting added to the config is a key by itself.
 RUN_KEYS = ("seed", "device")
 # The keys points.csv and pairs.csv have always begun with, in that order; only an order: the
-# other config keys follow them, and group runs all the same.
+# other config keys follow them, and split runs into points all the same.
 LEADING_KEYS = (
     "dataset",
     "hidden",
@@ -104,7 +104,7 @@ class RunRecords:
 
     @property
     def finished(self) -> dict[str, Any]:
-        """result.json of a run that has finished (groups hold no other)."""
+        """result.json of a run that has finished (points hold no other)."""
         if self.result is None:
             raise ValueError(f"{self.path} has not finished: no result.json")
         return self.result
@@ -121,8 +121,9 @@ class RunRecords:
 
 
 @dataclass(frozen=True)
-class Group:
-    """The finished runs of one activation at one setting, over seeds."""
+class Point:
+    """The finished runs of one activation at one setting, over seeds: one grid point (a row of
+    points.csv and of the summary)."""
 
     activation: Activation
     runs: tuple[RunRecords, ...]
@@ -145,7 +146,7 @@ class Group:
 
     @property
     def names(self) -> LayerNames:
-        """How sentences name the layers (the runs of a group share one model)."""
+        """How sentences name the layers (the runs of a point share one model)."""
         return self.runs[0].names
 
     @property
@@ -321,7 +322,7 @@ def seed_order(run: RunRecords) -> tuple[int, Any]:
     return (0, seed) if isinstance(seed, (int, float)) else (1, str(seed))
 
 
-def make_groups(runs: Sequence[RunRecords]) -> list[Group]:
+def make_points(runs: Sequence[RunRecords]) -> list[Point]:
     """Finished runs grouped by activation and setting, in registry order, shallowest first;
     labels name the setting only where settings differ."""
     keyed: dict[tuple[str, Setting], list[RunRecords]] = {}
@@ -333,22 +334,22 @@ def make_groups(runs: Sequence[RunRecords]) -> list[Group]:
     keys = sorted(keyed, key=lambda k: (order.index(k[0]), setting_order(k[1])))
     names = list(dict.fromkeys(name for name, _ in keys))
     palette = {name: f"C{i % 10}" for i, name in enumerate(names)}
-    # Each group as a config of its activation and setting: labelled as the live page labels
-    # a run, by what sets it apart from the other groups.
+    # Each point as a config of its activation and setting: labelled as the live page labels
+    # a run, by what sets it apart from the other points.
     configs = [{"activation": name, **dict(setting.pairs)} for name, setting in keys]
-    groups = []
+    points = []
     for (name, setting), config in zip(keys, configs, strict=True):
-        group_runs = sorted(keyed[(name, setting)], key=lambda r: (seed_order(r), r.path))
+        point_runs = sorted(keyed[(name, setting)], key=lambda r: (seed_order(r), r.path))
         label = naming.label(config, configs)
-        groups.append(Group(ACTIVATIONS[name], tuple(group_runs), label, setting, palette[name]))
-    return groups
+        points.append(Point(ACTIVATIONS[name], tuple(point_runs), label, setting, palette[name]))
+    return points
 
 
-def by_setting(groups: Sequence[Group]) -> dict[Setting, list[Group]]:
-    """The groups of each setting, settings shallowest first, activations in registry order."""
-    settings: dict[Setting, list[Group]] = {}
-    for group in sorted(groups, key=lambda g: setting_order(g.setting)):  # stable sort
-        settings.setdefault(group.setting, []).append(group)
+def by_setting(points: Sequence[Point]) -> dict[Setting, list[Point]]:
+    """The points of each setting, settings shallowest first, activations in registry order."""
+    settings: dict[Setting, list[Point]] = {}
+    for point in sorted(points, key=lambda g: setting_order(g.setting)):  # stable sort
+        settings.setdefault(point.setting, []).append(point)
     return settings
 
 
@@ -376,48 +377,48 @@ class DepthSeries:
     activation: Activation
     color: str
     style: int  # which setting of the other axes: line style and marker
-    groups: tuple[Group, ...]  # shallowest first
+    points: tuple[Point, ...]  # shallowest first
 
     @property
     def dataset(self) -> Any:
-        return self.groups[0].setting.get("dataset")
+        return self.points[0].setting.get("dataset")
 
     @property
     def health_key(self) -> str | None:
-        return self.groups[0].health_key
+        return self.points[0].health_key
 
     @property
     def depths(self) -> np.ndarray:
-        return np.array([g.depth for g in self.groups], dtype=float)
+        return np.array([g.depth for g in self.points], dtype=float)
 
     def accuracy(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std over seeds) of test accuracy at each depth."""
-        summaries = [g.accuracy for g in self.groups]
+        summaries = [g.accuracy for g in self.points]
         return np.array([s.mean for s in summaries]), np.array([s.std for s in summaries])
 
     def ratio(self) -> np.ndarray:
         """Layer-1 / output gradient ratio at initialisation (geometric mean) at each depth; 0
         where it underflowed at every seed."""
-        return np.array([0.0 if g.ratio_underflow else g.vanishing_ratio_init for g in self.groups])
+        return np.array([0.0 if g.ratio_underflow else g.vanishing_ratio_init for g in self.points])
 
     def units(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std over seeds) of the percent of dead or saturated units at each depth."""
         if self.health_key is None:
-            nan = np.full(len(self.groups), math.nan)
+            nan = np.full(len(self.points), math.nan)
             return nan, nan
-        summaries = [g.unit_share(self.health_key) for g in self.groups]
+        summaries = [g.unit_share(self.health_key) for g in self.points]
         return np.array([s.mean for s in summaries]), np.array([s.std for s in summaries])
 
 
-def depth_series(groups: Sequence[Group]) -> list[DepthSeries]:
-    """The groups as lines over depth: one per activation and setting of the other axes."""
-    keyed: dict[tuple[str, str], list[Group]] = {}
+def depth_series(points: Sequence[Point]) -> list[DepthSeries]:
+    """The points as lines over depth: one per activation and setting of the other axes."""
+    keyed: dict[tuple[str, str], list[Point]] = {}
     others: dict[str, dict[str, Any]] = {}
-    for group in groups:  # registry order, then shallowest first
-        other = {k: v for k, v in axes_of(group.setting).items() if k not in ("depth", "widths")}
+    for point in points:  # registry order, then shallowest first
+        other = {k: v for k, v in axes_of(point.setting).items() if k not in ("depth", "widths")}
         text = json.dumps(other, sort_keys=True, default=str)
         others.setdefault(text, other)
-        keyed.setdefault((group.activation.name, text), []).append(group)
+        keyed.setdefault((point.activation.name, text), []).append(point)
     style = {text: i for i, text in enumerate(others)}
     describe = namer(list(others.values()))
     series = []
