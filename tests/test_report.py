@@ -530,7 +530,7 @@ def test_depth_sweep_draws_depth_figures_and_per_layer_ones_for_two_depths(depth
     per_layer.remove("Which negative slope does PReLU learn?")  # no PReLU runs
     # write_depth_run's records are an older run's: no activation histogram, so no figure.
     per_layer.remove("How are each layer's activations distributed?")
-    # The shallowest and the deepest setting only, not depth 5: the page does not grow with the
+    # The shallowest and the deepest condition only, not depth 5: the page does not grow with the
     # grid.
     assert alts[len(DEPTH_QUESTIONS) :] == [
         f"{question} (depth {depth})" for depth in (2, 10) for question in per_layer
@@ -561,7 +561,7 @@ def html_text(text: str) -> str:
     return text.replace("&", "&amp;").replace("'", "&#39;")
 
 
-def test_paired_gaps_per_setting(depth_report):
+def test_paired_gaps_per_condition(depth_report):
     built, page, markdown = depth_report
     gaps = {
         (g.better.activation.name, g.worse.activation.name, g.better.depth): g for g in built.gaps
@@ -588,20 +588,20 @@ def test_paired_gaps_per_setting(depth_report):
     assert f"| depth 10 | ReLU | Sigmoid | {100 * clear.difference:.2f} | paired | 3 |" in markdown
 
 
-def test_representative_settings_keep_the_other_axes():
-    def setting(depth: int, init: str) -> report.Setting:
+def test_representative_conditions_keep_the_other_axes():
+    def condition(depth: int, init: str) -> report.Condition:
         config = {"activation": "relu", "hidden": [64] * depth, "init": init, "seed": 0}
-        return report.setting_of({**config, "optimizer": "adam", "lr": 0.001, "epochs": 2})
+        return report.condition_of({**config, "optimizer": "adam", "lr": 0.001, "epochs": 2})
 
-    settings = [setting(d, i) for d in (5, 2, 10) for i in ("kaiming", "default")]
-    assert report.representative_settings(settings) == [
-        setting(2, "default"),
-        setting(10, "default"),
+    conditions = [condition(d, i) for d in (5, 2, 10) for i in ("kaiming", "default")]
+    assert report.representative_conditions(conditions) == [
+        condition(2, "default"),
+        condition(10, "default"),
     ]
     # No depth axis: the first and the last in order.
-    assert report.representative_settings([setting(2, "xavier"), setting(2, "default")]) == [
-        setting(2, "default"),
-        setting(2, "xavier"),
+    assert report.representative_conditions([condition(2, "xavier"), condition(2, "default")]) == [
+        condition(2, "default"),
+        condition(2, "xavier"),
     ]
 
 

@@ -205,9 +205,9 @@ def test_watched_runs_group_as_their_model_not_their_structure(tmp_path):
     runs, _ = loading.load_runs([sigmoid, relu])
     points = report.make_points(runs)
     assert [g.label for g in points] == ["Net (Sigmoid)", "Net (ReLU)"]
-    assert len({g.setting for g in points}) == 1  # the descriptions differ by the activation
-    assert all(g.setting_label == "" for g in points)
-    keys = {key for key, _ in points[0].setting.pairs}
+    assert len({g.condition for g in points}) == 1  # the descriptions differ by the activation
+    assert all(g.condition_label == "" for g in points)
+    keys = {key for key, _ in points[0].condition.pairs}
     assert not keys & {"description", "layers", "layer_labels", "activation_kinds", "parameters"}
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from vanishing import stats
 from vanishing.reporting.formats import MISSING, UNDERFLOW, Table, fixed, number, percent2
-from vanishing.reporting.results import DepthSeries, Point, by_setting, depth_series
+from vanishing.reporting.results import DepthSeries, Point, by_condition, depth_series
 from vanishing.reporting.verdict import (
     THRESHOLDS,
     Thresholds,
@@ -89,7 +89,7 @@ def gap_test(
     seeds = f"{n_a} seeds" if n_a == n_b else f"{n_a} and {n_b} seeds"
     difference = a.accuracy.mean - b.accuracy.mean
     if min(n_a, n_b) < 2:
-        chance = chance_level(a.setting.get("dataset"))
+        chance = chance_level(a.condition.get("dataset"))
         far = chance + thresholds.far_above_chance * (1 - chance)
         if at_chance(b, thresholds) and a.accuracy.mean >= far:
             return Gap(a, b, difference, "", seeds, math.nan, True, "chance", spread)
@@ -184,12 +184,12 @@ def significance(points: Sequence[Point], thresholds: Thresholds = THRESHOLDS) -
     ]
 
 
-def setting_gaps(points: Sequence[Point], thresholds: Thresholds = THRESHOLDS) -> list[Gap]:
-    """Every pair of activations at the same setting, with its test; settings shallowest first,
+def condition_gaps(points: Sequence[Point], thresholds: Thresholds = THRESHOLDS) -> list[Gap]:
+    """Every pair of activations at the same condition, with its test; conditions shallowest first,
     then the larger gaps first."""
     gaps = []
     spread = measured_spread([g for g in points if g.accuracies])
-    for members in by_setting(points).values():
+    for members in by_condition(points).values():
         scored = [g for g in members if g.accuracies]
         pairs = [
             gap_test(a, b, thresholds, spread)
@@ -201,7 +201,7 @@ def setting_gaps(points: Sequence[Point], thresholds: Thresholds = THRESHOLDS) -
 
 
 def gap_sentences(gaps: Sequence[Gap], thresholds: Thresholds = THRESHOLDS) -> list[str]:
-    """How many gaps between activations at the same setting are significant, and by which test."""
+    """How many gaps between activations at one condition are significant, and by which test."""
     if not gaps:
         return []
     judged = [g for g in gaps if g.judged]
@@ -263,8 +263,8 @@ class StopRule:
 def stop_rules(points: Sequence[Point], thresholds: Thresholds = THRESHOLDS) -> list[StopRule]:
     """Per data set, the accuracy below which a depth counts as not learning."""
     rules = []
-    for dataset in dict.fromkeys(g.setting.get("dataset") for g in points):
-        scored = [g for g in points if g.setting.get("dataset") == dataset and g.accuracies]
+    for dataset in dict.fromkeys(g.condition.get("dataset") for g in points):
+        scored = [g for g in points if g.condition.get("dataset") == dataset and g.accuracies]
         if not scored:
             continue
         best = max(scored, key=lambda g: g.accuracy.mean)
@@ -390,7 +390,7 @@ def attenuation_table(points: Sequence[Point]) -> Table:
 
 
 def cure_cells(point: Point, found: Verdict) -> tuple[str, ...]:
-    """One row of the cure table: setting, accuracy, the two factors at init, the verdict."""
+    """One row of the cure table: the label, accuracy, the two factors at init, the verdict."""
     summary = point.accuracy
     accuracy = fixed(100 * summary.mean, 2)
     if math.isfinite(summary.std):
@@ -406,6 +406,6 @@ def cure_cells(point: Point, found: Verdict) -> tuple[str, ...]:
 
 
 def cure_table(points: Sequence[Point], thresholds: Thresholds = THRESHOLDS) -> Table:
-    """Per setting: test accuracy, signal and forward scale factors at init, the verdict."""
+    """Per point: test accuracy, signal and forward scale factors at init, the verdict."""
     rows = tuple(cure_cells(g, judge(g, thresholds)) for g in points)
     return Table(CURE_HEADER, rows, "cures")

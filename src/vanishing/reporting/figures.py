@@ -1,5 +1,5 @@
 """The page's figures: what each one asks, its caption, how it is drawn from points (`plots`),
-and which are drawn for a compare (one setting) or a sweep (many)."""
+and which are drawn for a compare (one condition) or a sweep (many)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from vanishing.reporting.formats import Table, number, percent2
 from vanishing.reporting.results import (
     Point,
     axes_of,
-    by_setting,
+    by_condition,
     depth_series,
-    representative_settings,
+    representative_conditions,
 )
 from vanishing.reporting.verdict import (
     SATURATED,
@@ -38,7 +38,7 @@ class FigureBlock:
     caption: str
     image: bytes
     table: Table | None = None  # the figure's numbers, drawn below it
-    section: tuple[str, str] = ("", "")  # (heading, note) of the figures for one setting
+    section: tuple[str, str] = ("", "")  # (heading, note) of the figures for one condition
 
 
 class FigureSpec(NamedTuple):
@@ -53,7 +53,7 @@ class FigureSpec(NamedTuple):
 
 
 def layer_specs() -> list[FigureSpec]:
-    """(anchor, question, caption, draw) of the figures drawn per setting, in reading order."""
+    """(anchor, question, caption, draw) of the figures drawn per condition, in reading order."""
     return [
         FigureSpec(
             "gradient-flow",
@@ -135,7 +135,7 @@ def draw(
     section: tuple[str, str] = ("", ""),
 ) -> list[FigureBlock]:
     """The spec's figure as a one-element list of FigureBlock, or [] when it has nothing to show;
-    `suffix` names the setting in the question, `note` ends the caption."""
+    `suffix` names the condition in the question, `note` ends the caption."""
     anchor, question, caption, draw_figure, table = spec
     figure = draw_figure(points)
     if figure is None:
@@ -150,7 +150,7 @@ def depth_figures(
     points: Sequence[Point], thresholds: Thresholds = THRESHOLDS
 ) -> list[FigureBlock]:
     """Accuracy, gradient ratio and unit health against depth, one line per activation and
-    setting of the other axes; [] unless the points span more than one depth."""
+    condition of the other axes; [] unless the points span more than one depth."""
     if len({g.depth for g in points}) < 2:
         return []
     series = depth_series(points)
@@ -218,7 +218,7 @@ def cure_points(points: Sequence[Point]) -> list[Point]:
 
 def cure_figures(points: Sequence[Point], thresholds: Thresholds = THRESHOLDS) -> list[FigureBlock]:
     """The cure section: the signal and the activations' scale per layer at initialisation,
-    one line per setting, and the table of factors and verdicts; [] unless cure settings vary."""
+    one line per point, and the table of factors and verdicts; [] unless cure settings vary."""
     members = cure_points(points)
     if not members:
         return []
@@ -265,36 +265,36 @@ def cure_figures(points: Sequence[Point], thresholds: Thresholds = THRESHOLDS) -
 def draw_figures(points: Sequence[Point], thresholds: Thresholds = THRESHOLDS) -> list[FigureBlock]:
     """The page's figures, in reading order; some only when their runs exist.
 
-    One setting (a compare): every figure over all points. Several (a sweep): the depth figures
-    over all points, then the per-layer figures for the shallowest and the deepest setting only,
+    One condition (a compare): every figure over all points. Several (a sweep): the depth figures
+    over all points, then the per-layer figures for the shallowest and the deepest condition only,
     so that the page does not grow with the grid.
     """
-    settings = by_setting(points)
-    if len(settings) <= 1:
+    conditions = by_condition(points)
+    if len(conditions) <= 1:
         specs = [*layer_specs(), SHAPES_SPEC, ATTENUATION_SPEC]
         return [block for spec in specs for block in draw(spec, points)]
     blocks = depth_figures(points, thresholds)
-    shapes: dict[str, Point] = {}  # one per activation: its shape does not depend on the setting
+    shapes: dict[str, Point] = {}  # one per activation: its shape does not depend on the condition
     for point in points:
         shapes.setdefault(
             point.activation.name, dataclasses.replace(point, label=point.activation.label)
         )
     blocks += draw(SHAPES_SPEC, list(shapes.values()))
     blocks += cure_figures(points, thresholds)
-    chosen = representative_settings(list(settings))
-    describe = namer([axes_of(s) for s in settings])
+    chosen = representative_conditions(list(conditions))
+    describe = namer([axes_of(s) for s in conditions])
     names = [describe(axes_of(s)) for s in chosen]
     deeper = len(chosen) == 2 and chosen[0].depth < chosen[1].depth
     roles = ["the shallowest", "the deepest"] if deeper else ["the first", "the last"]
-    for setting, name, role in zip(chosen, names, roles, strict=False):
+    for condition, name, role in zip(chosen, names, roles, strict=False):
         section = (
             f"Layer by layer at {name}",
             f"The per-layer figures are drawn for {spoken(names)} ({' and '.join(roles)} "
-            f"setting), not for each of the {len(settings)} settings; the summary table and the "
+            f"setting), not for each of the {len(conditions)} settings; the summary table and the "
             "figures above cover them all.",
         )
         note = f" {name[:1].upper()}{name[1:]} only ({role} setting)."
-        members = [dataclasses.replace(g, label=g.activation.label) for g in settings[setting]]
+        members = [dataclasses.replace(g, label=g.activation.label) for g in conditions[condition]]
         for spec in [*layer_specs(), ATTENUATION_SPEC]:
             blocks += draw(spec, members, name, note, section)
     return blocks

@@ -12,10 +12,10 @@ from typing import Any
 from vanishing.reporting.diagnosis import (
     Gap,
     attenuation_rows,
+    condition_gaps,
     depth_findings,
     diagnose,
     gap_sentences,
-    setting_gaps,
     significance,
 )
 from vanishing.reporting.figures import FigureBlock, draw_figures
@@ -38,14 +38,14 @@ class Report:
     verdicts: list[str]
     attenuation: list[dict[str, Any]]
     figures: list[FigureBlock]
-    gaps: list[Gap] = field(default_factory=list)  # sweeps: each pair of activations per setting
+    gaps: list[Gap] = field(default_factory=list)  # sweeps: each pair of activations per condition
     stop_rules: list[str] = field(default_factory=list)  # sweeps over depth: the threshold
     stops: list[str] = field(default_factory=list)  # sweeps over depth: one line per activation
 
     @property
-    def settings(self) -> int:
-        """How many settings the points span; more than one is a sweep."""
-        return len({g.setting for g in self.points})
+    def conditions(self) -> int:
+        """How many conditions the points span; more than one is a sweep."""
+        return len({g.condition for g in self.points})
 
 
 def build_report(
@@ -61,8 +61,8 @@ def build_report(
         )
     points = make_points(runs)
     rules, stops = depth_findings(points, thresholds)
-    if len({g.setting for g in points}) > 1:  # a sweep: every pair at each setting
-        gaps = setting_gaps(points, thresholds)
+    if len({g.condition for g in points}) > 1:  # a sweep: every pair at each condition
+        gaps = condition_gaps(points, thresholds)
         verdicts = gap_sentences(gaps, thresholds)
     else:
         gaps, verdicts = [], significance(points, thresholds)

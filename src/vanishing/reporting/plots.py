@@ -31,7 +31,7 @@ DPI = 100  # screen resolution: sharp in a browser; a compare's page < 1 MB, a s
 WIDTH = 10.0  # inches: 1000 px, the page's column width
 Z_RANGE = (-6.0, 6.0)  # where every activation's shape and slope are visible
 DASHES = ("-", (0, (6, 2)), (0, (2, 1.5)), (0, (6, 2, 1.5, 2)))  # told apart where lines coincide
-MARKERS = ("o", "s", "^", "D", "v")  # with DASHES: one look per setting of the other axes
+MARKERS = ("o", "s", "^", "D", "v")  # with DASHES: one look per condition of the other axes
 LEGEND_LAYERS = 8  # at most this many layers named in a legend; deeper nets name a spread of them
 
 
@@ -437,7 +437,7 @@ def attenuation(points: Sequence[Point]) -> Figure:
 
 
 def series_style(series: DepthSeries) -> dict[str, Any]:
-    """Colour by activation; line style and marker by the setting of the other axes."""
+    """Colour by activation; line style and marker by the condition of the other axes."""
     return {
         "color": series.color,
         "linestyle": DASHES[series.style % len(DASHES)],

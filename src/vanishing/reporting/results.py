@@ -1,7 +1,8 @@
 """The results the report reads, as a small data model of its own: each run directory's records
-(`RunRecords`), the finished runs of one activation at one setting (`Point`: a grid point), and the
-lines over depth that the depth figures draw (`DepthSeries`). Settings and their order live here
-too; their names (`naming.label`, `naming.axes`) in settings/naming.py."""
+(`RunRecords`), what the activations are compared on (`Condition`), the finished runs of one
+activation at one condition (`Point`: a grid point), and the lines over depth that the depth
+figures draw (`DepthSeries`). The conditions' order lives here too; their names (`naming.label`,
+`naming.axes`) in settings/naming.py."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def point_keys(configs: Iterable[dict[str, Any]]) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Setting:
+class Condition:
     """What the activations are compared on: a run's config without its activation, seed and
     device, as (key, value) pairs sorted by key, the values hashable (hidden a tuple of widths)."""
 
@@ -122,13 +123,13 @@ class RunRecords:
 
 @dataclass(frozen=True)
 class Point:
-    """The finished runs of one activation at one setting, over seeds: one grid point (a row of
+    """The finished runs of one activation at one condition, over seeds: one grid point (a row of
     points.csv and of the summary)."""
 
     activation: Activation
     runs: tuple[RunRecords, ...]
     label: str
-    setting: Setting = Setting()  # the runs' config without activation, seed and device
+    condition: Condition = Condition()  # the runs' config without activation, seed and device
     color: str = "C0"  # the activation's colour, the same in every figure
 
     @property
@@ -155,8 +156,8 @@ class Point:
         return watched(self.runs[0].config)
 
     @property
-    def setting_label(self) -> str:
-        """The label without the activation: 'depth 5, init kaiming', '' when one setting."""
+    def condition_label(self) -> str:
+        """The label without the activation: 'depth 5, init kaiming', '' when one condition."""
         name = naming.title(self.runs[0].config)
         return self.label.removeprefix(name).removeprefix(", ")
 
@@ -256,11 +257,11 @@ class Point:
             return stats.mean_over_runs(stack, geometric), np.nanmin(stack, 0), np.nanmax(stack, 0)
 
 
-def setting_of(config: dict[str, Any]) -> Setting:
-    """The run's setting: every config key but the activation and RUN_KEYS. Sorted by key, so
-    that the same values make the same setting however config.json orders them."""
+def condition_of(config: dict[str, Any]) -> Condition:
+    """The run's condition: every config key but the activation and RUN_KEYS. Sorted by key, so
+    that the same values make the same condition however config.json orders them."""
     skipped = {"activation", *RUN_KEYS, *(MODEL_KEYS if watched(config) else ())}
-    return Setting(
+    return Condition(
         tuple(
             (key, tuple(value) if key == "hidden" else hashable(value))  # `loading`: ints
             for key, value in sorted(config.items())
@@ -276,10 +277,10 @@ def value_order(value: Any) -> tuple[int, Any, str]:
     return (1, 0, str(value))
 
 
-def setting_order(setting: Setting) -> tuple[Any, ...]:
-    """Sort key of a setting: shallowest first, then LEADING_KEYS' values in that order, then
+def condition_order(condition: Condition) -> tuple[Any, ...]:
+    """Sort key of a condition: shallowest first, then LEADING_KEYS' values in that order, then
     the other keys' by name (numbers before text)."""
-    values = dict(setting.pairs)
+    values = dict(condition.pairs)
     hidden = values.pop("hidden", ())
     leading = [
         value_order(values.pop(k, None)) for k in LEADING_KEYS if k not in ("hidden", "activation")
@@ -288,10 +289,10 @@ def setting_order(setting: Setting) -> tuple[Any, ...]:
     return (len(hidden), hidden, *leading, *rest)
 
 
-def axes_of(setting: Setting) -> dict[str, Any]:
-    """A setting as readable axes (`naming.axes`): depth and width for equal widths, else the
+def axes_of(condition: Condition) -> dict[str, Any]:
+    """A condition as readable axes (`naming.axes`): depth and width for equal widths, else the
     widths joined; then every other key."""
-    return naming.axes(dict(setting.pairs))
+    return naming.axes(dict(condition.pairs))
 
 
 def model_setup(config: dict[str, Any]) -> str:
@@ -323,46 +324,46 @@ def seed_order(run: RunRecords) -> tuple[int, Any]:
 
 
 def make_points(runs: Sequence[RunRecords]) -> list[Point]:
-    """Finished runs grouped by activation and setting, in registry order, shallowest first;
-    labels name the setting only where settings differ."""
-    keyed: dict[tuple[str, Setting], list[RunRecords]] = {}
+    """Finished runs grouped by activation and condition, in registry order, shallowest first;
+    labels name the condition only where conditions differ."""
+    keyed: dict[tuple[str, Condition], list[RunRecords]] = {}
     for run in runs:
         if run.result is not None:
-            key = (run.config["activation"], setting_of(run.config))
+            key = (run.config["activation"], condition_of(run.config))
             keyed.setdefault(key, []).append(run)
     order = list(ACTIVATIONS)
-    keys = sorted(keyed, key=lambda k: (order.index(k[0]), setting_order(k[1])))
+    keys = sorted(keyed, key=lambda k: (order.index(k[0]), condition_order(k[1])))
     names = list(dict.fromkeys(name for name, _ in keys))
     palette = {name: f"C{i % 10}" for i, name in enumerate(names)}
-    # Each point as a config of its activation and setting: labelled as the live page labels
+    # Each point as a config of its activation and condition: labelled as the live page labels
     # a run, by what sets it apart from the other points.
-    configs = [{"activation": name, **dict(setting.pairs)} for name, setting in keys]
+    configs = [{"activation": name, **dict(condition.pairs)} for name, condition in keys]
     points = []
-    for (name, setting), config in zip(keys, configs, strict=True):
-        point_runs = sorted(keyed[(name, setting)], key=lambda r: (seed_order(r), r.path))
+    for (name, condition), config in zip(keys, configs, strict=True):
+        point_runs = sorted(keyed[(name, condition)], key=lambda r: (seed_order(r), r.path))
         label = naming.label(config, configs)
-        points.append(Point(ACTIVATIONS[name], tuple(point_runs), label, setting, palette[name]))
+        points.append(Point(ACTIVATIONS[name], tuple(point_runs), label, condition, palette[name]))
     return points
 
 
-def by_setting(points: Sequence[Point]) -> dict[Setting, list[Point]]:
-    """The points of each setting, settings shallowest first, activations in registry order."""
-    settings: dict[Setting, list[Point]] = {}
-    for point in sorted(points, key=lambda g: setting_order(g.setting)):  # stable sort
-        settings.setdefault(point.setting, []).append(point)
-    return settings
+def by_condition(points: Sequence[Point]) -> dict[Condition, list[Point]]:
+    """The points of each condition, conditions shallowest first, activations in registry order."""
+    conditions: dict[Condition, list[Point]] = {}
+    for point in sorted(points, key=lambda g: condition_order(g.condition)):  # stable sort
+        conditions.setdefault(point.condition, []).append(point)
+    return conditions
 
 
-def representative_settings(settings: Sequence[Setting]) -> list[Setting]:
-    """The settings the per-layer figures are drawn for: the shallowest, and the deepest with
+def representative_conditions(conditions: Sequence[Condition]) -> list[Condition]:
+    """The conditions the per-layer figures are drawn for: the shallowest, and the deepest with
     the same other axes (else the first deepest); without depths, the first and the last."""
-    ordered = sorted(settings, key=setting_order)
+    ordered = sorted(conditions, key=condition_order)
     if len(ordered) <= 1:
         return ordered
     first = ordered[0]
 
-    def others(setting: Setting) -> dict[str, Any]:
-        return {k: v for k, v in axes_of(setting).items() if k != "depth"}
+    def others(condition: Condition) -> dict[str, Any]:
+        return {k: v for k, v in axes_of(condition).items() if k != "depth"}
 
     deepest = [s for s in ordered if s.depth == ordered[-1].depth]
     last = next((s for s in deepest if others(s) == others(first)), deepest[0])
@@ -371,17 +372,17 @@ def representative_settings(settings: Sequence[Setting]) -> list[Setting]:
 
 @dataclass(frozen=True)
 class DepthSeries:
-    """One line of the depth figures: an activation at one setting of the other axes."""
+    """One line of the depth figures: an activation at one condition of the other axes."""
 
     label: str
     activation: Activation
     color: str
-    style: int  # which setting of the other axes: line style and marker
+    style: int  # which condition of the other axes: line style and marker
     points: tuple[Point, ...]  # shallowest first
 
     @property
     def dataset(self) -> Any:
-        return self.points[0].setting.get("dataset")
+        return self.points[0].condition.get("dataset")
 
     @property
     def health_key(self) -> str | None:
@@ -411,11 +412,11 @@ class DepthSeries:
 
 
 def depth_series(points: Sequence[Point]) -> list[DepthSeries]:
-    """The points as lines over depth: one per activation and setting of the other axes."""
+    """The points as lines over depth: one per activation and condition of the other axes."""
     keyed: dict[tuple[str, str], list[Point]] = {}
     others: dict[str, dict[str, Any]] = {}
     for point in points:  # registry order, then shallowest first
-        other = {k: v for k, v in axes_of(point.setting).items() if k not in ("depth", "widths")}
+        other = {k: v for k, v in axes_of(point.condition).items() if k not in ("depth", "widths")}
         text = json.dumps(other, sort_keys=True, default=str)
         others.setdefault(text, other)
         keyed.setdefault((point.activation.name, text), []).append(point)
@@ -426,7 +427,7 @@ def depth_series(points: Sequence[Point]) -> list[DepthSeries]:
         words = describe(others[text])
         first = members[0]
         label = first.activation.label + (f" ({words})" if words else "")
-        members = sorted(members, key=lambda g: setting_order(g.setting))
+        members = sorted(members, key=lambda g: condition_order(g.condition))
         series.append(
             DepthSeries(label, first.activation, first.color, style[text], tuple(members))
         )

@@ -2,8 +2,8 @@
 summary.csv) and a sweep's runs.csv, points.csv and pairs.csv.
 
 Every table splits runs into points as the report does (`results.make_points`: activation and
-setting, an older run's config completed with the defaults of the settings it predates) and
-judges a gap between two activations with the report's test (`diagnosis.setting_gaps`), so a
+condition, an older run's config completed with the defaults of the settings it predates) and
+judges a gap between two activations with the report's test (`diagnosis.condition_gaps`), so a
 table's row, a row of points.csv and a report's point are the same runs, and pairs.csv and the
 page agree."""
 
@@ -17,14 +17,14 @@ from typing import Any
 
 from vanishing import records, stats
 from vanishing.model.activations import ACTIVATIONS
-from vanishing.reporting.diagnosis import setting_gaps
+from vanishing.reporting.diagnosis import condition_gaps
 from vanishing.reporting.formats import NOT_APPLICABLE, UNDERFLOW, fixed, scientific, text_table
 from vanishing.reporting.loading import read_run
 from vanishing.reporting.results import Point, RunRecords, make_points, point_keys
 from vanishing.reporting.verdict import THRESHOLDS, Thresholds
 
-# summary.csv's columns: one row per point (an activation at one setting), over its seeds; a
-# "setting" column after the activation when the runs span several settings.
+# summary.csv's columns: one row per point (an activation at one condition), over its seeds; a
+# "setting" column (the condition's label) after the activation when the runs span several.
 SUMMARY_FIELDS = (
     "activation",
     "runs",
@@ -58,13 +58,13 @@ def in_run_order(points: Sequence[Point], runs: Sequence[RunRecords]) -> list[Po
 
 
 def summary_row(point: Point) -> dict[str, Any]:
-    """One point's row: the SUMMARY_FIELDS, its `label` and `setting` (the report's), and
+    """One point's row: the SUMMARY_FIELDS, its `label` and `setting` (its condition's label), and
     `ratio_underflow` for the table (not a column of summary.csv)."""
     ok = [run.finished for run in point.ok]
     return {
         "activation": point.activation.name,
         "label": point.label,
-        "setting": point.setting_label,
+        "setting": point.condition_label,
         "runs": len(point.runs),
         "diverged": len(point.runs) - len(ok),
         "test_accuracy_mean": point.accuracy.mean,
@@ -118,8 +118,8 @@ def format_summary(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def write_summary_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """`summary.csv`: one row per point, the table's numbers unrounded; the point's setting
-    after its activation where the rows span several."""
+    """`summary.csv`: one row per point, the table's numbers unrounded; the point's condition
+    (the `setting` column) after its activation where the rows span several."""
     fields = list(SUMMARY_FIELDS)
     if any(row.get("setting") for row in rows):
         fields.insert(1, "setting")
@@ -210,15 +210,15 @@ def pair_rows(
     keys: Sequence[str],
     thresholds: Thresholds = THRESHOLDS,
 ) -> list[dict[str, Any]]:
-    """Per setting (the values of `keys` but the activation), each pair of activations as the
-    report judges it (`diagnosis.setting_gaps`), `a` the one whose runs come first: the seeds
+    """Per condition (the values of `keys` but the activation), each pair of activations as the
+    report judges it (`diagnosis.condition_gaps`), `a` the one whose runs come first: the seeds
     each side finished ('3', or '3 and 2'), a's mean accuracy minus b's, the t statistic and
     p-value, and the test (paired on the same seeds, Welch otherwise; with one seed a side
     'vs chance' or 'vs spread'; '' when nothing could judge it)."""
     order = {id(point): i for i, point in enumerate(points)}
     shown = [k for k in keys if k != "activation"]
     pairs = []
-    for gap in setting_gaps(points, thresholds):
+    for gap in condition_gaps(points, thresholds):
         a, b, sign = gap.better, gap.worse, 1
         if order[id(b)] < order[id(a)]:
             a, b, sign = b, a, -1

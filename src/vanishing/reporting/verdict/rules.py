@@ -251,7 +251,7 @@ def huge_final_loss(
     point: Point, found: Profile, thresholds: Thresholds = THRESHOLDS
 ) -> HugeLoss | None:
     """A final test loss far above chance's in the finished runs; None when none is."""
-    chance = chance_loss(point.setting.get("dataset"))
+    chance = chance_loss(point.condition.get("dataset"))
     losses = stats.finite(r.finished.get("test_loss") for r in point.ok)
     huge = huge_losses(losses, chance, thresholds)
     if not huge:
@@ -385,5 +385,5 @@ def dead_at_init(point: Point) -> int:
 
 def at_chance(point: Point, thresholds: Thresholds = THRESHOLDS) -> bool:
     """The point's mean test accuracy is within `chance_margin` of chance: it did not learn."""
-    chance = chance_level(point.setting.get("dataset"))
+    chance = chance_level(point.condition.get("dataset"))
     return bool(point.accuracies) and point.accuracy.mean < chance + thresholds.chance_margin

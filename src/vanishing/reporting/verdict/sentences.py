@@ -389,7 +389,7 @@ def accuracy_sentence(point: Point, thresholds: Thresholds = THRESHOLDS) -> str:
     over = f"over {len(accuracies)} {runs}" if len(accuracies) > 1 else f"one {runs[:-1]}"
     sentence = f"Test accuracy {100 * mean:.2f}{spread} % ({over})"
     if at_chance(point, thresholds):
-        chance = chance_level(point.setting.get("dataset"))
+        chance = chance_level(point.condition.get("dataset"))
         return f"{sentence}: chance level ({percent2(chance)}), it did not learn."
     return sentence + "."
 
