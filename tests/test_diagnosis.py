@@ -108,8 +108,8 @@ def write_run(
 
 
 def verdict_of(run_dir: Path) -> verdict.Verdict:
-    (group,) = report.build_report([run_dir], figures=False).groups
-    return verdict.judge(group)
+    (point,) = report.build_report([run_dir], figures=False).points
+    return verdict.judge(point)
 
 
 # The runs, as records: relu depth 30, width 256, SGD momentum 0.9, lr 0.01.
@@ -447,10 +447,10 @@ def test_the_cure_section_sets_the_settings_side_by_side(tmp_path):
 def test_no_cure_section_where_only_the_activation_differs(tmp_path):
     write_run(tmp_path / "relu", depth=3)
     write_run(tmp_path / "sigmoid", depth=3, activation="sigmoid")
-    groups = report.build_report([tmp_path], figures=False).groups
-    assert len(groups) == 2 and figures.cure_groups(groups) == []
+    points = report.build_report([tmp_path], figures=False).points
+    assert len(points) == 2 and figures.cure_points(points) == []
     write_run(tmp_path / "relu-bn", depth=3, norm="batch")
-    assert len(figures.cure_groups(report.build_report([tmp_path], figures=False).groups)) == 3
+    assert len(figures.cure_points(report.build_report([tmp_path], figures=False).points)) == 3
 
 
 # Real networks, trained here on the tiny data set in about a second each.

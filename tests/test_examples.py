@@ -48,8 +48,8 @@ def test_watch_cnn_sigmoid_vanishes_and_relu_is_healthy(tmp_path, mnist_cache, c
     for name, out in outs.items():
         runs, notes = report.load_runs([out])
         assert not notes
-        (group,) = report.make_groups(runs)
-        verdicts[name] = judge(group)
+        (point,) = report.make_points(runs)
+        verdicts[name] = judge(point)
     sigmoid, relu = verdicts["sigmoid"], verdicts["relu"]
     assert sigmoid.kinds[0] == "vanishing" and "no-learning" in sigmoid.kinds
     assert sigmoid.headline.startswith("Vanishing gradient: the back-propagated signal shrinks")

@@ -239,7 +239,7 @@ def test_markdown_has_the_table_diagnosis_and_explanation(sweep_report):
 
 def test_vanishing_and_dead_unit_sentences_quote_the_records(tmp_path):
     built = report.build_report([make_sweep(tmp_path)], figures=False)
-    by_label = {g.label: d for g, d in zip(built.groups, built.diagnoses, strict=True)}
+    by_label = {g.label: d for g, d in zip(built.points, built.diagnoses, strict=True)}
     sigmoid, relu = " ".join(by_label["Sigmoid"]), " ".join(by_label["ReLU"])
     ratio = math.exp(sum(math.log(3e-4 * f) for f in SEED_FACTORS) / 3)
     assert f"{ratio:.1e}" == "3.0e-04"
@@ -265,7 +265,7 @@ def test_vanishing_and_dead_unit_sentences_quote_the_records(tmp_path):
     assert "31 % of layer-3 units are dead after epoch 2" in relu
     assert "After epoch 1 it was 20 %." in relu
     # The table row is the compare summary's (summary.summary_rows), fed with the same records.
-    row = built.rows[[g.label for g in built.groups].index("Sigmoid")]
+    row = built.rows[[g.label for g in built.points].index("Sigmoid")]
     assert row["vanishing_ratio_init"] == pytest.approx(ratio)
     assert row["test_accuracy_mean"] == pytest.approx(0.95)
 
@@ -274,9 +274,9 @@ def test_thresholds_decide_the_verdict(tmp_path):
     root = tmp_path / "s"
     write_run(root / "sigmoid-seed0", "sigmoid", 0, 0.9)
     lenient = report.Thresholds(signal_vanishing=1e-3)
-    (group,) = report.build_report([root], figures=False).groups
-    assert report.diagnose(group)[0].startswith("Vanishing gradient: the back-propagated signal ")
-    assert report.diagnose(group, lenient)[0] == (
+    (point,) = report.build_report([root], figures=False).points
+    assert report.diagnose(point)[0].startswith("Vanishing gradient: the back-propagated signal ")
+    assert report.diagnose(point, lenient)[0] == (
         "Attenuated gradient: the back-propagated signal shrinks 330-fold from layer 3 to layer 1 "
         "(0.05 per layer)."
     )
@@ -329,7 +329,7 @@ def test_unfinished_runs_are_listed_not_fatal(tmp_path):
     make_sweep(tmp_path / "sweep", {"relu": [0.98]})
     write_run(tmp_path / "sweep" / "sigmoid-seed0", "sigmoid", 0, 0.9, finished=False)
     built = report.build_report([tmp_path / "sweep"], figures=False)
-    assert [g.label for g in built.groups] == ["ReLU"]
+    assert [g.label for g in built.points] == ["ReLU"]
     assert any("1 run(s) have not finished" in note for note in built.notes)
     assert "unfinished (2 of 2 epochs recorded)" in report.render_html(built)
 
@@ -350,7 +350,7 @@ def test_the_table_rows_are_computed_from_the_records(tmp_path):
         changes = {"dead_fraction": fractions, "test_loss": 0.1 * (seed + 1)}
         records.write_json(path, {**result, **changes, "train_seconds": 2.0 * (seed + 1)})
     built = report.build_report([root], figures=False)
-    assert [g.label for g in built.groups] == ["Sigmoid", "ReLU"]  # the report's order
+    assert [g.label for g in built.points] == ["Sigmoid", "ReLU"]  # the report's order
     sigmoid, relu = built.rows
 
     assert (relu["runs"], relu["diverged"]) == (3, 0)
@@ -379,7 +379,7 @@ def test_the_table_rows_are_computed_from_the_records(tmp_path):
     assert sigmoid["vanishing_ratio_init"] == pytest.approx(3e-5 / 0.1)
     assert sigmoid["saturated_percent"] == pytest.approx(100 * (0.1 * 8 + 0.2 * 6 + 0.4 * 4) / 18)
 
-    # compare's summary: the same groups and numbers, in the order the runs come.
+    # compare's summary: the same points and numbers, in the order the runs come.
     runs, _ = loading.load_runs(
         [*(root / f"relu-seed{s}" for s in range(3)), root / "sigmoid-seed0"]
     )
@@ -530,7 +530,7 @@ def test_depth_sweep_draws_depth_figures_and_per_layer_ones_for_two_depths(depth
     per_layer.remove("Which negative slope does PReLU learn?")  # no PReLU runs
     # write_depth_run's records are an older run's: no activation histogram, so no figure.
     per_layer.remove("How are each layer's activations distributed?")
-    # The shallowest and the deepest setting only, not depth 5: the page does not grow with the
+    # The shallowest and the deepest condition only, not depth 5: the page does not grow with the
     # grid.
     assert alts[len(DEPTH_QUESTIONS) :] == [
         f"{question} (depth {depth})" for depth in (2, 10) for question in per_layer
@@ -561,7 +561,7 @@ def html_text(text: str) -> str:
     return text.replace("&", "&amp;").replace("'", "&#39;")
 
 
-def test_paired_gaps_per_setting(depth_report):
+def test_paired_gaps_per_condition(depth_report):
     built, page, markdown = depth_report
     gaps = {
         (g.better.activation.name, g.worse.activation.name, g.better.depth): g for g in built.gaps
@@ -588,20 +588,20 @@ def test_paired_gaps_per_setting(depth_report):
     assert f"| depth 10 | ReLU | Sigmoid | {100 * clear.difference:.2f} | paired | 3 |" in markdown
 
 
-def test_representative_settings_keep_the_other_axes():
-    def setting(depth: int, init: str) -> report.Setting:
+def test_representative_conditions_keep_the_other_axes():
+    def condition(depth: int, init: str) -> report.Condition:
         config = {"activation": "relu", "hidden": [64] * depth, "init": init, "seed": 0}
-        return report.setting_of({**config, "optimizer": "adam", "lr": 0.001, "epochs": 2})
+        return report.condition_of({**config, "optimizer": "adam", "lr": 0.001, "epochs": 2})
 
-    settings = [setting(d, i) for d in (5, 2, 10) for i in ("kaiming", "default")]
-    assert report.representative_settings(settings) == [
-        setting(2, "default"),
-        setting(10, "default"),
+    conditions = [condition(d, i) for d in (5, 2, 10) for i in ("kaiming", "default")]
+    assert report.representative_conditions(conditions) == [
+        condition(2, "default"),
+        condition(10, "default"),
     ]
     # No depth axis: the first and the last in order.
-    assert report.representative_settings([setting(2, "xavier"), setting(2, "default")]) == [
-        setting(2, "default"),
-        setting(2, "xavier"),
+    assert report.representative_conditions([condition(2, "xavier"), condition(2, "default")]) == [
+        condition(2, "default"),
+        condition(2, "xavier"),
     ]
 
 
@@ -616,10 +616,10 @@ def test_a_gradient_that_underflowed_to_zero_is_named(tmp_path):
         result["vanishing_ratio_init"] = 0.0
         records.write_json(path, result)
     built = report.build_report([tmp_path], figures=False)
-    deep = built.groups[1]
-    assert deep.ratio_underflow and not built.groups[0].ratio_underflow
+    deep = built.points[1]
+    assert deep.ratio_underflow and not built.points[0].ratio_underflow
     assert report.summary_cells(built.rows[1])[4] == "0 (underflow)"
     assert math.isnan(built.rows[1]["vanishing_ratio_init"])  # summary.csv: no ratio to average
     assert "layer 1 is exactly 0 at every seed: it underflowed" in " ".join(built.diagnoses[1])
-    (series,) = report.depth_series(built.groups)
+    (series,) = report.depth_series(built.points)
     assert series.ratio()[1] == 0.0  # drawn as a triangle on the bottom edge, not left out

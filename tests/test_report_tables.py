@@ -1,5 +1,5 @@
 """The tables read from records (a compare's summary, a sweep's CSVs), which runs make one grid
-point and how settings are named and ordered, one mark for a missing number in every table, the
+point and how conditions are named and ordered, one mark for a missing number in every table, the
 page's escaping, and the report package's imports."""
 
 from __future__ import annotations
@@ -264,16 +264,16 @@ def test_runs_that_differ_in_any_config_key_are_two_points(tmp_path, key, values
         ("relu", "sigmoid", str(value), "3", "paired") for value in values
     ]
 
-    # The report: two settings, each named by its value; activations in registry order.
+    # The report: two conditions, each named by its value; activations in registry order.
     built = report.build_report([tmp_path / "runs"], figures=False)
-    assert built.settings == 2
+    assert built.conditions == 2
     labels = [f"{name}, {word}" for name in ("Sigmoid", "ReLU") for word in words]
-    assert [g.label for g in built.groups] == labels
-    assert [gap.better.setting_label for gap in built.gaps] == words
+    assert [g.label for g in built.points] == labels
+    assert [gap.better.condition_label for gap in built.gaps] == words
     # pairs.csv holds the report's gaps: the same test and p-value, pair by pair.
     assert [float(p["p"]) for p in pairs] == [pytest.approx(gap.p) for gap in built.gaps]
 
-    # compare's summary over the same runs: a row per group, named as the report names it.
+    # compare's summary over the same runs: a row per point, named as the report names it.
     rows = summary.summary_rows(loading.load_runs(run_dirs)[0])
     assert [row["label"] for row in rows] == [
         f"{n}, {w}" for w in words for n in ("ReLU", "Sigmoid")
@@ -306,8 +306,8 @@ def test_runs_that_differ_in_seed_and_device_only_are_one_point(tmp_path):
     assert point["runs"] == "3" and "seed" not in point and "device" not in point
     assert float(point["test_accuracy_mean"]) == pytest.approx(sum(RELU) / 3)
     built = report.build_report([root], figures=False)
-    assert built.settings == 1 and [g.label for g in built.groups] == ["ReLU"]
-    assert len(built.groups[0].runs) == 3
+    assert built.conditions == 1 and [g.label for g in built.points] == ["ReLU"]
+    assert len(built.points[0].runs) == 3
 
 
 @pytest.mark.parametrize(
@@ -320,32 +320,33 @@ def test_runs_that_differ_in_seed_and_device_only_are_one_point(tmp_path):
         ("norm", ("none", "layer"), ["", "norm layer"]),
     ],
 )
-def test_a_setting_is_named_by_what_differs(key, values, names):
-    settings = [
-        report.setting_of(
+def test_a_condition_is_named_by_what_differs(key, values, names):
+    conditions = [
+        report.condition_of(
             {"activation": "relu", "hidden": [8], "seed": 0, "init": "default", key: v}
         )
         for v in values
     ]
-    describe = results.namer([results.axes_of(s) for s in settings])
-    assert [describe(results.axes_of(s)) for s in settings] == names
+    describe = results.namer([results.axes_of(s) for s in conditions])
+    assert [describe(results.axes_of(s)) for s in conditions] == names
 
 
-def test_settings_sort_by_depth_then_the_old_keys_then_any_other_by_name():
-    def setting(depth: int, lr: float, momentum: float, **more) -> report.Setting:
+def test_conditions_sort_by_depth_then_the_old_keys_then_any_other_by_name():
+    def condition(depth: int, lr: float, momentum: float, **more) -> report.Condition:
         config = {"activation": "relu", "hidden": [8] * depth, "lr": lr, "momentum": momentum}
-        return report.setting_of({**config, "seed": 0, **more})
+        return report.condition_of({**config, "seed": 0, **more})
 
     expected = [
-        setting(2, 0.001, 0.9),
-        setting(2, 0.1, 0.0),
-        setting(2, 0.1, 0.9),
-        setting(2, 0.1, 0.9, norm="batch"),  # a key only some records have: still comparable
-        setting(5, 0.001, 0.0),
+        condition(2, 0.001, 0.9),
+        condition(2, 0.1, 0.0),
+        condition(2, 0.1, 0.9),
+        condition(2, 0.1, 0.9, norm="batch"),  # a key only some records have: still comparable
+        condition(5, 0.001, 0.0),
     ]
     shuffled = [expected[i] for i in (4, 2, 0, 3, 1)]
-    assert sorted(shuffled, key=results.setting_order) == expected
-    assert setting(2, 0.1, 0.9) == report.setting_of(  # the same, however config.json is ordered
+    assert sorted(shuffled, key=results.condition_order) == expected
+    # The same condition, however config.json is ordered.
+    assert condition(2, 0.1, 0.9) == report.condition_of(
         {"momentum": 0.9, "seed": 1, "lr": 0.1, "hidden": [8, 8], "device": "cpu"}
     )
 

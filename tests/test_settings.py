@@ -167,7 +167,7 @@ from vanishing import records
 from vanishing.frontends.cli import main
 from vanishing.frontends.cli.parser import build_parser
 from vanishing.reporting import loading, page
-from vanishing.reporting.results import make_groups
+from vanishing.reporting.results import make_points
 from vanishing.settings import codec, grid, naming
 from vanishing.settings.config import TrainConfig, completed, cure_keys, per_model_fields
 from vanishing.training.group import SHARED_FIELDS

@@ -490,7 +490,7 @@ def test_cli_bad_sweep_options(capsys, tmp_path, options, message):
 def test_a_resumed_sweep_of_older_records_is_one_point_per_grid_point(tiny_dir, tmp_path):
     """Runs whose records predate norm, residual, init_gain and clip_grad_norm, resumed by a
     sweep whose new runs record them at their defaults: each grid point is one row of
-    points.csv with all its runs, as it is one group of the report."""
+    points.csv with all its runs, as it is one point of the report."""
     spec = tiny_spec(activations=("relu", "tanh"), depths=(1,), seeds=(0, 1, 2))
     options = {"data_dir": tiny_dir, "verify": False}
     outcome = swept(spec, tmp_path, workers=1, data_options=options)
@@ -520,12 +520,12 @@ def test_a_resumed_sweep_of_older_records_is_one_point_per_grid_point(tiny_dir, 
     assert (pair["seeds"], pair["test"]) == ("3", "paired")
 
     built = report.build_report([tmp_path], figures=False)
-    groups = {
-        g.activation.name: (len(g.runs), row["test_accuracy_mean"])
-        for g, row in zip(built.groups, built.rows, strict=True)
+    reported = {
+        p.activation.name: (len(p.runs), row["test_accuracy_mean"])
+        for p, row in zip(built.points, built.rows, strict=True)
     }
-    assert len(groups) == len(points)
+    assert len(reported) == len(points)
     for point in points:
-        runs_of_group, accuracy = groups[point["activation"]]
-        assert int(point["runs"]) == runs_of_group
+        runs_of_point, accuracy = reported[point["activation"]]
+        assert int(point["runs"]) == runs_of_point
         assert float(point["test_accuracy_mean"]) == pytest.approx(accuracy)

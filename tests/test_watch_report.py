@@ -121,8 +121,8 @@ def write_watch_run(
 def verdict_of(run_dir: Path) -> report.Verdict:
     runs, notes = loading.load_runs([run_dir])
     assert not notes
-    (group,) = report.make_groups(runs)
-    return judge(group)
+    (point,) = report.make_points(runs)
+    return judge(point)
 
 
 def test_a_vanishing_watched_net_is_named_by_its_layers_and_cured_by_changes_to_it(tmp_path):
@@ -203,11 +203,11 @@ def test_watched_runs_group_as_their_model_not_their_structure(tmp_path):
     run = loading.read_run(sigmoid)
     assert isinstance(run, report.RunRecords) and "norm" not in run.config  # not a TrainConfig
     runs, _ = loading.load_runs([sigmoid, relu])
-    groups = report.make_groups(runs)
-    assert [g.label for g in groups] == ["Net (Sigmoid)", "Net (ReLU)"]
-    assert len({g.setting for g in groups}) == 1  # the descriptions differ by the activation
-    assert all(g.setting_label == "" for g in groups)
-    keys = {key for key, _ in groups[0].setting.pairs}
+    points = report.make_points(runs)
+    assert [g.label for g in points] == ["Net (Sigmoid)", "Net (ReLU)"]
+    assert len({g.condition for g in points}) == 1  # the descriptions differ by the activation
+    assert all(g.condition_label == "" for g in points)
+    keys = {key for key, _ in points[0].condition.pairs}
     assert not keys & {"description", "layers", "layer_labels", "activation_kinds", "parameters"}
 
 
@@ -416,9 +416,9 @@ def test_figures_name_a_watched_models_layers_as_its_sentences_do(tmp_path):
         layers=layers,
     )
     runs, _ = loading.load_runs([run_dir])
-    (group,) = report.make_groups(runs)
+    (point,) = report.make_points(runs)
 
-    figure = plots.gradient_flow([group])
+    figure = plots.gradient_flow([point])
     FigureCanvasAgg(figure).draw()  # lays the labels out, as saving would
     for axes in figure.axes:
         (line,) = axes.get_lines()
@@ -428,7 +428,7 @@ def test_figures_name_a_watched_models_layers_as_its_sentences_do(tmp_path):
         assert tick_texts(axes.get_xticklabels()) == [layers[p - 1] for p in positions]
         assert overlapping(axes.get_xticklabels()) == []
 
-    heatmaps = plots.gradient_heatmaps([group])
+    heatmaps = plots.gradient_heatmaps([point])
     FigureCanvasAgg(heatmaps).draw()
     axes = heatmaps.axes[0]  # the colour bar is the other
     positions = [int(p) for p in axes.get_yticks()]
@@ -436,9 +436,9 @@ def test_figures_name_a_watched_models_layers_as_its_sentences_do(tmp_path):
     assert tick_texts(axes.get_yticklabels()) == [layers[p - 1] for p in positions]
     assert overlapping(axes.get_yticklabels()) == []
 
-    health = plots.unit_health([group])
+    health = plots.unit_health([point])
     assert tick_texts(health.legends[0].get_texts())[-1] == "layer4.3.relu"  # the dead one
-    profiles = plots.layer_profiles([("Net", np.linspace(1.0, 2.0, 16))], "std", group.names)
+    profiles = plots.layer_profiles([("Net", np.linspace(1.0, 2.0, 16))], "std", point.names)
     axes = profiles.axes[0]
     positions = [int(p) for p in axes.get_xticks()]
     assert positions[-1] == 16
@@ -447,12 +447,12 @@ def test_figures_name_a_watched_models_layers_as_its_sentences_do(tmp_path):
 
 def test_the_trainers_mlps_keep_numbered_ticks(tmp_path):
     runs, _ = loading.load_runs([make_sweep(tmp_path, {"relu": [0.98]})])
-    (group,) = report.make_groups(runs)
-    figure = plots.gradient_flow([group])
+    (point,) = report.make_points(runs)
+    figure = plots.gradient_flow([point])
     assert tick_texts(figure.axes[0].get_xticklabels()) == ["1", "2", "3", "out"]
-    heatmaps = plots.gradient_heatmaps([group])
+    heatmaps = plots.gradient_heatmaps([point])
     assert tick_texts(heatmaps.axes[0].get_yticklabels()) == ["1", "2", "3", "out"]
-    health = plots.unit_health([group])
+    health = plots.unit_health([point])
     assert tick_texts(health.legends[0].get_texts()) == ["layer 1", "layer 2", "layer 3"]
     # A deep one: every k-th layer and the output layer, so that labels never touch.
     assert NUMBERED.weighted_ticks(31)[-2:] == ["30", "out"]

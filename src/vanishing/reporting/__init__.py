@@ -3,19 +3,19 @@ tables of numbers (a compare's summary, a sweep's CSVs) read from the same recor
 
 It reads config.json, metrics.jsonl and result.json of finished runs and never trains, so any
 page or table can be redrawn at any time; nothing here imports the training modules. Runs are
-grouped by activation and setting: every key of config.json but the activation, the seed and the
-device, read from the records, so a new setting of the config groups runs without a change here.
-When the runs span several settings, as a sweep's do, the page adds figures over depth, the depth
-at which each activation stops learning and a t-test per pair of activations per setting, and
-draws the per-layer figures for two representative settings only.
+split into points by activation and condition: every key of config.json but the activation, the
+seed and the device, read from the records, so a new setting of the config splits runs without a
+change here. When the runs span several conditions, as a sweep's do, the page adds figures over
+depth, the depth at which each activation stops learning and a t-test per pair of activations per
+condition, and draws the per-layer figures for two representative conditions only.
 
 The modules, in the order the data flows:
-- `results`: the data model (RunRecords, Group, DepthSeries; settings, their order and names);
+- `results`: the data model (RunRecords, Point, Condition, DepthSeries; conditions' order);
 - `loading`: finding run directories and reading their records into Runs;
 - `stats` (the package's, one level up) and `formats`: numbers over seeds, and how they read;
 - `summary`: the compare summary table and summary.csv; a sweep's runs/points/pairs.csv;
 - `verdict` (a package: thresholds, profile, rules, sentences, cures, judging, live): each
-  group's verdict from every signal (the back-propagated signal, the activations' scale,
+  point's verdict from every signal (the back-propagated signal, the activations' scale,
   gradient sizes, divergence, units) with its cure; `headline` gives one run's verdict in one
   line, `live_headline` a run's still training, by the same rules;
 - `diagnosis`: the verdicts' sentences, gap tests, stop rules, the slope-bound and cure tables;
@@ -49,15 +49,15 @@ EXPORTS = {
     "find_run_dirs": "loading",
     "read_run": "loading",
     "RunRecords": "results",
-    "Group": "results",
+    "Point": "results",
     "DepthSeries": "results",
-    "Setting": "results",
+    "Condition": "results",
     "LEADING_KEYS": "results",
     "point_keys": "results",
-    "setting_of": "results",
-    "make_groups": "results",
+    "condition_of": "results",
+    "make_points": "results",
     "depth_series": "results",
-    "representative_settings": "results",
+    "representative_conditions": "results",
     "summary_row": "summary",
     "summary_rows": "summary",
     "summary_cells": "summary",

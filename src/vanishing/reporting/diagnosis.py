@@ -1,4 +1,4 @@
-"""The diagnosis: each group's findings (`verdict`, where every threshold lives), the tests that
+"""The diagnosis: each point's findings (`verdict`, where every threshold lives), the tests that
 judge accuracy gaps and the rule for the depth at which an activation stops learning."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 
 from vanishing import stats
 from vanishing.reporting.formats import MISSING, UNDERFLOW, Table, fixed, number, percent2
-from vanishing.reporting.results import DepthSeries, Group, by_setting, depth_series
+from vanishing.reporting.results import DepthSeries, Point, by_condition, depth_series
 from vanishing.reporting.verdict import (
     THRESHOLDS,
     Thresholds,
@@ -23,40 +23,40 @@ from vanishing.reporting.verdict import (
 )
 
 
-def diagnose(group: Group, thresholds: Thresholds = THRESHOLDS) -> list[str]:
-    """Plain-language findings for one group: its verdict's headline first, the evidence next,
+def diagnose(point: Point, thresholds: Thresholds = THRESHOLDS) -> list[str]:
+    """Plain-language findings for one point: its verdict's headline first, the evidence next,
     the cure last (`verdict.judge`)."""
-    return list(judge(group, thresholds).sentences)
+    return list(judge(point, thresholds).sentences)
 
 
 @dataclass(frozen=True)
 class Spread:
     """The largest seed spread measured in a report: the std of test accuracy over seeds of the
-    group (2 or more finished seeds) where it is largest; what a one-seed gap is set against."""
+    point (2 or more finished seeds) where it is largest; what a one-seed gap is set against."""
 
-    std: float  # a fraction; nan when no group has two seeds
-    group: Group | None = None
+    std: float  # a fraction; nan when no point has two seeds
+    point: Point | None = None
 
 
-def measured_spread(groups: Sequence[Group]) -> Spread:
-    """The largest std over seeds among the groups with at least two finished seeds."""
-    spreads = [(g.accuracy.std, g) for g in groups if len(g.accuracies) >= 2]
+def measured_spread(points: Sequence[Point]) -> Spread:
+    """The largest std over seeds among the points with at least two finished seeds."""
+    spreads = [(g.accuracy.std, g) for g in points if len(g.accuracies) >= 2]
     spreads = [(std, g) for std, g in spreads if math.isfinite(std)]
     if not spreads:
         return Spread(math.nan)
-    std, group = max(spreads, key=lambda item: item[0])
-    return Spread(std, group)
+    std, point = max(spreads, key=lambda item: item[0])
+    return Spread(std, point)
 
 
 @dataclass(frozen=True)
 class Gap:
-    """The test-accuracy gap between two groups, and the test that judges it."""
+    """The test-accuracy gap between two points, and the test that judges it."""
 
-    better: Group  # the higher mean accuracy
-    worse: Group
+    better: Point  # the higher mean accuracy
+    worse: Point
     difference: float  # better's mean accuracy minus worse's (a fraction)
     test: str  # "paired t-test" on the same seeds, "Welch's t-test" otherwise, "" if none ran
-    seeds: str  # "3 seeds", or "3 and 2 seeds" when the groups differ
+    seeds: str  # "3 seeds", or "3 and 2 seeds" when the points differ
     p: float  # two-sided; nan when the gap cannot be judged by a t-test
     significant: bool
     # With one seed a side, what judged it instead of a t-test: "chance" (the worse did not
@@ -78,9 +78,9 @@ class Gap:
 
 
 def gap_test(
-    a: Group, b: Group, thresholds: Thresholds = THRESHOLDS, spread: Spread = Spread(math.nan)
+    a: Point, b: Point, thresholds: Thresholds = THRESHOLDS, spread: Spread = Spread(math.nan)
 ) -> Gap:
-    """A paired t-test when both groups ran the same seeds, Welch's t-test otherwise; with one
+    """A paired t-test when both points ran the same seeds, Welch's t-test otherwise; with one
     seed on a side, the chance level or the seed `spread` measured elsewhere in the report."""
     if b.accuracy.mean > a.accuracy.mean:
         a, b = b, a
@@ -89,7 +89,7 @@ def gap_test(
     seeds = f"{n_a} seeds" if n_a == n_b else f"{n_a} and {n_b} seeds"
     difference = a.accuracy.mean - b.accuracy.mean
     if min(n_a, n_b) < 2:
-        chance = chance_level(a.setting.get("dataset"))
+        chance = chance_level(a.condition.get("dataset"))
         far = chance + thresholds.far_above_chance * (1 - chance)
         if at_chance(b, thresholds) and a.accuracy.mean >= far:
             return Gap(a, b, difference, "", seeds, math.nan, True, "chance", spread)
@@ -137,23 +137,23 @@ def verdict(gap: Gap, thresholds: Thresholds = THRESHOLDS) -> str:
             f"chance level ({percent2(gap.worse.accuracy.mean)}) and did not learn, while "
             f"{gap.better.label} reached {percent2(gap.better.accuracy.mean)}."
         )
-    if gap.basis == "spread" and spread.group is not None:
+    if gap.basis == "spread" and spread.point is not None:
         return (
             f"{prefix} is beyond the seed spread, though {though}: over {multiple} "
             f"times the largest spread measured in this report ({100 * spread.std:.2f} points, "
-            f"std over {len(spread.group.accuracies)} seeds of {spread.group.label})."
+            f"std over {len(spread.point.accuracies)} seeds of {spread.point.label})."
         )
     if not gap.test:
-        if spread.group is not None and spread.std > 0:
+        if spread.point is not None and spread.std > 0:
             return (
                 f"{prefix} cannot be judged: {though}, and the gap is within {multiple} times "
                 f"the largest seed spread measured in this report ({100 * spread.std:.2f} points, "
-                f"{spread.group.label}): run --seeds 0,1,2."
+                f"{spread.point.label}): run --seeds 0,1,2."
             )
-        if spread.group is not None:
+        if spread.point is not None:
             return (
                 f"{prefix} cannot be judged: {though}, and the seeds measured in this report "
-                f"({spread.group.label}) all gave the same accuracy, no spread to compare with: "
+                f"({spread.point.label}) all gave the same accuracy, no spread to compare with: "
                 "run --seeds 0,1,2."
             )
         return f"{prefix} cannot be judged: one seed: no spread to compare with, run --seeds 0,1,2."
@@ -170,9 +170,9 @@ def verdict(gap: Gap, thresholds: Thresholds = THRESHOLDS) -> str:
     )
 
 
-def significance(groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS) -> list[str]:
+def significance(points: Sequence[Point], thresholds: Thresholds = THRESHOLDS) -> list[str]:
     """Is the best activation's accuracy lead over each other one larger than the seed spread?"""
-    scored = [g for g in groups if g.accuracies]
+    scored = [g for g in points if g.accuracies]
     if len(scored) < 2:
         return []
     best = max(scored, key=lambda g: g.accuracy.mean)
@@ -184,12 +184,12 @@ def significance(groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS) -
     ]
 
 
-def setting_gaps(groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS) -> list[Gap]:
-    """Every pair of activations at the same setting, with its test; settings shallowest first,
+def condition_gaps(points: Sequence[Point], thresholds: Thresholds = THRESHOLDS) -> list[Gap]:
+    """Every pair of activations at the same condition, with its test; conditions shallowest first,
     then the larger gaps first."""
     gaps = []
-    spread = measured_spread([g for g in groups if g.accuracies])
-    for members in by_setting(groups).values():
+    spread = measured_spread([g for g in points if g.accuracies])
+    for members in by_condition(points).values():
         scored = [g for g in members if g.accuracies]
         pairs = [
             gap_test(a, b, thresholds, spread)
@@ -201,7 +201,7 @@ def setting_gaps(groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS) -
 
 
 def gap_sentences(gaps: Sequence[Gap], thresholds: Thresholds = THRESHOLDS) -> list[str]:
-    """How many gaps between activations at the same setting are significant, and by which test."""
+    """How many gaps between activations at one condition are significant, and by which test."""
     if not gaps:
         return []
     judged = [g for g in gaps if g.judged]
@@ -246,7 +246,7 @@ class StopRule:
 
     dataset: Any
     chance: float
-    best: Group
+    best: Point
     threshold: float
 
     def sentence(self, thresholds: Thresholds = THRESHOLDS) -> str:
@@ -260,11 +260,11 @@ class StopRule:
         )
 
 
-def stop_rules(groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS) -> list[StopRule]:
+def stop_rules(points: Sequence[Point], thresholds: Thresholds = THRESHOLDS) -> list[StopRule]:
     """Per data set, the accuracy below which a depth counts as not learning."""
     rules = []
-    for dataset in dict.fromkeys(g.setting.get("dataset") for g in groups):
-        scored = [g for g in groups if g.setting.get("dataset") == dataset and g.accuracies]
+    for dataset in dict.fromkeys(g.condition.get("dataset") for g in points):
+        scored = [g for g in points if g.condition.get("dataset") == dataset and g.accuracies]
         if not scored:
             continue
         best = max(scored, key=lambda g: g.accuracy.mean)
@@ -295,7 +295,7 @@ def stop_sentence(series: DepthSeries, rule: StopRule) -> str:
         if not math.isfinite(means[i]):
             return "every run diverged"
         text = f"mean test accuracy {percent2(means[i])}, below {percent2(rule.threshold)}"
-        accuracies = series.groups[i].accuracies
+        accuracies = series.points[i].accuracies
         above = sum(a >= rule.threshold for a in accuracies)
         if above:  # the mean hides seeds that did learn
             best = percent2(max(accuracies))
@@ -326,16 +326,16 @@ def stop_sentence(series: DepthSeries, rule: StopRule) -> str:
 
 
 def depth_findings(
-    groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS
+    points: Sequence[Point], thresholds: Thresholds = THRESHOLDS
 ) -> tuple[list[str], list[str]]:
     """(the stop rule per data set, one stop-depth sentence per line of the depth figures);
-    empty unless the groups span more than one depth."""
-    if len({g.depth for g in groups}) < 2:
+    empty unless the points span more than one depth."""
+    if len({g.depth for g in points}) < 2:
         return [], []
-    rules = {rule.dataset: rule for rule in stop_rules(groups, thresholds)}
+    rules = {rule.dataset: rule for rule in stop_rules(points, thresholds)}
     sentences = [
         stop_sentence(series, rules[series.dataset])
-        for series in depth_series(groups)
+        for series in depth_series(points)
         if series.dataset in rules
     ]
     return [rule.sentence(thresholds) for rule in rules.values()], sentences
@@ -351,21 +351,21 @@ CURE_HEADER = (
 )
 
 
-def attenuation_rows(groups: Sequence[Group]) -> list[dict[str, Any]]:
-    """Per group: the slope bound (max f')^L next to the measured ratio at initialisation."""
+def attenuation_rows(points: Sequence[Point]) -> list[dict[str, Any]]:
+    """Per point: the slope bound (max f')^L next to the measured ratio at initialisation."""
     rows = []
-    for group in groups:
-        depth = len(group.hidden)
-        bound = group.activation.derivative_bound**depth
-        measured = group.vanishing_ratio_init
+    for point in points:
+        depth = len(point.hidden)
+        bound = point.activation.derivative_bound**depth
+        measured = point.vanishing_ratio_init
         rows.append(
             {
-                "label": group.label,
-                "max_slope": group.activation.derivative_bound,
+                "label": point.label,
+                "max_slope": point.activation.derivative_bound,
                 "depth": depth,
                 "bound": bound,
                 "measured": measured,
-                "missing": UNDERFLOW if group.ratio_underflow else MISSING,
+                "missing": UNDERFLOW if point.ratio_underflow else MISSING,
             }
         )
     return rows
@@ -383,21 +383,21 @@ def attenuation_cells(row: dict[str, Any]) -> tuple[str, ...]:
     )
 
 
-def attenuation_table(groups: Sequence[Group]) -> Table:
+def attenuation_table(points: Sequence[Point]) -> Table:
     """The slope-bound table drawn under its figure."""
-    rows = tuple(attenuation_cells(row) for row in attenuation_rows(groups))
+    rows = tuple(attenuation_cells(row) for row in attenuation_rows(points))
     return Table(ATTENUATION_HEADER, rows, "attenuation")
 
 
-def cure_cells(group: Group, found: Verdict) -> tuple[str, ...]:
-    """One row of the cure table: setting, accuracy, the two factors at init, the verdict."""
-    summary = group.accuracy
+def cure_cells(point: Point, found: Verdict) -> tuple[str, ...]:
+    """One row of the cure table: the label, accuracy, the two factors at init, the verdict."""
+    summary = point.accuracy
     accuracy = fixed(100 * summary.mean, 2)
     if math.isfinite(summary.std):
         accuracy += f" ± {100 * summary.std:.2f}"
     profile = found.profile
     return (
-        group.label,
+        point.label,
         accuracy,
         number(profile.signal_factor) if math.isfinite(profile.signal_factor) else MISSING,
         number(profile.scale_factor) if math.isfinite(profile.scale_factor) else MISSING,
@@ -405,7 +405,7 @@ def cure_cells(group: Group, found: Verdict) -> tuple[str, ...]:
     )
 
 
-def cure_table(groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS) -> Table:
-    """Per setting: test accuracy, signal and forward scale factors at init, the verdict."""
-    rows = tuple(cure_cells(g, judge(g, thresholds)) for g in groups)
+def cure_table(points: Sequence[Point], thresholds: Thresholds = THRESHOLDS) -> Table:
+    """Per point: test accuracy, signal and forward scale factors at init, the verdict."""
+    rows = tuple(cure_cells(g, judge(g, thresholds)) for g in points)
     return Table(CURE_HEADER, rows, "cures")

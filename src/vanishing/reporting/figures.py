@@ -1,5 +1,5 @@
-"""The page's figures: what each one asks, its caption, how it is drawn from groups (`plots`),
-and which are drawn for a compare (one setting) or a sweep (many)."""
+"""The page's figures: what each one asks, its caption, how it is drawn from points (`plots`),
+and which are drawn for a compare (one condition) or a sweep (many)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from vanishing.reporting import plots
 from vanishing.reporting.diagnosis import attenuation_table, cure_table, spoken, stop_rules
 from vanishing.reporting.formats import Table, number, percent2
 from vanishing.reporting.results import (
-    Group,
+    Point,
     axes_of,
-    by_setting,
+    by_condition,
     depth_series,
-    representative_settings,
+    representative_conditions,
 )
 from vanishing.reporting.verdict import (
     SATURATED,
@@ -38,22 +38,22 @@ class FigureBlock:
     caption: str
     image: bytes
     table: Table | None = None  # the figure's numbers, drawn below it
-    section: tuple[str, str] = ("", "")  # (heading, note) of the figures for one setting
+    section: tuple[str, str] = ("", "")  # (heading, note) of the figures for one condition
 
 
 class FigureSpec(NamedTuple):
     """A figure of the page: its anchor, the question it answers, its caption, how to draw it
-    from groups, and for some a table of its numbers drawn under it."""
+    from points, and for some a table of its numbers drawn under it."""
 
     anchor: str
     question: str
     caption: str
-    draw: Callable[[Sequence[Group]], Any]
-    table: Callable[[Sequence[Group]], Table] | None = None
+    draw: Callable[[Sequence[Point]], Any]
+    table: Callable[[Sequence[Point]], Table] | None = None
 
 
 def layer_specs() -> list[FigureSpec]:
-    """(anchor, question, caption, draw) of the figures drawn per setting, in reading order."""
+    """(anchor, question, caption, draw) of the figures drawn per condition, in reading order."""
     return [
         FigureSpec(
             "gradient-flow",
@@ -129,32 +129,32 @@ ATTENUATION_SPEC = FigureSpec(
 
 def draw(
     spec: FigureSpec,
-    groups: Sequence[Group],
+    points: Sequence[Point],
     suffix: str = "",
     note: str = "",
     section: tuple[str, str] = ("", ""),
 ) -> list[FigureBlock]:
     """The spec's figure as a one-element list of FigureBlock, or [] when it has nothing to show;
-    `suffix` names the setting in the question, `note` ends the caption."""
+    `suffix` names the condition in the question, `note` ends the caption."""
     anchor, question, caption, draw_figure, table = spec
-    figure = draw_figure(groups)
+    figure = draw_figure(points)
     if figure is None:
         return []
-    rows = table(groups) if table is not None else None
+    rows = table(points) if table is not None else None
     question += f" ({suffix})" if suffix else ""
     anchor += f"-{suffix.replace(' ', '-').replace(',', '')}" if suffix else ""
     return [FigureBlock(anchor, question, caption + note, plots.png(figure), rows, section)]
 
 
 def depth_figures(
-    groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS
+    points: Sequence[Point], thresholds: Thresholds = THRESHOLDS
 ) -> list[FigureBlock]:
     """Accuracy, gradient ratio and unit health against depth, one line per activation and
-    setting of the other axes; [] unless the groups span more than one depth."""
-    if len({g.depth for g in groups}) < 2:
+    condition of the other axes; [] unless the points span more than one depth."""
+    if len({g.depth for g in points}) < 2:
         return []
-    series = depth_series(groups)
-    rules = stop_rules(groups, thresholds)
+    series = depth_series(points)
+    rules = stop_rules(points, thresholds)
     references = [(rule.chance, f"chance, {percent2(rule.chance)}", ":") for rule in rules]
     references += [
         (rule.threshold, f"stops learning below {percent2(rule.threshold)}", "--") for rule in rules
@@ -193,7 +193,7 @@ def depth_figures(
             lambda _: plots.units_by_depth(series),
         ),
     ]
-    return [block for spec in specs for block in draw(spec, groups)]
+    return [block for spec in specs for block in draw(spec, points)]
 
 
 # The settings that change how the gradient flows: what the cure section sets side by side.
@@ -204,26 +204,26 @@ def cure_words() -> str:
     return ", ".join(words_of(field_named(key)) for key in cure_keys())
 
 
-def cure_groups(groups: Sequence[Group]) -> list[Group]:
-    """The groups the cure section compares: those of the deepest depth whose groups differ in
+def cure_points(points: Sequence[Point]) -> list[Point]:
+    """The points the cure section compares: those of the deepest depth whose points differ in
     a cure setting (`config.cure_keys`; records without a key read as its old default); [] when
     none do."""
-    for depth in sorted({g.depth for g in groups}, reverse=True):
-        members = [g for g in groups if g.depth == depth]
+    for depth in sorted({g.depth for g in points}, reverse=True):
+        members = [g for g in points if g.depth == depth]
         cures = {tuple(setting_value(g.runs[0].config, k) for k in cure_keys()) for g in members}
         if len(cures) > 1:
             return members
     return []
 
 
-def cure_figures(groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS) -> list[FigureBlock]:
+def cure_figures(points: Sequence[Point], thresholds: Thresholds = THRESHOLDS) -> list[FigureBlock]:
     """The cure section: the signal and the activations' scale per layer at initialisation,
-    one line per setting, and the table of factors and verdicts; [] unless cure settings vary."""
-    members = cure_groups(groups)
+    one line per point, and the table of factors and verdicts; [] unless cure settings vary."""
+    members = cure_points(points)
     if not members:
         return []
     profiles = [(g.label, profile(g)) for g in members]
-    names = members[0].names  # one depth: the groups share their layers
+    names = members[0].names  # one depth: the points share their layers
     words = "one line per setting, geometric mean over seeds, log scale"
     specs = [
         FigureSpec(
@@ -262,39 +262,39 @@ def cure_figures(groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS) -
     return [block for spec in specs for block in draw(spec, members, section=section)]
 
 
-def draw_figures(groups: Sequence[Group], thresholds: Thresholds = THRESHOLDS) -> list[FigureBlock]:
+def draw_figures(points: Sequence[Point], thresholds: Thresholds = THRESHOLDS) -> list[FigureBlock]:
     """The page's figures, in reading order; some only when their runs exist.
 
-    One setting (a compare): every figure over all groups. Several (a sweep): the depth figures
-    over all groups, then the per-layer figures for the shallowest and the deepest setting only,
+    One condition (a compare): every figure over all points. Several (a sweep): the depth figures
+    over all points, then the per-layer figures for the shallowest and the deepest condition only,
     so that the page does not grow with the grid.
     """
-    settings = by_setting(groups)
-    if len(settings) <= 1:
+    conditions = by_condition(points)
+    if len(conditions) <= 1:
         specs = [*layer_specs(), SHAPES_SPEC, ATTENUATION_SPEC]
-        return [block for spec in specs for block in draw(spec, groups)]
-    blocks = depth_figures(groups, thresholds)
-    shapes: dict[str, Group] = {}  # one per activation: its shape does not depend on the setting
-    for group in groups:
+        return [block for spec in specs for block in draw(spec, points)]
+    blocks = depth_figures(points, thresholds)
+    shapes: dict[str, Point] = {}  # one per activation: its shape does not depend on the condition
+    for point in points:
         shapes.setdefault(
-            group.activation.name, dataclasses.replace(group, label=group.activation.label)
+            point.activation.name, dataclasses.replace(point, label=point.activation.label)
         )
     blocks += draw(SHAPES_SPEC, list(shapes.values()))
-    blocks += cure_figures(groups, thresholds)
-    chosen = representative_settings(list(settings))
-    describe = namer([axes_of(s) for s in settings])
+    blocks += cure_figures(points, thresholds)
+    chosen = representative_conditions(list(conditions))
+    describe = namer([axes_of(s) for s in conditions])
     names = [describe(axes_of(s)) for s in chosen]
     deeper = len(chosen) == 2 and chosen[0].depth < chosen[1].depth
     roles = ["the shallowest", "the deepest"] if deeper else ["the first", "the last"]
-    for setting, name, role in zip(chosen, names, roles, strict=False):
+    for condition, name, role in zip(chosen, names, roles, strict=False):
         section = (
             f"Layer by layer at {name}",
             f"The per-layer figures are drawn for {spoken(names)} ({' and '.join(roles)} "
-            f"setting), not for each of the {len(settings)} settings; the summary table and the "
+            f"setting), not for each of the {len(conditions)} settings; the summary table and the "
             "figures above cover them all.",
         )
         note = f" {name[:1].upper()}{name[1:]} only ({role} setting)."
-        members = [dataclasses.replace(g, label=g.activation.label) for g in settings[setting]]
+        members = [dataclasses.replace(g, label=g.activation.label) for g in conditions[condition]]
         for spec in [*layer_specs(), ATTENUATION_SPEC]:
             blocks += draw(spec, members, name, note, section)
     return blocks

@@ -1,4 +1,4 @@
-"""The report's figures, drawn from run records only: each takes groups (or the report's lines
+"""The report's figures, drawn from run records only: each takes points (or the report's lines
 over depth, `results.DepthSeries`) and returns a Figure.
 
 Figures are built with `matplotlib.figure.Figure` directly, never pyplot, so nothing here touches
@@ -21,7 +21,7 @@ from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from vanishing.model.activations import ActivationOptions, derivative, make_activation
 from vanishing.reporting.formats import number
-from vanishing.reporting.results import DepthSeries, Group, numbers
+from vanishing.reporting.results import DepthSeries, Point, numbers
 from vanishing.settings.naming import NUMBERED, LayerNames
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ DPI = 100  # screen resolution: sharp in a browser; a compare's page < 1 MB, a s
 WIDTH = 10.0  # inches: 1000 px, the page's column width
 Z_RANGE = (-6.0, 6.0)  # where every activation's shape and slope are visible
 DASHES = ("-", (0, (6, 2)), (0, (2, 1.5)), (0, (6, 2, 1.5, 2)))  # told apart where lines coincide
-MARKERS = ("o", "s", "^", "D", "v")  # with DASHES: one look per setting of the other axes
+MARKERS = ("o", "s", "^", "D", "v")  # with DASHES: one look per condition of the other axes
 LEGEND_LAYERS = 8  # at most this many layers named in a legend; deeper nets name a spread of them
 
 
@@ -42,9 +42,9 @@ def png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def colors(groups: Sequence[Group]) -> dict[str, str]:
+def colors(points: Sequence[Point]) -> dict[str, str]:
     """One colour per activation (the report picks it), the same in every figure."""
-    return {g.label: g.color for g in groups}
+    return {g.label: g.color for g in points}
 
 
 def layer_colors(count: int) -> list[tuple[float, float, float, float]]:
@@ -114,7 +114,7 @@ def legend_below(
     )
 
 
-def group_columns(labels: Sequence[str]) -> int:
+def legend_columns(labels: Sequence[str]) -> int:
     """Legend columns for one entry per activation: one row for up to 8 short names."""
     return 8 if max((len(label) for label in labels), default=0) <= 12 else 4
 
@@ -130,22 +130,22 @@ def layer_legend(axes_list: Iterable[Axes], figure: Figure) -> None:
         legend_below(figure, len(labels), handles, labels)
 
 
-def learning_curves(groups: Sequence[Group]) -> Figure | None:
+def learning_curves(points: Sequence[Point]) -> Figure | None:
     """Test accuracy and train/test loss per epoch, one line per activation, mean ± std band;
     None when every run diverged (no epoch to draw)."""
-    if not any(g.ok for g in groups):
+    if not any(g.ok for g in points):
         return None
     figure = Figure(figsize=(WIDTH, 3.8), layout="constrained")
     accuracy_axes, loss_axes = figure.subplots(1, 2)
-    color = colors(groups)
-    for group in groups:
-        c = color[group.label]
-        epochs, mean, std = group.epoch_series("test_accuracy")
-        accuracy_axes.plot(epochs, 100 * mean, "o-", color=c, markersize=3, label=group.label)
+    color = colors(points)
+    for point in points:
+        c = color[point.label]
+        epochs, mean, std = point.epoch_series("test_accuracy")
+        accuracy_axes.plot(epochs, 100 * mean, "o-", color=c, markersize=3, label=point.label)
         band = (100 * (mean - std), 100 * (mean + std))
         accuracy_axes.fill_between(epochs, *band, color=c, alpha=0.2)
         for key, style in (("test_loss", "o-"), ("train_loss", "s--")):
-            epochs, mean, std = group.epoch_series(key)
+            epochs, mean, std = point.epoch_series(key)
             loss_axes.plot(epochs, mean, style, color=c, markersize=3)
             loss_axes.fill_between(epochs, mean - std, mean + std, color=c, alpha=0.2)
     accuracy_axes.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
@@ -153,40 +153,40 @@ def learning_curves(groups: Sequence[Group]) -> Figure | None:
     losses = [line.get_ydata() for line in loss_axes.get_lines()]
     if any((np.asarray(y, dtype=float) > 0).any() for y in losses):
         loss_axes.set_yscale("log")  # losses fall by orders of magnitude; the log keeps the end
-    last = max((len(g.ok[0].finished.get("history", [])) for g in groups if g.ok), default=1)
+    last = max((len(g.ok[0].finished.get("history", [])) for g in points if g.ok), default=1)
     for axes in (accuracy_axes, loss_axes):
         axes.grid(alpha=0.3)
         axes.set_xlim(0.5, last + 0.5)
         axes.xaxis.get_major_locator().set_params(integer=True)
-    legend_below(figure, 6 if len(groups) <= 6 else group_columns([g.label for g in groups]))
+    legend_below(figure, 6 if len(points) <= 6 else legend_columns([g.label for g in points]))
     return figure
 
 
-def gradient_flow(groups: Sequence[Group]) -> Figure:
+def gradient_flow(points: Sequence[Point]) -> Figure:
     """Weight-gradient norm per layer at initialisation and after training, log scale."""
     figure = Figure(figsize=(WIDTH, 4.0), layout="constrained")
     init_axes, final_axes = figure.subplots(1, 2, sharey=True)
-    color = colors(groups)
-    ticks: list[str] = []  # the deepest group's layers name the ticks
-    for group in groups:
-        c = color[group.label]
+    color = colors(points)
+    ticks: list[str] = []  # the deepest point's layers name the ticks
+    for point in points:
+        c = color[point.label]
         for axes, key, runs in (
-            (init_axes, "grad_norms_init", group.runs),  # before training: diverged runs count too
-            (final_axes, "grad_norms_final", group.ok),
+            (init_axes, "grad_norms_init", point.runs),  # before training: diverged runs count too
+            (final_axes, "grad_norms_final", point.ok),
         ):
-            mean, low, high = group.result_layers(key, runs, geometric=True)
+            mean, low, high = point.result_layers(key, runs, geometric=True)
             if not np.isfinite(mean).any():
                 continue
             layers = np.arange(1, len(mean) + 1)
             if len(mean) > len(ticks):
-                ticks = group.names.weighted_ticks(len(mean))
+                ticks = point.names.weighted_ticks(len(mean))
             label = None
             if axes is init_axes:
                 ratio = mean[0] / mean[-1]
                 if np.isfinite(ratio):
-                    label = f"{group.label}: {ratio:.1e}"
+                    label = f"{point.label}: {ratio:.1e}"
                 else:  # a layer-1 gradient of 0 (float32 underflow) has no geometric mean
-                    label = f"{group.label}: {'0' if group.ratio_underflow else '–'}"
+                    label = f"{point.label}: {'0' if point.ratio_underflow else '–'}"
             axes.plot(layers, mean, "o-", color=c, label=label)
             axes.fill_between(layers, low, high, color=c, alpha=0.2)
     for axes, title in (
@@ -200,7 +200,7 @@ def gradient_flow(groups: Sequence[Group]) -> Figure:
     init_axes.set_ylabel("‖dLoss/dW‖ (log)")
     legend_below(
         figure,
-        5 if len(groups) <= 5 else 4,
+        5 if len(points) <= 5 else 4,
         title="layer 1 / output gradient at initialisation",
         title_fontsize=9,
     )
@@ -247,25 +247,25 @@ def step_edges(steps: np.ndarray) -> np.ndarray:
     )
 
 
-def gradient_heatmaps(groups: Sequence[Group]) -> Figure:
+def gradient_heatmaps(points: Sequence[Point]) -> Figure:
     """Per activation, gradient norm by layer and training step, on one shared log colour scale."""
-    series = [group.probe_series("grad_norms", geometric=True) for group in groups]
+    series = [point.probe_series("grad_norms", geometric=True) for point in points]
     positive = np.concatenate([np.zeros(0)] + [values[values > 0].ravel() for _, values in series])
     # One scale for all, so a darker row means less gradient whichever activation it belongs to.
     norm = LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size else LogNorm(1e-6, 1)
-    columns = 1 if len(groups) <= 4 else 2  # many activations: two columns keep the page short
-    rows = math.ceil(len(groups) / columns)
+    columns = 1 if len(points) <= 4 else 2  # many activations: two columns keep the page short
+    rows = math.ceil(len(points) / columns)
     deep = max((values.shape[1] for _, values in series if values.size), default=0) > 8
     height = 2.0 if deep else 1.5  # a deep net's layers need rows tall enough to see
     figure = Figure(figsize=(WIDTH, 0.6 + height * rows), layout="constrained")
     grid = figure.subplots(rows, columns, sharex=True, squeeze=False)
-    axes_list = grid.ravel()[: len(groups)]
-    for axes in grid.ravel()[len(groups) :]:
+    axes_list = grid.ravel()[: len(points)]
+    for axes in grid.ravel()[len(points) :]:
         axes.set_visible(False)
     cmap = colormaps["viridis"].with_extremes(bad="lightgrey")  # grey: zero or not recorded
     mesh = None
-    for axes, group, (steps, values) in zip(axes_list, groups, series, strict=True):
-        axes.set_title(group.label, loc="left", fontsize=10)
+    for axes, point, (steps, values) in zip(axes_list, points, series, strict=True):
+        axes.set_title(point.label, loc="left", fontsize=10)
         if not values.size:
             axes.text(0.5, 0.5, "no probes recorded", ha="center", transform=axes.transAxes)
             continue
@@ -274,7 +274,7 @@ def gradient_heatmaps(groups: Sequence[Group]) -> Figure:
         mesh = axes.pcolormesh(
             step_edges(steps), np.arange(layers + 1) + 0.5, masked.T, norm=norm, cmap=cmap
         )
-        set_layer_ticks(axes, "y", group.names.weighted_ticks(layers), 8 if deep else 12)
+        set_layer_ticks(axes, "y", point.names.weighted_ticks(layers), 8 if deep else 12)
         axes.set_ylabel("layer")
     for axes in axes_list[-columns:]:
         axes.set_xlabel("training step")
@@ -284,9 +284,9 @@ def gradient_heatmaps(groups: Sequence[Group]) -> Figure:
     return figure
 
 
-def unit_health(groups: Sequence[Group]) -> Figure | None:
+def unit_health(points: Sequence[Point]) -> Figure | None:
     """Per layer over training: saturated share (sigmoid, tanh, smooth), dead share (rectifiers)."""
-    shown = [(g, key) for g in groups if (key := g.health_key) is not None]
+    shown = [(g, key) for g in points if (key := g.health_key) is not None]
     if not shown:
         return None
     columns = min(len(shown), 4)
@@ -295,22 +295,22 @@ def unit_health(groups: Sequence[Group]) -> Figure | None:
     axes_grid = figure.subplots(rows, columns, squeeze=False)
     for axes in axes_grid.ravel()[len(shown) :]:
         axes.set_visible(False)
-    for axes, (group, key) in zip(axes_grid.ravel(), shown, strict=False):
-        steps, values = group.probe_series(key)
+    for axes, (point, key) in zip(axes_grid.ravel(), shown, strict=False):
+        steps, values = point.probe_series(key)
         layers = values.shape[1] if values.size else 0
         shades = layer_colors(layers)
         for i in range(layers):
-            label = group.names.hidden(i + 1)
+            label = point.names.hidden(i + 1)
             axes.plot(steps, 100 * values[:, i], color=shades[i], label=label)
         top = float(np.nanmax(values)) if values.size and np.isfinite(values).any() else 0.0
         if key == "dead_fraction":
             # The epoch-end count over the whole training set: fewer units are dead on every one
             # of 60 000 images than on every one of the probe batch's few hundred.
-            steps, values = group.epoch_layers("dead_fraction")
+            steps, values = point.epoch_layers("dead_fraction")
             for i in range(min(layers, values.shape[1] if values.size else 0)):
                 axes.plot(steps, 100 * values[:, i], "o", color=shades[i], markersize=4)
         what = "dead units (%)" if key == "dead_fraction" else "saturated pairs (%)"
-        axes.set_title(group.label, fontsize=10)
+        axes.set_title(point.label, fontsize=10)
         axes.set(xlabel="training step", ylabel=what)
         axes.set_ylim(0, max(5.0, 110 * top))  # at least 0-5 %, so "none" looks like none
         axes.grid(alpha=0.3)
@@ -318,22 +318,22 @@ def unit_health(groups: Sequence[Group]) -> Figure | None:
     return figure
 
 
-def prelu_slopes(groups: Sequence[Group]) -> Figure | None:
+def prelu_slopes(points: Sequence[Point]) -> Figure | None:
     """The learned PReLU slope of each layer over training; None when no run learned slopes."""
-    shown = [(g, g.probe_series("prelu_slopes")) for g in groups]
+    shown = [(g, g.probe_series("prelu_slopes")) for g in points]
     shown = [(g, s) for g, s in shown if s[1].size]
     if not shown:
         return None
     figure = Figure(figsize=(WIDTH, 3.4), layout="constrained")
     axes_list = figure.subplots(1, len(shown), squeeze=False)[0]
-    for axes, (group, (steps, values)) in zip(axes_list, shown, strict=True):
+    for axes, (point, (steps, values)) in zip(axes_list, shown, strict=True):
         shades = layer_colors(values.shape[1])
         for i in range(values.shape[1]):
-            axes.plot(steps, values[:, i], color=shades[i], label=group.names.hidden(i + 1))
+            axes.plot(steps, values[:, i], color=shades[i], label=point.names.hidden(i + 1))
         axes.axhline(0, color="black", linewidth=0.8)  # slope 0: ReLU
         axes.axhline(1, color="grey", linewidth=0.8, linestyle=":")  # slope 1: linear
         axes.set(
-            title=f"{group.label}: learned slope for z < 0",
+            title=f"{point.label}: learned slope for z < 0",
             xlabel="training step",
             ylabel="slope a in max(z, a z)",
         )
@@ -346,19 +346,19 @@ def prelu_slopes(groups: Sequence[Group]) -> Figure | None:
     return figure
 
 
-def activation_histograms(groups: Sequence[Group]) -> Figure | None:
-    """Each group's first run: a few layers' activation histograms at the first and the last
+def activation_histograms(points: Sequence[Point]) -> Figure | None:
+    """Each point's first run: a few layers' activation histograms at the first and the last
     probe, as densities on their recorded edges; None when no run recorded them (older runs)."""
     shown = []
-    for group in groups[:4]:
-        probes = [r for r in group.runs[0].rows("probe") if r.get("activation_histogram")]
+    for point in points[:4]:
+        probes = [r for r in point.runs[0].rows("probe") if r.get("activation_histogram")]
         if probes:
-            shown.append((group, probes[0], probes[-1]))
+            shown.append((point, probes[0], probes[-1]))
     if not shown:
         return None
     figure = Figure(figsize=(WIDTH, 3.4), layout="constrained")
     axes_list = figure.subplots(1, len(shown), squeeze=False)[0]
-    for axes, (group, first, last) in zip(axes_list, shown, strict=True):
+    for axes, (point, first, last) in zip(axes_list, shown, strict=True):
         layers = len(first["activation_histogram"])
         shades = layer_colors(layers)
         for i in spread(layers, 3):
@@ -368,32 +368,32 @@ def activation_histograms(groups: Sequence[Group]) -> Figure | None:
                 if not np.isfinite(edges).all() or counts.sum() == 0:
                     continue  # a diverged layer: nothing finite to draw
                 density = counts / (counts.sum() * np.diff(edges))
-                label = f"{group.names.hidden(i + 1)}, step {row['step']}"
+                label = f"{point.names.hidden(i + 1)}, step {row['step']}"
                 axes.stairs(density, edges, color=shades[i], linestyle=style, label=label)
-        axes.set(title=group.label, xlabel="layer output h", ylabel="density (log)", yscale="log")
+        axes.set(title=point.label, xlabel="layer output h", ylabel="density (log)", yscale="log")
         axes.grid(alpha=0.3)
         axes.legend(fontsize=7, frameon=False)
     return figure
 
 
-def activation_shapes(groups: Sequence[Group]) -> Figure:
+def activation_shapes(points: Sequence[Point]) -> Figure:
     """Each activation and its derivative over [-6, 6], with sigmoid's 1/4 bound marked."""
     figure = Figure(figsize=(WIDTH, 3.8), layout="constrained")
     value_axes, slope_axes = figure.subplots(1, 2)
     z = torch.linspace(*Z_RANGE, 601, dtype=torch.float64).unsqueeze(1)  # (601, 1)
-    color = colors(groups)
-    for index, group in enumerate(groups):
-        config = group.runs[0].config
+    color = colors(points)
+    for index, point in enumerate(points):
+        config = point.runs[0].config
         options = ActivationOptions(  # records without a field mean its default
             **{k: config[k] for k in ("negative_slope", "prelu_mode") if k in config}
         )
-        module = make_activation(group.activation.name, 1, options).double().eval()
+        module = make_activation(point.activation.name, 1, options).double().eval()
         with torch.no_grad():
             value = module(z)
         slope = derivative(module, z)
         # Rectifiers coincide for z > 0: dashes of their own keep every line visible.
-        style = {"color": color[group.label], "linestyle": DASHES[index % len(DASHES)]}
-        value_axes.plot(z[:, 0], value[:, 0], label=group.label, linewidth=1.8, **style)
+        style = {"color": color[point.label], "linestyle": DASHES[index % len(DASHES)]}
+        value_axes.plot(z[:, 0], value[:, 0], label=point.label, linewidth=1.8, **style)
         slope_axes.plot(z[:, 0], slope[:, 0], linewidth=1.8, **style)
     slope_axes.axhline(0.25, color="black", linestyle=":", linewidth=1)
     slope_axes.annotate(
@@ -409,17 +409,17 @@ def activation_shapes(groups: Sequence[Group]) -> Figure:
     for axes in (value_axes, slope_axes):
         axes.grid(alpha=0.3)
         axes.axhline(0, color="grey", linewidth=0.6)
-    legend_below(figure, 6 if len(groups) <= 6 else group_columns([g.label for g in groups]))
+    legend_below(figure, 6 if len(points) <= 6 else legend_columns([g.label for g in points]))
     return figure
 
 
-def attenuation(groups: Sequence[Group]) -> Figure:
+def attenuation(points: Sequence[Point]) -> Figure:
     """Measured first/output gradient ratio at init next to the slope bound (max f')^L."""
     figure = Figure(figsize=(WIDTH, 3.4), layout="constrained")
     axes = figure.subplots()
-    x = np.arange(len(groups))
-    measured = np.array([g.vanishing_ratio_init for g in groups])
-    bound = np.array([g.activation.derivative_bound ** len(g.hidden) for g in groups])
+    x = np.arange(len(points))
+    measured = np.array([g.vanishing_ratio_init for g in points])
+    bound = np.array([g.activation.derivative_bound ** len(g.hidden) for g in points])
     for offset, values, label, c in (
         (-0.2, measured, "measured: layer 1 / output gradient at init", "C0"),
         (0.2, bound, "bound from the slopes alone: (max f')^L", "C7"),
@@ -427,7 +427,7 @@ def attenuation(groups: Sequence[Group]) -> Figure:
         bars = axes.bar(x + offset, np.nan_to_num(values, nan=0.0), 0.38, label=label, color=c)
         axes.bar_label(bars, [number(v) for v in values], fontsize=8, padding=2)
     axes.set_yscale("log")
-    axes.set_xticks(x, [g.label for g in groups])
+    axes.set_xticks(x, [g.label for g in points])
     axes.axhline(1, color="black", linewidth=0.8)  # ratio 1: every layer gets as much as the last
     axes.set_ylabel("ratio (log)")
     axes.margins(y=0.25)
@@ -437,7 +437,7 @@ def attenuation(groups: Sequence[Group]) -> Figure:
 
 
 def series_style(series: DepthSeries) -> dict[str, Any]:
-    """Colour by activation; line style and marker by the setting of the other axes."""
+    """Colour by activation; line style and marker by the condition of the other axes."""
     return {
         "color": series.color,
         "linestyle": DASHES[series.style % len(DASHES)],
@@ -462,7 +462,7 @@ def series_legend(figure: Figure, series: Sequence[DepthSeries]) -> None:
             found.setdefault(label, handle)
     rank = {line.label: i for i, line in enumerate(series)}
     labels = sorted(found, key=lambda label: rank.get(label, len(rank)))  # bounds last
-    legend_below(figure, group_columns(labels), [found[label] for label in labels], labels)
+    legend_below(figure, legend_columns(labels), [found[label] for label in labels], labels)
 
 
 def reference_line(axes: Axes, value: float, text: str, linestyle: str) -> None:

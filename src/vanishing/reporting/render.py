@@ -23,7 +23,7 @@ from vanishing.reporting.diagnosis import ATTENUATION_HEADER, Gap, attenuation_c
 from vanishing.reporting.figures import FigureBlock
 from vanishing.reporting.formats import MISSING, fixed, markdown, markdown_table
 from vanishing.reporting.page import Report, build_report
-from vanishing.reporting.results import Group, RunRecords, model_setup, setting_order
+from vanishing.reporting.results import Point, RunRecords, condition_order, model_setup
 from vanishing.reporting.summary import TABLE_HEADER, summary_cells
 from vanishing.reporting.verdict import SATURATED, THRESHOLDS, Thresholds, judge
 from vanishing.settings.naming import watched
@@ -56,15 +56,15 @@ EXPLANATION = (
 
 def title(report: Report) -> str:
     """'Vanishing gradients: Sigmoid, ReLU on mnist', with the depths when they vary; a
-    watched model by its groups' labels ('Net (ReLU)'), and its data set only if it said."""
+    watched model by its points' labels ('Net (ReLU)'), and its data set only if it said."""
     if report.runs and all(watched(r.config) for r in report.runs):
-        labels = ", ".join(dict.fromkeys(g.label for g in report.groups))
+        labels = ", ".join(dict.fromkeys(g.label for g in report.points))
         datasets = sorted({str(r.config["dataset"]) for r in report.runs if "dataset" in r.config})
         where = f" on {', '.join(datasets)}" if datasets else ""
         return f"Vanishing gradients: {labels or 'no finished runs'}{where}"
-    labels = ", ".join(dict.fromkeys(g.activation.label for g in report.groups))
+    labels = ", ".join(dict.fromkeys(g.activation.label for g in report.points))
     datasets = sorted({str(r.config.get("dataset", "?")) for r in report.runs})
-    depths = sorted({g.depth for g in report.groups})
+    depths = sorted({g.depth for g in report.points})
     span = f", {depths[0]} to {depths[-1]} hidden layers" if len(depths) > 1 else ""
     return f"Vanishing gradients: {labels or 'no finished runs'} on {', '.join(datasets)}{span}"
 
@@ -82,19 +82,19 @@ def setup_line(report: Report) -> str:
         f"seeds {', '.join(map(str, seeds)) or MISSING}; probes every {config.get('probe_every')} "
         f"steps on {config.get('probe_size')} training images."
     )
-    if report.settings <= 1:
+    if report.conditions <= 1:
         widths = "-".join(str(w) for w in [784, *config.get("hidden", []), 10])
         return (
             f"MLP {widths}, init {config.get('init')}, {config.get('optimizer')} lr "
             f"{config.get('lr')}, batch {config.get('batch_size')}, epochs "
             f"{config.get('epochs')}, {probes_text}"
         )
-    settings = sorted({g.setting for g in report.groups}, key=setting_order)
+    conditions = sorted({g.condition for g in report.points}, key=condition_order)
 
     def values(key: str) -> str:
-        return "/".join(dict.fromkeys(str(s.get(key)) for s in settings))
+        return "/".join(dict.fromkeys(str(s.get(key)) for s in conditions))
 
-    hiddens = list(dict.fromkeys(s.hidden for s in settings))
+    hiddens = list(dict.fromkeys(s.hidden for s in conditions))
     layer_widths = {w for hidden in hiddens for w in hidden}
     if len(layer_widths) == 1 and all(len(set(h)) == 1 for h in hiddens):
         depths = ", ".join(str(len(h)) for h in hiddens)
@@ -105,8 +105,8 @@ def setup_line(report: Report) -> str:
     said = ("hidden", "dataset", "init", "optimizer", "lr", "batch_size", "epochs")
     others = "".join(
         f", {key.replace('_', ' ')} {values(key)}"
-        for key in dict.fromkeys(key for s in settings for key, _ in s.pairs)
-        if key not in said and len({s.get(key) for s in settings}) > 1
+        for key in dict.fromkeys(key for s in conditions for key, _ in s.pairs)
+        if key not in said and len({s.get(key) for s in conditions}) > 1
     )
     return (
         f"{shape}; init {values('init')}, {values('optimizer')} lr {values('lr')}, batch "
@@ -125,10 +125,10 @@ def sources(report: Report) -> list[str]:
     return [f"{len(report.sources)} directories under {parent or '.'}"]
 
 
-def group_cells(group: Group, row: dict[str, Any]) -> list[str]:
-    """One row of the page's summary table: the group's label, its run count, then the cells
+def point_cells(point: Point, row: dict[str, Any]) -> list[str]:
+    """One row of the page's summary table: the point's label, its run count, then the cells
     `vanishing compare` prints."""
-    label, *cells = summary_cells(row, group.label)
+    label, *cells = summary_cells(row, point.label)
     return [label, str(row["runs"]), *cells]
 
 
@@ -154,9 +154,9 @@ def run_cells(run: RunRecords) -> list[str]:
 
 
 def gap_cells(gap: Gap) -> list[str]:
-    """One row of the table of gaps between activations at one setting."""
+    """One row of the table of gaps between activations at one condition."""
     return [
-        gap.better.setting_label or MISSING,
+        gap.better.condition_label or MISSING,
         gap.better.activation.label,
         gap.worse.activation.label,
         f"{100 * gap.difference:.2f}",
@@ -192,9 +192,9 @@ def context(report: Report) -> dict[str, Any]:
         "title": title(report),
         "setup": setup_line(report),
         "sources": sources(report),
-        "sweep": report.settings > 1,
-        "summary": [group_cells(g, r) for g, r in zip(report.groups, report.rows, strict=True)],
-        "findings": list(zip(report.groups, report.diagnoses, strict=True)),
+        "sweep": report.conditions > 1,
+        "summary": [point_cells(g, r) for g, r in zip(report.points, report.rows, strict=True)],
+        "findings": list(zip(report.points, report.diagnoses, strict=True)),
         "significant_gaps": [gap_cells(g) for g in report.gaps if g.significant],
         "all_gaps": [all_gap_cells(g) for g in report.gaps],
         "attenuation": [attenuation_cells(r) for r in report.attenuation],
@@ -345,14 +345,14 @@ def notebook_summary(
     if html_path is not None and Path(html_path).is_file():
         found = re.search(r"<figure .*?</figure>", Path(html_path).read_text("utf-8"), re.S)
         figure = found.group(0) if found else ""
-    headlines = [(g.label, judge(g, thresholds).headline) for g in report.groups]
+    headlines = [(g.label, judge(g, thresholds).headline) for g in report.points]
     template = environment(autoescape=True).from_string(NOTEBOOK_SUMMARY)
     return template.render(
         scope=SCOPE,
         css=Markup(report_css()),  # noqa: S704 - our own style sheet
         title=title(report),
         header=SUMMARY_HEADER,
-        rows=[group_cells(g, r) for g, r in zip(report.groups, report.rows, strict=True)],
+        rows=[point_cells(g, r) for g, r in zip(report.points, report.rows, strict=True)],
         headlines=headlines if len(headlines) <= 8 else [],
         verdicts=[*report.stops, *report.verdicts],
         figure=Markup(figure),  # noqa: S704 - our own page's markup, escaped when written

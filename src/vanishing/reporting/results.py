@@ -1,7 +1,8 @@
 """The results the report reads, as a small data model of its own: each run directory's records
-(`RunRecords`), the groups of finished runs of one activation at one setting (`Group`), and the
-lines over depth that the depth figures draw (`DepthSeries`). Settings and their order live here
-too; their names (`naming.label`, `naming.axes`) in settings/naming.py."""
+(`RunRecords`), what the activations are compared on (`Condition`), the finished runs of one
+activation at one condition (`Point`: a grid point), and the lines over depth that the depth
+figures draw (`DepthSeries`). The conditions' order lives here too; their names (`naming.label`,
+`naming.axes`) in settings/naming.py."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from vanishing.settings.naming import MODEL_KEYS, LayerNames, namer, watched
 # where it ran. Read from the records, so a setting added to the config is a key by itself.
 RUN_KEYS = ("seed", "device")
 # The keys points.csv and pairs.csv have always begun with, in that order; only an order: the
-# other config keys follow them, and group runs all the same.
+# other config keys follow them, and split runs into points all the same.
 LEADING_KEYS = (
     "dataset",
     "hidden",
@@ -63,7 +64,7 @@ def point_keys(configs: Iterable[dict[str, Any]]) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Setting:
+class Condition:
     """What the activations are compared on: a run's config without its activation, seed and
     device, as (key, value) pairs sorted by key, the values hashable (hidden a tuple of widths)."""
 
@@ -104,7 +105,7 @@ class RunRecords:
 
     @property
     def finished(self) -> dict[str, Any]:
-        """result.json of a run that has finished (groups hold no other)."""
+        """result.json of a run that has finished (points hold no other)."""
         if self.result is None:
             raise ValueError(f"{self.path} has not finished: no result.json")
         return self.result
@@ -121,13 +122,14 @@ class RunRecords:
 
 
 @dataclass(frozen=True)
-class Group:
-    """The finished runs of one activation at one setting, over seeds."""
+class Point:
+    """The finished runs of one activation at one condition, over seeds: one grid point (a row of
+    points.csv and of the summary)."""
 
     activation: Activation
     runs: tuple[RunRecords, ...]
     label: str
-    setting: Setting = Setting()  # the runs' config without activation, seed and device
+    condition: Condition = Condition()  # the runs' config without activation, seed and device
     color: str = "C0"  # the activation's colour, the same in every figure
 
     @property
@@ -145,7 +147,7 @@ class Group:
 
     @property
     def names(self) -> LayerNames:
-        """How sentences name the layers (the runs of a group share one model)."""
+        """How sentences name the layers (the runs of a point share one model)."""
         return self.runs[0].names
 
     @property
@@ -154,8 +156,8 @@ class Group:
         return watched(self.runs[0].config)
 
     @property
-    def setting_label(self) -> str:
-        """The label without the activation: 'depth 5, init kaiming', '' when one setting."""
+    def condition_label(self) -> str:
+        """The label without the activation: 'depth 5, init kaiming', '' when one condition."""
         name = naming.title(self.runs[0].config)
         return self.label.removeprefix(name).removeprefix(", ")
 
@@ -255,11 +257,11 @@ class Group:
             return stats.mean_over_runs(stack, geometric), np.nanmin(stack, 0), np.nanmax(stack, 0)
 
 
-def setting_of(config: dict[str, Any]) -> Setting:
-    """The run's setting: every config key but the activation and RUN_KEYS. Sorted by key, so
-    that the same values make the same setting however config.json orders them."""
+def condition_of(config: dict[str, Any]) -> Condition:
+    """The run's condition: every config key but the activation and RUN_KEYS. Sorted by key, so
+    that the same values make the same condition however config.json orders them."""
     skipped = {"activation", *RUN_KEYS, *(MODEL_KEYS if watched(config) else ())}
-    return Setting(
+    return Condition(
         tuple(
             (key, tuple(value) if key == "hidden" else hashable(value))  # `loading`: ints
             for key, value in sorted(config.items())
@@ -275,10 +277,10 @@ def value_order(value: Any) -> tuple[int, Any, str]:
     return (1, 0, str(value))
 
 
-def setting_order(setting: Setting) -> tuple[Any, ...]:
-    """Sort key of a setting: shallowest first, then LEADING_KEYS' values in that order, then
+def condition_order(condition: Condition) -> tuple[Any, ...]:
+    """Sort key of a condition: shallowest first, then LEADING_KEYS' values in that order, then
     the other keys' by name (numbers before text)."""
-    values = dict(setting.pairs)
+    values = dict(condition.pairs)
     hidden = values.pop("hidden", ())
     leading = [
         value_order(values.pop(k, None)) for k in LEADING_KEYS if k not in ("hidden", "activation")
@@ -287,10 +289,10 @@ def setting_order(setting: Setting) -> tuple[Any, ...]:
     return (len(hidden), hidden, *leading, *rest)
 
 
-def axes_of(setting: Setting) -> dict[str, Any]:
-    """A setting as readable axes (`naming.axes`): depth and width for equal widths, else the
+def axes_of(condition: Condition) -> dict[str, Any]:
+    """A condition as readable axes (`naming.axes`): depth and width for equal widths, else the
     widths joined; then every other key."""
-    return naming.axes(dict(setting.pairs))
+    return naming.axes(dict(condition.pairs))
 
 
 def model_setup(config: dict[str, Any]) -> str:
@@ -321,47 +323,47 @@ def seed_order(run: RunRecords) -> tuple[int, Any]:
     return (0, seed) if isinstance(seed, (int, float)) else (1, str(seed))
 
 
-def make_groups(runs: Sequence[RunRecords]) -> list[Group]:
-    """Finished runs grouped by activation and setting, in registry order, shallowest first;
-    labels name the setting only where settings differ."""
-    keyed: dict[tuple[str, Setting], list[RunRecords]] = {}
+def make_points(runs: Sequence[RunRecords]) -> list[Point]:
+    """Finished runs grouped by activation and condition, in registry order, shallowest first;
+    labels name the condition only where conditions differ."""
+    keyed: dict[tuple[str, Condition], list[RunRecords]] = {}
     for run in runs:
         if run.result is not None:
-            key = (run.config["activation"], setting_of(run.config))
+            key = (run.config["activation"], condition_of(run.config))
             keyed.setdefault(key, []).append(run)
     order = list(ACTIVATIONS)
-    keys = sorted(keyed, key=lambda k: (order.index(k[0]), setting_order(k[1])))
+    keys = sorted(keyed, key=lambda k: (order.index(k[0]), condition_order(k[1])))
     names = list(dict.fromkeys(name for name, _ in keys))
     palette = {name: f"C{i % 10}" for i, name in enumerate(names)}
-    # Each group as a config of its activation and setting: labelled as the live page labels
-    # a run, by what sets it apart from the other groups.
-    configs = [{"activation": name, **dict(setting.pairs)} for name, setting in keys]
-    groups = []
-    for (name, setting), config in zip(keys, configs, strict=True):
-        group_runs = sorted(keyed[(name, setting)], key=lambda r: (seed_order(r), r.path))
+    # Each point as a config of its activation and condition: labelled as the live page labels
+    # a run, by what sets it apart from the other points.
+    configs = [{"activation": name, **dict(condition.pairs)} for name, condition in keys]
+    points = []
+    for (name, condition), config in zip(keys, configs, strict=True):
+        point_runs = sorted(keyed[(name, condition)], key=lambda r: (seed_order(r), r.path))
         label = naming.label(config, configs)
-        groups.append(Group(ACTIVATIONS[name], tuple(group_runs), label, setting, palette[name]))
-    return groups
+        points.append(Point(ACTIVATIONS[name], tuple(point_runs), label, condition, palette[name]))
+    return points
 
 
-def by_setting(groups: Sequence[Group]) -> dict[Setting, list[Group]]:
-    """The groups of each setting, settings shallowest first, activations in registry order."""
-    settings: dict[Setting, list[Group]] = {}
-    for group in sorted(groups, key=lambda g: setting_order(g.setting)):  # stable sort
-        settings.setdefault(group.setting, []).append(group)
-    return settings
+def by_condition(points: Sequence[Point]) -> dict[Condition, list[Point]]:
+    """The points of each condition, conditions shallowest first, activations in registry order."""
+    conditions: dict[Condition, list[Point]] = {}
+    for point in sorted(points, key=lambda g: condition_order(g.condition)):  # stable sort
+        conditions.setdefault(point.condition, []).append(point)
+    return conditions
 
 
-def representative_settings(settings: Sequence[Setting]) -> list[Setting]:
-    """The settings the per-layer figures are drawn for: the shallowest, and the deepest with
+def representative_conditions(conditions: Sequence[Condition]) -> list[Condition]:
+    """The conditions the per-layer figures are drawn for: the shallowest, and the deepest with
     the same other axes (else the first deepest); without depths, the first and the last."""
-    ordered = sorted(settings, key=setting_order)
+    ordered = sorted(conditions, key=condition_order)
     if len(ordered) <= 1:
         return ordered
     first = ordered[0]
 
-    def others(setting: Setting) -> dict[str, Any]:
-        return {k: v for k, v in axes_of(setting).items() if k != "depth"}
+    def others(condition: Condition) -> dict[str, Any]:
+        return {k: v for k, v in axes_of(condition).items() if k != "depth"}
 
     deepest = [s for s in ordered if s.depth == ordered[-1].depth]
     last = next((s for s in deepest if others(s) == others(first)), deepest[0])
@@ -370,54 +372,54 @@ def representative_settings(settings: Sequence[Setting]) -> list[Setting]:
 
 @dataclass(frozen=True)
 class DepthSeries:
-    """One line of the depth figures: an activation at one setting of the other axes."""
+    """One line of the depth figures: an activation at one condition of the other axes."""
 
     label: str
     activation: Activation
     color: str
-    style: int  # which setting of the other axes: line style and marker
-    groups: tuple[Group, ...]  # shallowest first
+    style: int  # which condition of the other axes: line style and marker
+    points: tuple[Point, ...]  # shallowest first
 
     @property
     def dataset(self) -> Any:
-        return self.groups[0].setting.get("dataset")
+        return self.points[0].condition.get("dataset")
 
     @property
     def health_key(self) -> str | None:
-        return self.groups[0].health_key
+        return self.points[0].health_key
 
     @property
     def depths(self) -> np.ndarray:
-        return np.array([g.depth for g in self.groups], dtype=float)
+        return np.array([g.depth for g in self.points], dtype=float)
 
     def accuracy(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std over seeds) of test accuracy at each depth."""
-        summaries = [g.accuracy for g in self.groups]
+        summaries = [g.accuracy for g in self.points]
         return np.array([s.mean for s in summaries]), np.array([s.std for s in summaries])
 
     def ratio(self) -> np.ndarray:
         """Layer-1 / output gradient ratio at initialisation (geometric mean) at each depth; 0
         where it underflowed at every seed."""
-        return np.array([0.0 if g.ratio_underflow else g.vanishing_ratio_init for g in self.groups])
+        return np.array([0.0 if g.ratio_underflow else g.vanishing_ratio_init for g in self.points])
 
     def units(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std over seeds) of the percent of dead or saturated units at each depth."""
         if self.health_key is None:
-            nan = np.full(len(self.groups), math.nan)
+            nan = np.full(len(self.points), math.nan)
             return nan, nan
-        summaries = [g.unit_share(self.health_key) for g in self.groups]
+        summaries = [g.unit_share(self.health_key) for g in self.points]
         return np.array([s.mean for s in summaries]), np.array([s.std for s in summaries])
 
 
-def depth_series(groups: Sequence[Group]) -> list[DepthSeries]:
-    """The groups as lines over depth: one per activation and setting of the other axes."""
-    keyed: dict[tuple[str, str], list[Group]] = {}
+def depth_series(points: Sequence[Point]) -> list[DepthSeries]:
+    """The points as lines over depth: one per activation and condition of the other axes."""
+    keyed: dict[tuple[str, str], list[Point]] = {}
     others: dict[str, dict[str, Any]] = {}
-    for group in groups:  # registry order, then shallowest first
-        other = {k: v for k, v in axes_of(group.setting).items() if k not in ("depth", "widths")}
+    for point in points:  # registry order, then shallowest first
+        other = {k: v for k, v in axes_of(point.condition).items() if k not in ("depth", "widths")}
         text = json.dumps(other, sort_keys=True, default=str)
         others.setdefault(text, other)
-        keyed.setdefault((group.activation.name, text), []).append(group)
+        keyed.setdefault((point.activation.name, text), []).append(point)
     style = {text: i for i, text in enumerate(others)}
     describe = namer(list(others.values()))
     series = []
@@ -425,7 +427,7 @@ def depth_series(groups: Sequence[Group]) -> list[DepthSeries]:
         words = describe(others[text])
         first = members[0]
         label = first.activation.label + (f" ({words})" if words else "")
-        members = sorted(members, key=lambda g: setting_order(g.setting))
+        members = sorted(members, key=lambda g: condition_order(g.condition))
         series.append(
             DepthSeries(label, first.activation, first.color, style[text], tuple(members))
         )

@@ -1,10 +1,11 @@
 """The tables of numbers read from records: a compare's summary (the printed table and
 summary.csv) and a sweep's runs.csv, points.csv and pairs.csv.
 
-Every table groups runs as the report does (`results.make_groups`: activation and setting, an
-older run's config completed with the defaults of the settings it predates) and judges a gap
-between two activations with the report's test (`diagnosis.setting_gaps`), so a table's row, a
-CSV point and a report's group are the same runs, and pairs.csv and the page agree."""
+Every table splits runs into points as the report does (`results.make_points`: activation and
+condition, an older run's config completed with the defaults of the settings it predates) and
+judges a gap between two activations with the report's test (`diagnosis.condition_gaps`), so a
+table's row, a row of points.csv and a report's point are the same runs, and pairs.csv and the
+page agree."""
 
 from __future__ import annotations
 
@@ -16,14 +17,14 @@ from typing import Any
 
 from vanishing import records, stats
 from vanishing.model.activations import ACTIVATIONS
-from vanishing.reporting.diagnosis import setting_gaps
+from vanishing.reporting.diagnosis import condition_gaps
 from vanishing.reporting.formats import NOT_APPLICABLE, UNDERFLOW, fixed, scientific, text_table
 from vanishing.reporting.loading import read_run
-from vanishing.reporting.results import Group, RunRecords, make_groups, point_keys
+from vanishing.reporting.results import Point, RunRecords, make_points, point_keys
 from vanishing.reporting.verdict import THRESHOLDS, Thresholds
 
-# summary.csv's columns: one row per group (an activation at one setting), over its seeds; a
-# "setting" column after the activation when the runs span several settings.
+# summary.csv's columns: one row per point (an activation at one condition), over its seeds; a
+# "setting" column (the condition's label) after the activation when the runs span several.
 SUMMARY_FIELDS = (
     "activation",
     "runs",
@@ -47,27 +48,27 @@ TABLE_HEADER = (
 )
 
 
-def in_run_order(groups: Sequence[Group], runs: Sequence[RunRecords]) -> list[Group]:
-    """The groups in the order their first runs come in `runs` (the order a compare ran them,
+def in_run_order(points: Sequence[Point], runs: Sequence[RunRecords]) -> list[Point]:
+    """The points in the order their first runs come in `runs` (the order a compare ran them,
     a sweep's grid order), not the report's."""
     index: dict[Path, int] = {}
     for i, run in enumerate(runs):
         index.setdefault(run.path, i)
-    return sorted(groups, key=lambda group: min(index[run.path] for run in group.runs))
+    return sorted(points, key=lambda point: min(index[run.path] for run in point.runs))
 
 
-def summary_row(group: Group) -> dict[str, Any]:
-    """One group's row: the SUMMARY_FIELDS, its `label` and `setting` (the report's), and
+def summary_row(point: Point) -> dict[str, Any]:
+    """One point's row: the SUMMARY_FIELDS, its `label` and `setting` (its condition's label), and
     `ratio_underflow` for the table (not a column of summary.csv)."""
-    ok = [run.finished for run in group.ok]
+    ok = [run.finished for run in point.ok]
     return {
-        "activation": group.activation.name,
-        "label": group.label,
-        "setting": group.setting_label,
-        "runs": len(group.runs),
-        "diverged": len(group.runs) - len(ok),
-        "test_accuracy_mean": group.accuracy.mean,
-        "test_accuracy_std": group.accuracy.std,
+        "activation": point.activation.name,
+        "label": point.label,
+        "setting": point.condition_label,
+        "runs": len(point.runs),
+        "diverged": len(point.runs) - len(ok),
+        "test_accuracy_mean": point.accuracy.mean,
+        "test_accuracy_std": point.accuracy.std,
         "test_loss_mean": stats.summarize(r.get("test_loss") for r in ok).mean,
         "seconds_per_epoch": stats.summarize(
             r["train_seconds"] / len(r["history"])
@@ -75,21 +76,21 @@ def summary_row(group: Group) -> dict[str, Any]:
             if r.get("history") and r.get("train_seconds") is not None
         ).mean,
         # Ratios span orders of magnitude: their geometric mean.
-        "vanishing_ratio_init": group.vanishing_ratio_init,
-        "dead_percent": group.unit_share("dead_fraction").mean,
-        "saturated_percent": group.unit_share("saturated_fraction").mean,
-        "ratio_underflow": group.ratio_underflow,
+        "vanishing_ratio_init": point.vanishing_ratio_init,
+        "dead_percent": point.unit_share("dead_fraction").mean,
+        "saturated_percent": point.unit_share("saturated_fraction").mean,
+        "ratio_underflow": point.ratio_underflow,
     }
 
 
 def summary_rows(runs: Sequence[RunRecords]) -> list[dict[str, Any]]:
-    """One row per group of finished runs (`make_groups`), in the order the runs come."""
-    return [summary_row(group) for group in in_run_order(make_groups(runs), runs)]
+    """One row per point of finished runs (`make_points`), in the order the runs come."""
+    return [summary_row(point) for point in in_run_order(make_points(runs), runs)]
 
 
 def summary_cells(row: dict[str, Any], label: str | None = None) -> list[str]:
     """One summary row as the cells of TABLE_HEADER; `label` names it (default: the row's,
-    the report's label of its group)."""
+    the report's label of its point)."""
     activation = ACTIVATIONS[row["activation"]]
     rectifier = activation.family == "rectifier"
     accuracy = fixed(100 * row["test_accuracy_mean"], 2)
@@ -117,8 +118,8 @@ def format_summary(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def write_summary_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """`summary.csv`: one row per group, the table's numbers unrounded; the group's setting
-    after its activation where the rows span several."""
+    """`summary.csv`: one row per point, the table's numbers unrounded; the point's condition
+    (the `setting` column) after its activation where the rows span several."""
     fields = list(SUMMARY_FIELDS)
     if any(row.get("setting") for row in rows):
         fields.insert(1, "setting")
@@ -180,13 +181,13 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def point_row(group_rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
-    """One grid point (a group: its runs' runs.csv rows): the values of `keys` (`point_keys`),
-    then n, mean, std and 95 % CI of accuracy and loss, and the means of the other numbers,
-    over the runs that finished without diverging."""
-    ok = [r for r in group_rows if r["status"] == "ok"]
-    point = {k: group_rows[0].get(k) for k in keys}
-    point.update(depth=group_rows[0]["depth"], runs=len(group_rows), ok=len(ok))
+def point_row(run_rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
+    """One grid point (a report's point: its runs' runs.csv rows): the values of `keys`
+    (`point_keys`), then n, mean, std and 95 % CI of accuracy and loss, and the means of the
+    other numbers, over the runs that finished without diverging."""
+    ok = [r for r in run_rows if r["status"] == "ok"]
+    row = {k: run_rows[0].get(k) for k in keys}
+    row.update(depth=run_rows[0]["depth"], runs=len(run_rows), ok=len(ok))
     for metric in (
         "test_accuracy",
         "test_loss",
@@ -195,29 +196,29 @@ def point_row(group_rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict
         "saturated_percent",
     ):
         summary = stats.summarize(r[metric] for r in ok)
-        point[f"{metric}_mean"] = summary.mean
+        row[f"{metric}_mean"] = summary.mean
         if metric in ("test_accuracy", "test_loss"):
-            point[f"{metric}_std"] = summary.std
-            point[f"{metric}_ci_low"] = summary.ci_low
-            point[f"{metric}_ci_high"] = summary.ci_high
-    return point
+            row[f"{metric}_std"] = summary.std
+            row[f"{metric}_ci_low"] = summary.ci_low
+            row[f"{metric}_ci_high"] = summary.ci_high
+    return row
 
 
 def pair_rows(
-    groups: Sequence[Group],
+    points: Sequence[Point],
     rows: dict[Path, dict[str, Any]],
     keys: Sequence[str],
     thresholds: Thresholds = THRESHOLDS,
 ) -> list[dict[str, Any]]:
-    """Per setting (the values of `keys` but the activation), each pair of activations as the
-    report judges it (`diagnosis.setting_gaps`), `a` the one whose runs come first: the seeds
+    """Per condition (the values of `keys` but the activation), each pair of activations as the
+    report judges it (`diagnosis.condition_gaps`), `a` the one whose runs come first: the seeds
     each side finished ('3', or '3 and 2'), a's mean accuracy minus b's, the t statistic and
     p-value, and the test (paired on the same seeds, Welch otherwise; with one seed a side
     'vs chance' or 'vs spread'; '' when nothing could judge it)."""
-    order = {id(group): i for i, group in enumerate(groups)}
+    order = {id(point): i for i, point in enumerate(points)}
     shown = [k for k in keys if k != "activation"]
     pairs = []
-    for gap in setting_gaps(groups, thresholds):
+    for gap in condition_gaps(points, thresholds):
         a, b, sign = gap.better, gap.worse, 1
         if order[id(b)] < order[id(a)]:
             a, b, sign = b, a, -1
@@ -243,8 +244,8 @@ def tabulate(
     out: Path, run_dirs: Sequence[Path], thresholds: Thresholds = THRESHOLDS
 ) -> list[dict[str, Any]]:
     """Write runs.csv, points.csv and pairs.csv in `out` for the finished runs among
-    `run_dirs` (in that order, failed ones too); the runs.csv rows. A grid point is a group
-    of the report (`make_groups`): every config key but the seed and the device."""
+    `run_dirs` (in that order, failed ones too); the runs.csv rows. A grid point is a point
+    of the report (`make_points`): every config key but the seed and the device."""
     runs: list[RunRecords] = []
     for run_dir in dict.fromkeys(Path(d) for d in run_dirs):
         if records.is_complete(run_dir):
@@ -253,12 +254,12 @@ def tabulate(
                 runs.append(run)
     keys = config_keys(runs)
     rows = {run.path: result_row(run, keys) for run in runs}
-    groups = in_run_order(make_groups(runs), runs)
-    points = point_keys(run.recorded for run in runs)
+    points = in_run_order(make_points(runs), runs)
+    columns = point_keys(run.recorded for run in runs)
     write_csv(Path(out) / "runs.csv", list(rows.values()))
     write_csv(
         Path(out) / "points.csv",
-        [point_row([rows[run.path] for run in group.runs], points) for group in groups],
+        [point_row([rows[run.path] for run in point.runs], columns) for point in points],
     )
-    write_csv(Path(out) / "pairs.csv", pair_rows(groups, rows, points, thresholds))
+    write_csv(Path(out) / "pairs.csv", pair_rows(points, rows, columns, thresholds))
     return list(rows.values())

@@ -371,7 +371,7 @@ def older_defaults() -> dict[str, Any]:
 def completed(values: dict[str, Any]) -> dict[str, Any]:
     """A config.json's values with the settings it predates filled in (`older_defaults`): such a
     record reads as if it had them, so that older runs keep their names, resume and share a
-    report's groups."""
+    report's points."""
     return {**older_defaults(), **values}
 
 

@@ -90,9 +90,9 @@ def axes(config: dict[str, Any]) -> dict[str, Any]:
 def label(
     config: TrainConfig | dict[str, Any], others: Sequence[TrainConfig | dict[str, Any]] = ()
 ) -> str:
-    """A run's (or a report group's) label, the same on the live page and in the report: its
+    """A run's (or a report point's) label, the same on the live page and in the report: its
     title, then the axes in which it differs from `others` (the runs started or listed with it,
-    the report's other groups), as `namer` words them: 'ReLU', 'ReLU, sgd, 3 epochs, batch 32',
+    the report's other points), as `namer` words them: 'ReLU', 'ReLU, sgd, 3 epochs, batch 32',
     'ReLU, seed 1'. A watched model is set against watched models only."""
     values = config.to_dict() if isinstance(config, TrainConfig) else config
     rest = [other.to_dict() if isinstance(other, TrainConfig) else other for other in others]

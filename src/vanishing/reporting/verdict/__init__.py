@@ -7,9 +7,9 @@ already uses.
 The modules, one job each, in the order a verdict is made:
 - `thresholds`: every threshold (`Thresholds`), and the chance level they are set against;
 - `profile`: what the records say about the layers at step 0 (`Profile`, `profile`);
-- `rules`: which failure a group, or a run's latest rows, shows, as data (the kinds of finding);
+- `rules`: which failure a point, or a run's latest rows, shows, as data (the kinds of finding);
 - `sentences`: the findings in words; `cures`: the cure for the worst one;
-- `judging`: a group's `Verdict` (`judge`) and one run's line (`headline`);
+- `judging`: a point's `Verdict` (`judge`) and one run's line (`headline`);
 - `live`: the line for a run still training (`live_headline`), by the same rules.
 """
 

@@ -4,7 +4,7 @@ watched model, whose user passes no options (`model_cure`)."""
 
 from __future__ import annotations
 
-from vanishing.reporting.results import Group
+from vanishing.reporting.results import Point
 from vanishing.reporting.verdict.profile import setting_value
 from vanishing.reporting.verdict.rules import TOO_LARGE, dead_at_init
 
@@ -17,18 +17,18 @@ DEAD_LAYER_CURE = (
 )
 
 
-def cure_sentence(group: Group, kinds: tuple[str, ...]) -> str:
+def cure_sentence(point: Point, kinds: tuple[str, ...]) -> str:
     """The cure for the worst failure, fitted to what the run already uses; '' if none fits."""
-    if group.watched:
-        return model_cure(group, kinds)
-    config = group.runs[0].config
+    if point.watched:
+        return model_cure(point, kinds)
+    config = point.runs[0].config
     norm = setting_value(config, "norm") or "none"
     residual = bool(setting_value(config, "residual"))
     gain = setting_value(config, "init_gain")
     clip = setting_value(config, "clip_grad_norm")
     init = str(config.get("init", "default"))
     optimizer = str(config.get("optimizer", ""))
-    family, name = group.activation.family, group.activation.name
+    family, name = point.activation.family, point.activation.name
     kaiming = init in ("kaiming", "he")
     parts: list[str] = []
     worst = kinds[0] if kinds else "healthy"
@@ -81,7 +81,7 @@ def cure_sentence(group: Group, kinds: tuple[str, ...]) -> str:
                 listed += f" or {options[-1]}" if len(options) > 1 else ""
                 each = ", each of which keeps" if len(options) > 1 else ", which keeps"
                 parts.append(f"{listed}{each} the gradient's size from layer to layer")
-    if dead_at_init(group) and worst == "vanishing":
+    if dead_at_init(point) and worst == "vanishing":
         parts = [DEAD_LAYER_CURE]
     if "dead" in kinds and name == "relu" and (worst == "dead" or not parts):
         parts.append("leaky ReLU or PReLU keep a slope for z < 0, so no unit dies for good")
@@ -92,14 +92,14 @@ def cure_sentence(group: Group, kinds: tuple[str, ...]) -> str:
     return f"Cure: {'; '.join(parts)}."
 
 
-def model_cure(group: Group, kinds: tuple[str, ...]) -> str:
+def model_cure(point: Point, kinds: tuple[str, ...]) -> str:
     """A watched model's cure for its worst failure, as changes to the model or the loop (its
     user passes no options): the module to add, the init to use; '' if none fits."""
-    config = group.runs[0].config
+    config = point.runs[0].config
     description = str(config.get("description") or "")
     has_norm = "BatchNorm" in description or "LayerNorm" in description
     norm = "nn.BatchNorm2d" if "Conv2d" in description else "nn.BatchNorm1d"
-    label, family = group.activation.label, group.activation.family
+    label, family = point.activation.label, point.activation.family
     lr = config.get("lr")
     lr_here = f" (lr {lr:g} here)" if isinstance(lr, (int, float)) else ""
     clip = (
@@ -149,9 +149,9 @@ def model_cure(group: Group, kinds: tuple[str, ...]) -> str:
             )
             each = ", each of which keeps" if len(options) > 1 else ", which keeps"
             parts.append(f"{listed}{each} the gradient's size from layer to layer")
-    if dead_at_init(group) and worst == "vanishing":
+    if dead_at_init(point) and worst == "vanishing":
         parts = [DEAD_LAYER_CURE]
-    if "dead" in kinds and group.activation.name == "relu" and (worst == "dead" or not parts):
+    if "dead" in kinds and point.activation.name == "relu" and (worst == "dead" or not parts):
         parts.append(
             "nn.LeakyReLU or nn.PReLU instead of nn.ReLU keep a slope for z < 0, so no unit "
             "dies for good"

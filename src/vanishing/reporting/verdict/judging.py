@@ -1,4 +1,4 @@
-"""A group's verdict: every rule applied to its records, the findings ranked worst first, the
+"""A point's verdict: every rule applied to its records, the findings ranked worst first, the
 headline, the evidence, the accuracy and the cure (`judge`); one line for a run directory
 (`headline`, what `vanishing train` prints)."""
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vanishing.reporting.loading import load_runs
-from vanishing.reporting.results import Group, RunRecords, make_groups
+from vanishing.reporting.results import Point, RunRecords, make_points
 from vanishing.reporting.verdict import sentences as say
 from vanishing.reporting.verdict.cures import cure_sentence
 from vanishing.reporting.verdict.profile import Profile, last_signal_factor, profile
@@ -24,7 +24,7 @@ from vanishing.reporting.verdict.rules import (
     dead_at_init,
     divergence,
     gradient,
-    grown_in_group,
+    grown_in_point,
     huge_at_init,
     huge_final_loss,
     later_signal,
@@ -35,7 +35,7 @@ from vanishing.reporting.verdict.thresholds import THRESHOLDS, Thresholds
 
 @dataclass(frozen=True)
 class Verdict:
-    """One group's verdict: the failures found (`kinds`, worst first), its sentences (the
+    """One point's verdict: the failures found (`kinds`, worst first), its sentences (the
     headline first, evidence next, the cure last) and the factors behind them."""
 
     kinds: tuple[str, ...]  # e.g. ("vanishing", "forward-collapse", "cancel"); ("healthy",)
@@ -67,27 +67,27 @@ class Findings:
             self.evidence.append(sentence)
 
 
-def judge(group: Group, thresholds: Thresholds = THRESHOLDS) -> Verdict:
-    """The group's verdict from every signal its records hold."""
+def judge(point: Point, thresholds: Thresholds = THRESHOLDS) -> Verdict:
+    """The point's verdict from every signal its records hold."""
     findings = Findings()
-    found = profile(group)
-    linear_layers, names = group.depth + 1, group.names
-    diverged = divergence(group)
+    found = profile(point)
+    linear_layers, names = point.depth + 1, point.names
+    diverged = divergence(point)
     if diverged:
         findings.add("training-blow-up", say.divergence_sentence(diverged, linear_layers, names))
-    huge = huge_final_loss(group, found, thresholds)
+    huge = huge_final_loss(point, found, thresholds)
     if huge:
         findings.add("training-blow-up", say.huge_loss_sentence(huge))
-    grown = grown_in_group(group, thresholds)
+    grown = grown_in_point(point, thresholds)
     if grown:
         findings.add("training-blow-up", say.grown_sentence(grown, linear_layers, names))
 
-    step0 = gradient(found, group.vanishing_ratio_init, thresholds)
-    rectifier = group.activation.family == "rectifier"
-    dead = dead_at_init(group) if found.signal_factor == 0 else 0
+    step0 = gradient(found, point.vanishing_ratio_init, thresholds)
+    rectifier = point.activation.family == "rectifier"
+    dead = dead_at_init(point) if found.signal_factor == 0 else 0
     for kind, sentence in say.gradient_sentences(found, step0, rectifier, dead):
         findings.add(kind, sentence)
-    init = huge_at_init(group, thresholds)
+    init = huge_at_init(point, thresholds)
     if init:
         findings.add(
             "exploding",
@@ -97,19 +97,19 @@ def judge(group: Group, thresholds: Thresholds = THRESHOLDS) -> Verdict:
     note = weight_note(found, step0, thresholds)
     if note:
         findings.add(note.kind, say.weight_note_sentence(note, found, step0.ratio), headline=False)
-    if group.ratio_underflow:
+    if point.ratio_underflow:
         findings.add("underflow", say.UNDERFLOW, headline=False)
-    if group.activation.derivative_bound < 1 and step0.signal in ("vanishing", "attenuated"):
-        findings.evidence.append(say.bound_sentence(group))
-    for kind, sentence in say.units_sentences(group, thresholds):
+    if point.activation.derivative_bound < 1 and step0.signal in ("vanishing", "attenuated"):
+        findings.evidence.append(say.bound_sentence(point))
+    for kind, sentence in say.units_sentences(point, thresholds):
         findings.add(kind, sentence, headline=kind in UNITS)
-    if at_chance(group, thresholds):
+    if at_chance(point, thresholds):
         findings.kinds.append("no-learning")
-    return finish(group, found, step0.signal, findings, thresholds)
+    return finish(point, found, step0.signal, findings, thresholds)
 
 
 def finish(
-    group: Group, found: Profile, signal: str, findings: Findings, thresholds: Thresholds
+    point: Point, found: Profile, signal: str, findings: Findings, thresholds: Thresholds
 ) -> Verdict:
     """The Verdict: the worst finding as the headline, the others and the accuracy as evidence,
     the cure last."""
@@ -129,8 +129,8 @@ def finish(
         kinds = ["healthy", *kinds]
         if signal:
             headline = say.signal_sentence(found, "healthy")
-        elif math.isfinite(group.vanishing_ratio_init):
-            ratio = group.vanishing_ratio_init
+        elif math.isfinite(point.vanishing_ratio_init):
+            ratio = point.vanishing_ratio_init
             headline = say.ratio_sentence("healthy", ratio, found.names, "initialisation")
         else:
             headline = say.NO_GRADIENT
@@ -139,34 +139,34 @@ def finish(
         evidence.append(say.signal_evidence(found))
     evidence += findings.evidence + units
     if "training-blow-up" not in kinds:
-        factor = last_signal_factor(group)
+        factor = last_signal_factor(point)
         later = later_signal(signal, factor, thresholds)
         if later:
             when = "After training (last probe)"
             evidence.append(
-                say.later_signal_sentence(when, later, factor, group.names, group.depth)
+                say.later_signal_sentence(when, later, factor, point.names, point.depth)
             )
-    accuracy = say.accuracy_sentence(group, thresholds)
+    accuracy = say.accuracy_sentence(point, thresholds)
     if accuracy:
         evidence.append(accuracy)
-    if any(r.status == "diverged" for r in group.runs) and group.ok:
+    if any(r.status == "diverged" for r in point.runs) and point.ok:
         evidence.append(say.LEFT_OUT)
-    clipped = say.clipping_sentence(group)
+    clipped = say.clipping_sentence(point)
     if clipped:
         evidence.append(clipped)
-    cure = cure_sentence(group, tuple(kinds))
+    cure = cure_sentence(point, tuple(kinds))
     all_sentences = (headline, *evidence, *([cure] if cure else []))
     return Verdict(tuple(kinds), headline, all_sentences, found, cure)
 
 
 def headline(source: Path | str | Sequence[RunRecords], thresholds: Thresholds = THRESHOLDS) -> str:
     """One short line: the headline verdict of a run directory (or of runs' records), e.g. for
-    `vanishing train` to print; with several groups, each prefixed by its label."""
+    `vanishing train` to print; with several points, each prefixed by its label."""
     runs = load_runs([source])[0] if isinstance(source, (str, Path)) else list(source)
-    groups = make_groups(runs)
-    if not groups:
+    points = make_points(runs)
+    if not points:
         return "No finished run: no verdict."
-    verdicts = [judge(g, thresholds) for g in groups]
-    if len(groups) == 1:
+    verdicts = [judge(g, thresholds) for g in points]
+    if len(points) == 1:
         return verdicts[0].headline
-    return " ".join(f"{g.label}: {v.headline}" for g, v in zip(groups, verdicts, strict=True))
+    return " ".join(f"{g.label}: {v.headline}" for g, v in zip(points, verdicts, strict=True))

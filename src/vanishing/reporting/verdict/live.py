@@ -1,5 +1,5 @@
 """The live line: one line for a run still training, from its metrics rows so far, by the rules
-`judge` applies to a finished group (`rules`), applied to the first probe (step 0) and the
+`judge` applies to a finished point (`rules`), applied to the first probe (step 0) and the
 latest rows: a loss that blew up or gradients grown huge first, the gradient at step 0 next, the
 signal at the latest probe where it reads otherwise, dead units last."""
 

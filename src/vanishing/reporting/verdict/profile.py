@@ -1,4 +1,4 @@
-"""What the records say about a group's layers, before any rule reads it: per hidden layer the
+"""What the records say about a point's layers, before any rule reads it: per hidden layer the
 back-propagated signal and the activations' scale at step 0 (`Profile`, `profile`), the factors
 across them, a probe row's largest gradient norm and a config value as older records mean it.
 
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from vanishing import stats
-from vanishing.reporting.results import Group, RunRecords, numbers
+from vanishing.reporting.results import Point, RunRecords, numbers
 from vanishing.settings.config import completed
 from vanishing.settings.naming import NUMBERED, LayerNames, watched
 
@@ -122,11 +122,11 @@ def signal_factor(row: dict[str, Any], config: dict[str, Any]) -> float:
     return run_factor(signal_of(row, watched_units(config)), reverse=False)
 
 
-def last_signal_factor(group: Group) -> float:
+def last_signal_factor(point: Point) -> float:
     """The signal factor at the last probe, over the finished runs that probed after step 0."""
-    config = group.runs[0].config
+    config = point.runs[0].config
     return combine(
-        [signal_factor(rows[-1], config) for r in group.ok if len(rows := r.rows("probe")) > 1]
+        [signal_factor(rows[-1], config) for r in point.ok if len(rows := r.rows("probe")) > 1]
     )
 
 
@@ -140,7 +140,7 @@ def mean_profile(lists: Sequence[np.ndarray]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Profile:
-    """A group's layers at initialisation (step 0), over every run (diverged ones too: step 0
+    """A point's layers at initialisation (step 0), over every run (diverged ones too: step 0
     comes before any step): per hidden layer the back-propagated signal and the activations'
     std (geometric means over seeds), and the factors across them."""
 
@@ -178,16 +178,16 @@ class Profile:
         return per_layer(self.scale_factor, self.layers - 1)
 
 
-def profile(group: Group) -> Profile:
-    """The group's Profile, from each run's step-0 probe (result.json's signal_norms_init for
+def profile(point: Point) -> Profile:
+    """The point's Profile, from each run's step-0 probe (result.json's signal_norms_init for
     records without one)."""
-    signals = [run_signal(r) for r in group.runs]
-    scales = [layer_values(r, "activation_std") for r in group.runs]
+    signals = [run_signal(r) for r in point.runs]
+    scales = [layer_values(r, "activation_std") for r in point.runs]
     return Profile(
         signal=mean_profile(signals),
         scale=mean_profile(scales),
         signal_factor=combine([run_factor(s, reverse=False) for s in signals]),
         scale_factor=combine([run_factor(s, reverse=True) for s in scales]),
-        layers=group.depth,
-        names=group.names,
+        layers=point.depth,
+        names=point.names,
     )

@@ -1,5 +1,5 @@
-"""The rules: which failure a group's records, or a run's latest metrics rows, show, as data (a
-kind and the numbers behind it), with no sentence. `judging` applies them to a group, `live` to
+"""The rules: which failure a point's records, or a run's latest metrics rows, show, as data (a
+kind and the numbers behind it), with no sentence. `judging` applies them to a point, `live` to
 the rows of a run still training, and `sentences` says what they found.
 
 The kinds of finding, worst first (`FAILURES`): a verdict's headline is the worst one found.
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from vanishing import stats
-from vanishing.reporting.results import Group, numbers
+from vanishing.reporting.results import Point, numbers
 from vanishing.reporting.verdict.profile import (
     Profile,
     first_probe,
@@ -132,7 +132,7 @@ class Gradient:
 
 
 def gradient(found: Profile, ratio: float, thresholds: Thresholds = THRESHOLDS) -> Gradient:
-    """The Gradient of a Profile (a group's, or one probe row's) and its weight-gradient ratio."""
+    """The Gradient of a Profile (a point's, or one probe row's) and its weight-gradient ratio."""
     signal = signal_word(found.signal_factor, thresholds)
     by_signal = found.layers >= 2 and bool(signal)
     judged = not by_signal and math.isfinite(ratio)
@@ -204,21 +204,21 @@ class Divergence:
     """Runs whose loss became non-finite."""
 
     runs: int  # diverged
-    seeds: int  # in the group
+    seeds: int  # in the point
     step: int | None  # the earliest step it was seen, where recorded
     peak: Peak | None  # the largest gradient norm at the last probe before, over those runs
 
 
-def divergence(group: Group) -> Divergence | None:
-    """The group's diverged runs; None when none diverged."""
-    diverged = [r for r in group.runs if r.status == "diverged"]
+def divergence(point: Point) -> Divergence | None:
+    """The point's diverged runs; None when none diverged."""
+    diverged = [r for r in point.runs if r.status == "diverged"]
     if not diverged:
         return None
     steps = [s for r in diverged if (s := r.finished.get("diverged_step")) is not None]
     before = [r.finished.get("norms_before_divergence") or {} for r in diverged]
     peaks = [p for b in before if (p := peak(b.get("grad_norms") or [], b.get("step")))]
     highest = max(peaks, key=lambda p: p.norm) if peaks else None
-    return Divergence(len(diverged), len(group.runs), min(steps) if steps else None, highest)
+    return Divergence(len(diverged), len(point.runs), min(steps) if steps else None, highest)
 
 
 def huge_losses(losses: Iterable[Any], chance: float, thresholds: Thresholds) -> list[float]:
@@ -239,7 +239,7 @@ class HugeLoss:
 
     loss: float  # the largest
     runs: int  # runs over the threshold
-    seeds: int  # in the group
+    seeds: int  # in the point
     chance: float  # chance's loss, ln(classes)
     cause: str  # "forward": the activations grow with depth; "gain": --init-gain; "updates"
     scale_factor: float  # the activations' scale factor at step 0
@@ -248,15 +248,15 @@ class HugeLoss:
 
 
 def huge_final_loss(
-    group: Group, found: Profile, thresholds: Thresholds = THRESHOLDS
+    point: Point, found: Profile, thresholds: Thresholds = THRESHOLDS
 ) -> HugeLoss | None:
     """A final test loss far above chance's in the finished runs; None when none is."""
-    chance = chance_loss(group.setting.get("dataset"))
-    losses = stats.finite(r.finished.get("test_loss") for r in group.ok)
+    chance = chance_loss(point.condition.get("dataset"))
+    losses = stats.finite(r.finished.get("test_loss") for r in point.ok)
     huge = huge_losses(losses, chance, thresholds)
     if not huge:
         return None
-    config = group.runs[0].config
+    config = point.runs[0].config
     gain = setting_value(config, "init_gain")
     if found.scale_factor > thresholds.scale_blowup:  # the forward pass, not the steps
         cause = "forward"
@@ -267,7 +267,7 @@ def huge_final_loss(
     return HugeLoss(
         max(huge),
         len(huge),
-        len(group.runs),
+        len(point.runs),
         chance,
         cause,
         found.scale_factor,
@@ -326,15 +326,15 @@ def grown_gradients(
     return None
 
 
-def grown_in_group(group: Group, thresholds: Thresholds = THRESHOLDS) -> Grown | None:
-    """`grown_gradients` over the group's finished runs: the run whose norms grew largest."""
-    grown = [g for run in group.ok if (g := grown_gradients(run.rows("probe"), thresholds))]
+def grown_in_point(point: Point, thresholds: Thresholds = THRESHOLDS) -> Grown | None:
+    """`grown_gradients` over the point's finished runs: the run whose norms grew largest."""
+    grown = [g for run in point.ok if (g := grown_gradients(run.rows("probe"), thresholds))]
     return max(grown, key=lambda g: g.peak.norm, default=None)
 
 
-def huge_at_init(group: Group, thresholds: Thresholds = THRESHOLDS) -> Peak | None:
+def huge_at_init(point: Point, thresholds: Thresholds = THRESHOLDS) -> Peak | None:
     """Gradient norms over `grad_norm_huge` at step 0 in any run: the largest; else None."""
-    norms = [largest(r.finished.get("grad_norms_init") or []) for r in group.runs]
+    norms = [largest(r.finished.get("grad_norms_init") or []) for r in point.runs]
     norms = [n for n in norms if math.isfinite(n[0])]
     if not norms:
         return None
@@ -371,19 +371,19 @@ def saturated_units(values: np.ndarray, thresholds: Thresholds = THRESHOLDS) -> 
     return worst_layer(values, thresholds.saturated_fraction)
 
 
-def dead_at_init(group: Group) -> int:
+def dead_at_init(point: Point) -> int:
     """The first hidden layer (from 1) whose every unit is dead at step 0 in every run (a
     rectifier net whose signal is exactly 0 for that reason); 0 when none is."""
-    if group.activation.family != "rectifier":
+    if point.activation.family != "rectifier":
         return 0
-    lists = [numbers(first_probe(r).get("dead_fraction") or []) for r in group.runs]
+    lists = [numbers(first_probe(r).get("dead_fraction") or []) for r in point.runs]
     if not lists or len({x.size for x in lists}) != 1 or not lists[0].size:
         return 0
     whole = np.all(np.stack(lists) >= 1, axis=0)
     return int(np.argmax(whole)) + 1 if whole.any() else 0
 
 
-def at_chance(group: Group, thresholds: Thresholds = THRESHOLDS) -> bool:
-    """The group's mean test accuracy is within `chance_margin` of chance: it did not learn."""
-    chance = chance_level(group.setting.get("dataset"))
-    return bool(group.accuracies) and group.accuracy.mean < chance + thresholds.chance_margin
+def at_chance(point: Point, thresholds: Thresholds = THRESHOLDS) -> bool:
+    """The point's mean test accuracy is within `chance_margin` of chance: it did not learn."""
+    chance = chance_level(point.condition.get("dataset"))
+    return bool(point.accuracies) and point.accuracy.mean < chance + thresholds.chance_margin

@@ -1,4 +1,4 @@
-"""What the rules found, in words: the sentences of a group's verdict (and the live line's shared
+"""What the rules found, in words: the sentences of a point's verdict (and the live line's shared
 ones), each naming the layers, the factor and the step behind it."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from vanishing.reporting.formats import number, percent, percent2
-from vanishing.reporting.results import Group, numbers
+from vanishing.reporting.results import Point, numbers
 from vanishing.reporting.verdict.profile import Profile, setting_value
 from vanishing.reporting.verdict.rules import (
     Divergence,
@@ -255,10 +255,10 @@ def huge_init_sentence(found: Peak, linear_layers: int, names: LayerNames) -> st
     )
 
 
-def units_sentences(group: Group, thresholds: Thresholds = THRESHOLDS) -> list[tuple[str, str]]:
+def units_sentences(point: Point, thresholds: Thresholds = THRESHOLDS) -> list[tuple[str, str]]:
     """(kind, sentence): dead units for rectifiers, saturation for the others, a caveat for
     linear; kind 'dead' or 'saturated' when a layer is over its threshold, else 'note'."""
-    key = group.health_key
+    key = point.health_key
     if key is None:
         return [
             (
@@ -268,25 +268,25 @@ def units_sentences(group: Group, thresholds: Thresholds = THRESHOLDS) -> list[t
                 "computes a single linear map: a linear classifier.",
             )
         ]
-    if not group.ok:
+    if not point.ok:
         return []
-    values, _, _ = group.result_layers(key, group.ok)
+    values, _, _ = point.result_layers(key, point.ok)
     if key == "dead_fraction":
         dead = dead_units(values, thresholds)
         if dead is None:
             return []
-        if group.watched:
-            return watched_dead(group, values, dead)
-        return dead_sentences(group, values, dead)
+        if point.watched:
+            return watched_dead(point, values, dead)
+        return dead_sentences(point, values, dead)
     saturated = saturated_units(values, thresholds)
     if saturated is None:
         return []
-    name = group.names.hidden(saturated.layer)
+    name = point.names.hidden(saturated.layer)
     if saturated.over:
         return [
             (
                 "saturated",
-                f"Saturated: {percent(saturated.share)} of {group.names.units(saturated.layer)} "
+                f"Saturated: {percent(saturated.share)} of {point.names.units(saturated.layer)} "
                 f"activations are saturated at the end of training (slope below {SATURATED} of "
                 "its maximum): little gradient passes them.",
             )
@@ -302,23 +302,23 @@ def units_sentences(group: Group, thresholds: Thresholds = THRESHOLDS) -> list[t
     ]
 
 
-def overall(group: Group, values: np.ndarray) -> float:
+def overall(point: Point, values: np.ndarray) -> float:
     """A share per hidden layer over all the hidden units, each layer weighted by its width."""
-    widths = np.array(group.hidden, dtype=float)
+    widths = np.array(point.hidden, dtype=float)
     return float(np.nansum(values * widths) / widths.sum())
 
 
-def dead_sentences(group: Group, values: np.ndarray, dead: LayerShare) -> list[tuple[str, str]]:
+def dead_sentences(point: Point, values: np.ndarray, dead: LayerShare) -> list[tuple[str, str]]:
     """A training run's dead units, measured on the whole training set after each epoch."""
-    names = group.names
-    epochs = len(group.ok[0].finished.get("history", []))
+    names = point.names
+    epochs = len(point.ok[0].finished.get("history", []))
     if dead.over:
-        everywhere = percent(overall(group, values))
+        everywhere = percent(overall(point, values))
         sentence = (
             f"{percent(dead.share)} of {names.units(dead.layer)} units are dead after epoch "
             f"{epochs} (zero output on every training image); {everywhere} of all hidden units."
         )
-        first = group.epoch_layers("dead_fraction")[1]
+        first = point.epoch_layers("dead_fraction")[1]
         worst = dead.layer - 1
         if epochs > 1 and first.size and worst < first.shape[1]:
             sentence += f" After epoch 1 it was {percent(first[0, worst])}."
@@ -336,12 +336,12 @@ def dead_sentences(group: Group, values: np.ndarray, dead: LayerShare) -> list[t
     ]
 
 
-def watched_dead(group: Group, values: np.ndarray, dead: LayerShare) -> list[tuple[str, str]]:
+def watched_dead(point: Point, values: np.ndarray, dead: LayerShare) -> list[tuple[str, str]]:
     """Dead units of a watched model, which `watch` measures on the batches of its last few
     probes (the training steps', or the probe batch), not on the whole training set: at the
     last probe."""
-    name = group.names.hidden(dead.layer)
-    probes = group.ok[0].rows("probe")
+    name = point.names.hidden(dead.layer)
+    probes = point.ok[0].rows("probe")
     step = probes[-1].get("step") if probes else None
     at = f"at the last probe (step {step})" if step is not None else "at the last probe"
     if dead.share == 0:
@@ -354,7 +354,7 @@ def watched_dead(group: Group, values: np.ndarray, dead: LayerShare) -> list[tup
                 f"are dead {at}.",
             )
         ]
-    everywhere = percent(overall(group, values))
+    everywhere = percent(overall(point, values))
     sentence = (
         f"Dead units: {name}: {percent(dead.share)} dead units {at}, zero for every sample "
         f"and position of the last batches measured; {everywhere} of all measured units."
@@ -366,42 +366,42 @@ def watched_dead(group: Group, values: np.ndarray, dead: LayerShare) -> list[tup
     return [("dead", sentence)]
 
 
-def bound_sentence(group: Group) -> str:
+def bound_sentence(point: Point) -> str:
     """'sigmoid's slope is at most 0.25, so its 20 hidden layers alone multiply the gradient by
     at most (0.25)^20 = 9.1e-13.'"""
-    bound, depth = group.activation.derivative_bound, group.depth
-    layers = "activation layers" if group.watched else "hidden layers"
+    bound, depth = point.activation.derivative_bound, point.depth
+    layers = "activation layers" if point.watched else "hidden layers"
     return (
-        f"{group.activation.label}'s slope is at most {bound:g}, so its {depth} {layers} "
+        f"{point.activation.label}'s slope is at most {bound:g}, so its {depth} {layers} "
         f"alone multiply the gradient by at most ({bound:g})^{depth} = {number(bound**depth)}."
     )
 
 
-def accuracy_sentence(group: Group, thresholds: Thresholds = THRESHOLDS) -> str:
+def accuracy_sentence(point: Point, thresholds: Thresholds = THRESHOLDS) -> str:
     """'Test accuracy 97.10 ± 0.20 % (over 3 seeds).', with '...: chance level, it did not
     learn.' at chance; '' when no run finished without diverging."""
-    accuracies = group.accuracies
+    accuracies = point.accuracies
     if not accuracies:
         return ""
-    mean, std = group.accuracy.mean, group.accuracy.std
+    mean, std = point.accuracy.mean, point.accuracy.std
     spread = f" ± {100 * std:.2f}" if len(accuracies) > 1 else ""
-    runs = "runs" if group.watched else "seeds"  # a watched model's runs have no seed
+    runs = "runs" if point.watched else "seeds"  # a watched model's runs have no seed
     over = f"over {len(accuracies)} {runs}" if len(accuracies) > 1 else f"one {runs[:-1]}"
     sentence = f"Test accuracy {100 * mean:.2f}{spread} % ({over})"
-    if at_chance(group, thresholds):
-        chance = chance_level(group.setting.get("dataset"))
+    if at_chance(point, thresholds):
+        chance = chance_level(point.condition.get("dataset"))
         return f"{sentence}: chance level ({percent2(chance)}), it did not learn."
     return sentence + "."
 
 
-def clipping_sentence(group: Group) -> str:
+def clipping_sentence(point: Point) -> str:
     """'Clipping (--clip-grad-norm 1) cut 1,875 of 1,875 steps.' for runs that clip."""
-    limit = setting_value(group.runs[0].config, "clip_grad_norm")
+    limit = setting_value(point.runs[0].config, "clip_grad_norm")
     if limit is None:
         return ""
-    clipped = [int(c) for r in group.ok if (c := r.finished.get("clipped_steps")) is not None]
-    steps = [int(s) for r in group.ok if (s := r.finished.get("steps")) is not None]
-    if not clipped or len(clipped) != len(group.ok) or len(steps) != len(group.ok):
+    clipped = [int(c) for r in point.ok if (c := r.finished.get("clipped_steps")) is not None]
+    steps = [int(s) for r in point.ok if (s := r.finished.get("steps")) is not None]
+    if not clipped or len(clipped) != len(point.ok) or len(steps) != len(point.ok):
         return f"Gradients were clipped to norm {shown(limit)}."
     return (
         f"Clipping (--clip-grad-norm {shown(limit)}) cut {sum(clipped):,} of {sum(steps):,} steps."

@@ -57,11 +57,11 @@ class Thresholds:
     # One seed a side: a gap over 5x the largest seed std measured in the same report is no seed
     # effect (two single runs differ by sqrt(2) std on average; 5x is z ~ 3.5, p ~ 0.0005).
     spread_multiple: float = 5.0
-    # One seed a side: a gap between a group at chance and one more than half way from chance to
+    # One seed a side: a gap between a point at chance and one more than half way from chance to
     # 100 % (55 % on 10 classes) is not seed noise: the one did not learn, the other did.
     far_above_chance: float = 0.5
     # An activation has stopped learning at a depth where its mean test accuracy is less than
-    # half way from chance (1 / classes) to the best group's mean on the same data set: below
+    # half way from chance (1 / classes) to the best point's mean on the same data set: below
     # 53.5 % on MNIST when the best reaches 97 %. Relative, so it holds on harder data sets too.
     stop_fraction: float = 0.5
 
