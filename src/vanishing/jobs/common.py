@@ -181,8 +181,8 @@ def train_runs(
 
     progress = progress or Progress()
     configs = [run.config for run in runs]
-    for config in dict.fromkeys(c.device for c in configs):
-        resolve_device(config)  # a missing GPU is an error before anything else
+    for device in dict.fromkeys(c.device for c in configs):
+        resolve_device(device)  # a missing GPU is an error before anything else
     if len({run.run_dir for run in runs}) < len(runs):
         raise UsageError("two runs of one job would share a directory: give each its own settings")
     check(runs, policy)  # before the data loads (on its registered size)
