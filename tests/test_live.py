@@ -150,7 +150,7 @@ def test_settings_lists_every_field(client):
         "default": "0.001",
         "choices": None,
         "help": "learning rate (default: 0.001, the reference's)",
-        "group": "optimisation",
+        "section": "optimisation",
         "axis": "lrs",
     }
     assert by_name["clip_grad_norm"]["optional"] is True
@@ -362,7 +362,7 @@ def test_list_groups_compares_and_sweeps(app, client, tmp_path):
         ("sweep", "1/sweep", ["1/sweep/c", "1/sweep/d", "1/sweep/e"], "unfinished"),
     ]
     runs = {
-        i["path"]: (i["group"], i["status"], i["test_accuracy"])
+        i["path"]: (i["parent"], i["status"], i["test_accuracy"])
         for i in items
         if i["kind"] == "run"
     }

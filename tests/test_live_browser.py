@@ -153,7 +153,7 @@ def test_live_page_shows_sigmoid_vanishing_and_relu_not(live_server, tmp_path):
 
             # The settings come from the URL; the token leaves the address bar, the settings stay.
             page.goto(f"{live_server.url}/?token={live_server.token}&probe_every=10&epochs=1")
-            page.wait_for_selector("#groups fieldset")
+            page.wait_for_selector("#sections fieldset")
             assert page.input_value('input[name="probe_every"]') == "10"
             assert "token" not in page.url and "probe_every=10" in page.url
             page.wait_for_selector("#list li.item")

@@ -22,7 +22,7 @@ Routes:
 - `GET /`: static/index.html. `GET /static/{path}`: the files under static/ (the page's ES
   modules, main.js first, as text/javascript; uPlot vendored in static/uplot/).
 - `GET /api/settings`: `{"fields": [{"name", "kind" ("str"|"int"|"float"|"bool"|"widths"),
-  "optional", "default" (as --help shows it), "choices" (a list or null), "help", "group",
+  "optional", "default" (as --help shows it), "choices" (a list or null), "help", "section",
   "axis"}], "depth_width": {"default_width": 256}}`, one entry per TrainConfig field.
 - `POST /api/runs` `{"runs": [{"activation": "sigmoid", "depth": "10", "width": "256",
   "lr": "0.001", ...}, ...], "resume": false}`: 1 to 4 runs; values are text as a form sends
@@ -48,7 +48,7 @@ Routes:
   its rows, they come again; `event: end` `{"runs"}` once every run has finished or its job
   has ended (a finished run replays its rows, then ends).
 - `GET /api/list`: `{"items": [{"kind" ("compare"|"sweep"|"run"), "path", "runs", "label",
-  "status", "test_accuracy", "group" (runs only: the compare or sweep holding it, or null)}]}`:
+  "status", "test_accuracy", "parent" (runs only: the compare or sweep holding it, or null)}]}`:
   per served directory, each directory holding several runs (a sweep when it has sweep.json;
   --out's own runs are separate live runs, not a compare), then every run.
 

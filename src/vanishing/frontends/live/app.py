@@ -108,7 +108,7 @@ def settings_payload() -> dict[str, Any]:
                 "default": shown(setting.default),
                 "choices": choices_of(setting.name) or None,
                 "help": help_text(setting).replace("%%", "%"),
-                "group": setting.metadata["section"],
+                "section": setting.metadata["section"],
                 "axis": setting.metadata["axis"],
             }
         )

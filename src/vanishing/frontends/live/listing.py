@@ -82,8 +82,8 @@ class Listing:
             for run_dir, info in runs:
                 if run_dir != root and not (index == 0 and run_dir.parent == root):
                     parents.setdefault(run_dir.parent, []).append((run_dir, info))
-            groups = {parent: members for parent, members in parents.items() if len(members) > 1}
-            for parent, members in groups.items():
+            held = {parent: members for parent, members in parents.items() if len(members) > 1}
+            for parent, members in held.items():
                 statuses = [info.status or self.status_of(run_dir) for run_dir, info in members]
                 accuracies = stats.finite(i.test_accuracy for _, i in members if i.status == "ok")
                 items.append(
@@ -92,7 +92,7 @@ class Listing:
                         "path": run_path(self.roots, index, parent),
                         "runs": [run_path(self.roots, index, run_dir) for run_dir, _ in members],
                         "label": f"{parent.name} ({len(members)} runs)",
-                        "status": group_status(statuses),
+                        "status": parent_status(statuses),
                         "test_accuracy": stats.mean(accuracies) if accuracies else None,
                     }
                 )
@@ -107,15 +107,15 @@ class Listing:
                         "label": label(info.config, configs),
                         "status": info.status or self.status_of(run_dir),
                         "test_accuracy": info.test_accuracy,
-                        "group": run_path(self.roots, index, run_dir.parent)
-                        if run_dir.parent in groups
+                        "parent": run_path(self.roots, index, run_dir.parent)
+                        if run_dir.parent in held
                         else None,
                     }
                 )
         return items
 
 
-def group_status(statuses: Sequence[str]) -> str:
+def parent_status(statuses: Sequence[str]) -> str:
     """A compare's or sweep's status: running while any run trains, else its runs' one status,
     else 'mixed'."""
     if "running" in statuses:

@@ -23,7 +23,7 @@ export class SettingsForm {
   build() {
     this.form.elements.width.value = this.defaultWidth;
     this.form.elements.width.dataset.default = String(this.defaultWidth);
-    const groups = this.form.querySelector("#groups");
+    const sections = this.form.querySelector("#sections");
     const fieldsets = new Map();
     for (const field of this.fields) {
       if (field.name === "activation") {
@@ -36,13 +36,13 @@ export class SettingsForm {
         this.form.querySelector("#shape").append(label);
         continue;
       }
-      const group = field.group || "other";
-      if (!fieldsets.has(group)) {
-        const fieldset = element("fieldset", {}, [element("legend", { text: group })]);
-        fieldsets.set(group, fieldset);
-        groups.append(fieldset);
+      const section = field.section || "other";
+      if (!fieldsets.has(section)) {
+        const fieldset = element("fieldset", {}, [element("legend", { text: section })]);
+        fieldsets.set(section, fieldset);
+        sections.append(fieldset);
       }
-      fieldsets.get(group).append(label);
+      fieldsets.get(section).append(label);
     }
   }
 
