@@ -309,14 +309,25 @@ def stop_namespace(ip: str, name: str) -> None:
     """
     listed = subprocess.run([ip, "netns", "pids", name], capture_output=True, text=True)
     pids = [int(p) for p in listed.stdout.split()]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    # Ray's GCS server and workers take over 10 s to heed SIGTERM: a second's grace, then KILL.
+    for sig, grace in ((signal.SIGTERM, 1), (signal.SIGKILL, 10)):
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(map(running, pids)):
             time.sleep(0.1)
     subprocess.run([ip, "netns", "delete", name], capture_output=True)
+
+
+def running(pid: int) -> bool:
+    """Whether the process still runs: a zombie (dead, not yet reaped by a parent that may never
+    reap it, as a daemon's is not) does not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 def ray_env(temp: Path) -> dict[str, str]:
