@@ -25,7 +25,7 @@ from vanishing.settings.config import TrainConfig
 SMALL = TrainConfig(
     activation="relu", hidden=(16, 8), epochs=2, batch_size=32, probe_every=3, probe_size=32
 )
-EPOCHS = 60  # about 1 s a run: time to kill the command after its first checkpoint
+EPOCHS = 30  # about 2 s a run here: time to kill the command after its first checkpoint
 
 
 def run_records(out: Path) -> dict[str, tuple]:
