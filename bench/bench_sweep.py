@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python bench/bench_sweep.py [--workers 1,2] [--no-ray]
 Each backend runs the same grid into its own fresh directory; the times are wall-clock seconds of
-`run_sweep` (the runs and the CSV files, no report). Ray runs on a real 2-CPU cluster started in a
+`jobs.sweep.sweep` (the runs, the CSV files and the report). Ray runs on a real 2-CPU cluster started in a
 network namespace of its own (needs root and iproute2), so that it only ever talks over loopback;
 its start-up time is printed separately.
 """
