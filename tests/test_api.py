@@ -87,12 +87,11 @@ def test_vanishing_watch_watches_a_model_into_its_records(tmp_path):
 
 
 def test_compare_returns_the_records(compared):
-    assert [d.name for d in compared.run_dirs] == [
-        "relu-seed0",
-        "relu-seed1",
-        "sigmoid-seed0",
-        "sigmoid-seed1",
+    names = [d.name for d in compared.run_dirs]  # named by their settings, in order
+    prefixes = [
+        f"{a}-h16-8-default-adam-lr0.001-s{s}-" for a in ("relu", "sigmoid") for s in (0, 1)
     ]
+    assert [n[: len(p)] for n, p in zip(names, prefixes, strict=True)] == prefixes
     for result, run_dir in zip(compared.results, compared.run_dirs, strict=True):
         assert same(result.to_dict(), records.read_json(run_dir / records.RESULT))
     assert compared.report.html_path == compared.out / "report.html"

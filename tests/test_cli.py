@@ -10,7 +10,9 @@ import sys
 import pytest
 import torch
 
+from conftest import interrupt_after_one_epoch
 from vanishing import records
+from vanishing.data import datasets as data
 from vanishing.frontends.cli import main
 from vanishing.frontends.cli.parser import build_parser, settings_given
 from vanishing.settings import codec, naming
@@ -63,16 +65,19 @@ def test_compare_end_to_end(capsys, tiny_dir, tmp_path):
     assert table[0].split()[:3] == ["activation", "test", "acc"]
     assert table[2].startswith("ReLU") and table[3].startswith("Sigmoid")
     assert " ± " in table[2]
-    for name in ("relu-seed0", "relu-seed1", "sigmoid-seed0", "sigmoid-seed1"):
-        assert records.is_complete(out / name)
-        result = records.read_json(out / name / "result.json")
-        assert result["config"]["hidden"] == [16, 8] and result["status"] == "ok"
+    dirs = {}  # (activation, seed) -> its directory, named by its settings
+    for activation in ("relu", "sigmoid"):
+        for seed in (0, 1):
+            name = f"{activation}-h16-8-default-adam-lr0.001-s{seed}-"
+            (run_dir,) = [p for p in out.iterdir() if p.name.startswith(name)]
+            assert records.is_complete(run_dir)
+            result = records.read_json(run_dir / "result.json")
+            assert result["config"]["hidden"] == [16, 8] and result["status"] == "ok"
+            dirs[activation, seed] = run_dir
     with open(out / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["activation"] for r in rows] == ["relu", "sigmoid"]
-    relu = [
-        records.read_json(out / f"relu-seed{s}" / "result.json")["test_accuracy"] for s in (0, 1)
-    ]
+    relu = [records.read_json(dirs["relu", s] / "result.json")["test_accuracy"] for s in (0, 1)]
     assert float(rows[0]["test_accuracy_mean"]) == pytest.approx(sum(relu) / 2)
     assert int(rows[0]["runs"]) == 2
     # The sigmoid network's first layer gets less gradient than its last, at init.
@@ -111,22 +116,55 @@ def test_two_trains_with_other_settings_into_one_out_keep_both(capsys, tiny_dir,
     assert lrs == [0.01, 0.1]
 
 
-def test_a_compare_never_overwrites_a_run_of_other_settings(capsys, tiny_dir, tmp_path):
-    """Compare's directories are named by activation and seed: a second compare with other
-    settings into the same --out is refused, and the first one's records stay as they were."""
-    argv = ["compare", "--data-dir", str(tiny_dir), "--out", str(tmp_path), "--activations",
+def test_two_compares_of_other_settings_into_one_out_keep_both(capsys, tiny_dir, tmp_path):
+    """`make run ARGS="--epochs 1 --seeds 0"`, then `make run`: each compare's runs are in
+    directories named by their settings, both kept; summary.csv and the report are the last
+    compare's, of its own runs. A compare directory of an older version (ACTIVATION-seedSEED)
+    holding the very run asked for resumes there."""
+    out = tmp_path / "out"
+    argv = ["compare", "--data-dir", str(tiny_dir), "--out", str(out), "--activations",
             "relu", "--seeds", "0", "--hidden", "8", "--epochs", "1", *TINY]  # fmt: skip
     assert main(argv) == 0
-    before = (tmp_path / "relu-seed0" / records.RESULT).read_bytes()
+    (first,) = [p for p in out.iterdir() if p.is_dir()]
+    before = (first / records.RESULT).read_bytes()
+    assert main([*argv, "--lr", "0.01"]) == 0
+    dirs = sorted(p for p in out.iterdir() if p.is_dir())
+    assert len(dirs) == 2 and (first / records.RESULT).read_bytes() == before
+    lrs = {records.read_json(d / records.RESULT)["config"]["lr"] for d in dirs}
+    assert lrs == {0.001, 0.01}
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert len(summary) == 2  # the header and the one run of the last compare
     capsys.readouterr()
-    for again in ([*argv, "--lr", "0.01"], [*argv, "--lr", "0.01", "--resume"]):
-        assert main(again) == 2
-        err = capsys.readouterr().err.strip()
-        assert err == (
-            f"vanishing compare: error: {tmp_path / 'relu-seed0'} holds a run with other "
-            "settings: lr=0.001 (now 0.01); give another --out, or remove it"
-        )
-    assert (tmp_path / "relu-seed0" / records.RESULT).read_bytes() == before
+    # An older version's directory, interrupted after its first epoch: resumed where it is.
+    older = tmp_path / "older"
+    config = codec.config(settings_given(build_parser().parse_args(
+        ["train", "--hidden", "8", "--epochs", "3", *TINY])))  # fmt: skip
+    interrupt_after_one_epoch(
+        config, older / "relu-seed0", data.load_dataset(data_dir=tiny_dir, verify=False)
+    )
+    again = [
+        "compare",
+        "--data-dir",
+        str(tiny_dir),
+        "--out",
+        str(older),
+        "--resume",
+        "--activations",
+        "relu",
+        "--seeds",
+        "0",
+        "--hidden",
+        "8",
+        "--epochs",
+        "3",
+    ]
+    again += TINY
+    assert main(again) == 0
+    assert [p.name for p in older.iterdir() if p.is_dir()] == ["relu-seed0"]
+    epochs = [
+        r["epoch"] for r in records.read_metrics(older / "relu-seed0") if r["kind"] == "epoch"
+    ]
+    assert epochs == [1, 2, 3] and records.is_complete(older / "relu-seed0")
 
 
 BAD_OPTIONS = [

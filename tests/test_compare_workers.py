@@ -19,7 +19,7 @@ from vanishing.errors import UsageError
 from vanishing.executor import local, preflight
 from vanishing.frontends.cli import main
 from vanishing.jobs import common
-from vanishing.settings import grid
+from vanishing.settings import grid, naming
 from vanishing.settings.config import TrainConfig
 
 SMALL = TrainConfig(
@@ -84,8 +84,9 @@ def test_workers_train_in_children_and_agree_with_one_at_a_time(
 
 def test_a_run_that_fails_in_a_child_is_one_line(tiny_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    (out / "relu-seed1").mkdir(parents=True)
-    (out / "relu-seed1" / records.CHECKPOINT).write_bytes(b"damaged")
+    damaged = out / naming.run_name(TrainConfig(seed=1, hidden=(16, 8), epochs=1))
+    damaged.mkdir(parents=True)
+    (damaged / records.CHECKPOINT).write_bytes(b"damaged")
     argv = ["compare", "--data-dir", str(tiny_dir), "--no-verify", "--activations", "relu",
             "--seeds", "0,1", "--hidden", "16,8", "--epochs", "1", "--out", str(out)]  # fmt: skip
     code = main([*argv, "--workers", "2", "--resume"])
@@ -146,7 +147,8 @@ def test_a_run_directory_another_process_writes_is_refused(tiny_dir, tmp_path):
     """One writer per run directory: `compare` refuses, in one line naming the directory and the
     holder, a run another process holds, before it writes anything there or anywhere."""
     out = tmp_path / "out"
-    held = out / "relu-seed1"  # the second run: the first is not trained either
+    # The second run: the first is not trained either.
+    held = out / naming.run_name(TrainConfig(seed=1, hidden=(8,), epochs=1))
     fd = records.lock_run(held)
     assert fd is not None
     (held / records.METRICS).write_text('{"kind": "probe", "step": 0}\n')  # the holder's rows

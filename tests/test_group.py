@@ -394,6 +394,7 @@ def test_cli_no_group_trains_one_at_a_time(tiny_dir, tmp_path, monkeypatch):
                "--seeds", "0,1", "--epochs", "1", "--hidden", "8", "--device", "cpu",
                "--workers", "1"]  # fmt: skip
     assert main(["compare", *options, "--out", str(tmp_path / "one"), "--no-group"]) == 0
-    assert calls == [] and records.is_complete(tmp_path / "one" / "relu-seed1")
+    (finished,) = (tmp_path / "one").glob("relu-*-s1-*")
+    assert calls == [] and records.is_complete(finished)
     assert main(["compare", *options, "--out", str(tmp_path / "grouped")]) == 0
     assert len(calls) == 1 and len(calls[0]) == 2

@@ -191,8 +191,14 @@ def test_compare_resumes_in_groups_and_keeps_finished_runs(tiny, tmp_path, monke
     out = tmp_path / "out"
     save = records.save_checkpoint
 
+    def dir_of(name: str) -> Path:  # 'tanh-seed1': that run's directory, named by its settings
+        activation, seed = name.split("-seed")
+        return out / naming.run_name(
+            dataclasses.replace(base, activation=activation, seed=int(seed))
+        )
+
     def killed(run_dir, config, epoch, *rest):  # while the 2nd group saves epoch 2: a kill
-        if Path(run_dir).name == "tanh-seed1" and epoch == 2:
+        if Path(run_dir) == dir_of("tanh-seed1") and epoch == 2:
             raise KeyboardInterrupt
         save(run_dir, config, epoch, *rest)
 
@@ -201,7 +207,7 @@ def test_compare_resumes_in_groups_and_keeps_finished_runs(tiny, tmp_path, monke
         compared(base, activations, seeds, out, tiny, group=3)
     monkeypatch.setattr(records, "save_checkpoint", save)
     epochs = {
-        name: torch.load(out / name / records.CHECKPOINT, weights_only=True)["epoch"]
+        name: torch.load(dir_of(name) / records.CHECKPOINT, weights_only=True)["epoch"]
         for name in ("prelu-seed1", "tanh-seed0", "tanh-seed1")
     }
     assert epochs == {"prelu-seed1": 2, "tanh-seed0": 2, "tanh-seed1": 1}
@@ -209,12 +215,12 @@ def test_compare_resumes_in_groups_and_keeps_finished_runs(tiny, tmp_path, monke
         train_group(
             [dataclasses.replace(base, activation="tanh", seed=s) for s in (0, 1)],
             dataset=tiny,
-            run_dirs=[out / "tanh-seed0", out / "tanh-seed1"],
+            run_dirs=[dir_of("tanh-seed0"), dir_of("tanh-seed1")],
             resume=True,
         )
-    (out / "relu-seed0" / records.RESULT).unlink()  # to train again: the first of its group
+    (dir_of("relu-seed0") / records.RESULT).unlink()  # to train again: the first of its group
     kept = {
-        name: (out / name / records.RESULT).stat()
+        name: (dir_of(name) / records.RESULT).stat()
         for name in ("relu-seed1", "prelu-seed0")  # finished, after an unfinished one
     }
     calls = []
@@ -253,7 +259,7 @@ def test_compare_resumes_in_groups_and_keeps_finished_runs(tiny, tmp_path, monke
         ("tanh-seed1", 3),
     ]
     for name, stat in kept.items():  # read back, not written again
-        now = (out / name / records.RESULT).stat()
+        now = (dir_of(name) / records.RESULT).stat()
         assert (now.st_ino, now.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
     assert not list(out.glob("*/" + records.CHECKPOINT))
     # Groups of other sizes, and the single path: equal to float tolerance.

@@ -23,6 +23,7 @@ from vanishing.errors import UsageError
 from vanishing.executor import Policy, Run, check, execute, is_pending
 from vanishing.records import RunResult
 from vanishing.settings.config import TrainConfig
+from vanishing.settings.naming import compare_run_name, run_name
 
 
 @dataclass(frozen=True)
@@ -129,27 +130,22 @@ def ensure_writable(out: Path) -> Path:
     return out
 
 
-def refuse_other_settings(runs: Sequence[Run]) -> None:
-    """A run directory that holds another run's records (written with other settings) is never
-    overwritten: refused before anything is written, naming the settings that differ."""
-    for run in runs:
-        path = run.run_dir / records.CONFIG
-        if not path.is_file():
-            continue
+def run_dir_of(config: TrainConfig, out: Path) -> Path:
+    """Where `config`'s run goes under `out` (train, compare): a directory named by its settings
+    (`run_name`), so that two settings never share one. Older versions named it
+    ACTIVATION-seedSEED: such a directory holding this very config is used instead, so that it
+    resumes and is kept."""
+    legacy = out / compare_run_name(config)
+    path = legacy / records.CONFIG
+    if not (out / run_name(config)).exists() and path.is_file():
         try:
             saved = records.read_json(path)
         except (OSError, ValueError):
-            continue  # unreadable: it holds nothing a report could read
-        if not isinstance(saved, dict):
-            continue
-        differ = run.config.differences(saved)
-        if differ:
-            wanted = run.config.to_dict()
-            shown = ", ".join(f"{k}={v!r} (now {wanted.get(k)!r})" for k, v in differ.items())
-            raise UsageError(
-                f"{run.run_dir} holds a run with other settings: {shown}; give another --out, "
-                "or remove it"
-            )
+            saved = None
+        is_run = isinstance(saved, dict) and saved.get("source") != "watch"
+        if is_run and not config.differences(saved):
+            return legacy
+    return out / run_name(config)
 
 
 def steps_of(configs: Sequence[TrainConfig], train_samples: int) -> int:

@@ -15,12 +15,11 @@ from vanishing.jobs.common import (
     Interrupted,
     Outcome,
     Progress,
-    refuse_other_settings,
+    run_dir_of,
     train_runs,
 )
 from vanishing.jobs.train import interrupted
 from vanishing.settings.config import TrainConfig
-from vanishing.settings.naming import compare_run_name
 
 DEFAULT_OUT = Path("runs/compare")
 AXES = ("activation", "seed")  # what a comparison's runs differ in
@@ -38,22 +37,23 @@ def compare(
     progress: Progress | None = None,
     stop: threading.Event | None = None,
 ) -> Outcome:
-    """Train every config (one per activation and seed, the rest shared) into `out`/ACTIVATION-
-    seedSEED, then write summary.csv and report.html there; the outcome holds the summary table.
+    """Train every config (one per activation and seed, the rest shared) into a directory of
+    `out` named by its settings (`jobs.common.run_dir_of`: runs of other settings never share
+    one), then write summary.csv and report.html there, of these runs; the outcome holds the
+    summary table.
 
     Runs go through the executor: on the CPU `workers` runs at once, each in a forked child
     (default: one per core); on a GPU runs of one shape train together in groups of up to
-    `runs.group_size` (`group` a number caps it; False: one at a time). With `resume`, finished
-    runs are read back and unfinished ones continue from their checkpoints; without, every run
-    starts afresh. A run directory holding another setting's run is refused, never overwritten.
-    The first run that fails stops the comparison; stopped (`stop`), it raises `Interrupted`.
+    `executor.group_size` (`group` a number caps it; False: one at a time). With `resume`,
+    finished runs are read back and unfinished ones continue from their checkpoints; without,
+    every run starts afresh. The first run that fails stops the comparison; stopped (`stop`), it
+    raises `Interrupted`.
     """
     out = Path(out)
     configs = list(configs)
     device = configs[0].device
     count = workers_for(device, workers)
-    runs = [Run(config, out / compare_run_name(config)) for config in configs]
-    refuse_other_settings(runs)
+    runs = [Run(config, run_dir_of(config, out)) for config in configs]
     policy = Policy(
         workers=count, group=group_size(device, group), resume=resume, keep_finished=resume
     )
@@ -70,7 +70,7 @@ def compare(
     except Interrupted:
         raise
     except KeyboardInterrupt:
-        raise interrupted(out) from None
+        raise interrupted(out, runs) from None
     # The table and the report read back exactly these runs' records (matplotlib, scipy and
     # jinja2 load only here).
     from vanishing.reporting import loading, summary, write_report

@@ -55,7 +55,7 @@ def sweep(
 
     Local runs share one data set; Ray tasks (`backend="ray"`, a cluster at `address`) load
     their own. `workers` local processes train one run each (default: one per core); on a GPU
-    runs of one shape train together in units of up to `runs.group_size` (`group` a number caps
+    runs of one shape train together in units of up to `executor.group_size` (`group` a number caps
     it, False: one at a time). With `resume` (the default) unfinished local runs continue from
     their checkpoints; `retry_failed` trains failed and diverged runs again. Runs that a
     concurrent sweep on the same directory holds are left to it. Stopped (`stop`), it raises
@@ -89,7 +89,7 @@ def sweep(
     except Interrupted:
         raise
     except KeyboardInterrupt:
-        done = len(list(out.glob("*/" + records.RESULT)))
+        done = sum(records.is_complete(run.run_dir) for run in runs)
         raise Interrupted(
             f"interrupted, {done} run(s) finished in {out}; run the same command again to resume"
         ) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,38 +16,23 @@ from vanishing.jobs.common import (
     Interrupted,
     Outcome,
     Progress,
+    run_dir_of,
     train_runs,
 )
 from vanishing.records import RunResult
 from vanishing.settings.config import TrainConfig
-from vanishing.settings.naming import compare_run_name, run_name
 
 DEFAULT_OUT = Path("runs/train")
 
 
-def run_dir_of(config: TrainConfig, out: Path) -> Path:
-    """Where `config`'s run goes under `out`: a directory named by its settings (`run_name`), so
-    two settings never share one. An older version named it ACTIVATION-seedSEED: such a
-    directory holding this very config is used instead, so that it resumes and is kept."""
-    legacy = out / compare_run_name(config)
-    path = legacy / records.CONFIG
-    if not (out / run_name(config)).exists() and path.is_file():
-        try:
-            saved = records.read_json(path)
-        except (OSError, ValueError):
-            saved = None
-        is_run = isinstance(saved, dict) and saved.get("source") != "watch"
-        if is_run and not config.differences(saved):
-            return legacy
-    return out / run_name(config)
 
-
-def interrupted(out: Path) -> Interrupted:
-    """The interruption of a train or compare job: what was kept, and how to continue."""
-    saved = len(list(Path(out).glob("*/" + records.CHECKPOINT)))
+def interrupted(out: Path, runs: Sequence[Run]) -> Interrupted:
+    """The interruption of a train or compare job: what was kept of its runs, and how to go
+    on (from the command line or from Python)."""
+    saved = sum((run.run_dir / records.CHECKPOINT).is_file() for run in runs)
     return Interrupted(
         f"interrupted; {saved} unfinished run(s) in {out} have a checkpoint (the last epoch "
-        "end); run the same command with --resume to continue"
+        "end); run the same command with --resume (from Python: resume=True) to continue"
     )
 
 
@@ -79,7 +65,7 @@ def train(
     except Interrupted:
         raise
     except KeyboardInterrupt:
-        raise interrupted(out) from None
+        raise interrupted(out, [run]) from None
     result = records.load_result(config, run.run_dir)
     if result is None:  # pragma: no cover - a run that did not raise wrote its result
         raise RuntimeError(f"{run.run_dir}: the run ended without a result")
