@@ -172,6 +172,10 @@ def test_settings_lists_every_field(client):
         ([{}] * 5, "give 1 to 4 runs at once, got 5"),
         ([], "give 1 to 4 runs at once, got 0"),
         ([{"width": "100000000", "depth": "20"}], "more than the"),
+        (
+            [{"dataset": "mnist"}, {"dataset": "fashion-mnist"}],
+            "the runs of one job share one dataset, got mnist, fashion-mnist: start a job for each",
+        ),
     ],
 )
 def test_bad_values_are_the_clis_message(client, runs, message):

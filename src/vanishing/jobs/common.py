@@ -148,6 +148,18 @@ def run_dir_of(config: TrainConfig, out: Path) -> Path:
     return out / run_name(config)
 
 
+def check_shared(configs: Sequence[TrainConfig]) -> None:
+    """A job's runs share one data set (loaded once) and one device (its workers are the
+    device's): runs that differ in either are separate jobs."""
+    for name in ("dataset", "device"):
+        values = list(dict.fromkeys(getattr(c, name) for c in configs))
+        if len(values) > 1:
+            raise UsageError(
+                f"the runs of one job share one {name}, got {', '.join(values)}: start a job "
+                f"for each {name}"
+            )
+
+
 def steps_of(configs: Sequence[TrainConfig], train_samples: int) -> int:
     """The optimisation steps the configs' runs take in all."""
     return sum(-(-train_samples // c.batch_size) * c.epochs for c in configs)
@@ -177,6 +189,7 @@ def train_runs(
 
     progress = progress or Progress()
     configs = [run.config for run in runs]
+    check_shared(configs)
     for device in dict.fromkeys(c.device for c in configs):
         resolve_device(device)  # a missing GPU is an error before anything else
     if len({run.run_dir for run in runs}) < len(runs):

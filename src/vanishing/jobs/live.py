@@ -11,7 +11,7 @@ from pathlib import Path
 from vanishing.data.datasets import Dataset
 from vanishing.devices import cores, resolve_device
 from vanishing.executor import Policy, Run, check, group_size
-from vanishing.jobs.common import train_runs
+from vanishing.jobs.common import check_shared, train_runs
 from vanishing.settings.config import TrainConfig
 from vanishing.settings.naming import run_name
 
@@ -36,6 +36,7 @@ def live_runs(
     before anything is written: on the CPU one single-threaded worker per run, up to `workers`
     (default: the cores); on a GPU in this process, as a group. Finished runs are kept, failures
     recorded, each run locked while it trains."""
+    check_shared(configs)
     device = configs[0].device
     on_cpu = resolve_device(device).type == "cpu"
     unique = {run_name(c): c for c in configs}

@@ -22,6 +22,7 @@ from vanishing.reporting.formats import NOT_APPLICABLE, UNDERFLOW, fixed, scient
 from vanishing.reporting.loading import read_run
 from vanishing.reporting.results import Point, RunRecords, make_points, point_keys
 from vanishing.reporting.verdict import THRESHOLDS, Thresholds
+from vanishing.settings.config import in_field_order
 
 # summary.csv's columns: one row per point (an activation at one condition), over its seeds; a
 # "setting" column (the condition's label) after the activation when the runs span several.
@@ -130,9 +131,11 @@ def write_summary_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def config_keys(runs: Iterable[RunRecords]) -> list[str]:
-    """The config keys the runs' records hold, in the order config.json has them (first
-    seen); the keys an older run predates are among them only where a newer run holds them."""
-    return list(dict.fromkeys(key for run in runs for key in run.recorded))
+    """The config keys the runs' records hold, in the order a new config.json has them
+    (TrainConfig's, then others first seen); the keys an older run predates are among them only
+    where a newer run holds them."""
+    seen = {key: None for run in runs for key in run.recorded}
+    return list(in_field_order(seen))
 
 
 def result_row(run: RunRecords, keys: Sequence[str]) -> dict[str, Any]:

@@ -371,8 +371,15 @@ def older_defaults() -> dict[str, Any]:
 def completed(values: dict[str, Any]) -> dict[str, Any]:
     """A config.json's values with the settings it predates filled in (`older_defaults`): such a
     record reads as if it had them, so that older runs keep their names, resume and share a
-    report's points."""
-    return {**older_defaults(), **values}
+    report's points. The keys come in TrainConfig's order, as a new record has them (then any
+    key it does not know, in its own order)."""
+    return in_field_order({**older_defaults(), **values})
+
+
+def in_field_order(values: dict[str, Any]) -> dict[str, Any]:
+    """The same values, TrainConfig's fields first in their declared order, then other keys."""
+    known = [f.name for f in settings() if f.name in values]
+    return {**{name: values[name] for name in known}, **values}
 
 
 def per_model_fields() -> tuple[str, ...]:
