@@ -1,10 +1,10 @@
 """A 24-run sweep on tiny settings: the local backend at 1 and 2 workers, and Ray.
 
 Run: .venv/bin/python bench/bench_sweep.py [--workers 1,2] [--no-ray]
-Each backend runs the same grid into its own fresh directory; the times are wall-clock seconds of
-`jobs.sweep.sweep` (the runs, the CSV files and the report). Ray runs on a real 2-CPU cluster started in a
-network namespace of its own (needs root and iproute2), so that it only ever talks over loopback;
-its start-up time is printed separately.
+Each backend runs the same grid into its own fresh directory; the times are wall-clock seconds
+of `jobs.sweep.sweep` (the runs, the CSV files and the report). Ray runs on a real 2-CPU cluster
+started in a network namespace of its own (needs root and iproute2), so that it only ever talks
+over loopback; its start-up time is printed separately.
 """
 
 from __future__ import annotations

@@ -3,12 +3,14 @@ a notebook with the figures inline, and a wrong input fails with the command lin
 
 from __future__ import annotations
 
+import ast
 import csv
 import math
 import re
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +18,7 @@ import vanishing
 from conftest import ENV, make_arrays, write_arrays
 from vanishing import records
 from vanishing.errors import UsageError
+from vanishing.frontends import api
 from vanishing.frontends.cli import main
 from vanishing.reporting.formats import fixed
 from vanishing.settings import naming
@@ -131,6 +134,28 @@ def test_train_returns_its_result_and_shows_it(data_dir, tmp_path):
     assert f"{written['vanishing_ratio_init']:.3g}" in page and str(run_dir) in page
 
 
+def test_a_shape_given_beside_a_config_replaces_its_widths(data_dir, tmp_path):
+    config = TrainConfig(activation="tanh", hidden=(16, 8), epochs=1, batch_size=32)
+    result = vanishing.train(
+        config, depth=1, width=4, out=tmp_path, data_dir=data_dir, verify=False, device="cpu"
+    )
+    assert result.config["hidden"] == [4] and result.config["activation"] == "tanh"
+
+
+def test_the_api_goes_through_neither_argparse_nor_the_cli():
+    """The API is an adapter over the jobs, as the command line is: it imports neither."""
+    tree = ast.parse(Path(api.__file__).read_text())
+    imported = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "vanishing.jobs.train" in imported or "vanishing.jobs" in imported, imported
+    assert not [m for m in imported if m == "argparse" or m.startswith("vanishing.frontends.cli")]
+
+
 def test_report_is_the_page_with_figures_inline(compared, tmp_path):
     written = vanishing.report(*compared.run_dirs, out=tmp_path / "page.html")
     assert written.path == written.html_path == tmp_path / "page.html"
@@ -185,6 +210,18 @@ def test_sweep_runs_the_grid(data_dir, tmp_path):
             lambda: vanishing.sweep(preset="depth", config="x.toml"),
             ["sweep", "--preset", "depth", "--config", "x.toml"],
         ),
+        (lambda: vanishing.sweep(backend="spark"), ["sweep", "--backend", "spark"]),
+        (lambda: vanishing.compare(workers="x"), ["compare", "--workers", "x"]),
+        (lambda: vanishing.compare(workers=0), ["compare", "--workers", "0"]),
+        (
+            lambda: vanishing.sweep(hidden=[8], depths=[2]),
+            ["sweep", "--hidden", "8", "--depths", "2"],
+        ),
+        (lambda: vanishing.sweep(depths=[]), ["sweep", "--depths", ""]),
+        (
+            lambda: vanishing.train(optimizer="SGD", momentum=0.5),
+            ["train", "--optimizer", "SGD", "--momentum", "0.5"],
+        ),
     ],
 )
 def test_wrong_input_fails_with_the_commands_message(call, argv, capsys, tmp_path, monkeypatch):
@@ -192,7 +229,8 @@ def test_wrong_input_fails_with_the_commands_message(call, argv, capsys, tmp_pat
     with pytest.raises(UsageError) as raised:
         call()
     assert main(argv) == 2
-    assert str(raised.value) in capsys.readouterr().err
+    message = str(raised.value).removeprefix("sweep(): ")  # a sweep's settings name their source
+    assert capsys.readouterr().err.strip().endswith(message)
     assert not list(tmp_path.iterdir())
 
 

@@ -38,7 +38,7 @@ class WorkerError(RuntimeError):
 
 
 class Listener(Protocol):
-    """What training reports to: `Callbacks` in this process, `pool.Progress` in a child."""
+    """What training reports to: `Callbacks` in this process, `pool.ChildProgress` in a child."""
 
     def epoch(self, config: TrainConfig, row: dict[str, Any]) -> None: ...
 

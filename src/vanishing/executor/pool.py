@@ -82,7 +82,7 @@ def warm_up() -> None:
 Send = Callable[[Any], None]
 
 
-class Progress:
+class ChildProgress:
     """A child's callbacks: epoch rows sent at once, step counts gathered for 0.1 s."""
 
     def __init__(self, send: Send) -> None:
@@ -129,7 +129,7 @@ def train_and_report(
     unit: Sequence[Run], dataset: Dataset, policy: Policy, connection: Connection
 ) -> None:
     """Train the unit; send its statuses, or what it raised, to the parent."""
-    progress = Progress(lambda message: connection.send(("message", message)))
+    progress = ChildProgress(lambda message: connection.send(("message", message)))
     try:
         statuses = train_unit(unit, dataset, policy, progress)
         progress.flush()

@@ -122,11 +122,11 @@ def ray_task(configs: Sequence[TrainConfig], data_options: dict[str, Any]) -> li
 
 
 def write_files(run_dir: Path, files: dict[str, str]) -> None:
-    """Write a run's returned files, result.json last and atomically."""
+    """Write a run's returned files, each atomically, result.json last."""
     run_dir.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         if name != records.RESULT:
-            (run_dir / name).write_text(text)
+            records.write_bytes(run_dir / name, text.encode())
     if records.RESULT in files:
         result = json.loads(files[records.RESULT])
         result["run_dir"] = str(run_dir)

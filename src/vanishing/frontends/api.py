@@ -63,27 +63,27 @@ def train(
     """`vanishing train`: one run, from `config` and/or the settings given (those win), its
     records under `out` (default: runs/train) in a directory named by its settings; returns its
     result as written."""
-    from vanishing.frontends.progress import StepBar, stop_on_signals
+    from vanishing.frontends.progress import StepBar, shown
     from vanishing.jobs import train as job
     from vanishing.settings import codec
 
     check_names("train", settings, codec.known_keys())
-    values = {**(codec.changed(config) if config is not None else {}), **settings}
+    base = codec.changed(config) if config is not None else {}
+    if settings.keys() & {"hidden", *codec.SHAPE_KEYS}:  # the shape given replaces the config's
+        base.pop("hidden", None)
+    values = {**base, **settings}
     run = codec.config(values)
     progress = StepBar([run])
-    try:
-        with stop_on_signals() as stop:
-            _, result = job.train(
-                run,
-                job.DEFAULT_OUT if out is None else out,
-                resume=resume,
-                detect_anomaly=detect_anomaly,
-                data=data_options(data_dir, cache_dir, verify),
-                progress=progress,
-                stop=stop,
-            )
-    finally:
-        progress.close()
+    with shown(progress) as stop:
+        _, result = job.train(
+            run,
+            job.DEFAULT_OUT if out is None else out,
+            resume=resume,
+            detect_anomaly=detect_anomaly,
+            data=data_options(data_dir, cache_dir, verify),
+            progress=progress,
+            stop=stop,
+        )
     return result
 
 
@@ -104,7 +104,7 @@ def compare(
     """`vanishing compare`: one run per activation and seed (default: sigmoid, relu, leaky_relu,
     prelu x seeds 0, 1, 2), into `out` (default: runs/compare), with summary.csv and the report;
     `activations="all"` takes every one registered."""
-    from vanishing.frontends.progress import StepBar, stop_on_signals
+    from vanishing.frontends.progress import StepBar, shown
     from vanishing.jobs import compare as job
     from vanishing.settings import codec
 
@@ -112,21 +112,18 @@ def compare(
     check_names("compare", values, codec.known_keys(job.AXES))
     configs = codec.configs(values, job.AXES)
     progress = StepBar(configs)
-    try:
-        with stop_on_signals() as stop:
-            outcome = job.compare(
-                configs,
-                job.DEFAULT_OUT if out is None else out,
-                workers=workers,
-                group=group,
-                resume=resume,
-                detect_anomaly=detect_anomaly,
-                data=data_options(data_dir, cache_dir, verify),
-                progress=progress,
-                stop=stop,
-            )
-    finally:
-        progress.close()
+    with shown(progress) as stop:
+        outcome = job.compare(
+            configs,
+            job.DEFAULT_OUT if out is None else out,
+            workers=count(workers),
+            group=group,
+            resume=resume,
+            detect_anomaly=detect_anomaly,
+            data=data_options(data_dir, cache_dir, verify),
+            progress=progress,
+            stop=stop,
+        )
     return comparison(outcome)
 
 
@@ -150,7 +147,7 @@ def sweep(
     (`depths=[2, 5]`, `activations=["relu", "sigmoid"]`, `epochs=1`, ...; a key given overrides
     the preset's), every unfinished run of it, its CSVs and report, into `out` (default:
     runs/sweep-PRESET, runs/sweep-CONFIGNAME or runs/sweep-grid)."""
-    from vanishing.frontends.progress import RunBar, stop_on_signals
+    from vanishing.frontends.progress import RunBar, shown
     from vanishing.jobs import sweep as job
     from vanishing.settings import grid
 
@@ -159,23 +156,20 @@ def sweep(
     spec, name = grid.spec_of(preset, config, keys, given_source="sweep()")
     where = job.default_out(name) if out is None else Path(out)
     progress = RunBar(where)
-    try:
-        with stop_on_signals() as stop:
-            outcome = job.sweep(
-                spec,
-                where,
-                workers=workers,
-                backend=backend,
-                address=address,
-                retry_failed=retry_failed,
-                resume=resume,
-                group=group,
-                data=data_options(data_dir, cache_dir, verify),
-                progress=progress,
-                stop=stop,
-            )
-    finally:
-        progress.close()
+    with shown(progress) as stop:
+        outcome = job.sweep(
+            spec,
+            where,
+            workers=count(workers),
+            backend=backend,
+            address=address,
+            retry_failed=retry_failed,
+            resume=resume,
+            group=group,
+            data=data_options(data_dir, cache_dir, verify),
+            progress=progress,
+            stop=stop,
+        )
     return comparison(outcome)
 
 
@@ -203,6 +197,13 @@ def check_names(function: str, given: Mapping[str, Any], known: Iterable[str]) -
                 f"{function}() got an unexpected keyword argument {name!r}; valid: "
                 f"{', '.join(valid)}"
             )
+
+
+def count(workers: Any) -> int | None:
+    """`workers=` as the command line's --workers is read (`codec.integer`)."""
+    from vanishing.settings import codec
+
+    return None if workers is None else codec.integer("workers", workers)
 
 
 def data_options(

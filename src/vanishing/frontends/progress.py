@@ -121,3 +121,14 @@ def stop_on_signals() -> Iterator[threading.Event]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def shown(progress: StepBar | RunBar) -> Iterator[threading.Event]:
+    """A job on a terminal: its stop event (`stop_on_signals`), and its bar closed however the
+    job ends."""
+    try:
+        with stop_on_signals() as stop:
+            yield stop
+    finally:
+        progress.close()

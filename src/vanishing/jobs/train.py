@@ -24,7 +24,6 @@ from vanishing.settings.config import TrainConfig
 DEFAULT_OUT = Path("runs/train")
 
 
-
 def interrupted(out: Path, runs: Sequence[Run]) -> Interrupted:
     """The interruption of a train or compare job: what was kept of its runs, and how to go
     on (from the command line or from Python)."""

@@ -19,7 +19,15 @@ from typing import Any
 
 from vanishing.errors import UsageError
 from vanishing.model.mlp import check_depth, hidden_widths
-from vanishing.settings.config import TrainConfig, field_named, kind_of, optional, settings, shown
+from vanishing.settings.config import (
+    TrainConfig,
+    choices_of,
+    field_named,
+    kind_of,
+    optional,
+    settings,
+    shown,
+)
 
 SHAPE_KEYS = ("depth", "width")  # one network's shape, instead of `hidden`
 GRID_SHAPE_KEYS = ("depths", "widths")  # a sweep's shapes: (width,) * depth for each pair
@@ -142,6 +150,8 @@ def check_momentum(values: Mapping[str, Any]) -> None:
     """Momentum other than 0 needs sgd, the one optimizer that uses it (train, compare and the
     page: one optimizer; a sweep shares one momentum among several and is not checked)."""
     optimizer = values.get("optimizer", TrainConfig.optimizer)
+    if optimizer not in choices_of("optimizer"):
+        return  # an unknown optimizer: the config names it and the choices
     if values.get("momentum", 0.0) != 0.0 and optimizer != "sgd":
         raise UsageError("--momentum applies to --optimizer sgd only")
 

@@ -454,34 +454,3 @@ def optional(setting: dataclasses.Field) -> bool:
     """Whether the field takes None (written `none`), e.g. no gradient clipping."""
     kind = typing.get_type_hints(TrainConfig)[setting.name]
     return type(None) in typing.get_args(kind)
-
-
-TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
-
-
-def value_of(setting: dataclasses.Field, value: Any, where: str, text: bool = False) -> Any:
-    """A value of the field as its type, from the command line's text (`text`) or from TOML or
-    JSON; `none` (or null) for an optional field. A wrong one is a UsageError naming `where`."""
-    kind = kind_of(setting)
-    if optional(setting) and (
-        value is None or (isinstance(value, str) and value.strip().lower() == "none")
-    ):
-        return None
-    expected = f"{kind.__name__}{' or none' if optional(setting) else ''}"
-    if text and kind is not str:
-        word = value.strip().lower()
-        if kind is bool and word in TRUE + FALSE:
-            return word in TRUE
-        try:
-            return kind(word) if kind in (int, float) else _wrong(where, expected, value)
-        except ValueError:
-            _wrong(where, expected, value)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
-        _wrong(where, expected, value)
-    return value
-
-
-def _wrong(where: str, expected: str, value: Any) -> typing.NoReturn:
-    raise UsageError(f"{where}: expected {expected}, got {value!r}")

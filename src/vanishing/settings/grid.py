@@ -26,8 +26,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-SHAPE_KEYS = codec.GRID_SHAPE_KEYS  # network shapes: (width,) * depth, instead of `hidden`
-
 
 def key_of(setting: dataclasses.Field) -> str:
     """A field's key in a grid: its axis name (a list) or its own name (one shared value)."""
@@ -39,7 +37,7 @@ def grid_keys() -> list[str]:
     keys: list[str] = []
     for setting in settings():
         if setting.name == "hidden":
-            keys += SHAPE_KEYS
+            keys += codec.GRID_SHAPE_KEYS
         keys.append(key_of(setting))
     return [*keys, "description"]
 
@@ -113,9 +111,16 @@ def spec_from_dict(values: dict[str, Any], source: str = "sweep") -> SweepSpec:
                 grid[setting.name] = codec.values(setting, values[key])
             else:
                 grid[setting.name] = (codec.parse(setting, values[key], key),)
-        shape = {key: codec.numbers(key, values[key]) for key in SHAPE_KEYS if key in values}
-        if not shape.get("widths", (DEFAULT_WIDTH,)):
-            raise UsageError("widths: give at least one value")
+        shape = {
+            key: codec.numbers(key, values[key]) for key in codec.GRID_SHAPE_KEYS if key in values
+        }
+        for key, numbers in shape.items():
+            if not numbers:
+                raise UsageError(f"{key}: give at least one value")
+        if "hidden" in values and shape:
+            raise UsageError(
+                "give either the hidden widths (hidden) or depths and widths, not both"
+            )
         description = values.get("description", "")
         if not isinstance(description, str):
             codec.wrong("description", "str", description)
@@ -166,13 +171,27 @@ def spec_of(
     values: dict[str, Any] = {}
     name = "grid"
     if preset:
-        values, name = load_preset(preset).to_dict(), preset
+        values, name = grid_values(load_preset(preset)), preset
     elif file:
         values, name = read_toml(file), Path(file).stem
         spec_from_dict(values, str(file))  # the file's own mistakes, named by the file
     given = {key: value for key, value in (given or {}).items() if codec.given(value)}
     if not given:
         return (spec_from_dict(values, str(file)) if file else spec_from_dict(values, name)), name
-    if "hidden" in given:
-        values["depths"] = []  # explicit widths replace a preset's depth axis
+    if "hidden" in given:  # the widths given replace the preset's or file's shapes
+        values = {k: v for k, v in values.items() if k not in codec.GRID_SHAPE_KEYS}
+    elif given.keys() & set(codec.GRID_SHAPE_KEYS):  # and shapes given replace its widths
+        values.pop("hidden", None)
     return spec_from_dict({**values, **given}, given_source), name
+
+
+def grid_values(spec: SweepSpec) -> dict[str, Any]:
+    """A spec's keys as a grid gives them: its shapes only where it has depths (else its
+    `hidden`), so that they can be given again."""
+    values = spec.to_dict()
+    if spec.depths:
+        values.pop("hidden")
+    else:
+        values.pop("depths")
+        values.pop("widths")
+    return values

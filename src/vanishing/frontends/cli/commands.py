@@ -12,7 +12,7 @@ from vanishing.data import datasets as data
 from vanishing.errors import UsageError
 from vanishing.executor import check_workers
 from vanishing.frontends.cli.parser import grid_given, settings_given
-from vanishing.frontends.progress import RunBar, StepBar, stderr, stop_on_signals
+from vanishing.frontends.progress import RunBar, StepBar, shown, stderr
 from vanishing.jobs import compare as compare_job
 from vanishing.jobs import sweep as sweep_job
 from vanishing.jobs import train as train_job
@@ -107,19 +107,16 @@ def data_verify(args: argparse.Namespace) -> int:
 def train(args: argparse.Namespace) -> int:
     config = codec.config(settings_given(args))
     progress = StepBar([config])
-    try:
-        with stop_on_signals() as stop:
-            _, result = train_job.train(
-                config,
-                args.out,
-                resume=args.resume,
-                detect_anomaly=args.detect_anomaly,
-                data=data_options(args),
-                progress=progress,
-                stop=stop,
-            )
-    finally:
-        progress.close()
+    with shown(progress) as stop:
+        _, result = train_job.train(
+            config,
+            args.out,
+            resume=args.resume,
+            detect_anomaly=args.detect_anomaly,
+            data=data_options(args),
+            progress=progress,
+            stop=stop,
+        )
     print(
         f"{result.status}: test accuracy {100 * result.test_accuracy:.2f}%, "
         f"test loss {result.test_loss:.4g}; records in {result.run_dir}"
@@ -134,21 +131,18 @@ def train(args: argparse.Namespace) -> int:
 def compare(args: argparse.Namespace) -> int:
     configs = codec.configs(settings_given(args, compare_job.AXES), compare_job.AXES)
     progress = StepBar(configs)
-    try:
-        with stop_on_signals() as stop:
-            outcome = compare_job.compare(
-                configs,
-                args.out,
-                workers=workers(args),
-                group=not args.no_group,
-                resume=args.resume,
-                detect_anomaly=args.detect_anomaly,
-                data=data_options(args),
-                progress=progress,
-                stop=stop,
-            )
-    finally:
-        progress.close()
+    with shown(progress) as stop:
+        outcome = compare_job.compare(
+            configs,
+            args.out,
+            workers=workers(args),
+            group=not args.no_group,
+            resume=args.resume,
+            detect_anomaly=args.detect_anomaly,
+            data=data_options(args),
+            progress=progress,
+            stop=stop,
+        )
     print()
     print(outcome.table)
     print(f"\nruns and summary.csv in {args.out}; report in {outcome.report}")
@@ -159,23 +153,20 @@ def sweep(args: argparse.Namespace) -> int:
     spec, name = grid.spec_of(args.preset, args.config, grid_given(args))
     out = Path(args.out) if args.out else sweep_job.default_out(name)
     progress = RunBar(out)
-    try:
-        with stop_on_signals() as stop:
-            outcome = sweep_job.sweep(
-                spec,
-                out,
-                workers=workers(args),
-                backend=args.backend,
-                address=args.address,
-                retry_failed=args.retry_failed,
-                resume=args.resume,
-                group=not args.no_group,
-                data=data_options(args),
-                progress=progress,
-                stop=stop,
-            )
-    finally:
-        progress.close()
+    with shown(progress) as stop:
+        outcome = sweep_job.sweep(
+            spec,
+            out,
+            workers=workers(args),
+            backend=args.backend,
+            address=args.address,
+            retry_failed=args.retry_failed,
+            resume=args.resume,
+            group=not args.no_group,
+            data=data_options(args),
+            progress=progress,
+            stop=stop,
+        )
     counts = {status: list(outcome.statuses.values()).count(status) for status in
               ("ok", "diverged", "failed")}  # fmt: skip
     print(

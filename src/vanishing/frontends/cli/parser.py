@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 from vanishing import __version__
 from vanishing.data.datasets import DATASETS
 from vanishing.executor import BACKENDS
-from vanishing.jobs import compare
+from vanishing.jobs import compare, train
 from vanishing.model.mlp import DEFAULT_WIDTH
 from vanishing.settings.codec import GRID_SHAPE_KEYS, known_keys
 from vanishing.settings.config import SECTIONS, help_text, kind_of, settings
@@ -199,7 +199,7 @@ def build_parser() -> Parser:
     )
     sub.add_argument(
         "--out",
-        default="runs/train",
+        default=str(train.DEFAULT_OUT),
         metavar="DIR",
         help="records go to DIR/NAME, NAME made of the run's settings and a hash of them, so "
         "that runs of other settings never share a directory (default: runs/train)",
@@ -240,8 +240,9 @@ def build_parser() -> Parser:
     section.add_argument(
         "--backend",
         default="local",
-        choices=BACKENDS,
-        help="local (a process pool) or ray (one task per unit of runs)",
+        metavar="NAME",
+        help=f"{' or '.join(BACKENDS)}: a process pool here, or one task per unit of runs on a "
+        "Ray cluster (default: local)",
     )
     section.add_argument(
         "--address",
