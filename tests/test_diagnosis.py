@@ -30,6 +30,7 @@ def write_run(
     scale_step: float = 1.0,  # the activations' std grows by this per layer with depth
     grad_norms: list[float] | None = None,  # at step 0, per Linear layer
     later_norms: list[list[float]] | None = None,  # at the probes after step 0
+    update_ratios: list[list[float]] | None = None,  # per probe, per Linear layer
     accuracy: float = 0.9,
     test_loss: float = 0.3,
     status: str = "ok",
@@ -73,6 +74,11 @@ def write_run(
                 "activation_std": scale,
                 "saturated_fraction": [0.0] * depth,
                 "dead_fraction": [0.0] * depth,
+                **(
+                    {"update_ratio": update_ratios[index]}
+                    if update_ratios and index < len(update_ratios)
+                    else {}
+                ),
             }
         )
     history = [{"epoch": 1, "train_loss": test_loss, "test_loss": test_loss}]
@@ -455,14 +461,6 @@ def test_no_cure_section_where_only_the_activation_differs(tmp_path):
 
 # Real networks, trained here on the tiny data set in about a second each.
 REAL = {"batch_size": 32, "probe_every": 5, "probe_size": 64, "device": "cpu", "epochs": 1}
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> data.Dataset:
-    from conftest import make_arrays, write_arrays
-
-    folder = write_arrays(tmp_path_factory.mktemp("tiny"), make_arrays(), gz=True)
-    return data.load_dataset(data_dir=folder, verify=False)
 
 
 def trained(tmp_path: Path, dataset: data.Dataset, **config: Any) -> verdict.Verdict:

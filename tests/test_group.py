@@ -231,7 +231,9 @@ def gradients_of(model: torch.nn.Module) -> torch.nn.Module:
     return copied
 
 
-@pytest.mark.parametrize("optimizer, momentum", [("adam", 0.0), ("sgd", 0.9)])
+@pytest.mark.parametrize(
+    "optimizer, momentum", [("adam", 0.0), ("sgd", 0.9), ("rmsprop", 0.0), ("adamw", 0.0)]
+)
 def test_stacked_optimizer_equals_independent_ones(optimizer, momentum):
     models = [
         build_model((12, 7), name, seed=s) for s, name in enumerate(["prelu", "relu", "tanh"])

@@ -214,7 +214,12 @@ def _reference_step(name: str, w0: list[float], steps: int) -> torch.Tensor:
         if name == "sgd":
             velocity = momentum * velocity + grad
             w = w - lr * velocity
+        elif name == "rmsprop":  # no momentum: the registry's RMSprop takes none
+            v = 0.99 * v + 0.01 * grad**2
+            w = w - lr * grad / (v.sqrt() + 1e-8)
         else:
+            if name == "adamw":  # weight decay 0.01, decoupled from the gradient's moments
+                w = w * (1 - lr * 0.01)
             m = 0.9 * m + 0.1 * grad
             v = 0.999 * v + 0.001 * grad**2
             w = w - lr * (m / (1 - 0.9**t)) / ((v / (1 - 0.999**t)).sqrt() + 1e-8)
@@ -290,8 +295,10 @@ def test_bad_names_and_values_raise():
         initialize(model, "glorot", "relu")
     with pytest.raises(UsageError, match="unknown activation 'swish'"):
         build_model(TINY, "swish")
-    with pytest.raises(UsageError, match="unknown optimizer 'rmsprop'; choose from: adam, sgd"):
-        make_optimizer("rmsprop", model.parameters(), lr=0.1)
+    with pytest.raises(
+        UsageError, match="unknown optimizer 'lbfgs'; choose from: adam, sgd, rmsprop"
+    ):
+        make_optimizer("lbfgs", model.parameters(), lr=0.1)
     with pytest.raises(UsageError, match="learning rate must be a finite number > 0, got 0"):
         make_optimizer("sgd", model.parameters(), lr=0)
     with pytest.raises(UsageError, match="momentum must be >= 0 and < 1, got 1.0"):

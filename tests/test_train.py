@@ -174,7 +174,10 @@ def test_an_old_result_without_clipped_steps_loads(tiny, tmp_path):
     [
         ({"activation": "swish"}, "unknown activation 'swish'; choose from: sigmoid, tanh"),
         ({"init": "zeros"}, "unknown init 'zeros'; choose from: default, xavier_uniform"),
-        ({"optimizer": "rmsprop"}, "unknown optimizer 'rmsprop'; choose from: adam, sgd"),
+        (
+            {"optimizer": "lbfgs"},
+            "unknown optimizer 'lbfgs'; choose from: adam, sgd, rmsprop, adamw",
+        ),
         ({"dataset": "cifar10"}, "unknown data set 'cifar10'"),
         ({"device": "tpu"}, "unknown device 'tpu'; choose from: auto, cpu, cuda, mps"),
         ({"lr": 0.0}, "learning rate must be a finite number > 0"),

@@ -7,6 +7,7 @@ import itertools
 import math
 import numbers
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, cast
 
 import torch
@@ -470,14 +471,58 @@ def initialize(model: MLP, init: str, activation: str | None = None, gain: float
                 linear.weight.mul_(gain)
 
 
-OPTIMIZERS: dict[str, Callable[[Iterable[Tensor], float, float], torch.optim.Optimizer]] = {
+@dataclass(frozen=True)
+class Optimizer:
+    """A registered optimizer: how to make it, what it keeps and how its step relates to the
+    gradient (what the verdicts say of a small gradient)."""
+
+    label: str  # as sentences name it
+    make: Callable[[Iterable[Tensor], float, float], torch.optim.Optimizer]  # (params, lr, mom.)
+    state: int  # values kept per parameter (sgd: its momentum buffer, kept with momentum only)
+    # Whether it divides each weight's step by the running size of that weight's own gradient
+    # (Adam, RMSprop): a layer whose gradient is 1,000x smaller then still takes steps of about
+    # the learning rate. SGD's step is the learning rate times the gradient (with momentum, a
+    # running sum of them): a 1,000x smaller gradient, a 1,000x smaller step.
+    rescales: bool
+
+
+OPTIMIZERS: dict[str, Optimizer] = {
     # The seed experiment's settings; Adam has no momentum argument (its betas play that role).
     # fused: one kernel for all parameters, about 3x faster per step than foreach on the CPU.
-    "adam": lambda params, lr, momentum: torch.optim.Adam(
-        params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, fused=True
+    "adam": Optimizer(
+        "Adam",
+        lambda params, lr, momentum: torch.optim.Adam(
+            params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, fused=True
+        ),
+        state=2,
+        rescales=True,
     ),
-    "sgd": lambda params, lr, momentum: torch.optim.SGD(
-        params, lr=lr, momentum=momentum, foreach=True
+    "sgd": Optimizer(
+        "SGD",
+        lambda params, lr, momentum: torch.optim.SGD(
+            params, lr=lr, momentum=momentum, foreach=True
+        ),
+        state=1,
+        rescales=False,
+    ),
+    # Each weight's step divided by the running size of its own gradient, as Adam's is, without
+    # Adam's momentum and bias correction (PyTorch's and Keras's defaults).
+    "rmsprop": Optimizer(
+        "RMSprop",
+        lambda params, lr, momentum: torch.optim.RMSprop(
+            params, lr=lr, alpha=0.99, eps=1e-8, foreach=True
+        ),
+        state=1,
+        rescales=True,
+    ),
+    # Adam with decoupled weight decay (Loshchilov & Hutter 2019), at PyTorch's default 0.01.
+    "adamw": Optimizer(
+        "AdamW",
+        lambda params, lr, momentum: torch.optim.AdamW(
+            params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, fused=True
+        ),
+        state=2,
+        rescales=True,
     ),
 }
 
@@ -489,7 +534,7 @@ def make_optimizer(
     if name not in OPTIMIZERS:
         raise choices_error("optimizer", name, list(OPTIMIZERS))
     check_optimizer_settings(lr, momentum)
-    return OPTIMIZERS[name](params, lr, momentum)
+    return OPTIMIZERS[name].make(params, lr, momentum)
 
 
 def check_optimizer_settings(lr: float, momentum: float) -> None:

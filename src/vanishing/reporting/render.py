@@ -39,8 +39,16 @@ EXPLANATION = (
     "slopes, so whatever each slope is, it is raised to the power L.",
     "Sigmoid's slope σ(z)(1 − σ(z)) is at most 1/4 (at z = 0) and almost 0 once |z| > 4, so L "
     "sigmoid layers multiply the gradient by at most (1/4)^L (1/256 for L = 4) unless the weights "
-    "make up for it: the first layers receive the least gradient and learn the slowest. Tanh "
-    "reaches slope 1 only at z = 0 and saturates too.",
+    "make up for it: the first layers receive the least gradient. Tanh reaches slope 1 only at "
+    "z = 0 and saturates too.",
+    "Whether a small gradient slows learning is the optimizer's part. SGD's step is the learning "
+    "rate times the gradient (with momentum, a running sum of them), so a layer whose gradient is "
+    "1,000 times smaller moves 1,000 times slower: the first layers learn the slowest. Adam and "
+    "RMSprop divide each weight's step by the running size of that weight's own gradient, so "
+    "every layer moves by about the learning rate per step whatever its gradient's size: the "
+    "gradient still vanishes, but the first layers learn. Each layer's update ratio "
+    "||ΔW||/||W||, the size of a step against the weights it moves, shows which holds for a run; "
+    "a ratio near 1 means steps that replace the weights instead of adjusting them.",
     "ReLU's slope is exactly 1 wherever a unit is active (z > 0): an active path passes the "
     "gradient on unchanged, so depth costs nothing. For z < 0 its slope is 0, and a unit whose "
     "input is negative for every example gets no gradient ever again: it is dead.",

@@ -6,7 +6,7 @@
 - parameters: every parameter of the MLP (Linear weights and biases, a norm's scale and shift,
   PReLU's slopes), float32; `buffers`: batch norm's running statistics;
 - gradients: one per parameter (`.grad` lives from the first step on);
-- optimizer state: `OPTIMIZER_STATE` values per parameter (Adam 2, SGD with momentum 1);
+- optimizer state: `Optimizer.state` values per parameter (Adam 2, SGD with momentum 1);
 - probe copies: the probe's weight gradients, then the weights' snapshot held across a step;
 - activations: the largest of four passes that never overlap (so their peak, not their sum):
   a training batch (input, and per hidden layer what autograd keeps: the pre-activation, a
@@ -44,7 +44,7 @@ from vanishing.devices import resolve_device
 from vanishing.errors import UsageError
 from vanishing.measure.probes import DEAD_CHUNK
 from vanishing.model.activations import get_activation, make_activation
-from vanishing.model.mlp import NORMS
+from vanishing.model.mlp import NORMS, OPTIMIZERS
 from vanishing.settings.config import TrainConfig
 from vanishing.training.loop import EVAL_CHUNK
 
@@ -52,9 +52,6 @@ FLOAT = 4  # bytes of a float32 value
 INDEX = 8  # bytes of an int64 label or index
 IN_FEATURES, CLASSES = 784, 10
 TRAIN_SAMPLES, TEST_SAMPLES = 60000, 10000  # MNIST's split, for a spec without counts
-# State values per parameter that each optimizer of model.OPTIMIZERS keeps; sgd's momentum
-# buffer exists only with momentum (tests/test_memory.py measures every registered one).
-OPTIMIZER_STATE = {"adam": 2, "sgd": 1}
 RUNS_IN_A_ROW = 4  # equal widths written 256x30 from this many on
 
 
@@ -116,7 +113,8 @@ def optimizer_state(config: TrainConfig) -> int:
     """State values per parameter that the config's optimizer keeps."""
     if config.optimizer == "sgd" and config.momentum == 0:
         return 0
-    return OPTIMIZER_STATE.get(config.optimizer, max(OPTIMIZER_STATE.values()))
+    known = OPTIMIZERS.get(config.optimizer)
+    return known.state if known else max(o.state for o in OPTIMIZERS.values())
 
 
 def samples(config: TrainConfig, train_samples: int | None = None) -> tuple[int, int]:

@@ -9,6 +9,8 @@ from vanishing.reporting.verdict.profile import setting_value
 from vanishing.reporting.verdict.rules import TOO_LARGE, dead_at_init
 
 SGD_LIKE = ("sgd",)  # optimizers whose step grows with the gradient: clipping bounds it
+# What a lower learning rate is for, where the update ratios showed the steps too large.
+SMALL_FRACTION = ", so that a step moves each layer by a small fraction of its weights"
 # A layer dead from the start: no init of the other layers brings it back.
 DEAD_LAYER_CURE = (
     "look at what feeds the dead layer (a bias or an input far below 0 makes every "
@@ -38,10 +40,14 @@ def cure_sentence(point: Point, kinds: tuple[str, ...]) -> str:
     can_clip = optimizer in SGD_LIKE and clip is None
     # What makes the scale too large: the signal or the activations growing, or the init gain.
     too_large = bool(set(TOO_LARGE) & set(kinds)) or gain > 1
-    if worst == "training-blow-up" and not too_large:
+    if worst == "large-steps" or (worst == "training-blow-up" and not too_large):
         parts.append(f"a lower learning rate{lr_here}")
+        if worst == "large-steps":
+            parts[-1] += SMALL_FRACTION
         if can_clip:
             parts.append("--clip-grad-norm to cap each step")
+    elif worst == "small-steps":
+        parts.append(f"a larger learning rate{lr_here}")
     elif worst == "training-blow-up" or worst in TOO_LARGE:
         if gain > 1:
             parts.append(f"a lower --init-gain ({gain:g} here; 1 keeps each init's own scale)")
@@ -110,10 +116,14 @@ def model_cure(point: Point, kinds: tuple[str, ...]) -> str:
     worst = kinds[0] if kinds else "healthy"
     too_large = bool(set(TOO_LARGE) & set(kinds))
     parts: list[str] = []
-    if worst == "training-blow-up" and not too_large:
+    if worst == "large-steps" or (worst == "training-blow-up" and not too_large):
         parts.append(f"a lower learning rate{lr_here}")
+        if worst == "large-steps":
+            parts[-1] += SMALL_FRACTION
         if can_clip:
             parts.append(clip)
+    elif worst == "small-steps":
+        parts.append(f"a larger learning rate{lr_here}")
     elif worst == "training-blow-up" or worst in TOO_LARGE:
         parts.append(
             "smaller initial weights: He (kaiming) init for rectifiers "

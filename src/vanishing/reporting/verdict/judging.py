@@ -20,6 +20,7 @@ from vanishing.reporting.verdict.rules import (
     NOTES,
     UNITS,
     WORDS,
+    Steps,
     at_chance,
     dead_at_init,
     divergence,
@@ -27,7 +28,10 @@ from vanishing.reporting.verdict.rules import (
     grown_in_point,
     huge_at_init,
     huge_final_loss,
+    large_steps,
     later_signal,
+    small_steps,
+    steps,
     weight_note,
 )
 from vanishing.reporting.verdict.thresholds import THRESHOLDS, Thresholds
@@ -101,11 +105,37 @@ def judge(point: Point, thresholds: Thresholds = THRESHOLDS) -> Verdict:
         findings.add("underflow", say.UNDERFLOW, headline=False)
     if point.activation.derivative_bound < 1 and step0.signal in ("vanishing", "attenuated"):
         findings.evidence.append(say.bound_sentence(point))
+    chance = at_chance(point, thresholds)
+    moves = steps(point)
+    if moves is not None:
+        read_steps(point, step0.kinds, moves, chance, findings, thresholds)
     for kind, sentence in say.units_sentences(point, thresholds):
         findings.add(kind, sentence, headline=kind in UNITS)
-    if at_chance(point, thresholds):
+    if chance:
         findings.kinds.append("no-learning")
     return finish(point, found, step0.signal, findings, thresholds)
+
+
+def read_steps(
+    point: Point,
+    kinds: tuple[str, ...],
+    moves: Steps,
+    chance: bool,
+    findings: Findings,
+    thresholds: Thresholds,
+) -> None:
+    """What the optimizer's steps add: whether a small gradient slows the first layers (the
+    optimizer's part), and steps too large or too small for a run that did not learn."""
+    if {"vanishing", "attenuated"} & set(kinds) and math.isfinite(moves.relative):
+        findings.add("steps", say.steps_sentence(moves, point.names, not chance), headline=False)
+    big = large_steps(moves, thresholds)
+    if big and (chance or "training-blow-up" in findings.kinds):
+        findings.add("large-steps", say.large_steps_sentence(big, moves, point.names))
+    tiny = small_steps(moves, thresholds)
+    # Steps tiny because the gradient vanished or the forward pass collapsed (the output
+    # layer's input is ~0) are that failure's, not the learning rate's.
+    if tiny and chance and not {"vanishing", "forward-collapse"} & set(kinds):
+        findings.add("small-steps", say.small_steps_sentence(tiny, moves, point.names))
 
 
 def finish(

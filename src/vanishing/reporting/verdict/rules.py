@@ -10,7 +10,13 @@ The kinds of finding, worst first (`FAILURES`): a verdict's headline is the wors
   norms already huge at step 0;
 - forward-blow-up, forward-collapse: the activations' scale (std) grows or falls with depth at
   step 0, in the forward pass;
+- large-steps: a run that did not learn (or blew up) whose optimizer moved a layer by as much as
+  its own weights in one step: the learning rate is too large;
+- small-steps: a run that did not learn whose steps stayed tiny in every layer: too small;
 - dead, saturated: a layer with too many units that pass no gradient.
+Whether a small gradient slows learning is the optimizer's part (`Steps`): under SGD a layer's
+step is its gradient times the learning rate, under Adam or RMSprop each weight's step is
+divided by its own gradient's running size.
 Notes follow them (`NOTES`): no-learning (chance level), cancel (the weight-gradient ratio looks
 even because two failures cancel in it), mismatch (the ratio alone would read otherwise).
 """
@@ -25,11 +31,13 @@ from typing import Any
 import numpy as np
 
 from vanishing import stats
+from vanishing.model.mlp import OPTIMIZERS
 from vanishing.reporting.results import Point, numbers
 from vanishing.reporting.verdict.profile import (
     Profile,
     first_probe,
     largest,
+    mean_profile,
     setting_value,
 )
 from vanishing.reporting.verdict.thresholds import (
@@ -43,6 +51,8 @@ from vanishing.settings.naming import watched
 FAILURES = (
     "training-blow-up",
     "exploding",
+    "large-steps",
+    "small-steps",
     "vanishing",
     "forward-blow-up",
     "forward-collapse",
@@ -53,7 +63,7 @@ FAILURES = (
 )
 NOTES = ("no-learning", "cancel", "mismatch")
 # Findings that are evidence only, never a verdict's kind.
-EVIDENCE = ("underflow", "note")
+EVIDENCE = ("underflow", "note", "steps")
 UNITS = ("dead", "saturated")  # never the headline: the gradient's fate comes first
 FORWARD = ("forward-collapse", "forward-blow-up")
 # What makes the scale too large, for the cures.
@@ -67,6 +77,8 @@ WORDS = {
     "growing": "growing",
     "forward-collapse": "forward collapse",
     "forward-blow-up": "forward blow-up",
+    "large-steps": "steps too large",
+    "small-steps": "steps too small",
     "dead": "dead units",
     "saturated": "saturated",
     "no-learning": "did not learn",
@@ -387,3 +399,84 @@ def at_chance(point: Point, thresholds: Thresholds = THRESHOLDS) -> bool:
     """The point's mean test accuracy is within `chance_margin` of chance: it did not learn."""
     chance = chance_level(point.condition.get("dataset"))
     return bool(point.accuracies) and point.accuracy.mean < chance + thresholds.chance_margin
+
+
+@dataclass(frozen=True)
+class Steps:
+    """The optimizer's steps, from the update ratio ||dW|| / ||W|| of each weighted layer: at
+    step 0 (geometric means over seeds) and the largest at any probe of any run."""
+
+    ratios: np.ndarray  # per weighted layer at step 0, input side first
+    peak: Peak | None  # the largest update ratio recorded: its size, its layer, its step
+    optimizer: str  # the registry's name, or a watched optimizer's class name in lower case
+    momentum: float
+
+    @property
+    def first(self) -> float:
+        """Layer 1's update ratio at step 0; nan when not recorded."""
+        return float(self.ratios[0]) if self.ratios.size else math.nan
+
+    @property
+    def last(self) -> float:
+        """The output layer's update ratio at step 0; nan when not recorded."""
+        return float(self.ratios[-1]) if self.ratios.size else math.nan
+
+    @property
+    def relative(self) -> float:
+        """Layer 1's step over the output layer's, at step 0: how much slower it learns."""
+        return self.first / self.last if self.last > 0 and self.first >= 0 else math.nan
+
+    @property
+    def rescales(self) -> bool | None:
+        """Whether the optimizer divides each weight's step by its own gradient's running size;
+        None for an optimizer the registry does not know (a watched model's)."""
+        known = OPTIMIZERS.get(self.optimizer)
+        return known.rescales if known else None
+
+    @property
+    def label(self) -> str:
+        """'Adam', 'SGD with momentum 0.9', or a watched model's optimizer as recorded."""
+        known = OPTIMIZERS.get(self.optimizer)
+        label = known.label if known else (self.optimizer or "the optimizer")
+        sgd = self.optimizer == "sgd"  # the one optimizer that takes --momentum
+        return f"{label} with momentum {self.momentum:g}" if sgd and self.momentum else label
+
+
+def steps(point: Point) -> Steps | None:
+    """The point's Steps; None where its records hold no update ratio (older records, a model
+    watched without its optimizer)."""
+    lists = [numbers(first_probe(r).get("update_ratio") or []) for r in point.runs]
+    ratios = mean_profile(lists)
+    if ratios.size:  # a layer no run moved is 0, not left out of the geometric mean
+        ratios[np.all(np.stack([x for x in lists if x.size]) == 0, axis=0)] = 0.0
+    peaks = [
+        found
+        for run in point.runs
+        for row in run.rows("probe")
+        if (found := peak(row.get("update_ratio") or [], row.get("step")))
+    ]
+    if not ratios.size and not peaks:
+        return None
+    config = point.runs[0].config
+    momentum = setting_value(config, "momentum")
+    return Steps(
+        ratios,
+        max(peaks, key=lambda p: p.norm, default=None),
+        str(config.get("optimizer") or ""),
+        float(momentum) if isinstance(momentum, (int, float)) else 0.0,
+    )
+
+
+def slow_first_layers(found: Steps, thresholds: Thresholds = THRESHOLDS) -> bool:
+    """Layer 1's steps are an order of magnitude slower than the output layer's at step 0."""
+    return found.relative < thresholds.steps_slow
+
+
+def large_steps(found: Steps, thresholds: Thresholds = THRESHOLDS) -> Peak | None:
+    """The largest step, where it moved a layer by `steps_large` of its weights or more."""
+    return found.peak if found.peak and found.peak.norm >= thresholds.steps_large else None
+
+
+def small_steps(found: Steps, thresholds: Thresholds = THRESHOLDS) -> Peak | None:
+    """The largest step, where even it stayed under `steps_tiny` of a layer's weights."""
+    return found.peak if found.peak and found.peak.norm < thresholds.steps_tiny else None

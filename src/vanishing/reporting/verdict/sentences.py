@@ -18,6 +18,7 @@ from vanishing.reporting.verdict.rules import (
     HugeLoss,
     LayerShare,
     Peak,
+    Steps,
     WeightNote,
     at_chance,
     dead_units,
@@ -405,4 +406,78 @@ def clipping_sentence(point: Point) -> str:
         return f"Gradients were clipped to norm {shown(limit)}."
     return (
         f"Clipping (--clip-grad-norm {shown(limit)}) cut {sum(clipped):,} of {sum(steps):,} steps."
+    )
+
+
+def possessive(name: str) -> str:
+    """'the output layer's', 'fc's'."""
+    return f"{name}'s"
+
+
+def update_ratios(found: Steps, names: LayerNames) -> str:
+    """'update ratio ||ΔW||/||W|| 4.4e-06 against 3.4e-02 at step 0'."""
+    return f"update ratio ||ΔW||/||W|| {number(found.first)} against {number(found.last)} at step 0"
+
+
+def steps_sentence(found: Steps, names: LayerNames, learned: bool) -> str:
+    """Whether the small gradient slows the first layers' learning: under SGD their steps
+    shrink with it; Adam and RMSprop rescale each weight's step (why the seed's sigmoid net
+    still learns)."""
+    layers = found.ratios.size
+    first, last = names.weighted(1, layers), names.weighted(layers, layers)
+    ratios = update_ratios(found, names)
+    relative = found.relative
+    if relative < THRESHOLDS.steps_slow:
+        moves = (
+            "does not move at all"
+            if relative == 0
+            else f"moves {fold(1 / relative)}x slower than {last}"
+        )
+        if found.rescales is False:
+            rule = (
+                "a running sum of its gradients times the learning rate"
+                if found.momentum
+                else "the learning rate times its gradient"
+            )
+            return (
+                f"The steps shrink with the gradient: under {found.label} a weight's step is "
+                f"{rule}, so {first} {moves} ({ratios}) and the first layers learn the slowest."
+            )
+        shrink = "The steps shrink with the gradient"
+        return f"{shrink}: under {found.label} {first} {moves} ({ratios})."
+    rate = f"{first} moves at {fold(relative)}x {possessive(last)} rate ({ratios})"
+    why = (
+        "which is why this network still learns"
+        if learned
+        else "so the small gradient is not what holds it back"
+    )
+    if found.rescales:
+        return (
+            f"The gradient reaching {first} is small, but {found.label} divides each weight's "
+            f"step by the running size of its own gradient: {rate}, {why}."
+        )
+    less = "shrink less than the gradient" if relative < 1 else "do not shrink with the gradient"
+    return f"The steps {less}: {rate}."
+
+
+def large_steps_sentence(peak: Peak, found: Steps, names: LayerNames) -> str:
+    """'Steps too large: at step 0 Adam moved layer 1 by 3.6 times its own weights' norm
+    ...': the learning rate, not the gradient's flow, is what failed."""
+    layer = names.weighted(peak.layer, max(found.ratios.size, peak.layer))
+    at = f"at step {peak.step} " if peak.step is not None else ""
+    return (
+        f"Steps too large: {at}{found.label} moved {layer} by {number(peak.norm)} times its "
+        f"own weights' norm in a single step (update ratio ||ΔW||/||W||); a step that large "
+        "replaces the weights instead of adjusting them."
+    )
+
+
+def small_steps_sentence(peak: Peak, found: Steps, names: LayerNames) -> str:
+    """'Steps too small: SGD's largest step moved a layer by 2.6e-05 of its weights' norm
+    ...': the net did not learn because it barely moved."""
+    layer = names.weighted(peak.layer, max(found.ratios.size, peak.layer))
+    return (
+        f"Steps too small: {possessive(found.label)} largest step moved {layer} by "
+        f"{number(peak.norm)} of its weights' norm (update ratio ||ΔW||/||W||), and no step "
+        "of any layer moved more: the network barely changed."
     )

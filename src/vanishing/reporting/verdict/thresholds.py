@@ -52,6 +52,22 @@ class Thresholds:
     dead_fraction: float = 0.05
     # 20 % or more saturated (sample, unit) pairs: a fifth of the signal passes a slope < 10 % max.
     saturated_fraction: float = 0.2
+    # The optimizer's steps, read from the update ratio ||dW|| / ||W|| of each weighted layer (a
+    # step's size relative to the weights it moves). Layer 1's under a tenth of the output
+    # layer's at step 0: its steps are an order of magnitude slower, so a small gradient slows
+    # its learning (SGD: 7,700x on the reference sigmoid MLP at lr 0.1). Adam and RMSprop divide
+    # each weight's step by its own gradient's running size: the same net moves layer 1 at 1.9x
+    # the output layer's rate under Adam.
+    steps_slow: float = 0.1
+    # A step as large as the weights it moves (update ratio 1 or more at any probe) replaces
+    # them rather than adjusting them: the learning rate is too large. On the reference MLP Adam
+    # and AdamW at lr 0.1 reach 3.6-3.9 and RMSprop at 0.1 35-38 (all at chance); the runs that
+    # learn stay under 0.4 (RMSprop at 1e-3 peaks at 0.38 on its first step, Adam at 0.04).
+    steps_large: float = 1.0
+    # Steps under 1e-4 of the weights at every probe in every layer: even 1,000 such steps move a
+    # layer by a tenth of its norm. SGD at lr 1e-3 on the reference ReLU MLP peaks at 2.6e-5 and
+    # stays at chance after an epoch; at lr 0.1, 0.03 and 92.6 %.
+    steps_tiny: float = 1e-4
     # The t-tests on test accuracy (paired on shared seeds, else Welch's): the usual 5 % level.
     p_value: float = stats.ALPHA
     # One seed a side: a gap over 5x the largest seed std measured in the same report is no seed
