@@ -31,6 +31,7 @@ def write_run(
     grad_norms: list[float] | None = None,  # at step 0, per Linear layer
     later_norms: list[list[float]] | None = None,  # at the probes after step 0
     update_ratios: list[list[float]] | None = None,  # per probe, per Linear layer
+    dead_init: list[float] | None = None,  # dead units per hidden layer at step 0
     accuracy: float = 0.9,
     test_loss: float = 0.3,
     status: str = "ok",
@@ -73,7 +74,7 @@ def write_run(
                 "signal_norms": signal,
                 "activation_std": scale,
                 "saturated_fraction": [0.0] * depth,
-                "dead_fraction": [0.0] * depth,
+                "dead_fraction": dead_init if dead_init and index == 0 else [0.0] * depth,
                 **(
                     {"update_ratio": update_ratios[index]}
                     if update_ratios and index < len(update_ratios)

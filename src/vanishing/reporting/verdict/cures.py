@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from vanishing.reporting.results import Point
 from vanishing.reporting.verdict.profile import setting_value
-from vanishing.reporting.verdict.rules import TOO_LARGE, dead_at_init
+from vanishing.reporting.verdict.rules import TOO_LARGE, dead_layer_in_some_run
 
 SGD_LIKE = ("sgd",)  # optimizers whose step grows with the gradient: clipping bounds it
 # What a lower learning rate is for, where the update ratios showed the steps too large.
@@ -87,7 +87,7 @@ def cure_sentence(point: Point, kinds: tuple[str, ...]) -> str:
                 listed += f" or {options[-1]}" if len(options) > 1 else ""
                 each = ", each of which keeps" if len(options) > 1 else ", which keeps"
                 parts.append(f"{listed}{each} the gradient's size from layer to layer")
-    if dead_at_init(point) and worst == "vanishing":
+    if dead_layer_in_some_run(point) and worst == "vanishing":
         parts = [DEAD_LAYER_CURE]
     if "dead" in kinds and name == "relu" and (worst == "dead" or not parts):
         parts.append("leaky ReLU or PReLU keep a slope for z < 0, so no unit dies for good")
@@ -159,7 +159,7 @@ def model_cure(point: Point, kinds: tuple[str, ...]) -> str:
             )
             each = ", each of which keeps" if len(options) > 1 else ", which keeps"
             parts.append(f"{listed}{each} the gradient's size from layer to layer")
-    if dead_at_init(point) and worst == "vanishing":
+    if dead_layer_in_some_run(point) and worst == "vanishing":
         parts = [DEAD_LAYER_CURE]
     if "dead" in kinds and point.activation.name == "relu" and (worst == "dead" or not parts):
         parts.append(

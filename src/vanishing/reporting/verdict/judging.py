@@ -22,6 +22,7 @@ from vanishing.reporting.verdict.rules import (
     WORDS,
     Steps,
     at_chance,
+    born_dead_runs,
     dead_at_init,
     divergence,
     gradient,
@@ -89,7 +90,11 @@ def judge(point: Point, thresholds: Thresholds = THRESHOLDS) -> Verdict:
     step0 = gradient(found, point.vanishing_ratio_init, thresholds)
     rectifier = point.activation.family == "rectifier"
     dead = dead_at_init(point) if found.signal_factor == 0 else 0
-    for kind, sentence in say.gradient_sentences(found, step0, rectifier, dead):
+    born = born_dead_runs(point)
+    if born and born.runs < born.of:  # the others' factor alone would hide them
+        findings.add("vanishing", say.born_dead_sentence(born, names))
+    probe = born.probe if born else "every sample"
+    for kind, sentence in say.gradient_sentences(found, step0, rectifier, dead, probe):
         findings.add(kind, sentence)
     init = huge_at_init(point, thresholds)
     if init:

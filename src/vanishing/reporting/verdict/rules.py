@@ -24,6 +24,7 @@ even because two failures cancel in it), mismatch (the ratio alone would read ot
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,12 +33,14 @@ import numpy as np
 
 from vanishing import stats
 from vanishing.model.mlp import OPTIMIZERS
-from vanishing.reporting.results import Point, numbers
+from vanishing.reporting.results import Point, RunRecords, numbers
 from vanishing.reporting.verdict.profile import (
     Profile,
     first_probe,
     largest,
     mean_profile,
+    run_factor,
+    run_signal,
     setting_value,
 )
 from vanishing.reporting.verdict.thresholds import (
@@ -393,6 +396,49 @@ def dead_at_init(point: Point) -> int:
         return 0
     whole = np.all(np.stack(lists) >= 1, axis=0)
     return int(np.argmax(whole)) + 1 if whole.any() else 0
+
+
+def born_dead(run: RunRecords) -> int:
+    """The first hidden layer (from 1) whose every unit is dead at step 0 on the probe batch
+    (zero for each of its samples); 0 when none is."""
+    whole = numbers(first_probe(run).get("dead_fraction") or []) >= 1
+    return int(np.argmax(whole)) + 1 if whole.any() else 0
+
+
+@dataclass(frozen=True)
+class BornDead:
+    """The runs of a point whose back-propagated signal reaching layer 1 is exactly 0 at step 0,
+    and where: the group's factor is the other runs' (a factor of 0 has no logarithm)."""
+
+    runs: int  # of the point's runs, those that pass no gradient to layer 1
+    of: int  # the point's runs
+    layers: dict[int, int]  # first dead hidden layer -> runs; 0: no whole layer dead (underflow)
+    probe: str  # what 'dead' was measured on, as a sentence says it
+
+
+def born_dead_runs(point: Point) -> BornDead | None:
+    """The point's runs born dead (`BornDead`); None when every run passes a gradient."""
+    zero = [r for r in point.runs if run_factor(run_signal(r), reverse=False) == 0]
+    if not zero:
+        return None
+    layers = Counter(born_dead(r) for r in zero)
+    config = point.runs[0].config
+    size = config.get("probe_size")
+    probe = (
+        "every sample of the measured batch"
+        if watched(config)
+        else f"each of the {size} probe images"
+        if isinstance(size, int)
+        else "every probe image"
+    )
+    return BornDead(len(zero), len(point.runs), dict(sorted(layers.items())), probe)
+
+
+def dead_layer_in_some_run(point: Point) -> bool:
+    """A rectifier net with a whole hidden layer dead at step 0 in at least one run, so that
+    no gradient passes there: what feeds that layer is the cure, not the init's scale."""
+    born = born_dead_runs(point) if point.activation.family == "rectifier" else None
+    return bool(born and set(born.layers) - {0})
 
 
 def at_chance(point: Point, thresholds: Thresholds = THRESHOLDS) -> bool:

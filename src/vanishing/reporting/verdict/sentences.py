@@ -12,6 +12,7 @@ from vanishing.reporting.formats import number, percent, percent2
 from vanishing.reporting.results import Point, numbers
 from vanishing.reporting.verdict.profile import Profile, setting_value
 from vanishing.reporting.verdict.rules import (
+    BornDead,
     Divergence,
     Gradient,
     Grown,
@@ -81,7 +82,11 @@ def last_to_first(names: LayerNames, layers: int) -> str:
 
 
 def signal_sentence(
-    profile: Profile, word: str, rectifier: bool = False, dead_layer: int = 0
+    profile: Profile,
+    word: str,
+    rectifier: bool = False,
+    dead_layer: int = 0,
+    probe: str = "every sample",
 ) -> str:
     """'Vanishing gradient: the back-propagated signal shrinks 23,000-fold from layer 30 to
     layer 1 (0.71 per layer).'; `dead_layer`: the hidden layer whose every unit is dead at
@@ -92,7 +97,7 @@ def signal_sentence(
         return (
             f"Vanishing gradient: the back-propagated signal reaching {names.hidden(1)} is "
             f"exactly 0 because every unit of {names.hidden(dead_layer)} is dead at step 0 "
-            "(zero for every sample): no gradient passes it back."
+            f"(zero for {probe}): no gradient passes it back."
         )
     if factor == 0:
         return (
@@ -139,7 +144,11 @@ def ratio_sentence(word: str, ratio: float, names: LayerNames, at: str) -> str:
 
 
 def gradient_sentences(
-    found: Profile, step0: Gradient, rectifier: bool = False, dead_layer: int = 0
+    found: Profile,
+    step0: Gradient,
+    rectifier: bool = False,
+    dead_layer: int = 0,
+    probe: str = "every sample",
 ) -> list[tuple[str, str]]:
     """(kind, sentence) for each failure step 0 shows (`Gradient.kinds`)."""
     said = []
@@ -147,7 +156,7 @@ def gradient_sentences(
         if not step0.by_signal:
             sentence = ratio_sentence(kind, step0.ratio, found.names, "initialisation")
         elif kind == step0.signal:
-            sentence = signal_sentence(found, kind, rectifier, dead_layer)
+            sentence = signal_sentence(found, kind, rectifier, dead_layer, probe)
         else:
             sentence = scale_sentence(found, kind)
         said.append((kind, sentence))
@@ -480,4 +489,28 @@ def small_steps_sentence(peak: Peak, found: Steps, names: LayerNames) -> str:
         f"Steps too small: {possessive(found.label)} largest step moved {layer} by "
         f"{number(peak.norm)} of its weights' norm (update ratio ||ΔW||/||W||), and no step "
         "of any layer moved more: the network barely changed."
+    )
+
+
+def born_dead_sentence(born: BornDead, names: LayerNames) -> str:
+    """'Vanishing gradient in 5 of 8 seeds: no gradient reaches layer 1 at all, because a whole
+    layer is dead at step 0 (layer 9 in 3 seeds, layer 12 in 2; zero for each of the 512 probe
+    images); the factors here are the other 3 seeds'.'"""
+    runs = "runs" if "measured batch" in born.probe else "seeds"
+    where = [
+        f"{names.hidden(layer) if layer else 'no whole layer'} in {count}"
+        + (f" {runs[:-1] if count == 1 else runs}" if index == 0 else "")
+        for index, (layer, count) in enumerate(born.layers.items())
+    ]
+    (only,) = born.layers if len(born.layers) == 1 else (None,)
+    if only:
+        cause = f"every unit of {names.hidden(only)} is dead at step 0"
+    else:
+        cause = f"a whole layer is dead at step 0 ({', '.join(where)})"
+    rest = born.of - born.runs
+    others = f"other {runs[:-1]}'s" if rest == 1 else f"other {rest} {runs}'"
+    return (
+        f"Vanishing gradient in {born.runs} of {born.of} {runs}: no gradient reaches "
+        f"{names.hidden(1)} at all, because {cause}, zero for {born.probe}; the factors here "
+        f"are the {others}."
     )
