@@ -104,13 +104,16 @@ def signal_word(factor: float, thresholds: Thresholds = THRESHOLDS) -> str:
     return "healthy"
 
 
-def scale_word(factor: float, thresholds: Thresholds = THRESHOLDS) -> str:
-    """forward-collapse, forward-blow-up or steady; '' when not measured."""
-    if not factor >= 0:
+def scale_word(found: Profile, thresholds: Thresholds = THRESHOLDS) -> str:
+    """forward-collapse (the output no longer depends on the input: the spread across samples
+    falls, or for older records the std), forward-blow-up (the activations' std grows) or
+    steady; '' when not measured."""
+    collapse, scale = found.collapse_factor, found.scale_factor
+    if not (collapse >= 0 or scale >= 0):
         return ""
-    if factor < thresholds.scale_collapse:
+    if collapse < thresholds.scale_collapse:
         return "forward-collapse"
-    if factor > thresholds.scale_blowup:
+    if scale > thresholds.scale_blowup:
         return "forward-blow-up"
     return "steady"
 
@@ -153,7 +156,7 @@ def gradient(found: Profile, ratio: float, thresholds: Thresholds = THRESHOLDS) 
     judged = not by_signal and math.isfinite(ratio)
     return Gradient(
         signal,
-        scale_word(found.scale_factor, thresholds),
+        scale_word(found, thresholds),
         ratio,
         by_signal,
         ratio_verdict(ratio, thresholds) if judged else "",
@@ -186,7 +189,10 @@ def weight_note(
         return None
     looks = ratio_verdict(ratio, thresholds)
     even = thresholds.attenuated_ratio <= ratio <= thresholds.exploding_ratio
-    cancels = (signal == "vanishing" and scale == "forward-collapse") or (
+    # A weight gradient is the signal times the layer's input: what cancels is the inputs' size
+    # (their std), not how much they depend on the input.
+    shrinks = found.scale_factor < thresholds.scale_collapse
+    cancels = (signal == "vanishing" and shrinks) or (
         signal == "exploding" and scale == "forward-blow-up"
     )
     if even and cancels:
