@@ -52,6 +52,19 @@ class FigureSpec(NamedTuple):
     table: Callable[[Sequence[Point]], Table] | None = None
 
 
+UPDATE_RATIO_CAPTION = (
+    "Update ratio ‖W after − W before‖ / ‖W before‖ of each layer's weights over one optimizer "
+    "step, at the first probe (left) and the last (right), log scale; geometric mean over "
+    "seeds, band from the smallest to the largest seed. It says how fast a layer learns, which "
+    "the gradient alone does not: under SGD a step is the learning rate times the gradient, so "
+    "the ratio falls towards layer 1 with a vanishing gradient and the first layers learn the "
+    "slowest; Adam and RMSprop divide each weight's step by its own gradient's running size, so "
+    "the line stays level even where the gradient vanishes. A ratio near 1 (grey line) is a "
+    "step as large as the weights themselves: the learning rate is too large. The legend gives "
+    "layer 1 / output at the first probe."
+)
+
+
 def layer_specs() -> list[FigureSpec]:
     """(anchor, question, caption, draw) of the figures drawn per condition, in reading order."""
     return [
@@ -63,6 +76,12 @@ def layer_specs() -> list[FigureSpec]:
             "smallest to the largest seed. A line falling towards layer 1 is the vanishing "
             "gradient; the legend gives layer 1 / output at initialisation.",
             plots.gradient_flow,
+        ),
+        FigureSpec(
+            "update-ratio",
+            "How far does each step move each layer's weights?",
+            UPDATE_RATIO_CAPTION,
+            plots.update_ratios,
         ),
         FigureSpec(
             "heatmaps",

@@ -507,9 +507,24 @@ def steps(point: Point) -> Steps | None:
         for row in run.rows("probe")
         if (found := peak(row.get("update_ratio") or [], row.get("step")))
     ]
+    return steps_found(ratios, peaks, point.runs[0].config)
+
+
+def probe_steps(probes: Sequence[dict[str, Any]], config: dict[str, Any]) -> Steps | None:
+    """One run's Steps from its probe rows so far (the live line's): the step-0 probe's update
+    ratios and the largest at any probe; None where the rows hold none."""
+    first = probes[0] if probes and probes[0].get("step") == 0 else {}
+    peaks = [
+        found for row in probes if (found := peak(row.get("update_ratio") or [], row.get("step")))
+    ]
+    return steps_found(numbers(first.get("update_ratio") or []), peaks, config)
+
+
+def steps_found(ratios: np.ndarray, peaks: Sequence[Peak], config: dict[str, Any]) -> Steps | None:
+    """Steps of step-0 `ratios` and the largest of `peaks` under the config's optimizer; None
+    when there are neither."""
     if not ratios.size and not peaks:
         return None
-    config = point.runs[0].config
     momentum = setting_value(config, "momentum")
     return Steps(
         ratios,
