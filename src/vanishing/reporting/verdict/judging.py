@@ -12,7 +12,7 @@ from pathlib import Path
 from vanishing.reporting.loading import load_runs
 from vanishing.reporting.results import Point, RunRecords, make_points
 from vanishing.reporting.verdict import sentences as say
-from vanishing.reporting.verdict.cures import cure_sentence
+from vanishing.reporting.verdict.cures import at_fixed_point_init, cure_sentence
 from vanishing.reporting.verdict.profile import Profile, last_signal_factor, profile
 from vanishing.reporting.verdict.rules import (
     EVIDENCE,
@@ -33,6 +33,7 @@ from vanishing.reporting.verdict.rules import (
     later_signal,
     small_steps,
     steps,
+    units_hurt,
     weight_note,
 )
 from vanishing.reporting.verdict.thresholds import THRESHOLDS, Thresholds
@@ -106,6 +107,8 @@ def judge(point: Point, thresholds: Thresholds = THRESHOLDS) -> Verdict:
     note = weight_note(found, step0, thresholds)
     if note:
         findings.add(note.kind, say.weight_note_sentence(note, found, step0.ratio), headline=False)
+    if "growing" in step0.kinds and at_fixed_point_init(point):
+        findings.evidence.append(say.fixed_point_sentence(point, found))
     if point.ratio_underflow:
         findings.add("underflow", say.UNDERFLOW, headline=False)
     if point.activation.derivative_bound < 1 and step0.signal in ("vanishing", "attenuated"):
@@ -115,6 +118,8 @@ def judge(point: Point, thresholds: Thresholds = THRESHOLDS) -> Verdict:
     if moves is not None:
         read_steps(point, step0.kinds, moves, chance, findings, thresholds)
     for kind, sentence in say.units_sentences(point, thresholds):
+        if kind in UNITS and not chance and not units_hurt(point, thresholds):
+            sentence += say.units_spared(point)
         findings.add(kind, sentence, headline=kind in UNITS)
     if chance:
         findings.kinds.append("no-learning")

@@ -392,6 +392,30 @@ def saturated_units(values: np.ndarray, thresholds: Thresholds = THRESHOLDS) -> 
     return worst_layer(values, thresholds.saturated_fraction)
 
 
+def unit_failure(point: Point, thresholds: Thresholds = THRESHOLDS) -> LayerShare | None:
+    """The layer with the most dead (rectifiers) or saturated units at the end of training,
+    where it is over its threshold; None otherwise."""
+    key = point.health_key
+    if key is None or not point.ok:
+        return None
+    values, _, _ = point.result_layers(key, point.ok)
+    share = (
+        dead_units(values, thresholds)
+        if key == "dead_fraction"
+        else saturated_units(values, thresholds)
+    )
+    return share if share and share.over else None
+
+
+def units_hurt(point: Point, thresholds: Thresholds = THRESHOLDS) -> bool:
+    """Dead or saturated units over their threshold that hurt: the net did not learn, or half
+    of a layer's units pass no gradient. Dead and saturated units are judged alike."""
+    share = unit_failure(point, thresholds)
+    if share is None:
+        return False
+    return at_chance(point, thresholds) or share.share >= thresholds.units_hurt
+
+
 def dead_at_init(point: Point) -> int:
     """The first hidden layer (from 1) whose every unit is dead at step 0 in every run (a
     rectifier net whose signal is exactly 0 for that reason); 0 when none is."""

@@ -542,3 +542,29 @@ def born_dead_sentence(born: BornDead, names: LayerNames) -> str:
         f"{names.hidden(1)} at all, because {cause}, zero for {born.probe}; the factors here "
         f"are the {others}."
     )
+
+
+def fixed_point_sentence(point: Point, found: Profile) -> str:
+    """Why a SELU net at lecun init grows, and why that is its design: the inputs are not at
+    the fixed point (MNIST's raw [0, 1] pixels), so the first layers move towards it."""
+    label, init = point.activation.label, point.activation.fixed_point_init
+    scale = found.scale
+    moved = (
+        f" (the activations' std goes from {number(float(scale[0]))} at {found.names.hidden(1)}"
+        f" to {number(float(scale[-1]))} at {found.names.hidden(found.layers)})"
+        if scale.size >= 2 and np.isfinite(scale[[0, -1]]).all()
+        else ""
+    )
+    return (
+        f"{label} with {init} init is self-normalising (Klambauer et al. 2017): each layer pulls "
+        "its activations towards mean 0, variance 1. The inputs here are raw pixels in [0, 1], "
+        f"not at that point, so the first layers grow towards it{moved}; that is the design at "
+        "work, not an init too large."
+    )
+
+
+def units_spared(point: Point) -> str:
+    """' It learned regardless (97.78 %): they cost it little, and get no cure.', after the
+    dead or saturated units of a net they do not hurt (`rules.units_hurt`)."""
+    accuracy = f" ({100 * point.accuracy.mean:.2f} %)" if point.accuracies else ""
+    return f" It learned regardless{accuracy}: under half of any layer is lost, no cure needed."
