@@ -70,3 +70,12 @@ def test_dead_and_saturated_units_are_judged_alike(tmp_path, activation):
         hurt = units_run(tmp_path, name, activation, share, accuracy)
         assert kind in hurt.kinds and cure in hurt.cure, (name, hurt.cure)
         assert "learned regardless" not in " ".join(hurt.sentences)
+
+
+def test_selu_at_its_fixed_point_is_not_told_to_add_batch_norm(tmp_path):
+    run_dir = write_run(tmp_path / "r", activation="selu", init="lecun", depth=4, accuracy=0.38)
+    result = records.read_json(run_dir / records.RESULT)
+    result["saturated_fraction"] = result["history"][0]["saturated_fraction"] = [0.2, 0.5, 0.6, 0.6]
+    records.write_json(run_dir / records.RESULT, result)
+    found = verdict_of(run_dir)
+    assert "saturated" in found.kinds and "batch norm" not in found.cure

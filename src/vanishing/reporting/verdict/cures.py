@@ -107,7 +107,13 @@ def cure_sentence(point: Point, kinds: tuple[str, ...]) -> str:
     hurt = units_hurt(point)  # dead and saturated units alike: a cure only where they hurt
     if "dead" in kinds and name == "relu" and hurt and (worst == "dead" or not parts):
         parts.append("leaky ReLU or PReLU keep a slope for z < 0, so no unit dies for good")
-    elif "saturated" in kinds and hurt and (worst == "saturated" or not parts) and norm != "batch":
+    elif (
+        "saturated" in kinds
+        and hurt
+        and (worst == "saturated" or not parts)
+        and norm != "batch"
+        and not at_fixed_point_init(point)  # its fixed point keeps them at mean 0, variance 1
+    ):
         parts.append("batch norm keeps pre-activations near 0, where the slope is largest")
     if not parts:
         return ""
