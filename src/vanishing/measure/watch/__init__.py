@@ -65,11 +65,9 @@ from torch.nn import functional as F
 from vanishing import records
 from vanishing.errors import UsageError
 from vanishing.measure.watch.capture import Captures
-from vanishing.measure.watch.hooks import Hooks
+from vanishing.measure.watch.hooks import MARK, Hooks
 from vanishing.measure.watch.layers import Layers
 from vanishing.measure.watch.rows import RunWriter, hold
-
-MARK = "_vanishing_watch"  # the attribute on a watched model: a weak reference to its Watch
 
 
 def watched_by(model: nn.Module) -> Watch | None:
