@@ -140,20 +140,22 @@ def test_a_vanishing_watched_net_is_named_by_its_layers_and_cured_by_changes_to_
     assert "--" not in found.cure  # no command-line option: the user changes the model
 
 
-def test_the_signal_is_compared_per_position_across_maps_of_different_sizes(tmp_path):
-    # conv1's map holds 100x the positions of the last layer: at the same gradient per position
-    # its norm is 10x larger. Per position the signal keeps its size: healthy, not growing.
+def test_maps_and_fc_layers_compare_by_their_signal_per_sample(tmp_path):
+    """PyTorch's MNIST example at step 0: conv1's map (32 x 26 x 26 per sample) passes back a
+    signal of 0.0205, fc1 (128 units) 0.0959. Per sample, as a weight's gradient sums it over
+    the positions: 4.7-fold, not the 120-fold that dividing by the positions read."""
     run_dir = write_watch_run(
         tmp_path / "run",
         activation="relu",
-        signal=(10.0, 10.0, 10.0, 1.0),
-        elements=(10000, 10000, 10000, 100),
+        signal=(0.0205, 0.035, 0.06, 0.0959),
+        elements=(64 * 32 * 676, 64 * 64 * 576, 64 * 64 * 144, 64 * 128),
         grad_norms=(0.1, 0.1, 0.1, 0.1, 0.1),
     )
     found = verdict_of(run_dir)
     assert found.kinds == ("healthy",)
     assert found.headline.startswith(
-        "Healthy gradient: the back-propagated signal keeps its size from conv4 to conv1 (×1,"
+        "Healthy gradient: the back-propagated signal shrinks only 4.7-fold from conv4 to conv1 "
+        f"(×{0.0205 / 0.0959:.3f},"
     )
 
 
@@ -358,10 +360,9 @@ def test_model_setup_says_what_was_watched(tmp_path):
     )
 
 
-def test_a_watched_mlp_s_signal_factor_is_the_plain_norms_as_training_reads_it():
-    """Per sample and position: an MLP has one position per sample, so layers of 520 and 120
-    units compare by their plain norms, as `vanishing train`'s records are read; a conv's map
-    of 28 x 28 positions is divided by the square root of its positions."""
+def test_a_watched_signal_is_read_as_recorded_whatever_the_layers_shapes():
+    """Per sample: the norms over one batch, as recorded, for an MLP's layers of 520 and 120
+    units (as `vanishing train`'s records are read) and for a conv's 28 x 28 map alike."""
     from vanishing.reporting.verdict import signal_of
 
     def row(signal, counts):
@@ -370,8 +371,8 @@ def test_a_watched_mlp_s_signal_factor_is_the_plain_norms_as_training_reads_it()
     mlp = signal_of(row([0.5, 2.0], [64 * 520, 64 * 120]), [520, 120])
     assert mlp[0] / mlp[1] == pytest.approx(0.25)
     conv = signal_of(row([28.0, 1.0], [64 * 16 * 784, 64 * 16]), [16, 16])
-    assert conv[0] / conv[1] == pytest.approx(1.0)
-    assert list(signal_of(row([0.5, 2.0], [1, 1]))) == [0.5, 2.0]  # a training run: as recorded
+    assert conv[0] / conv[1] == pytest.approx(28.0)
+    assert list(signal_of(row([0.5, 2.0], [1, 1]))) == [0.5, 2.0]
 
 
 def test_the_weight_gradient_sentence_names_the_layers_its_ratio_read():
