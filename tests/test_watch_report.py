@@ -459,3 +459,40 @@ def test_the_trainers_mlps_keep_numbered_ticks(tmp_path):
     assert NUMBERED.weighted_ticks(31)[-2:] == ["30", "out"]
     positions, shown = plots.tick_marks(NUMBERED.weighted_ticks(31), 16)
     assert shown == [*(str(i) for i in range(1, 30, 2)), "out"] and positions[-1] == 31
+
+
+def test_a_watched_report_draws_the_signal_its_headline_reads(tmp_path):
+    """report.html of a watched run: the per-layer signal figure, and captions that say the
+    layers were measured on the step's batch (no probe batch) and name no Linear layer."""
+    from vanishing.reporting.page import build_report
+
+    built = build_report([write_watch_run(tmp_path / "run")])
+    figures = {block.anchor: block for block in built.figures}
+    assert "signal" in figures
+    assert "the training batch of each measured step at step 0" in figures["signal"].caption
+    assert "on the training batch of each measured step" in figures["gradient-flow"].caption
+    assert "fixed probe batch" not in figures["gradient-flow"].caption
+
+
+def test_a_watched_run_keeps_what_it_logged_and_says_its_lr_schedule(tmp_path):
+    """A logged test_loss without test_accuracy is kept; a warm-up's lr is given as its range;
+    a notebook shows no accuracy as '–', not nan."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 4))
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    with vanishing.watch(model, optimizer, every=1, out=tmp_path) as w:
+        for _ in range(5):
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            warmup.step()
+        w.log(epoch=1, test_loss=0.75)
+    assert w.result.test_loss == 0.75
+    config = records.read_json(tmp_path / records.CONFIG)
+    assert config["lr"] == pytest.approx(0.025)
+    assert config["lr_range"] == pytest.approx([0.025, 0.1])
+    assert "sgd lr 0.025 to 0.1 (a schedule)" in report.results.model_setup(config)
+    html = w.result._repr_html_()
+    assert "nan" not in html and "<td>–</td>" in html
