@@ -107,6 +107,9 @@ def model_cure(point: Point, kinds: tuple[str, ...]) -> str:
     # The watch saw a layer's input added to a later output (a transformer's or a ResNet's
     # blocks); older records do not say, and are offered them.
     has_residual = config.get("residual") is True
+    # An LSTM's or a GRU's gates and tanh are its own: no activation, norm or shortcut to add
+    # between its layers here (what a recurrent net needs through time is not measured yet).
+    recurrent = bool(config.get("recurrent_layers"))
     norm = "nn.BatchNorm2d" if "Conv2d" in description else "nn.BatchNorm1d"
     label, family = point.activation.label, point.activation.family
     lr = config.get("lr")
@@ -136,7 +139,7 @@ def model_cure(point: Point, kinds: tuple[str, ...]) -> str:
             parts.append(f"add batch norm ({norm}) before the activations to reset the scale")
         if can_clip:
             parts.append(clip)
-    elif worst in ("vanishing", "forward-collapse", "attenuated"):
+    elif worst in ("vanishing", "forward-collapse", "attenuated") and not recurrent:
         if family == "rectifier":
             parts.append(
                 "He (kaiming) init (nn.init.kaiming_normal_ on each layer's weight), where the "
