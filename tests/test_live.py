@@ -430,6 +430,30 @@ def test_more_jobs_than_cores_is_409(tmp_path, tiny_dir):
         client.post(f"/api/jobs/{first['job']}/stop", json={}, headers=JSON)
 
 
+def test_live_headline_names_steps_as_large_as_the_weights_while_the_loss_has_not_fallen():
+    config = {"activation": "relu", "hidden": [8, 8], "optimizer": "adam", "lr": 1.0}
+    first = {"kind": "probe", "step": 0, "signal_norms": [1.0, 1.0], "loss": 2.3}
+    first |= {"activation_std": [0.5, 0.5], "update_ratio": [0.02, 0.03, 0.01]}
+    assert "Steps too large" not in live_headline([first], config)
+    big = {**first, "step": 40, "update_ratio": [0.4, 1.5, 0.2], "loss": 2.31}
+    line = live_headline([first, big], config)
+    assert line.startswith(
+        "Steps too large: at step 40 Adam moved layer 2 by 1.5 times its own weights' norm in a "
+        "single step (update ratio ||ΔW||/||W||); a step that large replaces the weights instead "
+        "of adjusting them. Healthy gradient"
+    ), line
+    # Just under the threshold (an update ratio of 1), or a loss that fell: not named.
+    under = {**big, "update_ratio": [0.4, 0.99, 0.2]}
+    assert "Steps too large" not in live_headline([first, under], config)
+    learning = {**big, "loss": 0.4}  # a zero-initialised layer's first steps are large
+    assert "Steps too large" not in live_headline([first, learning], config)
+    # A watched model's layer is named as the model names it.
+    watched = {**config, "source": "watch", "layers": ["conv1", "conv2", "fc"]}
+    assert live_headline([first, big], watched).startswith(
+        "Steps too large: at step 40 Adam moved conv2 by 1.5 times"
+    )
+
+
 def test_live_headline_reads_the_first_and_the_latest_probe():
     config = {"activation": "sigmoid", "hidden": [8, 8, 8]}
     assert live_headline([], config) == "No probe yet: no verdict."

@@ -1,17 +1,19 @@
 """`vanishing live` in a real browser: the real server, real MNIST, Debian's chromium.
 
 The page starts sigmoid and ReLU at depth 10 and must show, read from its DOM, sigmoid's first
-layer getting under 1e-3 of the output layer's gradient and ReLU's over 0.1; then a finished run
-opened from the list draws its charts. A watched model and a trainer's MLP opened side by side
-name their layers with the server's names and no others. CI installs chromium and must run
-this; elsewhere it is skipped when chromium or playwright is missing. VANISHING_SCREENSHOTS=1
-also writes the README's docs/live.png and docs/live-finished.png.
+layer getting under 1e-3 of the output layer's gradient and ReLU's over 0.1, and beside it each
+layer's update ratio; then a finished run opened from the list draws its charts. A watched model
+and a trainer's MLP opened side by side name their layers with the server's names and no others,
+and chart the update ratios their records hold (a model watched without its optimizer: none).
+CI installs chromium and must run this; elsewhere it is skipped when chromium or playwright is
+missing. VANISHING_SCREENSHOTS=1 also writes the README's docs/live.png and docs/live-finished.png.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import re
 import secrets
@@ -47,6 +49,7 @@ class Server:
     token: str
     finished_step: int  # the finished run's last probe
     histograms: bool  # whether its probes carry activation histograms
+    finished_updates: list[float]  # the finished run's update ratios at its last probe
 
 
 @pytest.fixture
@@ -88,7 +91,8 @@ def live_server(tmp_path, real_mnist) -> Iterator[Server]:
     )
     with serving(app, sock) as url:
         histograms = any("activation_histogram" in row for row in rows)
-        yield Server(url, token, last_probe_step(rows), histograms)
+        probes = [row for row in rows if row["kind"] == "probe"]
+        yield Server(url, token, last_probe_step(rows), histograms, probes[-1]["update_ratio"])
 
 
 @contextlib.contextmanager
@@ -198,6 +202,12 @@ def test_live_page_shows_sigmoid_vanishing_and_relu_not(live_server, tmp_path):
             )
             later = profiles(page)
             assert sorted(later) == ["ReLU", "Sigmoid"], later
+            # Beside each gradient profile, how far the step moved each of the 11 layers.
+            updates = page.eval_on_selector_all(
+                ".panel .steps", "boxes => boxes.map(b => JSON.parse(b.dataset.values || '[]'))"
+            )
+            assert [len(values) for values in updates] == [11, 11], updates
+            assert all(v is not None and v > 0 for values in updates for v in values), updates
             relu_first, relu_later = first["ReLU"], later["ReLU"]
             assert int(relu_later["step"]) > int(relu_first["step"])  # it needs training: > step 0
             assert relu_later["heatmap"] != relu_first["heatmap"]  # a column per probe
@@ -225,6 +235,8 @@ def test_live_page_shows_sigmoid_vanishing_and_relu_not(live_server, tmp_path):
             assert drawn and all(width > 0 for width in drawn), drawn
             assert page.locator(".panel .uplot").count() >= 3  # profile, loss, fractions
             assert float(page.get_attribute(".panel .profile", "data-ratio")) > 0
+            shown = json.loads(page.get_attribute(".panel .steps", "data-values"))
+            assert shown == pytest.approx(live_server.finished_updates, rel=1e-12)
             if live_server.histograms:  # the probes record each layer's activation histogram
                 assert page.is_visible(".panel .histogram-card canvas")
             screenshot(page, tmp_path, "live-finished.png")
@@ -238,7 +250,7 @@ def test_live_page_shows_sigmoid_vanishing_and_relu_not(live_server, tmp_path):
 
 # What a panel draws on its canvases that is not a layer's name: the axes' titles, numbers
 # ('1e-4', '0.5', '50%', '1,000') and steps.
-TITLES = {"layer", "hidden layer", "‖∇W‖", "step", "loss", "test accuracy"}
+TITLES = {"layer", "hidden layer", "‖∇W‖", "‖ΔW‖/‖W‖", "step", "loss", "test accuracy"}
 NUMBER = re.compile(r"-?[\d,]+(\.\d+)?(e-?\d+)?%?|step \d+")
 # Every text drawn on a canvas, kept on the canvas element for the test to read.
 RECORD_CANVAS_TEXT = """
@@ -254,20 +266,25 @@ DRAWN = """panel => {
     return {
         all: texts('canvas'), profile: texts('.profile canvas'), heatmap: texts('canvas.heatmap'),
         fractions: texts('.fractions canvas'), histograms: texts('canvas.histograms'),
-        ratio: panel.querySelector('.ratio').textContent, text: panel.innerText,
+        steps: texts('.steps canvas'), ratio: panel.querySelector('.ratio').textContent,
+        moves: panel.querySelector('.moves').textContent, text: panel.innerText,
+        updates: JSON.parse(panel.querySelector('.steps').dataset.values || 'null'),
+        series: [...panel.querySelectorAll('.steps .u-series th')].map(th => th.textContent),
     };
 }"""
 
 
-def watched_sequential(run_dir: Path) -> None:
-    """A user's nn.Sequential watched for 4 steps: its layers are named by index ('1', '3')."""
+def watched_sequential(run_dir: Path, with_optimizer: bool = True) -> None:
+    """A user's nn.Sequential watched for 4 steps: its layers are named by index ('1', '3');
+    watched without its optimizer, its records hold no update ratio."""
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Flatten(), nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 10)
     )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
-    with vanishing.watch(model, optimizer, every=1, out=run_dir):
+    watched = optimizer if with_optimizer else None
+    with vanishing.watch(model, watched, every=1, out=run_dir):
         for _ in range(4):
             optimizer.zero_grad()
             F.cross_entropy(model(x), y).backward()
@@ -277,6 +294,7 @@ def watched_sequential(run_dir: Path) -> None:
 def test_panels_name_layers_with_the_servers_names_only(tmp_path, tiny_dir):
     served = tmp_path / "served"
     watched_sequential(served / "watched")
+    watched_sequential(served / "bare", with_optimizer=False)
     config = TrainConfig(
         activation="sigmoid", hidden=(16, 16, 16), epochs=1, batch_size=64, probe_every=2
     )
@@ -293,10 +311,11 @@ def test_panels_name_layers_with_the_servers_names_only(tmp_path, tiny_dir):
     }
     for run, names in expected.items():
         assert LayerNames.listed(records.read_json(served / run[2:] / records.CONFIG)) == names
-    histograms = {
-        run: any("activation_histogram" in row for row in records.read_metrics(served / run[2:]))
+    probes = {
+        run: [row for row in records.read_metrics(served / run[2:]) if row["kind"] == "probe"]
         for run in expected
     }
+    histograms = {run: any("activation_histogram" in r for r in probes[run]) for run in expected}
     sock = bind("127.0.0.1", 0)
     token = secrets.token_urlsafe(16)
     app = create_app([served], tmp_path / "out", token=token, port=sock.getsockname()[1])
@@ -312,17 +331,25 @@ def test_panels_name_layers_with_the_servers_names_only(tmp_path, tiny_dir):
             page.goto(f"{url}/?token={token}")
             page.click('#list li[data-path="1/watched"] .open')
             page.click('#list li[data-path="1/mlp"] .beside')
+            page.click('#list li[data-path="1/bare"] .beside')
             page.wait_for_function(
-                """() => ['1/watched', '1/mlp'].every(run => {
+                """() => ['1/watched', '1/mlp', '1/bare'].every(run => {
                     const panel = document.querySelector(`.panel[data-run="${run}"]`);
                     return panel && panel.querySelector('.status').textContent === 'ok'
-                        && panel.querySelector('.profile canvas');
+                        && panel.querySelector('.profile canvas')
+                        && (run === '1/bare' || panel.querySelector('.steps canvas'));
                 })"""
             )
             page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
             drawn = {
                 run: page.eval_on_selector(f'.panel[data-run="{run}"]', DRAWN) for run in expected
             }
+            # Watched without its optimizer: no step recorded, no chart of it (not an empty one).
+            bare = page.eval_on_selector(
+                '.panel[data-run="1/bare"]',
+                """p => [p.querySelector('.steps-card').hidden, !!p.querySelector('.steps canvas'),
+                         p.querySelector('.profile').dataset.step]""",
+            )
         finally:
             browser.close()
 
@@ -345,5 +372,18 @@ def test_panels_name_layers_with_the_servers_names_only(tmp_path, tiny_dir):
         # and the sentence under the profile compares them by the same names.
         ratio = re.fullmatch(r"At step \d+, (.+) gets \S+ of (.+)'s gradient\.", shown["ratio"])
         assert ratio and ratio.groups() == (weighted[0], weighted[-1]), (run, shown["ratio"])
+        # Beside it, the update ratio of every weighted layer at the last probe, as recorded,
+        # with the first probe's for comparison, on axes named the same way.
+        last = probes[run][-1]["update_ratio"]
+        assert shown["updates"] == pytest.approx(last, rel=1e-12), (run, shown["updates"])
+        assert shown["series"] == ["now", f"step {probes[run][0]['step']}"], (run, shown)
+        assert ends <= set(shown["steps"]), (run, shown)
+        moves = re.fullmatch(
+            r"At step (\d+), (.+) moves (\S+) times as far as (.+), for its size\.", shown["moves"]
+        )
+        assert moves and moves.group(2, 4) == (weighted[0], weighted[-1]), (run, shown["moves"])
+        assert int(moves.group(1)) == probes[run][-1]["step"]
+        assert float(moves.group(3)) == pytest.approx(last[0] / last[-1], rel=0.01)
+    assert bare == [True, False, "3"], bare
     # A watched model's panel numbers no layer of its own ('layer 3', 'the output layer', 'out').
     assert not re.search(r"\blayer \d|output layer|\bout\b", drawn["1/watched"]["text"])

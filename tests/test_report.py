@@ -177,6 +177,7 @@ class Page(HTMLParser):
 
 QUESTIONS = [
     "How much gradient reaches each layer?",
+    "How far does each step move each layer's weights?",
     "Where and when is the gradient small during training?",
     "Does the network learn, and how fast?",
     "Do units saturate or die?",
@@ -530,6 +531,8 @@ def test_depth_sweep_draws_depth_figures_and_per_layer_ones_for_two_depths(depth
     per_layer.remove("Which negative slope does PReLU learn?")  # no PReLU runs
     # write_depth_run's records are an older run's: no activation histogram, so no figure.
     per_layer.remove("How are each layer's activations distributed?")
+    # Nor an update ratio: no figure of it, rather than an empty one.
+    per_layer.remove("How far does each step move each layer's weights?")
     # The shallowest and the deepest condition only, not depth 5: the page does not grow with the
     # grid.
     assert alts[len(DEPTH_QUESTIONS) :] == [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import importlib.util
+import json
 import os
 import secrets
 import shutil
@@ -130,6 +131,52 @@ def test_the_exploding_preset_raises_the_he_init_gain_with_and_without_clipping(
         (gain, clip) for gain in (1.0, 2**0.5, 2.0) for clip in (None, 1.0)
     }
     assert {c.seed for c in configs} == {0, 1, 2} and len(configs) == 6 * 3
+
+
+def test_the_optimizers_preset_runs_each_optimizer_at_its_own_learning_rate():
+    configs = grid.expand(grid.load_preset("optimizers"))
+    cases = {(c.optimizer, c.lr, c.momentum) for c in configs}
+    assert cases == {
+        ("sgd", 0.1, 0.0),
+        ("sgd", 0.01, 0.9),
+        ("rmsprop", 1e-3, 0.0),
+        ("adam", 1e-3, 0.0),
+    }
+    assert {(c.activation, c.hidden) for c in configs} == {
+        (a, (520, 320, 240, 120)) for a in ("sigmoid", "relu")
+    }
+    assert len(configs) == 2 * 4 * 2 and len({naming.run_name(c) for c in configs}) == 16
+
+
+def test_cases_change_settings_together_and_say_what_is_wrong(tmp_path):
+    two = [{"optimizer": "sgd", "lr": 0.1}, {"optimizer": "adam", "lr": "0.001"}]
+    spec = grid.spec_from_dict({"activations": ["relu"], "seeds": [0, 1], "cases": two})
+    configs = grid.expand(spec)
+    assert [(c.seed, c.optimizer, c.lr) for c in configs] == [
+        (0, "sgd", 0.1),
+        (0, "adam", 1e-3),
+        (1, "sgd", 0.1),
+        (1, "adam", 1e-3),
+    ]
+    again = grid.spec_from_dict(json.loads(json.dumps(grid.grid_values(spec))))  # as given again
+    assert grid.expand(again) == configs
+    assert "cases" not in grid.spec_from_dict({}).to_dict()  # an older sweep.json's keys
+    for cases, message in [
+        ("sgd", "cases: expected a list of tables of settings, got 'sgd'"),
+        ([{}], "cases[1]: give at least one setting"),
+        ([{"optimiser": "sgd"}], "cases[1]: unknown setting 'optimiser'; settings: activation"),
+        ([{"seed": 3}], "cases[1]: unknown setting 'seed'"),
+        ([{"lr": "fast"}], "cases[1].lr: expected float, got 'fast'"),
+        ([{"optimizer": "adam", "momentum": 0.9}], "--momentum applies to --optimizer sgd only"),
+        ([{"lr": 0.1}, {"lr": 0.1}], "cases: each case once"),
+    ]:
+        with pytest.raises(UsageError) as raised:
+            grid.spec_from_dict({"cases": cases}, "grid.toml")
+        assert str(raised.value).startswith(f"grid.toml: {message}"), raised.value
+    # A setting given by the cases and by the grid: one place each, wherever the grid comes from.
+    (tmp_path / "g.toml").write_text("cases = [{lr = 0.1}]\n")
+    with pytest.raises(UsageError, match=r"^command line: cases\[1\]: lr is set by the grid's lrs"):
+        grid.spec_of(file=tmp_path / "g.toml", given={"lrs": "0.01"})
 
 
 def test_run_names_are_stable_and_distinct():

@@ -63,6 +63,10 @@ class Activation:
     # The functional forms a model's forward may call instead of the module (F.relu,
     # torch.sigmoid, x.tanh(), ...): `watch` measures them too.
     twins: tuple[Callable[..., Tensor], ...] = field(default=(), compare=False)
+    # The init its fixed point assumes, where it has one: with it, each layer pulls the
+    # activations towards mean 0, variance 1 (SELU with lecun init, Klambauer et al. 2017), so
+    # inputs away from that point make the first layers grow or shrink towards it, as designed.
+    fixed_point_init: str = ""
 
 
 def _construct(module_class: type[nn.Module], width: int, options: ActivationOptions) -> nn.Module:
@@ -160,6 +164,7 @@ ACTIVATIONS: dict[str, Activation] = {
             "scaled elu whose fixed point keeps activations at mean 0, variance 1",
             partial(_construct, nn.SELU),
             (F.selu, F.selu_, torch.selu, torch.selu_),
+            fixed_point_init="lecun",
         ),
         Activation(
             "gelu",

@@ -77,6 +77,19 @@ def signal_spec(points: Sequence[Point]) -> FigureSpec:
     )
 
 
+UPDATE_RATIO_CAPTION = (
+    "Update ratio ‖W after − W before‖ / ‖W before‖ of each layer's weights over one optimizer "
+    "step, at the first probe (left) and the last (right), log scale; geometric mean over "
+    "seeds, band from the smallest to the largest seed. It says how fast a layer learns, which "
+    "the gradient alone does not: under SGD a step is the learning rate times the gradient, so "
+    "the ratio falls towards layer 1 with a vanishing gradient and the first layers learn the "
+    "slowest; Adam and RMSprop divide each weight's step by its own gradient's running size, so "
+    "the line stays level even where the gradient vanishes. A ratio near 1 (grey line) is a "
+    "step as large as the weights themselves: the learning rate is too large. The legend gives "
+    "layer 1 / output at the first probe."
+)
+
+
 def layer_specs(batch: str = "the fixed probe batch") -> list[FigureSpec]:
     """(anchor, question, caption, draw) of the figures drawn per condition, in reading order;
     `batch` is what the probes measured (`measured_on`)."""
@@ -89,6 +102,12 @@ def layer_specs(batch: str = "the fixed probe batch") -> list[FigureSpec]:
             "smallest to the largest seed. A line falling towards layer 1 is the vanishing "
             "gradient; the legend gives layer 1 / output at initialisation.",
             plots.gradient_flow,
+        ),
+        FigureSpec(
+            "update-ratio",
+            "How far does each step move each layer's weights?",
+            UPDATE_RATIO_CAPTION,
+            plots.update_ratios,
         ),
         FigureSpec(
             "heatmaps",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -162,48 +162,106 @@ def learning_curves(points: Sequence[Point]) -> Figure | None:
     return figure
 
 
+Spread = tuple[np.ndarray, np.ndarray, np.ndarray]  # per layer: mean, min and max over seeds
+
+
 def gradient_flow(points: Sequence[Point]) -> Figure:
     """Weight-gradient norm per layer at initialisation and after training, log scale."""
+
+    def label(point: Point, mean: np.ndarray) -> str:
+        ratio = mean[0] / mean[-1]
+        if np.isfinite(ratio):
+            return f"{point.label}: {ratio:.1e}"
+        # a layer-1 gradient of 0 (float32 underflow) has no geometric mean
+        return f"{point.label}: {'0' if point.ratio_underflow else '–'}"
+
+    return layer_panels(
+        points,
+        [gradient_ends(point) for point in points],
+        label,
+        ("At initialisation (step 0)", "After training (last probe)"),
+        "‖dLoss/dW‖ (log)",
+        "layer 1 / output gradient at initialisation",
+    )
+
+
+def gradient_ends(point: Point) -> tuple[Spread, Spread]:
+    """The weight-gradient norm per layer at initialisation (every run: diverged ones too, step 0
+    comes before any step) and after training (the runs that finished), over seeds."""
+    return (
+        point.result_layers("grad_norms_init", point.runs, geometric=True),
+        point.result_layers("grad_norms_final", point.ok, geometric=True),
+    )
+
+
+def update_ratio_ends(point: Point) -> tuple[Spread, Spread]:
+    """The update ratio ||dW|| / ||W|| per weighted layer at the first probe and at the last,
+    geometric mean (and smallest, largest) over seeds: what `update_ratios` draws."""
+    return (
+        point.probe_layers("update_ratio", geometric=True),
+        point.probe_layers("update_ratio", last=True, geometric=True),
+    )
+
+
+def update_ratios(points: Sequence[Point]) -> Figure | None:
+    """The update ratio per layer at the first and the last probe, log scale, with 1 (a step as
+    large as the weights) marked; None when no run recorded one (older records, a model watched
+    without its optimizer)."""
+    ends = [update_ratio_ends(point) for point in points]
+    if not any(np.isfinite(spread[0]).any() for pair in ends for spread in pair):
+        return None
+
+    def label(point: Point, mean: np.ndarray) -> str:
+        ratio = mean[0] / mean[-1]
+        return f"{point.label}: {number(ratio) if np.isfinite(ratio) else '–'}"
+
+    return layer_panels(
+        points,
+        ends,
+        label,
+        ("At the first probe", "At the last probe"),
+        "‖ΔW‖ / ‖W‖ per step (log)",
+        "layer 1 / output update ratio at the first probe",
+        reference=1.0,  # a step as large as the weights: named in the caption
+    )
+
+
+def layer_panels(
+    points: Sequence[Point],
+    ends: Sequence[tuple[Spread, Spread]],
+    label: Callable[[Point, np.ndarray], str],
+    titles: tuple[str, str],
+    ylabel: str,
+    legend_title: str,
+    reference: float | None = None,
+) -> Figure:
+    """Two panels of one value per weighted layer, log scale, one line per point with a band
+    from the smallest to the largest seed: `ends[i]` is point i's (left, right) spread; the
+    legend labels each line `label(point, left mean)`; a grey line at `reference` if given."""
     figure = Figure(figsize=(WIDTH, 4.0), layout="constrained")
-    init_axes, final_axes = figure.subplots(1, 2, sharey=True)
+    left_axes, right_axes = figure.subplots(1, 2, sharey=True)
     color = colors(points)
     ticks: list[str] = []  # the deepest point's layers name the ticks
-    for point in points:
+    for point, pair in zip(points, ends, strict=True):
         c = color[point.label]
-        for axes, key, runs in (
-            (init_axes, "grad_norms_init", point.runs),  # before training: diverged runs count too
-            (final_axes, "grad_norms_final", point.ok),
-        ):
-            mean, low, high = point.result_layers(key, runs, geometric=True)
+        for axes, (mean, low, high) in zip((left_axes, right_axes), pair, strict=True):
             if not np.isfinite(mean).any():
                 continue
             layers = np.arange(1, len(mean) + 1)
             if len(mean) > len(ticks):
                 ticks = point.names.weighted_ticks(len(mean))
-            label = None
-            if axes is init_axes:
-                ratio = mean[0] / mean[-1]
-                if np.isfinite(ratio):
-                    label = f"{point.label}: {ratio:.1e}"
-                else:  # a layer-1 gradient of 0 (float32 underflow) has no geometric mean
-                    label = f"{point.label}: {'0' if point.ratio_underflow else '–'}"
-            axes.plot(layers, mean, "o-", color=c, label=label)
+            line_label = label(point, mean) if axes is left_axes else None
+            axes.plot(layers, mean, "o-", color=c, label=line_label)
             axes.fill_between(layers, low, high, color=c, alpha=0.2)
-    for axes, title in (
-        (init_axes, "At initialisation (step 0)"),
-        (final_axes, "After training (last probe)"),
-    ):
+    for axes, title in zip((left_axes, right_axes), titles, strict=True):
+        if reference is not None:
+            reference_line(axes, reference, "", "-")
         axes.set_yscale("log")
         set_layer_ticks(axes, "x", ticks, 16)
         axes.set(title=title, xlabel="layer (input side first)")
         axes.grid(alpha=0.3, which="both")
-    init_axes.set_ylabel("‖dLoss/dW‖ (log)")
-    legend_below(
-        figure,
-        5 if len(points) <= 5 else 4,
-        title="layer 1 / output gradient at initialisation",
-        title_fontsize=9,
-    )
+    left_axes.set_ylabel(ylabel)
+    legend_below(figure, 5 if len(points) <= 5 else 4, title=legend_title, title_fontsize=9)
     return figure
 
 

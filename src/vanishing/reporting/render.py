@@ -45,8 +45,10 @@ EXPLANATION = (
     "rate times the gradient (with momentum, a running sum of them), so a layer whose gradient is "
     "1,000 times smaller moves 1,000 times slower: the first layers learn the slowest. Adam and "
     "RMSprop divide each weight's step by the running size of that weight's own gradient, so "
-    "every layer moves by about the learning rate per step whatever its gradient's size: the "
-    "gradient still vanishes, but the first layers learn. Each layer's update ratio "
+    "every layer moves by about the learning rate per step whatever its gradient's size, as long "
+    "as the gradient stays well above the optimizer's eps (1e-8): the gradient still vanishes, "
+    "but the first layers learn. Far deeper, the gradient falls below eps and the steps shrink "
+    "with it under Adam too. Each layer's update ratio "
     "||ΔW||/||W||, the size of a step against the weights it moves, shows which holds for a run; "
     "a ratio near 1 means steps that replace the weights instead of adjusting them.",
     "ReLU's slope is exactly 1 wherever a unit is active (z > 0): an active path passes the "

@@ -247,14 +247,34 @@ class Point:
         self, key: str, runs: Sequence[RunRecords], geometric: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mean, min, max over runs) of a per-layer result.json field."""
-        lists = [numbers(r.finished.get(key) or []) for r in runs]
-        lists = [x for x in lists if x.size]
-        if not lists or len({len(x) for x in lists}) != 1:
-            return np.full(1, math.nan), np.full(1, math.nan), np.full(1, math.nan)
-        stack = np.stack(lists)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a layer never measured: nan
-            return stats.mean_over_runs(stack, geometric), np.nanmin(stack, 0), np.nanmax(stack, 0)
+        return layer_spread([numbers(r.finished.get(key) or []) for r in runs], geometric)
+
+    def probe_layers(
+        self, key: str, last: bool = False, geometric: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mean, min, max over runs) of a per-layer probe field at each run's first probe that
+        holds it (every run: a diverged one took that step too) or, with `last`, its last (the
+        runs that finished without diverging); nan where no run holds it."""
+        lists = []
+        for run in self.ok if last else self.runs:
+            rows = [row for row in run.rows("probe") if row.get(key) is not None]
+            if rows:
+                lists.append(numbers(rows[-1 if last else 0][key]))
+        return layer_spread(lists, geometric)
+
+
+def layer_spread(
+    lists: Sequence[np.ndarray], geometric: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, min, max over runs) per layer of the runs' non-empty lists; nan (one layer) when
+    there are none or their lengths differ."""
+    lists = [x for x in lists if x.size]
+    if not lists or len({len(x) for x in lists}) != 1:
+        return np.full(1, math.nan), np.full(1, math.nan), np.full(1, math.nan)
+    stack = np.stack(lists)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a layer never measured: nan
+        return stats.mean_over_runs(stack, geometric), np.nanmin(stack, 0), np.nanmax(stack, 0)
 
 
 def condition_of(config: dict[str, Any]) -> Condition:

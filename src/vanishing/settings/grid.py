@@ -39,7 +39,7 @@ def grid_keys() -> list[str]:
         if setting.name == "hidden":
             keys += codec.GRID_SHAPE_KEYS
         keys.append(key_of(setting))
-    return [*keys, "description"]
+    return [*keys, "cases", "description"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,9 @@ class SweepSpec:
     depths: tuple[int, ...] = ()  # empty: the networks have the `hidden` widths
     widths: tuple[int, ...] = (DEFAULT_WIDTH,)  # with depths: units per hidden layer
     description: str = ""  # what the sweep shows and where it comes from (presets)
+    # Settings that change together, each case a run of every combination of the axes: e.g.
+    # each optimizer at its own learning rate ({"optimizer": "sgd", "lr": 0.1}, ...). Empty: one.
+    cases: tuple[dict[str, Any], ...] = ()
 
     def __getattr__(self, key: str) -> Any:
         """A grid key as an attribute: `spec.seeds` (an axis: its values), `spec.epochs` (shared:
@@ -64,12 +67,17 @@ class SweepSpec:
     def to_dict(self) -> dict[str, Any]:
         """The grid by its keys, as a TOML file or sweep.json gives it."""
         out: dict[str, Any] = {}
+        by_cases = {key for case in self.cases for key in case}  # the cases give these
         for setting in settings():
             if setting.name == "hidden":
                 out.update(depths=list(self.depths), widths=list(self.widths))
+            if setting.name in by_cases:
+                continue
             values = self.values[setting.name]
             out[key_of(setting)] = list(values) if setting.metadata["axis"] else values[0]
-        out["hidden"] = list(out["hidden"])
+        out["hidden"] = list(out["hidden"])  # never set by cases: shapes are the grid's
+        if self.cases:
+            out["cases"] = [dict(case) for case in self.cases]
         return {**out, "description": self.description}
 
 
@@ -83,13 +91,46 @@ def shapes(spec: SweepSpec) -> list[tuple[int, ...]]:
 def expand(spec: SweepSpec) -> list[TrainConfig]:
     """Every run of the grid, validated (a bad value raises UsageError before anything runs).
 
-    Shapes vary slowest, then the settings in TrainConfig's order (activation ... seed)."""
+    Shapes vary slowest, then the settings in TrainConfig's order (activation ... seed), then
+    the cases."""
     names = [setting.name for setting in settings() if setting.name != "hidden"]
     return [
-        TrainConfig(hidden=hidden, **dict(zip(names, combination, strict=True)))
+        TrainConfig(hidden=hidden, **{**dict(zip(names, combination, strict=True)), **case})
         for hidden in shapes(spec)
         for combination in itertools.product(*(spec.values[name] for name in names))
+        for case in spec.cases or ({},)
     ]
+
+
+def parse_cases(values: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """A grid's `cases`: a list of tables of settings (their singular names), each parsed by
+    `codec`; a setting set by the cases and by a key of the grid is refused (one place each)."""
+    cases = values.get("cases", [])
+    if not isinstance(cases, list) or not all(isinstance(case, dict) for case in cases):
+        codec.wrong("cases", "a list of tables of settings", cases)
+    parsed: list[dict[str, Any]] = []
+    for index, case in enumerate(cases, 1):
+        where = f"cases[{index}]"
+        if not case:
+            raise UsageError(f"{where}: give at least one setting")
+        own: dict[str, Any] = {}
+        # Seeds are always an axis and shapes the grid's (hidden, or depths x widths).
+        names = [s.name for s in settings() if s.name not in ("seed", "hidden")]
+        for key, value in case.items():
+            if key not in names:
+                raise UsageError(f"{where}: unknown setting {key!r}; settings: {', '.join(names)}")
+            setting = codec.field_named(key)
+            if key_of(setting) in values:
+                raise UsageError(
+                    f"{where}: {key} is set by the grid's {key_of(setting)} too; give it in one "
+                    "place"
+                )
+            own[key] = codec.parse(setting, value, f"{where}.{key}")
+        codec.check_momentum(own)
+        parsed.append(own)
+    if len({tuple(sorted(case.items())) for case in parsed}) != len(parsed):
+        raise UsageError("cases: each case once")
+    return tuple(parsed)
 
 
 def spec_from_dict(values: dict[str, Any], source: str = "sweep") -> SweepSpec:
@@ -124,9 +165,10 @@ def spec_from_dict(values: dict[str, Any], source: str = "sweep") -> SweepSpec:
         description = values.get("description", "")
         if not isinstance(description, str):
             codec.wrong("description", "str", description)
+        cases = parse_cases(values)
     except UsageError as e:
         raise UsageError(f"{source}: {e}") from None
-    spec = SweepSpec(grid, description=description, **shape)
+    spec = SweepSpec(grid, description=description, cases=cases, **shape)
     expand(spec)  # validates every value against the registries
     return spec
 

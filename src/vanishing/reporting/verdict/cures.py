@@ -6,11 +6,18 @@ from __future__ import annotations
 
 from vanishing.reporting.results import Point
 from vanishing.reporting.verdict.profile import setting_value
-from vanishing.reporting.verdict.rules import TOO_LARGE, dead_at_init
+from vanishing.reporting.verdict.rules import TOO_LARGE, dead_layer_in_some_run, units_hurt
 
 SGD_LIKE = ("sgd",)  # optimizers whose step grows with the gradient: clipping bounds it
 # What a lower learning rate is for, where the update ratios showed the steps too large.
 SMALL_FRACTION = ", so that a step moves each layer by a small fraction of its weights"
+# The failures of the scale from layer to layer, which an init sets.
+SCALE_KINDS = ("vanishing", "attenuated", "growing", "forward-collapse", "forward-blow-up")
+# SELU at lecun init grows towards its fixed point from inputs that are not at it.
+STANDARDISE = (
+    "standardise the inputs (each feature to mean 0, std 1), the fixed point's assumption; "
+    "keep the init, which the fixed point needs (a smaller one would break it)"
+)
 # A layer dead from the start: no init of the other layers brings it back.
 DEAD_LAYER_CURE = (
     "look at what feeds the dead layer (a bias or an input far below 0 makes every "
@@ -48,6 +55,14 @@ def cure_sentence(point: Point, kinds: tuple[str, ...]) -> str:
             parts.append("--clip-grad-norm to cap each step")
     elif worst == "small-steps":
         parts.append(f"a larger learning rate{lr_here}")
+    elif worst == "growing" and at_fixed_point_init(point):
+        parts.append(STANDARDISE)
+    elif worst in SCALE_KINDS and point.activation.fixed_point_init not in ("", init):
+        own = point.activation.fixed_point_init
+        parts.append(
+            f"{own} init, the one {point.activation.label}'s fixed point assumes (each layer "
+            "then pulls its activations towards mean 0, variance 1)"
+        )
     elif worst == "training-blow-up" or worst in TOO_LARGE:
         if gain > 1:
             parts.append(f"a lower --init-gain ({gain:g} here; 1 keeps each init's own scale)")
@@ -87,15 +102,25 @@ def cure_sentence(point: Point, kinds: tuple[str, ...]) -> str:
                 listed += f" or {options[-1]}" if len(options) > 1 else ""
                 each = ", each of which keeps" if len(options) > 1 else ", which keeps"
                 parts.append(f"{listed}{each} the gradient's size from layer to layer")
-    if dead_at_init(point) and worst == "vanishing":
+    if dead_layer_in_some_run(point) and worst == "vanishing":
         parts = [DEAD_LAYER_CURE]
-    if "dead" in kinds and name == "relu" and (worst == "dead" or not parts):
+    hurt = units_hurt(point)  # dead and saturated units alike: a cure only where they hurt
+    if "dead" in kinds and name == "relu" and hurt and (worst == "dead" or not parts):
         parts.append("leaky ReLU or PReLU keep a slope for z < 0, so no unit dies for good")
-    elif "saturated" in kinds and worst == "saturated" and norm != "batch":
+    elif "saturated" in kinds and hurt and (worst == "saturated" or not parts) and norm != "batch":
         parts.append("batch norm keeps pre-activations near 0, where the slope is largest")
     if not parts:
         return ""
     return f"Cure: {'; '.join(parts)}."
+
+
+def at_fixed_point_init(point: Point) -> bool:
+    """The activation has a fixed point (SELU) and the run uses the init it assumes, at its own
+    scale: a growth towards that point is the design working, not an init too large."""
+    config = point.runs[0].config
+    own = point.activation.fixed_point_init
+    gain = setting_value(config, "init_gain")
+    return bool(own) and config.get("init") == own and gain in (1, 1.0, None)
 
 
 def model_cure(point: Point, kinds: tuple[str, ...]) -> str:
@@ -168,14 +193,20 @@ def model_cure(point: Point, kinds: tuple[str, ...]) -> str:
                 )
                 each = ", each of which keeps" if len(options) > 1 else ", which keeps"
                 parts.append(f"{listed}{each} the gradient's size from layer to layer")
-    if dead_at_init(point) and worst == "vanishing":
+    if dead_layer_in_some_run(point) and worst == "vanishing":
         parts = [DEAD_LAYER_CURE]
-    if "dead" in kinds and point.activation.name == "relu" and (worst == "dead" or not parts):
+    hurt = units_hurt(point)  # dead and saturated units alike: a cure only where they hurt
+    if (
+        "dead" in kinds
+        and point.activation.name == "relu"
+        and hurt
+        and (worst == "dead" or not parts)
+    ):
         parts.append(
             "nn.LeakyReLU or nn.PReLU instead of nn.ReLU keep a slope for z < 0, so no unit "
             "dies for good"
         )
-    elif "saturated" in kinds and worst == "saturated" and not has_norm:
+    elif "saturated" in kinds and hurt and (worst == "saturated" or not parts) and not has_norm:
         parts.append(
             f"add batch norm ({norm}) before the activations: it keeps pre-activations near 0, "
             "where the slope is largest"

@@ -12,7 +12,7 @@ from pathlib import Path
 from vanishing.reporting.loading import load_runs
 from vanishing.reporting.results import Point, RunRecords, make_points
 from vanishing.reporting.verdict import sentences as say
-from vanishing.reporting.verdict.cures import cure_sentence
+from vanishing.reporting.verdict.cures import at_fixed_point_init, cure_sentence
 from vanishing.reporting.verdict.profile import Profile, last_signal_factor, profile
 from vanishing.reporting.verdict.rules import (
     EVIDENCE,
@@ -22,6 +22,7 @@ from vanishing.reporting.verdict.rules import (
     WORDS,
     Steps,
     at_chance,
+    born_dead_runs,
     dead_at_init,
     divergence,
     gradient,
@@ -32,6 +33,7 @@ from vanishing.reporting.verdict.rules import (
     later_signal,
     small_steps,
     steps,
+    units_hurt,
     weight_note,
 )
 from vanishing.reporting.verdict.thresholds import THRESHOLDS, Thresholds
@@ -89,7 +91,11 @@ def judge(point: Point, thresholds: Thresholds = THRESHOLDS) -> Verdict:
     step0 = gradient(found, point.vanishing_ratio_init, thresholds)
     rectifier = point.activation.family == "rectifier"
     dead = dead_at_init(point) if found.signal_factor == 0 else 0
-    for kind, sentence in say.gradient_sentences(found, step0, rectifier, dead):
+    born = born_dead_runs(point)
+    if born and born.runs < born.of:  # the others' factor alone would hide them
+        findings.add("vanishing", say.born_dead_sentence(born, names))
+    probe = born.probe if born else "every sample"
+    for kind, sentence in say.gradient_sentences(found, step0, rectifier, dead, probe):
         findings.add(kind, sentence)
     init = huge_at_init(point, thresholds)
     if init:
@@ -101,6 +107,8 @@ def judge(point: Point, thresholds: Thresholds = THRESHOLDS) -> Verdict:
     note = weight_note(found, step0, thresholds)
     if note:
         findings.add(note.kind, say.weight_note_sentence(note, found, step0.ratio), headline=False)
+    if "growing" in step0.kinds and at_fixed_point_init(point):
+        findings.evidence.append(say.fixed_point_sentence(point, found))
     if point.ratio_underflow:
         findings.add("underflow", say.UNDERFLOW, headline=False)
     if point.activation.derivative_bound < 1 and step0.signal in ("vanishing", "attenuated"):
@@ -110,6 +118,8 @@ def judge(point: Point, thresholds: Thresholds = THRESHOLDS) -> Verdict:
     if moves is not None:
         read_steps(point, step0.kinds, moves, chance, findings, thresholds)
     for kind, sentence in say.units_sentences(point, thresholds):
+        if kind in UNITS and not chance and not units_hurt(point, thresholds):
+            sentence += say.units_spared(point)
         findings.add(kind, sentence, headline=kind in UNITS)
     if chance:
         findings.kinds.append("no-learning")

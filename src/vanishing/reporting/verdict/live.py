@@ -1,7 +1,8 @@
 """The live line: one line for a run still training, from its metrics rows so far, by the rules
 `judge` applies to a finished point (`rules`), applied to the first probe (step 0) and the
-latest rows: a loss that blew up or gradients grown huge first, the gradient at step 0 next, the
-signal at the latest probe where it reads otherwise, dead units last."""
+latest rows: a loss that blew up, gradients grown huge or steps as large as the weights first, the
+gradient at step 0 next, the signal at the latest probe where it reads otherwise, dead units
+last."""
 
 from __future__ import annotations
 
@@ -18,10 +19,13 @@ from vanishing.reporting.verdict.rules import (
     dead_units,
     gradient,
     grown_gradients,
+    large_steps,
     later_signal,
     loss_alarm,
+    probe_steps,
 )
 from vanishing.reporting.verdict.sentences import (
+    large_steps_sentence,
     later_signal_sentence,
     layer_name,
     ratio_sentence,
@@ -76,8 +80,8 @@ def live_alarm(
     thresholds: Thresholds = THRESHOLDS,
 ) -> str:
     """What the latest rows of a training run show that step 0 cannot: a loss that blew up
-    (`rules.loss_alarm`), gradients grown huge (`rules.grown_gradients`); '' when none. It
-    heads the live line."""
+    (`rules.loss_alarm`), gradients grown huge (`rules.grown_gradients`), a step as large as
+    the weights it moved (`rules.large_steps`); '' when none. It heads the live line."""
     loss = loss_alarm(probes, rows, config, thresholds)
     if loss:
         # At step 0 nothing has trained yet: a huge loss there is the init's, not a blow-up.
@@ -94,7 +98,20 @@ def live_alarm(
             f"Exploding during training: gradient norms reached {number(grown.peak.norm)} "
             f"({where}) by step {grown.peak.step}. "
         )
+    # As `judge` names them only for a run that did not learn: while the probe loss has not
+    # fallen below step 0's (a zero-initialised layer's first steps are large, and harmless).
+    moved = probe_steps(probes, config)
+    big = large_steps(moved, thresholds) if moved else None
+    if moved and big and not loss_fell(probes):
+        return f"{large_steps_sentence(big, moved, LayerNames.of(config))} "
     return ""
+
+
+def loss_fell(probes: Sequence[dict[str, Any]]) -> bool:
+    """The latest probe's loss is below the first's: the run learns so far."""
+    first, latest = probes[0].get("loss"), probes[-1].get("loss")
+    numeric = all(isinstance(v, (int, float)) and math.isfinite(v) for v in (first, latest))
+    return numeric and latest < first  # type: ignore[operator]
 
 
 def live_dead(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -151,6 +151,23 @@ class Profile:
     scale_factor: float  # the last hidden layer over layer 1: < 1 shrinks with depth
     layers: int  # hidden layers
     names: LayerNames = NUMBERED  # how sentences name the layers
+    # How much each layer's output depends on the input: per unit, its std across samples
+    # (`probes.spread`); empty for records older than it. The whole tensor's std (`scale`) also
+    # counts the spread biases put between units, which does not depend on the input.
+    spread: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    spread_factor: float = math.nan  # the last hidden layer over layer 1
+    logits_spread: float = math.nan  # the logits' spread across samples (geometric mean)
+
+    @property
+    def collapse_factor(self) -> float:
+        """What says whether the forward pass collapses: the spread's factor where measured,
+        else the std's (older records)."""
+        return self.spread_factor if math.isfinite(self.spread_factor) else self.scale_factor
+
+    @property
+    def by_spread(self) -> bool:
+        return math.isfinite(self.spread_factor)
+
     span: int = 0  # the hidden layers the factors span from layer 1 (`compared`); 0: all
 
     @property
@@ -168,6 +185,8 @@ class Profile:
         signal = signal_of(row, watched_units(config))
         scale = numbers(row.get("activation_std") or [])
         last = compared(config, layers)
+        spread = numbers(row.get("activation_spread") or [])
+        logits = row.get("logits_spread")
         return cls(
             signal,
             scale,
@@ -175,6 +194,9 @@ class Profile:
             run_factor(scale[:last], reverse=True),
             layers,
             LayerNames.of(config),
+            spread,
+            run_factor(spread[:last], reverse=True),
+            float(logits) if isinstance(logits, (int, float)) else math.nan,
             last if last < layers else 0,
         )
 
@@ -193,6 +215,12 @@ def profile(point: Point) -> Profile:
     signals = [run_signal(r) for r in point.runs]
     scales = [layer_values(r, "activation_std") for r in point.runs]
     last = compared(point.runs[0].config, point.depth)
+    spreads = [layer_values(r, "activation_spread") for r in point.runs]
+    logits = [
+        float(v)
+        for r in point.runs
+        if isinstance(v := first_probe(r).get("logits_spread"), (int, float))
+    ]
     return Profile(
         signal=mean_profile(signals),
         scale=mean_profile(scales),
@@ -200,5 +228,8 @@ def profile(point: Point) -> Profile:
         scale_factor=combine([run_factor(s[:last], reverse=True) for s in scales]),
         layers=point.depth,
         names=point.names,
+        spread=mean_profile(spreads),
+        spread_factor=combine([run_factor(s[:last], reverse=True) for s in spreads]),
+        logits_spread=combine(logits),
         span=last if last < point.depth else 0,
     )

@@ -24,6 +24,7 @@ even because two failures cancel in it), mismatch (the ratio alone would read ot
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,12 +33,14 @@ import numpy as np
 
 from vanishing import stats
 from vanishing.model.mlp import OPTIMIZERS
-from vanishing.reporting.results import Point, numbers
+from vanishing.reporting.results import Point, RunRecords, numbers
 from vanishing.reporting.verdict.profile import (
     Profile,
     first_probe,
     largest,
     mean_profile,
+    run_factor,
+    run_signal,
     setting_value,
 )
 from vanishing.reporting.verdict.thresholds import (
@@ -101,13 +104,16 @@ def signal_word(factor: float, thresholds: Thresholds = THRESHOLDS) -> str:
     return "healthy"
 
 
-def scale_word(factor: float, thresholds: Thresholds = THRESHOLDS) -> str:
-    """forward-collapse, forward-blow-up or steady; '' when not measured."""
-    if not factor >= 0:
+def scale_word(found: Profile, thresholds: Thresholds = THRESHOLDS) -> str:
+    """forward-collapse (the output no longer depends on the input: the spread across samples
+    falls, or for older records the std), forward-blow-up (the activations' std grows) or
+    steady; '' when not measured."""
+    collapse, scale = found.collapse_factor, found.scale_factor
+    if not (collapse >= 0 or scale >= 0):
         return ""
-    if factor < thresholds.scale_collapse:
+    if collapse < thresholds.scale_collapse:
         return "forward-collapse"
-    if factor > thresholds.scale_blowup:
+    if scale > thresholds.scale_blowup:
         return "forward-blow-up"
     return "steady"
 
@@ -150,7 +156,7 @@ def gradient(found: Profile, ratio: float, thresholds: Thresholds = THRESHOLDS) 
     judged = not by_signal and math.isfinite(ratio)
     return Gradient(
         signal,
-        scale_word(found.scale_factor, thresholds),
+        scale_word(found, thresholds),
         ratio,
         by_signal,
         ratio_verdict(ratio, thresholds) if judged else "",
@@ -183,7 +189,10 @@ def weight_note(
         return None
     looks = ratio_verdict(ratio, thresholds)
     even = thresholds.attenuated_ratio <= ratio <= thresholds.exploding_ratio
-    cancels = (signal == "vanishing" and scale == "forward-collapse") or (
+    # A weight gradient is the signal times the layer's input: what cancels is the inputs' size
+    # (their std), not how much they depend on the input.
+    shrinks = found.scale_factor < thresholds.scale_collapse
+    cancels = (signal == "vanishing" and shrinks) or (
         signal == "exploding" and scale == "forward-blow-up"
     )
     if even and cancels:
@@ -383,6 +392,30 @@ def saturated_units(values: np.ndarray, thresholds: Thresholds = THRESHOLDS) -> 
     return worst_layer(values, thresholds.saturated_fraction)
 
 
+def unit_failure(point: Point, thresholds: Thresholds = THRESHOLDS) -> LayerShare | None:
+    """The layer with the most dead (rectifiers) or saturated units at the end of training,
+    where it is over its threshold; None otherwise."""
+    key = point.health_key
+    if key is None or not point.ok:
+        return None
+    values, _, _ = point.result_layers(key, point.ok)
+    share = (
+        dead_units(values, thresholds)
+        if key == "dead_fraction"
+        else saturated_units(values, thresholds)
+    )
+    return share if share and share.over else None
+
+
+def units_hurt(point: Point, thresholds: Thresholds = THRESHOLDS) -> bool:
+    """Dead or saturated units over their threshold that hurt: the net did not learn, or half
+    of a layer's units pass no gradient. Dead and saturated units are judged alike."""
+    share = unit_failure(point, thresholds)
+    if share is None:
+        return False
+    return at_chance(point, thresholds) or share.share >= thresholds.units_hurt
+
+
 def dead_at_init(point: Point) -> int:
     """The first hidden layer (from 1) whose every unit is dead at step 0 in every run (a
     rectifier net whose signal is exactly 0 for that reason); 0 when none is."""
@@ -393,6 +426,49 @@ def dead_at_init(point: Point) -> int:
         return 0
     whole = np.all(np.stack(lists) >= 1, axis=0)
     return int(np.argmax(whole)) + 1 if whole.any() else 0
+
+
+def born_dead(run: RunRecords) -> int:
+    """The first hidden layer (from 1) whose every unit is dead at step 0 on the probe batch
+    (zero for each of its samples); 0 when none is."""
+    whole = numbers(first_probe(run).get("dead_fraction") or []) >= 1
+    return int(np.argmax(whole)) + 1 if whole.any() else 0
+
+
+@dataclass(frozen=True)
+class BornDead:
+    """The runs of a point whose back-propagated signal reaching layer 1 is exactly 0 at step 0,
+    and where: the group's factor is the other runs' (a factor of 0 has no logarithm)."""
+
+    runs: int  # of the point's runs, those that pass no gradient to layer 1
+    of: int  # the point's runs
+    layers: dict[int, int]  # first dead hidden layer -> runs; 0: no whole layer dead (underflow)
+    probe: str  # what 'dead' was measured on, as a sentence says it
+
+
+def born_dead_runs(point: Point) -> BornDead | None:
+    """The point's runs born dead (`BornDead`); None when every run passes a gradient."""
+    zero = [r for r in point.runs if run_factor(run_signal(r), reverse=False) == 0]
+    if not zero:
+        return None
+    layers = Counter(born_dead(r) for r in zero)
+    config = point.runs[0].config
+    size = config.get("probe_size")
+    probe = (
+        "every sample of the measured batch"
+        if watched(config)
+        else f"each of the {size} probe images"
+        if isinstance(size, int)
+        else "every probe image"
+    )
+    return BornDead(len(zero), len(point.runs), dict(sorted(layers.items())), probe)
+
+
+def dead_layer_in_some_run(point: Point) -> bool:
+    """A rectifier net with a whole hidden layer dead at step 0 in at least one run, so that
+    no gradient passes there: what feeds that layer is the cure, not the init's scale."""
+    born = born_dead_runs(point) if point.activation.family == "rectifier" else None
+    return bool(born and set(born.layers) - {0})
 
 
 def at_chance(point: Point, thresholds: Thresholds = THRESHOLDS) -> bool:
@@ -455,9 +531,24 @@ def steps(point: Point) -> Steps | None:
         for row in run.rows("probe")
         if (found := peak(row.get("update_ratio") or [], row.get("step")))
     ]
+    return steps_found(ratios, peaks, point.runs[0].config)
+
+
+def probe_steps(probes: Sequence[dict[str, Any]], config: dict[str, Any]) -> Steps | None:
+    """One run's Steps from its probe rows so far (the live line's): the step-0 probe's update
+    ratios and the largest at any probe; None where the rows hold none."""
+    first = probes[0] if probes and probes[0].get("step") == 0 else {}
+    peaks = [
+        found for row in probes if (found := peak(row.get("update_ratio") or [], row.get("step")))
+    ]
+    return steps_found(numbers(first.get("update_ratio") or []), peaks, config)
+
+
+def steps_found(ratios: np.ndarray, peaks: Sequence[Peak], config: dict[str, Any]) -> Steps | None:
+    """Steps of step-0 `ratios` and the largest of `peaks` under the config's optimizer; None
+    when there are neither."""
     if not ratios.size and not peaks:
         return None
-    config = point.runs[0].config
     momentum = setting_value(config, "momentum")
     return Steps(
         ratios,

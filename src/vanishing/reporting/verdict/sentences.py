@@ -10,8 +10,9 @@ import numpy as np
 
 from vanishing.reporting.formats import number, percent, percent2
 from vanishing.reporting.results import Point, numbers
-from vanishing.reporting.verdict.profile import Profile, setting_value
+from vanishing.reporting.verdict.profile import Profile, per_layer, setting_value
 from vanishing.reporting.verdict.rules import (
+    BornDead,
     Divergence,
     Gradient,
     Grown,
@@ -81,7 +82,11 @@ def last_to_first(names: LayerNames, layers: int) -> str:
 
 
 def signal_sentence(
-    profile: Profile, word: str, rectifier: bool = False, dead_layer: int = 0
+    profile: Profile,
+    word: str,
+    rectifier: bool = False,
+    dead_layer: int = 0,
+    probe: str = "every sample",
 ) -> str:
     """'Vanishing gradient: the back-propagated signal shrinks 23,000-fold from layer 30 to
     layer 1 (0.71 per layer).'; `dead_layer`: the hidden layer whose every unit is dead at
@@ -92,7 +97,7 @@ def signal_sentence(
         return (
             f"Vanishing gradient: the back-propagated signal reaching {names.hidden(1)} is "
             f"exactly 0 because every unit of {names.hidden(dead_layer)} is dead at step 0 "
-            "(zero for every sample): no gradient passes it back."
+            f"(zero for {probe}): no gradient passes it back."
         )
     if factor == 0:
         return (
@@ -118,6 +123,8 @@ def scale_sentence(profile: Profile, word: str) -> str:
     (0.72 per layer); the output hardly depends on the input.'"""
     factor, names = profile.scale_factor, profile.names
     span = f"from {names.hidden(1)} to {names.hidden(profile.last)}"
+    if word == "forward-collapse" and profile.by_spread:
+        return spread_sentence(profile, span)
     if factor == 0:
         return (
             f"Forward collapse: the activations' scale (std) falls to exactly 0 {span}: "
@@ -132,6 +139,32 @@ def scale_sentence(profile: Profile, word: str) -> str:
     return f"Forward blow-up: the activations' scale (std) grows {fold(factor)}-fold {span} {each}."
 
 
+def spread_sentence(profile: Profile, span: str) -> str:
+    """'Forward collapse: how much the activations depend on the input (each unit's std across
+    samples) falls 1.0e+08-fold from layer 1 to layer 40 (0.63 per layer), though their std
+    keeps 0.26 of its size: ...'."""
+    factor = profile.spread_factor
+    falls = "falls to exactly 0" if factor == 0 else f"falls {fold(1 / factor)}-fold"
+    each = f" ({per_layer(factor, profile.last - 1):.2f} per layer)" if factor > 0 else ""
+    kept = profile.scale_factor
+    biases = (
+        f", though their std keeps ×{number(kept)} of its size (the spread biases put between "
+        "units, which does not depend on the input)"
+        if kept >= THRESHOLDS.scale_collapse
+        else ""
+    )
+    logits = (
+        f"; the logits vary {number(profile.logits_spread)} across samples"
+        if math.isfinite(profile.logits_spread)
+        else ""
+    )
+    return (
+        f"Forward collapse: how much the activations depend on the input (each unit's std "
+        f"across samples) {falls} {span}{each}{biases}{logits}: the output "
+        f"{'no longer depends' if factor == 0 else 'hardly depends'} on the input."
+    )
+
+
 def ratio_sentence(word: str, ratio: float, names: LayerNames, at: str) -> str:
     """'Vanishing gradient: layer 1 receives 0.003 of the output layer's weight gradient at
     initialisation.': a net of one hidden layer, judged by its weight-gradient ratio."""
@@ -139,7 +172,11 @@ def ratio_sentence(word: str, ratio: float, names: LayerNames, at: str) -> str:
 
 
 def gradient_sentences(
-    found: Profile, step0: Gradient, rectifier: bool = False, dead_layer: int = 0
+    found: Profile,
+    step0: Gradient,
+    rectifier: bool = False,
+    dead_layer: int = 0,
+    probe: str = "every sample",
 ) -> list[tuple[str, str]]:
     """(kind, sentence) for each failure step 0 shows (`Gradient.kinds`)."""
     said = []
@@ -147,7 +184,7 @@ def gradient_sentences(
         if not step0.by_signal:
             sentence = ratio_sentence(kind, step0.ratio, found.names, "initialisation")
         elif kind == step0.signal:
-            sentence = signal_sentence(found, kind, rectifier, dead_layer)
+            sentence = signal_sentence(found, kind, rectifier, dead_layer, probe)
         else:
             sentence = scale_sentence(found, kind)
         said.append((kind, sentence))
@@ -493,3 +530,53 @@ def small_steps_sentence(peak: Peak, found: Steps, names: LayerNames) -> str:
         f"{number(peak.norm)} of its weights' norm (update ratio ||ΔW||/||W||), and no step "
         "of any layer moved more: the network barely changed."
     )
+
+
+def born_dead_sentence(born: BornDead, names: LayerNames) -> str:
+    """'Vanishing gradient in 5 of 8 seeds: no gradient reaches layer 1 at all, because a whole
+    layer is dead at step 0 (layer 9 in 3 seeds, layer 12 in 2; zero for each of the 512 probe
+    images); the factors here are the other 3 seeds'.'"""
+    runs = "runs" if "measured batch" in born.probe else "seeds"
+    where = [
+        f"{names.hidden(layer) if layer else 'no whole layer'} in {count}"
+        + (f" {runs[:-1] if count == 1 else runs}" if index == 0 else "")
+        for index, (layer, count) in enumerate(born.layers.items())
+    ]
+    (only,) = born.layers if len(born.layers) == 1 else (None,)
+    if only:
+        cause = f"every unit of {names.hidden(only)} is dead at step 0"
+    else:
+        cause = f"a whole layer is dead at step 0 ({', '.join(where)})"
+    rest = born.of - born.runs
+    others = f"other {runs[:-1]}'s" if rest == 1 else f"other {rest} {runs}'"
+    return (
+        f"Vanishing gradient in {born.runs} of {born.of} {runs}: no gradient reaches "
+        f"{names.hidden(1)} at all, because {cause}, zero for {born.probe}; the factors here "
+        f"are the {others}."
+    )
+
+
+def fixed_point_sentence(point: Point, found: Profile) -> str:
+    """Why a SELU net at lecun init grows, and why that is its design: the inputs are not at
+    the fixed point (MNIST's raw [0, 1] pixels), so the first layers move towards it."""
+    label, init = point.activation.label, point.activation.fixed_point_init
+    scale = found.scale
+    moved = (
+        f" (the activations' std goes from {number(float(scale[0]))} at {found.names.hidden(1)}"
+        f" to {number(float(scale[-1]))} at {found.names.hidden(found.layers)})"
+        if scale.size >= 2 and np.isfinite(scale[[0, -1]]).all()
+        else ""
+    )
+    return (
+        f"{label} with {init} init is self-normalising (Klambauer et al. 2017): each layer pulls "
+        "its activations towards mean 0, variance 1. The inputs here are raw pixels in [0, 1], "
+        f"not at that point, so the first layers grow towards it{moved}; that is the design at "
+        "work, not an init too large."
+    )
+
+
+def units_spared(point: Point) -> str:
+    """' It learned regardless (97.78 %): they cost it little, and get no cure.', after the
+    dead or saturated units of a net they do not hurt (`rules.units_hurt`)."""
+    accuracy = f" ({100 * point.accuracy.mean:.2f} %)" if point.accuracies else ""
+    return f" It learned regardless{accuracy}: under half of any layer is lost, no cure needed."

@@ -13,15 +13,16 @@ export function lineChart(target, width, options, data) {
   return new globalThis.uPlot({ width, height: 170, legend: { live: false }, ...options }, data, target);
 }
 
-export function profileOptions(weighted, colour, firstStep) {
-  // the weight-gradient norm per weighted layer (x: 1 .. n), now and at the first probe
+export function profileOptions(weighted, colour, firstStep, label = "‖∇W‖") {
+  // one value per weighted layer (x: 1 .. n) on a log scale, now and at the first probe: the
+  // weight-gradient norm, or the update ratio ‖ΔW‖/‖W‖ of the optimizer's step (`label`)
   const axis = layerAxis("layer", weighted);
   return {
     padding: [null, axis.overhang, null, null],
     scales: { x: { time: false }, y: { distr: 3, log: 10 } },
     axes: [
       axis.axis,
-      { label: "‖∇W‖", size: 52, filter: decades, values: (u, splits) => splits.map((v) => (v === null ? "" : exp(v))) },
+      { label, size: 52, filter: decades, values: (u, splits) => splits.map((v) => (v === null ? "" : exp(v))) },
     ],
     series: [
       { label: "layer" },

@@ -13,6 +13,11 @@ const TEMPLATE = `
     <div class="profile"></div>
     <p class="note">norm of each weighted layer's weight gradient, in the order the model runs them:
       a line that falls towards the first layer is a vanishing gradient. <b class="ratio"></b></p></div>
+  <div class="card steps-card" hidden><h3>How far each step moves each layer <small class="when"></small></h3>
+    <div class="steps"></div>
+    <p class="note">update ratio ‖ΔW‖/‖W‖ of the optimizer's step: under SGD it falls with the gradient,
+      Adam and RMSprop rescale each weight's step so it need not; near 1, a step as large as the weights.
+      <b class="moves"></b></p></div>
   <div class="card"><h3>Log gradient norm, layer × step</h3>
     <div class="heat"><canvas class="heatmap"></canvas></div>
     <div class="legend"><span class="lo"></span><span class="bar"></span><span class="hi"></span></div></div>
@@ -31,7 +36,7 @@ export class Panel {
     this.changed = changed;
     this.status = "";
     this.names = { weighted: [], hidden: [] }; // the server's, per weighted and per hidden layer
-    this.charts = {}; // uPlot charts by name: profile, loss, fractions, prelu
+    this.charts = {}; // uPlot charts by name: profile, steps, loss, fractions, prelu
     this.el = element("section", { class: "panel", "data-run": run });
     this.el.innerHTML = TEMPLATE;
     this.$("h2").textContent = label;
@@ -53,7 +58,7 @@ export class Panel {
     const names = { weighted: weighted || [], hidden: hidden || [] };
     if (JSON.stringify(names) === JSON.stringify(this.names)) return;
     this.names = names;
-    this.destroyCharts(["profile", "fractions", "prelu"]);
+    this.destroyCharts(["profile", "steps", "fractions", "prelu"]);
     this.changed(this);
   }
 
@@ -63,6 +68,7 @@ export class Panel {
     this.epochs = [];
     this.latest = null;
     this.first = null;
+    this.firstSteps = null; // the first probe with update ratios (none: no optimizer watched)
     this.changed(this);
   }
 
@@ -73,6 +79,7 @@ export class Panel {
       this.probes.push({ step: row.step, epoch: row.epoch, grad_norms: row.grad_norms, loss: row.loss });
       this.latest = row;
       if (!this.first) this.first = row;
+      if (!this.firstSteps && row.update_ratio && row.update_ratio.length) this.firstSteps = row;
     } else if (row.kind === "epoch") {
       const last = this.epochs[this.epochs.length - 1];
       if (last && row.epoch <= last.epoch) return;
@@ -134,6 +141,7 @@ export class Panel {
     for (const when of this.el.querySelectorAll(".when")) when.textContent = probe ? `step ${probe.step}` : "";
     if (probe) {
       this.drawProfile(probe);
+      this.drawSteps(probe);
       this.drawFractions(probe);
       this.drawPrelu(probe);
     }
@@ -163,6 +171,33 @@ export class Panel {
     }
     if (!data[1].some((v) => v !== null)) return;
     this.chart("profile", () => charts.profileOptions(weighted, this.colour, this.first.step), data);
+  }
+
+  drawSteps(probe) {
+    // the update ratio ‖ΔW‖/‖W‖ per weighted layer, now and at the first probe that had one
+    const ratios = probe.update_ratio;
+    if (!ratios || !ratios.length || !this.firstSteps) return;
+    const { weighted } = this.names;
+    const start = this.firstSteps.update_ratio;
+    const initial = start.length === ratios.length ? start : ratios.map(() => null);
+    const data = [ratios.map((_, i) => i + 1), ratios.map(charts.positive), initial.map(charts.positive)];
+    const box = this.$(".steps");
+    box.dataset.step = String(probe.step);
+    box.dataset.values = JSON.stringify(data[1]);
+    const [first, last] = [data[1][0], data[1][data[1].length - 1]];
+    if (ratios.length >= 2 && first !== null && last !== null) {
+      const says = (i, fallback) => weighted[i] || fallback;
+      const relative = first / last;
+      box.dataset.relative = String(relative);
+      this.$(".moves").textContent = `At step ${probe.step}, ${says(0, "the first layer")} moves ${charts.exp(relative)} times as far as ${says(ratios.length - 1, "the last")}, for its size.`;
+    } else {
+      delete box.dataset.relative;
+      this.$(".moves").textContent = "";
+    }
+    if (!data[1].some((v) => v !== null)) return;
+    this.$(".steps-card").hidden = false;
+    const firstStep = this.firstSteps.step;
+    this.chart("steps", () => charts.profileOptions(weighted, this.colour, firstStep, "‖ΔW‖/‖W‖"), data);
   }
 
   drawLoss() {
