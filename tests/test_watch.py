@@ -797,3 +797,28 @@ def test_layers_naming_only_activations_keeps_every_weighted_layer(tmp_path):
 def test_a_scaler_needs_the_optimizer(tmp_path):
     with pytest.raises(UsageError, match="watch: scaler= needs the optimizer"):
         watch(ConvNet(), out=tmp_path, scaler=torch.amp.GradScaler("cpu"))
+
+
+class Cached(nn.Sequential):
+    """A model whose class leaves its cache out of its pickles."""
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("cache", None)
+        return state
+
+
+def test_a_models_own_getstate_still_decides_what_is_saved(tmp_path):
+    """Saved inside a watch, a model's own __getstate__ still leaves its cache out; the watch's
+    hooks are left out too."""
+    import io
+
+    model = Cached(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    model.cache = torch.ones(3)
+    buffer = io.BytesIO()
+    with watch(model, out=tmp_path):
+        torch.save(model, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert not hasattr(loaded, "cache") and not loaded._forward_pre_hooks
+    assert hasattr(model, "cache")

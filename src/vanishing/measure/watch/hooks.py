@@ -108,7 +108,10 @@ class Hooks:
         ours: dict[int, set[int]] = {}
         for handle in (*self.handles, *self.layer_handles):
             ours.setdefault(id(handle.hooks_dict_ref()), set()).add(handle.id)
-        state = nn.Module.__getstate__(self.model)
+        state = type(self.model).__getstate__(self.model)  # the model's own, if it has one
+        if not isinstance(state, dict):
+            return state
+        state = dict(state)  # never the model's own __dict__
         state.pop("__getstate__", None)
         state.pop(MARK, None)
         for key, value in state.items():
