@@ -472,6 +472,10 @@ def test_a_watched_report_draws_the_signal_its_headline_reads(tmp_path):
     assert "the training batch of each measured step at step 0" in figures["signal"].caption
     assert "on the training batch of each measured step" in figures["gradient-flow"].caption
     assert "fixed probe batch" not in figures["gradient-flow"].caption
+    assert "Linear" not in " ".join(block.caption for block in built.figures)
+    assert "Rectifiers: share of units with zero output for every sample of the last 8" in (
+        figures["units"].caption
+    )
 
 
 def test_a_watched_run_keeps_what_it_logged_and_says_its_lr_schedule(tmp_path):

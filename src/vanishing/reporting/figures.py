@@ -93,6 +93,13 @@ UPDATE_RATIO_CAPTION = (
 def layer_specs(batch: str = "the fixed probe batch") -> list[FigureSpec]:
     """(anchor, question, caption, draw) of the figures drawn per condition, in reading order;
     `batch` is what the probes measured (`measured_on`)."""
+    dead_where = (
+        "for every sample of the last 8 batches measured, on the training batch of each "
+        "measured step"
+        if "measured step" in batch
+        else "on every image; lines on the probe batch, dots on the whole training set at each "
+        "epoch end"
+    )
     return [
         FigureSpec(
             "gradient-flow",
@@ -129,8 +136,7 @@ def layer_specs(batch: str = "the fixed probe batch") -> list[FigureSpec]:
             "Do units saturate or die?",
             "Sigmoid, tanh and the smooth activations: share of (sample, unit) pairs whose slope "
             f"is below {SATURATED} of its maximum. Rectifiers: share of units with zero output "
-            "on every image; lines on the probe batch, dots on the whole training set at each "
-            "epoch end.",
+            f"{dead_where}.",
             plots.unit_health,
         ),
         FigureSpec(
