@@ -542,27 +542,28 @@ class Recurrent(nn.Module):
 
 
 def test_recurrent_and_attention_weights_are_watched(tmp_path):
-    """A GRU's weight_ih_l0.. and attention's in_proj_weight are weights too (one norm per
-    module); out_proj, used by its parent's code, follows its parent."""
+    """A GRU's layers are each a layer (weight_ih_lk and weight_hh_lk: "gru.lk"), attention's
+    in_proj_weight a weight too; out_proj, used by its parent's code, follows its parent."""
     torch.manual_seed(0)
     model = Recurrent()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = torch.randn(6, 5, 8), torch.randint(0, 10, (6,))
     with watch(model, optimizer, every=1, out=tmp_path / "all"):
         one_step(model, optimizer, x, y)
-    assert records.read_json(tmp_path / "all" / "config.json")["layers"] == [
-        "gru",
-        "attn",
-        "attn.out_proj",
-        "fc",
-    ]
-    gru = [p.grad for n, p in model.gru.named_parameters() if "weight" in n]
+    config = records.read_json(tmp_path / "all" / "config.json")
+    assert config["layers"] == ["gru.l0", "gru.l1", "attn", "attn.out_proj", "fc"]
+    assert config["recurrent_layers"] == ["gru.l0", "gru.l1"]
+    assert config["activation"] == "tanh"  # a GRU's output passes its tanh: never "linear"
     row = rows(tmp_path / "all")[0]
-    expected = torch.stack([g.norm() for g in gru]).norm().item()
-    assert row["grad_norms"][0] == pytest.approx(expected, rel=1e-5)
+    for index, layer in enumerate(("l0", "l1")):
+        grads = [p.grad for n, p in model.gru.named_parameters() if f"weight_ih_{layer}" in n]
+        grads += [p.grad for n, p in model.gru.named_parameters() if f"weight_hh_{layer}" in n]
+        expected = torch.stack([g.norm() for g in grads]).norm().item()
+        assert row["grad_norms"][index] == pytest.approx(expected, rel=1e-5)
     with watch(model, optimizer, every=1, out=tmp_path / "gru", layers=["gru", "fc"]):
         one_step(model, optimizer, x, y)
-    assert records.read_json(tmp_path / "gru" / "config.json")["layers"] == ["gru", "fc"]
+    chosen = records.read_json(tmp_path / "gru" / "config.json")["layers"]
+    assert chosen == ["gru.l0", "gru.l1", "fc"]
 
 
 def test_without_an_optimizer_a_step_is_a_backward(tmp_path):
@@ -729,9 +730,11 @@ def test_without_an_optimizer_every_signal_lands_in_its_own_row(tmp_path):
     assert all(row["signal_norms"][0] is not None for row in rows(tmp_path))
 
 
-def test_a_tied_weight_is_its_first_module_s(tmp_path):
-    """An embedding and a classifier sharing one weight: it is watched once, as the
-    embedding's; the classifier, with no weight of its own, is not a layer."""
+@pytest.mark.parametrize("with_optimizer", [True, False])
+def test_a_tied_weight_is_the_output_layer_s(tmp_path, with_optimizer):
+    """An embedding and a classifier sharing one weight (nanoGPT's wte and lm_head): it is
+    watched once, as the module that ran last, the one computing the output; the embedding,
+    with no weight of its own left, is not a layer, and config.json says whose weight it is."""
 
     class Tied(nn.Module):
         def __init__(self) -> None:
@@ -744,12 +747,19 @@ def test_a_tied_weight_is_its_first_module_s(tmp_path):
         def forward(self, tokens):
             return self.head(torch.tanh(self.body(self.emb(tokens))))
 
+    torch.manual_seed(0)
     model = Tied()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     tokens = torch.randint(0, 10, (32,))
-    with watch(model, optimizer, every=1, out=tmp_path):
-        one_step(model, optimizer, tokens, tokens)
-    assert records.read_json(tmp_path / "config.json")["layers"] == ["emb", "body"]
+    with watch(model, optimizer if with_optimizer else None, every=1, out=tmp_path):
+        model.zero_grad()
+        F.cross_entropy(model(tokens), tokens).backward()
+        expected = model.head.weight.grad.norm().item()  # both uses' gradient, summed
+        optimizer.step()
+    config = records.read_json(tmp_path / "config.json")
+    assert config["layers"] == ["body", "head"]
+    assert config["tied"] == {"head": ["emb"]}
+    assert rows(tmp_path)[0]["grad_norms"][-1] == pytest.approx(expected, rel=1e-6)
 
 
 def test_no_measured_forward_before_the_first_row_still_lists_the_activations(tmp_path):
@@ -787,3 +797,28 @@ def test_layers_naming_only_activations_keeps_every_weighted_layer(tmp_path):
 def test_a_scaler_needs_the_optimizer(tmp_path):
     with pytest.raises(UsageError, match="watch: scaler= needs the optimizer"):
         watch(ConvNet(), out=tmp_path, scaler=torch.amp.GradScaler("cpu"))
+
+
+class Cached(nn.Sequential):
+    """A model whose class leaves its cache out of its pickles."""
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("cache", None)
+        return state
+
+
+def test_a_models_own_getstate_still_decides_what_is_saved(tmp_path):
+    """Saved inside a watch, a model's own __getstate__ still leaves its cache out; the watch's
+    hooks are left out too."""
+    import io
+
+    model = Cached(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    model.cache = torch.ones(3)
+    buffer = io.BytesIO()
+    with watch(model, out=tmp_path):
+        torch.save(model, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert not hasattr(loaded, "cache") and not loaded._forward_pre_hooks
+    assert hasattr(model, "cache")

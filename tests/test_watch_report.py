@@ -140,20 +140,22 @@ def test_a_vanishing_watched_net_is_named_by_its_layers_and_cured_by_changes_to_
     assert "--" not in found.cure  # no command-line option: the user changes the model
 
 
-def test_the_signal_is_compared_per_position_across_maps_of_different_sizes(tmp_path):
-    # conv1's map holds 100x the positions of the last layer: at the same gradient per position
-    # its norm is 10x larger. Per position the signal keeps its size: healthy, not growing.
+def test_maps_and_fc_layers_compare_by_their_signal_per_sample(tmp_path):
+    """PyTorch's MNIST example at step 0: conv1's map (32 x 26 x 26 per sample) passes back a
+    signal of 0.0205, fc1 (128 units) 0.0959. Per sample, as a weight's gradient sums it over
+    the positions: 4.7-fold, not the 120-fold that dividing by the positions read."""
     run_dir = write_watch_run(
         tmp_path / "run",
         activation="relu",
-        signal=(10.0, 10.0, 10.0, 1.0),
-        elements=(10000, 10000, 10000, 100),
+        signal=(0.0205, 0.035, 0.06, 0.0959),
+        elements=(64 * 32 * 676, 64 * 64 * 576, 64 * 64 * 144, 64 * 128),
         grad_norms=(0.1, 0.1, 0.1, 0.1, 0.1),
     )
     found = verdict_of(run_dir)
     assert found.kinds == ("healthy",)
     assert found.headline.startswith(
-        "Healthy gradient: the back-propagated signal keeps its size from conv4 to conv1 (×1,"
+        "Healthy gradient: the back-propagated signal shrinks only 4.7-fold from conv4 to conv1 "
+        f"(×{0.0205 / 0.0959:.3f},"
     )
 
 
@@ -358,10 +360,9 @@ def test_model_setup_says_what_was_watched(tmp_path):
     )
 
 
-def test_a_watched_mlp_s_signal_factor_is_the_plain_norms_as_training_reads_it():
-    """Per sample and position: an MLP has one position per sample, so layers of 520 and 120
-    units compare by their plain norms, as `vanishing train`'s records are read; a conv's map
-    of 28 x 28 positions is divided by the square root of its positions."""
+def test_a_watched_signal_is_read_as_recorded_whatever_the_layers_shapes():
+    """Per sample: the norms over one batch, as recorded, for an MLP's layers of 520 and 120
+    units (as `vanishing train`'s records are read) and for a conv's 28 x 28 map alike."""
     from vanishing.reporting.verdict import signal_of
 
     def row(signal, counts):
@@ -370,8 +371,8 @@ def test_a_watched_mlp_s_signal_factor_is_the_plain_norms_as_training_reads_it()
     mlp = signal_of(row([0.5, 2.0], [64 * 520, 64 * 120]), [520, 120])
     assert mlp[0] / mlp[1] == pytest.approx(0.25)
     conv = signal_of(row([28.0, 1.0], [64 * 16 * 784, 64 * 16]), [16, 16])
-    assert conv[0] / conv[1] == pytest.approx(1.0)
-    assert list(signal_of(row([0.5, 2.0], [1, 1]))) == [0.5, 2.0]  # a training run: as recorded
+    assert conv[0] / conv[1] == pytest.approx(28.0)
+    assert list(signal_of(row([0.5, 2.0], [1, 1]))) == [0.5, 2.0]
 
 
 def test_the_weight_gradient_sentence_names_the_layers_its_ratio_read():
@@ -458,3 +459,44 @@ def test_the_trainers_mlps_keep_numbered_ticks(tmp_path):
     assert NUMBERED.weighted_ticks(31)[-2:] == ["30", "out"]
     positions, shown = plots.tick_marks(NUMBERED.weighted_ticks(31), 16)
     assert shown == [*(str(i) for i in range(1, 30, 2)), "out"] and positions[-1] == 31
+
+
+def test_a_watched_report_draws_the_signal_its_headline_reads(tmp_path):
+    """report.html of a watched run: the per-layer signal figure, and captions that say the
+    layers were measured on the step's batch (no probe batch) and name no Linear layer."""
+    from vanishing.reporting.page import build_report
+
+    built = build_report([write_watch_run(tmp_path / "run")])
+    figures = {block.anchor: block for block in built.figures}
+    assert "signal" in figures
+    assert "the training batch of each measured step at step 0" in figures["signal"].caption
+    assert "on the training batch of each measured step" in figures["gradient-flow"].caption
+    assert "fixed probe batch" not in figures["gradient-flow"].caption
+    assert "Linear" not in " ".join(block.caption for block in built.figures)
+    assert "Rectifiers: share of units with zero output for every sample of the last 8" in (
+        figures["units"].caption
+    )
+
+
+def test_a_watched_run_keeps_what_it_logged_and_says_its_lr_schedule(tmp_path):
+    """A logged test_loss without test_accuracy is kept; a warm-up's lr is given as its range;
+    a notebook shows no accuracy as '–', not nan."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 4))
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    with vanishing.watch(model, optimizer, every=1, out=tmp_path) as w:
+        for _ in range(5):
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            warmup.step()
+        w.log(epoch=1, test_loss=0.75)
+    assert w.result.test_loss == 0.75
+    config = records.read_json(tmp_path / records.CONFIG)
+    assert config["lr"] == pytest.approx(0.025)
+    assert config["lr_range"] == pytest.approx([0.025, 0.1])
+    assert "sgd lr 0.025 to 0.1 (a schedule)" in report.results.model_setup(config)
+    html = w.result._repr_html_()
+    assert "nan" not in html and "<td>–</td>" in html

@@ -84,7 +84,8 @@ class RunResult:
         """The run in a notebook cell: a small table of what result.json says."""
 
         def shown(value: float | None, form: str, scale: float = 1.0) -> str:
-            return "–" if value is None else format(scale * value, form)  # a watch may log none
+            # a watch may log none: None, or nan where result.json has no number
+            return "–" if value is None or value != value else format(scale * value, form)
 
         diverged = f" at step {self.diverged_step}" if self.diverged_step is not None else ""
         rows = [

@@ -8,8 +8,11 @@ from vanishing.model.activations import SATURATION_FRACTION
 DEFINITIONS: tuple[tuple[str, str], ...] = (
     (
         "grad_norms",
-        "L2 norm of dLoss/dW for each Linear layer (hidden layers, then the output layer), the "
-        "loss being the mean cross-entropy over the probe batch.",
+        "L2 norm of dLoss/dW for each weighted layer (the trainer's Linear layers: hidden layers, "
+        "then the output layer; a watched model's modules with a weight, a recurrent module's "
+        "layers each its own), the loss being the mean cross-entropy over the probe batch (a "
+        "watched model without one: the training step's own loss and batch, read before the "
+        "loop's gradient clipping).",
     ),
     (
         "signal_norms",

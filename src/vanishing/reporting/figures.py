@@ -52,6 +52,31 @@ class FigureSpec(NamedTuple):
     table: Callable[[Sequence[Point]], Table] | None = None
 
 
+def measured_on(points: Sequence[Point]) -> str:
+    """The batch the probes measured: the trainer's fixed probe batch, or for watched models
+    without `probe=` the training batch of each measured step."""
+    if points and all(g.watched and not g.runs[0].config.get("probe_size") for g in points):
+        return "the training batch of each measured step"
+    return "the fixed probe batch"
+
+
+def signal_spec(points: Sequence[Point]) -> FigureSpec:
+    """The per-layer signal a watched model's headline reads, at step 0."""
+    return FigureSpec(
+        "signal",
+        "How much back-propagated signal reaches each layer?",
+        "Norm of the back-propagated signal dLoss/dh at each activation layer's output, over "
+        f"{measured_on(points)} at step 0, log scale: the numbers the headline's factor reads "
+        "(its first layer over its last). Layers of every shape compare by it: a weight's "
+        "gradient sums its signal over the positions of a map or a sequence.",
+        lambda chosen: plots.layer_profiles(
+            [(g.label, profile(g).signal) for g in chosen],
+            "‖dLoss/dh‖ (log)",
+            chosen[0].names,
+        ),
+    )
+
+
 UPDATE_RATIO_CAPTION = (
     "Update ratio ‖W after − W before‖ / ‖W before‖ of each layer's weights over one optimizer "
     "step, at the first probe (left) and the last (right), log scale; geometric mean over "
@@ -65,13 +90,21 @@ UPDATE_RATIO_CAPTION = (
 )
 
 
-def layer_specs() -> list[FigureSpec]:
-    """(anchor, question, caption, draw) of the figures drawn per condition, in reading order."""
+def layer_specs(batch: str = "the fixed probe batch") -> list[FigureSpec]:
+    """(anchor, question, caption, draw) of the figures drawn per condition, in reading order;
+    `batch` is what the probes measured (`measured_on`)."""
+    dead_where = (
+        "for every sample of the last 8 batches measured, on the training batch of each "
+        "measured step"
+        if "measured step" in batch
+        else "on every image; lines on the probe batch, dots on the whole training set at each "
+        "epoch end"
+    )
     return [
         FigureSpec(
             "gradient-flow",
             "How much gradient reaches each layer?",
-            "L2 norm of each layer's weight gradient on the fixed probe batch, at step 0 (left) "
+            f"L2 norm of each layer's weight gradient on {batch}, at step 0 (left) "
             "and at the last probe (right), log scale; geometric mean over seeds, band from the "
             "smallest to the largest seed. A line falling towards layer 1 is the vanishing "
             "gradient; the legend gives layer 1 / output at initialisation.",
@@ -103,15 +136,15 @@ def layer_specs() -> list[FigureSpec]:
             "Do units saturate or die?",
             "Sigmoid, tanh and the smooth activations: share of (sample, unit) pairs whose slope "
             f"is below {SATURATED} of its maximum. Rectifiers: share of units with zero output "
-            "on every image; lines on the probe batch, dots on the whole training set at each "
-            "epoch end.",
+            f"{dead_where}.",
             plots.unit_health,
         ),
         FigureSpec(
             "histograms",
             "How are each layer's activations distributed?",
-            "Histogram of the first, a middle and the last hidden layer's output h over the probe "
-            "batch, at step 0 (dotted) and at the last probe (solid), first seed only; density "
+            "Histogram of the first, a middle and the last hidden layer's output h over "
+            f"{batch.removeprefix('the fixed ')}, at step 0 (dotted) and at the last probe "
+            "(solid), first seed only; density "
             "on a log scale, so that layers of any scale compare. A spike at 0 is dead rectifier "
             "units, peaks at a bounded activation's ends saturation, a spread growing or shrinking "
             "with depth a forward blow-up or collapse.",
@@ -290,7 +323,8 @@ def draw_figures(points: Sequence[Point], thresholds: Thresholds = THRESHOLDS) -
     """
     conditions = by_condition(points)
     if len(conditions) <= 1:
-        specs = [*layer_specs(), SHAPES_SPEC, ATTENUATION_SPEC]
+        watched = [signal_spec(points)] if points and all(g.watched for g in points) else []
+        specs = [*watched, *layer_specs(measured_on(points)), SHAPES_SPEC, ATTENUATION_SPEC]
         return [block for spec in specs for block in draw(spec, points)]
     blocks = depth_figures(points, thresholds)
     shapes: dict[str, Point] = {}  # one per activation: its shape does not depend on the condition
@@ -314,6 +348,6 @@ def draw_figures(points: Sequence[Point], thresholds: Thresholds = THRESHOLDS) -
         )
         note = f" {name[:1].upper()}{name[1:]} only ({role} setting)."
         members = [dataclasses.replace(g, label=g.activation.label) for g in conditions[condition]]
-        for spec in [*layer_specs(), ATTENUATION_SPEC]:
+        for spec in [*layer_specs(measured_on(members)), ATTENUATION_SPEC]:
             blocks += draw(spec, members, name, note, section)
     return blocks

@@ -329,6 +329,16 @@ def model_setup(config: dict[str, Any]) -> str:
     optimizer = config.get("optimizer")
     lr = config.get("lr")
     trained = f", {optimizer}" + (f" lr {lr:g}" if isinstance(lr, (int, float)) else "")
+    span = config.get("lr_range")
+    if isinstance(span, list) and len(span) == 2:  # a schedule moved it
+        trained = f", {optimizer} lr {span[0]:g} to {span[1]:g} (a schedule)"
+    tied = config.get("tied")
+    shared = (
+        "; " + ", ".join(f"{k}'s weight tied to {', '.join(v)}" for k, v in tied.items())
+        if isinstance(tied, dict) and tied
+        else ""
+    )
+    shape += shared
     size = config.get("probe_size")
     batch = f"a fixed probe batch of {size}" if size else "the training batch of the step"
     return (

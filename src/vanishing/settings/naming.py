@@ -28,6 +28,11 @@ MODEL_KEYS = (
     "activation_layers",
     "activation_kinds",
     "layer_labels",
+    "tied",
+    "residual",
+    "recurrent_layers",
+    "sequence_layers",
+    "lr_range",
 )
 
 

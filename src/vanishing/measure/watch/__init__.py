@@ -5,11 +5,15 @@
         w.log(epoch=1, test_accuracy=0.97)  # optional: an epoch row, as training writes
 
 Layers are the model's own `named_modules()` names. Every module with a trainable weight of its
-own (Linear, Conv, Embedding, norm layers; a recurrent layer's `weight_ih_l0`..., attention's
-`in_proj_weight`: its weights taken as one vector) is a watched *layer*: its weight-gradient
-norm, weight norm and update ratio, in the order the model runs them (a module whose forward
-never runs, as attention's out_proj, after its parent). Every module the activation registry
-knows (nn.Sigmoid, nn.ReLU, nn.GELU, ...) is an *activation layer*, and each further call of
+own (Linear, Conv, Embedding, norm layers; attention's `in_proj_weight`: its weights taken as one
+vector) is a watched *layer*: its weight-gradient norm, weight norm and update ratio, in the order
+the model runs them (a module whose forward never runs, as attention's out_proj, after its
+parent). A recurrent module's layers are each a layer ("lstm.l0": weight_ih_l0 and weight_hh_l0),
+and its output passes tanh (config.json's activation, never "linear"). A weight two modules share
+(a tied embedding and output layer) is the one's that ran last, the module computing the output
+(config.json's `tied`). Every module the activation registry knows (nn.Sigmoid, nn.ReLU, nn.GELU,
+...; Hugging Face's GELU modules by their class names, `layers.ACTIVATION_CLASSES`) is an
+*activation layer*, and each further call of
 one in a forward another ("act#2"): the back-propagated signal ||dLoss/da|| at its output, its
 output's mean, std and histogram, its saturated share (judged on its input) and its dead units,
 with the same code as the trainer's probes (`probes.layer_block`), in float32 whatever the
@@ -17,17 +21,20 @@ model's precision. A unit is one index of dim 1 (a feature, or a conv's channel)
 last dim of a (batch, time, features) sequence; it is dead when zero for every sample of the
 last DEAD_WINDOW measured batches. An activation a forward calls as a function (F.relu,
 torch.sigmoid, x.tanh(): the registry's `twins`) is one too, seen by a torch function mode
-during measured forwards only and named by its order ("relu#2"); a sentence names any
-activation layer by the weighted layer that ran before it ("conv2").
+during measured forwards only and named by its order ("relu#2"), unless an activation module's
+forward calls it (gelu_new's tanh); a sentence names any activation layer by the weighted layer
+that ran before it ("conv2"). The function mode also sees a residual connection: a layer's input
+added to a later output (config.json's `residual`).
 
 At every `every`-th optimizer step (step 0 first):
 - without a probe batch, the training step itself is measured: forward hooks on the activation
   modules, registered for that forward only, take the statistics of the step's last forward
   with gradients on (an evaluation under torch.no_grad is not measured), tensor hooks on
   their outputs take the signal as backward passes it (full backward hooks would break on
-  in-place ReLU), and an optimizer step pre-hook
-  reads the weight gradients, so only real steps count and a GradScaler's unscaled gradients
-  are seen (a step it skips is not one; pass `scaler=` to have the signal unscaled too).
+  in-place ReLU), per-weight post-accumulate hooks (during a measured step only) read the
+  gradients as backward leaves them, before the loop's clip_grad_norm_, and an optimizer step
+  pre-hook ends the step, so only real steps count (a step a GradScaler skips is not one); its
+  scale is divided out (`scaler=`, or seen as a power-of-2 change by the step: `step_grads`).
   Without an optimizer each backward pass that reaches the weights is a step: per-parameter
   post-accumulate hooks read the gradients as backward leaves them, and a callback queued on
   autograd's engine ends the step when the pass is done (two backward() calls are two steps).
@@ -41,6 +48,8 @@ steps the hooks return at once: no `.item()`, nothing read from the device.
 Records are a training run's (`records`): config.json (the model's description, its layers),
 metrics.jsonl (a probe row per measured step, an epoch row per `log`) and result.json at
 `close()`, so `vanishing report DIR`, `vanishing live DIR` and `vanishing export DIR` read them.
+While watched, the model's `__getstate__` leaves the watch out: torch.save(model) and
+copy.deepcopy(model) work, and give a model that is not watched.
 An exception inside the `with` block closes the hooks but writes no result: the run did not
 finish (its rows stay). A run directory has one writer: the watch holds its lock until it ends,
 and a second watch into it (another process, as every rank of a DistributedDataParallel job
@@ -65,11 +74,9 @@ from torch.nn import functional as F
 from vanishing import records
 from vanishing.errors import UsageError
 from vanishing.measure.watch.capture import Captures
-from vanishing.measure.watch.hooks import Hooks
+from vanishing.measure.watch.hooks import MARK, Hooks
 from vanishing.measure.watch.layers import Layers
 from vanishing.measure.watch.rows import RunWriter, hold
-
-MARK = "_vanishing_watch"  # the attribute on a watched model: a weak reference to its Watch
 
 
 def watched_by(model: nn.Module) -> Watch | None:

@@ -26,7 +26,7 @@ class Captures:
         self.inputs: dict[str, Tensor] = {}  # in-place activations' inputs, before they go
         self.tensors: dict[str, tuple[Tensor, Tensor]] = {}  # probe: layer -> (input, output)
         self.grads: dict[str, Tensor] = {}  # layer -> weight-gradient norm
-        self.param_grads: dict[tuple[str, int], Tensor] = {}  # no optimizer: as they arrive
+        self.param_grads: dict[int, Tensor] = {}  # id(weight) -> its norm, as backward leaves it
         self.alive: dict[str, list[Tensor]] = {}  # its units active in recent measured batches
         self.probing = False  # the probe batch's forward is running
         self.busy = False  # our own calls into a module (the saturation slope): not measured

@@ -3,6 +3,7 @@ are measured, what each hook captures, and when a step's row is written."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,10 @@ from vanishing.measure.watch.capture import Captures
 from vanishing.measure.watch.layers import Layers, joint_norm
 from vanishing.measure.watch.rows import RunWriter
 from vanishing.model.activations import Activation
+
+MARK = "_vanishing_watch"  # the attribute on a watched model: a weak reference to its Watch
+# The ways a forward adds two tensors: a residual connection is one (`Layers.added`).
+ADDS = (torch.add, Tensor.add, Tensor.__add__, Tensor.__radd__, Tensor.__iadd__, Tensor.add_)
 
 
 class Functional(TorchFunctionMode):
@@ -57,6 +62,7 @@ class Hooks:
         self.probe_seconds = 0.0
         self.functional: Functional | None = None  # during a measured forward only
         self.handles: list[Any] = []
+        self.grad_handles: list[Any] = []  # per weight: every step without an optimizer
         self.layer_handles: list[Any] = []  # during a measured forward only
         self.attach()
 
@@ -73,9 +79,59 @@ class Hooks:
             add(self.optimizer.register_step_pre_hook(self._before_step))
             add(self.optimizer.register_step_post_hook(self._after_step))
         else:
-            for name, weights in self.layers.weights.items():
-                for index, weight in enumerate(weights):
-                    add(weight.register_post_accumulate_grad_hook(self._grad_ready(name, index)))
+            self.attach_grads()
+        self.model.__dict__["__getstate__"] = self.unwatched_state
+
+    def attach_grads(self) -> None:
+        """A hook per weight that reads its gradient as backward leaves it: before the loop
+        can clip it (clip_grad_norm_ between backward and step would hide an exploding
+        gradient). With an optimizer, during a measured step's backward only."""
+        if self.grad_handles:
+            return
+        seen: set[int] = set()
+        for weights in self.layers.weights.values():
+            for weight in weights:
+                if id(weight) not in seen:
+                    seen.add(id(weight))
+                    hook = weight.register_post_accumulate_grad_hook(self._grad_ready)
+                    self.grad_handles.append(hook)
+
+    def detach_grads(self) -> None:
+        for handle in self.grad_handles:
+            handle.remove()
+        self.grad_handles.clear()
+
+    def unwatched_state(self) -> dict[str, Any]:
+        """The watched model's state for pickle and copy.deepcopy (its `__getstate__` while
+        watched): as if unwatched, none of the watch's hooks and no mark, so torch.save(model)
+        works inside a watch and a copy is not watched (nor writes into this run)."""
+        ours: dict[int, set[int]] = {}
+        for handle in (*self.handles, *self.layer_handles):
+            ours.setdefault(id(handle.hooks_dict_ref()), set()).add(handle.id)
+        state = type(self.model).__getstate__(self.model)  # the model's own, if it has one
+        if not isinstance(state, dict):
+            return state
+        state = dict(state)  # never the model's own __dict__
+        state.pop("__getstate__", None)
+        state.pop(MARK, None)
+        for key, value in state.items():
+            if isinstance(value, dict) and id(value) in ours:
+                state[key] = type(value)(
+                    (k, v) for k, v in value.items() if k not in ours[id(value)]
+                )
+        return state
+
+    def layer_grads(self) -> dict[str, Tensor]:
+        """Per watched layer, its weights' gradient norm as the hooks read it in backward."""
+        self.layers.fix()
+        found = self.captures.param_grads
+        grads = {}
+        for name, weights in self.layers.weights.items():
+            norms = [found[id(w)] for w in weights if id(w) in found]
+            if norms:
+                grads[name] = torch.stack(norms).norm()
+        found.clear()
+        return grads
 
     def attach_layers(self) -> None:
         """The layers' hooks, for one measured forward (`_forward_ends` removes them)."""
@@ -98,9 +154,11 @@ class Hooks:
             self.functional.__exit__(None, None, None)
             self.functional = None
         self.detach_layers()
+        self.detach_grads()
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
+        self.model.__dict__.pop("__getstate__", None)
 
     # -- which forwards are measured, and what their layers give -----------------------------
 
@@ -116,7 +174,7 @@ class Hooks:
     def _weighted_ran(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             if self.functional is not None and not self.captures.busy:  # a measured forward
-                self.layers.weighted_ran(name, module)
+                self.layers.weighted_ran(name, module, args)
 
         return hook
 
@@ -150,6 +208,8 @@ class Hooks:
         z = args[0] if args else None
         if self.captures.busy or not isinstance(z, Tensor):
             return function(*args, **kwargs)
+        if function in ADDS:
+            self.layers.added(args)
         found = self.layers.function_layer(function, args, kwargs)
         if found is None:
             return function(*args, **kwargs)
@@ -192,6 +252,8 @@ class Hooks:
         if self.measuring() and self.functional is None:
             self.layers.forward_starts()
             self.attach_layers()
+            if not self.captures.probing:
+                self.attach_grads()
             self.functional = Functional(self._function_ran)
             self.functional.__enter__()
 
@@ -203,35 +265,49 @@ class Hooks:
             self.functional = None
             self.detach_layers()
 
-    def _grad_ready(self, name: str, index: int) -> Callable[[Tensor], None]:
-        """Without an optimizer: a backward pass that reaches a weight is a step, ended by a
+    def _grad_ready(self, weight: Tensor) -> None:
+        """A weight's gradient is ready (backward has accumulated it): its norm, at a measured
+        step. Without an optimizer a backward pass that reaches a weight is a step, ended by a
         callback autograd runs when the whole pass is done (every signal has arrived)."""
-
-        def hook(weight: Tensor) -> None:
-            if not self.queued:
-                self.queued = True
-                torch.autograd.Variable._execution_engine.queue_callback(self._end_backward)
-            if self.step % self.every == 0 and weight.grad is not None:
-                self.captures.param_grads[(name, index)] = weight.grad.detach().float().norm()
-
-        return hook
+        if self.optimizer is None and not self.queued:
+            self.queued = True
+            torch.autograd.Variable._execution_engine.queue_callback(self._end_backward)
+        if self.step % self.every == 0 and weight.grad is not None:
+            self.captures.param_grads[id(weight)] = weight.grad.detach().float().norm()
 
     def _end_backward(self) -> None:
         """Without an optimizer: one step is over; a watched one is written."""
         captures = self.captures
         if self.step % self.every == 0 and (captures.param_grads or captures.blocks):
-            for name, weights in self.layers.weights.items():
-                norms = [
-                    captures.param_grads[(name, i)]
-                    for i in range(len(weights))
-                    if (name, i) in captures.param_grads
-                ]
-                if norms:
-                    captures.grads[name] = torch.stack(norms).norm()
-            captures.param_grads.clear()
+            captures.grads.update(self.layer_grads())
             self.writer.write(self.writer.row(self.step, None))
         self.queued = False
         self.step += 1
+
+    def step_grads(self) -> dict[str, Tensor]:
+        """A measured step's weight-gradient norms: as backward left them (before the loop's
+        clip_grad_norm_), a GradScaler's scale divided out. The gradients the optimizer is
+        given where they differ from those by a power of 2 only: a scaler not passed as
+        `scaler=` unscaled them (its scale is always a power of 2; a clip's factor is not)."""
+        now = {}
+        for name, weights in self.layers.weights.items():
+            grads = [w.grad for w in weights if w.grad is not None]
+            if grads:
+                now[name] = joint_norm(grads)
+        backward = self.layer_grads()
+        self.detach_grads()
+        if not backward:  # no measured backward (the model ran inside step(), as LBFGS's)
+            return now
+        if self.scaler is not None:
+            scale = float(self.scaler.get_scale())
+            return {name: norm / scale for name, norm in backward.items()}
+        both = [name for name in now if name in backward]
+        if not both:
+            return backward
+        given = torch.stack([now[name] for name in both]).norm()
+        found = torch.stack([backward[name] for name in both]).norm()
+        factor = float(given / found) if float(found) > 0 else 1.0
+        return now if factor > 0 and math.frexp(factor)[0] == 0.5 else backward
 
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self.step % self.every:
@@ -242,10 +318,7 @@ class Hooks:
             loss = probe_batch.measure(self.model, self.loss, self.probe, self.layers, captures)
             row = self.writer.row(self.step, loss)
         else:
-            for name, weights in self.layers.weights.items():
-                grads = [w.grad for w in weights if w.grad is not None]
-                if grads:
-                    captures.grads[name] = joint_norm(grads)
+            captures.grads = self.step_grads()
             if self.scaler is not None:  # the signals passed back the scaled loss's gradient
                 scale = float(self.scaler.get_scale())
                 captures.signals = {name: s / scale for name, s in captures.signals.items()}

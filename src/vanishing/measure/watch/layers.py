@@ -26,6 +26,20 @@ NORMS: tuple[type[nn.Module], ...] = (
     nn.GroupNorm,
     *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
 )
+# Activation modules the registry does not build, known by their class name: Hugging Face's
+# GELUs (GPT-2's gelu_new is NewGELUActivation: 0.5 x (1 + tanh(...)), its tanh no layer of its
+# own) and SiLU. A function called inside any activation module's forward is not a layer.
+ACTIVATION_CLASSES = {
+    "NewGELUActivation": "gelu",
+    "GELUActivation": "gelu",
+    "FastGELUActivation": "gelu",
+    "QuickGELUActivation": "gelu",
+    "GELUTanh": "gelu",
+    "PytorchGELUTanh": "gelu",
+    "AccurateGELUActivation": "gelu",
+    "SiLUActivation": "silu",
+}
+RECURRENT = (nn.RNN, nn.LSTM, nn.GRU)
 CONVS = (
     nn.Conv1d,
     nn.Conv2d,
@@ -42,6 +56,40 @@ def weights_of(module: nn.Module) -> list[nn.Parameter]:
     return [
         p for n, p in module.named_parameters(recurse=False) if "weight" in n and p.requires_grad
     ]
+
+
+def module_activation(module: nn.Module) -> Activation | None:
+    """The registry entry an activation module computes: its own (`activation_of`), or by its
+    class name (`ACTIVATION_CLASSES`); None for any other module."""
+    found = activation_of(module)
+    if found is None and type(module).__name__ in ACTIVATION_CLASSES:
+        return ACTIVATIONS[ACTIVATION_CLASSES[type(module).__name__]]
+    return found
+
+
+def recurrent_layers(name: str, module: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """A recurrent module's layers, each its own ("lstm.l0", "lstm.l1"): layer k's
+    weight_ih_lk and weight_hh_lk (and their _reverse twins), so a stacked LSTM's layers are not
+    one norm."""
+    layers: dict[str, list[nn.Parameter]] = {}
+    for weight_name, weight in module.named_parameters(recurse=False):
+        if "weight" in weight_name and weight.requires_grad:
+            layer = weight_name.split("_l")[-1].removesuffix("_reverse")
+            layers.setdefault(f"{name}.l{layer}", []).append(weight)
+    return layers
+
+
+def recurrent_kind(module: nn.Module) -> str:
+    """The activation a recurrent module's output passes: tanh (an LSTM's h = o * tanh(c), a
+    GRU's and nn.RNN's default), or nn.RNN's nonlinearity."""
+    return str(getattr(module, "nonlinearity", "tanh")) if isinstance(module, nn.RNN) else "tanh"
+
+
+def layer_weights(name: str, module: nn.Module) -> list[nn.Parameter]:
+    """A watched layer's weights: a recurrent layer's ("lstm.l1") or a module's own."""
+    if isinstance(module, RECURRENT):
+        return recurrent_layers(name.rsplit(".l", 1)[0], module).get(name, [])
+    return weights_of(module)
 
 
 def joint_norm(tensors: Sequence[Tensor]) -> Tensor:
@@ -78,6 +126,16 @@ def twin_module(
     return activation.build(1, DEFAULT_OPTIONS)
 
 
+def expand(model: nn.Module, chosen: list[str]) -> list[str]:
+    """`layers=` names, a recurrent module's name ("lstm") standing for each of its layers."""
+    stacks = {
+        name.removeprefix("_orig_mod."): list(recurrent_layers(name, module))
+        for name, module in model.named_modules()
+        if isinstance(module, RECURRENT)
+    }
+    return [layer for name in chosen for layer in stacks.get(name, [name])]
+
+
 def select(
     model: nn.Module, chosen: list[str] | None
 ) -> tuple[dict[str, nn.Module], dict[str, tuple[nn.Module, Activation]]]:
@@ -86,9 +144,11 @@ def select(
     activations: dict[str, tuple[nn.Module, Activation]] = {}
     for full_name, module in model.named_modules():
         name = full_name.removeprefix("_orig_mod.")  # torch.compile's wrapper: not a layer
-        activation = activation_of(module)
+        activation = module_activation(module)
         if activation is not None:
             activations[name] = (module, activation)
+        elif isinstance(module, RECURRENT):
+            weighted.update({layer: module for layer in recurrent_layers(name, module)})
         elif weights_of(module):
             weighted[name] = module
     if chosen is not None:
@@ -117,25 +177,28 @@ class Layers:
     a module), and fixed, in the order they ran, by the first row."""
 
     def __init__(self, model: nn.Module, layers: Iterable[str] | None) -> None:
-        self.chosen = None if layers is None else list(layers)
+        self.chosen = None if layers is None else expand(model, list(layers))
         self.weighted, self.activations = select(model, self.chosen)
-        # The watched weights, by their module's name. A weight shared by two modules (a tied
-        # embedding and classifier) is the first's.
+        # The watched weights, by their layer's name. A weight two modules share (a tied
+        # embedding and output layer) is, once the order they ran in is known (`fix`), the last
+        # one's: the module that computes the output is the output layer.
         self.weights: dict[str, list[nn.Parameter]] = {}
-        seen: set[int] = set()
         for name, module in list(self.weighted.items()):
-            own = [w for w in weights_of(module) if id(w) not in seen]
-            seen.update(id(w) for w in own)
+            own = layer_weights(name, module)
             if own:
                 self.weights[name] = own
             else:
                 del self.weighted[name]
+        self.tied: dict[str, list[str]] = {}  # layer -> the layers whose weight it took over
+        self.residual = False  # a measured forward added a layer's input to a later output
+        self.inputs: set[int] = set()  # ids of the tensors weighted layers took this forward
         self.hooked = dict(self.activations)  # the activation modules, hooked when measuring
         self.twins = {f: a for a in ACTIVATIONS.values() for f in a.twins}
         self.order: list[str] = []  # module names in the order the first measured forward ran
         self.follows: dict[str, str] = {}  # activation layer -> the weighted layer before it
         self.units: dict[str, int] = {}  # activation layer -> the dim of its units
         self.widths: dict[str, int] = {}  # activation layer -> its units
+        self.sequences: set[str] = set()  # activation layers whose output is a sequence
         self.fixed_layers: list[str] = []  # fixed by the first row, as config.json lists them
         self.fixed_activations: list[str] = []
         # The measured forward under way: the last weighted layer it ran, the calls of each
@@ -150,15 +213,18 @@ class Layers:
         """A measured forward begins: its calls are counted afresh."""
         self.calls, self.inside = 0, 0
         self.module_calls.clear()
+        self.inputs.clear()
 
     def seen(self, name: str) -> None:
         if not self.fixed_layers and name not in self.order:  # fixed by the first row
             self.order.append(name)
 
-    def weighted_ran(self, name: str, module: nn.Module) -> None:
+    def weighted_ran(self, name: str, module: nn.Module, args: Any = ()) -> None:
         """A weighted layer ran in a measured forward: the activations after it follow it (a
-        norm layer aside: a sentence names its conv)."""
+        norm layer aside: a sentence names its conv); its input is kept, to see a residual."""
         self.seen(name)
+        if args and isinstance(args[0], Tensor):
+            self.inputs.add(id(args[0]))
         if not isinstance(module, NORMS):
             self.last_weighted, self.last_weighted_module = name, module
 
@@ -175,6 +241,18 @@ class Layers:
         if layer not in self.activations and self.may_add(layer):
             self.activations[layer] = (module, activation)
         return layer if layer in self.activations else None
+
+    def added(self, args: tuple[Any, ...]) -> None:
+        """A measured forward added two tensors: a residual connection (x + f(x)) when one is
+        the input a weighted layer took in this forward and both have the same shape."""
+        if (
+            len(args) >= 2
+            and isinstance(args[0], Tensor)
+            and isinstance(args[1], Tensor)
+            and args[0].shape == args[1].shape
+            and (id(args[0]) in self.inputs or id(args[1]) in self.inputs)
+        ):
+            self.residual = True
 
     def function_layer(
         self, function: Callable[..., Tensor], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -199,6 +277,8 @@ class Layers:
         self.seen(name)
         dim = self.units.setdefault(name, unit_dim(output, self.last_weighted_module))
         self.widths.setdefault(name, int(output.shape[dim]))
+        if output.dim() == 3 and dim == 2:  # (batch, time, features): every position
+            self.sequences.add(name)
         if self.last_weighted is not None:
             self.follows.setdefault(name, self.last_weighted)
         return dim
@@ -216,11 +296,28 @@ class Layers:
             parents = [i for i, other in enumerate(ran) if name.startswith(f"{other}.")]
             ran.insert(max(parents) + 1 if parents else len(ran), name)
         self.fixed_layers = ran
+        self.untie(ran)
         # No measured forward before the first row (the model ran inside step(), or only in
         # evaluation): the activation modules found, in the model's order, not none at all.
         self.fixed_activations = [n for n in self.order if n in self.activations] or list(
             self.hooked
         )
+
+    def untie(self, ran: list[str]) -> None:
+        """Each weight two layers share goes to the one that ran last (lm_head, not the
+        embedding it is tied to); a layer left without a weight is no longer one."""
+        users: dict[int, list[str]] = {}
+        for name in ran:
+            for weight in self.weights[name]:
+                users.setdefault(id(weight), []).append(name)
+        for key, names in users.items():
+            for other in names[:-1]:
+                tied = self.tied.setdefault(names[-1], [])
+                tied.extend([other] if other not in tied else [])
+                self.weights[other] = [w for w in self.weights[other] if id(w) != key]
+        for name in [n for n in ran if not self.weights[n]]:
+            del self.weights[name], self.weighted[name]
+            self.fixed_layers.remove(name)
 
     def labels(self) -> list[str]:
         """Per activation layer, its name in sentences: the weighted layer before it, with the

@@ -17,7 +17,7 @@ from vanishing import records
 from vanishing.errors import UsageError
 from vanishing.measure import probes
 from vanishing.measure.watch.capture import Captures
-from vanishing.measure.watch.layers import Layers, joint_norm
+from vanishing.measure.watch.layers import RECURRENT, Layers, joint_norm, recurrent_kind
 
 WATCH_DIR = Path("runs") / "watch"  # where watched runs go without `out`
 DESCRIPTION_CHARS = 4000  # repr(model) kept in config.json: enough to recognise the model
@@ -111,6 +111,7 @@ class RunWriter:
         self.last_row: dict[str, Any] | None = None
         self.epochs: list[dict[str, Any]] = []
         self.diverged_step: int | None = None
+        self.lrs: list[float] = []  # the optimizer's lr at each measured step (a schedule moves it)
         self.started = time.perf_counter()
         self.closed = False
 
@@ -119,9 +120,15 @@ class RunWriter:
         layers = self.layers
         acts = layers.fixed_activations
         kinds = [layers.activations[name][1].name for name in acts]
-        common = max(dict.fromkeys(kinds), key=kinds.count) if kinds else "linear"
+        recurrent = {
+            name: recurrent_kind(module)
+            for name, module in layers.weighted.items()
+            if isinstance(module, RECURRENT) and name in layers.fixed_layers
+        }
+        # A recurrent layer's output passes its tanh (or nn.RNN's relu): never "linear".
+        seen = kinds or list(recurrent.values())
+        common = max(dict.fromkeys(seen), key=seen.count) if seen else "linear"
         optimizer = self.optimizer
-        lr = optimizer.param_groups[0].get("lr") if optimizer is not None else None
         return {
             "source": "watch",
             "model": type(self.model).__name__,
@@ -131,20 +138,33 @@ class RunWriter:
             "activation_layers": acts,
             "activation_kinds": kinds,
             "layer_labels": layers.labels(),
+            "tied": layers.tied,  # layer -> the layers whose weight is its own (lm_head: wte)
+            "residual": layers.residual,  # a forward added a layer's input to a later output
+            "recurrent_layers": list(recurrent),
+            # activation layers that see every position of a sequence (a pooler sees one)
+            "sequence_layers": [name for name in acts if name in layers.sequences],
             "activation": common,
             "hidden": [layers.widths.get(name, 0) for name in acts],
             "every": self.every,
             "probe_size": len(self.probe[0]) if self.probe is not None else None,
             "optimizer": type(optimizer).__name__.lower() if optimizer else None,
-            "lr": float(lr) if isinstance(lr, (int, float)) else None,
+            "lr": self.lrs[0] if self.lrs else self.lr(),
             "seed": None,
             "device": str(next(self.model.parameters()).device),
             **self.extra,
         }
 
+    def lr(self) -> float | None:
+        """The optimizer's learning rate now (its first group's), None without one."""
+        lr = self.optimizer.param_groups[0].get("lr") if self.optimizer is not None else None
+        return float(lr) if isinstance(lr, (int, float)) else None
+
     def row(self, step: int, loss: Tensor | None) -> dict[str, Any]:
         """A probe row of the step's captures, read back from the device at once."""
         layers, captures = self.layers, self.captures
+        lr = self.lr()
+        if lr is not None:
+            self.lrs.append(lr)
         layers.fix()
         device = next(self.model.parameters()).device
         nan = torch.tensor(math.nan, device=device)
@@ -225,13 +245,17 @@ class RunWriter:
         self.open()
         first, last = self.first_row or {}, self.last_row or {}
         tested = [row for row in self.epochs if "test_accuracy" in row]
+        losses = [row["test_loss"] for row in self.epochs if "test_loss" in row]
+        if self.config is not None and len(set(self.lrs)) > 1:  # a schedule: say its range
+            self.config["lr_range"] = [min(self.lrs), max(self.lrs)]
+            records.write_json(self.run_dir / records.CONFIG, self.config)
         elapsed = time.perf_counter() - self.started
         from vanishing.training.loop import versions  # torch's and numpy's versions, as runs record
 
         result = records.RunResult(
             status="diverged" if self.diverged_step is not None else "ok",
             test_accuracy=tested[-1]["test_accuracy"] if tested else math.nan,
-            test_loss=tested[-1].get("test_loss", math.nan) if tested else math.nan,
+            test_loss=losses[-1] if losses else math.nan,
             history=self.epochs,
             grad_norms_init=first.get("grad_norms", []),
             vanishing_ratio_init=first.get("vanishing_ratio", math.nan),

@@ -135,6 +135,12 @@ def model_cure(point: Point, kinds: tuple[str, ...]) -> str:
     config = point.runs[0].config
     description = str(config.get("description") or "")
     has_norm = "BatchNorm" in description or "LayerNorm" in description
+    # The watch saw a layer's input added to a later output (a transformer's or a ResNet's
+    # blocks); older records do not say, and are offered them.
+    has_residual = config.get("residual") is True
+    # An LSTM's or a GRU's gates and tanh are its own: no activation, norm or shortcut to add
+    # between its layers here (what a recurrent net needs through time is not measured yet).
+    recurrent = bool(config.get("recurrent_layers"))
     norm = "nn.BatchNorm2d" if "Conv2d" in description else "nn.BatchNorm1d"
     label, family = point.activation.label, point.activation.family
     lr = config.get("lr")
@@ -164,7 +170,7 @@ def model_cure(point: Point, kinds: tuple[str, ...]) -> str:
             parts.append(f"add batch norm ({norm}) before the activations to reset the scale")
         if can_clip:
             parts.append(clip)
-    elif worst in ("vanishing", "forward-collapse", "attenuated"):
+    elif worst in ("vanishing", "forward-collapse", "attenuated") and not recurrent:
         if family == "rectifier":
             parts.append(
                 "He (kaiming) init (nn.init.kaiming_normal_ on each layer's weight), where the "
@@ -173,7 +179,7 @@ def model_cure(point: Point, kinds: tuple[str, ...]) -> str:
             )
             if not has_norm:
                 parts.append(f"add batch norm ({norm}) before the activations to reset it")
-            else:
+            elif not has_residual:
                 parts.append("residual connections (x + f(x)) carry the signal past each layer")
         else:
             options = [
@@ -183,13 +189,16 @@ def model_cure(point: Point, kinds: tuple[str, ...]) -> str:
                     else []
                 ),
                 *([f"batch norm ({norm}) before the activations"] if not has_norm else []),
-                "residual connections (x + f(x))",
+                *(["residual connections (x + f(x))"] if not has_residual else []),
             ]
-            listed = (
-                ", ".join(options[:-1]) + f" or {options[-1]}" if len(options) > 1 else options[0]
-            )
-            each = ", each of which keeps" if len(options) > 1 else ", which keeps"
-            parts.append(f"{listed}{each} the gradient's size from layer to layer")
+            if options:  # a linear net with norms and residual connections: nothing to add
+                listed = (
+                    ", ".join(options[:-1]) + f" or {options[-1]}"
+                    if len(options) > 1
+                    else options[0]
+                )
+                each = ", each of which keeps" if len(options) > 1 else ", which keeps"
+                parts.append(f"{listed}{each} the gradient's size from layer to layer")
     if dead_layer_in_some_run(point) and worst == "vanishing":
         parts = [DEAD_LAYER_CURE]
     hurt = units_hurt(point)  # dead and saturated units alike: a cure only where they hurt

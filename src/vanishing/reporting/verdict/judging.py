@@ -177,15 +177,15 @@ def finish(
             kinds = kinds[1:]
     if kinds and kinds[0] != "healthy" and signal == "healthy" and found.layers >= 2:
         evidence.append(say.signal_evidence(found))
+    if found.last < found.layers and signal:
+        evidence.insert(0, say.head_sentence(found))
     evidence += findings.evidence + units
     if "training-blow-up" not in kinds:
         factor = last_signal_factor(point)
         later = later_signal(signal, factor, thresholds)
         if later:
             when = "After training (last probe)"
-            evidence.append(
-                say.later_signal_sentence(when, later, factor, point.names, point.depth)
-            )
+            evidence.append(say.later_signal_sentence(when, later, factor, point.names, found.last))
     accuracy = say.accuracy_sentence(point, thresholds)
     if accuracy:
         evidence.append(accuracy)

@@ -64,7 +64,7 @@ def live_headline(
             now = later_signal(step0.signal, factor, thresholds)
             if now:
                 when = f"At step {latest.get('step')}"
-                line += " " + later_signal_sentence(when, now, factor, found.names, layers)
+                line += " " + later_signal_sentence(when, now, factor, found.names, found.last)
     elif step0.ratio_word:
         line = ratio_sentence(step0.ratio_word, step0.ratio, found.names, at)
     else:

@@ -67,29 +67,14 @@ def layer_values(run: RunRecords, key: str, fallback: str = "") -> np.ndarray:
 
 
 def signal_of(row: dict[str, Any], units: Sequence[Any] | None = None) -> np.ndarray:
-    """A probe row's back-propagated signal per hidden layer, nan where missing. With `units`
-    (a watched model's units per activation layer, config.json's `hidden`): each layer's norm
-    per sample and position, over the square root of its values per unit (its histogram's
-    counts, every finite value of the batch, over its units), since a watched model's maps
-    differ in size: a conv's 16 x 28 x 28 map has 784 positions where a 64-unit Linear layer
-    has one, and its norm is 28 times the size at the same gradient per position. An MLP's
-    layers all have one position per sample: their factor is the plain norms', as for a run
-    of `vanishing train`, so the same network gets the same verdict either way."""
-    signal = numbers(row.get("signal_norms") or [])
-    histograms = row.get("activation_histogram")
-    if (
-        units is None
-        or not isinstance(histograms, list)
-        or len(histograms) != signal.size
-        or len(units) != signal.size
-    ):
-        return signal
-    counts = numbers(
-        [sum(h.get("counts") or []) if isinstance(h, dict) else None for h in histograms]
-    )
-    width = numbers([u if isinstance(u, int) and u > 0 else None for u in units])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(counts > 0, signal / np.sqrt(counts / width), math.nan)
+    """A probe row's back-propagated signal per hidden layer, nan where missing: each layer's
+    norm of dLoss/da over the batch, sqrt(batch) times the signal per sample. Layers of every
+    shape compare by it (a watched model's `units` change nothing; older callers pass them): a
+    conv's map and an fc layer, a sequence's every position and a pooler's one, since the weight
+    gradient sums its signal over the positions, and the norm per sample is what an init scaled
+    to fan_in keeps through a dense layer, a strided conv or a max pool alike. Dividing by the
+    positions instead read PyTorch's MNIST example (4.7-fold from fc1 to conv1) as 120-fold."""
+    return numbers(row.get("signal_norms") or [])
 
 
 def watched_units(config: dict[str, Any]) -> list[Any] | None:
@@ -117,9 +102,25 @@ def run_factor(values: np.ndarray, reverse: bool) -> float:
     return float(top / bottom)
 
 
+def compared(config: dict[str, Any], layers: int) -> int:
+    """How many of the `layers` hidden layers, from the input side, the factors span: all,
+    but a watched model's head, the layers after its last sequence layer (a pooler or a
+    classifier that sees one position per sample where the layers before it see every position
+    of a sequence: a layer beside the path the signal takes back, not on it), is left out when
+    two sequence layers or more come before it. Records without `sequence_layers`: all."""
+    sequences = config.get("sequence_layers")
+    names = config.get("activation_layers")
+    if not isinstance(sequences, list) or not isinstance(names, list) or len(names) != layers:
+        return layers
+    last = max((i + 1 for i, name in enumerate(names) if name in sequences), default=0)
+    return last if last >= 2 else layers
+
+
 def signal_factor(row: dict[str, Any], config: dict[str, Any]) -> float:
-    """One probe row's signal factor, layer 1 over the last hidden layer (`signal_of`)."""
-    return run_factor(signal_of(row, watched_units(config)), reverse=False)
+    """One probe row's signal factor, layer 1 over the last hidden layer compared
+    (`signal_of`, `compared`)."""
+    signal = signal_of(row, watched_units(config))
+    return run_factor(signal[: compared(config, signal.size)], reverse=False)
 
 
 def last_signal_factor(point: Point) -> float:
@@ -167,6 +168,13 @@ class Profile:
     def by_spread(self) -> bool:
         return math.isfinite(self.spread_factor)
 
+    span: int = 0  # the hidden layers the factors span from layer 1 (`compared`); 0: all
+
+    @property
+    def last(self) -> int:
+        """The last hidden layer the factors compare (layer 1 is the first)."""
+        return self.span or self.layers
+
     @classmethod
     def of_probe(
         cls, row: dict[str, Any], layers: int, config: dict[str, Any] | None = None
@@ -176,27 +184,29 @@ class Profile:
         config = config or {}
         signal = signal_of(row, watched_units(config))
         scale = numbers(row.get("activation_std") or [])
+        last = compared(config, layers)
         spread = numbers(row.get("activation_spread") or [])
         logits = row.get("logits_spread")
         return cls(
             signal,
             scale,
-            run_factor(signal, reverse=False),
-            run_factor(scale, reverse=True),
+            run_factor(signal[:last], reverse=False),
+            run_factor(scale[:last], reverse=True),
             layers,
             LayerNames.of(config),
             spread,
-            run_factor(spread, reverse=True),
+            run_factor(spread[:last], reverse=True),
             float(logits) if isinstance(logits, (int, float)) else math.nan,
+            last if last < layers else 0,
         )
 
     @property
     def signal_per_layer(self) -> float:
-        return per_layer(self.signal_factor, self.layers - 1)
+        return per_layer(self.signal_factor, self.last - 1)
 
     @property
     def scale_per_layer(self) -> float:
-        return per_layer(self.scale_factor, self.layers - 1)
+        return per_layer(self.scale_factor, self.last - 1)
 
 
 def profile(point: Point) -> Profile:
@@ -204,6 +214,7 @@ def profile(point: Point) -> Profile:
     records without one)."""
     signals = [run_signal(r) for r in point.runs]
     scales = [layer_values(r, "activation_std") for r in point.runs]
+    last = compared(point.runs[0].config, point.depth)
     spreads = [layer_values(r, "activation_spread") for r in point.runs]
     logits = [
         float(v)
@@ -213,11 +224,12 @@ def profile(point: Point) -> Profile:
     return Profile(
         signal=mean_profile(signals),
         scale=mean_profile(scales),
-        signal_factor=combine([run_factor(s, reverse=False) for s in signals]),
-        scale_factor=combine([run_factor(s, reverse=True) for s in scales]),
+        signal_factor=combine([run_factor(s[:last], reverse=False) for s in signals]),
+        scale_factor=combine([run_factor(s[:last], reverse=True) for s in scales]),
         layers=point.depth,
         names=point.names,
         spread=mean_profile(spreads),
-        spread_factor=combine([run_factor(s, reverse=True) for s in spreads]),
+        spread_factor=combine([run_factor(s[:last], reverse=True) for s in spreads]),
         logits_spread=combine(logits),
+        span=last if last < point.depth else 0,
     )

@@ -92,7 +92,7 @@ def signal_sentence(
     layer 1 (0.71 per layer).'; `dead_layer`: the hidden layer whose every unit is dead at
     step 0, which is why a signal of exactly 0 is."""
     factor, names = profile.signal_factor, profile.names
-    span = f"from {names.hidden(profile.layers)} to {names.hidden(1)}"
+    span = f"from {names.hidden(profile.last)} to {names.hidden(1)}"
     if factor == 0 and dead_layer:
         return (
             f"Vanishing gradient: the back-propagated signal reaching {names.hidden(1)} is "
@@ -122,7 +122,7 @@ def scale_sentence(profile: Profile, word: str) -> str:
     """'Forward collapse: the activations' scale (std) falls 470-fold from layer 1 to layer 20
     (0.72 per layer); the output hardly depends on the input.'"""
     factor, names = profile.scale_factor, profile.names
-    span = f"from {names.hidden(1)} to {names.hidden(profile.layers)}"
+    span = f"from {names.hidden(1)} to {names.hidden(profile.last)}"
     if word == "forward-collapse" and profile.by_spread:
         return spread_sentence(profile, span)
     if factor == 0:
@@ -145,7 +145,7 @@ def spread_sentence(profile: Profile, span: str) -> str:
     keeps 0.26 of its size: ...'."""
     factor = profile.spread_factor
     falls = "falls to exactly 0" if factor == 0 else f"falls {fold(1 / factor)}-fold"
-    each = f" ({per_layer(factor, profile.layers - 1):.2f} per layer)" if factor > 0 else ""
+    each = f" ({per_layer(factor, profile.last - 1):.2f} per layer)" if factor > 0 else ""
     kept = profile.scale_factor
     biases = (
         f", though their std keeps ×{number(kept)} of its size (the spread biases put between "
@@ -196,8 +196,20 @@ def signal_evidence(found: Profile) -> str:
     signal, as evidence under a verdict headed by another failure."""
     return (
         f"The back-propagated signal {change(found.signal_factor)} from "
-        f"{found.names.hidden(found.layers)} to {found.names.hidden(1)} "
+        f"{found.names.hidden(found.last)} to {found.names.hidden(1)} "
         f"(×{number(found.signal_factor)})."
+    )
+
+
+def head_sentence(found: Profile) -> str:
+    """Why a watched model's head is left out of the signal's factor (`profile.compared`)."""
+    names = found.names
+    head = [names.hidden(layer) for layer in range(found.last + 1, found.layers + 1)]
+    return (
+        f"{', '.join(head)} {'sees' if len(head) == 1 else 'see'} one position per sample (a "
+        f"pooler's or a head's) where the layers before see every position of the sequence: "
+        f"the signal is compared across those, from {names.hidden(found.last)} to "
+        f"{names.hidden(1)}."
     )
 
 
