@@ -96,3 +96,28 @@ def test_real_narrow_relu_seeds_born_dead(tmp_path, tiny_data):
     )
     first = min(dead_layers.values())
     assert f"layer {first} in " in found.headline or f"unit of layer {first} " in found.headline
+
+
+def test_every_seed_dead_at_other_layers_names_each(tmp_path):
+    found = verdict_of_point(seeds(tmp_path, {0: 3, 1: 5}, alive=0))
+    assert found.headline == (
+        "Vanishing gradient in 2 of 2 seeds: no gradient reaches layer 1 at all, because a "
+        "whole layer is dead at step 0 (layer 3 in 1 seed, layer 5 in 1), zero for each of the "
+        "512 probe images."
+    )
+    assert not [s for s in found.sentences if "too small for float32" in s]
+
+
+def test_a_signal_of_zero_with_no_dead_layer_is_an_underflow_not_a_dead_layer(tmp_path):
+    write_run(tmp_path / "s0", depth=6, signal_step=0.0, seed=0)  # 0, and no layer dead
+    write_run(tmp_path / "s1", depth=6, signal_step=0.5, seed=1)
+    found = verdict_of_point(tmp_path)
+    assert "dead at step 0" not in " ".join(found.sentences)
+    seeds(tmp_path / "mixed", {0: 3}, alive=1)
+    write_run(tmp_path / "mixed" / "s9", depth=6, signal_step=0.0, seed=9)
+    found = verdict_of_point(tmp_path / "mixed")
+    assert found.headline == (
+        "Vanishing gradient in 1 of 3 seeds: no gradient reaches layer 1 at all, because every "
+        "unit of layer 3 is dead at step 0, zero for each of the 512 probe images; in 1 more "
+        "the signal underflowed (too small for float32); the factors here are the other seed's."
+    )

@@ -447,6 +447,9 @@ def test_live_headline_names_steps_as_large_as_the_weights_while_the_loss_has_no
     assert "Steps too large" not in live_headline([first, under], config)
     learning = {**big, "loss": 0.4}  # a zero-initialised layer's first steps are large
     assert "Steps too large" not in live_headline([first, learning], config)
+    # No loss recorded (a model watched without a probe batch): nothing says it did not learn.
+    unknown = [{**first, "loss": None}, {**big, "loss": None}]
+    assert "Steps too large" not in live_headline(unknown, config)
     # A watched model's layer is named as the model names it.
     watched = {**config, "source": "watch", "layers": ["conv1", "conv2", "fc"]}
     assert live_headline([first, big], watched).startswith(

@@ -173,10 +173,25 @@ def test_cases_change_settings_together_and_say_what_is_wrong(tmp_path):
         with pytest.raises(UsageError) as raised:
             grid.spec_from_dict({"cases": cases}, "grid.toml")
         assert str(raised.value).startswith(f"grid.toml: {message}"), raised.value
-    # A setting given by the cases and by the grid: one place each, wherever the grid comes from.
-    (tmp_path / "g.toml").write_text("cases = [{lr = 0.1}]\n")
-    with pytest.raises(UsageError, match=r"^command line: cases\[1\]: lr is set by the grid's lrs"):
-        grid.spec_of(file=tmp_path / "g.toml", given={"lrs": "0.01"})
+    # A setting given by the cases and by the grid in one file: one place each.
+    (tmp_path / "g.toml").write_text("lrs = [0.1]\ncases = [{lr = 0.1}, {optimizer = 'sgd'}]\n")
+    with pytest.raises(UsageError, match=r"g.toml: cases\[1\]: lr is set by the grid's lrs"):
+        grid.spec_of(file=tmp_path / "g.toml")
+    # Given again on the command line, it overrides the file's or preset's cases.
+    (tmp_path / "g.toml").write_text("cases = [{lr = 0.1}, {lr = 0.2, optimizer = 'sgd'}]\n")
+    given = {"lrs": "0.01", "seeds": "0", "activations": "relu"}
+    spec, _ = grid.spec_of(file=tmp_path / "g.toml", given=given)
+    assert [(c.lr, c.optimizer) for c in grid.expand(spec)] == [(0.01, "sgd")]
+    spec, _ = grid.spec_of("optimizers", given={"lrs": "0.01"})
+    assert {(c.optimizer, c.lr, c.momentum) for c in grid.expand(spec)} == {
+        ("sgd", 0.01, 0.0),
+        ("sgd", 0.01, 0.9),
+        ("rmsprop", 0.01, 0.0),
+        ("adam", 0.01, 0.0),
+    }
+    # A setting only the cases give is no axis: a case without it takes its default.
+    spec = grid.spec_from_dict({"seeds": [0], "cases": [{"activation": "tanh"}, {"lr": 0.1}]})
+    assert [(c.activation, c.lr) for c in grid.expand(spec)] == [("tanh", 1e-3), ("relu", 0.1)]
 
 
 def test_run_names_are_stable_and_distinct():

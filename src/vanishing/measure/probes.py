@@ -213,12 +213,19 @@ def snapshot(model: MLP) -> list[Tensor]:
     return [linear.weight.detach().clone() for linear in model.linear_layers()]
 
 
+def relative(change: Tensor, size: Tensor) -> Tensor:
+    """A step's norm over the weights' norm (elementwise); nan where the weights were 0 (a
+    zero-initialised layer, e.g. LoRA's B: its first step has no size to be measured against,
+    and any ratio would read as a step a billion times too large)."""
+    return torch.where(size > 0, change / size.clamp_min(1e-30), torch.nan)
+
+
 def update_ratios(model: MLP, before: list[Tensor]) -> list[float]:
     """||W_after - W_before|| / ||W_before|| per layer."""
     with torch.no_grad():
         values = torch.stack(
             [
-                (linear.weight - old).norm() / old.norm().clamp_min(1e-12)
+                relative((linear.weight - old).norm(), old.norm())
                 for linear, old in zip(model.linear_layers(), before, strict=True)
             ]
         )
@@ -340,7 +347,7 @@ def update_ratios_group(group: GroupedMLP, before: list[Tensor]) -> list[list[fl
     with torch.no_grad():
         values = torch.stack(
             [
-                norms(weight - old) / norms(old).clamp_min(1e-12)
+                relative(norms(weight - old), norms(old))
                 for weight, old in zip(group.weights, before, strict=True)
             ]
         )  # (L + 1, K)

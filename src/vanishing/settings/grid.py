@@ -166,6 +166,9 @@ def spec_from_dict(values: dict[str, Any], source: str = "sweep") -> SweepSpec:
         if not isinstance(description, str):
             codec.wrong("description", "str", description)
         cases = parse_cases(values)
+        for name in {key for case in cases for key in case}:
+            # Not an axis: a case that leaves it out takes its default (not every default value)
+            grid[name] = (codec.field_named(name).default,)
     except UsageError as e:
         raise UsageError(f"{source}: {e}") from None
     spec = SweepSpec(grid, description=description, cases=cases, **shape)
@@ -218,6 +221,8 @@ def spec_of(
         values, name = read_toml(file), Path(file).stem
         spec_from_dict(values, str(file))  # the file's own mistakes, named by the file
     given = {key: value for key, value in (given or {}).items() if codec.given(value)}
+    if given and values.get("cases"):
+        values = {**values, "cases": cases_without(values["cases"], given)}
     if not given:
         return (spec_from_dict(values, str(file)) if file else spec_from_dict(values, name)), name
     if "hidden" in given:  # the widths given replace the preset's or file's shapes
@@ -225,6 +230,21 @@ def spec_of(
     elif given.keys() & set(codec.GRID_SHAPE_KEYS):  # and shapes given replace its widths
         values.pop("hidden", None)
     return spec_from_dict({**values, **given}, given_source), name
+
+
+def cases_without(cases: Any, given: dict[str, Any]) -> Any:
+    """A preset's or file's cases less the settings `given` again (the command line's, the
+    API's: they win), each case once; the cases as they are if they are not a list of tables
+    (`parse_cases` says what is wrong with them)."""
+    if not isinstance(cases, list) or not all(isinstance(case, dict) for case in cases):
+        return cases
+    names = {setting.name for setting in settings() if key_of(setting) in given}
+    kept: list[dict[str, Any]] = []
+    for case in cases:
+        rest = {key: value for key, value in case.items() if key not in names}
+        if rest and rest not in kept:
+            kept.append(rest)
+    return kept
 
 
 def grid_values(spec: SweepSpec) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from vanishing.measure import probes
 from vanishing.measure.watch import probe as probe_batch
 from vanishing.measure.watch.capture import Captures
 from vanishing.measure.watch.layers import Layers, joint_norm
@@ -337,8 +338,12 @@ class Hooks:
             with torch.no_grad():
                 ratios = torch.stack(
                     [
-                        joint_norm([w - old for w, old in zip(weights[name], olds, strict=True)])
-                        / joint_norm(olds).clamp_min(1e-12)
+                        probes.relative(
+                            joint_norm(
+                                [w - old for w, old in zip(weights[name], olds, strict=True)]
+                            ),
+                            joint_norm(olds),
+                        )
                         for name, olds in self.before.items()
                     ]
                 )

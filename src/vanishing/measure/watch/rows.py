@@ -148,11 +148,17 @@ class RunWriter:
             "every": self.every,
             "probe_size": len(self.probe[0]) if self.probe is not None else None,
             "optimizer": type(optimizer).__name__.lower() if optimizer else None,
+            # SGD's momentum, which changes what its step is (a running sum of gradients)
+            "momentum": float(self.group("momentum") or 0.0),
             "lr": self.lrs[0] if self.lrs else self.lr(),
             "seed": None,
             "device": str(next(self.model.parameters()).device),
             **self.extra,
         }
+
+    def group(self, key: str) -> Any:
+        """A hyper-parameter of the optimizer's first group; None without one."""
+        return self.optimizer.param_groups[0].get(key) if self.optimizer is not None else None
 
     def lr(self) -> float | None:
         """The optimizer's learning rate now (its first group's), None without one."""

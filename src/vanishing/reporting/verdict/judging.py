@@ -31,6 +31,7 @@ from vanishing.reporting.verdict.rules import (
     huge_final_loss,
     large_steps,
     later_signal,
+    learned_well,
     small_steps,
     steps,
     units_hurt,
@@ -92,10 +93,14 @@ def judge(point: Point, thresholds: Thresholds = THRESHOLDS) -> Verdict:
     rectifier = point.activation.family == "rectifier"
     dead = dead_at_init(point) if found.signal_factor == 0 else 0
     born = born_dead_runs(point)
-    if born and born.runs < born.of:  # the others' factor alone would hide them
+    # Some runs born dead (the others' factor alone would hide them), or all, at other layers.
+    told = born is not None and (born.rest > 0 or not dead or len(born.layers) > 1)
+    if born and told:
         findings.add("vanishing", say.born_dead_sentence(born, names))
     probe = born.probe if born else "every sample"
     for kind, sentence in say.gradient_sentences(found, step0, rectifier, dead, probe):
+        if told and kind == "vanishing" and found.signal_factor == 0:
+            continue  # said, run by run, by the born-dead sentence
         findings.add(kind, sentence)
     init = huge_at_init(point, thresholds)
     if init:
@@ -136,8 +141,11 @@ def read_steps(
 ) -> None:
     """What the optimizer's steps add: whether a small gradient slows the first layers (the
     optimizer's part), and steps too large or too small for a run that did not learn."""
-    if {"vanishing", "attenuated"} & set(kinds) and math.isfinite(moves.relative):
-        findings.add("steps", say.steps_sentence(moves, point.names, not chance), headline=False)
+    # Not where seeds were born dead: their steps are 0, and the others' would speak for them.
+    born = born_dead_runs(point)
+    if {"vanishing", "attenuated"} & set(kinds) and math.isfinite(moves.relative) and not born:
+        learned = learned_well(point, thresholds) and "forward-collapse" not in kinds
+        findings.add("steps", say.steps_sentence(moves, point.names, learned), headline=False)
     big = large_steps(moves, thresholds)
     if big and (chance or "training-blow-up" in findings.kinds):
         findings.add("large-steps", say.large_steps_sentence(big, moves, point.names))

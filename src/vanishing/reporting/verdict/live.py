@@ -98,20 +98,23 @@ def live_alarm(
             f"Exploding during training: gradient norms reached {number(grown.peak.norm)} "
             f"({where}) by step {grown.peak.step}. "
         )
-    # As `judge` names them only for a run that did not learn: while the probe loss has not
-    # fallen below step 0's (a zero-initialised layer's first steps are large, and harmless).
+    # As `judge` names them only for a run that did not learn: where a later probe's loss has
+    # not fallen below step 0's (never at step 0 alone, nor where no loss is recorded: a
+    # watched run without a probe batch).
     moved = probe_steps(probes, config)
     big = large_steps(moved, thresholds) if moved else None
-    if moved and big and not loss_fell(probes):
+    if moved and big and loss_stuck(probes):
         return f"{large_steps_sentence(big, moved, LayerNames.of(config))} "
     return ""
 
 
-def loss_fell(probes: Sequence[dict[str, Any]]) -> bool:
-    """The latest probe's loss is below the first's: the run learns so far."""
+def loss_stuck(probes: Sequence[dict[str, Any]]) -> bool:
+    """A later probe's loss, recorded, is no lower than step 0's: the run has not learned."""
+    if len(probes) < 2:
+        return False
     first, latest = probes[0].get("loss"), probes[-1].get("loss")
     numeric = all(isinstance(v, (int, float)) and math.isfinite(v) for v in (first, latest))
-    return numeric and latest < first  # type: ignore[operator]
+    return numeric and latest >= first  # type: ignore[operator]
 
 
 def live_dead(

@@ -440,18 +440,24 @@ class BornDead:
     """The runs of a point whose back-propagated signal reaching layer 1 is exactly 0 at step 0,
     and where: the group's factor is the other runs' (a factor of 0 has no logarithm)."""
 
-    runs: int  # of the point's runs, those that pass no gradient to layer 1
+    runs: int  # of the point's runs, those with a whole layer dead at step 0
     of: int  # the point's runs
-    layers: dict[int, int]  # first dead hidden layer -> runs; 0: no whole layer dead (underflow)
+    layers: dict[int, int]  # first dead hidden layer -> runs
     probe: str  # what 'dead' was measured on, as a sentence says it
+    underflow: int = 0  # runs whose signal is exactly 0 with no layer dead: too small for float32
+
+    @property
+    def rest(self) -> int:
+        """The runs that pass a gradient: the group's factors are theirs."""
+        return self.of - self.runs - self.underflow
 
 
 def born_dead_runs(point: Point) -> BornDead | None:
     """The point's runs born dead (`BornDead`); None when every run passes a gradient."""
     zero = [r for r in point.runs if run_factor(run_signal(r), reverse=False) == 0]
-    if not zero:
-        return None
-    layers = Counter(born_dead(r) for r in zero)
+    layers = Counter(layer for r in zero if (layer := born_dead(r)))
+    if not layers:
+        return None  # no run born dead (a signal of 0 in some is an underflow)
     config = point.runs[0].config
     size = config.get("probe_size")
     probe = (
@@ -461,14 +467,22 @@ def born_dead_runs(point: Point) -> BornDead | None:
         if isinstance(size, int)
         else "every probe image"
     )
-    return BornDead(len(zero), len(point.runs), dict(sorted(layers.items())), probe)
+    dead = sum(layers.values())
+    return BornDead(dead, len(point.runs), dict(sorted(layers.items())), probe, len(zero) - dead)
 
 
 def dead_layer_in_some_run(point: Point) -> bool:
     """A rectifier net with a whole hidden layer dead at step 0 in at least one run, so that
     no gradient passes there: what feeds that layer is the cure, not the init's scale."""
-    born = born_dead_runs(point) if point.activation.family == "rectifier" else None
-    return bool(born and set(born.layers) - {0})
+    return point.activation.family == "rectifier" and born_dead_runs(point) is not None
+
+
+def learned_well(point: Point, thresholds: Thresholds = THRESHOLDS) -> bool:
+    """The point's mean test accuracy is more than half way from chance to 100 % (55 % on 10
+    classes): it learned, not merely left chance."""
+    chance = chance_level(point.condition.get("dataset"))
+    far = chance + thresholds.far_above_chance * (1 - chance)
+    return bool(point.accuracies) and point.accuracy.mean > far
 
 
 def at_chance(point: Point, thresholds: Thresholds = THRESHOLDS) -> bool:

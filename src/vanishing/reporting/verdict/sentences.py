@@ -495,15 +495,13 @@ def steps_sentence(found: Steps, names: LayerNames, learned: bool) -> str:
         shrink = "The steps shrink with the gradient"
         return f"{shrink}: under {found.label} {first} {moves} ({ratios})."
     rate = f"{first} moves at {fold(relative)}x {possessive(last)} rate ({ratios})"
-    why = (
-        "which is why this network still learns"
-        if learned
-        else "so the small gradient is not what holds it back"
-    )
+    # Only where it learned: at step 0 Adam's step is about lr whatever the gradient, and a net
+    # that did not learn may have lost its first layers' steps later.
+    why = ", which is why this network still learns" if learned else ""
     if found.rescales:
         return (
             f"The gradient reaching {first} is small, but {found.label} divides each weight's "
-            f"step by the running size of its own gradient: {rate}, {why}."
+            f"step by the running size of its own gradient: {rate}{why}."
         )
     less = "shrink less than the gradient" if relative < 1 else "do not shrink with the gradient"
     return f"The steps {less}: {rate}."
@@ -538,7 +536,7 @@ def born_dead_sentence(born: BornDead, names: LayerNames) -> str:
     images); the factors here are the other 3 seeds'.'"""
     runs = "runs" if "measured batch" in born.probe else "seeds"
     where = [
-        f"{names.hidden(layer) if layer else 'no whole layer'} in {count}"
+        f"{names.hidden(layer)} in {count}"
         + (f" {runs[:-1] if count == 1 else runs}" if index == 0 else "")
         for index, (layer, count) in enumerate(born.layers.items())
     ]
@@ -547,12 +545,17 @@ def born_dead_sentence(born: BornDead, names: LayerNames) -> str:
         cause = f"every unit of {names.hidden(only)} is dead at step 0"
     else:
         cause = f"a whole layer is dead at step 0 ({', '.join(where)})"
-    rest = born.of - born.runs
+    rest = born.rest
     others = f"other {runs[:-1]}'s" if rest == 1 else f"other {rest} {runs}'"
+    underflow = (
+        f"; in {born.underflow} more the signal underflowed (too small for float32)"
+        if born.underflow
+        else ""
+    )
+    factors = f"; the factors here are the {others}" if rest else ""
     return (
         f"Vanishing gradient in {born.runs} of {born.of} {runs}: no gradient reaches "
-        f"{names.hidden(1)} at all, because {cause}, zero for {born.probe}; the factors here "
-        f"are the {others}."
+        f"{names.hidden(1)} at all, because {cause}, zero for {born.probe}{underflow}{factors}."
     )
 
 
