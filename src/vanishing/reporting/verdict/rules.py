@@ -445,6 +445,7 @@ class BornDead:
     layers: dict[int, int]  # first dead hidden layer -> runs
     probe: str  # what 'dead' was measured on, as a sentence says it
     underflow: int = 0  # runs whose signal is exactly 0 with no layer dead: too small for float32
+    unit: str = "seeds"  # what the runs are: a watched model's are "runs"
 
     @property
     def rest(self) -> int:
@@ -468,7 +469,9 @@ def born_dead_runs(point: Point) -> BornDead | None:
         else "every probe image"
     )
     dead = sum(layers.values())
-    return BornDead(dead, len(point.runs), dict(sorted(layers.items())), probe, len(zero) - dead)
+    unit = "runs" if watched(config) else "seeds"
+    layers_of = dict(sorted(layers.items()))
+    return BornDead(dead, len(point.runs), layers_of, probe, len(zero) - dead, unit)
 
 
 def dead_layer_in_some_run(point: Point) -> bool:

@@ -463,7 +463,7 @@ def possessive(name: str) -> str:
     return f"{name}'s"
 
 
-def update_ratios(found: Steps, names: LayerNames) -> str:
+def update_ratios(found: Steps) -> str:
     """'update ratio ||ΔW||/||W|| 4.4e-06 against 3.4e-02 at step 0'."""
     return f"update ratio ||ΔW||/||W|| {number(found.first)} against {number(found.last)} at step 0"
 
@@ -474,7 +474,7 @@ def steps_sentence(found: Steps, names: LayerNames, learned: bool) -> str:
     still learns)."""
     layers = found.ratios.size
     first, last = names.weighted(1, layers), names.weighted(layers, layers)
-    ratios = update_ratios(found, names)
+    ratios = update_ratios(found)
     relative = found.relative
     if relative < THRESHOLDS.steps_slow:
         moves = (
@@ -534,7 +534,7 @@ def born_dead_sentence(born: BornDead, names: LayerNames) -> str:
     """'Vanishing gradient in 5 of 8 seeds: no gradient reaches layer 1 at all, because a whole
     layer is dead at step 0 (layer 9 in 3 seeds, layer 12 in 2; zero for each of the 512 probe
     images); the factors here are the other 3 seeds'.'"""
-    runs = "runs" if "measured batch" in born.probe else "seeds"
+    runs = born.unit
     where = [
         f"{names.hidden(layer)} in {count}"
         + (f" {runs[:-1] if count == 1 else runs}" if index == 0 else "")
