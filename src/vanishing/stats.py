@@ -19,8 +19,15 @@ ALPHA = 0.05  # a gap counts as significant below this p-value
 
 
 def finite(values: Iterable[float | None]) -> list[float]:
-    """The finite values, as floats; None and NaN (a diverged run's record) dropped."""
-    return [float(v) for v in values if v is not None and math.isfinite(v)]
+    """The finite values, as floats; None and NaN (a diverged run's record) dropped, and what a
+    damaged record holds instead of a number (a string, a table)."""
+    return [
+        float(v)
+        for v in values
+        if isinstance(v, (int, float, np.floating, np.integer))
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+    ]
 
 
 def mean(values: Sequence[float]) -> float:

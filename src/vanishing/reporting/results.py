@@ -38,9 +38,19 @@ LEADING_KEYS = (
 )
 
 
-def numbers(values: Iterable[Any]) -> np.ndarray:
-    """A list of record numbers (None for non-finite) as a float array with nan."""
-    return np.array([math.nan if v is None else v for v in values], dtype=float)
+def numbers(values: Iterable[Any] | Any) -> np.ndarray:
+    """A list of record numbers (None for non-finite) as a float array with nan; what a damaged
+    or hand-edited record holds instead (a string, a table, a list of them) reads as nan, and
+    anything but a list as no layers."""
+    if not isinstance(values, (list, tuple, np.ndarray)):
+        return np.zeros(0)
+    return np.array(
+        [
+            v if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+            for v in values
+        ],
+        dtype=float,
+    )
 
 
 def underflowed(ratios: Sequence[float | None]) -> bool:
