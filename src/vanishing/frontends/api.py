@@ -116,7 +116,7 @@ def compare(
         outcome = job.compare(
             configs,
             job.DEFAULT_OUT if out is None else out,
-            workers=count(workers),
+            workers=codec.optional_integer("workers", workers),
             group=group,
             resume=resume,
             detect_anomaly=detect_anomaly,
@@ -149,7 +149,7 @@ def sweep(
     runs/sweep-PRESET, runs/sweep-CONFIGNAME or runs/sweep-grid)."""
     from vanishing.frontends.progress import RunBar, shown
     from vanishing.jobs import sweep as job
-    from vanishing.settings import grid
+    from vanishing.settings import codec, grid
 
     keys = {key: listed(value) for key, value in keys.items()}
     check_names("sweep", keys, [k for k in grid.grid_keys() if k != "description"])
@@ -160,7 +160,7 @@ def sweep(
         outcome = job.sweep(
             spec,
             where,
-            workers=count(workers),
+            workers=codec.optional_integer("workers", workers),
             backend=backend,
             address=address,
             retry_failed=retry_failed,
@@ -197,13 +197,6 @@ def check_names(function: str, given: Mapping[str, Any], known: Iterable[str]) -
                 f"{function}() got an unexpected keyword argument {name!r}; valid: "
                 f"{', '.join(valid)}"
             )
-
-
-def count(workers: Any) -> int | None:
-    """`workers=` as the command line's --workers is read (`codec.integer`)."""
-    from vanishing.settings import codec
-
-    return None if workers is None else codec.integer("workers", workers)
 
 
 def data_options(

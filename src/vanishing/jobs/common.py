@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,18 @@ class Progress:
 class Interrupted(KeyboardInterrupt):
     """A job stopped by its stop event (Ctrl-C, SIGTERM, the page's Stop button) between two
     steps, every record whole; the message says what was kept and how to resume."""
+
+
+@contextlib.contextmanager
+def interruption(said: Callable[[], Interrupted]) -> Iterator[None]:
+    """A job's Ctrl-C (a KeyboardInterrupt that is not yet an `Interrupted`) becomes the job's
+    own `Interrupted`, `said()`: what it kept and how to go on."""
+    try:
+        yield
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        raise said() from None
 
 
 @dataclass

@@ -12,9 +12,9 @@ from vanishing.executor import Policy, Run, group_size, workers_for
 from vanishing.jobs.common import (
     NO_OPTIONS,
     DataOptions,
-    Interrupted,
     Outcome,
     Progress,
+    interruption,
     run_dir_of,
     train_runs,
 )
@@ -57,7 +57,7 @@ def compare(
     policy = Policy(
         workers=count, group=group_size(device, group), resume=resume, keep_finished=resume
     )
-    try:
+    with interruption(lambda: interrupted(out, runs)):
         statuses = train_runs(
             runs,
             policy,
@@ -67,10 +67,6 @@ def compare(
             stop=stop,
             detect_anomaly=detect_anomaly,
         )
-    except Interrupted:
-        raise
-    except KeyboardInterrupt:
-        raise interrupted(out, runs) from None
     # The table and the report read back exactly these runs' records (matplotlib, scipy and
     # jinja2 load only here).
     from vanishing.reporting import loading, summary, write_report

@@ -12,7 +12,7 @@ and each run is locked while it trains, so that sweeps sharing a directory split
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vanishing import records
@@ -24,6 +24,7 @@ from vanishing.jobs.common import (
     Interrupted,
     Outcome,
     Progress,
+    interruption,
     train_runs,
 )
 from vanishing.settings.grid import SweepSpec, expand
@@ -35,6 +36,14 @@ SWEEP_FILE = "sweep.json"  # the grid, written into the sweep's directory
 def default_out(name: str) -> Path:
     """Where a sweep named `name` (its preset, its TOML file's stem, or `grid`) goes."""
     return Path(f"runs/sweep-{name}")
+
+
+def interrupted(out: Path, runs: Sequence[Run]) -> Interrupted:
+    """A sweep's interruption: its finished runs are kept, and the same command resumes it."""
+    done = sum(records.is_complete(run.run_dir) for run in runs)
+    return Interrupted(
+        f"interrupted, {done} run(s) finished in {out}; run the same command again to resume"
+    )
 
 
 def sweep(
@@ -76,7 +85,7 @@ def sweep(
         address=address,
     )
     runs = [Run(config, out / run_name(config)) for config in expand(spec)]
-    try:
+    with interruption(lambda: interrupted(out, runs)):
         statuses = train_runs(
             runs,
             policy,
@@ -86,13 +95,6 @@ def sweep(
             stop=stop,
             prepare=lambda: records.write_json(out / SWEEP_FILE, spec.to_dict()),
         )
-    except Interrupted:
-        raise
-    except KeyboardInterrupt:
-        done = sum(records.is_complete(run.run_dir) for run in runs)
-        raise Interrupted(
-            f"interrupted, {done} run(s) finished in {out}; run the same command again to resume"
-        ) from None
     # matplotlib and scipy load only when the tables and the report are drawn
     from vanishing.reporting import summary, write_report
 

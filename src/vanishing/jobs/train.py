@@ -15,6 +15,7 @@ from vanishing.jobs.common import (
     Interrupted,
     Outcome,
     Progress,
+    interruption,
     run_dir_of,
     train_runs,
 )
@@ -50,7 +51,7 @@ def train(
     out = Path(out)
     run = Run(config, run_dir_of(config, out))
     policy = Policy(resume=resume, keep_finished=resume)
-    try:
+    with interruption(lambda: interrupted(out, [run])):
         statuses = train_runs(
             [run],
             policy,
@@ -60,10 +61,6 @@ def train(
             stop=stop,
             detect_anomaly=detect_anomaly,
         )
-    except Interrupted:
-        raise
-    except KeyboardInterrupt:
-        raise interrupted(out, [run]) from None
     result = records.load_result(config, run.run_dir)
     if result is None:  # pragma: no cover - a run that did not raise wrote its result
         raise RuntimeError(f"{run.run_dir}: the run ended without a result")

@@ -76,6 +76,12 @@ def parse(setting: dataclasses.Field, value: Any, name: str | None = None) -> An
     return value
 
 
+def optional_integer(name: str, value: Any) -> int | None:
+    """`integer`, or None where no value was given (`--workers`, `workers=`: the executor's
+    default)."""
+    return integer(name, value) if given(value) else None
+
+
 def integer(name: str, value: Any) -> int:
     """A whole number (a depth, a width, a count of workers) from text or an int."""
     if isinstance(value, str):

@@ -27,7 +27,7 @@ def data_options(args: argparse.Namespace) -> DataOptions:
 
 def workers(args: argparse.Namespace) -> int | None:
     """--workers as a number (its range is the executor's to check); None when not given."""
-    return codec.integer("workers", args.workers) if codec.given(args.workers) else None
+    return codec.optional_integer("workers", args.workers)
 
 
 def dataset_names(name: str) -> list[str]:

@@ -115,6 +115,16 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_run_dirs(parser: argparse.ArgumentParser | Any) -> None:
+    """The run records a command reads (`report`, `export`)."""
+    parser.add_argument(
+        "dirs",
+        nargs="+",
+        metavar="RUN_OR_SWEEP_DIR",
+        help="a run directory, or any directory with run directories below it",
+    )
+
+
 def add_workers(parser: argparse.ArgumentParser | Any, text: str) -> None:
     parser.add_argument("--workers", metavar="N", help=text)
 
@@ -275,12 +285,7 @@ def build_parser() -> Parser:
         "a diagnosis and figures, read from run records only (config.json, metrics.jsonl, "
         "result.json); nothing is retrained.",
     )
-    sub.add_argument(
-        "dirs",
-        nargs="+",
-        metavar="RUN_OR_SWEEP_DIR",
-        help="a run directory, or any directory with run directories below it",
-    )
+    add_run_dirs(sub)
     sub.add_argument(
         "--out",
         metavar="FILE",
@@ -298,12 +303,7 @@ def build_parser() -> Parser:
         "Scalars tab draws each per-layer measurement of every layer in one chart. Needs "
         "tensorboardX: pip install 'vanishing[tensorboard]'.",
     )
-    sub.add_argument(
-        "dirs",
-        nargs="+",
-        metavar="RUN_OR_SWEEP_DIR",
-        help="a run directory, or any directory with run directories below it",
-    )
+    add_run_dirs(sub)
     sub.add_argument(
         "--to",
         required=True,
