@@ -74,16 +74,16 @@ def measure(model: MLP, activation: Activation, x: Tensor, y: Tensor) -> dict[st
     )
 
 
-def spread(output: Tensor) -> Tensor:
+def spread(output: Tensor, samples: int = 0) -> Tensor:
     """How much a layer's output depends on the input: per unit (and position), the std of its
     value across the batch's samples, as the root mean square over units (a 0-d tensor; nan
     for one sample). The whole tensor's std also counts the spread that biases put between
     units, which does not depend on the input: a 40-layer ReLU net at PyTorch's default init
-    keeps a std of 0.26 of layer 1's at layer 40 while its spread falls 1e8-fold."""
+    keeps a std of 0.26 of layer 1's at layer 40 while its spread falls 1e8-fold. With
+    `samples` 1, a stack of K models' outputs (K, batch, ...): each model's, (K,)."""
     values = output.detach().float()
-    if values.shape[0] < 2:
-        return torch.tensor(float("nan"), device=values.device)
-    return values.var(dim=0, correction=0).mean().sqrt()
+    spreads = values.var(dim=samples, correction=0).flatten(samples).mean(dim=-1).sqrt()
+    return spreads if values.shape[samples] > 1 else torch.full_like(spreads, torch.nan)
 
 
 def probe_row(
@@ -275,11 +275,11 @@ def measure_group(group: GroupedMLP, x: Tensor, y: Tensor) -> list[dict[str, Any
                 torch.stack([h.flatten(1).std(dim=1) for h in hidden]),
                 torch.stack([saturated_group(group, layer, z) for layer, z in enumerate(pre)]),
                 torch.stack([(a == 0).all(dim=1).float().mean(dim=1) for a in post]),
-                torch.stack([spreads_group(h) for h in hidden]),
+                torch.stack([spread(h, samples=1) for h in hidden]),
             ]
         )  # (STATS, L, K)
-        spread = torch.stack([histograms(h.flatten(1)) for h in hidden])  # (L, K, 2 * bins + 1)
-        per_hidden = torch.cat([stats.permute(2, 1, 0), spread.transpose(0, 1)], dim=2)
+        shapes = torch.stack([histograms(h.flatten(1)) for h in hidden])  # (L, K, 2 * bins + 1)
+        per_hidden = torch.cat([stats.permute(2, 1, 0), shapes.transpose(0, 1)], dim=2)
         grad_norms, weight_norms = (
             torch.stack(
                 [
@@ -293,21 +293,13 @@ def measure_group(group: GroupedMLP, x: Tensor, y: Tensor) -> list[dict[str, Any
         per_model = per_hidden.tolist()  # K x L x (STATS + 2 * bins + 1)
         slopes = prelu_slopes_group(group)
         loss_values = losses.tolist()
-        logits_spreads = spreads_group(logits.detach()).tolist()
+        logits_spreads = spread(logits, samples=1).tolist()
     return [
         probe_row(
             loss_values[k], grad_norms[k], layers, weight_norms[k], slopes.get(k), logits_spreads[k]
         )
         for k, layers in enumerate(per_model)
     ]
-
-
-def spreads_group(h: Tensor) -> Tensor:
-    """`spread` per model of a stacked output (K, batch, width) -> (K,)."""
-    values = h.detach().float()
-    if values.shape[1] < 2:
-        return torch.full((values.shape[0],), float("nan"), device=values.device)
-    return values.var(dim=1, correction=0).flatten(1).mean(dim=1).sqrt()
 
 
 def saturated_group(group: GroupedMLP, layer: int, z: Tensor) -> Tensor:

@@ -21,7 +21,7 @@ import numpy as np
 from vanishing import stats
 from vanishing.reporting.results import Point, RunRecords, numbers
 from vanishing.settings.config import completed
-from vanishing.settings.naming import NUMBERED, LayerNames, watched
+from vanishing.settings.naming import NUMBERED, LayerNames
 
 
 def setting_value(config: dict[str, Any], key: str) -> Any:
@@ -66,10 +66,10 @@ def layer_values(run: RunRecords, key: str, fallback: str = "") -> np.ndarray:
     return numbers(values or [])
 
 
-def signal_of(row: dict[str, Any], units: Sequence[Any] | None = None) -> np.ndarray:
+def signal_of(row: dict[str, Any]) -> np.ndarray:
     """A probe row's back-propagated signal per hidden layer, nan where missing: each layer's
     norm of dLoss/da over the batch, sqrt(batch) times the signal per sample. Layers of every
-    shape compare by it (a watched model's `units` change nothing; older callers pass them): a
+    shape compare by it: a
     conv's map and an fc layer, a sequence's every position and a pooler's one, since the weight
     gradient sums its signal over the positions, and the norm per sample is what an init scaled
     to fan_in keeps through a dense layer, a strided conv or a max pool alike. Dividing by the
@@ -77,18 +77,9 @@ def signal_of(row: dict[str, Any], units: Sequence[Any] | None = None) -> np.nda
     return numbers(row.get("signal_norms") or [])
 
 
-def watched_units(config: dict[str, Any]) -> list[Any] | None:
-    """A watched model's units per activation layer (`signal_of`), None for a training run."""
-    hidden = config.get("hidden")
-    return hidden if watched(config) and isinstance(hidden, list) else None
-
-
 def run_signal(run: RunRecords) -> np.ndarray:
     """The run's signal per hidden layer at step 0 (`signal_of`), result.json's for records
     without a step-0 probe."""
-    row = first_probe(run)
-    if row and watched(run.config):
-        return signal_of(row, watched_units(run.config))
     return layer_values(run, "signal_norms", "signal_norms_init")
 
 
@@ -119,7 +110,7 @@ def compared(config: dict[str, Any], layers: int) -> int:
 def signal_factor(row: dict[str, Any], config: dict[str, Any]) -> float:
     """One probe row's signal factor, layer 1 over the last hidden layer compared
     (`signal_of`, `compared`)."""
-    signal = signal_of(row, watched_units(config))
+    signal = signal_of(row)
     return run_factor(signal[: compared(config, signal.size)], reverse=False)
 
 
@@ -182,7 +173,7 @@ class Profile:
         """One probe row's Profile (a run still training: no seeds to average); `config` names
         the layers and says whether the run is a watched model's."""
         config = config or {}
-        signal = signal_of(row, watched_units(config))
+        signal = signal_of(row)
         scale = numbers(row.get("activation_std") or [])
         last = compared(config, layers)
         spread = numbers(row.get("activation_spread") or [])
