@@ -365,7 +365,7 @@ def one_seed_gap(tmp_path: Path, dataset: str, accuracies: dict[str, list[float]
 
 def test_one_seed_at_chance_against_one_far_above_is_judged(tmp_path):
     """The Fashion preset: sigmoid 10.0 % against ReLU 77.2 %, one seed each."""
-    (sentence,) = one_seed_gap(tmp_path, "fashion", {"sigmoid": [0.1], "relu": [0.7719]})
+    (sentence,) = one_seed_gap(tmp_path, "fashion-mnist", {"sigmoid": [0.1], "relu": [0.7719]})
     assert sentence == (
         "The accuracy gap between ReLU and Sigmoid (67.19 points) is no seed effect, though each "
         "ran one seed: Sigmoid stayed at chance level (10.00 %) and did not learn, while ReLU "
@@ -641,8 +641,11 @@ def test_the_cure_names_the_cause(tmp_path, settings, kind, cure):
     assert "nothing vanishes" not in " ".join(found.sentences)
 
 
-def test_odd_record_values_are_shown_not_formatted(tmp_path):
+def test_odd_record_values_skip_the_run_with_one_note(tmp_path):
+    """A hand-edited config (text where a number belongs) is read as any given config is: the
+    run is left out with a note naming the setting, never a sentence built on the text."""
     run_dir = write_run(tmp_path / "r", lr="fast", clip_grad_norm="one", test_loss=1e6)
-    found = verdict_of(run_dir)
-    assert found.cure == "Cure: a lower learning rate."  # no lr to quote; it clips already
-    assert "Gradients were clipped to norm one." in found.sentences
+    write_run(tmp_path / "ok", test_loss=1e6)
+    built = report.build_report([tmp_path], figures=False)
+    assert [run.path for run in built.runs] == [tmp_path / "ok"]
+    assert built.notes == [f"{run_dir}: config.json: lr: expected float, got 'fast'; skipped"]

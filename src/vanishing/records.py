@@ -203,24 +203,48 @@ class MetricsWriter:
         os.close(self.fd)
 
 
+MAX_RECORD_BYTES = 64 * 2**20  # config.json and result.json: a few kB; a larger one is damaged
+MAX_ROW_BYTES = 16 * 2**20  # one metrics row: a few kB per layer; a longer line is not a row
+
+
+def loads(text: bytes | str) -> Any:
+    """JSON from a record: its bytes that are not UTF-8, nesting too deep to parse (a
+    RecursionError) and numbers too long to convert are a ValueError, as malformed JSON is."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def read_json(path: Path) -> Any:
-    """Read one JSON record."""
-    with open(path) as f:
-        return json.load(f)
+    """Read one JSON record (at most MAX_RECORD_BYTES: a larger file is a ValueError, as one
+    that is not JSON is)."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_RECORD_BYTES + 1)
+    if len(data) > MAX_RECORD_BYTES:
+        raise ValueError(f"larger than {MAX_RECORD_BYTES} bytes, not a record")
+    return loads(data)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The rows of a run's `metrics.jsonl`; a torn last line (a killed run) is skipped."""
+    """The rows of a run's `metrics.jsonl`. A line that is not a JSON object (a torn last line
+    of a killed run, a damaged one, one longer than MAX_ROW_BYTES) is skipped."""
     rows: list[dict[str, Any]] = []
     path = Path(run_dir) / METRICS
     if not path.exists():
         return rows
-    with open(path) as f:
-        for line in f:
+    with open(path, "rb") as f:
+        while line := f.readline(MAX_ROW_BYTES + 1):
+            if len(line) > MAX_ROW_BYTES:  # skip to the line's end without holding it
+                while line and not line.endswith(b"\n"):
+                    line = f.readline(MAX_ROW_BYTES)
+                continue
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
+                row = loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
     return rows
 
 

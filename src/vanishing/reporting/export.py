@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vanishing import records
 from vanishing.errors import UsageError, choices_error
-from vanishing.reporting.loading import run_dirs_under
+from vanishing.reporting.loading import read_run, run_dirs_under
+from vanishing.reporting.results import RunRecords
 from vanishing.settings.naming import LayerNames, clean_tag
 
 FORMATS = ("tensorboard",)
@@ -304,19 +304,14 @@ def export_runs(
     writer_class = import_writer()
     exported = Exported(Path(logdir) if logdir is not None else Path(dirs[0]) / LOGDIR)
     for run_dir, name in zip(run_dirs, names, strict=True):
-        try:
-            config = records.read_json(run_dir / records.CONFIG)
-            rows = records.read_metrics(run_dir)
-        except (OSError, json.JSONDecodeError) as e:
-            exported.notes.append(f"{run_dir}: unreadable records ({e}); skipped")
-            continue
-        if not isinstance(config, dict):
-            exported.notes.append(f"{run_dir}: config.json holds no settings; skipped")
+        run = read_run(run_dir)  # the report's reader: a damaged run is a note, as there
+        if not isinstance(run, RunRecords):
+            exported.notes.append(run)
             continue
         out = exported.logdir / name
         try:
             out.mkdir(parents=True, exist_ok=True)
-            write_run(writer_class, config, [r for r in rows if isinstance(r, dict)], out)
+            write_run(writer_class, run.recorded, run.metrics, out)
         except OSError as e:
             raise UsageError(
                 f"cannot write to the TensorBoard log directory {exported.logdir}: "

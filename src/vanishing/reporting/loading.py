@@ -4,15 +4,16 @@ cannot be used."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from vanishing import records
 from vanishing.errors import UsageError
 from vanishing.model.activations import ACTIVATIONS
 from vanishing.reporting.results import RunRecords
+from vanishing.settings import codec
 from vanishing.settings.config import completed
 from vanishing.settings.naming import watched
 
@@ -37,6 +38,162 @@ def find_run_dirs(path: Path) -> list[Path]:
     return sorted(found)
 
 
+STATUSES = ("ok", "diverged", "failed")  # what result.json says of a run that ended
+RESULT_NUMBERS = ("test_accuracy", "test_loss", "vanishing_ratio_init", "train_seconds",
+                  "eval_seconds", "probe_seconds")  # fmt: skip
+RESULT_COUNTS = ("steps", "diverged_step", "clipped_steps")
+# A watched model's config.json (`measure.watch.rows`): the type of each key the readers use;
+# NAMES, a list of layer names.
+NAMES = "names"
+WATCHED_KEYS: dict[str, Any] = {
+    "model": str,
+    "description": str,
+    "activation": str,
+    "optimizer": (str, type(None)),
+    "device": str,
+    "layers": NAMES,
+    "activation_layers": NAMES,
+    "activation_kinds": NAMES,
+    "layer_labels": NAMES,
+    "recurrent_layers": NAMES,
+    "sequence_layers": NAMES,
+    "tied": dict,
+    "residual": bool,
+    "every": int,
+    "lr": (int, float, type(None)),
+    "momentum": (int, float),
+}
+
+
+def is_names(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(name, str) for name in value)
+
+
+def config_problem(config: Any) -> str | None:
+    """Why a config.json (with the settings it predates filled in) cannot be read as a run's
+    settings, None when it can: a trained run's is checked as any config given to the tool
+    (`codec.recorded`), a watched model's key by key."""
+    if not isinstance(config, dict):
+        return "config.json holds no settings"
+    name = config.get("activation")
+    if watched(config):
+        if name is None or (isinstance(name, str) and name not in ACTIVATIONS):
+            return (
+                "the watched model has no activation module vanishing measures "
+                f"(activation {name!r} in config.json)"
+            )
+        for key, kind in WATCHED_KEYS.items():
+            value = config.get(key, ...)
+            if value is not ... and not (
+                is_names(value) if kind == NAMES else isinstance(value, kind)
+            ):
+                return f"config.json: {key} holds {shown(value)}"
+        tied = config.get("tied", {})
+        if not all(is_names(names) for names in tied.values()):
+            return f"config.json: tied holds {shown(tied)}"
+        hidden = config.get("hidden")
+        if not isinstance(hidden, list) or not all(
+            isinstance(w, int) and not isinstance(w, bool) for w in hidden
+        ):
+            return "config.json has no list of hidden widths"
+        return None
+    if isinstance(name, str) and name not in ACTIVATIONS:
+        return f"unknown activation {name!r} in config.json"
+    missing = [key for key in ("activation", "hidden") if key not in config]
+    if missing:  # the others read as their defaults (a hand-written record may leave them out)
+        return f"config.json lacks {' and '.join(missing)}"
+    try:
+        codec.recorded(config)
+    except UsageError as e:
+        return f"config.json: {e}"
+    return None
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """A record's value as a note shows it: its repr, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def checked_result(result: Any, failed: bool) -> dict[str, Any] | str:
+    """result.json as the readers take it, or why it cannot be used. Its shape is checked (a
+    table with a known status and its run's config); a value of the wrong type inside (a damaged
+    or hand-edited number, a per-layer list, a history row) reads as missing (None), as
+    `results.numbers` reads a damaged item of a list."""
+    if not isinstance(result, dict):
+        return "result.json holds no result"
+    status = result.get("status")
+    if status not in STATUSES:
+        return f"result.json has an unknown status {shown(status)} (known: {', '.join(STATUSES)})"
+    if not (failed and status == "failed") and not all(key in result for key in REQUIRED_FIELDS):
+        return "result.json lacks fields of a finished run"
+    if "config" in result and not isinstance(result["config"], dict):
+        return f"result.json: config holds {shown(result['config'])}"
+    result = dict(result)
+    for key in RESULT_NUMBERS:
+        if not is_number(result.get(key)):
+            result[key] = None
+    for key in RESULT_COUNTS:
+        if not is_count(result.get(key)):
+            result[key] = None
+    for key in LAYER_FIELDS:
+        if key in result and not isinstance(result[key], list):
+            result[key] = None
+    history = result.get("history")
+    result["history"] = [
+        row
+        for row in (history if isinstance(history, list) else [])
+        if isinstance(row, dict) and is_count(row.get("epoch"))
+    ]
+    for key, kind in (("norms_before_divergence", dict), ("versions", dict), ("error", str)):
+        if key in result and result[key] is not None and not isinstance(result[key], kind):
+            result[key] = None
+    if not isinstance(result.get("device", ""), str):
+        result["device"] = None
+    return result
+
+
+# result.json's per-layer lists
+LAYER_FIELDS = ("grad_norms_init", "signal_norms_init", "grad_norms_final",
+                "saturated_fraction", "dead_fraction")  # fmt: skip
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_count(value: Any) -> bool:
+    """A step, an epoch: a whole number >= 0 that fits a 64-bit integer (as event files keep)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+
+
+def usable_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The metrics rows the readers can place: a probe at a step, an epoch end at an epoch
+    (a damaged row without its place is dropped); an activation histogram that is not a list of
+    {edges, counts} lists is dropped from its row."""
+    usable = []
+    for row in rows:
+        kind = row.get("kind")
+        if not (
+            (kind == "probe" and is_count(row.get("step")))
+            or (kind == "epoch" and is_count(row.get("epoch")) and is_count(row.get("step", 0)))
+        ):
+            continue
+        histogram = row.get("activation_histogram")
+        if histogram is not None and not (
+            isinstance(histogram, list)
+            and all(
+                isinstance(h, dict)
+                and isinstance(h.get("edges"), list)
+                and isinstance(h.get("counts"), list)
+                for h in histogram
+            )
+        ):
+            row = {key: value for key, value in row.items() if key != "activation_histogram"}
+        usable.append(row)
+    return usable
+
+
 def read_run(path: Path, failed: bool = False, metrics: bool = True) -> RunRecords | str:
     """The run's records, or a note saying why they cannot be used. With `failed`, a run that
     raised counts as finished too (its result.json holds its error, no measurements; the tables
@@ -49,33 +206,22 @@ def read_run(path: Path, failed: bool = False, metrics: bool = True) -> RunRecor
             config = result.get("config")
         else:
             config = records.read_json(path / records.CONFIG)
-    except (OSError, json.JSONDecodeError) as e:
+        rows = records.read_metrics(path) if metrics else []
+    except (OSError, ValueError) as e:
         return f"{path}: unreadable records ({e}); skipped"
     filled: tuple[str, ...] = ()
     if isinstance(config, dict) and not watched(config):
         full = completed(config)  # an older run reads as the settings' defaults
         filled = tuple(key for key in full if key not in config)
         config = full
-    if not isinstance(config, dict) or config.get("activation") not in ACTIVATIONS:
-        name = config.get("activation") if isinstance(config, dict) else None
-        if isinstance(config, dict) and watched(config):
-            return (
-                f"{path}: the watched model has no activation module vanishing measures "
-                f"(activation {name!r} in config.json); skipped"
-            )
-        return f"{path}: unknown activation {name!r} in config.json; skipped"
-    hidden = config.get("hidden")
-    if not isinstance(hidden, list) or not all(isinstance(w, int) for w in hidden):
-        return f"{path}: config.json has no list of hidden widths; skipped"
-    raised = failed and isinstance(result, dict) and result.get("status") == "failed"
-    if (
-        result is not None
-        and not raised
-        and (not isinstance(result, dict) or not all(key in result for key in REQUIRED_FIELDS))
-    ):
-        return f"{path}: result.json lacks fields of a finished run; skipped"
-    rows = records.read_metrics(path) if metrics else []
-    return RunRecords(path, config, rows, result, filled)
+    problem = config_problem(config)
+    if problem is not None:
+        return f"{path}: {problem}; skipped"
+    if records.is_complete(path):
+        result = checked_result(result, failed)
+        if isinstance(result, str):
+            return f"{path}: {result}; skipped"
+    return RunRecords(path, config, usable_rows(rows), result, filled)
 
 
 def run_dirs_under(paths: Sequence[Path | str]) -> list[list[Path]]:

@@ -8,7 +8,7 @@ import base64
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -278,12 +278,18 @@ class WrittenReport(NamedTuple):
 
 
 def write_report(
-    paths: Sequence[Path | str], out: Path | str | None = None, thresholds: Thresholds = THRESHOLDS
+    paths: Sequence[Path | str],
+    out: Path | str | None = None,
+    thresholds: Thresholds = THRESHOLDS,
+    note: Callable[[str], object] | None = None,
 ) -> WrittenReport:
-    """Write report.html (default: in the first directory given) and report.md beside it."""
+    """Write report.html (default: in the first directory given) and report.md beside it;
+    `note` is given each of the report's notes (a run skipped, and why) as one line."""
     if not paths:
         raise UsageError("give at least one run or sweep directory")
     report = build_report(paths, thresholds)
+    for line in report.notes if note is not None else ():
+        note(line)
     html_path = Path(out) if out is not None else Path(paths[0]) / "report.html"
     md_path = html_path.with_suffix(".md")
     try:

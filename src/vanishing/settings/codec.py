@@ -215,6 +215,16 @@ def config(values: Mapping[str, Any]) -> TrainConfig:
     return only
 
 
+def recorded(values: Mapping[str, Any]) -> TrainConfig:
+    """The run a record's config (config.json, a result's `config`) describes, each value
+    parsed and checked as one given at any front door, so that a damaged or hand-edited one is
+    the same UsageError; what it leaves out reads as the default, a key it does not know (a
+    later version's setting) is left aside. The front doors' checks of settings given together
+    (`check_momentum`) do not apply: a record holds what ran."""
+    parsed = {s.name: parse(s, values[s.name]) for s in settings() if s.name in values}
+    return TrainConfig(**parsed)
+
+
 def changed(config: TrainConfig) -> dict[str, Any]:
     """The settings of `config` that differ from the defaults, as `configs` takes them."""
     return {

@@ -181,7 +181,7 @@ def report(args: argparse.Namespace) -> int:
     # matplotlib and scipy load only when a report is drawn
     from vanishing import reporting
 
-    html, markdown = reporting.write_report(args.dirs, args.out)
+    html, markdown = reporting.write_report(args.dirs, args.out, note=stderr)
     print(f"report in {html} and {markdown}")
     return 0
 
