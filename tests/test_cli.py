@@ -228,6 +228,19 @@ def test_out_that_is_a_file_is_a_clear_error(capsys, tiny_dir, tmp_path):
     assert code == 2 and "cannot write to output directory" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("where", ["/dev/null", "file", "file/x"])
+def test_live_out_that_cannot_be_written_is_one_line_before_serving(capsys, tmp_path, where):
+    """`live --out` is checked as train's and compare's is, before the server listens: a
+    device, a file, a path through a file (a read-only file system: EROFS, the same line)."""
+    (tmp_path / "file").write_text("kept")
+    out = where if where.startswith("/") else str(tmp_path / where)
+    code = main(["live", "--out", out, "--no-browser", "--port", "0"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"vanishing live: error: cannot write to output directory {out}: ")
+    assert (tmp_path / "file").read_text() == "kept"
+
+
 def test_console_script_help_and_exit_code():
     done = subprocess.run(
         [sys.executable, "-m", "vanishing", "compare", "--help"],

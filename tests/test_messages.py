@@ -25,7 +25,7 @@ from vanishing.training.loop import train
     [
         (["compare", "--activations", ","], "activations: expected a name, got ''"),
         (["compare", "--seeds", "0,0"], "seeds: each value once, got 0,0"),
-        (["compare", "--seeds=-1"], "seed must be an integer >= 0, got -1"),
+        (["compare", "--seeds=-1"], "seed must be an integer 0 to 2**64-1, got -1"),
         (["compare", "--hidden", ""], "hidden widths must not be empty; e.g. 520,320,240,120"),
     ],
 )

@@ -20,7 +20,8 @@ from vanishing.frontends import cli
 from vanishing.frontends.cli.parser import build_parser
 from vanishing.jobs import compare, sweep
 from vanishing.jobs import train as train_job
-from vanishing.settings import grid
+from vanishing.settings import grid, naming
+from vanishing.settings.config import TrainConfig, shape_token
 
 # Deterministic and quick: the same examples on every run, no per-example deadline.
 FAST = settings(
@@ -229,3 +230,40 @@ def test_every_option_exits_0_or_2_with_one_line(
             assert last.startswith("vanishing ") and ": error: " in last, (argv, err)
 
     check()
+
+
+@FAST
+@given(
+    st.integers(2**64, 2**300),
+    st.sampled_from(["train --seed", "compare --seeds", "sweep --seeds"]),
+)
+def test_a_seed_the_generator_cannot_take_exits_2_with_one_line(capsys, tmp_path, seed, where):
+    """torch.Generator.manual_seed takes 0 to 2**64-1: a larger seed is refused where it is
+    parsed, from every command, not met by the RNG in the middle of a run."""
+    command, option = where.split()
+    code = cli.main([command, option, str(seed), "--out", str(tmp_path / "never-written")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == (
+        f"vanishing {command}: error: seed must be an integer 0 to 2**64-1, got {seed}"
+    )
+    assert not (tmp_path / "never-written").exists()
+
+
+@FAST
+@given(
+    st.one_of(  # short lists of widths, and long ones (hypothesis draws few long by itself)
+        st.lists(st.integers(1, 10**15), min_size=1, max_size=12),
+        st.lists(st.integers(1, 10**15), min_size=40, max_size=300),
+    ),
+    st.integers(0, 2**64 - 1),
+    st.floats(1e-9, 10.0),
+)
+def test_every_run_name_fits_a_file_name(hidden, seed, lr):
+    """A run directory's name is at most 255 bytes whatever the widths (a long --hidden), and
+    a name that fits is the settings' tokens and their digest, whole."""
+    config = TrainConfig(hidden=tuple(hidden), seed=seed, lr=lr)
+    name = naming.run_name(config)
+    assert 0 < len(name.encode()) <= 255 and "/" not in name and ".." not in name
+    tokens = [config.activation, shape_token(config.hidden), "default", "adam", f"lr{lr:g}"]
+    whole = "-".join([*tokens, f"s{seed}", name.rsplit("-", 1)[1]])
+    assert name == whole if len(whole) <= 255 else name.endswith(f"-s{seed}-" + whole[-10:])

@@ -66,7 +66,24 @@ ONE_RUN = [
     ("init", "zeros", "zeros", '"zeros"', "unknown init 'zeros'; choose from: "),
     ("hidden", "8,0", [8, 0], "[8, 0]", "every hidden width must be an integer >= 1, got 0"),
     ("hidden", "8,x", [8, "x"], '[8, "x"]', "hidden: expected int, got 'x'"),
-    ("seed", "-1", -1, "-1", "seed must be an integer >= 0, got -1"),
+    ("seed", "-1", -1, "-1", "seed must be an integer 0 to 2**64-1, got -1"),
+    # torch.Generator.manual_seed's limit: one more crashed in the RNG.
+    ("seed", str(2**64), 2**64, str(2**64), f"seed must be an integer 0 to 2**64-1, got {2**64}"),
+    # As many widths as layers allowed, and one more: --depth's limit.
+    (
+        "hidden",
+        ",".join(["8"] * 10001),
+        [8] * 10001,
+        str([8] * 10001),
+        "depth must be 1 to 10000 hidden layers, got 10001",
+    ),
+    (
+        "hidden",
+        "8,10000000000000000",
+        [8, 10**16],
+        "[8, 10000000000000000]",
+        "a hidden width must be at most 1,000,000,000,000,000 units, got 10000000000000000",
+    ),
     ("norm", "group", "group", '"group"', "unknown norm 'group'; choose from: none, batch, layer"),
 ]
 
@@ -95,6 +112,8 @@ LISTS = [
     ("lrs", "0.1,fast", [0.1, "fast"], '[0.1, "fast"]', "lrs: expected float, got 'fast'"),
     ("seeds", "0,0", [0, 0], "[0, 0]", "seeds: each value once, got 0,0"),
     ("seeds", "0,x", [0, "x"], '[0, "x"]', "seeds: expected int, got 'x'"),
+    ("seeds", f"0,{2**64}", [0, 2**64], f"[0, {2**64}]",
+     f"seed must be an integer 0 to 2**64-1, got {2**64}"),
     ("activations", "relu,swish", ["relu", "swish"], '["relu", "swish"]',
      "unknown activation 'swish'"),
     ("depths", "2,x", [2, "x"], '[2, "x"]', "depths: expected int, got 'x'"),
@@ -137,6 +156,22 @@ def test_rules_across_settings_say_the_same_everywhere(capsys, tmp_path, monkeyp
     assert depth == "depth must be 1 to 10000 hidden layers, got 0"
     assert by_api(lambda: vanishing.train(depth=0)) == depth
     assert by_form({"depth": "0"}) == depth
+
+
+def test_the_largest_seed_is_taken_and_a_width_beyond_numbers_is_one_line(capsys):
+    """2**64-1 is a seed the RNG takes (2**64 is refused above); a width of 10**400 is refused
+    by its size: the memory check's float arithmetic would overflow on it, and a width of
+    thousands of digits cannot even be printed whole."""
+    assert codec.config({"seed": str(2**64 - 1)}).seed == 2**64 - 1
+    assert len(naming.run_name(TrainConfig(seed=2**64 - 1)).encode()) < 255
+    wide = by_api(lambda: vanishing.train(width=10**400))
+    assert (
+        wide
+        == "a hidden width must be at most 1,000,000,000,000,000 units, got an integer of 1329 bits"
+    )
+    assert by_form({"width": str(10**400)}) == wide
+    assert by_api(lambda: vanishing.train(hidden=[10**5000])).endswith("an integer of 16610 bits")
+    assert by_api(lambda: vanishing.train(seed=-(10**5000))).endswith("an integer of 16610 bits")
 
 
 def test_an_empty_form_field_is_the_default_and_an_empty_option_is_wrong(capsys):

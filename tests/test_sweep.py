@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import importlib.util
 import json
 import os
@@ -24,6 +25,7 @@ from vanishing import reporting as report
 from vanishing.errors import UsageError
 from vanishing.executor import local
 from vanishing.settings import grid, naming
+from vanishing.settings.config import TrainConfig
 
 TINY_SETTINGS = {"batch_size": 32, "probe_every": 5, "probe_size": 32, "device": "cpu", "epochs": 1}
 
@@ -202,6 +204,63 @@ def test_run_names_are_stable_and_distinct():
     # The device does not change what a run is.
     cuda = type(a).from_dict({**a.to_dict(), "device": "cuda"})
     assert naming.run_name(cuda) == naming.run_name(a)
+
+
+# Every preset run's name, hashed: a name that fits a file name (all of these) never changes,
+# or the runs already written would not be found again.
+PRESET_NAMES = "4a174b208fb1cb5b5c09dfc44f32d1c8bd32611aaaa4a204b8324e8b72e7f634"
+
+
+def test_preset_run_names_are_unchanged():
+    names = sorted(
+        naming.run_name(config)
+        for preset in grid.preset_names()
+        for config in grid.expand(grid.load_preset(preset))
+    )
+    assert len(names) == 175 and max(map(len, names)) == 69
+    assert hashlib.sha256("\n".join(names).encode()).hexdigest() == PRESET_NAMES
+
+
+def test_a_name_too_long_for_a_file_is_cut_to_255_bytes_keeping_its_digest():
+    """100 distinct widths would make a 400-byte name: the widths token is cut at a width's end
+    and marked `+`; the other tokens and the digest (of every setting) stay."""
+    config = TrainConfig(hidden=tuple(range(100, 200)), seed=2**64 - 1, lr=0.000123456)
+    name = naming.run_name(config)
+    assert len(name.encode()) == 254
+    widths = "-".join(map(str, range(100, 147)))  # as many whole widths as fit
+    assert name.startswith(f"relu-h{widths}+-default-adam-lr0.000123456-s18446744073709551615-")
+    assert len(name.rsplit("-", 1)[1]) == 10  # the digest
+    other = TrainConfig(hidden=(*range(100, 199), 7), seed=2**64 - 1, lr=0.000123456)
+    assert naming.run_name(other) != name  # the same readable part, another digest
+    assert naming.run_name(TrainConfig(hidden=tuple(range(100, 140)))).startswith(
+        "relu-h100-101-" + "-".join(map(str, range(102, 140))) + "-default-"
+    )  # a name that fits is whole
+
+
+def test_a_sweep_of_90_widths_writes_a_name_a_file_system_takes(tiny_dir, tmp_path):
+    from vanishing.frontends.cli import main
+
+    widths = ",".join(["10", "11"] * 45)  # the name's widths alone: 270 bytes
+    argv = ["sweep", "--data-dir", str(tiny_dir), "--no-verify", "--hidden", widths,
+            "--activations", "relu", "--seeds", "0", "--epochs", "1", "--batch-size", "32",
+            "--probe-every", "5", "--probe-size", "32", "--device", "cpu", "--workers", "1",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 0
+    (run_dir,) = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
+    assert len(run_dir.name.encode()) <= 255 and run_dir.name.startswith("relu-h10-11-10-")
+    assert records.read_json(run_dir / records.RESULT)["status"] == "ok"
+    assert main(argv) == 0  # again: it finds that run done, nothing trains
+    assert [p for p in (tmp_path / "out").iterdir() if p.is_dir()] == [run_dir]
+
+
+def test_a_sweep_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path):
+    path = tmp_path / "big.toml"
+    path.write_text("# " + "x" * grid.MAX_TOML_BYTES + "\n")
+    with pytest.raises(UsageError) as error:
+        grid.spec_of(file=path)
+    assert str(error.value) == f"{path}: larger than 1000000 bytes; not a TOML sweep file"
+    path.write_text("# a comment just under the limit\nseeds = [0]\n")
+    assert grid.spec_of(file=path)[0].seeds == (0,)
 
 
 def test_sweep_runs_records_failures_and_skips_on_resume(tiny_dir, tmp_path, monkeypatch):
@@ -546,6 +605,9 @@ def test_cli_preset_with_overrides(capsys, tiny_dir, tmp_path):
         (["--preset", "nope"], "unknown preset 'nope'; choose from: depth"),
         (["--preset", "depth", "--config", "x.toml"], "either --preset or --config"),
         (["--config", "missing.toml"], "missing.toml: file not found"),
+        (["--config", "/dev/zero"], "/dev/zero: not a regular file; a sweep file is a TOML file"),
+        (["--config", "."], ".: not a regular file; a sweep file is a TOML file"),
+        (["--config", "/dev/null/grid.toml"], "/dev/null/grid.toml: cannot read (Not a directory)"),
         (["--depths", "2,x"], "command line: depths: expected int, got 'x'"),
         (["--activations", "relu,swish"], "unknown activation 'swish'"),
         (["--workers", "0"], "--workers must be >= 1"),

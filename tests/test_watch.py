@@ -17,7 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from vanishing import records
 from vanishing.errors import UsageError
 from vanishing.measure import probes
-from vanishing.measure.watch import watch
+from vanishing.measure.watch import watch, watched_by
 from vanishing.model.activations import ACTIVATIONS, get_activation
 from vanishing.model.mlp import MLP
 
@@ -382,6 +382,47 @@ def test_a_second_watch_into_a_held_directory_is_refused(tmp_path):
     fd = records.lock_run(tmp_path)
     assert fd is not None  # and let go when it ends
     os.close(fd)
+
+
+@pytest.mark.parametrize("record", ["config.json", "metrics.jsonl", "result.json"])
+def test_an_out_the_records_cannot_be_written_into_is_refused_when_the_watch_starts(
+    tmp_path, record
+):
+    """A record in the way (here a directory) is a UsageError from watch(), naming it, and
+    not an OSError from the user's optimizer.step(); the directory is free again after."""
+    (tmp_path / record).mkdir()
+    model = ConvNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with pytest.raises(UsageError) as error:
+        watch(model, optimizer, every=1, out=tmp_path)
+    assert str(error.value) == f"watch: cannot write to {tmp_path / record}: Is a directory"
+    assert watched_by(model) is None and (tmp_path / record).is_dir()
+    fd = records.lock_run(tmp_path)
+    assert fd is not None  # the lock taken before the check is let go
+    os.close(fd)
+
+
+def test_an_out_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "taken").write_text("mine")
+    with pytest.raises(UsageError) as error:
+        watch(ConvNet(), out=tmp_path / "taken")
+    assert str(error.value) == f"watch: cannot write to {tmp_path / 'taken'}: File exists"
+    assert (tmp_path / "taken").read_text() == "mine"
+
+
+def test_a_model_on_the_meta_device_is_refused_when_the_watch_starts(tmp_path):
+    """A meta model has shapes without values: refused at watch(), not a NotImplementedError
+    (or Tensor.item()'s RuntimeError) inside the first step; nothing is written."""
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(UsageError) as error:
+        watch(model, optimizer, out=tmp_path / "run")
+    assert str(error.value).startswith(
+        "watch: the model's 0.weight is on the meta device (a shape without values); watch it "
+        "once its weights are real"
+    )
+    assert not (tmp_path / "run").exists()
 
 
 def test_log_refuses_what_is_not_a_number(tmp_path):

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from vanishing.errors import UsageError, choices_error
+from vanishing.errors import UsageError, brief, choices_error
 from vanishing.model.activations import (
     DEFAULT_OPTIONS,
     Activation,
@@ -26,6 +26,9 @@ from vanishing.model.activations import (
 SEED_HIDDEN = (520, 320, 240, 120)  # the reference experiment's hidden widths
 DEFAULT_WIDTH = 256  # for --depth without --width: wide enough that width is not the bottleneck
 MAX_DEPTH = 10_000  # far beyond any depth that trains; a bound keeps (width,) * depth a list
+# Far beyond any width that fits in memory (the memory check refuses those with their size); a
+# bound keeps that check's arithmetic in floats and a width's digits printable.
+MAX_WIDTH = 10**15
 
 
 def hidden_widths(
@@ -45,14 +48,21 @@ def hidden_widths(
     width = DEFAULT_WIDTH if width is None else width
     check_depth(depth)
     if width < 1:
-        raise UsageError(f"width must be >= 1 unit, got {width!r}")
+        raise UsageError(f"width must be >= 1 unit, got {brief(width)}")
+    check_width(width)
     return (width,) * depth
 
 
 def check_depth(depth: int) -> None:
     """A network's number of hidden layers: 1 to MAX_DEPTH."""
     if not 1 <= depth <= MAX_DEPTH:
-        raise UsageError(f"depth must be 1 to {MAX_DEPTH} hidden layers, got {depth!r}")
+        raise UsageError(f"depth must be 1 to {MAX_DEPTH} hidden layers, got {brief(depth)}")
+
+
+def check_width(width: int) -> None:
+    """A hidden width no larger than MAX_WIDTH."""
+    if width > MAX_WIDTH:
+        raise UsageError(f"a hidden width must be at most {MAX_WIDTH:,} units, got {brief(width)}")
 
 
 def check_widths(hidden: Sequence[Any]) -> tuple[int, ...]:
@@ -61,7 +71,8 @@ def check_widths(hidden: Sequence[Any]) -> tuple[int, ...]:
         raise UsageError("hidden widths must not be empty; e.g. 520,320,240,120")
     for value in hidden:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise UsageError(f"every hidden width must be an integer >= 1, got {value!r}")
+            raise UsageError(f"every hidden width must be an integer >= 1, got {brief(value)}")
+        check_width(int(value))
     check_depth(len(hidden))
     return tuple(int(value) for value in hidden)
 

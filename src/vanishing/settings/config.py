@@ -21,7 +21,7 @@ from typing import Any
 
 from vanishing.data.datasets import DATASETS, get_spec
 from vanishing.devices import DEVICES
-from vanishing.errors import UsageError, choices_error
+from vanishing.errors import UsageError, brief, choices_error
 from vanishing.model.activations import (
     ACTIVATIONS,
     DEFAULT_OPTIONS,
@@ -39,6 +39,7 @@ from vanishing.model.mlp import (
 )
 
 SECTIONS = ("model", "optimisation", "measurement", "data")  # --help sections, in this order
+MAX_SEED = 2**64 - 1  # the most torch.Generator.manual_seed takes
 NEVER = object()  # `older`'s default: the setting has been in every record ever written
 
 
@@ -289,8 +290,10 @@ class TrainConfig:
             if getattr(self, name) not in choices_of(name):
                 raise choices_error(name, getattr(self, name), choices_of(name))
         object.__setattr__(self, "hidden", check_widths(self.hidden))
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise UsageError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not (
+            isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED
+        ):
+            raise UsageError(f"seed must be an integer 0 to 2**64-1, got {brief(self.seed)}")
         positive = {
             "batch size": self.batch_size,
             "epochs": self.epochs,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
+import stat
 import sys
 from dataclasses import dataclass
 from importlib import resources
@@ -25,6 +27,8 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
+
+MAX_TOML_BYTES = 1_000_000  # a grid's file is a few hundred bytes; a bound keeps a device out
 
 
 def key_of(setting: dataclasses.Field) -> str:
@@ -179,10 +183,18 @@ def spec_from_dict(values: dict[str, Any], source: str = "sweep") -> SweepSpec:
 def read_toml(path: Path | str) -> dict[str, Any]:
     """The table of a TOML file, or a UsageError naming the file and the problem."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # before opening: a pipe's open would wait
+            raise UsageError(f"{path}: not a regular file; a sweep file is a TOML file")
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            data = f.read(MAX_TOML_BYTES + 1)  # one byte over is enough to refuse it
     except FileNotFoundError:
         raise UsageError(f"{path}: file not found") from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read ({e.strerror or e})") from None
+    if len(data) > MAX_TOML_BYTES:
+        raise UsageError(f"{path}: larger than {MAX_TOML_BYTES} bytes; not a TOML sweep file")
+    try:
+        return tomllib.loads(data.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"{path}: not valid TOML ({e})") from None
 

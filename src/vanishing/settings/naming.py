@@ -35,6 +35,8 @@ MODEL_KEYS = (
     "lr_range",
 )
 
+MAX_NAME_BYTES = 255  # the longest file name most file systems take (ext4, APFS, NTFS's 255 units)
+
 
 def watched(config: dict[str, Any]) -> bool:
     """The run is a user's own model measured by `vanishing.watch`, not a TrainConfig run."""
@@ -59,7 +61,24 @@ def run_name(config: TrainConfig) -> str:
         if setting.metadata["token"] is not None
         and not (setting.name in older and getattr(config, setting.name) == older[setting.name])
     )
-    return "-".join([*(token for _, token in tokens), digest])
+    return fitted([token for _, token in tokens], digest)
+
+
+def fitted(tokens: list[str], digest: str) -> str:
+    """`TOKENS-DIGEST`, within a file name's MAX_NAME_BYTES: a longer name (100 hidden widths)
+    has its longest token (the widths) cut to fit, at a `-` where it has one, and marked `+`;
+    the digest, of every setting, still tells it from any other. Every name that fits is
+    left as it is, so that existing runs keep their directories."""
+    name = "-".join([*tokens, digest])
+    excess = len(name.encode()) - MAX_NAME_BYTES
+    if excess <= 0:
+        return name
+    longest = max(range(len(tokens)), key=lambda i: len(tokens[i].encode()))
+    kept = tokens[longest].encode()[: max(len(tokens[longest].encode()) - excess - 1, 1)]
+    cut = kept.decode(errors="ignore")
+    cut = cut[: cut.rindex("-")] if "-" in cut[1:] else cut
+    name = "-".join([*tokens[:longest], cut + "+", *tokens[longest + 1 :], digest])
+    return name  # within the limit: every other token is short (tests/test_properties.py)
 
 
 def compare_run_name(config: TrainConfig) -> str:

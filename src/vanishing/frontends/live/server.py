@@ -17,6 +17,7 @@ from typing import Any
 import uvicorn
 
 from vanishing.frontends.live.app import LiveState, create_app
+from vanishing.jobs.common import ensure_writable
 
 GRACE_SECONDS = 5  # uvicorn's wait for open connections once the streams have been ended
 JOIN_SECONDS = 30  # the most a job's thread is waited for (the executor stops within a step)
@@ -69,6 +70,7 @@ def serve(
 ) -> int:
     """Serve the live page until Ctrl-C or SIGTERM; then stop every job, wait for its thread
     (the executor kills its children) and return 0."""
+    ensure_writable(Path(out))  # the CLI's train and compare check, before listening
     token = secrets.token_urlsafe(24)
     try:
         sock = bind(host, port)

@@ -102,6 +102,13 @@ def check(
         )
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise UsageError(f"watch: every must be a whole number of steps >= 1, got {every!r}")
+    meta = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if meta:
+        raise UsageError(
+            f"watch: the model's {meta[0]} is on the meta device (a shape without values); "
+            "watch it once its weights are real (model.to_empty(device=...) and an init, or "
+            "load_state_dict(..., assign=True))"
+        )
     other = watched_by(model)
     if other is not None:
         raise UsageError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -74,7 +75,7 @@ def hold(out: Path | str | None, model: nn.Module) -> tuple[Path, int]:
             run_dir = unique_dir(WATCH_DIR, stem)
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
-        return run_dir, records.hold_run(run_dir, ADVICE)
+        lock = records.hold_run(run_dir, ADVICE)
     except OSError as e:
         raise UsageError(f"watch: cannot write to {run_dir}: {e.strerror or e}") from None
     except UsageError as refused:
@@ -84,6 +85,28 @@ def hold(out: Path | str | None, model: nn.Module) -> tuple[Path, int]:
                 "close that watch first, or give each model its own out="
             ) from None
         raise UsageError(f"watch: {refused}") from None
+    try:
+        check_writable(run_dir)
+    except BaseException:
+        os.close(lock)
+        raise
+    return run_dir, lock
+
+
+def check_writable(run_dir: Path) -> None:
+    """Refuse, before the first step, a run directory the records cannot be written into: one
+    where no file can be created, or whose record files are in the way (a directory, a file
+    opened read-only), so that the user's optimizer.step() never meets the OSError."""
+    where = run_dir
+    try:
+        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-test-"):
+            pass
+        for name in (records.CONFIG, records.METRICS, records.RESULT):
+            where = run_dir / name
+            if os.path.exists(where):  # opened as the writer will, but not truncated yet
+                os.close(os.open(where, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK))
+    except OSError as e:
+        raise UsageError(f"watch: cannot write to {where}: {e.strerror or e}") from None
 
 
 class RunWriter:
