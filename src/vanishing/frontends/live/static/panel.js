@@ -95,10 +95,10 @@ export class Panel {
     this.$(".verdict").classList.add("said");
   }
 
-  setStatus(status) {
+  setStatus(status, note) {
     this.status = status || "waiting"; // null: no result yet, nothing training it
     const badge = this.$(".status");
-    badge.textContent = this.status;
+    badge.textContent = note ? `${this.status} ${note}` : this.status;
     badge.className = `status ${LIVE_STATUSES.has(this.status) ? "live" : this.status}`;
   }
 
