@@ -19,14 +19,18 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+import torch
 from starlette.testclient import TestClient
 
 from vanishing import records
+from vanishing.errors import UsageError
 from vanishing.frontends import live
-from vanishing.frontends.live import events
-from vanishing.frontends.live.jobs import parse_config
+from vanishing.frontends.live import events, reading
+from vanishing.frontends.live.jobs import Job, Jobs, parse_config
 from vanishing.frontends.live.reading import held_by
 from vanishing.frontends.live.safety import SECURITY_HEADERS, access_line
+from vanishing.jobs.live import live_runs
+from vanishing.training import memory
 
 TOKEN = "t0ken-Secret_42"  # noqa: S105 - the tests' own
 BASE = "http://127.0.0.1:8765"
@@ -140,7 +144,15 @@ HOSTILE: dict[str, tuple[dict, bool]] = {
     "metrics-torn": ({"metrics": json.dumps(probe(0)) + "\n" + '{"kind": "pro'}, True),
 }
 # Records that are not files: made after write_run.
-SPECIAL = ("config-fifo", "result-dir", "result-fifo", "metrics-dir", "metrics-fifo", "lock-fifo")
+SPECIAL = (
+    "config-huge",
+    "config-fifo",
+    "result-dir",
+    "result-fifo",
+    "metrics-dir",
+    "metrics-fifo",
+    "lock-fifo",
+)
 
 
 def build(served: Path) -> dict[str, bool]:
@@ -158,7 +170,10 @@ def build(served: Path) -> dict[str, bool]:
         path = run_dir / {"config": records.CONFIG, "result": records.RESULT,
                           "metrics": records.METRICS, "lock": records.LOCK}[kind]  # fmt: skip
         path.unlink(missing_ok=True)
-        if name.endswith("dir"):
+        if name.endswith("huge"):  # sparse: no time, no disk
+            with open(path, "wb") as f:
+                f.truncate(reading.MAX_RECORD + 1)
+        elif name.endswith("dir"):
             path.mkdir()
         else:
             os.mkfifo(path)
@@ -222,12 +237,19 @@ def test_a_damaged_run_is_skipped_in_one_line_and_the_others_are_served(client, 
     assert said["skipped 1/lr-string"] == "config.json: lr is 'fast', not a number"
     assert said["skipped 1/config-deep"] == "config.json is nested too deeply to read"
     assert said["skipped 1/config-not-utf8"] == "config.json is not UTF-8 text"
-    assert said["skipped 1/result-null"] == "result.json holds NoneType, not an object"
-    assert said["skipped 1/result-string-config"] == "result.json: its config is 'relu'"
+    assert said["skipped 1/result-null"] == "result.json holds null, not an object"
+    assert (
+        said["skipped 1/result-string-config"] == "result.json: its config is 'relu', not an object"
+    )
     assert said["skipped 1/result-unknown-status"] == (
         "result.json: unknown status 'weird' (expected ok, diverged, failed)"
     )
     assert said["skipped 1/result-dir"] == "result.json is not a file"
+    assert said["skipped 1/config-huge"] == f"config.json is larger than {2**26} bytes"
+    assert said["skipped 1/config-list"] == "config.json holds a list, not an object"
+    assert said["skipped 1/unknown-list"] == "config.json: extra is [1, [2]], not a single value"
+    assert said["skipped 1/seed-float"] == "config.json: seed is 1.5, not a whole number"
+    assert said["skipped 1/config-truncated"].startswith("config.json is not valid JSON (Expect")
     items = {i["path"]: i for i in client.get("/api/list", headers=JSON).json()["items"]}
     assert items["1/good-a"]["status"] == "ok" and items["1/good-a"]["test_accuracy"] == 0.5
     assert items["1/result-accuracy-string"]["test_accuracy"] is None
@@ -263,14 +285,15 @@ def test_the_stream_of_a_damaged_run_says_so_and_ends(client, served, caplog):
     assert [data["row"] for event, data in found if event == "row"] == [probe(0)]
 
 
-def test_a_huge_line_is_read_in_bounded_chunks_and_other_requests_are_served(tmp_path):
+def test_a_huge_line_is_read_in_bounded_chunks_and_other_requests_are_served(tmp_path, caplog):
     """metrics.jsonl of 64 MB without a newline (then one good row): the stream skips the long
     line, reading at most CHUNK bytes a poll off the event loop; /api/list answers meanwhile."""
     served = tmp_path / "served"
     write_run(served / "huge", metrics="")
     size = 64 * 2**20
     with open(served / "huge" / records.METRICS, "wb") as f:
-        f.write(b"x" * size)  # no newline
+        f.truncate(size)  # sparse: 64 MB of NUL bytes, no newline, written at once
+        f.seek(size)
         f.write(b"\n" + json.dumps(probe(0)).encode() + b"\n")
     app = live.create_app([served], tmp_path / "out", token=TOKEN)
     with TestClient(app, base_url=BASE) as client:
@@ -289,6 +312,11 @@ def test_a_huge_line_is_read_in_bounded_chunks_and_other_requests_are_served(tmp
         assert polls > size // events.CHUNK  # each poll read at most a chunk
         assert peak < 3 * events.CHUNK, peak  # nothing of the long line was kept
         assert [row for row in follower.rows] == [probe(0)]
+        said = [r.getMessage() for r in caplog.records if r.name == "vanishing.live"]
+        assert said == [
+            f"skipped 1/huge: metrics.jsonl: a line of more than {events.MAX_LINE} bytes at byte "
+            "0 is not a record, skipped"
+        ]
 
         answered = []
         done = threading.Event()
@@ -340,6 +368,7 @@ def test_every_response_carries_the_security_headers(tmp_path):
 
 
 def test_an_error_no_route_caught_is_a_500_with_the_headers(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="vanishing.live")
     app = live.create_app([], tmp_path / "out", token=TOKEN)
     listing = app.state.live.listing
 
@@ -353,6 +382,9 @@ def test_an_error_no_route_caught_is_a_500_with_the_headers(tmp_path, monkeypatc
     assert response.json() == {"error": "internal error: KeyError: 'boom'"}
     assert response.headers["x-content-type-options"] == "nosniff"
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    said = [r.getMessage() for r in caplog.records if r.name == "vanishing.live.access"]
+    assert said[0] == "internal error: KeyError: 'boom', in testclient GET /api/list"
+    assert said[1].startswith("testclient GET /api/list 500 ")
 
 
 def test_the_page_has_no_inline_script_or_style():
@@ -477,3 +509,35 @@ def test_a_run_another_process_trains_says_which(client, served, tmp_path):
             holder.wait()
     # Its own lock, or a lock no one holds, is no other process's.
     assert held_by(run_dir) is None
+
+
+def test_a_jobs_memory_check_counts_the_jobs_already_training(tmp_path, tiny_dir):
+    """A job's runs are checked against what the machine has less what this server's jobs
+    already training need: a job still allocating holds back its estimate."""
+    cpu = torch.device("cpu")
+    free = memory.available(cpu)
+    if free is None:
+        pytest.skip("this system does not say how much memory is free")
+    configs = [parse_config(TINY)]
+    out = tmp_path / "out"
+    needed = live_runs(configs, out, False).memory  # checked alone: it fits
+    assert needed[cpu] == memory.estimate(configs[0]).total  # one run, one worker
+    jobs = Jobs(max_jobs=4, data_options={"data_dir": tiny_dir, "verify": False})
+    busy = Job("busy", [], memory={cpu: free})  # a job training that needs all there is
+    jobs.jobs[busy.id] = busy
+    with pytest.raises(UsageError) as refused:
+        jobs.start(configs, out, False)
+    assert re.fullmatch(
+        r"these runs of 784-16-16-16-10 need about [\d.]+ [kMG]B, more than the [\d.]+ [kMG]?B "
+        r"of memory available on cpu once the [\d.]+ [kMG]B that the runs already training need "
+        r"is set aside; wait for them to finish, or stop one",
+        str(refused.value),
+    ), str(refused.value)
+    assert list(jobs.jobs) == ["busy"]  # nothing started
+    busy.state = "stopped"  # no longer training: the same job starts
+    job = jobs.start(configs, out, False)
+    try:
+        assert job.memory == needed and job.active
+    finally:
+        jobs.close(60)
+    assert job.state in ("done", "stopped")

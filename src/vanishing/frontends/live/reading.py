@@ -115,7 +115,7 @@ def check_config(config: Any) -> dict[str, Any]:
     name, whose hidden widths are whole numbers and, for a run of the trainer's, whose settings
     have their types (a string where a number belongs is refused). Else Unreadable."""
     if not isinstance(config, dict):
-        raise Unreadable(f"{records.CONFIG} holds {type(config).__name__}, not an object")
+        raise Unreadable(f"{records.CONFIG} holds {json_kind(config)}, not an object")
     activation = config.get("activation")
     if activation is not None and not isinstance(activation, str):
         raise Unreadable(f"{records.CONFIG}: activation is {activation!r}, not a name")
@@ -140,7 +140,8 @@ def check_config(config: Any) -> dict[str, Any]:
     others = [key for key, value in config.items() if not isinstance(value, SCALARS)]
     others = [key for key in others if key not in ("hidden",)]
     if others:
-        raise Unreadable(f"{records.CONFIG}: {others[0]} is {shorten(config[others[0]])}")
+        value = shorten(config[others[0]])
+        raise Unreadable(f"{records.CONFIG}: {others[0]} is {value}, not a single value")
     return config
 
 
@@ -157,15 +158,24 @@ def check_result(result: Any) -> dict[str, Any]:
     """A result.json's value as the list and the stream use it: an object whose status is one of
     STATUSES and whose config, where it has one, is an object. Else Unreadable."""
     if not isinstance(result, dict):
-        raise Unreadable(f"{records.RESULT} holds {type(result).__name__}, not an object")
+        raise Unreadable(f"{records.RESULT} holds {json_kind(result)}, not an object")
     status = result.get("status")
     if status not in STATUSES:
         raise Unreadable(
             f"{records.RESULT}: unknown status {shorten(status)} (expected {', '.join(STATUSES)})"
         )
     if "config" in result and not isinstance(result["config"], dict):
-        raise Unreadable(f"{records.RESULT}: its config is {shorten(result['config'])}")
+        value = shorten(result["config"])
+        raise Unreadable(f"{records.RESULT}: its config is {value}, not an object")
     return result
+
+
+def json_kind(value: Any) -> str:
+    """What a JSON value is, in JSON's words: null, a list, a string, a number, true or false."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    kinds = {list: "a list", str: "a string", int: "a number", float: "a number"}
+    return kinds.get(type(value), "an object")
 
 
 def shorten(value: Any, limit: int = 60) -> str:

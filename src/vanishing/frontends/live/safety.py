@@ -127,7 +127,7 @@ class Served:
             await self.app(scope, receive, send_with_headers)
         except Exception as e:
             line = traceback.format_exception_only(type(e), e)[-1].strip()
-            ACCESS.error("error in %s: %s", self.request_line(scope), line)
+            ACCESS.error("internal error: %s, in %s", line, self.request_line(scope))
             if status:  # the response has begun: the server closes the connection
                 raise
             response = JSONResponse({"error": f"internal error: {line}"}, status_code=500)
