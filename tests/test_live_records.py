@@ -541,3 +541,54 @@ def test_a_jobs_memory_check_counts_the_jobs_already_training(tmp_path, tiny_dir
     finally:
         jobs.close(60)
     assert job.state in ("done", "stopped")
+
+
+def test_the_page_says_a_run_cannot_be_read_under_its_csp(tmp_path):
+    """In chromium: a listed run whose metrics.jsonl turns into a directory opens as
+    `unreadable` with the server's reason, the page under its CSP without a console error."""
+    import uvicorn
+
+    from test_browser import CHROMIUM_ARGS, browser_or_skip
+    from vanishing.frontends.live.server import bind
+
+    sync_playwright, executable = browser_or_skip()
+    served = tmp_path / "served"
+    write_run(served / "bad", metrics="")
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    app = live.create_app([served], tmp_path / "out", token=TOKEN, port=port)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(executable), args=CHROMIUM_ARGS
+            )
+            try:
+                page = browser.new_page()
+                page.set_default_timeout(30_000)
+                errors: list[str] = []
+                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                response = page.goto(f"http://127.0.0.1:{port}/?token={TOKEN}")
+                assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+                page.wait_for_selector('#list li[data-path="1/bad"]')
+                (served / "bad" / records.METRICS).unlink()
+                (served / "bad" / records.METRICS).mkdir()
+                page.click('#list li[data-path="1/bad"] .open')
+                page.wait_for_function(
+                    "() => document.querySelector('.panel .status')?.textContent === 'unreadable'"
+                )
+                verdict = page.text_content(".panel .verdict")
+                assert verdict == "cannot read this run: metrics.jsonl is not a file"
+                assert errors == []
+            finally:
+                browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()

@@ -23,7 +23,7 @@ export function follow(runs, { panel, opened, status, ended }) {
   });
   each("unreadable", (target, data) => {
     // a damaged record: the server says why and ends this run's part of the stream
-    target.setStatus("unreadable", data.error);
+    target.setStatus("unreadable");
     target.setVerdict(`cannot read this run: ${data.error}`);
     status();
   });
