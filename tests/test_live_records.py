@@ -232,7 +232,7 @@ def test_a_damaged_run_is_skipped_in_one_line_and_the_others_are_served(client, 
         mine = [line for line in skips if line.startswith(f"skipped 1/{name}: ")]
         assert len(mine) == (0 if shown else 1), (name, mine)
     said = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for line in skips}
-    assert said["skipped 1/activation-list"] == "config.json: activation is ['relu'], not a name"
+    assert said["skipped 1/activation-list"] == 'config.json: activation is ["relu"], not a name'
     assert said["skipped 1/hidden-number"] == "config.json: hidden is 8, not a list of widths"
     assert said["skipped 1/lr-string"] == "config.json: lr is 'fast', not a number"
     assert said["skipped 1/config-deep"] == "config.json is nested too deeply to read"

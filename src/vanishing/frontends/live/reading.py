@@ -28,8 +28,13 @@ LOG = logging.getLogger("vanishing.live")
 MAX_RECORD = 64 * 2**20  # bytes of a config.json or result.json (a result's history is epochs)
 STATUSES = ("ok", "diverged", "failed")  # what a result.json says (records, executor)
 SCALARS = (str, int, float, bool, type(None))
-KIND_WORDS = {int: "a whole number", float: "a number", str: "a name", bool: "true or false"}
-KIND_WORDS[tuple] = "a list"
+KIND_WORDS = {
+    int: "a whole number",
+    float: "a number",
+    str: "a name",
+    bool: "true or false",
+    tuple: "a list",
+}
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # a symlinked record is never followed
 
 
@@ -118,7 +123,7 @@ def check_config(config: Any) -> dict[str, Any]:
         raise Unreadable(f"{records.CONFIG} holds {json_kind(config)}, not an object")
     activation = config.get("activation")
     if activation is not None and not isinstance(activation, str):
-        raise Unreadable(f"{records.CONFIG}: activation is {activation!r}, not a name")
+        raise Unreadable(f"{records.CONFIG}: activation is {shorten(activation)}, not a name")
     hidden = config.get("hidden", [])
     if not isinstance(hidden, list) or not all(
         isinstance(width, int) and not isinstance(width, bool) and width >= 0 for width in hidden
@@ -137,8 +142,7 @@ def check_config(config: Any) -> dict[str, Any]:
                 f"{records.CONFIG}: {setting.name} is {shorten(value)}, "
                 f"not {KIND_WORDS[kind_of(setting)]}"
             )
-    others = [key for key, value in config.items() if not isinstance(value, SCALARS)]
-    others = [key for key in others if key not in ("hidden",)]
+    others = [k for k, v in config.items() if k != "hidden" and not isinstance(v, SCALARS)]
     if others:
         value = shorten(config[others[0]])
         raise Unreadable(f"{records.CONFIG}: {others[0]} is {value}, not a single value")
