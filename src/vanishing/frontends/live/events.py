@@ -48,8 +48,11 @@ class RunFollower:
     CHUNK bytes a poll; a file cut back (the run started afresh) is read again from its start.
     A line longer than MAX_LINE is skipped unread, as is a line that is not a JSON object."""
 
-    def __init__(self, run: str, run_dir: Path, status_of: StatusOf, skipped: Skipped) -> None:
-        self.run, self.run_dir, self.status_of, self.skipped = run, run_dir, status_of, skipped
+    def __init__(
+        self, run: str, run_dir: Path, status_of: StatusOf, skipped: Skipped | None = None
+    ) -> None:
+        self.run, self.run_dir, self.status_of = run, run_dir, status_of
+        self.skipped = skipped or Skipped()
         self.offset = 0  # where the first line not yet read starts
         self.scanned = 0  # bytes after `offset` known to hold no newline (a line being written)
         self.skipping = False  # inside a line longer than MAX_LINE: dropped up to its newline

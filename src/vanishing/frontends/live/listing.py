@@ -49,9 +49,12 @@ class Listing:
     a run that cannot be read is left out, its reason said once in the server's log."""
 
     def __init__(
-        self, roots: Sequence[Path], status_of: Callable[[Path], Status], skipped: Skipped
+        self,
+        roots: Sequence[Path],
+        status_of: Callable[[Path], Status],
+        skipped: Skipped | None = None,
     ) -> None:
-        self.roots, self.status_of, self.skipped = list(roots), status_of, skipped
+        self.roots, self.status_of, self.skipped = list(roots), status_of, skipped or Skipped()
         self.cache: dict[Path, tuple[tuple[int | None, int | None], RunInfo | str | None]] = {}
 
     def info(self, run_dir: Path) -> RunInfo | str | None:
