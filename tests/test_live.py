@@ -626,6 +626,7 @@ def test_a_closing_server_ends_each_stream_saying_so(tmp_path):
     import threading
 
     from vanishing.frontends.live.events import stream
+    from vanishing.frontends.live.reading import Status
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -633,7 +634,7 @@ def test_a_closing_server_ends_each_stream_saying_so(tmp_path):
 
     async def read() -> list[str]:
         events = []
-        async for event in stream([("0/run", run_dir)], lambda path: "running", closing):
+        async for event in stream([("0/run", run_dir)], lambda path: Status("running"), closing):
             events.append(event)
             closing.set()  # the server shuts down while the run still trains
         return events

@@ -176,8 +176,10 @@ def test_live_page_shows_sigmoid_vanishing_and_relu_not(live_server, tmp_path):
             page.wait_for_selector(".panel:nth-child(3)", state="attached")  # welcome, 2 panels
 
             # The first probe on screen, then sigmoid vanishing and ReLU not, as the page shows it.
+            # Functions, not expressions: playwright evals an expression, which the page's
+            # Content-Security-Policy (script-src 'self') refuses.
             page.wait_for_function(
-                "[...document.querySelectorAll('.profile')].every(p => p.dataset.step)"
+                "() => [...document.querySelectorAll('.profile')].every(p => p.dataset.step)"
             )
             first = profiles(page)
             page.wait_for_function(
@@ -190,7 +192,7 @@ def test_live_page_shows_sigmoid_vanishing_and_relu_not(live_server, tmp_path):
                 }"""
             )
             page.wait_for_function(
-                "[...document.querySelectorAll('.verdict')]"
+                "() => [...document.querySelectorAll('.verdict')]"
                 ".every(v => v.classList.contains('said'))"
             )
             # Then a later probe (the conditions above can already hold at step 0).
@@ -215,7 +217,7 @@ def test_live_page_shows_sigmoid_vanishing_and_relu_not(live_server, tmp_path):
 
             page.click("#stop")
             page.wait_for_function(
-                "[...document.querySelectorAll('.panel .status')]"
+                "() => [...document.querySelectorAll('.panel .status')]"
                 ".every(s => !['running', 'waiting', ''].includes(s.textContent))"
             )
             assert page.is_enabled("#resume")

@@ -257,7 +257,7 @@ def test_the_executor_checks_on_the_loaded_training_set(monkeypatch, tmp_path, t
         check_memory(units, Policy())  # the registered 60000 images
     seen = []
 
-    def check(units, policy, train_samples=None):
+    def check(units, policy, train_samples=None, reserved=None):
         seen.append(train_samples)
         raise UsageError("checked")
 

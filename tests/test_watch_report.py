@@ -22,6 +22,7 @@ from vanishing import reporting as report
 from vanishing.frontends.cli import main
 from vanishing.frontends.live.events import RunFollower
 from vanishing.frontends.live.listing import Listing
+from vanishing.frontends.live.reading import Status
 from vanishing.reporting import loading, plots
 from vanishing.reporting.verdict import judge, live_headline
 from vanishing.settings.naming import NUMBERED
@@ -228,10 +229,10 @@ def test_report_cli_on_a_watched_run(tmp_path, capsys):
 def test_the_live_list_and_stream_show_a_watched_run(tmp_path):
     write_watch_run(tmp_path / "runs" / "sigmoid")
     write_watch_run(tmp_path / "runs" / "relu", activation="relu", signal=(1.0, 1.0, 1.0, 1.0))
-    items = Listing([tmp_path / "runs"], lambda path: "running").items()
+    items = Listing([tmp_path / "runs"], lambda path: Status("running")).items()
     assert sorted(item["label"] for item in items) == ["Net (ReLU)", "Net (Sigmoid)"]
     assert {item["status"] for item in items} == {"ok"}
-    follower = RunFollower("0/sigmoid", tmp_path / "runs" / "sigmoid", lambda path: "ok")
+    follower = RunFollower("0/sigmoid", tmp_path / "runs" / "sigmoid", lambda path: Status("ok"))
     events = "".join(follower.poll())
     assert "event: verdict" in events and "from conv4 to conv1" in events
     assert follower.ended

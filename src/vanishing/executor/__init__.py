@@ -68,6 +68,7 @@ from vanishing.executor.preflight import (
     check_batch_sizes,
     check_memory,
     check_workers,
+    memory_needed,
     workers_for,
 )
 from vanishing.executor.ray import run_ray
@@ -88,6 +89,7 @@ __all__ = [
     "finished_status",
     "group_size",
     "is_pending",
+    "memory_needed",
     "plan",
     "workers_for",
 ]

@@ -8,7 +8,7 @@ memory on its real size, and the batch sizes). What it refuses is a UsageError, 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -19,17 +19,25 @@ from vanishing.executor.planning import BACKENDS, FAILURES, Policy, Run, plan
 from vanishing.executor.pool import pooled
 from vanishing.settings.config import TrainConfig
 from vanishing.training.loop import check_batch_norm
-from vanishing.training.memory import check_fits
+from vanishing.training.memory import check_fits, estimate
 
 
-def check(runs: Sequence[Run], policy: Policy, dataset: Dataset | None = None) -> list[list[Run]]:
+def check(
+    runs: Sequence[Run],
+    policy: Policy,
+    dataset: Dataset | None = None,
+    reserved: Mapping[torch.device, int] | None = None,
+) -> list[list[Run]]:
     """Refuse what cannot run, before anything is written or trains; the units `execute` would
     train (`plan`). The policy's values; every unit in its device's memory, the units that train
     at once together (`check_memory`), on `dataset`'s training set when it is loaded, else on the
-    size its spec registers; with `dataset`, each batch against its training set."""
+    size its spec registers, besides the bytes `reserved` on each device for runs already
+    training (the live server's other jobs: `memory_needed`); with `dataset`, each batch against
+    its training set."""
     check_policy(policy)
     units = plan(runs, policy)
-    check_memory(units, policy, len(dataset.train_labels) if dataset is not None else None)
+    samples = len(dataset.train_labels) if dataset is not None else None
+    check_memory(units, policy, samples, reserved)
     if dataset is not None:
         check_batch_sizes([run.config for unit in units for run in unit], dataset)
     return units
@@ -77,7 +85,10 @@ def workers_for(device: str, workers: int | None, backend: str = "local") -> int
 
 
 def check_memory(
-    units: Sequence[Sequence[Run]], policy: Policy, train_samples: int | None = None
+    units: Sequence[Sequence[Run]],
+    policy: Policy,
+    train_samples: int | None = None,
+    reserved: Mapping[torch.device, int] | None = None,
 ) -> None:
     """Refuse (UsageError, one line), before anything trains, units that would not fit in the
     memory of their device (`memory.check_fits`), counting the units that train at once, on a
@@ -90,18 +101,50 @@ def check_memory(
     """
     if policy.backend == "ray":
         return
-    at_once = min(policy.workers, len(units)) if pooled(units, policy) else 1
+    reserved = reserved or {}
+    at_once = at_once_of(units, policy)
+    for (device, models), configs in shapes_of(units).items():
+        check_fits(
+            configs,
+            device,
+            models,
+            at_once,
+            train_samples=train_samples,
+            reserved=reserved.get(device, 0),
+        )
+
+
+def at_once_of(units: Sequence[Sequence[Run]], policy: Policy) -> int:
+    """How many units train at once: local children share the machine, `workers` at a time."""
+    return min(policy.workers, len(units)) if pooled(units, policy) else 1
+
+
+def shapes_of(units: Sequence[Sequence[Run]]) -> dict[tuple[torch.device, int], list[TrainConfig]]:
+    """The units' configs by device and group size, one per shape (seeds need equal memory)."""
     devices: dict[str, torch.device] = {}
     shapes: dict[tuple[torch.device, int], set[TrainConfig]] = {}
     for unit in units:
         for run in unit:
             name = run.config.device
             device = devices.setdefault(name, resolve_device(name))
-            # Seeds need equal memory: one config per shape, activation and K is enough.
             config = dataclasses.replace(run.config, seed=0)
             shapes.setdefault((device, len(unit)), set()).add(config)
-    for (device, models), configs in shapes.items():
-        check_fits(sorted(configs, key=repr), device, models, at_once, train_samples=train_samples)
+    return {key: sorted(configs, key=repr) for key, configs in shapes.items()}
+
+
+def memory_needed(
+    units: Sequence[Sequence[Run]], policy: Policy, train_samples: int | None = None
+) -> dict[torch.device, int]:
+    """The bytes `check_memory` counts for the units on each device (the largest unit, times the
+    units at once): what a job already training holds back from the next one's check."""
+    if policy.backend == "ray":
+        return {}
+    at_once = at_once_of(units, policy)
+    needed: dict[torch.device, int] = {}
+    for (device, models), configs in shapes_of(units).items():
+        largest = max(estimate(config, models, train_samples).total for config in configs)
+        needed[device] = max(needed.get(device, 0), largest * at_once)
+    return needed
 
 
 def check_batch_sizes(configs: Sequence[TrainConfig], dataset: Dataset) -> None:

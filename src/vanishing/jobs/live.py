@@ -4,13 +4,15 @@ the page's list read them), trained in a thread of the server that a stop event 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from vanishing.data.datasets import Dataset
 from vanishing.devices import cores, resolve_device
-from vanishing.executor import Policy, Run, check, group_size
+from vanishing.executor import Policy, Run, check, group_size, memory_needed
 from vanishing.jobs.common import check_shared, train_runs
 from vanishing.settings.config import TrainConfig
 from vanishing.settings.naming import run_name
@@ -23,6 +25,8 @@ class LiveRuns:
     runs: list[Run]
     policy: Policy
     out: Path
+    # What the memory check counted on each device: held back from the next job's check.
+    memory: dict[torch.device, int] = field(default_factory=dict)
 
     def train(self, data: Callable[[str], Dataset], stop: threading.Event) -> dict[Path, str]:
         """Train them (in the caller's thread); `data` returns a data set by name."""
@@ -30,12 +34,18 @@ class LiveRuns:
 
 
 def live_runs(
-    configs: Sequence[TrainConfig], out: Path, resume: bool, workers: int | None = None
+    configs: Sequence[TrainConfig],
+    out: Path,
+    resume: bool,
+    workers: int | None = None,
+    reserved: Mapping[torch.device, int] | None = None,
 ) -> LiveRuns:
     """The page's runs of `configs` under `out` (the same setting twice is one run), checked
     before anything is written: on the CPU one single-threaded worker per run, up to `workers`
     (default: the cores); on a GPU in this process, as a group. Finished runs are kept, failures
-    recorded, each run locked while it trains."""
+    recorded, each run locked while it trains. `reserved`: the bytes on each device that the
+    server's jobs already training need (their `LiveRuns.memory`), set aside in the memory
+    check."""
     check_shared(configs)
     device = configs[0].device
     on_cpu = resolve_device(device).type == "cpu"
@@ -50,5 +60,5 @@ def live_runs(
         claim=True,
     )
     runs = [Run(config, out / name) for name, config in unique.items()]
-    check(runs, policy)
-    return LiveRuns(runs, policy, out)
+    units = check(runs, policy, reserved=reserved)
+    return LiveRuns(runs, policy, out, memory_needed(units, policy))

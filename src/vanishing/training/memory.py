@@ -300,11 +300,14 @@ def check_fits(
     workers: int = 1,
     *,
     train_samples: int | None = None,
+    reserved: int = 0,
 ) -> None:
     """Refuse (UsageError, one line) when `workers` units of `models` runs of the largest of
     `configs`, trained at once on `device`, would need more memory than it has available.
     `train_samples`: the training set's size when the caller has loaded it (None: the size its
-    spec registers); batches and probe batches are capped at it.
+    spec registers); batches and probe batches are capped at it. `reserved`: bytes that runs
+    already training beside these (the live server's other jobs) need on the device, set aside
+    first (counted in full: what they hold now is not known apart from the rest).
 
     The message names the smallest thing that does not fit: one run (then what dominates it,
     `advice`), else the group (then fewer at once), else the units trained at once (fewer
@@ -317,8 +320,16 @@ def check_fits(
     unit, config = max(
         ((estimate(c, models, train_samples), c) for c in configs), key=lambda e: e[0].total
     )
-    if unit.total * workers <= free:
+    room = max(0, free - reserved)
+    if unit.total * workers <= room:
         return
+    if unit.total * workers <= free:  # it would fit, but for the runs already training
+        raise UsageError(
+            f"these runs of {architecture(config)} need about {size(unit.total * workers)}, "
+            f"more than the {size(room)} of memory available on {device} once the "
+            f"{size(reserved)} that the runs already training need is set aside; wait for them "
+            "to finish, or stop one"
+        )
     one, shape = estimate(config, train_samples=train_samples), architecture(config)
 
     def about(estimate: Estimate, times: int = 1) -> str:

@@ -14,6 +14,14 @@ Safety, for every request:
   --host:PORT): 400 (DNS rebinding);
 - a POST whose Origin header is present and not the server's origin, or whose Content-Type is
   not application/json: 403;
+- every response, a refusal or an error too, carries a Content-Security-Policy that lets only
+  the page's own files run or style it (`default-src 'none'; script-src 'self'; ...;
+  frame-ancestors 'none'`), `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`
+  and `X-Frame-Options: DENY`; an error no route caught is a 500 `{"error": "internal error:
+  ..."}`;
+- every request is one line of the access log (the logger `vanishing.live.access`; `serve`
+  writes it to stderr): client, method, path and query with the token's value as `***`, status
+  and milliseconds;
 - paths from the client (`<root index>/<path inside it>`; root 0 is --out, then each DIR given)
   resolve only inside the served directories: `..`, an absolute path or a symlink leading out is
   400, a directory that does not exist 404.
@@ -28,7 +36,8 @@ Routes:
   "lr": "0.001", ...}, ...], "resume": false}`: 1 to 4 runs; values are text as a form sends
   them (an empty one is left to the default) or JSON numbers and bools; `hidden` or
   `depth`/`width` give the shape; what is missing takes the config's default. A bad value, an
-  unknown setting or a run that would not fit in memory: 400 with the CLI's message. More jobs
+  unknown setting or a run that would not fit in memory (beside what the jobs this server
+  already trains need): 400 with the CLI's message. More jobs
   than cores already training: 409. Answers `{"job": "<id>", "runs": [{"run": "0/<run name>",
   "label": "Sigmoid, depth 10"}]}` (one entry per distinct setting).
 - `POST /api/jobs/{job}/stop`: stops the job between two steps; its unfinished runs keep their
@@ -43,14 +52,22 @@ Routes:
   lists; the page shows these and no names of its own); after each probe row
   `event: verdict` `{"run", "headline"}` (`reporting.verdict.live_headline`); `event: status`
   `{"run", "status"}` (running,
-  ok, diverged, failed, stopped or unfinished) whenever it changes; `event: reset` `{"run"}`
+  ok, diverged, failed, stopped or unfinished) whenever it changes, with `"note": "in another
+  process (pid N)"` while another process (a second server on the same --out, a `vanishing
+  train`) holds the run's lock; `event: unreadable` `{"run", "error"}` once for a run whose
+  records cannot be read (a damaged config.json or result.json, an unknown status, a
+  metrics.jsonl that is not a file: `reading.py`), which ends it; `event: reset` `{"run"}`
   when the file was cut back (the run started afresh, or resumed from its checkpoint): forget
   its rows, they come again; `event: end` `{"runs"}` once every run has finished or its job
-  has ended (a finished run replays its rows, then ends).
+  has ended (a finished run replays its rows, then ends). The files are read in a worker
+  thread, at most 4 MB of metrics.jsonl per run and poll; a line over 16 MB, or a row that is
+  not a JSON object, is skipped.
 - `GET /api/list`: `{"items": [{"kind" ("compare"|"sweep"|"run"), "path", "runs", "label",
-  "status", "test_accuracy", "parent" (runs only: the compare or sweep holding it, or null)}]}`:
-  per served directory, each directory holding several runs (a sweep when it has sweep.json;
-  --out's own runs are separate live runs, not a compare), then every run.
+  "status", "test_accuracy", "parent" (runs only: the compare or sweep holding it, or null),
+  "note" (runs only: the status event's note, or null)}]}`: per served directory, each
+  directory holding several runs (a sweep when it has sweep.json; --out's own runs are
+  separate live runs, not a compare), then every run. A run whose records cannot be read is
+  left out, and said once in the server's log (`vanishing live: skipped <run>: <why>`).
 
 Stopping the server (Ctrl-C, SIGTERM) ends the streams and stops every job (the executor kills
 its training children); the runs resume later.

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -31,10 +32,12 @@ from vanishing.errors import UsageError
 from vanishing.frontends.live import events
 from vanishing.frontends.live.jobs import MAX_RUNS, Jobs, parse_request
 from vanishing.frontends.live.listing import Listing
+from vanishing.frontends.live.reading import Skipped, Status, held_by, read_result
 from vanishing.frontends.live.safety import (
     TOKEN_COOKIE,
     Guard,
     Refused,
+    Served,
     allowed_hosts,
     resolve,
     run_path,
@@ -53,22 +56,28 @@ class LiveState:
     def __init__(self, roots: Sequence[Path], jobs: Jobs) -> None:
         self.roots = list(roots)
         self.jobs = jobs
-        self.listing = Listing(self.roots, self.status_of)
+        self.skipped = Skipped()  # the runs that cannot be read, each said once in the log
+        self.listing = Listing(self.roots, self.status_of, self.skipped)
         self.closing = threading.Event()
 
     @property
     def out(self) -> Path:
         return self.roots[0]
 
-    def status_of(self, run_dir: Path) -> str:
-        """running, ok, diverged, failed, stopped or unfinished."""
-        status = events.result_status(run_dir)
-        if status is not None:
-            return status
+    def status_of(self, run_dir: Path) -> Status:
+        """running, ok, diverged, failed, stopped or unfinished; running with a note where
+        another process trains the run (it holds its lock). A result.json that cannot be read,
+        or says an unknown status, is Unreadable."""
+        result = read_result(run_dir)
+        if result is not None:
+            return Status(result["status"])
+        holder = held_by(run_dir)
+        if holder is not None:  # another server, or a `vanishing train` of the same --out
+            return Status("running", f"in another process (pid {holder})")
         job = self.jobs.latest(run_dir)
-        if job is None or job.state == "done":  # done: another process held the run
-            return "unfinished"
-        return "running" if job.active else job.state  # stopped or failed
+        if job is None or job.state == "done":  # done: another process had the run
+            return Status("unfinished")
+        return Status("running" if job.active else job.state)  # stopped or failed
 
     def interrupt(self) -> None:
         """End the streams and tell every job to stop, without waiting."""
@@ -143,7 +152,7 @@ def state_of(request: Request) -> LiveState:
     return state
 
 
-async def index(request: Request) -> Response:
+def index(request: Request) -> Response:  # a thread of its own: it reads a file
     page = resources.files(PACKAGE).joinpath("static/index.html").read_text()
     response = HTMLResponse(page, headers={"Cache-Control": "no-store"})
     token = request.query_params.get("token")
@@ -168,8 +177,8 @@ async def start_runs(request: Request) -> Response:
     except (ValueError, RecursionError):  # not JSON, or nested beyond the parser's depth
         raise UsageError("the body is not valid JSON") from None
     configs, resume = parse_request(body)
-    try:
-        job = state.jobs.start(configs, state.out, resume)
+    try:  # the checks read checkpoints and the machine's memory: in a thread
+        job = await run_in_threadpool(state.jobs.start, configs, state.out, resume)
     except RuntimeError as e:
         raise Refused(409, str(e)) from None
     by_dir = {run.run_dir: run for run in job.runs}
@@ -205,7 +214,7 @@ async def stop_job(request: Request) -> Response:
     return JSONResponse(job_summary(state, job_id))
 
 
-async def event_stream(request: Request) -> Response:
+def event_stream(request: Request) -> Response:  # in a thread: `resolve` looks at the disk
     state = state_of(request)
     given = [part.strip() for part in request.query_params.get("runs", "").split(",")]
     paths = list(dict.fromkeys(part for part in given if part))
@@ -213,7 +222,7 @@ async def event_stream(request: Request) -> Response:
         raise Refused(400, f"runs=: give 1 to {MAX_RUNS} run paths, comma-separated")
     followed = [(path, resolve(state.roots, path)) for path in paths]
     return StreamingResponse(
-        events.stream(followed, state.status_of, state.closing),
+        events.stream(followed, state.status_of, state.closing, state.skipped),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -264,7 +273,10 @@ def create_app(
             Route("/api/list", list_runs),
             Mount("/static", PageFiles(packages=[(PACKAGE, "static")]), name="static"),
         ],
-        middleware=[Middleware(Guard, token=token, hosts=allowed_hosts(host, port))],
+        middleware=[
+            Middleware(Served, token=token),  # outermost: every response, the Guard's too
+            Middleware(Guard, token=token, hosts=allowed_hosts(host, port)),
+        ],
         exception_handlers={Refused: refused, UsageError: refused, HTTPException: refused},
         lifespan=lifespan,
     )

@@ -1,25 +1,40 @@
 """The live event stream: each followed run's layer names, its metrics.jsonl rows from the start,
 then as training appends them, with a verdict after every probe and the run's status, as
-Server-Sent Events."""
+Server-Sent Events. Files are read off the event loop, a bounded chunk per poll; a run that
+cannot be read gets an `unreadable` event and its stream ends, never an exception mid-response."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import stat
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
 from vanishing import records
+from vanishing.executor import error_line
+from vanishing.frontends.live.reading import (
+    NOFOLLOW,
+    Skipped,
+    Status,
+    Unreadable,
+    read_config,
+)
 from vanishing.frontends.live.safety import record_file
 from vanishing.reporting.verdict import live_headline
 from vanishing.settings.naming import LayerNames
 
 POLL_SECONDS = 0.1  # how often a run's metrics.jsonl is looked at: well under the 1 s budget
 FINAL = ("ok", "diverged", "failed", "stopped", "unfinished")  # nothing more will come
+CHUNK = 4 * 2**20  # bytes of metrics.jsonl one poll reads: other requests wait on none of it
+MAX_LINE = 16 * 2**20  # a longer line is not a record (a probe row of 10,000 layers is ~10 MB)
 
-StatusOf = Callable[[Path], str]
+StatusOf = Callable[[Path], Status]
 
 
 def sse(event: str, data: dict[str, Any]) -> str:
@@ -27,102 +42,190 @@ def sse(event: str, data: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {records.dumps(data)}\n\n"
 
 
-def result_status(run_dir: Path) -> str | None:
-    """The status in the run's result.json, None while it has none (or it is being replaced)."""
-    path = record_file(run_dir, records.RESULT)
-    try:
-        result = records.read_json(path) if path is not None else None
-    except (OSError, ValueError):
-        return None
-    status = result.get("status") if isinstance(result, dict) else None
-    return str(status) if status is not None else None
-
-
 class RunFollower:
     """Follows one run directory's records for the stream: its layer names once, then the whole
-    lines of its metrics.jsonl not yet sent, read from where the last poll stopped; a file cut
-    back (the run started afresh) is read again from its start."""
+    lines of its metrics.jsonl not yet sent, read from where the last poll stopped, at most
+    CHUNK bytes a poll; a file cut back (the run started afresh) is read again from its start.
+    A line longer than MAX_LINE is skipped unread, as is a line that is not a JSON object."""
 
-    def __init__(self, run: str, run_dir: Path, status_of: StatusOf) -> None:
+    def __init__(
+        self, run: str, run_dir: Path, status_of: StatusOf, skipped: Skipped | None = None
+    ) -> None:
         self.run, self.run_dir, self.status_of = run, run_dir, status_of
-        self.offset = 0
+        self.skipped = skipped or Skipped()
+        self.offset = 0  # where the first line not yet read starts
+        self.scanned = 0  # bytes after `offset` known to hold no newline (a line being written)
+        self.skipping = False  # inside a line longer than MAX_LINE: dropped up to its newline
+        self.behind = False  # the last poll left bytes unread (more than CHUNK came)
         self.rows: list[dict[str, Any]] = []
         self.config: dict[str, Any] | None = None
-        self.status: str | None = None
+        self.status: Status | None = None
         self.named = False  # the layers event is sent
         self.ended = False
+        self.unreadable = False  # said so: polled no more
 
     def poll(self) -> list[str]:
-        """The events since the last poll. The status is read before the rows: a run whose
-        result.json (written last) was there has all its rows read by this poll."""
+        """The events since the last poll; a run that cannot be read (a damaged record, or any
+        failure reading it) ends with one `unreadable` event, its reason said once in the log."""
+        try:
+            return self.read()
+        except Exception as e:  # this run's failure, never the stream's
+            reason = str(e) if isinstance(e, Unreadable) else error_line(e)
+            self.skipped.say(self.run, reason)
+            self.ended = self.unreadable = True
+            self.behind = False
+            return [sse("unreadable", {"run": self.run, "error": reason})]
+
+    def read(self) -> list[str]:
+        """The status is read before the rows: a run whose result.json (written last) was there
+        has all its rows read by this poll."""
         status = self.status_of(self.run_dir)
         events = self.read_rows()
         if status != self.status:
             self.status = status
-            events.append(sse("status", {"run": self.run, "status": status}))
-        self.ended = status in FINAL
+            events.append(sse("status", status.event(self.run)))
+        self.ended = status.status in FINAL and not self.behind
         return events
 
-    def read_rows(self) -> list[str]:
+    def metrics_size(self) -> int:
+        """metrics.jsonl's size, 0 while there is none (or it is a link); not a regular file:
+        Unreadable."""
         path = record_file(self.run_dir, records.METRICS)
         try:
-            size = path.stat().st_size if path is not None else 0
+            info = os.stat(path) if path is not None else None
         except FileNotFoundError:
-            size = 0
+            return 0
+        if info is None:
+            return 0
+        if not stat.S_ISREG(info.st_mode):
+            raise Unreadable(f"{records.METRICS} is not a file")
+        return info.st_size
+
+    def read_rows(self) -> list[str]:
+        size = self.metrics_size()
         events = []
-        if size < self.offset:  # cut back: a run started afresh, or resumed from a checkpoint
-            self.offset, self.rows, self.config, self.named = 0, [], None, False
+        if size < self.offset + self.scanned:  # cut back: started afresh, or resumed
+            self.offset = self.scanned = 0
+            self.skipping, self.rows, self.config, self.named = False, [], None, False
             events.append(sse("reset", {"run": self.run}))
-        if size == self.offset or path is None:
+        data = self.read_lines(size)
+        if not data:
             return events
-        with open(path, "rb") as f:
-            f.seek(self.offset)
-            data = f.read(size - self.offset)
-        whole = data[: data.rfind(b"\n") + 1]  # the writer appends whole lines: wait for the rest
-        self.offset += len(whole)
         probed = False
-        if whole and not self.named and self.read_config():  # the names come before the rows
+        if not self.named and self.read_config():  # the names come before the rows
             weighted, hidden = LayerNames.listed(self.read_config())
             events.append(sse("layers", {"run": self.run, "weighted": weighted, "hidden": hidden}))
             self.named = True
-        for line in whole.splitlines():
+        for line in data.splitlines():
+            row = parse_row(line)
+            if row is None:  # not a record: skipped, as records.read_metrics would stop
+                continue
             try:
-                row = json.loads(line)
-            except ValueError:  # not a record: skipped, as records.read_metrics would stop
+                event = sse("row", {"run": self.run, "row": row})
+            except (ValueError, TypeError, RecursionError):
                 continue
             self.rows.append(row)
-            events.append(sse("row", {"run": self.run, "row": row}))
+            events.append(event)
             probed = probed or row.get("kind") == "probe"
-        if probed:  # one verdict per poll, on every row so far: a long replay costs one
-            headline = live_headline(self.rows, self.read_config())
-            events.append(sse("verdict", {"run": self.run, "headline": headline}))
+        if probed and not self.behind:  # one verdict per poll, on every row so far
+            events += self.verdict()
         return events
 
+    def read_lines(self, size: int) -> bytes:
+        """The whole lines that came since the last poll, reading at most CHUNK new bytes
+        (besides a line begun before, at most MAX_LINE): b'' when none is whole yet."""
+        end = self.offset + self.scanned
+        if size <= end:
+            self.behind = False
+            return b""
+        fd = os.open(self.run_dir / records.METRICS, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise Unreadable(f"{records.METRICS} is not a file")
+            f.seek(end)
+            chunk = f.read(min(CHUNK, size - end))
+            self.behind = end + len(chunk) < size
+            newline = chunk.rfind(b"\n")
+            if newline < 0:  # the writer appends whole lines: wait for the rest
+                self.scanned += len(chunk)
+                if self.scanned > MAX_LINE and not self.skipping:
+                    self.skipped.say(
+                        self.run,
+                        f"{records.METRICS}: a line of more than {MAX_LINE} bytes at byte "
+                        f"{self.offset} is not a record, skipped",
+                    )
+                    self.skipping = True
+                if self.skipping:  # nothing of it is kept
+                    self.offset, self.scanned = self.offset + self.scanned, 0
+                return b""
+            stop = end + newline + 1
+            if self.scanned and not self.skipping:  # a line begun in an earlier poll
+                f.seek(self.offset)
+                data = f.read(stop - self.offset)
+            else:
+                data = chunk[: newline + 1]
+        if self.skipping:  # the rest of the long line
+            data = data[data.index(b"\n") + 1 :]
+            self.skipping = False
+        self.offset, self.scanned = stop, 0
+        return data
+
+    def verdict(self) -> list[str]:
+        """The verdict event on every row so far; none (said once in the log) where the rows
+        hold something the verdict cannot read."""
+        try:
+            headline = live_headline(self.rows, self.read_config())
+        except Exception as e:
+            self.skipped.say(self.run, f"no verdict: {error_line(e)}")
+            return []
+        return [sse("verdict", {"run": self.run, "headline": headline})]
+
     def read_config(self) -> dict[str, Any]:
+        """The run's config.json, checked (`reading.check_config`); {} while it has none."""
         if self.config is None:
-            path = record_file(self.run_dir, records.CONFIG)
-            try:
-                config = records.read_json(path) if path is not None else {}
-            except (OSError, ValueError):
-                return {}
-            self.config = config if isinstance(config, dict) else {}
-        return self.config
+            self.config = read_config(self.run_dir)
+        return self.config or {}
+
+
+def parse_row(line: bytes) -> dict[str, Any] | None:
+    """One metrics.jsonl line as a row, None when it is not a JSON object."""
+    if len(line) > MAX_LINE:
+        return None
+    try:
+        row = json.loads(line)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested beyond the parser
+        return None
+    return row if isinstance(row, dict) else None
+
+
+def poll_all(followers: Sequence[RunFollower]) -> list[str]:
+    """Every follower's events, those of a run said to be unreadable no more (in a thread)."""
+    events = []
+    for follower in followers:
+        if not follower.unreadable:
+            events += follower.poll()
+    return events
 
 
 async def stream(
-    followed: Sequence[tuple[str, Path]], status_of: StatusOf, closing: threading.Event
+    followed: Sequence[tuple[str, Path]],
+    status_of: StatusOf,
+    closing: threading.Event,
+    skipped: Skipped | None = None,
 ) -> AsyncIterator[str]:
-    """Every followed run's events until each has ended (finished, or its job stopped), then
-    `end`; the server closing ends the stream early, with an `end` that says so."""
-    followers = [RunFollower(run, run_dir, status_of) for run, run_dir in followed]
+    """Every followed run's events until each has ended (finished, its job stopped, or it
+    cannot be read), then `end`; the server closing ends the stream early, with an `end` that
+    says so. The files are read in a worker thread: other requests are served meanwhile."""
+    skipped = skipped or Skipped()
+    followers = [RunFollower(run, run_dir, status_of, skipped) for run, run_dir in followed]
     yield ": vanishing live\n\n"  # a comment: the response starts at once
     while not closing.is_set():
-        for follower in followers:
-            for event in follower.poll():
-                yield event
+        for event in await run_in_threadpool(poll_all, followers):
+            yield event
         if all(follower.ended for follower in followers):
             yield sse("end", {"runs": [run for run, _ in followed]})
             return
-        await asyncio.sleep(POLL_SECONDS)
+        behind = any(follower.behind for follower in followers)
+        await asyncio.sleep(0 if behind else POLL_SECONDS)  # a long file: read on at once
     # The server is closing: say so, so that the page stops listening (its runs stay resumable).
     yield sse("end", {"runs": [run for run, _ in followed], "server": "stopped"})

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from vanishing import executor
 from vanishing.data.datasets import Dataset
 from vanishing.devices import cores
@@ -63,6 +65,7 @@ class Job:
     thread: threading.Thread | None = None
     state: str = "running"  # then "done", "stopped" or "failed"
     error: str | None = None
+    memory: dict[torch.device, int] = field(default_factory=dict)  # LiveRuns.memory
 
     @property
     def active(self) -> bool:
@@ -100,9 +103,15 @@ class Jobs:
 
     def start(self, configs: Sequence[TrainConfig], out: Path, resume: bool) -> Job:
         """Check and start a job training `configs` into `out/<run name>`; refused with a
-        UsageError (memory) or a RuntimeError (too many jobs running)."""
-        ready = live_runs(configs, out, resume, self.workers)
-        with self.lock:
+        UsageError (memory, counting what the jobs already training need) or a RuntimeError
+        (too many jobs running)."""
+        with self.lock:  # one start at a time: each counts the jobs started before it
+            reserved: dict[torch.device, int] = {}
+            for other in self.jobs.values():
+                if other.active:
+                    for device, needed in other.memory.items():
+                        reserved[device] = reserved.get(device, 0) + needed
+            ready = live_runs(configs, out, resume, self.workers, reserved)
             running = sum(job.active for job in self.jobs.values())
             if running >= self.max_jobs:
                 raise RuntimeError(
@@ -111,7 +120,7 @@ class Jobs:
                 )
             for run in ready.runs:
                 run.run_dir.mkdir(parents=True, exist_ok=True)
-            job = Job(secrets.token_hex(4), ready.runs)
+            job = Job(secrets.token_hex(4), ready.runs, memory=ready.memory)
             job.thread = threading.Thread(
                 target=self.train, args=(job, ready), name=f"live-job-{job.id}", daemon=True
             )

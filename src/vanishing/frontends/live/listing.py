@@ -11,6 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from vanishing import records, stats
+from vanishing.executor import error_line
+from vanishing.frontends.live.reading import (
+    Skipped,
+    Status,
+    Unreadable,
+    check_metrics,
+    read_config,
+    read_result,
+)
 from vanishing.frontends.live.safety import record_file, run_path
 from vanishing.reporting.loading import find_run_dirs
 from vanishing.settings.config import completed
@@ -36,37 +45,46 @@ def modified(path: Path) -> int | None:
 
 
 class Listing:
-    """The list of the served directories, each run read again only when its records change."""
+    """The list of the served directories, each run read again only when its records change;
+    a run that cannot be read is left out, its reason said once in the server's log."""
 
-    def __init__(self, roots: Sequence[Path], status_of: Callable[[Path], str]) -> None:
-        self.roots, self.status_of = list(roots), status_of
-        self.cache: dict[Path, tuple[tuple[int | None, int | None], RunInfo | None]] = {}
+    def __init__(
+        self,
+        roots: Sequence[Path],
+        status_of: Callable[[Path], Status],
+        skipped: Skipped | None = None,
+    ) -> None:
+        self.roots, self.status_of, self.skipped = list(roots), status_of, skipped or Skipped()
+        self.cache: dict[Path, tuple[tuple[int | None, int | None], RunInfo | str | None]] = {}
 
-    def info(self, run_dir: Path) -> RunInfo | None:
-        """The run's RunInfo, None when its config.json cannot be read."""
+    def info(self, run_dir: Path) -> RunInfo | str | None:
+        """The run's RunInfo; None when it has no config.json (or a linked record), else the
+        reason it cannot be read."""
         key = (modified(run_dir / records.CONFIG), modified(run_dir / records.RESULT))
         cached = self.cache.get(run_dir)
         if cached is not None and cached[0] == key:
             return cached[1]
-        info = None
+        info: RunInfo | str | None
         if any(record_file(run_dir, name) is None for name in (records.CONFIG, records.RESULT)):
-            self.cache[run_dir] = (key, None)  # a linked record is not listed
-            return None
-        try:
-            config = records.read_json(run_dir / records.CONFIG)
-            result = records.read_json(run_dir / records.RESULT) if key[1] is not None else None
-        except (OSError, ValueError):
-            config = result = None
-        if isinstance(config, dict):
-            result = result if isinstance(result, dict) else {}
-            accuracy = result.get("test_accuracy")
-            info = RunInfo(
-                completed(config),
-                result.get("status"),
-                accuracy if isinstance(accuracy, (int, float)) else None,
-            )
+            info = None  # a linked record is not listed
+        else:
+            try:
+                info = read_info(run_dir)
+            except Unreadable as e:
+                info = str(e)
         self.cache[run_dir] = (key, info)
         return info
+
+    def status(self, run_dir: Path, info: RunInfo) -> Status:
+        """The run's status: its result's, else the server's (`LiveState.status_of`); a result
+        that came and cannot be read since `info` was read: unfinished, until the list reads
+        it again."""
+        if info.status:
+            return Status(info.status)
+        try:
+            return self.status_of(run_dir)
+        except Exception:
+            return Status("unfinished")
 
     def items(self) -> list[dict[str, Any]]:
         """Per served directory: each compare or sweep (a directory holding several runs; the
@@ -75,8 +93,15 @@ class Listing:
         for index, root in enumerate(self.roots):
             runs = []
             for run_dir in find_run_dirs(root):
-                info = self.info(run_dir)
-                if info is not None:
+                try:
+                    info = self.info(run_dir)
+                    if isinstance(info, RunInfo):
+                        label(info.config, [info.config])  # names it, alone at least
+                except Exception as e:  # a shape no check foresaw: this run only
+                    info = error_line(e)
+                if isinstance(info, str):
+                    self.skipped.say(run_path(self.roots, index, run_dir), info)
+                elif info is not None:
                     runs.append((run_dir, info))
             parents: dict[Path, list[tuple[Path, RunInfo]]] = {}
             for run_dir, info in runs:
@@ -84,7 +109,7 @@ class Listing:
                     parents.setdefault(run_dir.parent, []).append((run_dir, info))
             held = {parent: members for parent, members in parents.items() if len(members) > 1}
             for parent, members in held.items():
-                statuses = [info.status or self.status_of(run_dir) for run_dir, info in members]
+                statuses = [self.status(run_dir, info).status for run_dir, info in members]
                 accuracies = stats.finite(i.test_accuracy for _, i in members if i.status == "ok")
                 items.append(
                     {
@@ -99,13 +124,15 @@ class Listing:
             configs = [info.config for _, info in runs]  # named by what sets them apart
             for run_dir, info in runs:
                 path = run_path(self.roots, index, run_dir)
+                status = self.status(run_dir, info)
                 items.append(
                     {
                         "kind": "run",
                         "path": path,
                         "runs": [path],
-                        "label": label(info.config, configs),
-                        "status": info.status or self.status_of(run_dir),
+                        "label": labelled(info.config, configs),
+                        "status": status.status,
+                        "note": status.note,
                         "test_accuracy": info.test_accuracy,
                         "parent": run_path(self.roots, index, run_dir.parent)
                         if run_dir.parent in held
@@ -121,3 +148,24 @@ def parent_status(statuses: Sequence[str]) -> str:
     if "running" in statuses:
         return "running"
     return statuses[0] if len(set(statuses)) == 1 else "mixed"
+
+
+def read_info(run_dir: Path) -> RunInfo:
+    """What the list needs of a run, from its config.json and result.json, checked
+    (`reading.check_config`, `reading.check_result`); Unreadable says why not."""
+    config = read_config(run_dir)
+    if config is None:
+        raise Unreadable(f"{records.CONFIG} went away")
+    result = read_result(run_dir) or {}
+    check_metrics(run_dir)
+    accuracy = result.get("test_accuracy")
+    number = isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)
+    return RunInfo(completed(config), result.get("status"), accuracy if number else None)
+
+
+def labelled(config: dict[str, Any], configs: Sequence[dict[str, Any]]) -> str:
+    """The run's label among the listed runs; alone, should they not compare."""
+    try:
+        return label(config, configs)
+    except Exception:  # a shape no check foresaw: named as if listed alone
+        return label(config)

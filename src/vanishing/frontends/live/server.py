@@ -3,6 +3,7 @@ stops the training first (the runs left resume later)."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 import signal
 import socket
@@ -83,8 +84,12 @@ def serve(
         dirs, out, token=token, host=host, port=port, workers=workers, data_options=data_options
     )
     state: LiveState = app.state.live
-    config = uvicorn.Config(
-        app, log_level="warning", lifespan="on", timeout_graceful_shutdown=GRACE_SECONDS
+    config = uvicorn.Config(  # the access log is the app's own (`safety.Served`): no token
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=GRACE_SECONDS,
     )
     server = LiveServer(config, on_exit=state.interrupt)
     url = url_of(host, port, token)
@@ -92,9 +97,16 @@ def serve(
     print(url, flush=True)
     if open_browser:
         threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
+    log = logging.getLogger("vanishing.live")  # the access log and the runs it cannot read
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("vanishing live: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
     try:
         server.run(sockets=[sock])
     finally:
         state.close(JOIN_SECONDS)
         sock.close()
+        log.removeHandler(handler)
     return 0

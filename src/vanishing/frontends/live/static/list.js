@@ -35,7 +35,7 @@ export class RunList {
     beside.addEventListener("click", () => this.open(runs, true));
     return element("li", { class: `item ${item.kind}`, "data-path": item.path }, [
       element("span", { class: "kind", text: item.kind }), open, beside,
-      element("span", { class: "meta", text: [item.status, accuracy, runCount(item.runs.length)].filter(Boolean).join(" · ") }),
+      element("span", { class: "meta", text: [item.status, item.note, accuracy, runCount(item.runs.length)].filter(Boolean).join(" · ") }),
     ]);
   }
 }

@@ -95,16 +95,17 @@ export class Panel {
     this.$(".verdict").classList.add("said");
   }
 
-  setStatus(status) {
+  setStatus(status, note) {
     this.status = status || "waiting"; // null: no result yet, nothing training it
     const badge = this.$(".status");
-    badge.textContent = this.status;
+    badge.textContent = note ? `${this.status} ${note}` : this.status; // note: whose run it is
     badge.className = `status ${LIVE_STATUSES.has(this.status) ? "live" : this.status}`;
   }
 
   ended() {
     if (!this.status) this.setStatus("finished");
-    if (!this.latest) this.$(".verdict").textContent = "no probe recorded in this run";
+    // an unreadable run keeps the server's reason in place of a verdict
+    if (!this.latest && this.status !== "unreadable") this.$(".verdict").textContent = "no probe recorded in this run";
   }
 
   width() {

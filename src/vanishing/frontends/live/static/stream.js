@@ -18,7 +18,13 @@ export function follow(runs, { panel, opened, status, ended }) {
   each("reset", (target) => target.reset()); // the run started afresh or resumed from a checkpoint
   each("verdict", (target, data) => target.setVerdict(data.headline));
   each("status", (target, data) => {
-    target.setStatus(data.status);
+    target.setStatus(data.status, data.note); // note: e.g. "in another process (pid N)"
+    status();
+  });
+  each("unreadable", (target, data) => {
+    // a damaged record: the server says why and ends this run's part of the stream
+    target.setStatus("unreadable");
+    target.setVerdict(`cannot read this run: ${data.error}`);
     status();
   });
   source.addEventListener("end", (event) => {
