@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import jinja2
 from markupsafe import Markup
 
+from vanishing import records
 from vanishing.errors import UsageError
 from vanishing.measure.definitions import DEFINITIONS
 from vanishing.model.activations import ACTIVATIONS
@@ -280,7 +281,8 @@ class WrittenReport(NamedTuple):
 def write_report(
     paths: Sequence[Path | str], out: Path | str | None = None, thresholds: Thresholds = THRESHOLDS
 ) -> WrittenReport:
-    """Write report.html (default: in the first directory given) and report.md beside it."""
+    """Write report.html (default: in the first directory given) and report.md beside it, each
+    atomically: a full disk leaves the old files (or none), never a torn one."""
     if not paths:
         raise UsageError("give at least one run or sweep directory")
     report = build_report(paths, thresholds)
@@ -288,8 +290,10 @@ def write_report(
     md_path = html_path.with_suffix(".md")
     try:
         html_path.parent.mkdir(parents=True, exist_ok=True)
-        html_path.write_text(render_html(report), encoding="utf-8")
-        md_path.write_text(render_markdown(report, html_path.name), encoding="utf-8")
+        records.write_bytes(html_path, render_html(report).encode("utf-8"))
+        records.write_bytes(md_path, render_markdown(report, html_path.name).encode("utf-8"))
+    except records.WriteError as e:
+        raise UsageError(f"cannot write the report to {html_path}: {e.reason}") from None
     except OSError as e:
         raise UsageError(f"cannot write the report to {html_path}: {e.strerror or e}") from None
     return WrittenReport(html_path, md_path)
