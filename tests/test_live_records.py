@@ -25,7 +25,7 @@ from starlette.testclient import TestClient
 from vanishing import records
 from vanishing.errors import UsageError
 from vanishing.frontends import live
-from vanishing.frontends.live import events, reading
+from vanishing.frontends.live import events
 from vanishing.frontends.live.jobs import Job, Jobs, parse_config
 from vanishing.frontends.live.reading import held_by
 from vanishing.frontends.live.safety import SECURITY_HEADERS, access_line
@@ -172,7 +172,7 @@ def build(served: Path) -> dict[str, bool]:
         path.unlink(missing_ok=True)
         if name.endswith("huge"):  # sparse: no time, no disk
             with open(path, "wb") as f:
-                f.truncate(reading.MAX_RECORD + 1)
+                f.truncate(records.MAX_RECORD_BYTES + 1)
         elif name.endswith("dir"):
             path.mkdir()
         else:
@@ -232,24 +232,27 @@ def test_a_damaged_run_is_skipped_in_one_line_and_the_others_are_served(client, 
         mine = [line for line in skips if line.startswith(f"skipped 1/{name}: ")]
         assert len(mine) == (0 if shown else 1), (name, mine)
     said = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for line in skips}
-    assert said["skipped 1/activation-list"] == 'config.json: activation is ["relu"], not a name'
-    assert said["skipped 1/hidden-number"] == "config.json: hidden is 8, not a list of widths"
-    assert said["skipped 1/lr-string"] == "config.json: lr is 'fast', not a number"
-    assert said["skipped 1/config-deep"] == "config.json is nested too deeply to read"
-    assert said["skipped 1/config-not-utf8"] == "config.json is not UTF-8 text"
-    assert said["skipped 1/result-null"] == "result.json holds null, not an object"
+    # The report's reasons (`loading.config_problem`, `checked_result`, `records.read_json`).
     assert (
-        said["skipped 1/result-string-config"] == "result.json: its config is 'relu', not an object"
+        said["skipped 1/activation-list"] == "config.json: activation: expected str, got ['relu']"
     )
+    assert (
+        said["skipped 1/hidden-number"] == "config.json: hidden: expected a list of widths, got 8"
+    )
+    assert said["skipped 1/lr-string"] == "config.json: lr: expected float, got 'fast'"
+    assert said["skipped 1/config-deep"] == "config.json: nested too deeply to read"
+    assert said["skipped 1/config-not-utf8"] == "config.json: not UTF-8 text"
+    assert said["skipped 1/result-null"] == "result.json holds no result"
+    assert said["skipped 1/result-string-config"] == "result.json: config holds 'relu'"
     assert said["skipped 1/result-unknown-status"] == (
-        "result.json: unknown status 'weird' (expected ok, diverged, failed)"
+        "result.json has an unknown status 'weird' (known: ok, diverged, failed)"
     )
-    assert said["skipped 1/result-dir"] == "result.json is not a file"
-    assert said["skipped 1/config-huge"] == f"config.json is larger than {2**26} bytes"
-    assert said["skipped 1/config-list"] == "config.json holds a list, not an object"
-    assert said["skipped 1/unknown-list"] == "config.json: extra is [1, [2]], not a single value"
-    assert said["skipped 1/seed-float"] == "config.json: seed is 1.5, not a whole number"
-    assert said["skipped 1/config-truncated"].startswith("config.json is not valid JSON (Expect")
+    assert said["skipped 1/result-dir"] == "result.json: not a file"
+    assert said["skipped 1/config-huge"] == f"config.json: larger than {2**26} bytes, not a record"
+    assert said["skipped 1/config-list"] == "config.json holds no settings"
+    assert said["skipped 1/unknown-list"] == "config.json: extra holds [1, [2]], not one value"
+    assert said["skipped 1/seed-float"] == "config.json: seed: expected int, got 1.5"
+    assert said["skipped 1/config-truncated"].startswith("config.json: not valid JSON (Expect")
     items = {i["path"]: i for i in client.get("/api/list", headers=JSON).json()["items"]}
     assert items["1/good-a"]["status"] == "ok" and items["1/good-a"]["test_accuracy"] == 0.5
     assert items["1/result-accuracy-string"]["test_accuracy"] is None

@@ -2,9 +2,12 @@
 
 A run directory holds `config.json` (written first), `metrics.jsonl` (append-only, one row per
 probe and per epoch), `checkpoint.pt` while the run is unfinished (replaced atomically at each
-epoch end, deleted when the run ends) and `result.json` (written last, atomically: a run without
-it did not finish). Non-finite floats (a diverged loss, a ratio over zero) are written as null,
-so every file is strict JSON that any reader, a browser included, can parse.
+epoch end, deleted when the run ends; it keeps how many bytes of metrics.jsonl it covers and their
+CRC-32, so that a resume refuses a metrics file that lost them) and `result.json` (written last,
+atomically: a run without it did not finish). A write that fails (a full disk) is a WriteError
+naming the file, and leaves no part of it. Non-finite floats (a diverged loss, a ratio over
+zero) are written as null, so every file is strict JSON that any reader, a browser included, can
+parse.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import json
 import math
 import os
 import secrets
+import stat
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +37,7 @@ except ImportError:  # pragma: no cover - Windows: no locks, one writer per dire
 
 CONFIG, METRICS, RESULT = "config.json", "metrics.jsonl", "result.json"
 CHECKPOINT, LOCK = "checkpoint.pt", ".lock"
+CHUNK = 1 << 20  # bytes read at once when a file is checked
 
 
 class Config(Protocol):
@@ -106,12 +112,31 @@ class RunResult:
 
 
 class WriteError(OSError):
-    """A record that could not be written (a full disk); `strerror` names the file."""
+    """A record that could not be written (a full disk); `strerror` names the file, `reason`
+    says why (the system's words: "No space left on device")."""
+
+    reason: str = ""
 
 
 def write_error(path: Path, error: OSError) -> WriteError:
     """The WriteError for `error` while writing `path`."""
-    return WriteError(error.errno, f"cannot write {path}: {error.strerror or error}")
+    reason = str(error.strerror or error)
+    written = WriteError(error.errno, f"cannot write {path}: {reason}")
+    written.reason = reason
+    return written
+
+
+def os_error_in(error: BaseException) -> OSError | None:
+    """The OSError that `error` is or arose from: torch.save turns a failed write (a full disk)
+    into a RuntimeError ("unexpected pos ...") raised while the OSError was being handled."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def finite(value: Any) -> Any:
@@ -135,7 +160,8 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
     disk, then renamed over `path`. The file gets the mode any new file gets (0666 less the
     umask), as metrics.jsonl and the locks do: a results folder is as shared as the umask says.
 
-    An OSError (a full disk) becomes a WriteError naming `path`; the old file, if any, stays.
+    An OSError (a full disk), or an error `write` raised because of one (torch.save's), becomes
+    a WriteError naming `path`; the temporary file is removed and the old file, if any, stays.
     """
     path = Path(path)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
@@ -150,9 +176,13 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and not isinstance(e, WriteError):
-            raise write_error(path, e) from None
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, WriteError):
+            raise
+        cause = os_error_in(e) if isinstance(e, Exception) else None
+        if cause is not None:
+            raise write_error(path, cause) from None
         raise
 
 
@@ -173,18 +203,33 @@ class MetricsWriter:
     (which the run's lock refuses) could never interleave inside a line.
 
     `offset` (bytes) resumes a file: it is cut back to its first `offset` bytes, the rows that a
-    checkpoint covers, and appended to from there.
+    checkpoint covers, and appended to from there; a file shorter than that is refused, never
+    padded. `crc` is the CRC-32 of the file's bytes so far (a checkpoint keeps it, to tell on
+    resume that the rows it covers are still those it recorded).
     """
 
     def __init__(self, path: Path, offset: int | None = None) -> None:
         self.path = Path(path)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if offset is not None else os.O_TRUNC)
+        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | (0 if offset is not None else os.O_TRUNC)
         try:
             self.fd = os.open(self.path, flags, 0o666)  # less the umask, as every record
-            self.offset = offset or 0
-            os.ftruncate(self.fd, self.offset)  # appends go on from here
         except OSError as e:
             raise write_error(self.path, e) from None
+        try:
+            self.offset = offset or 0
+            size = os.fstat(self.fd).st_size
+            if size < self.offset:
+                raise metrics_mismatch(
+                    self.path, f"it holds {size} bytes, the checkpoint covers {self.offset}"
+                )
+            os.ftruncate(self.fd, self.offset)  # appends go on from here
+            self.crc = file_crc(self.fd, self.offset)
+        except OSError as e:
+            os.close(self.fd)
+            raise write_error(self.path, e) from None
+        except BaseException:
+            os.close(self.fd)
+            raise
 
     def write(self, row: dict[str, Any]) -> None:
         data = (dumps(row) + "\n").encode()
@@ -198,9 +243,29 @@ class MetricsWriter:
                 os.ftruncate(self.fd, self.offset)
             raise write_error(self.path, e) from None
         self.offset += len(data)
+        self.crc = zlib.crc32(data, self.crc)
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def file_crc(fd: int, size: int) -> int:
+    """The CRC-32 of the first `size` bytes of the open file `fd` (read from its start)."""
+    crc, done = 0, 0
+    while done < size:
+        chunk = os.pread(fd, min(CHUNK, size - done), done)
+        if not chunk:  # shorter than `size`: the caller checked it is not
+            break
+        crc, done = zlib.crc32(chunk, crc), done + len(chunk)
+    return crc
+
+
+def metrics_mismatch(path: Path, reason: str) -> UsageError:
+    """The refusal to resume a run whose metrics.jsonl is not what its checkpoint covers."""
+    return UsageError(
+        f"{path} does not match the run's {CHECKPOINT} ({reason}); "
+        "run without --resume to start afresh"
+    )
 
 
 MAX_RECORD_BYTES = 64 * 2**20  # config.json and result.json: a few kB; a larger one is damaged
@@ -208,21 +273,36 @@ MAX_ROW_BYTES = 16 * 2**20  # one metrics row: a few kB per layer; a longer line
 
 
 def loads(text: bytes | str) -> Any:
-    """JSON from a record: its bytes that are not UTF-8, nesting too deep to parse (a
-    RecursionError) and numbers too long to convert are a ValueError, as malformed JSON is."""
+    """JSON from a record: bytes that are not UTF-8, nesting too deep to parse and numbers too
+    long to convert are a ValueError, as malformed JSON is, each saying which."""
     try:
         return json.loads(text)
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
     except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
+        raise ValueError("nested too deeply to read") from None
+    except ValueError as e:
+        raise ValueError(f"not valid JSON ({e})") from None
 
 
-def read_json(path: Path) -> Any:
-    """Read one JSON record (at most MAX_RECORD_BYTES: a larger file is a ValueError, as one
-    that is not JSON is)."""
-    with open(path, "rb") as f:
-        data = f.read(MAX_RECORD_BYTES + 1)
-    if len(data) > MAX_RECORD_BYTES:
-        raise ValueError(f"larger than {MAX_RECORD_BYTES} bytes, not a record")
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def read_json(path: Path, follow: bool = True) -> Any:
+    """Read one JSON record. Anything but a regular file (a FIFO is not waited on) of at most
+    MAX_RECORD_BYTES holding JSON is a ValueError saying what it is; a file that cannot be
+    opened an OSError (FileNotFoundError where there is none). Without `follow`, a symlink is
+    not followed (an OSError, ELOOP)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow else NOFOLLOW))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a file")
+        if info.st_size > MAX_RECORD_BYTES:
+            raise ValueError(f"larger than {MAX_RECORD_BYTES} bytes, not a record")
+        data = os.read(fd, info.st_size + 1)  # os.read(n) allocates n bytes: no more than this
+    finally:
+        os.close(fd)
     return loads(data)
 
 
@@ -248,6 +328,15 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def remove(path: Path) -> None:
+    """Remove a record if it is there; one that cannot be (a directory in its place) is a
+    WriteError naming it."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as e:
+        raise write_error(path, e) from None
+
+
 def is_complete(run_dir: Path) -> bool:
     """A run is complete when its result.json exists."""
     return (Path(run_dir) / RESULT).is_file()
@@ -268,11 +357,11 @@ def open_run(
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise write_error(run_dir, e) from None
-    (run_dir / RESULT).unlink(missing_ok=True)  # a rerun is incomplete until done
+    remove(run_dir / RESULT)  # a rerun is incomplete until done
     if offset is None:
-        (run_dir / CHECKPOINT).unlink(missing_ok=True)
+        remove(run_dir / CHECKPOINT)
     for stale in run_dir.glob(f".{CHECKPOINT}.*.tmp"):  # of a run killed mid-save
-        stale.unlink(missing_ok=True)
+        remove(stale)
     write_json(run_dir / CONFIG, config.to_dict())
     return MetricsWriter(run_dir / METRICS, offset)
 
@@ -285,7 +374,7 @@ def close_run(result: RunResult, run_dir: Path | str | None) -> RunResult:
     if run_dir is not None:
         result.run_dir = str(run_dir)
         write_json(Path(run_dir) / RESULT, result.to_dict())
-        (Path(run_dir) / CHECKPOINT).unlink(missing_ok=True)
+        remove(Path(run_dir) / CHECKPOINT)
     return result
 
 
@@ -294,30 +383,172 @@ def load_checkpoint(
 ) -> dict[str, Any] | None:
     """The checkpoint in `run_dir` (tensors, plain containers only), None if there is none.
 
-    One written for another config is a UsageError, never used.
+    Everything is checked before it is used, each failure one UsageError naming the file: one
+    that is not a checkpoint of this format (`{path}: not a readable checkpoint ({reason})`),
+    one written for another config, and a metrics.jsonl that no longer holds the rows the
+    checkpoint covers (shorter, cut inside a row, or other bytes: resuming would lose them). The
+    checkpoint comes back with its config and log parsed (dicts) and its `path`; whether its
+    tensors fit the model is `check_fits`'s to say.
     """
-    path = Path(run_dir) / CHECKPOINT
-    if not path.is_file():
+    run_dir = Path(run_dir)
+    path = run_dir / CHECKPOINT
+    if not path.exists() and not path.is_symlink():
         return None
+    if not path.is_file():  # a directory, a dangling link; a pipe would block the load
+        raise unreadable(path, "not a file")
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # a truncated or foreign file: say which, do not guess
         first = (str(e).strip().splitlines() or [""])[0]  # torch's messages run over many lines
-        raise UsageError(
-            f"{path}: not a readable checkpoint ({type(e).__name__}: {first})"
-        ) from None
+        raise unreadable(path, f"{type(e).__name__}: {first}") from None
+    try:
+        checkpoint = checked_checkpoint(checkpoint)
+    except ValueError as e:
+        raise unreadable(path, str(e)) from None
+    checkpoint["path"] = str(path)
     wanted = config.to_dict()
-    differ = config.differences(json.loads(checkpoint["config"]))
+    differ = config.differences(checkpoint["config"])
     if differ:
         shown = ", ".join(f"{k}={v!r} (now {wanted.get(k)!r})" for k, v in differ.items())
         raise UsageError(
             f"{path} belongs to a run with another config: {shown}; "
             "run without --resume to start afresh, or remove it"
         )
+    check_metrics(run_dir / METRICS, checkpoint["log"])
     # map_location moved every tensor to the device, but a generator takes only a CPU state.
     for key in ("generator", "torch_rng"):
         checkpoint[key] = checkpoint[key].cpu()
     return checkpoint
+
+
+def unreadable(path: Path | str, reason: str) -> UsageError:
+    """The refusal of a checkpoint that is not one this version can continue from."""
+    return UsageError(f"{path}: not a readable checkpoint ({reason})")
+
+
+def checked_checkpoint(checkpoint: Any) -> dict[str, Any]:
+    """`save_checkpoint`'s layout, checked (a ValueError says what is wrong): its config and log
+    parsed from JSON."""
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"holds a {type(checkpoint).__name__}, not a dict")
+    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
+    if missing:
+        raise ValueError(f"no {', '.join(missing)}")
+    for key, kind in CHECKPOINT_KEYS.items():
+        value = checkpoint[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"{key} is a {type(value).__name__}, not a {kind.__name__}")
+    checkpoint = dict(checkpoint)
+    for key in ("config", "log"):
+        try:
+            checkpoint[key] = json.loads(checkpoint[key])
+        except ValueError:
+            raise ValueError(f"{key} is not JSON") from None
+        if not isinstance(checkpoint[key], dict):
+            raise ValueError(f"{key} is not a JSON object")
+    if checkpoint["epoch"] < 1 or checkpoint["step"] < 0:
+        raise ValueError(f"epoch {checkpoint['epoch']}, step {checkpoint['step']}")
+    offset = checkpoint["log"].get("offset")
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise ValueError(f"log offset {offset!r} is not a byte count")
+    crc = checkpoint["log"].get("crc")  # older checkpoints have none
+    if crc is not None and (not isinstance(crc, int) or isinstance(crc, bool)):
+        raise ValueError(f"log crc {crc!r} is not a number")
+    for key in ("generator", "torch_rng"):
+        state, size = checkpoint[key], torch.Generator().get_state().shape
+        if state.dtype != torch.uint8 or state.shape != size:
+            raise ValueError(f"{key} is not a random generator's state")
+    model = checkpoint["model"]
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
+        raise ValueError("model is not a state dict of tensors")
+    optimizer = checkpoint["optimizer"]
+    state, groups = optimizer.get("state"), optimizer.get("param_groups")
+    if not isinstance(state, dict) or not isinstance(groups, list) or len(groups) != 1:
+        raise ValueError("optimizer is not an optimizer's state dict")
+    if not isinstance(groups[0], dict) or not isinstance(groups[0].get("params"), list):
+        raise ValueError("optimizer is not an optimizer's state dict")
+    for index, values in state.items():
+        if not isinstance(index, int) or not isinstance(values, dict):
+            raise ValueError("optimizer is not an optimizer's state dict")
+    return checkpoint
+
+
+# save_checkpoint's entries and their types.
+CHECKPOINT_KEYS: dict[str, type] = {
+    "config": str,
+    "epoch": int,
+    "step": int,
+    "model": dict,
+    "optimizer": dict,
+    "generator": torch.Tensor,
+    "torch_rng": torch.Tensor,
+    "log": str,
+}
+
+
+def check_metrics(path: Path, log: dict[str, Any]) -> None:
+    """Refuse to resume when `path` (metrics.jsonl) does not start with the rows the checkpoint's
+    `log` covers: its size, the row ending there and (checkpoints that keep it) the CRC-32 of
+    those bytes. Resuming cuts the file back to them and appends; were they gone, the run would
+    go on with a file of padding and the report would have no rows for it."""
+    offset, crc = log["offset"], log.get("crc")
+    if offset == 0:
+        return
+    if not path.exists():
+        raise metrics_mismatch(path, f"it is missing, the checkpoint covers {offset} bytes")
+    if not path.is_file():  # a directory; a pipe would block the open
+        raise metrics_mismatch(path, "it is not a file")
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < offset:
+                raise metrics_mismatch(
+                    path, f"it holds {size} bytes, the checkpoint covers {offset}"
+                )
+            if os.pread(f.fileno(), 1, offset - 1) != b"\n":
+                raise metrics_mismatch(
+                    path, f"no row ends at byte {offset}, where the checkpoint's rows end"
+                )
+            if crc is not None and file_crc(f.fileno(), offset) != crc:
+                raise metrics_mismatch(
+                    path, f"its first {offset} bytes are not the rows the checkpoint covers"
+                )
+    except OSError as e:  # a directory, no permission
+        raise metrics_mismatch(path, f"cannot read it: {e.strerror or e}") from None
+
+
+def check_fits(checkpoint: dict[str, Any], model: torch.nn.Module) -> None:
+    """Refuse (`{path}: not a readable checkpoint (...)`) a checkpoint whose tensors do not fit
+    `model`: its state's names and shapes, and its optimizer state's parameter count and shapes
+    (`model.parameters()` order, as a single model's optimizer holds them)."""
+    path = checkpoint["path"]
+    wanted = model.state_dict()
+    saved = checkpoint["model"]
+    if set(saved) != set(wanted):
+        names = sorted(set(saved) ^ set(wanted))
+        raise unreadable(path, f"model tensors {', '.join(names[:4])} do not fit the model")
+    for name, tensor in wanted.items():
+        if saved[name].shape != tensor.shape:
+            raise unreadable(
+                path,
+                f"model tensor {name} has shape {tuple(saved[name].shape)}, "
+                f"the model {tuple(tensor.shape)}",
+            )
+    parameters = list(model.parameters())
+    optimizer = checkpoint["optimizer"]
+    if len(optimizer["param_groups"][0]["params"]) != len(parameters):
+        raise unreadable(path, "optimizer state is for another number of parameters")
+    for index, values in optimizer["state"].items():
+        if not 0 <= index < len(parameters):
+            raise unreadable(path, f"optimizer state for parameter {index} of {len(parameters)}")
+        shape = parameters[index].shape
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != shape:
+                raise unreadable(
+                    path,
+                    f"optimizer {name} of parameter {index} has shape {tuple(value.shape)}, "
+                    f"the parameter {tuple(shape)}",
+                )
 
 
 def save_checkpoint(
@@ -353,19 +584,40 @@ def same_config(saved: dict[str, Any], config: Settings) -> bool:
     return not config.differences(saved)
 
 
-def load_result(config: Settings, run_dir: Path | str) -> RunResult | None:
-    """The finished result in `run_dir` for this config (device aside), None if there is none."""
+def read_result(run_dir: Path | str) -> dict[str, Any] | None:
+    """The run's result.json as a dict, None when there is none or it holds no result: not
+    readable JSON, not an object (null, a list), a config that is no object, no status, or a
+    finished run's fields missing (a failed run's record has fewer: `status` "failed" and its
+    `error`). Such a run has no result to keep; training it again replaces the file."""
     path = Path(run_dir) / RESULT
     if not path.is_file():
         return None
-    values = read_json(path)
-    if not same_config(values.get("config", {}), config):
-        return None  # another run's result: train this one afresh
+    try:
+        values = read_json(path)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(values, dict) or not isinstance(values.get("config"), dict):
+        return None
+    status = values.get("status")
+    if not isinstance(status, str):
+        return None
+    required = {f.name for f in dataclasses.fields(RunResult) if f.default is dataclasses.MISSING}
+    if status != "failed" and not required <= set(values):
+        return None
+    return values
+
+
+def load_result(config: Settings, run_dir: Path | str) -> RunResult | None:
+    """The finished result in `run_dir` for this config (device aside), None if there is none
+    (a failed run's, or a result.json that holds no result: `read_result`)."""
+    values = read_result(run_dir)
+    if values is None or values["status"] == "failed" or not same_config(values["config"], config):
+        return None  # another run's result, or none: train this one afresh
     known = {f.name for f in dataclasses.fields(RunResult)}
     values = {k: v for k, v in values.items() if k in known}
     for key in ("test_accuracy", "test_loss", "vanishing_ratio_init"):
-        if values.get(key) is None:  # written as null when non-finite
-            values[key] = float("nan")
+        if not isinstance(values.get(key), (int, float)) or isinstance(values[key], bool):
+            values[key] = float("nan")  # written as null when non-finite
     return RunResult(**values)
 
 

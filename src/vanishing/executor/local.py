@@ -165,7 +165,7 @@ def train_unit(
             return [statuses[run.run_dir] for run in unit]
     if policy.failures == "record":
         for run in unit:  # a retried run's old result must not pass for this attempt's
-            (run.run_dir / records.RESULT).unlink(missing_ok=True)
+            records.remove(run.run_dir / records.RESULT)
     try:
         if len(unit) == 1:
             (run,) = unit
@@ -198,7 +198,10 @@ def train_unit(
 
 
 def error_line(error: BaseException) -> str:
-    """The last line of an exception as Python prints it, e.g. `RuntimeError: boom`."""
+    """The last line of an exception as Python prints it, e.g. `RuntimeError: boom`; a record
+    that could not be written as the CLI says it: `cannot write PATH: REASON`."""
+    if isinstance(error, records.WriteError):
+        return str(error.strerror)
     return traceback.format_exception_only(type(error), error)[-1].strip()
 
 

@@ -64,16 +64,11 @@ def group_size(device: str, group: bool | int = True, backend: str = "local") ->
 
 def finished_status(run: Run) -> str | None:
     """The status in the run's result.json when it is this config's (device aside), else None."""
-    path = run.run_dir / records.RESULT
-    if not path.is_file():
+    result = records.read_result(run.run_dir)  # None too when it holds no result
+    if result is None or not records.same_config(result["config"], run.config):
         return None
-    try:
-        result = records.read_json(path)
-    except (OSError, ValueError):
-        return None
-    if not records.same_config(result.get("config", {}), run.config):
-        return None
-    return result.get("status")
+    status = result.get("status")
+    return status if isinstance(status, str) else None
 
 
 def is_pending(run: Run, policy: Policy) -> bool:

@@ -118,9 +118,8 @@ class Outcome:
         result.json files say."""
         results = []
         for run in self.runs:
-            if not records.is_complete(run.run_dir):
-                continue
-            if records.read_json(run.run_dir / records.RESULT).get("status") == "failed":
+            saved = records.read_result(run.run_dir)
+            if saved is None or saved.get("status") == "failed":
                 continue
             result = records.load_result(run.config, run.run_dir)
             if result is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vanishing import records
 from vanishing.data.datasets import Dataset
+from vanishing.errors import UsageError
 from vanishing.executor import Policy, Run
 from vanishing.jobs.common import (
     NO_OPTIONS,
@@ -62,6 +63,10 @@ def train(
             detect_anomaly=detect_anomaly,
         )
     result = records.load_result(config, run.run_dir)
-    if result is None:  # pragma: no cover - a run that did not raise wrote its result
-        raise RuntimeError(f"{run.run_dir}: the run ended without a result")
+    if result is None:  # kept as finished, but failed (the live page records failures)
+        saved = records.read_result(run.run_dir) or {}
+        raise UsageError(
+            f"{run.run_dir} holds a run that failed ({saved.get('error')}); "
+            "run without --resume to train it again"
+        )
     return Outcome(out, [run], statuses, skipped=int(not statuses)), result

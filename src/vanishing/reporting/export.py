@@ -18,18 +18,25 @@ TensorBoard's Scalars tab gives each tag a chart of its own, in a section per pr
 custom-scalars layout written with them (`LAYOUT`, the "Custom Scalars" tab) draws every tag of a
 prefix as the lines of one chart, so one chart shows the gradient norm of every layer.
 
-The writer, tensorboardX, is an optional extra, imported only here when an export is written.
+The summaries come from tensorboardX, an optional extra imported only here when an export is
+written; the event file is written here, synchronously and atomically (`EventFile`), not by
+tensorboardX's writer thread: on a full disk that thread died and the export waited for it forever.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import socket
+import struct
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, BinaryIO
 
+from vanishing import records
 from vanishing.errors import UsageError, choices_error
 from vanishing.reporting.loading import read_run, run_dirs_under
 from vanishing.reporting.results import RunRecords
@@ -248,46 +255,90 @@ def find_runs(paths: Sequence[Path | str]) -> tuple[list[Path], list[str]]:
     return [run for runs in found for run in runs], event_names([Path(p) for p in paths], found)
 
 
-def import_writer() -> Any:
-    """tensorboardX's SummaryWriter; a UsageError saying how to install it when it is missing."""
+@dataclass(frozen=True)
+class TensorBoard:
+    """What an export takes from tensorboardX: its summaries and the event records' checksum."""
+
+    summary: ModuleType  # tensorboardX.summary: scalar, text, custom_scalars, histogram_raw
+    event: Any  # tensorboardX.proto.event_pb2.Event
+    masked_crc32c: Any  # the TFRecord framing's checksum
+
+
+def import_writer() -> TensorBoard:
+    """tensorboardX's summaries; a UsageError saying how to install it when it is missing."""
     try:
-        from tensorboardX import SummaryWriter
+        from tensorboardX import summary
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.record_writer import masked_crc32c
     except ImportError:
         raise UsageError(
             "tensorboard export needs tensorboardX: pip install 'vanishing[tensorboard]'"
         ) from None
-    return SummaryWriter
+    return TensorBoard(summary, Event, masked_crc32c)
 
 
-def write_run(writer_class: Any, config: dict[str, Any], rows: list[dict], out: Path) -> None:
-    """One run's event file in `out`, replacing an earlier export's (TensorBoard would read both
-    and draw every point twice)."""
+class EventFile:
+    """A TensorBoard event file written to `f` as tensorboardX's writer lays it out (a version
+    event, then one TFRecord per event), in the caller's thread: a failed write (a full disk)
+    raises here, where the caller hears it."""
+
+    def __init__(self, tb: TensorBoard, f: BinaryIO) -> None:
+        self.tb, self.f = tb, f
+        self.write(tb.event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def write(self, event: Any) -> None:
+        data = event.SerializeToString()
+        header = struct.pack("Q", len(data))
+        crc = self.tb.masked_crc32c
+        self.f.write(header + struct.pack("I", crc(header)) + data + struct.pack("I", crc(data)))
+
+    def add(self, summary: Any, step: int | None = None) -> None:
+        event = self.tb.event(summary=summary, wall_time=time.time())
+        if step is not None:
+            event.step = step
+        self.write(event)
+
+
+def event_file_name() -> str:
+    """An event file's name as tensorboardX gives it (TensorBoard reads `events.out.tfevents.*`)."""
+    return f"events.out.tfevents.{str(time.time())[:10]}.{socket.gethostname()}"
+
+
+def write_events(tb: TensorBoard, config: dict[str, Any], rows: list[dict], f: BinaryIO) -> None:
+    """One run's events: the custom-scalars layout, config.json as text, then every row's scalars
+    and histograms in record order (steps never go back within a tag)."""
+    events = EventFile(tb, f)
+    events.add(tb.summary.custom_scalars(layout()))
+    events.add(tb.summary.text("config", config_text(config)), step=0)
+    for row in rows:
+        step = row_step(row)
+        if step is None:
+            continue
+        for tag, value in scalars(config, row):
+            events.add(tb.summary.scalar(tag, value), step=step)
+        for tag, h in histograms(config, row):
+            summary = tb.summary.histogram_raw(
+                tag,
+                min=h.min,
+                max=h.max,
+                num=h.num,
+                sum=h.sum,
+                sum_squares=h.sum_squares,
+                bucket_limits=h.bucket_limits,
+                bucket_counts=h.bucket_counts,
+            )
+            events.add(summary, step=step)
+
+
+def write_run(tb: TensorBoard, config: dict[str, Any], rows: list[dict], out: Path) -> None:
+    """One run's event file in `out`, written atomically (`records.write_atomic`: a full disk is
+    a WriteError naming the file, and leaves no part of it), then an earlier export's removed
+    (TensorBoard would read both and draw every point twice)."""
+    path = out / event_file_name()
+    records.write_atomic(path, lambda f: write_events(tb, config, rows, f))
     for old in out.glob("events.out.tfevents.*"):
-        old.unlink()
-    writer = writer_class(logdir=str(out))
-    try:
-        writer.add_custom_scalars(layout())
-        writer.add_text("config", config_text(config), global_step=0)
-        for row in rows:  # in record order: steps never go back within a tag
-            step = row_step(row)
-            if step is None:
-                continue
-            for tag, value in scalars(config, row):
-                writer.add_scalar(tag, value, global_step=step)
-            for tag, h in histograms(config, row):
-                writer.add_histogram_raw(
-                    tag,
-                    min=h.min,
-                    max=h.max,
-                    num=h.num,
-                    sum=h.sum,
-                    sum_squares=h.sum_squares,
-                    bucket_limits=h.bucket_limits,
-                    bucket_counts=h.bucket_counts,
-                    global_step=step,
-                )
-    finally:
-        writer.close()
+        if old.name != path.name:
+            old.unlink()
 
 
 def export_runs(
@@ -301,7 +352,7 @@ def export_runs(
     if not dirs:
         raise UsageError("give at least one directory of runs")
     run_dirs, names = find_runs(dirs)
-    writer_class = import_writer()
+    tb = import_writer()
     exported = Exported(Path(logdir) if logdir is not None else Path(dirs[0]) / LOGDIR)
     for run_dir, name in zip(run_dirs, names, strict=True):
         run = read_run(run_dir)  # the report's reader: a damaged run is a note, as there
@@ -311,7 +362,9 @@ def export_runs(
         out = exported.logdir / name
         try:
             out.mkdir(parents=True, exist_ok=True)
-            write_run(writer_class, run.recorded, run.metrics, out)
+            write_run(tb, run.recorded, run.metrics, out)
+        except records.WriteError:
+            raise  # the file it could not write, and why (a full disk): one line
         except OSError as e:
             raise UsageError(
                 f"cannot write to the TensorBoard log directory {exported.logdir}: "

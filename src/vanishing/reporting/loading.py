@@ -69,24 +69,26 @@ def is_names(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(name, str) for name in value)
 
 
-def config_problem(config: Any) -> str | None:
-    """Why a config.json (with the settings it predates filled in) cannot be read as a run's
-    settings, None when it can: a trained run's is checked as any config given to the tool
-    (`codec.recorded`), a watched model's key by key."""
+def config_problem(config: Any, measured: bool = True) -> str | None:
+    """Why a config.json (with the settings it predates filled in, or as written) cannot be read
+    as a run's settings, None when it can: a trained run's is checked as any config given to
+    the tool (`codec.recorded`; a key it does not know holds one value, as a setting does), a
+    watched model's key by key. Without `measured`, a watched model without an activation
+    module vanishing measures passes (the live page streams its gradients)."""
     if not isinstance(config, dict):
         return "config.json holds no settings"
     name = config.get("activation")
     if watched(config):
-        if name is None or (isinstance(name, str) and name not in ACTIVATIONS):
+        if measured and (name is None or (isinstance(name, str) and name not in ACTIVATIONS)):
             return (
                 "the watched model has no activation module vanishing measures "
                 f"(activation {name!r} in config.json)"
             )
         for key, kind in WATCHED_KEYS.items():
             value = config.get(key, ...)
-            if value is not ... and not (
-                is_names(value) if kind == NAMES else isinstance(value, kind)
-            ):
+            if value is ... or (not measured and key == "activation" and value is None):
+                continue
+            if not (is_names(value) if kind == NAMES else isinstance(value, kind)):
                 return f"config.json: {key} holds {shown(value)}"
         tied = config.get("tied", {})
         if not all(is_names(names) for names in tied.values()):
@@ -106,6 +108,10 @@ def config_problem(config: Any) -> str | None:
         codec.recorded(config)
     except UsageError as e:
         return f"config.json: {e}"
+    known = codec.known_keys()
+    for key, value in config.items():
+        if key not in known and not isinstance(value, (str, int, float, bool, type(None))):
+            return f"config.json: {key} holds {shown(value)}, not one value"
     return None
 
 
@@ -115,20 +121,22 @@ def shown(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def checked_result(result: Any, failed: bool) -> dict[str, Any] | str:
+def checked_result(result: Any, failed: bool, complete: bool = True) -> dict[str, Any] | str:
     """result.json as the readers take it, or why it cannot be used. Its shape is checked (a
     table with a known status and its run's config); a value of the wrong type inside (a damaged
     or hand-edited number, a per-layer list, a history row) reads as missing (None), as
-    `results.numbers` reads a damaged item of a list."""
+    `results.numbers` reads a damaged item of a list. Without `complete`, the fields of a
+    finished run may be missing (the live list needs the status alone)."""
     if not isinstance(result, dict):
         return "result.json holds no result"
     status = result.get("status")
     if status not in STATUSES:
         return f"result.json has an unknown status {shown(status)} (known: {', '.join(STATUSES)})"
-    if not (failed and status == "failed") and not all(key in result for key in REQUIRED_FIELDS):
-        return "result.json lacks fields of a finished run"
     if "config" in result and not isinstance(result["config"], dict):
         return f"result.json: config holds {shown(result['config'])}"
+    finished = not (failed and status == "failed")  # a failed run's result holds its error
+    if complete and finished and not all(key in result for key in REQUIRED_FIELDS):
+        return "result.json lacks fields of a finished run"
     result = dict(result)
     for key in RESULT_NUMBERS:
         if not is_number(result.get(key)):
@@ -194,6 +202,17 @@ def usable_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return usable
 
 
+def read_record(run_dir: Path, name: str) -> Any:
+    """A JSON record of the run (`records.read_json`); why it cannot be read is a ValueError
+    that names it: `config.json: not UTF-8 text`."""
+    try:
+        return records.read_json(run_dir / name)
+    except OSError as e:
+        raise ValueError(f"{name}: cannot read ({e.strerror or e})") from None
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
+
+
 def read_run(path: Path, failed: bool = False, metrics: bool = True) -> RunRecords | str:
     """The run's records, or a note saying why they cannot be used. With `failed`, a run that
     raised counts as finished too (its result.json holds its error, no measurements; the tables
@@ -201,21 +220,24 @@ def read_run(path: Path, failed: bool = False, metrics: bool = True) -> RunRecor
     result.json alone) has its result's config. Without `metrics`, metrics.jsonl is not read
     (the tables need only config.json and result.json)."""
     try:
-        result = records.read_json(path / records.RESULT) if records.is_complete(path) else None
+        result = read_record(path, records.RESULT) if records.is_complete(path) else None
         if failed and isinstance(result, dict) and not (path / records.CONFIG).exists():
             config = result.get("config")
         else:
-            config = records.read_json(path / records.CONFIG)
-        rows = records.read_metrics(path) if metrics else []
-    except (OSError, ValueError) as e:
-        return f"{path}: unreadable records ({e}); skipped"
+            config = read_record(path, records.CONFIG)
+        try:
+            rows = records.read_metrics(path) if metrics else []
+        except OSError as e:
+            raise ValueError(f"{records.METRICS}: cannot read ({e.strerror or e})") from None
+    except ValueError as e:
+        return f"{path}: {e}; skipped"
     filled: tuple[str, ...] = ()
     if isinstance(config, dict) and not watched(config):
         full = completed(config)  # an older run reads as the settings' defaults
         filled = tuple(key for key in full if key not in config)
         config = full
     problem = config_problem(config)
-    if problem is not None:
+    if problem is not None or not isinstance(config, dict):
         return f"{path}: {problem}; skipped"
     if records.is_complete(path):
         result = checked_result(result, failed)

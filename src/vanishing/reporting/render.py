@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import jinja2
 from markupsafe import Markup
 
+from vanishing import records
 from vanishing.errors import UsageError
 from vanishing.measure.definitions import DEFINITIONS
 from vanishing.model.activations import ACTIVATIONS
@@ -283,19 +284,23 @@ def write_report(
     thresholds: Thresholds = THRESHOLDS,
     note: Callable[[str], object] | None = None,
 ) -> WrittenReport:
-    """Write report.html (default: in the first directory given) and report.md beside it;
-    `note` is given each of the report's notes (a run skipped, and why) as one line."""
+    """Write report.html (default: in the first directory given) and report.md beside it, each
+    atomically (a full disk leaves the old files, or none, never a torn one); `note` is given
+    each of the report's notes (a run skipped, and why) as one line."""
     if not paths:
         raise UsageError("give at least one run or sweep directory")
     report = build_report(paths, thresholds)
-    for line in report.notes if note is not None else ():
-        note(line)
+    if note is not None:
+        for line in report.notes:
+            note(line)
     html_path = Path(out) if out is not None else Path(paths[0]) / "report.html"
     md_path = html_path.with_suffix(".md")
     try:
         html_path.parent.mkdir(parents=True, exist_ok=True)
-        html_path.write_text(render_html(report), encoding="utf-8")
-        md_path.write_text(render_markdown(report, html_path.name), encoding="utf-8")
+        records.write_bytes(html_path, render_html(report).encode("utf-8"))
+        records.write_bytes(md_path, render_markdown(report, html_path.name).encode("utf-8"))
+    except records.WriteError as e:
+        raise UsageError(f"cannot write the report to {html_path}: {e.reason}") from None
     except OSError as e:
         raise UsageError(f"cannot write the report to {html_path}: {e.strerror or e}") from None
     return WrittenReport(html_path, md_path)

@@ -10,6 +10,7 @@ page agree."""
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -124,10 +125,11 @@ def write_summary_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     fields = list(SUMMARY_FIELDS)
     if any(row.get("setting") for row in rows):
         fields.insert(1, "setting")
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    records.write_bytes(path, text.getvalue().encode())  # atomically: never a torn table
 
 
 def config_keys(runs: Iterable[RunRecords]) -> list[str]:
@@ -178,10 +180,11 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     columns: list[str] = []
     for row in rows:
         columns += [key for key in row if key not in columns]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    records.write_bytes(path, text.getvalue().encode())  # atomically: never a torn table
 
 
 def point_row(run_rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:

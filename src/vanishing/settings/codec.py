@@ -217,11 +217,25 @@ def config(values: Mapping[str, Any]) -> TrainConfig:
 
 def recorded(values: Mapping[str, Any]) -> TrainConfig:
     """The run a record's config (config.json, a result's `config`) describes, each value
-    parsed and checked as one given at any front door, so that a damaged or hand-edited one is
-    the same UsageError; what it leaves out reads as the default, a key it does not know (a
-    later version's setting) is left aside. The front doors' checks of settings given together
-    (`check_momentum`) do not apply: a record holds what ran."""
-    parsed = {s.name: parse(s, values[s.name]) for s in settings() if s.name in values}
+    checked as one given at any front door, so that a damaged or hand-edited one is the same
+    UsageError; text is not parsed (JSON holds a number as a number, widths as a list). What it
+    leaves out reads as the default, a key it does not know (a later version's setting) is left
+    aside. The front doors' checks of settings given together (`check_momentum`) do not apply:
+    a record holds what ran."""
+    parsed = {}
+    for setting in settings():
+        if setting.name not in values:
+            continue
+        value = values[setting.name]
+        if setting.name == "hidden":
+            if not isinstance(value, list):
+                wrong("hidden", "a list of widths", value)
+            text = [width for width in value if isinstance(width, str)]
+            if text:
+                wrong("hidden", "int", text[0])
+        elif isinstance(value, str) and kind_of(setting) is not str:
+            wrong(setting.name, kind_of(setting).__name__, value)
+        parsed[setting.name] = parse(setting, value)
     return TrainConfig(**parsed)
 
 

@@ -12,7 +12,6 @@ runs of a comparison can share a group; runs with a norm layer (or RReLU) train 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -219,6 +218,7 @@ def fit_group(
     models = [make_model(c) for c in configs]
     if checkpoints is not None:
         for model, checkpoint in zip(models, checkpoints, strict=True):
+            records.check_fits(checkpoint, model)
             model.load_state_dict(checkpoint["model"])
     group = GroupedMLP.from_models(models).to(device)
     optimizer = make_optimizer(first.optimizer, group.parameters(), first.lr, first.momentum)
@@ -390,7 +390,7 @@ def train_group(
             log = RunLog(configs[i], None, callback)
             checkpoint = checkpoints[i]
             if checkpoint is not None:
-                log.load_state_dict(json.loads(checkpoint["log"]))
+                log.load_state_dict(checkpoint["log"], checkpoint["path"])
             offset = log.offset if checkpoint is not None else None  # cut back to it
             writers.append(records.open_run(configs[i], run_dirs[i], offset))
             log.writer = writers[-1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import platform
 import time
@@ -146,7 +145,7 @@ def train(
         dataset = load_dataset(config.dataset, data_dir=data_dir, verify=verify)
     log = RunLog(config, None, on_epoch)
     if checkpoint is not None:
-        log.load_state_dict(json.loads(checkpoint["log"]))
+        log.load_state_dict(checkpoint["log"], checkpoint["path"])
     writer = records.open_run(config, run_dir, log.offset if checkpoint is not None else None)
     log.writer = writer
     try:
@@ -187,22 +186,24 @@ class RunLog:
     probe_seconds: float = 0.0
     clipped_steps: int | None = None  # steps whose gradient was clipped; None: no clipping
     resumed_offset: int = 0  # metrics.jsonl bytes that the loaded checkpoint covers
+    resumed_crc: int | None = None  # their CRC-32 (None: a checkpoint older than it)
 
-    # What a checkpoint keeps of the log (all but config, writer and callback).
-    STATE: ClassVar[tuple[str, ...]] = (
-        "history",
-        "first_probe",
-        "last_probe",
-        "dead",
-        "status",
-        "steps",
-        "diverged_step",
-        "finite_probe",
-        "train_seconds",
-        "eval_seconds",
-        "probe_seconds",
-        "clipped_steps",
-    )
+    # What a checkpoint keeps of the log (all but config, writer and callback), and the types
+    # its JSON holds them as (checked on resume: a damaged checkpoint is refused, not trained on).
+    STATE: ClassVar[dict[str, tuple[type, ...]]] = {
+        "history": (list,),
+        "first_probe": (dict, type(None)),
+        "last_probe": (dict,),
+        "dead": (list,),
+        "status": (str,),
+        "steps": (int,),
+        "diverged_step": (int, type(None)),
+        "finite_probe": (dict, type(None)),
+        "train_seconds": (int, float),
+        "eval_seconds": (int, float),
+        "probe_seconds": (int, float),
+        "clipped_steps": (int, type(None)),
+    }
 
     def __post_init__(self) -> None:
         self.dead = self.dead or [0.0] * len(self.config.hidden)
@@ -214,14 +215,32 @@ class RunLog:
         """Bytes of metrics.jsonl written so far (what a checkpoint covers)."""
         return self.writer.offset if self.writer is not None else self.resumed_offset
 
-    def state_dict(self) -> dict[str, Any]:
-        return {**{name: getattr(self, name) for name in self.STATE}, "offset": self.offset}
+    @property
+    def crc(self) -> int | None:
+        """The CRC-32 of those bytes (`records.check_metrics` compares it on resume)."""
+        return self.writer.crc if self.writer is not None else self.resumed_crc
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def state_dict(self) -> dict[str, Any]:
+        state = {name: getattr(self, name) for name in self.STATE}
+        return {**state, "offset": self.offset, "crc": self.crc}
+
+    def load_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> None:
+        """Continue from a checkpoint's log (`records.load_checkpoint` checked its offset); one
+        of other types is refused: `{source}: not a readable checkpoint (...)`."""
+        for name, types in self.STATE.items():
+            value = state.get(name)
+            if name in state and (not isinstance(value, types) or isinstance(value, bool)):
+                raise records.unreadable(source, f"log {name} is a {type(value).__name__}")
+        if not all(
+            isinstance(row, dict) and "test_accuracy" in row and "test_loss" in row
+            for row in state.get("history", [])
+        ):
+            raise records.unreadable(source, "log history holds something other than epoch rows")
         for name in self.STATE:
             if name in state:  # a checkpoint older than a field keeps the field's start value
                 setattr(self, name, state[name])
         self.resumed_offset = state["offset"]
+        self.resumed_crc = state.get("crc")
 
     @property
     def running(self) -> bool:
@@ -353,6 +372,7 @@ def fit(
 
     step, first_epoch = 0, 1
     if checkpoint is not None:
+        records.check_fits(checkpoint, model)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         generator.set_state(checkpoint["generator"])

@@ -6,7 +6,6 @@ log (`Skipped`), never an exception in the middle of a response."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import stat
@@ -16,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from vanishing import records
-from vanishing.settings.config import kind_of, optional, settings
-from vanishing.settings.naming import watched
+from vanishing.records import NOFOLLOW  # a symlinked record is never followed
+from vanishing.reporting.loading import checked_result, config_problem
 
 try:
     import fcntl
@@ -25,17 +24,6 @@ except ImportError:  # pragma: no cover - Windows: no flock, no holder to name
     fcntl = None  # type: ignore[assignment]
 
 LOG = logging.getLogger("vanishing.live")
-MAX_RECORD = 64 * 2**20  # bytes of a config.json or result.json (a result's history is epochs)
-STATUSES = ("ok", "diverged", "failed")  # what a result.json says (records, executor)
-SCALARS = (str, int, float, bool, type(None))
-KIND_WORDS = {
-    int: "a whole number",
-    float: "a number",
-    str: "a name",
-    bool: "true or false",
-    tuple: "a list",
-}
-NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # a symlinked record is never followed
 
 
 @dataclass(frozen=True)
@@ -83,116 +71,39 @@ def check_metrics(run_dir: Path) -> None:
 
 def read_record(run_dir: Path, name: str) -> Any:
     """The JSON value of the run's record `name`, ABSENT when there is none (or it is a symlink:
-    records are never links, and one could lead outside the served directories). Anything but a
-    regular file of at most MAX_RECORD bytes holding JSON is Unreadable; a FIFO is not waited on."""
+    records are never links, and one could lead outside the served directories). What
+    `records.read_json` refuses (not a regular file, too large, not JSON; a FIFO is not waited
+    on) is Unreadable."""
     path = run_dir / name
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW)
+        return records.read_json(path, follow=False)
     except FileNotFoundError:
         return ABSENT
     except OSError as e:
         if path.is_symlink():
             return ABSENT
         raise Unreadable(f"{name}: cannot read ({e.strerror})") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise Unreadable(f"{name} is not a file")
-    with os.fdopen(fd, "rb") as f:
-        if info.st_size > MAX_RECORD:
-            raise Unreadable(f"{name} is larger than {MAX_RECORD} bytes")
-        try:
-            data = f.read(info.st_size + 1)  # read(n) allocates n bytes at once
-        except OSError as e:
-            raise Unreadable(f"{name}: cannot read ({e.strerror})") from None
-    try:
-        return json.loads(data)
-    except UnicodeDecodeError:
-        raise Unreadable(f"{name} is not UTF-8 text") from None
     except ValueError as e:
-        raise Unreadable(f"{name} is not valid JSON ({e})") from None
-    except RecursionError:
-        raise Unreadable(f"{name} is nested too deeply to read") from None
+        raise Unreadable(f"{name}: {e}") from None
 
 
 def check_config(config: Any) -> dict[str, Any]:
-    """A config.json's value as the list and the stream use it: an object whose activation is a
-    name, whose hidden widths are whole numbers and, for a run of the trainer's, whose settings
-    have their types (a string where a number belongs is refused). Else Unreadable."""
-    if not isinstance(config, dict):
-        raise Unreadable(f"{records.CONFIG} holds {json_kind(config)}, not an object")
-    activation = config.get("activation")
-    if activation is not None and not isinstance(activation, str):
-        raise Unreadable(f"{records.CONFIG}: activation is {shorten(activation)}, not a name")
-    hidden = config.get("hidden", [])
-    if not isinstance(hidden, list) or not all(
-        isinstance(width, int) and not isinstance(width, bool) and width >= 0 for width in hidden
-    ):
-        raise Unreadable(f"{records.CONFIG}: hidden is {shorten(hidden)}, not a list of widths")
-    if watched(config):
-        return config
-    for setting in settings():
-        value = config.get(setting.name)
-        if setting.name in ("activation", "hidden") or setting.name not in config:
-            continue
-        if value is None and optional(setting):
-            continue
-        if not has_kind(value, kind_of(setting)):
-            raise Unreadable(
-                f"{records.CONFIG}: {setting.name} is {shorten(value)}, "
-                f"not {KIND_WORDS[kind_of(setting)]}"
-            )
-    others = [k for k, v in config.items() if k != "hidden" and not isinstance(v, SCALARS)]
-    if others:
-        value = shorten(config[others[0]])
-        raise Unreadable(f"{records.CONFIG}: {others[0]} is {value}, not a single value")
+    """A config.json's value as the list and the stream use it, checked as the report checks it
+    (`loading.config_problem`; a watched model without an activation module is listed, its
+    gradients streamed). Else Unreadable."""
+    problem = config_problem(config, measured=False)
+    if problem is not None or not isinstance(config, dict):
+        raise Unreadable(problem)
     return config
 
 
-def has_kind(value: Any, kind: type) -> bool:
-    """Whether a JSON value is of a setting's type (an int is a float; a bool is neither)."""
-    if kind is bool or isinstance(value, bool):
-        return kind is bool and isinstance(value, bool)
-    if kind is float:
-        return isinstance(value, (int, float))
-    return isinstance(value, kind)
-
-
 def check_result(result: Any) -> dict[str, Any]:
-    """A result.json's value as the list and the stream use it: an object whose status is one of
-    STATUSES and whose config, where it has one, is an object. Else Unreadable."""
-    if not isinstance(result, dict):
-        raise Unreadable(f"{records.RESULT} holds {json_kind(result)}, not an object")
-    status = result.get("status")
-    if status not in STATUSES:
-        raise Unreadable(
-            f"{records.RESULT}: unknown status {shorten(status)} (expected {', '.join(STATUSES)})"
-        )
-    if "config" in result and not isinstance(result["config"], dict):
-        value = shorten(result["config"])
-        raise Unreadable(f"{records.RESULT}: its config is {value}, not an object")
-    return result
-
-
-def json_kind(value: Any) -> str:
-    """What a JSON value is, in JSON's words: null, a list, a string, a number, true or false."""
-    if value is None or isinstance(value, bool):
-        return json.dumps(value)
-    kinds = {list: "a list", str: "a string", int: "a number", float: "a number"}
-    return kinds.get(type(value), "an object")
-
-
-def shorten(value: Any, limit: int = 60) -> str:
-    """A value as a message quotes it, cut to `limit` characters."""
-    text = repr(value) if not isinstance(value, (list, dict)) else safe_json(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def safe_json(value: Any) -> str:
-    try:
-        return json.dumps(value)
-    except (ValueError, TypeError, RecursionError):
-        return type(value).__name__
+    """A result.json's value as the list and the stream use it, checked as the report checks it
+    (`loading.checked_result`). Else Unreadable."""
+    checked = checked_result(result, failed=True, complete=False)
+    if isinstance(checked, str):
+        raise Unreadable(checked)
+    return checked
 
 
 class Skipped:
