@@ -171,7 +171,7 @@ ROW_KEYS = [
     "test_accuracy", "weight_norms", "vanishing_ratio",
 ]  # fmt: skip
 FUZZ = settings(
-    max_examples=6,
+    max_examples=3,
     deadline=None,
     derandomize=True,  # the same examples on every run: a failure is never a matter of luck
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -195,8 +195,8 @@ def keyed(where: str, key: str, value: object) -> Damage:
             st.sampled_from(CONFIG_KEYS + RESULT_KEYS + ROW_KEYS) | st.text(max_size=6),
             json_values,
         ),
-        min_size=10,
-        max_size=10,
+        min_size=20,
+        max_size=20,
     )
 )
 def test_any_value_in_any_key_is_read_or_skipped_with_one_line(pristine, damages):
@@ -231,8 +231,8 @@ def spoiled(name: str, how: str, where: float, byte: int) -> Damage:
             st.floats(min_value=0, max_value=0.999),
             st.integers(min_value=0, max_value=255),
         ),
-        min_size=10,
-        max_size=10,
+        min_size=20,
+        max_size=20,
     )
 )
 def test_any_bytes_cut_flipped_or_added_are_read_or_skipped_with_one_line(pristine, damages):
