@@ -80,7 +80,8 @@ def offset_of(run_dir: Path) -> int:
 def mismatch(run_dir: Path, reason: str, command: str = "train") -> str:
     return (
         f"vanishing {command}: error: {run_dir / records.METRICS} does not match the run's "
-        f"checkpoint.pt ({reason}); run without --resume to start afresh"
+        f"checkpoint.pt ({reason}); run without --resume to start afresh "
+        f"(a sweep: remove {run_dir / records.CHECKPOINT}, then --retry-failed)"
     )
 
 
@@ -353,3 +354,24 @@ def test_train_resume_on_a_failed_run_says_so(capsys, tiny_dir, tmp_path):
         f"vanishing train: error: {run_dir} holds a run that failed (RuntimeError: boom); "
         "run without --resume to train it again",
     )
+
+
+def test_a_sweep_records_the_mismatch_and_trains_the_run_once_its_checkpoint_is_gone(
+    capsys, tiny_dir, tmp_path, interrupted
+):
+    """A sweep resumes on its own: the run whose records do not match its checkpoint fails with
+    the one line (no exception's name before it), the sweep goes on, and with the checkpoint
+    removed as the line says, the next sweep with --retry-failed trains the run afresh."""
+    out = tmp_path / "sweep"
+    run_dir = interrupted(out)
+    reason = emptied(run_dir / records.METRICS, offset_of(run_dir))
+    sweep = ["sweep", "--data-dir", str(tiny_dir), "--out", str(out), *SHAPE]
+    assert main([*sweep, "--activations", "relu", "--seeds", "0"]) == 0
+    line = mismatch(run_dir, reason).removeprefix("vanishing train: error: ")
+    assert f"failed {line}" in capsys.readouterr().out
+    assert records.read_json(run_dir / records.RESULT)["error"] == line
+    (run_dir / records.CHECKPOINT).unlink()
+    assert main([*sweep, "--activations", "relu", "--seeds", "0", "--retry-failed"]) == 0
+    result = records.read_json(run_dir / records.RESULT)
+    assert result["status"] == "ok" and len(result["history"]) == 3
+    assert len(records.read_metrics(run_dir)) > 0

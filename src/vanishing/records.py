@@ -263,8 +263,8 @@ def file_crc(fd: int, size: int) -> int:
 def metrics_mismatch(path: Path, reason: str) -> UsageError:
     """The refusal to resume a run whose metrics.jsonl is not what its checkpoint covers."""
     return UsageError(
-        f"{path} does not match the run's {CHECKPOINT} ({reason}); "
-        "run without --resume to start afresh"
+        f"{path} does not match the run's {CHECKPOINT} ({reason}); run without --resume to "
+        f"start afresh (a sweep: remove {Path(path).parent / CHECKPOINT}, then --retry-failed)"
     )
 
 

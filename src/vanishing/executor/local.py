@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from vanishing import records
 from vanishing.data.datasets import Dataset
+from vanishing.errors import UsageError
 from vanishing.executor.planning import Policy, Run, finished_status, is_pending, plan
 from vanishing.settings.config import TrainConfig
 from vanishing.training.group import train_group
@@ -198,10 +199,13 @@ def train_unit(
 
 
 def error_line(error: BaseException) -> str:
-    """The last line of an exception as Python prints it, e.g. `RuntimeError: boom`; a record
-    that could not be written as the CLI says it: `cannot write PATH: REASON`."""
+    """The last line of an exception as Python prints it, e.g. `RuntimeError: boom`; the user's
+    mistake and a record that could not be written as the CLI says them, the message alone
+    (`cannot write PATH: REASON`)."""
     if isinstance(error, records.WriteError):
         return str(error.strerror)
+    if isinstance(error, UsageError):
+        return str(error)
     return traceback.format_exception_only(type(error), error)[-1].strip()
 
 
