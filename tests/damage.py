@@ -5,6 +5,7 @@ tried on (tests/test_records_fuzz.py), `json_values` draws any JSON value for th
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,16 @@ def directory(name: str) -> Damage:
     def damage(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
         (run_dir / name).mkdir()
+
+    return damage
+
+
+def fifo(name: str) -> Damage:
+    """The file replaced by a FIFO (a named pipe) no process writes: a reader must not wait."""
+
+    def damage(run_dir: Path) -> None:
+        (run_dir / name).unlink(missing_ok=True)
+        os.mkfifo(run_dir / name)
 
     return damage
 
@@ -101,10 +112,11 @@ def catalogue() -> dict[str, Damage]:
         for what, data in whole.items():
             cases[f"{name} {what}"] = replace(name, data)
         cases[f"{name} a directory"] = directory(name)
+        cases[f"{name} a FIFO"] = fifo(name)
     wrong: dict[str, list[Any]] = {
-        "activation": [["relu"], {"a": 1}, 3, None, "nope"],
+        "activation": [["relu"], {"a": 1}, 3, None, "nope", "x" * 200_000],
+        "init": [["x"], 3, "nope", None, "x" * 200_000],
         "hidden": [8, "8", [8, "x"], [True], [-1], [], [0], [1.5], None, {"a": 1}, [2**70]],
-        "init": [["x"], 3, "nope", None],
         "optimizer": [["adam"], 3, "nope"],
         "lr": ["x", [1], -1, None, 1e400],
         "seed": ["x", [0], -1, 2**70, 1.5],
@@ -165,6 +177,7 @@ def catalogue() -> dict[str, Damage]:
         "empty": replace(records.METRICS, ""),
         "gone": removed(records.METRICS),
         "a directory": directory(records.METRICS),
+        "a FIFO": fifo(records.METRICS),
     }
     for what, damage in lines.items():
         cases[f"metrics.jsonl {what}"] = damage

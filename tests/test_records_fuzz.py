@@ -74,6 +74,7 @@ def assert_one_line_per_skipped_run(lines: list[str], runs: Path, count: int) ->
     for line in lines:
         if "have not finished" in line:
             continue
+        assert len(line) < 1000, line[:200]  # a value of any size is quoted cut short
         run, _, reason = line.partition(": ")
         assert Path(run).parent == runs and Path(run).name.startswith(DAMAGED), line
         assert reason.endswith("; skipped") and "Traceback" not in reason, line
@@ -252,3 +253,36 @@ def test_report_and_export_name_each_skipped_run(pristine, tmp_path, capsys):
     assert main(["export", str(runs), "--to", "tensorboard", "--logdir", str(tmp_path)]) == 0
     out, err = capsys.readouterr()
     assert err.splitlines() == [expected] and out.startswith("1 run(s) written")
+
+
+def test_a_failed_run_is_exported_and_a_watched_runs_own_settings_are_read(
+    pristine, tmp_path, capsys
+):
+    """A sweep's failed run (its result.json holds its error, not a finished run's fields) keeps
+    its rows in an export; a watched model's config with the user's own `settings=` values of
+    any type (a null momentum, an optimizer described as a table) is reported, not skipped."""
+    import torch
+
+    import vanishing
+
+    runs = tmp_path / "runs"
+    shutil.copytree(pristine / DAMAGED, runs / "failed")
+    config = records.read_json(runs / "failed" / records.CONFIG)
+    failed = {"status": "failed", "error": "RuntimeError: boom", "config": config}
+    records.write_json(runs / "failed" / records.RESULT, failed)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    own = {"momentum": None, "optimizer": {"name": "adamw"}, "every": None}
+    with vanishing.watch(model, optimizer, out=runs / "watched", every=1, settings=own):
+        for _ in range(3):
+            optimizer.zero_grad()
+            model(torch.randn(16, 4)).pow(2).mean().backward()
+            optimizer.step()
+    assert main(["export", str(runs), "--to", "tensorboard", "--logdir", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and out.startswith("2 run(s) written")
+    assert list((tmp_path / "failed").glob("events.out.tfevents.*"))
+    assert main(["report", str(runs), "--out", str(tmp_path / "report.html")]) == 0
+    out, err = capsys.readouterr()
+    assert err == f"{runs / 'failed'}: the run failed (RuntimeError: boom); skipped\n"
+    assert "watched" in (tmp_path / "report.md").read_text()

@@ -111,6 +111,15 @@ class RunResult:
         return f'<table class="vanishing-run">{cells}</table>'
 
 
+STATUSES = ("ok", "diverged", "failed")  # what result.json says of a run that ended
+# The fields every finished run writes (those without a default in RunResult).
+REQUIRED_FIELDS = tuple(
+    f.name
+    for f in dataclasses.fields(RunResult)
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+)
+
+
 class WriteError(OSError):
     """A record that could not be written (a full disk); `strerror` names the file, `reason`
     says why (the system's words: "No space left on device")."""
@@ -308,12 +317,17 @@ def read_json(path: Path, follow: bool = True) -> Any:
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The rows of a run's `metrics.jsonl`. A line that is not a JSON object (a torn last line
-    of a killed run, a damaged one, one longer than MAX_ROW_BYTES) is skipped."""
+    of a killed run, a damaged one, one longer than MAX_ROW_BYTES) is skipped; a metrics.jsonl
+    that is not a regular file (a FIFO is not waited on) is a ValueError, as in `read_json`."""
     rows: list[dict[str, Any]] = []
     path = Path(run_dir) / METRICS
     if not path.exists():
         return rows
-    with open(path, "rb") as f:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError("not a file")
+    with os.fdopen(fd, "rb") as f:
         while line := f.readline(MAX_ROW_BYTES + 1):
             if len(line) > MAX_ROW_BYTES:  # skip to the line's end without holding it
                 while line and not line.endswith(b"\n"):
@@ -599,10 +613,9 @@ def read_result(run_dir: Path | str) -> dict[str, Any] | None:
     if not isinstance(values, dict) or not isinstance(values.get("config"), dict):
         return None
     status = values.get("status")
-    if not isinstance(status, str):
+    if status not in STATUSES:
         return None
-    required = {f.name for f in dataclasses.fields(RunResult) if f.default is dataclasses.MISSING}
-    if status != "failed" and not required <= set(values):
+    if status != "failed" and not set(REQUIRED_FIELDS) <= set(values):
         return None
     return values
 

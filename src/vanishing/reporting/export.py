@@ -355,7 +355,7 @@ def export_runs(
     tb = import_writer()
     exported = Exported(Path(logdir) if logdir is not None else Path(dirs[0]) / LOGDIR)
     for run_dir, name in zip(run_dirs, names, strict=True):
-        run = read_run(run_dir)  # the report's reader: a damaged run is a note, as there
+        run = read_run(run_dir, failed=True)  # the report's reader; a failed run's rows too
         if not isinstance(run, RunRecords):
             exported.notes.append(run)
             continue

@@ -3,7 +3,6 @@ cannot be used."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,13 +15,6 @@ from vanishing.reporting.results import RunRecords
 from vanishing.settings import codec
 from vanishing.settings.config import completed
 from vanishing.settings.naming import watched
-
-# The fields every finished run writes (those without a default in RunResult).
-REQUIRED_FIELDS = tuple(
-    f.name
-    for f in dataclasses.fields(records.RunResult)
-    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-)
 
 
 def find_run_dirs(path: Path) -> list[Path]:
@@ -38,31 +30,14 @@ def find_run_dirs(path: Path) -> list[Path]:
     return sorted(found)
 
 
-STATUSES = ("ok", "diverged", "failed")  # what result.json says of a run that ended
 RESULT_NUMBERS = ("test_accuracy", "test_loss", "vanishing_ratio_init", "train_seconds",
                   "eval_seconds", "probe_seconds")  # fmt: skip
 RESULT_COUNTS = ("steps", "diverged_step", "clipped_steps")
-# A watched model's config.json (`measure.watch.rows`): the type of each key the readers use;
-# NAMES, a list of layer names.
-NAMES = "names"
-WATCHED_KEYS: dict[str, Any] = {
-    "model": str,
-    "description": str,
-    "activation": str,
-    "optimizer": (str, type(None)),
-    "device": str,
-    "layers": NAMES,
-    "activation_layers": NAMES,
-    "activation_kinds": NAMES,
-    "layer_labels": NAMES,
-    "recurrent_layers": NAMES,
-    "sequence_layers": NAMES,
-    "tied": dict,
-    "residual": bool,
-    "every": int,
-    "lr": (int, float, type(None)),
-    "momentum": (int, float),
-}
+# A watched model's config.json (`measure.watch.rows`): the keys the readers index into, each a
+# list of layer names; its other values (the model's name, the optimizer's, a user's own
+# `settings=`) are shown as they are.
+WATCHED_NAMES = ("layers", "activation_layers", "activation_kinds", "layer_labels",
+                 "recurrent_layers", "sequence_layers")  # fmt: skip
 
 
 def is_names(value: Any) -> bool:
@@ -82,16 +57,15 @@ def config_problem(config: Any, measured: bool = True) -> str | None:
         if measured and (name is None or (isinstance(name, str) and name not in ACTIVATIONS)):
             return (
                 "the watched model has no activation module vanishing measures "
-                f"(activation {name!r} in config.json)"
+                f"(activation {shown(name)} in config.json)"
             )
-        for key, kind in WATCHED_KEYS.items():
-            value = config.get(key, ...)
-            if value is ... or (not measured and key == "activation" and value is None):
-                continue
-            if not (is_names(value) if kind == NAMES else isinstance(value, kind)):
-                return f"config.json: {key} holds {shown(value)}"
+        if name is not None and not isinstance(name, str):
+            return f"config.json: activation holds {shown(name)}"
+        for key in WATCHED_NAMES:
+            if key in config and not is_names(config[key]):
+                return f"config.json: {key} holds {shown(config[key])}"
         tied = config.get("tied", {})
-        if not all(is_names(names) for names in tied.values()):
+        if not isinstance(tied, dict) or not all(is_names(names) for names in tied.values()):
             return f"config.json: tied holds {shown(tied)}"
         hidden = config.get("hidden")
         if not isinstance(hidden, list) or not all(
@@ -100,14 +74,14 @@ def config_problem(config: Any, measured: bool = True) -> str | None:
             return "config.json has no list of hidden widths"
         return None
     if isinstance(name, str) and name not in ACTIVATIONS:
-        return f"unknown activation {name!r} in config.json"
+        return f"unknown activation {shown(name)} in config.json"
     missing = [key for key in ("activation", "hidden") if key not in config]
     if missing:  # the others read as their defaults (a hand-written record may leave them out)
         return f"config.json lacks {' and '.join(missing)}"
     try:
         codec.recorded(config)
     except UsageError as e:
-        return f"config.json: {e}"
+        return f"config.json: {cut(str(e))}"
     known = codec.known_keys()
     for key, value in config.items():
         if key not in known and not isinstance(value, (str, int, float, bool, type(None))):
@@ -117,7 +91,11 @@ def config_problem(config: Any, measured: bool = True) -> str | None:
 
 def shown(value: Any, limit: int = 60) -> str:
     """A record's value as a note shows it: its repr, cut to `limit` characters."""
-    text = repr(value)
+    return cut(repr(value), limit)
+
+
+def cut(text: str, limit: int = 200) -> str:
+    """A note's text cut to `limit` characters (a damaged record may hold a value of any size)."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -130,12 +108,15 @@ def checked_result(result: Any, failed: bool, complete: bool = True) -> dict[str
     if not isinstance(result, dict):
         return "result.json holds no result"
     status = result.get("status")
-    if status not in STATUSES:
-        return f"result.json has an unknown status {shown(status)} (known: {', '.join(STATUSES)})"
+    if status not in records.STATUSES:
+        known = ", ".join(records.STATUSES)
+        return f"result.json has an unknown status {shown(status)} (known: {known})"
     if "config" in result and not isinstance(result["config"], dict):
         return f"result.json: config holds {shown(result['config'])}"
+    if status == "failed" and not failed:  # it measured nothing to report
+        return f"the run failed ({cut(str(result.get('error')))})"
     finished = not (failed and status == "failed")  # a failed run's result holds its error
-    if complete and finished and not all(key in result for key in REQUIRED_FIELDS):
+    if complete and finished and not all(key in result for key in records.REQUIRED_FIELDS):
         return "result.json lacks fields of a finished run"
     result = dict(result)
     for key in RESULT_NUMBERS:
@@ -219,16 +200,20 @@ def read_run(path: Path, failed: bool = False, metrics: bool = True) -> RunRecor
     count it), and one that failed before it wrote config.json (a sweep records it with
     result.json alone) has its result's config. Without `metrics`, metrics.jsonl is not read
     (the tables need only config.json and result.json)."""
+    complete = records.is_complete(path)  # once: a run may finish while it is read
     try:
-        result = read_record(path, records.RESULT) if records.is_complete(path) else None
+        result = read_record(path, records.RESULT) if complete else None
+        source = records.CONFIG
         if failed and isinstance(result, dict) and not (path / records.CONFIG).exists():
-            config = result.get("config")
+            config, source = result.get("config"), f"{records.RESULT}'s config"
         else:
             config = read_record(path, records.CONFIG)
         try:
             rows = records.read_metrics(path) if metrics else []
         except OSError as e:
             raise ValueError(f"{records.METRICS}: cannot read ({e.strerror or e})") from None
+        except ValueError as e:
+            raise ValueError(f"{records.METRICS}: {e}") from None
     except ValueError as e:
         return f"{path}: {e}; skipped"
     filled: tuple[str, ...] = ()
@@ -238,8 +223,8 @@ def read_run(path: Path, failed: bool = False, metrics: bool = True) -> RunRecor
         config = full
     problem = config_problem(config)
     if problem is not None or not isinstance(config, dict):
-        return f"{path}: {problem}; skipped"
-    if records.is_complete(path):
+        return f"{path}: {str(problem).replace(records.CONFIG, source, 1)}; skipped"
+    if complete:
         result = checked_result(result, failed)
         if isinstance(result, str):
             return f"{path}: {result}; skipped"

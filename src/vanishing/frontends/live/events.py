@@ -118,7 +118,7 @@ class RunFollower:
             self.named = True
         for line in data.splitlines():
             row = parse_row(line)
-            if row is None:  # not a record: skipped, as records.read_metrics would stop
+            if row is None:  # not a record: skipped, as records.read_metrics skips it
                 continue
             try:
                 event = sse("row", {"run": self.run, "row": row})
