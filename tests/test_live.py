@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,21 +58,24 @@ def start(client: TestClient, runs: list[dict], resume: bool = False) -> dict:
     return response.json()
 
 
+def sse_events(response) -> Iterator[tuple[str | None, dict]]:
+    """A streamed response's Server-Sent Events, (name, data), up to and including `end`."""
+    event = None
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            yield event, json.loads(line.removeprefix("data: "))
+            if event == "end":
+                return
+
+
 def read_events(client: TestClient, runs: list[str]) -> list[tuple[str, dict]]:
     """The stream's events, (name, data), up to and including `end`."""
-    found = []
     with client.stream("GET", f"/api/events?runs={','.join(runs)}&token={TOKEN}") as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        event = None
-        for line in response.iter_lines():
-            if line.startswith("event: "):
-                event = line.removeprefix("event: ")
-            elif line.startswith("data: "):
-                found.append((event, json.loads(line.removeprefix("data: "))))
-                if event == "end":
-                    break
-    return found
+        return list(sse_events(response))
 
 
 def run_dir(app, run: str) -> Path:

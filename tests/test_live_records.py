@@ -22,6 +22,7 @@ import pytest
 import torch
 from starlette.testclient import TestClient
 
+from test_live import sse_events
 from vanishing import records
 from vanishing.errors import UsageError
 from vanishing.frontends import live
@@ -201,14 +202,7 @@ def read_events(client: TestClient, runs: list[str], seconds: float = STREAM_SEC
     def read() -> None:
         with client.stream("GET", f"/api/events?runs={','.join(runs)}", headers=JSON) as response:
             assert response.status_code == 200
-            event = None
-            for line in response.iter_lines():
-                if line.startswith("event: "):
-                    event = line.removeprefix("event: ")
-                elif line.startswith("data: "):
-                    found.append((event, json.loads(line.removeprefix("data: "))))
-                    if event == "end":
-                        return
+            found.extend(sse_events(response))
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()

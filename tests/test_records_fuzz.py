@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from damage import CATALOGUE, FILES, Damage, json_values, set_in_rows, set_key
+from test_live import sse_events
 from vanishing import records
 from vanishing.frontends import live
 from vanishing.frontends.cli import main
@@ -84,16 +85,10 @@ def assert_one_line_per_skipped_run(lines: list[str], runs: Path, count: int) ->
 
 def read_events(client: TestClient, run: str) -> list[str]:
     """The names of the stream's events for one run, up to `end` (or the stream's own end)."""
-    names: list[str] = []
     with client.stream("GET", f"/api/events?runs={run}&token={TOKEN}") as response:
         if response.status_code != 200:
             return [f"status {response.status_code}"]
-        for line in response.iter_lines():
-            if line.startswith("event: "):
-                names.append(line.removeprefix("event: "))
-                if names[-1] == "end":
-                    break
-    return names
+        return [str(name) for name, _ in sse_events(response)]
 
 
 def check_live(root: Path, count: int) -> None:

@@ -333,13 +333,22 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
                 while line and not line.endswith(b"\n"):
                     line = f.readline(MAX_ROW_BYTES)
                 continue
-            try:
-                row = loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict):
+            row = parse_row(line)
+            if row is not None:
                 rows.append(row)
     return rows
+
+
+def parse_row(line: bytes) -> dict[str, Any] | None:
+    """One metrics.jsonl line as a row, None when it is not one: longer than MAX_ROW_BYTES, not
+    JSON (not UTF-8, nested beyond the parser) or not a JSON object."""
+    if len(line) > MAX_ROW_BYTES:
+        return None
+    try:
+        row = loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) else None
 
 
 def remove(path: Path) -> None:

@@ -6,7 +6,6 @@ cannot be read gets an `unreadable` event and its stream ends, never an exceptio
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import stat
 import threading
@@ -32,7 +31,7 @@ from vanishing.settings.naming import LayerNames
 POLL_SECONDS = 0.1  # how often a run's metrics.jsonl is looked at: well under the 1 s budget
 FINAL = ("ok", "diverged", "failed", "stopped", "unfinished")  # nothing more will come
 CHUNK = 4 * 2**20  # bytes of metrics.jsonl one poll reads: other requests wait on none of it
-MAX_LINE = 16 * 2**20  # a longer line is not a record (a probe row of 10,000 layers is ~10 MB)
+MAX_LINE = records.MAX_ROW_BYTES  # a longer line is not a record (`records.parse_row`)
 
 StatusOf = Callable[[Path], Status]
 
@@ -117,7 +116,7 @@ class RunFollower:
             events.append(sse("layers", {"run": self.run, "weighted": weighted, "hidden": hidden}))
             self.named = True
         for line in data.splitlines():
-            row = parse_row(line)
+            row = records.parse_row(line)
             if row is None:  # not a record: skipped, as records.read_metrics skips it
                 continue
             try:
@@ -185,17 +184,6 @@ class RunFollower:
         if self.config is None:
             self.config = read_config(self.run_dir)
         return self.config or {}
-
-
-def parse_row(line: bytes) -> dict[str, Any] | None:
-    """One metrics.jsonl line as a row, None when it is not a JSON object."""
-    if len(line) > MAX_LINE:
-        return None
-    try:
-        row = json.loads(line)
-    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested beyond the parser
-        return None
-    return row if isinstance(row, dict) else None
 
 
 def poll_all(followers: Sequence[RunFollower]) -> list[str]:
