@@ -456,6 +456,8 @@ INITS: dict[str, Callable[[MLP, Activation], None]] = {
     "kaiming": _init_kaiming,
     "lecun": _init_weights(_lecun_normal),
     "orthogonal": _init_weights(nn.init.orthogonal_),
+    # IRNN's recurrent weight (Le, Jaitly and Hinton 2015); config allows it for --arch rnn only.
+    "identity": _init_weights(nn.init.eye_),
 }
 INIT_ALIASES = {"xavier": "xavier_uniform", "he": "kaiming"}
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from vanishing.errors import UsageError
 from vanishing.model.mlp import check_depth, hidden_widths
+from vanishing.model.recurrent import arch_defaults
 from vanishing.settings.config import (
     TrainConfig,
     choices_of,
@@ -198,10 +199,16 @@ def configs(values: Mapping[str, Any], lists: Sequence[str] = ()) -> list[TrainC
             one[setting.name] = parse(setting, values[setting.name])
     check_momentum(one)
     names = list(axes)
-    return [
-        TrainConfig(**one, **dict(zip(names, combination, strict=True)))
-        for combination in itertools.product(*axes.values())
-    ]
+    runs = []
+    for combination in itertools.product(*axes.values()):
+        chosen = {**one, **dict(zip(names, combination, strict=True))}
+        given_here = set(one) | {
+            name for name in axes if given(values.get(field_named(name).metadata["axis"]))
+        }
+        defaults = arch_defaults(chosen.get("arch", TrainConfig.arch))
+        chosen.update({k: v for k, v in defaults.items() if k not in given_here})
+        runs.append(TrainConfig(**chosen))
+    return list(dict.fromkeys(runs))  # a recurrent network's default activation: once
 
 
 def values_of(setting: dataclasses.Field, raw: Any) -> tuple[Any, ...]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vanishing.data.datasets import DATASETS, get_spec
+from vanishing.data.sequences import ADDING, DEFAULT_LENGTH, SEQUENCES
 from vanishing.devices import DEVICES
 from vanishing.errors import UsageError, brief, choices_error
 from vanishing.model.activations import (
@@ -37,6 +38,7 @@ from vanishing.model.mlp import (
     check_widths,
     init_names,
 )
+from vanishing.model.recurrent import ARCHS, GATED, RECURRENT
 
 SECTIONS = ("model", "optimisation", "measurement", "data")  # --help sections, in this order
 MAX_SEED = 2**64 - 1  # the most torch.Generator.manual_seed takes
@@ -273,6 +275,72 @@ class TrainConfig:
         section="measurement",
         metavar="N",
     )
+    arch: str = setting(
+        "mlp",
+        "network: {choices}; a recurrent one reads each image as a sequence (--sequence) and "
+        "stacks one recurrent layer per --hidden width",
+        why="the reference's MLP",
+        choices=lambda: list(ARCHS),
+        metavar="NAME",
+        axis="archs",
+        cure=True,  # gated cells are the recurrent network's cure for vanishing through time
+        older="mlp",
+        token=Token("{}", 0.5),
+        words="architecture",
+    )
+    sequence: str | None = setting(
+        None,
+        "how a recurrent network reads an image: {choices} (none: rows for a recurrent "
+        "network on MNIST or Fashion-MNIST, the adding problem's own sequence)",
+        why="an MLP reads the whole image at once",
+        section="data",
+        choices=lambda: list(SEQUENCES),
+        metavar="NAME",
+        axis="sequences",
+        older=None,
+        token=Token("{}", 0.6),
+    )
+    length: int | None = setting(
+        None,
+        "the adding problem's sequence length T (--dataset adding; none: "
+        f"{DEFAULT_LENGTH})",
+        why="a length where a tanh RNN already fails",
+        section="data",
+        metavar="T",
+        axis="lengths",
+        older=None,
+        token=Token("T{}", 0.7),
+    )
+    forget_bias: float | None = setting(
+        None,
+        "an LSTM's forget-gate bias at init (none: PyTorch's init; 1 keeps the cell through "
+        "time, Jozefowicz et al. 2015)",
+        why="PyTorch's own LSTM init",
+        metavar="B",
+        axis="forget_biases",
+        cure=True,
+        older=None,
+        token=Token("fb{:g}", 7.5),
+        words="forget-gate bias",
+    )
+    train_size: int | None = setting(
+        None,
+        "train on the first N training examples (none: all of them)",
+        why="the whole training set",
+        section="data",
+        metavar="N",
+        older=None,
+        token=Token("n{}", 8.5),
+    )
+    test_size: int | None = setting(
+        None,
+        "evaluate on the first N test examples (none: all of them)",
+        why="the whole test set",
+        section="data",
+        metavar="N",
+        older=None,
+        token=Token("t{}", 8.6),
+    )
     device: str = setting(
         "auto",
         "where to train: {choices}",
@@ -327,6 +395,79 @@ class TrainConfig:
                 f"its output), got {shown(self.hidden)}; e.g. --depth 20 --width 256"
             )
         self.options  # noqa: B018 - ActivationOptions checks the slope and the PReLU mode
+        self.check_recurrent()
+
+    def check_recurrent(self) -> None:
+        """The settings of recurrent networks and sequences, and their defaults: a recurrent
+        network reads an image by rows unless told otherwise, the adding problem is
+        DEFAULT_LENGTH steps long unless told otherwise."""
+        if self.arch not in ARCHS:
+            raise choices_error("arch", self.arch, ARCHS)
+        recurrent = self.arch in RECURRENT
+        if self.sequence is not None:
+            if self.sequence not in SEQUENCES:
+                raise choices_error("sequence", self.sequence, SEQUENCES)
+            if not recurrent:
+                raise UsageError(
+                    "--sequence applies to recurrent networks (--arch rnn, lstm or gru); an "
+                    "MLP reads the whole image at once"
+                )
+            if self.dataset == ADDING:
+                raise UsageError(
+                    "the adding problem is a sequence of its own; leave --sequence out"
+                )
+        if self.length is not None:
+            if self.dataset != ADDING:
+                raise UsageError(f"--length applies to --dataset {ADDING} only")
+            if isinstance(self.length, bool) or not (
+                isinstance(self.length, int) and self.length >= 2
+            ):
+                raise UsageError(
+                    "length must be an integer >= 2 (two marked positions, one in each "
+                    f"half), got {brief(self.length)}"
+                )
+        if self.dataset == ADDING:
+            if not recurrent:
+                raise UsageError(
+                    f"--dataset {ADDING} is a sequence task: give --arch rnn, lstm or gru"
+                )
+            if self.length is None:
+                object.__setattr__(self, "length", DEFAULT_LENGTH)
+        elif recurrent and self.sequence is None:
+            object.__setattr__(self, "sequence", SEQUENCES[0])
+        for name in ("train_size", "test_size"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not (isinstance(value, int) and value >= 1)
+            ):
+                words = name.replace("_", " ")
+                raise UsageError(f"{words} must be an integer >= 1, got {brief(value)}")
+        bias = self.forget_bias
+        if bias is not None:
+            if self.arch != "lstm":
+                raise UsageError("--forget-bias applies to --arch lstm only")
+            if isinstance(bias, bool) or not (
+                isinstance(bias, (int, float)) and math.isfinite(bias)
+            ):
+                raise UsageError(f"forget bias must be a finite number, got {brief(bias)}")
+        if self.arch in GATED and self.activation != "tanh":
+            raise UsageError(
+                f"{self.arch} cells use their own tanh and sigmoid: --activation applies to "
+                f"--arch mlp and rnn (leave it out, or give tanh), got {self.activation}"
+            )
+        if self.init == "identity" and self.arch != "rnn":
+            raise UsageError(
+                "identity init sets a recurrent weight to the identity (IRNN, with --arch rnn "
+                "--activation relu); use it with --arch rnn"
+            )
+        if recurrent and self.norm != "none":
+            raise UsageError(
+                f"--norm {self.norm} is not implemented for recurrent layers; leave it out"
+            )
+        if recurrent and self.residual:
+            raise UsageError(
+                "residual connections are not implemented for recurrent layers; leave them out"
+            )
 
     @property
     def options(self) -> ActivationOptions:
