@@ -57,8 +57,8 @@ class RunResult:
     """What one run produced; written as `result.json`."""
 
     status: str  # "ok" or "diverged"
-    test_accuracy: float  # a fraction, after the last completed epoch
-    test_loss: float  # mean per-sample cross-entropy on the test set
+    test_accuracy: float | None  # a fraction, after the last completed epoch; None: regression
+    test_loss: float  # mean per-sample cross-entropy (regression: squared error) on the test set
     history: list[dict[str, Any]]  # per epoch: epoch, train_loss, test_loss, test_accuracy, ...
     grad_norms_init: list[float]  # per Linear layer, input first, at step 0
     vanishing_ratio_init: float  # grad_norms_init[0] / grad_norms_init[-1]
@@ -81,6 +81,18 @@ class RunResult:
     # Steps whose gradient norm was above --clip-grad-norm (and clipped), over the epochs
     # recorded; None without clipping. A default: result.json files older than it still load.
     clipped_steps: int | None = None
+    # A recurrent network's (or a watched model's nn.RNN/LSTM/GRU layers'): per recurrent
+    # layer, ||dL/dh_t|| for t = 1..T at the first and the last probe, the layers' names and
+    # their gates' mean activations (see measure.time). Empty for an MLP and older records.
+    time_signal_norms_init: list[list[float]] = field(default_factory=list)
+    time_signal_norms_final: list[list[float]] = field(default_factory=list)
+    time_layers: list[str] = field(default_factory=list)
+    gates_init: list[dict[str, float]] = field(default_factory=list)
+    gates_final: list[dict[str, float]] = field(default_factory=list)
+    # "regression" (the adding problem: test_accuracy is None, test_loss the mean squared error,
+    # baseline_loss that of always answering the targets' mean, 1) or "classification".
+    task: str = "classification"
+    baseline_loss: float | None = None
     run_dir: str | None = field(default=None)
 
     def to_dict(self) -> dict[str, Any]:
