@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from vanishing.model.activations import Activation, get_activation, saturated_mask
 from vanishing.model.mlp import MLP, GroupedMLP, StackedPReLU
+from vanishing.model.recurrent import RecurrentNet
 
 # A few dozen: enough for a shape (a saturation peak, a spike of zeros) at a probe batch's
 # 512 x width values, few enough that a probe row of metrics.jsonl stays a few kB.
@@ -208,9 +209,17 @@ def prelu_slopes(model: MLP) -> list[float] | None:
     return torch.stack(slopes).tolist() if slopes else None
 
 
-def snapshot(model: MLP) -> list[Tensor]:
+def layer_weights(model: MLP | RecurrentNet) -> list[Tensor]:
+    """Each weighted layer's weights as one tensor: an MLP's Linear weights, a recurrent
+    layer's W_ih and W_hh flattened together."""
+    if isinstance(model, RecurrentNet):
+        return [torch.cat([w.flatten() for w in group]) for group in model.layer_weights()]
+    return [linear.weight for linear in model.linear_layers()]
+
+
+def snapshot(model: MLP | RecurrentNet) -> list[Tensor]:
     """Copies of the weights, to measure one optimizer step's update."""
-    return [linear.weight.detach().clone() for linear in model.linear_layers()]
+    return [weight.detach().clone() for weight in layer_weights(model)]
 
 
 def relative(change: Tensor, size: Tensor) -> Tensor:
@@ -220,13 +229,13 @@ def relative(change: Tensor, size: Tensor) -> Tensor:
     return torch.where(size > 0, change / size.clamp_min(1e-30), torch.nan)
 
 
-def update_ratios(model: MLP, before: list[Tensor]) -> list[float]:
+def update_ratios(model: MLP | RecurrentNet, before: list[Tensor]) -> list[float]:
     """||W_after - W_before|| / ||W_before|| per layer."""
     with torch.no_grad():
         values = torch.stack(
             [
-                relative((linear.weight - old).norm(), old.norm())
-                for linear, old in zip(model.linear_layers(), before, strict=True)
+                relative((weight - old).norm(), old.norm())
+                for weight, old in zip(layer_weights(model), before, strict=True)
             ]
         )
     return values.tolist()

@@ -114,6 +114,14 @@ class RecurrentNet(nn.Module):
             h = layer(h)[0]  # (batch, T, width)
         return self.head(h[:, -1])  # (batch, outputs)
 
+    def layer_weights(self) -> list[list[Tensor]]:
+        """The weights of each weighted layer, input side first: a recurrent layer's W_ih and
+        W_hh, then the head's weight (a layer's gradient and update are measured over its
+        weights together, as an MLP's over its Linear weight)."""
+        return [[layer.weight_ih_l0, layer.weight_hh_l0] for layer in self.layers] + [
+            [self.head.weight]
+        ]
+
     def recurrent_weights(self) -> list[Tensor]:
         """Each layer's W_hh (gates stacked: (gates * hidden, hidden))."""
         return [layer.weight_hh_l0 for layer in self.layers]

@@ -57,6 +57,8 @@ def alone(config: TrainConfig) -> str | None:
     """Why the run cannot train in a group (it trains one at a time), None when it can."""
     if config.activation in UNGROUPABLE:
         return f"{config.activation} draws random numbers while training"
+    if config.arch != "mlp":
+        return f"a {config.arch} network has no grouped form"
     if config.norm != "none":
         # A group has no norm layers: batch norm's statistics would need stacking per model.
         return f"a model with {config.norm} norm has no grouped form"

@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 import vanishing
 from vanishing import records
+from vanishing.data import sequences
 from vanishing.data.datasets import Dataset, load_dataset
 from vanishing.devices import resolve_device, sync
 from vanishing.errors import UsageError
@@ -27,10 +28,16 @@ from vanishing.model.mlp import (
     build_model,
     make_optimizer,
 )
+from vanishing.model.recurrent import RECURRENT, RecurrentNet, build_recurrent
 from vanishing.records import RunResult
 from vanishing.settings.config import TrainConfig
 
 EVAL_CHUNK = 10000  # test rows per evaluation pass: a few layers' outputs at a time
+# Values of one layer's output per evaluation pass (64 MB): a recurrent layer's output holds T
+# steps per row, so a pixel sequence's pass takes a few hundred rows, not EVAL_CHUNK.
+EVAL_VALUES = 2**24
+Model = MLP | RecurrentNet
+LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def versions() -> dict[str, str]:
@@ -48,8 +55,21 @@ def to_inputs(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device).reshape(len(images), -1).float().div_(255)
 
 
-def make_model(config: TrainConfig) -> MLP:
+def make_model(config: TrainConfig) -> Model:
     """The config's model, initialised from its seed (on the CPU)."""
+    if config.arch in RECURRENT:
+        return build_recurrent(
+            config.arch,
+            config.hidden,
+            config.activation,
+            sequences.input_size(config),
+            sequences.outputs(config.dataset),
+            config.init,
+            config.options,
+            seed=config.seed,
+            init_gain=config.init_gain,
+            forget_bias=config.forget_bias,
+        )
     return build_model(
         config.hidden,
         config.activation,
@@ -79,24 +99,49 @@ def check_batch_norm(config: TrainConfig, samples: int) -> None:
         )
 
 
+def squared_error(output: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """A regression's loss: output (batch, 1), target (batch,)."""
+    return F.mse_loss(output.squeeze(-1), target, reduction=reduction)
+
+
+def loss_function(task: str) -> LossFunction:
+    """Cross-entropy for a classification, the squared error for a regression (`sequences.task`)."""
+    return squared_error if task == "regression" else F.cross_entropy
+
+
+def eval_chunk(model: Model, x: torch.Tensor) -> int:
+    """Rows per evaluation pass: EVAL_CHUNK, fewer where one row's layer output is T steps."""
+    if not isinstance(model, RecurrentNet):
+        return EVAL_CHUNK
+    widths = max(layer.hidden_size for layer in model.layers)
+    return max(1, min(EVAL_CHUNK, EVAL_VALUES // (x.shape[1] * widths)))
+
+
 @torch.no_grad()
 def evaluate(
-    model: MLP, x: torch.Tensor, y: torch.Tensor, chunk: int = EVAL_CHUNK
-) -> tuple[float, float]:
-    """Mean per-sample cross-entropy and accuracy over a whole split (batch norm: running
-    statistics)."""
+    model: Model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    chunk: int | None = None,
+    task: str = "classification",
+) -> tuple[float, float | None]:
+    """Mean per-sample loss and accuracy over a whole split (batch norm: running statistics);
+    a regression's accuracy is None."""
     was_training = model.training
     model.eval()
+    chunk = chunk or eval_chunk(model, x)
+    loss = loss_function(task)
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for start in range(0, len(x), chunk):
-        logits = model(x[start : start + chunk])
+        output = model(x[start : start + chunk])
         target = y[start : start + chunk]
-        loss_sum += F.cross_entropy(logits, target, reduction="sum")
-        correct += (logits.argmax(dim=1) == target).sum()
+        loss_sum += loss(output, target, reduction="sum")
+        if task != "regression":
+            correct += (output.argmax(dim=1) == target).sum()
     model.train(was_training)
-    loss, right = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
-    return loss / len(x), right / len(x)
+    total, right = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
+    return total / len(x), None if task == "regression" else right / len(x)
 
 
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -187,6 +232,7 @@ class RunLog:
     clipped_steps: int | None = None  # steps whose gradient was clipped; None: no clipping
     resumed_offset: int = 0  # metrics.jsonl bytes that the loaded checkpoint covers
     resumed_crc: int | None = None  # their CRC-32 (None: a checkpoint older than it)
+    baseline_loss: float | None = None  # a regression's: the test loss of answering 1
 
     # What a checkpoint keeps of the log (all but config, writer and callback), and the types
     # its JSON holds them as (checked on resume: a damaged checkpoint is refused, not trained on).
@@ -273,7 +319,7 @@ class RunLog:
         step: int,
         train_loss: float,
         test_loss: float,
-        test_accuracy: float,
+        test_accuracy: float | None,
         train_seconds: float,
         eval_seconds: float,
         clipped_steps: int | None = None,
@@ -295,6 +341,8 @@ class RunLog:
             "eval_seconds": eval_seconds,
             "dead_fraction": self.dead,
         }
+        if self.baseline_loss is not None:
+            row["baseline_loss"] = self.baseline_loss
         if clipped_steps is not None:
             row["clipped_steps"] = clipped_steps
             self.clipped_steps = (self.clipped_steps or 0) + clipped_steps
@@ -315,9 +363,16 @@ class RunLog:
         """The RunResult of what was recorded."""
         init = self.first_probe or {}
         last = self.last_probe
+        regression = sequences.task(self.config.dataset) == "regression"
         return RunResult(
             status=self.status,
-            test_accuracy=self.history[-1]["test_accuracy"] if self.history else float("nan"),
+            test_accuracy=(
+                None
+                if regression
+                else self.history[-1]["test_accuracy"]
+                if self.history
+                else float("nan")
+            ),
             test_loss=self.history[-1]["test_loss"] if self.history else float("nan"),
             history=self.history,
             grad_norms_init=init.get("grad_norms", []),
@@ -337,6 +392,13 @@ class RunLog:
             norms_before_divergence=None if self.running else self.finite_probe,
             error=None if self.running else f"non-finite loss by step {self.diverged_step}",
             clipped_steps=self.clipped_steps,
+            time_signal_norms_init=init.get("time_signal_norms", []),
+            time_signal_norms_final=last.get("time_signal_norms", []),
+            time_layers=last.get("time_layers", init.get("time_layers", [])),
+            gates_init=init.get("gates", []),
+            gates_final=last.get("gates", []),
+            task="regression" if regression else "classification",
+            baseline_loss=self.baseline_loss,
         )
 
 
@@ -348,22 +410,28 @@ def fit(
     on_steps: StepCallback | None = None,
     run_dir: Path | str | None = None,
     checkpoint: dict[str, Any] | None = None,
-) -> MLP:
+) -> Model:
     """The training loop proper (see `train`): records go to `log`; returns the trained model.
 
     With `run_dir`, a checkpoint is saved at every epoch end; `checkpoint` continues from one.
     `on_steps` may raise (KeyboardInterrupt, to stop): it is called between steps, never during
     a write.
     """
-    check_batch_norm(config, len(dataset.train_labels))
     activation = get_activation(config.activation)
     model = make_model(config).to(device)
+    recurrent = isinstance(model, RecurrentNet)
     optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, config.momentum)
-    x_train = to_inputs(dataset.train_images, device)  # (60000, 784)
-    y_train = dataset.train_labels.to(device)  # (60000,)
-    x_test = to_inputs(dataset.test_images, device)
-    y_test = dataset.test_labels.to(device)
+    task = sequences.task(config.dataset)
+    loss_fn = loss_function(task)
+    # (N, 784) for an MLP, (N, T, features) for a recurrent network; labels or sums (N,).
+    x_train = sequences.inputs(dataset, "train", config, device)
+    y_train = sequences.targets(dataset, "train", config, device)
+    x_test = sequences.inputs(dataset, "test", config, device)
+    y_test = sequences.targets(dataset, "test", config, device)
+    if task == "regression":
+        log.baseline_loss = sequences.baseline_loss(y_test)
     n = len(x_train)
+    check_batch_norm(config, n)
     clip = config.clip_grad_norm
     # Data order and probe batch come from the run's own generator: reproducible per seed.
     generator = torch.Generator().manual_seed(config.seed)
@@ -397,14 +465,18 @@ def fit(
                 if not torch.isfinite(loss_sum):
                     log.diverge(step, epoch)
                     break
-                measured = probes.measure(model, activation, x_probe, y_probe)
+                if isinstance(model, RecurrentNet):
+                    measured = probes.measure_recurrent(
+                        model, activation, x_probe, y_probe, loss_fn
+                    )
+                else:
+                    measured = probes.measure(model, activation, x_probe, y_probe)
                 before = probes.snapshot(model)
                 epoch_probe_seconds += time.perf_counter() - probe_start
                 if not all(map(math.isfinite, measured["grad_norms"])):  # gradient overflow
                     log.diverge(step, epoch)
                     break
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            loss = loss_fn(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if clip is not None:
@@ -431,8 +503,10 @@ def fit(
             break
 
         start = time.perf_counter()
-        test_loss, test_accuracy = evaluate(model, x_test, y_test)
-        if activation.family == "rectifier":  # only rectifiers output exact zeros
+        test_loss, test_accuracy = evaluate(model, x_test, y_test, task=task)
+        if recurrent:  # the last probe's count: a pass over every training sequence is long
+            log.dead = list(log.last_probe.get("dead_fraction", log.dead))
+        elif activation.family == "rectifier":  # only rectifiers output exact zeros
             log.dead = probes.dead_units(model, x_train)  # a whole-training-set pass, like eval
         eval_seconds = time.perf_counter() - start
         log.end_epoch(
