@@ -12,7 +12,7 @@ import torch  # noqa: E402
 
 
 def task(name: str) -> str:
-    """"regression" for the adding problem, else "classification"."""
+    """ "regression" for the adding problem, else "classification"."""
     return "regression" if name == ADDING else "classification"
 
 

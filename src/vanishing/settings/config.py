@@ -302,8 +302,7 @@ class TrainConfig:
     )
     length: int | None = setting(
         None,
-        "the adding problem's sequence length T (--dataset adding; none: "
-        f"{DEFAULT_LENGTH})",
+        f"the adding problem's sequence length T (--dataset adding; none: {DEFAULT_LENGTH})",
         why="a length where a tanh RNN already fails",
         section="data",
         metavar="T",

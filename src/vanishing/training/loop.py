@@ -99,7 +99,9 @@ def check_batch_norm(config: TrainConfig, samples: int) -> None:
         )
 
 
-def squared_error(output: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+def squared_error(
+    output: torch.Tensor, target: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
     """A regression's loss: output (batch, 1), target (batch,)."""
     return F.mse_loss(output.squeeze(-1), target, reduction=reduction)
 
