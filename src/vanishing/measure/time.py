@@ -63,6 +63,16 @@ class Steps:
     pre: list[Tensor] = field(default_factory=list)
     activation: nn.Module | None = None  # a LoopRNN's own activation module
     cell: Tensor | None = None  # an LSTM's c_T
+    stacked: dict[str, Tensor] | None = field(default=None, repr=False)  # `gate_values`'s
+
+    def gate_values(self) -> dict[str, Tensor]:
+        """Each gate's values over the steps, (T, batch, hidden), out of the graph (stacked
+        once, for every statistic of the gates)."""
+        if self.stacked is None:
+            self.stacked = {
+                name: torch.stack(values).detach() for name, values in self.gates.items()
+            }
+        return self.stacked
 
 
 @dataclass
@@ -157,11 +167,13 @@ def unroll_layer(
     biased = bool(getattr(module, "bias", True))
     b_ih = getattr(module, f"bias_ih_l{layer}") if biased else None
     b_hh = getattr(module, f"bias_hh_l{layer}") if biased else None
-    driven = F.linear(x, w_ih, b_ih)  # (T, batch, gates * hidden): every step's input at once
+    # Every step's input at once, (batch, gates * hidden) per step; unbound (not indexed per
+    # step, whose backward would write a whole (T, ...) tensor of zeros at every step).
+    driven = F.linear(x, w_ih, b_ih).unbind(0)
     if kind == "lstm":
         steps = Steps(kind, w_hh, gates={name: [] for name in GATE_NAMES[kind]})
         c = c if c is not None else torch.zeros_like(h)
-        for t in range(len(x)):
+        for t in range(len(driven)):
             i, f, g, o = (driven[t] + F.linear(h, w_hh, b_hh)).chunk(4, dim=1)
             i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
             c = f * c + i * g
@@ -175,7 +187,7 @@ def unroll_layer(
         return steps
     if kind == "gru":
         steps = Steps(kind, w_hh, gates={name: [] for name in GATE_NAMES[kind]})
-        for t in range(len(x)):
+        for t in range(len(driven)):
             x_r, x_z, x_n = driven[t].chunk(3, dim=1)
             h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, dim=1)
             r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
@@ -194,7 +206,7 @@ def unroll_layer(
         else (torch.relu if nonlinearity == "relu" else torch.tanh)
     )
     steps = Steps(kind, w_hh, activation=activation)
-    for t in range(len(x)):
+    for t in range(len(driven)):
         z = driven[t] + F.linear(h, w_hh, b_hh)
         h = act(z)
         steps.pre.append(z)
@@ -246,16 +258,15 @@ def step_norms(grads: Sequence[Tensor | None], steps: Steps) -> Tensor:
 
 def gate_means(steps: Steps) -> Tensor:
     """Each gate's mean value over batch, steps and units (gates,), in GATE_NAMES order."""
-    means = [torch.stack(values).detach().float().mean() for values in steps.gates.values()]
+    means = [values.float().mean() for values in steps.gate_values().values()]
     return torch.stack(means) if means else steps.weight_hh.new_zeros(0, dtype=torch.float)
 
 
 def gate_saturation(steps: Steps, edge: float = GATE_SATURATION) -> Tensor:
     """Each gate's share of values below `edge` or above 1 - `edge` (gates,): shut or open."""
     shares = []
-    for values in steps.gates.values():
-        stacked = torch.stack(values).detach()
-        shares.append(((stacked < edge) | (stacked > 1 - edge)).float().mean())
+    for values in steps.gate_values().values():
+        shares.append(((values < edge) | (values > 1 - edge)).float().mean())
     return torch.stack(shares) if shares else steps.weight_hh.new_zeros(0, dtype=torch.float)
 
 
@@ -283,8 +294,8 @@ def saturated_share(steps: Steps, activation: Activation) -> Tensor:
             module.train(was_training)
     count = torch.zeros((), device=steps.weight_hh.device)
     total = 0
-    for values in steps.gates.values():
-        s = torch.stack(values).detach().float()
+    for values in steps.gate_values().values():
+        s = values.float()
         count = count + (s * (1 - s) < SATURATION_FRACTION * 0.25).sum()
         total += s.numel()
     y = torch.stack(steps.tanh).detach().float()
