@@ -102,9 +102,13 @@ def test_a_recurrent_run_trains_on_rows_and_writes_its_records(tiny_data, tmp_pa
     assert 0 <= result.test_accuracy <= 1 and result.task == "classification"
     assert len(result.grad_norms_init) == 2  # the LSTM layer's weights, then the head's
     assert isinstance(model_of(config), RecurrentNet)
-    rows = records.read_metrics(tmp_path / "run" / records.METRICS)
+    rows = records.read_metrics(tmp_path / "run")
     epochs = [row for row in rows if row["kind"] == "epoch"]
     assert [row["epoch"] for row in epochs] == [1, 2]
+    probe = next(row for row in rows if row["kind"] == "probe")
+    assert len(probe["time_signal_norms"]) == 1 and len(probe["time_signal_norms"][0]) == 28
+    assert result.time_signal_norms_init == probe["time_signal_norms"]
+    assert set(result.gates_init[0]) == {"input", "forget", "output"}
 
 
 def model_of(config):
@@ -122,9 +126,8 @@ def test_a_recurrent_run_resumes_to_the_uninterrupted_result(tiny_data, tmp_path
     interrupt_after_one_epoch(dataclasses.replace(config), tmp_path / "cut", _sized(tiny_data, 96))
     resumed = train(config, dataset=tiny_data, run_dir=tmp_path / "cut", resume=True)
     assert without_timings(resumed.to_dict()) == without_timings(whole.to_dict())
-    assert (tmp_path / "cut" / records.METRICS).read_bytes() == (
-        tmp_path / "whole" / records.METRICS
-    ).read_bytes()
+    rows = [without_timings(records.read_metrics(tmp_path / run)) for run in ("cut", "whole")]
+    assert rows[0] == rows[1]
 
 
 def _sized(dataset, n):
