@@ -20,11 +20,11 @@ def outputs(name: str) -> int:
     return 1 if name == ADDING else 10
 
 
-def input_size(config) -> int:  # type: ignore[no-untyped-def]
+def input_size(config) -> int:
     return {"rows": 28, "pixels": 1, "permuted": 1, None: 784}[config.sequence]
 
 
-def inputs(dataset, split: str, config, device: torch.device) -> torch.Tensor:  # type: ignore[no-untyped-def]
+def inputs(dataset, split: str, config, device: torch.device) -> torch.Tensor:
     images = getattr(dataset, f"{split}_images")
     size = config.train_size if split == "train" else config.test_size
     images = images[:size]
@@ -36,7 +36,7 @@ def inputs(dataset, split: str, config, device: torch.device) -> torch.Tensor:  
     return x
 
 
-def targets(dataset, split: str, config, device: torch.device) -> torch.Tensor:  # type: ignore[no-untyped-def]
+def targets(dataset, split: str, config, device: torch.device) -> torch.Tensor:
     size = config.train_size if split == "train" else config.test_size
     return getattr(dataset, f"{split}_labels")[:size].to(device)
 
