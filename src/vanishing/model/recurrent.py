@@ -109,10 +109,14 @@ class RecurrentNet(nn.Module):
         )
         self.head = nn.Linear(sizes[-1], outputs)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = x  # (batch, T, features)
+    def forward(
+        self, x: Tensor, run: Callable[[nn.Module, Tensor], Tensor] | None = None
+    ) -> Tensor:
+        """(batch, T, features) -> (batch, outputs); `run(layer, h)`, when given, computes
+        each layer's output sequence in place of the layer's own call (the probe's unroll)."""
+        h = x
         for layer in self.layers:
-            h = layer(h)[0]  # (batch, T, width)
+            h = layer(h)[0] if run is None else run(layer, h)  # (batch, T, width)
         return self.head(h[:, -1])  # (batch, outputs)
 
     def layer_weights(self) -> list[list[Tensor]]:
