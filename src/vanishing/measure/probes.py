@@ -17,13 +17,14 @@ What each measurement means, in the words the report quotes, is `vanishing.measu
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from vanishing.measure import time as through_time
 from vanishing.model.activations import Activation, get_activation, saturated_mask
 from vanishing.model.mlp import MLP, GroupedMLP, StackedPReLU
 from vanishing.model.recurrent import RecurrentNet
@@ -73,6 +74,87 @@ def measure(model: MLP, activation: Activation, x: Tensor, y: Tensor) -> dict[st
     return probe_row(
         float(loss.detach()), grad_norms, per_hidden, weight_norms, slopes, logits_spread
     )
+
+
+def measure_recurrent(
+    model: RecurrentNet,
+    activation: Activation,
+    x: Tensor,
+    y: Tensor,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+) -> dict[str, Any]:
+    """`measure` for a recurrent network, and its time profile: its own forward on the probe
+    batch x (batch, T, features), each recurrent layer unrolled (`through_time.unrolling`) so
+    that every step's h_t is in the graph, and the loss `loss_fn(output, y)`.
+
+    Per weighted layer (each recurrent layer's W_ih and W_hh together, then the head) its
+    weight-gradient and weight norms; per recurrent layer the `layer_block` of its output
+    sequence (batch, T, hidden): the signal ||dLoss/d(output)|| as the layer above (or the head,
+    on the last step) takes it, the statistics and histogram over every step, the saturated
+    share (`through_time.saturated_share`) and the units zero on every sample and step; then
+    `through_time.time_probe`'s keys, its layers named "lstm 1", "lstm 2"..."""
+    was_training = model.training
+    model.eval()
+    layers = list(model.layers)
+    groups = model.layer_weights()  # per layer, its weights
+    weights = [w for group in groups for w in group]
+    with torch.enable_grad(), through_time.unrolling(layers) as found:
+        output = model(x)
+        loss = loss_fn(output, y)
+        unrolled = [found[layer] for layer in layers]
+        steps = [u.layers[0] for u in unrolled]  # one stacked layer per module
+        sequences = [u.output for u in unrolled]  # L x (batch, T, hidden)
+        hidden = [h for s in steps for h in s.hidden]
+        grads = torch.autograd.grad(loss, weights + sequences + hidden)
+    model.train(was_training)
+    weight_grads = grads[: len(weights)]
+    signal_grads = grads[len(weights) : len(weights) + len(layers)]
+    step_grads = grads[len(weights) + len(layers) :]
+    with torch.no_grad():
+        per_hidden = torch.stack(
+            [
+                layer_block(
+                    g.norm(),
+                    h.detach(),
+                    through_time.saturated_share(s, activation),
+                    dead_share(h.detach(), dim=2),
+                )
+                for g, h, s in zip(signal_grads, sequences, steps, strict=True)
+            ]
+        ).tolist()
+        norms, start = [], 0
+        for group in groups:
+            size = len(group)
+            norms.append(
+                torch.stack(
+                    [
+                        torch.stack([g.norm() for g in weight_grads[start : start + size]]).norm(),
+                        torch.stack([w.detach().norm() for w in group]).norm(),
+                    ]
+                )
+            )
+            start += size
+        grad_norms, weight_norms = torch.stack(norms).T.tolist()
+        prelus = [loop_prelu(layer) for layer in layers]
+        slopes = [p.weight.mean() for p in prelus if p is not None]
+        prelu = torch.stack(slopes).tolist() if len(slopes) == len(layers) else None
+        logits_spread = float(spread(output.detach()))
+        per_step, start = [], 0
+        for s in steps:
+            per_step.append(list(step_grads[start : start + len(s.hidden)]))
+            start += len(s.hidden)
+        names = [f"{model.arch} {k + 1}" for k in range(len(layers))]
+        profile = through_time.time_probe(names, steps, per_step)
+    row = probe_row(
+        float(loss.detach()), grad_norms, per_hidden, weight_norms, prelu, logits_spread
+    )
+    return {**row, **profile}
+
+
+def loop_prelu(layer: torch.nn.Module) -> torch.nn.PReLU | None:
+    """A LoopRNN's PReLU activation (its learned slope is recorded), else None."""
+    found = getattr(layer, "activation", None)
+    return found if isinstance(found, torch.nn.PReLU) else None
 
 
 def spread(output: Tensor, samples: int = 0) -> Tensor:

@@ -149,10 +149,14 @@ def train(args: argparse.Namespace) -> int:
             progress=progress,
             stop=stop,
         )
-    print(
-        f"{result.status}: test accuracy {100 * result.test_accuracy:.2f}%, "
-        f"test loss {result.test_loss:.4g}; records in {result.run_dir}"
-    )
+    if result.test_accuracy is None:  # a regression: its loss against the baseline's
+        score = (
+            f"test mean squared error {result.test_loss:.4g} (always answering 1: "
+            f"{result.baseline_loss:.3g})"
+        )
+    else:
+        score = f"test accuracy {100 * result.test_accuracy:.2f}%, test loss {result.test_loss:.4g}"
+    print(f"{result.status}: {score}; records in {result.run_dir}")
     # scipy loads only when a verdict is read
     from vanishing import reporting as report
 
