@@ -19,6 +19,7 @@ import vanishing
 from vanishing import records
 from vanishing.data import sequences
 from vanishing.data.datasets import Dataset, load_dataset
+from vanishing.data.sequences import to_inputs  # noqa: F401 - re-exported (bench)
 from vanishing.devices import resolve_device, sync
 from vanishing.errors import UsageError
 from vanishing.measure import probes
@@ -48,11 +49,6 @@ def versions() -> dict[str, str]:
         "numpy": np.__version__,
         "python": platform.python_version(),
     }
-
-
-def to_inputs(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 images (N, 28, 28) -> float pixels in [0, 1], (N, 784), on the device."""
-    return images.to(device).reshape(len(images), -1).float().div_(255)
 
 
 def make_model(config: TrainConfig) -> Model:
