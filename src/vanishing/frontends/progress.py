@@ -88,8 +88,13 @@ class RunBar(Progress):
 
     def finished(self, run: Run, status: str) -> None:
         result = records.read_json(run.run_dir / records.RESULT)
-        accuracy = result.get("test_accuracy")
-        detail = f"acc {100 * accuracy:.2f}%" if accuracy is not None else result.get("error", "")
+        accuracy, loss = result.get("test_accuracy"), result.get("test_loss")
+        if isinstance(accuracy, (int, float)):
+            detail = f"acc {100 * accuracy:.2f}%"
+        elif result.get("task") == "regression" and isinstance(loss, (int, float)):
+            detail = f"test MSE {loss:.4f}"
+        else:
+            detail = result.get("error") or ""
         self.done += 1
         line = f"[{self.done}/{self.total}] {run.run_dir.name}: {status} {detail}"
         if self.bar is not None:
