@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from test_report import make_sweep
 from vanishing import records
 from vanishing import reporting as report
 from vanishing.data import datasets
@@ -482,3 +483,41 @@ def test_the_cure_section_compares_gated_cells_and_the_forget_gate_bias(tmp_path
     assert cells["LSTM, forget-gate bias 1"][-1] == "healthy"
     assert cells["LSTM"][-1] == "vanishing through time, gates closed"
     assert figures.cure_words().startswith("init, gradient clipping")
+
+
+def test_an_mlps_report_says_nothing_through_time(tmp_path):
+    root = make_sweep(tmp_path / "mlp", {"relu": [0.97], "sigmoid": [0.95]})
+    built = report.build_report([root])
+    assert not [b for b in built.figures if b.anchor.startswith(("through", "time-", "gates"))]
+    page, markdown = report.render_html(built), report.render_markdown(built)
+    for text in (page, markdown):
+        assert "through time" not in text.lower() and "test MSE" not in text
+    for point in built.points:
+        assert time_profile(point) is None
+        assert not [k for k in judge(point).kinds if "time" in k or "gates" in k]
+
+
+def test_a_damaged_time_profile_is_dropped_from_its_row_and_the_run_read(tmp_path):
+    run = write_recurrent_run(tmp_path / "rnn", **PIXELS)
+    rows = records.read_metrics(run)
+    damaged = [
+        {**rows[0], "time_signal_norms": [3], "gates": "x"},
+        {**rows[1], "time_layers": [1], "recurrent_norms": [[1]]},
+        rows[2],
+    ]
+    usable = loading.usable_rows(damaged)
+    assert "time_signal_norms" not in usable[0] and "gates" not in usable[0]
+    assert "time_layers" not in usable[1] and "recurrent_norms" not in usable[1]
+    assert usable[1]["time_signal_norms"] == rows[1]["time_signal_norms"]
+    assert usable[2] == rows[2]
+    # A result.json whose time profile or task is damaged reads as missing them.
+    result = records.read_json(run / records.RESULT)
+    checked = loading.checked_result(
+        {**result, "time_signal_norms_init": "x", "task": 3, "baseline_loss": "x"}, failed=False
+    )
+    assert isinstance(checked, dict)
+    assert (checked["time_signal_norms_init"], checked["task"], checked["baseline_loss"]) == (
+        None,
+        None,
+        None,
+    )

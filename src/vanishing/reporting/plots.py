@@ -714,6 +714,7 @@ def time_profiles(points: Sequence[Point]) -> Figure | None:
     several = len(shown) > 1
     index = 0
     longest = 1
+    bound_named = False  # the legend names the slope bound once
     for point, ends in shown:
         first = ends[0]
         count = len(first.layers) if first else 0
@@ -744,8 +745,9 @@ def time_profiles(points: Sequence[Point]) -> Figure | None:
                         color=color,
                         linestyle=":",
                         linewidth=1.2,
-                        label="slope bound" if axes is left_axes and index == 1 else None,
+                        label=None if bound_named else "slope bound (dotted)",
                     )
+                    bound_named = True
     for axes, title in zip(
         (left_axes, right_axes), ("At the first probe", "After training (last probe)"), strict=True
     ):
