@@ -521,3 +521,20 @@ def test_a_damaged_time_profile_is_dropped_from_its_row_and_the_run_read(tmp_pat
         None,
         None,
     )
+
+
+def test_a_run_that_blew_up_through_time_is_cured_by_clipping(tmp_path):
+    run = write_recurrent_run(tmp_path / "rnn", per_step=(1.1, 1.3), nonfinite_at=2)
+    result = records.read_json(run / records.RESULT)
+    records.write_json(
+        run / records.RESULT,
+        {**result, "status": "diverged", "test_loss": None, "diverged_step": 600},
+    )
+    found = verdict_of(run)
+    assert found.kinds[:2] == ("training-blow-up", "exploding-through-time")
+    assert found.headline.startswith("Blew up: 1 of 1 runs diverged")
+    assert (
+        "Exploding through time: the gradient on its way back through the sequence is no longer "
+        "a finite number at step 600."
+    ) in found.sentences
+    assert found.cure.startswith("Cure: --clip-grad-norm 1, which cuts every step's gradient")

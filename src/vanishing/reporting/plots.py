@@ -173,7 +173,7 @@ def learning_curves(points: Sequence[Point]) -> Figure | None:
     last = max((len(g.ok[0].finished.get("history", [])) for g in points if g.ok), default=1)
     for axes in (score_axes, loss_axes):
         axes.grid(alpha=0.3)
-        axes.set_xlim(0.5, last + 0.5)
+        axes.set_xlim(0.5, max(last, 1) + 0.5)  # no epoch recorded: still a span
         axes.xaxis.get_major_locator().set_params(integer=True)
     legend_below(figure, 6 if len(points) <= 6 else legend_columns([g.label for g in points]))
     return figure

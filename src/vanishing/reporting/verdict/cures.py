@@ -43,8 +43,8 @@ def cure_sentence(point: Point, kinds: tuple[str, ...]) -> str:
     """The cure for the worst failure, fitted to what the run already uses; '' if none fits."""
     if point.watched:
         return model_cure(point, kinds)
-    if kinds and kinds[0] in THROUGH_TIME:
-        return time_cure(point, kinds[0])
+    if through := time_kind(kinds):
+        return time_cure(point, through)
     config = point.runs[0].config
     # Normalisation and residual connections are not implemented for recurrent layers, and a
     # depth cure between them is not what their steps need.
@@ -151,8 +151,8 @@ def at_fixed_point_init(point: Point) -> bool:
 def model_cure(point: Point, kinds: tuple[str, ...]) -> str:
     """A watched model's cure for its worst failure, as changes to the model or the loop (its
     user passes no options): the module to add, the init to use; '' if none fits."""
-    if kinds and kinds[0] in THROUGH_TIME:
-        return model_time_cure(point, kinds[0])
+    if through := time_kind(kinds):
+        return model_time_cure(point, through)
     config = point.runs[0].config
     description = str(config.get("description") or "")
     has_norm = "BatchNorm" in description or "LayerNorm" in description
@@ -241,6 +241,17 @@ def model_cure(point: Point, kinds: tuple[str, ...]) -> str:
     if not parts:
         return ""
     return f"Cure: {'; '.join(parts)}."
+
+
+def time_kind(kinds: tuple[str, ...]) -> str:
+    """The failure through time the cure is for: the worst kind where it is one, or a gradient
+    exploding through time under a training that blew up (its cause); '' otherwise."""
+    worst = kinds[0] if kinds else ""
+    if worst in THROUGH_TIME:
+        return worst
+    if worst == "training-blow-up" and "exploding-through-time" in kinds:
+        return "exploding-through-time"
+    return ""
 
 
 CLIPPING = "Pascanu, Mikolov and Bengio 2013"
