@@ -186,7 +186,10 @@ BAD_OPTIONS = [
     (["--momentum", "0.9"], "--momentum applies to --optimizer sgd only"),
     (["--seeds", "0,x"], "seeds: expected int, got 'x'"),
     (["--seeds", "0,0"], "seeds: each value once, got 0,0"),
-    (["--dataset", "cifar"], "unknown data set 'cifar'; choose from: mnist, fashion-mnist"),
+    (
+        ["--dataset", "cifar"],
+        "unknown data set 'cifar'; choose from: mnist, fashion-mnist, adding",
+    ),
     (["--device", "tpu"], "unknown device 'tpu'; choose from: auto, cpu, cuda, mps"),
     (["--norm", "foo"], "unknown norm 'foo'; choose from: none, batch, layer"),
     (["--init-gain", "-1"], "init gain must be a finite number > 0, got -1.0"),

@@ -47,10 +47,28 @@ def other_value(setting: dataclasses.Field):
     elif kind is bool:
         value = not default
     elif kind is int:
-        value = default + 1
+        value = default + 1 if default is not None else 100
     else:
         value = default / 2 if default else 0.5
     return value, shown(value)
+
+
+# What another value of a setting needs beside it: equal widths for a skip; a recurrent network
+# for a sequence, an LSTM for a forget-gate bias, the adding problem for a length.
+COMPANIONS: dict[str, dict[str, object]] = {
+    "residual": {"depth": 3, "width": 8},
+    "sequence": {"arch": "rnn"},
+    "forget_bias": {"arch": "lstm"},
+    "length": {"arch": "rnn", "dataset": "adding"},
+}
+GRID_COMPANIONS: dict[str, dict[str, object]] = {  # the same, as a sweep's keys
+    "residual": {"depths": [3], "widths": [8]},
+    "sequence": {"archs": ["rnn"]},
+    "forget_bias": {"archs": ["lstm"]},
+    "length": {"archs": ["rnn"], "dataset": "adding"},
+}
+# The settings whose default follows the network's (`model.recurrent.arch_defaults`).
+ARCH_DEPENDENT = ("activation", "hidden", "sequence")
 
 
 def help_of(command: str) -> str:
@@ -92,13 +110,14 @@ def test_every_field_given_on_the_command_line_reaches_the_config(name, tmp_path
     argv = ["train", *(flags if isinstance(value, bool) else [flag, text])]
     if name == "momentum":
         argv += ["--optimizer", "sgd"]
-    if name == "residual":  # a skip needs equal widths
-        argv += ["--depth", "3", "--width", "8"]
+    companions = COMPANIONS.get(name, {})
+    for key, companion in companions.items():
+        argv += [f"--{key.replace('_', '-')}", str(companion)]
     config = codec.config(settings_given(build_parser().parse_args(argv)))
     assert getattr(config, name) == value
-    unchanged = {
-        f: getattr(TrainConfig(), f) for f in FIELDS if f not in (name, "optimizer", "hidden")
-    }
+    recurrent = config.arch != "mlp"
+    skipped = {name, "optimizer", "hidden", *companions, *(ARCH_DEPENDENT if recurrent else ())}
+    unchanged = {f: getattr(TrainConfig(), f) for f in FIELDS if f not in skipped}
     assert {f: getattr(config, f) for f in unchanged} == unchanged
 
 
@@ -109,12 +128,16 @@ def test_every_field_is_a_toml_key_and_a_sweep_option(name):
     axis = setting.metadata["axis"]
     key = axis or name
     toml_value = [value] if axis else (list(value) if isinstance(value, tuple) else value)
-    shape = {"depths": [3], "widths": [8]} if name == "residual" else {}  # a skip: equal widths
-    spec = grid.spec_from_dict({key: toml_value, **shape})
+    companions = GRID_COMPANIONS.get(name, {})
+    spec = grid.spec_from_dict({key: toml_value, **companions})
     assert {getattr(c, name) for c in grid.expand(spec)} == {value}
     assert key in grid.spec_from_dict({}).to_dict()  # sweep.json and presets use the same keys
     option = f"--{key.replace('_', '-')}"
-    extra = ["--depths", "3", "--widths", "8"] if name == "residual" else []
+    extra = [
+        part
+        for key, values in companions.items()
+        for part in (f"--{key.replace('_', '-')}", shown(values))
+    ]
     args = build_parser().parse_args(["sweep", option, text, *extra])
     spec, _ = grid.spec_of(given=grid_given(args))
     assert {getattr(c, name) for c in grid.expand(spec)} == {value}
@@ -173,7 +196,10 @@ def test_records_are_written_with_the_umask_mode(tiny_dir, tmp_path, umask):
 def test_settings_added_later_default_to_what_older_records_mean():
     defaults = TrainConfig().to_dict()
     older = older_defaults()
-    assert set(older) == {"norm", "residual", "init_gain", "clip_grad_norm"}
+    assert set(older) == {
+        "norm", "residual", "init_gain", "clip_grad_norm", "arch", "sequence", "length",
+        "forget_bias", "train_size", "test_size",
+    }  # fmt: skip
     assert {key: defaults[key] for key in older} == older
 
 

@@ -284,7 +284,8 @@ def test_cli_unknown_dataset_and_option(capsys):
     code, _, err = run_cli(capsys, "data", "info", "--dataset", "cifar")
     assert code == 2
     assert err.strip() == (
-        "vanishing data info: error: unknown data set 'cifar'; choose from: mnist, fashion-mnist"
+        "vanishing data info: error: unknown data set 'cifar'; choose from: mnist, "
+        "fashion-mnist, adding"
     )
     with pytest.raises(SystemExit) as e:
         main(["data", "fetch", "--bogus"])

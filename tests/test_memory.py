@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from vanishing.data import datasets as data
+from vanishing.data import sequences
 from vanishing.errors import UsageError
 from vanishing.executor import MAX_GROUP, Policy, Run, check_memory, execute, preflight
 from vanishing.frontends.cli import main
 from vanishing.measure import probes
 from vanishing.model.activations import ACTIVATIONS
 from vanishing.model.mlp import NORMS, OPTIMIZERS, GroupedMLP, build_model, make_optimizer
+from vanishing.model.recurrent import build_recurrent
 from vanishing.settings.config import TrainConfig
 from vanishing.training import group, memory
 from vanishing.training import loop as train
@@ -347,3 +353,123 @@ def test_a_batch_or_probe_beyond_the_training_set_is_not_a_memory_refusal(
     assert err.strip().splitlines()[-1].endswith("(320 images of mnist); at most 320"), err
     code = main(["train", "--probe-size", "100000000", *args, "--out", str(tmp_path / "b")])
     assert code == 0 and "memory" not in capsys.readouterr().err
+
+
+RECURRENT_READINGS = [
+    {"arch": "rnn", "activation": "tanh"},
+    {"arch": "rnn", "activation": "relu", "sequence": "pixels"},
+    {"arch": "rnn", "activation": "prelu", "prelu_mode": "unit"},  # LoopRNN: a slope per unit
+    {"arch": "rnn", "activation": "sigmoid", "dataset": "adding", "length": 9},
+    {"arch": "lstm", "activation": "tanh", "sequence": "permuted"},
+    {"arch": "lstm", "activation": "tanh", "dataset": "adding"},
+    {"arch": "gru", "activation": "tanh"},
+]
+
+
+@pytest.mark.parametrize(
+    "settings", RECURRENT_READINGS, ids=lambda s: "-".join(map(str, s.values()))
+)
+def test_a_recurrent_networks_parameters_are_the_built_models(settings):
+    """Counted from the config (nn.RNN/LSTM/GRU's gates x hidden x (inputs + hidden + 2) and
+    the head), never built: the same as the built network's, the weights as the probe copies."""
+    config = TrainConfig(hidden=(12, 7), **settings)
+    model = build_recurrent(
+        config.arch,
+        config.hidden,
+        config.activation,
+        sequences.input_size(config),
+        sequences.outputs(config.dataset),
+        options=config.options,
+    )
+    estimate = memory.estimate(config)
+    assert (estimate.parameters, estimate.buffers) == measured(model)
+    assert estimate.gradients == estimate.parameters
+    assert estimate.optimizer_state == 2 * estimate.parameters  # Adam
+    assert estimate.probe_copies == 4 * sum(w.numel() for w in probes.layer_weights(model))
+    assert estimate.peak in ("batch", "probe", "evaluation")  # no dead-unit pass
+
+
+PEAK_SCRIPT = """
+import re, sys, torch
+from vanishing.data import sequences
+from vanishing.model.recurrent import build_recurrent
+from vanishing.settings.config import TrainConfig
+from vanishing.training import memory
+torch.set_num_threads(1)
+config = TrainConfig(**eval(sys.argv[1]))
+model = build_recurrent(config.arch, config.hidden, config.activation,
+                        sequences.input_size(config), sequences.outputs(config.dataset))
+x = torch.rand(config.batch_size, sequences.steps(config), sequences.input_size(config))
+y = torch.zeros(config.batch_size, dtype=torch.long)
+def step(x, y):
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+def peak():  # this process's peak RSS: VmHWM is its own (ru_maxrss is kept across exec)
+    with open("/proc/self/status") as status:
+        return int(re.search(r"VmHWM:\\s+(\\d+) kB", status.read()).group(1)) * 1024
+step(x[:2, :3], y[:2])  # the allocator and the kernels warmed up
+before = peak()
+step(x, y)
+grown = peak() - before
+passes = memory.recurrent_passes(config, 1, config.batch_size, config.probe_size)
+print(grown / (passes["batch"] * memory.FLOAT))
+"""
+
+
+@pytest.mark.parametrize("arch", ["rnn", "lstm", "gru"])
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads Linux's VmHWM")
+def test_a_recurrent_batch_is_estimated_within_the_margin(arch):
+    """A training batch keeps T x batch x hidden values per layer, `FUSED` of them per step and
+    unit: the peak a forward and backward add to the process (its own, in a child), against
+    the estimate's batch pass."""
+    settings = {"arch": arch, "activation": "tanh", "hidden": (128,), "batch_size": 64}
+    settings |= {"sequence": "pixels"}  # 784 steps: 25.7 MB per value kept per unit
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, repr(settings)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    ratio = float(done.stdout)
+    assert 0.6 < ratio <= 1.1, ratio  # an estimate, rounded up
+
+
+def test_a_recurrent_shape_as_the_message_writes_it():
+    lstm = TrainConfig(arch="lstm", activation="tanh", hidden=(4096,), sequence="pixels")
+    assert memory.architecture(lstm) == "lstm 784x1-4096-10"
+    rnn = TrainConfig(arch="rnn", activation="tanh", hidden=(64,) * 5, dataset="adding")
+    assert memory.architecture(rnn) == "rnn 100x2-64x5-1"
+    assert memory.architecture(TrainConfig(arch="gru", activation="tanh", hidden=(128,))) == (
+        "gru 28x28-128-10"
+    )
+
+
+def test_a_pixel_sequence_at_a_large_batch_is_refused_by_the_estimate():
+    """T x batch x hidden: 784 steps of 60000 rows (the batch capped at the training set) of
+    4096 LSTM units, about 13 TB, where a row sequence of the same batch is 28 times less."""
+    pixels = TrainConfig(
+        arch="lstm", activation="tanh", hidden=(4096,), sequence="pixels", batch_size=100000
+    )
+    estimate = memory.estimate(pixels)
+    assert estimate.peak == "batch" and 12e12 < estimate.total < 15e12
+    rows = dataclasses.replace(pixels, sequence="rows")
+    assert memory.estimate(rows).activations * 27 < estimate.activations
+    with pytest.raises(UsageError, match=r"^a run of lstm 784x1-4096-10 needs about 13\.\d TB "):
+        memory.check_fits([pixels], "cpu")
+    # --train-size: the batch is capped at the first N examples, the data set holds N.
+    few = dataclasses.replace(pixels, train_size=100, test_size=100)
+    assert memory.estimate(few).data < 2 * 200 * 784 * 4 + 512 * 784 * 4 + 200 * 8
+    assert memory.estimate(few).activations < estimate.activations / 500
+
+
+def test_the_sizes_a_run_reads_are_its_first_examples():
+    assert memory.samples(TrainConfig()) == (60000, 10000)
+    assert memory.samples(TrainConfig(train_size=500, test_size=70)) == (500, 70)
+    assert memory.samples(TrainConfig(train_size=500), train_samples=320) == (320, 10000)
+    adding = TrainConfig(arch="gru", activation="tanh", dataset="adding", length=50)
+    assert memory.samples(adding) == (60000, 10000)
+    # The adding problem: 50 steps of 2 float32 values and a float32 target per example.
+    assert memory.estimate(dataclasses.replace(adding, probe_size=1)).data == (
+        70000 * (50 * 2 * 4 + 4) + (50 * 2 * 4 + 4) + 60000 * 8
+    )

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from scipy import stats as scipy_stats
 
-from test_report_time import adding_known, write_recurrent_run  # noqa: F401 (a fixture)
+from test_report_time import write_recurrent_run
 from vanishing import records
 from vanishing import reporting as report
 from vanishing.frontends.cli import main

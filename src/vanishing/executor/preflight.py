@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from vanishing.data import sequences
 from vanishing.data.datasets import Dataset
 from vanishing.devices import cores, resolve_device
 from vanishing.errors import UsageError, choices_error
@@ -32,11 +33,14 @@ def check(
     train (`plan`). The policy's values; every unit in its device's memory, the units that train
     at once together (`check_memory`), on `dataset`'s training set when it is loaded, else on the
     size its spec registers, besides the bytes `reserved` on each device for runs already
-    training (the live server's other jobs: `memory_needed`); with `dataset`, each batch against
-    its training set."""
+    training (the live server's other jobs: `memory_needed`); with `dataset`, first the
+    examples each run asks for (`--train-size`, `--test-size`) against what it has, and last
+    each batch against its training set."""
     check_policy(policy)
     units = plan(runs, policy)
-    samples = len(dataset.train_labels) if dataset is not None else None
+    samples = dataset.size("train") if dataset is not None else None
+    if dataset is not None:
+        check_sizes([run.config for unit in units for run in unit], dataset)
     check_memory(units, policy, samples, reserved)
     if dataset is not None:
         check_batch_sizes([run.config for unit in units for run in unit], dataset)
@@ -147,14 +151,23 @@ def memory_needed(
     return needed
 
 
-def check_batch_sizes(configs: Sequence[TrainConfig], dataset: Dataset) -> None:
-    """A batch larger than the training set would train one short step per epoch, and batch
-    norm cannot normalise a batch of one (`train.check_batch_norm`): refused."""
-    n = len(dataset.train_labels)
+def check_sizes(configs: Sequence[TrainConfig], dataset: Dataset) -> None:
+    """A `--train-size` or `--test-size` larger than its split: refused (`sequences.examples`)."""
     for config in configs:
+        for split in ("train", "test"):
+            sequences.examples(dataset, split, config)
+
+
+def check_batch_sizes(configs: Sequence[TrainConfig], dataset: Dataset) -> None:
+    """A batch larger than the training set (the run's first `--train-size` examples) would
+    train one short step per epoch, and batch norm cannot normalise a batch of one
+    (`train.check_batch_norm`): refused."""
+    for config in configs:
+        n = sequences.examples(dataset, "train", config)
         check_batch_norm(config, n)
         if config.batch_size > n:
+            what = "sequences" if dataset.generated is not None else "images"
             raise UsageError(
                 f"--batch-size {config.batch_size} is larger than the training set ({n} "
-                f"images of {dataset.name}); at most {n}"
+                f"{what} of {dataset.name}); at most {n}"
             )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vanishing import records
+from vanishing.data import sequences
 from vanishing.data.datasets import Dataset, load_dataset
 from vanishing.devices import resolve_device
 from vanishing.errors import UsageError
@@ -171,9 +172,13 @@ def check_shared(configs: Sequence[TrainConfig]) -> None:
             )
 
 
-def steps_of(configs: Sequence[TrainConfig], train_samples: int) -> int:
-    """The optimisation steps the configs' runs take in all."""
-    return sum(-(-train_samples // c.batch_size) * c.epochs for c in configs)
+def steps_of(configs: Sequence[TrainConfig], dataset: Dataset | None) -> int:
+    """The optimisation steps the configs' runs take in all on `dataset` (none loaded: 0)."""
+    if dataset is None:
+        return 0
+    return sum(
+        -(-sequences.examples(dataset, "train", c) // c.batch_size) * c.epochs for c in configs
+    )
 
 
 def train_runs(
@@ -212,12 +217,11 @@ def train_runs(
     if policy.backend == "local" and skipped < len(runs):
         name = configs[0].dataset
         dataset = data.load(name, progress.note) if isinstance(data, DataOptions) else data(name)
-    samples = len(dataset.train_labels) if dataset is not None else 0
     if dataset is not None:
         check(runs, policy, dataset)  # on the data itself: its size, the batches
     if prepare is not None:
         prepare()
-    progress.planned(len(runs), skipped, steps_of(configs, samples))
+    progress.planned(len(runs), skipped, steps_of(configs, dataset))
     anomaly = torch.autograd.set_detect_anomaly(True) if detect_anomaly else None
     with anomaly or contextlib.nullcontext():
         return execute(

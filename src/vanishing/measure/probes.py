@@ -17,13 +17,14 @@ What each measurement means, in the words the report quotes, is `vanishing.measu
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from vanishing.measure import time as through_time
 from vanishing.model.activations import Activation, get_activation, saturated_mask
 from vanishing.model.mlp import MLP, GroupedMLP, StackedPReLU
 from vanishing.model.recurrent import RecurrentNet
@@ -73,6 +74,95 @@ def measure(model: MLP, activation: Activation, x: Tensor, y: Tensor) -> dict[st
     return probe_row(
         float(loss.detach()), grad_norms, per_hidden, weight_norms, slopes, logits_spread
     )
+
+
+def measure_recurrent(
+    model: RecurrentNet,
+    activation: Activation,
+    x: Tensor,
+    y: Tensor,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+) -> dict[str, Any]:
+    """`measure` for a recurrent network, and its time profile: its own forward on the probe
+    batch x (batch, T, features), each recurrent layer unrolled (`through_time.unroll`) so
+    that every step's h_t is in the graph, and the loss `loss_fn(output, y)`.
+
+    Per weighted layer (each recurrent layer's W_ih and W_hh together, then the head) its
+    weight-gradient and weight norms; per recurrent layer the `layer_block` of its output
+    sequence (batch, T, hidden): the signal ||dLoss/d(output)|| as the layer above (or the head,
+    on the last step) takes it, the statistics and histogram over every step (over
+    `through_time.STAT_STEPS` evenly spaced steps when T is longer), the saturated
+    share (`through_time.saturated_share`) and the units zero on every sample and step; then
+    `through_time.time_probe`'s keys, its layers named "lstm 1", "lstm 2"..."""
+    was_training = model.training
+    model.eval()
+    layers = list(model.layers)
+    groups = model.layer_weights()  # per layer, its weights
+    weights = [w for group in groups for w in group]
+    unrolled: list[through_time.Unrolled] = []
+
+    def run(layer: torch.nn.Module, h: Tensor) -> Tensor:
+        found = cast(through_time.Unrolled, through_time.unroll(layer, h))  # never None here
+        unrolled.append(found)
+        return found.output
+
+    with torch.enable_grad():
+        output = model(x, run)
+        loss = loss_fn(output, y)
+        steps = [u.layers[0] for u in unrolled]  # one stacked layer per module
+        sequences = [u.output for u in unrolled]  # L x (batch, T, hidden)
+        hidden = [h for s in steps for h in s.hidden]
+        grads = torch.autograd.grad(loss, weights + sequences + hidden)
+    model.train(was_training)
+    weight_grads = grads[: len(weights)]
+    signal_grads = grads[len(weights) : len(weights) + len(layers)]
+    step_grads = grads[len(weights) + len(layers) :]
+    stride = through_time.stride_of(x.shape[1])  # statistics of values: on STAT_STEPS steps
+    with torch.no_grad():
+        per_hidden = torch.stack(
+            [
+                layer_block(
+                    g.norm(),
+                    h.detach()[:, stride - 1 :: stride],
+                    through_time.saturated_share(s, activation, stride),
+                    dead_share(h.detach()[:, stride - 1 :: stride], dim=2),
+                )
+                for g, h, s in zip(signal_grads, sequences, steps, strict=True)
+            ]
+        ).tolist()
+        norms, start = [], 0
+        for group in groups:
+            size = len(group)
+            norms.append(
+                torch.stack(
+                    [
+                        torch.stack([g.norm() for g in weight_grads[start : start + size]]).norm(),
+                        torch.stack([w.detach().norm() for w in group]).norm(),
+                    ]
+                )
+            )
+            start += size
+        grad_norms, weight_norms = torch.stack(norms).T.tolist()
+        prelus = [loop_prelu(layer) for layer in layers]
+        slopes = [p.weight.mean() for p in prelus if p is not None]
+        prelu = torch.stack(slopes).tolist() if len(slopes) == len(layers) else None
+        logits_spread = float(spread(output.detach()))
+        per_step, start = [], 0
+        for s in steps:
+            per_step.append(list(step_grads[start : start + len(s.hidden)]))
+            start += len(s.hidden)
+        names = [f"{model.arch} {k + 1}" for k in range(len(layers))]
+        profile = through_time.time_probe(names, steps, per_step)
+    row = probe_row(
+        float(loss.detach()), grad_norms, per_hidden, weight_norms, prelu, logits_spread
+    )
+    return {**row, **profile}
+
+
+def loop_prelu(layer: torch.nn.Module) -> torch.nn.PReLU | None:
+    """A LoopRNN's PReLU activation (its learned slope is recorded), else None."""
+    found = getattr(layer, "activation", None)
+    return found if isinstance(found, torch.nn.PReLU) else None
 
 
 def spread(output: Tensor, samples: int = 0) -> Tensor:
@@ -177,8 +267,17 @@ def histograms(values: Tensor, bins: int = HISTOGRAM_BINS) -> Tensor:
     steps = torch.arange(bins + 1, device=values.device, dtype=values.dtype)
     edges = steps * ((hi - lo) / bins)[:, None] + lo[:, None]  # (K, bins + 1), as np.linspace
     edges[:, -1] = hi
-    # Bin i holds edges[i] <= v < edges[i + 1]; the largest value falls in the last one.
-    index = torch.searchsorted(edges[:, 1:-1].contiguous(), values.contiguous(), right=True)
+    # Bin i holds edges[i] <= v < edges[i + 1]; the largest value falls in the last one. The
+    # bin by arithmetic (halves: no overflow over a float's whole range), then moved by one
+    # where rounding put it beside its edges, as numpy.histogram does: searchsorted's answer
+    # at a fraction of its time on a recurrent layer's T x batch x hidden values.
+    kept = torch.where(finite, values, lo[:, None])
+    low, span = (lo / 2)[:, None], ((hi - lo) / 2)[:, None]
+    position = (kept / 2 - low) / span * bins
+    position = torch.where(position.isfinite(), position, 0.0)  # a row with no finite value
+    index = position.floor().clamp(0, bins - 1).long()
+    index -= ((kept < edges.gather(1, index)) & (index > 0)).long()
+    index += ((kept >= edges.gather(1, index + 1)) & (index < bins - 1)).long()
     counts = torch.zeros(len(values), bins, device=values.device, dtype=values.dtype)
     counts.scatter_add_(1, index, finite.to(values.dtype))  # exact below 2^24 values a bin
     return torch.cat([edges, counts], dim=1)

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from vanishing.errors import UsageError, choices_error
-from vanishing.model.mlp import DEFAULT_WIDTH
+from vanishing.model.mlp import DEFAULT_WIDTH, SEED_HIDDEN
+from vanishing.model.recurrent import arch_defaults
 from vanishing.settings import codec
-from vanishing.settings.config import TrainConfig, settings
+from vanishing.settings.config import TrainConfig, field_named, settings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -98,12 +99,32 @@ def expand(spec: SweepSpec) -> list[TrainConfig]:
     Shapes vary slowest, then the settings in TrainConfig's order (activation ... seed), then
     the cases."""
     names = [setting.name for setting in settings() if setting.name != "hidden"]
-    return [
-        TrainConfig(hidden=hidden, **{**dict(zip(names, combination, strict=True)), **case})
+    runs = [
+        TrainConfig(
+            **arch_defaulted(
+                spec, {"hidden": hidden, **dict(zip(names, combination, strict=True)), **case}, case
+            )
+        )
         for hidden in shapes(spec)
         for combination in itertools.product(*(spec.values[name] for name in names))
         for case in spec.cases or ({},)
     ]
+    return list(dict.fromkeys(runs))  # a recurrent network's default activation: once
+
+
+def arch_defaulted(spec: SweepSpec, values: dict[str, Any], case: dict[str, Any]) -> dict[str, Any]:
+    """A run's settings with a recurrent network's own defaults (`arch_defaults`) where the grid
+    left the activation or the shape at an MLP's defaults."""
+    defaults = arch_defaults(values["arch"])
+    # Not given: the axis's default values, or the placeholder of a key that other cases set.
+    unset = spec.values["activation"] == field_named("activation").metadata["values"] or any(
+        "activation" in other for other in spec.cases
+    )
+    if "activation" in defaults and "activation" not in case and unset:
+        values["activation"] = defaults["activation"]
+    if "hidden" in defaults and not spec.depths and spec.values["hidden"] == (SEED_HIDDEN,):
+        values["hidden"] = defaults["hidden"]
+    return values
 
 
 def parse_cases(values: dict[str, Any]) -> tuple[dict[str, Any], ...]:

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from vanishing import records
+from vanishing.data import sequences
 from vanishing.data.datasets import Dataset, load_dataset
 from vanishing.devices import resolve_device, sync
 from vanishing.errors import UsageError
@@ -30,7 +31,7 @@ from vanishing.measure import probes
 from vanishing.model.activations import (
     get_activation,
 )
-from vanishing.model.mlp import UNGROUPABLE, GroupedMLP, make_optimizer
+from vanishing.model.mlp import MLP, UNGROUPABLE, GroupedMLP, make_optimizer
 from vanishing.records import RunResult
 from vanishing.settings.config import TrainConfig, per_model_fields
 from vanishing.training.loop import (
@@ -39,7 +40,6 @@ from vanishing.training.loop import (
     StepCallback,
     denormals_flushed,
     make_model,
-    to_inputs,
 )
 
 # What the models of one group must share: every setting but those declared `per_model`.
@@ -217,17 +217,18 @@ def fit_group(
     train/eval/probe seconds), a fair per-model figure since the K models run as one.
     """
     first, k = configs[0], len(configs)
-    models = [make_model(c) for c in configs]
+    models = [cast(MLP, make_model(c)) for c in configs]  # `alone` keeps recurrent ones out
     if checkpoints is not None:
         for model, checkpoint in zip(models, checkpoints, strict=True):
             records.check_fits(checkpoint, model)
             model.load_state_dict(checkpoint["model"])
     group = GroupedMLP.from_models(models).to(device)
     optimizer = make_optimizer(first.optimizer, group.parameters(), first.lr, first.momentum)
-    x_train = to_inputs(dataset.train_images, device)  # (60000, 784)
-    y_train = dataset.train_labels.to(device)
-    x_test = to_inputs(dataset.test_images, device)
-    y_test = dataset.test_labels.to(device)
+    # The models share every setting that reads the data (the first --train-size examples...).
+    x_train = sequences.inputs(dataset, "train", first, device)  # (60000, 784)
+    y_train = sequences.targets(dataset, "train", first, device)
+    x_test = sequences.inputs(dataset, "test", first, device)
+    y_test = sequences.targets(dataset, "test", first, device)
     n = len(x_train)
     # Each model's own generator, drawn in `train.fit`'s order: probe batch, then one per epoch.
     generators = [torch.Generator().manual_seed(c.seed) for c in configs]

@@ -16,11 +16,25 @@
   and, for rectifiers, the dead-unit chunk (`DEAD_CHUNK` rows through `forward_hidden`, which
   keeps every layer, while the previous chunk's outputs are still held);
 - data: the training and test images as float32 784 features and their int64 labels, on the
-  device, and each model's probe batch and data order.
+  device (the first `--train-size` and `--test-size` of them), and each model's probe batch and
+  data order.
 
 A batch and the probe batch never exceed the training set (training slices its batches from the
 set, the probe takes `randperm(n)[:probe_size]`): both are capped at its size, the loaded set's
 when the caller has it (`train_samples`), else the count its spec registers.
+
+A recurrent network (`--arch rnn`, `lstm`, `gru`) keeps every time step: parameters are nn.RNN's,
+nn.LSTM's and nn.GRU's (gates x hidden x (inputs + hidden + 2) per layer) and the Linear head's; a
+training batch keeps, per step and hidden unit of each layer, `FUSED[arch]` values (the gates
+before and after their activations, the cell, the output; measured on the CPU, the backward's peak
+included: a tanh RNN 4.6 to 5.0, a GRU 11 to 12.3, an LSTM 16.2 to 16.6 per batch x T x hidden);
+the probe unrolls the layers step by step and keeps each h_t and its gradient, `UNROLLED[arch]`
+values (a loop written out as `measure.time` unrolls: a tanh RNN 3, an LSTM 14, a GRU 17); an
+evaluation pass takes as many rows as hold EVAL_VALUES values of one layer's output
+(`train.eval_chunk`), `EVALUATED[arch]` values each (no grad: a tanh RNN 3.1, an LSTM 2.5, a GRU
+6.2, and the output of the layer below); recurrent runs count no dead-unit pass (the probe counts
+dead units). The data set is T x features float32 values per example (the adding problem's float
+targets in place of labels).
 
 Everything per model counts K times for a group of K (`models`); the data, the evaluation and the
 dead-unit chunks are shared (a group splits a chunk's rows among its models). Not counted: the
@@ -39,20 +53,29 @@ from pathlib import Path
 
 import torch
 
+from vanishing.data import sequences
+from vanishing.data.adding import SIZES
 from vanishing.data.datasets import get_spec
 from vanishing.devices import resolve_device
 from vanishing.errors import UsageError
 from vanishing.measure.probes import DEAD_CHUNK
 from vanishing.model.activations import get_activation, make_activation
 from vanishing.model.mlp import NORMS, OPTIMIZERS
+from vanishing.model.recurrent import GATES, NATIVE, RECURRENT
 from vanishing.settings.config import TrainConfig
-from vanishing.training.loop import EVAL_CHUNK
+from vanishing.training.loop import EVAL_CHUNK, EVAL_VALUES
 
 FLOAT = 4  # bytes of a float32 value
 INDEX = 8  # bytes of an int64 label or index
 IN_FEATURES, CLASSES = 784, 10
 TRAIN_SAMPLES, TEST_SAMPLES = 60000, 10000  # MNIST's split, for a spec without counts
 RUNS_IN_A_ROW = 4  # equal widths written 256x30 from this many on
+# Values per time step and hidden unit of each recurrent layer that a training batch keeps for
+# the backward (PyTorch's fused modules), and that the probe's step-by-step unroll keeps (h_t
+# and its gradient too): measured on the CPU, rounded up (the module docstring).
+FUSED = {"rnn": 5, "lstm": 17, "gru": 13}
+UNROLLED = {"rnn": 4, "lstm": 15, "gru": 18}
+EVALUATED = {"rnn": 4, "lstm": 4, "gru": 7}  # the same without grad, the layer below's output too
 
 
 @dataclass(frozen=True)
@@ -83,19 +106,42 @@ class Estimate:
         }
 
 
+def recurrent_counts(config: TrainConfig) -> tuple[int, int]:
+    """(parameters, of which weights) of a recurrent network's layers and head, as nn.RNN,
+    nn.LSTM and nn.GRU hold them: per layer W_ih (gates x hidden, inputs), W_hh (gates x hidden,
+    hidden) and two biases (gates x hidden); the head's Linear (outputs, last width)."""
+    gates, outputs = GATES[config.arch], sequences.outputs(config.dataset)
+    sizes = (sequences.input_size(config), *config.hidden)
+    weights = sum(
+        gates * width * (fan_in + width)
+        for fan_in, width in zip(sizes, config.hidden, strict=False)
+    )
+    weights += config.hidden[-1] * outputs
+    return weights + sum(2 * gates * width for width in config.hidden) + outputs, weights
+
+
 def parameter_counts(config: TrainConfig) -> tuple[int, int, int]:
-    """(parameters, of which Linear weights, buffer bytes) of one model of `config`.
+    """(parameters, of which weights, buffer bytes) of one model of `config`: an MLP's
+    Linear weights, a recurrent network's W_ih, W_hh and head weights (`recurrent_counts`).
 
     Norm and activation modules are built for each hidden width (on the meta device) and
-    counted, so a new norm or parametrised activation is counted without a change here.
+    counted, so a new norm or parametrised activation is counted without a change here (a
+    recurrent network's only such module: `LoopRNN`'s activation, where nn.RNN has none).
     """
-    sizes = (IN_FEATURES, *config.hidden, CLASSES)
-    weights = sum(fan_in * fan_out for fan_in, fan_out in zip(sizes, sizes[1:], strict=False))
-    parameters = weights + sum(sizes[1:])  # and a bias per unit
+    if config.arch in RECURRENT:
+        parameters, weights = recurrent_counts(config)
+        looped = config.arch == "rnn" and config.activation not in NATIVE
+        make_norm = None
+        widths = config.hidden if looped else ()
+    else:
+        sizes = (IN_FEATURES, *config.hidden, CLASSES)
+        weights = sum(fan_in * fan_out for fan_in, fan_out in zip(sizes, sizes[1:], strict=False))
+        parameters = weights + sum(sizes[1:])  # and a bias per unit
+        make_norm = NORMS[config.norm]
+        widths = config.hidden
     buffers = 0
-    make_norm = NORMS[config.norm]
     modules: dict[int, list[torch.nn.Module]] = {}
-    for width in config.hidden:
+    for width in widths:
         if width not in modules:  # equal widths: built once
             # On the meta device: shapes without memory or arithmetic (no thread pool started in
             # a server's request thread, see live.jobs.Jobs), however wide.
@@ -118,12 +164,31 @@ def optimizer_state(config: TrainConfig) -> int:
 
 
 def samples(config: TrainConfig, train_samples: int | None = None) -> tuple[int, int]:
-    """Training and test images of the config's data set: `train_samples` when the caller has
-    loaded it, else its spec's count, else MNIST's."""
-    if train_samples is not None:
-        return train_samples, TEST_SAMPLES
-    counts = get_spec(config.dataset).train_counts
-    return (sum(counts) if counts else TRAIN_SAMPLES), TEST_SAMPLES
+    """Training and test examples a run of `config` trains and evaluates on: the first
+    `--train-size` and `--test-size` of its data set's, whose training set has `train_samples`
+    when the caller has loaded it, else its spec's count (a generated set's), else MNIST's."""
+    spec = get_spec(config.dataset)
+    if train_samples is None:
+        counts = spec.train_counts
+        train_samples = SIZES["train"] if spec.generated else sum(counts) or TRAIN_SAMPLES
+    test = SIZES["test"] if spec.generated else TEST_SAMPLES
+    train = min(train_samples, config.train_size or train_samples)
+    return train, min(test, config.test_size or test)
+
+
+def recurrent_passes(
+    config: TrainConfig, k: int, batch_size: int, probe_size: int
+) -> dict[str, int]:
+    """The values of the passes of a recurrent network (`estimate`'s passes): K models' training
+    batch and probe batch, with every time step kept, and an evaluation pass."""
+    steps, features = sequences.steps(config), sequences.input_size(config)
+    outputs = sequences.outputs(config.dataset)
+    widest, units = max(config.hidden), sum(config.hidden)
+    batch = k * batch_size * (steps * (features + units * FUSED[config.arch]) + 3 * outputs)
+    probe = k * probe_size * (steps * (features + units * UNROLLED[config.arch]) + 2 * outputs)
+    rows = max(1, min(EVAL_CHUNK, EVAL_VALUES // (steps * widest)))  # `train.eval_chunk`'s
+    evaluation = rows * (steps * EVALUATED[config.arch] * widest + outputs)
+    return {"batch": batch, "probe": probe, "evaluation": evaluation, "dead units": 0}
 
 
 def estimate(config: TrainConfig, models: int = 1, train_samples: int | None = None) -> Estimate:
@@ -134,6 +199,31 @@ def estimate(config: TrainConfig, models: int = 1, train_samples: int | None = N
     train, test = samples(config, train_samples)
     batch_size, probe_size = min(config.batch_size, train), min(config.probe_size, train)
     parameters, weights, buffers = parameter_counts(config)
+    if config.arch in RECURRENT:
+        passes = recurrent_passes(config, k, batch_size, probe_size)
+    else:
+        passes = mlp_passes(config, k, batch_size, probe_size)
+    # An example: its float32 inputs (784 features, or T steps of some) and its label (an int64
+    # class, a regression's float32 target).
+    label = FLOAT if sequences.task(config.dataset) == "regression" else INDEX
+    example = sequences.steps(config) * sequences.input_size(config) * FLOAT + label
+    data = (train + test) * example + k * (probe_size * example + train * INDEX)
+    return Estimate(
+        parameters=k * parameters * FLOAT,
+        buffers=k * buffers,
+        gradients=k * parameters * FLOAT,
+        optimizer_state=k * optimizer_state(config) * parameters * FLOAT,
+        probe_copies=k * weights * FLOAT,
+        activations=max(passes.values()) * FLOAT,
+        data=data,
+        models=k,
+        peak=max(passes, key=lambda name: passes[name]),
+    )
+
+
+def mlp_passes(config: TrainConfig, k: int, batch_size: int, probe_size: int) -> dict[str, int]:
+    """The values of the passes of an MLP (`estimate`'s passes): K models' training batch and
+    probe batch, an evaluation chunk and a rectifier's dead-unit chunk."""
     hidden, widest = sum(config.hidden), max(config.hidden)
     norm = int(config.norm != "none")
     # Per hidden unit, the (batch, width) tensors a pass with grad keeps: the activation's input
@@ -148,20 +238,7 @@ def estimate(config: TrainConfig, models: int = 1, train_samples: int | None = N
         # forward_hidden keeps each layer's activation input and output (and a skip's sum);
         # the previous chunk's outputs are still referenced while the next is computed.
         dead = DEAD_CHUNK * hidden * (3 + int(config.residual))
-    data = (train + test) * (IN_FEATURES * FLOAT + INDEX)
-    data += k * (probe_size * (IN_FEATURES * FLOAT + INDEX) + train * INDEX)
-    passes = {"batch": batch, "probe": probe, "evaluation": evaluation, "dead units": dead}
-    return Estimate(
-        parameters=k * parameters * FLOAT,
-        buffers=k * buffers,
-        gradients=k * parameters * FLOAT,
-        optimizer_state=k * optimizer_state(config) * parameters * FLOAT,
-        probe_copies=k * weights * FLOAT,
-        activations=max(passes.values()) * FLOAT,
-        data=data,
-        models=k,
-        peak=max(passes, key=lambda name: passes[name]),
-    )
+    return {"batch": batch, "probe": probe, "evaluation": evaluation, "dead units": dead}
 
 
 def meminfo_available(root: Path = Path("/")) -> int | None:
@@ -261,8 +338,13 @@ def size(count: float) -> str:
 
 
 def architecture(config: TrainConfig) -> str:
-    """The layer widths, e.g. 784-520-320-240-120-10, or 784-256x30-10 for a deep equal stack."""
-    words, run = [str(IN_FEATURES)], 0
+    """The layer widths, e.g. 784-520-320-240-120-10, or 784-256x30-10 for a deep equal stack;
+    a recurrent network's with its steps and features per step first: lstm 784x1-128-10."""
+    if config.arch in RECURRENT:
+        first = f"{config.arch} {sequences.steps(config)}x{sequences.input_size(config)}"
+    else:
+        first = str(IN_FEATURES)
+    words, run = [first], 0
     hidden = config.hidden
     for i, width in enumerate(hidden):
         run += 1
@@ -270,7 +352,7 @@ def architecture(config: TrainConfig) -> str:
             many = run >= RUNS_IN_A_ROW
             words += [f"{width}x{run}"] if many else [str(width)] * run
             run = 0
-    return "-".join([*words, str(CLASSES)])
+    return "-".join([*words, str(sequences.outputs(config.dataset))])
 
 
 def advice(one: Estimate, free: int) -> str:

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 from vanishing.data import datasets as data
+from vanishing.data.adding import DEFAULT_LENGTH
+from vanishing.data.adding import SIZES as GENERATED_SIZES
 from vanishing.errors import UsageError
 from vanishing.executor import check_workers
 from vanishing.frontends.cli.parser import grid_given, settings_given
@@ -38,8 +40,20 @@ def dataset_names(name: str) -> list[str]:
     return [name]
 
 
+def generated_line(name: str) -> str:
+    """What the data commands say of a generated data set: there is nothing to fetch or check."""
+    return (
+        f"{name}: generated from fixed seeds when a run needs it "
+        f"({GENERATED_SIZES['train']} train + {GENERATED_SIZES['test']} test sequences), "
+        "nothing to fetch or verify"
+    )
+
+
 def data_fetch(args: argparse.Namespace) -> int:
     for name in dataset_names(args.dataset):
+        if data.get_spec(name).generated:
+            print(generated_line(name))
+            continue
         start = time.perf_counter()
         dataset = data_options(args).load(name, stderr)
         seconds = time.perf_counter() - start
@@ -68,6 +82,9 @@ def data_info(args: argparse.Namespace) -> int:
             continue
         info = data.describe(dataset)
         spec = data.get_spec(name)
+        if spec.generated:
+            print_generated(info)
+            continue
         print(f"{name}")
         print(f"  source     {info['source']}")
         print(
@@ -85,10 +102,25 @@ def data_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_generated(info: dict[str, object]) -> None:
+    """`data info` of the adding problem: its shape, its target and the baseline to beat."""
+    print(f"{info['dataset']}")
+    print("  source     generated from fixed seeds: the adding problem (Hochreiter and "
+          "Schmidhuber 1997)")  # fmt: skip
+    print(f"  train      {info['train']} sequences of T steps x 2 channels (--length T, "
+          f"default {DEFAULT_LENGTH}): numbers in [0, 1), two marked")  # fmt: skip
+    print(f"  test       {info['test']} sequences")
+    print("  target     the sum of the two marked numbers (a regression: mean squared error; "
+          "always answering 1 scores about 0.167)")  # fmt: skip
+
+
 def data_verify(args: argparse.Namespace) -> int:
     failed = 0
     for name in dataset_names(args.dataset):
         spec = data.get_spec(name)
+        if spec.generated:
+            print(generated_line(name))
+            continue
         arrays, source, _ = data.load_arrays(
             name, data_dir=args.data_dir, cache_dir=args.cache_dir, verify=False, remote=False
         )
@@ -117,10 +149,14 @@ def train(args: argparse.Namespace) -> int:
             progress=progress,
             stop=stop,
         )
-    print(
-        f"{result.status}: test accuracy {100 * result.test_accuracy:.2f}%, "
-        f"test loss {result.test_loss:.4g}; records in {result.run_dir}"
-    )
+    if result.test_accuracy is None:  # a regression: its loss against the baseline's
+        score = (
+            f"test mean squared error {result.test_loss:.4g} (always answering 1: "
+            f"{result.baseline_loss:.3g})"
+        )
+    else:
+        score = f"test accuracy {100 * result.test_accuracy:.2f}%, test loss {result.test_loss:.4g}"
+    print(f"{result.status}: {score}; records in {result.run_dir}")
     # scipy loads only when a verdict is read
     from vanishing import reporting as report
 

@@ -26,6 +26,17 @@ forward calls it (gelu_new's tanh); a sentence names any activation layer by the
 that ran before it ("conv2"). The function mode also sees a residual connection: a layer's input
 added to a later output (config.json's `residual`).
 
+Every nn.RNN, nn.LSTM and nn.GRU with a watched layer gets its time profile at each measured
+step (`vanishing.measure.time`): its first call in a measured forward is computed again by a copy
+unrolled step by step with the module's own parameters, in a graph of its own (the module's
+output, and so the training, stay bit for bit as unwatched; the copy draws no random number:
+it runs without the dropout between stacked layers), and the gradients the loss gives the
+module's own returns are passed back through the copy. Per stacked layer ("lstm.l0", "lstm.l1";
+a one-layer module its own name) the probe row gets ||dLoss/dh_t|| at every step, its gates'
+means and saturated shares and its W_hh's spectral norm (`time_signal_norms`, `time_layers`,
+`gates`, `gates_saturated`, `recurrent_norms`). A packed sequence, a bidirectional module or an
+LSTM with proj_size has none (its weights are watched as any).
+
 At every `every`-th optimizer step (step 0 first):
 - without a probe batch, the training step itself is measured: forward hooks on the activation
   modules, registered for that forward only, take the statistics of the step's last forward

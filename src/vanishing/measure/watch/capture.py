@@ -1,13 +1,18 @@
 """What a measured step captured, until its row is written: per activation layer its numbers
 (`probes.layer_block`, in float32 whatever the model's precision) and the signal backward
-passed it, per weighted layer its weight-gradient norm; and which units were active lately."""
+passed it, per weighted layer its weight-gradient norm, per recurrent module its unrolled copy
+and the gradients its own returns got (its time profile); and which units were active lately."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from vanishing.measure import probes
+from vanishing.measure import time as through_time
 from vanishing.model.activations import Activation
 
 # A unit is dead when zero on every sample of the last 8 measured batches: 512 samples at
@@ -15,6 +20,30 @@ from vanishing.model.activations import Activation
 # for a few percent of the images dead (a healthy ReLU net's 14 % "dead" on one batch was 1.6 %
 # on 4,000 images).
 DEAD_WINDOW = 8
+
+
+@dataclass
+class Recurrence:
+    """A recurrent module's call in a measured forward: its copy unrolled step by step
+    (`through_time.unroll`, the same function in its own graph), the tensors the module itself
+    returned (output, h_n and an LSTM's c_n) and the gradients the loss gave them, by position
+    (None until one arrives). `through_time.through_time` passes those back through the copy."""
+
+    names: list[str]  # its stacked layers' names in the time profile
+    unrolled: through_time.Unrolled
+    returned: list[Tensor]
+    grads: list[Tensor | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.grads = [None] * len(self.returned)
+
+    def arrives(self, index: int) -> Any:
+        """A tensor hook keeping the gradient of the `index`-th returned tensor."""
+
+        def hook(grad: Tensor) -> None:
+            self.grads[index] = grad.detach()
+
+        return hook
 
 
 class Captures:
@@ -28,6 +57,8 @@ class Captures:
         self.grads: dict[str, Tensor] = {}  # layer -> weight-gradient norm
         self.param_grads: dict[int, Tensor] = {}  # id(weight) -> its norm, as backward leaves it
         self.alive: dict[str, list[Tensor]] = {}  # its units active in recent measured batches
+        self.recurrences: dict[str, Recurrence] = {}  # recurrent module -> its measured call
+        self.scale = 1.0  # a GradScaler's scale, divided out of the time profile
         self.probing = False  # the probe batch's forward is running
         self.busy = False  # our own calls into a module (the saturation slope): not measured
 
@@ -60,8 +91,33 @@ class Captures:
         finally:
             self.busy = False
 
+    def time_profile(self) -> dict[str, Any]:
+        """The probe row's keys through time (`through_time.time_probe`) of every recurrent
+        module a gradient reached, in the order they ran; empty without any. One whose copy
+        cannot be passed back (its input changed in place since) is left out, never an error."""
+        names, layers, grads = [], [], []
+        for recurrence in self.recurrences.values():
+            try:
+                found = through_time.through_time(recurrence.unrolled, recurrence.grads)
+            except RuntimeError:  # a tensor the copy saved was modified in place
+                continue
+            for name, steps, step_grads in zip(
+                recurrence.names, recurrence.unrolled.layers, found, strict=False
+            ):
+                names.append(name)
+                layers.append(steps)
+                grads.append(step_grads)
+        profile = through_time.time_probe(names, layers, grads)
+        if profile and self.scale != 1:  # the signals passed back the scaled loss's gradient
+            profile["time_signal_norms"] = [
+                [value / self.scale for value in norms] for norms in profile["time_signal_norms"]
+            ]
+        return profile
+
     def clear(self) -> None:
         """Forget the step's captures (the dead-unit window stays)."""
+        self.recurrences.clear()
+        self.scale = 1.0
         self.blocks.clear()
         self.signals.clear()
         self.grads.clear()

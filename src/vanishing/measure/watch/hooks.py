@@ -13,8 +13,9 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from vanishing.measure import probes
+from vanishing.measure import time as through_time
 from vanishing.measure.watch import probe as probe_batch
-from vanishing.measure.watch.capture import Captures
+from vanishing.measure.watch.capture import Captures, Recurrence
 from vanishing.measure.watch.layers import Layers, joint_norm
 from vanishing.measure.watch.rows import RunWriter
 from vanishing.model.activations import Activation
@@ -143,6 +144,8 @@ class Hooks:
         for name, (module, activation) in self.layers.hooked.items():
             add(module.register_forward_pre_hook(self._activation_starts(name)))
             add(module.register_forward_hook(self._activation_ran(name, activation)))
+        for name, module in self.layers.recurrent.items():
+            add(module.register_forward_hook(self._recurrent_ran(name), with_kwargs=True))
 
     def detach_layers(self) -> None:
         for handle in self.layer_handles:
@@ -201,6 +204,36 @@ class Hooks:
 
         return hook
 
+    def _recurrent_ran(self, name: str) -> Callable[..., None]:
+        """A recurrent module's first call in a measured forward: a copy of the call unrolled
+        step by step (`through_time.unroll`, in a graph of its own: the module's output and
+        the training are left as they are), and hooks that keep the gradients the loss gives
+        the module's own returns, passed back through the copy when the row is written. A call
+        it cannot unroll (a packed sequence, a bidirectional module) has no time profile."""
+
+        def hook(module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+            captures = self.captures
+            if self.functional is None or captures.busy or name in captures.recurrences:
+                return
+            input, hx = through_time.call_arguments(args, kwargs)
+            captures.busy = True  # the copy's tanh and sigmoid are no activation layers
+            try:
+                unrolled = through_time.unroll(module, input, hx)
+            finally:
+                captures.busy = False
+            if unrolled is None:
+                return
+            sequence, state = output
+            returned = [sequence, *(state if isinstance(state, tuple) else (state,))]
+            recurrence = Recurrence(through_time.layer_names(name, module), unrolled, returned)
+            captures.recurrences[name] = recurrence
+            if not captures.probing:  # the probe asks autograd for these gradients itself
+                for index, tensor in enumerate(returned):
+                    if tensor.requires_grad:
+                        tensor.register_hook(recurrence.arrives(index))
+
+        return hook
+
     def _function_ran(
         self, function: Callable[..., Tensor], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Tensor:
@@ -252,6 +285,7 @@ class Hooks:
             return
         if self.measuring() and self.functional is None:
             self.layers.forward_starts()
+            self.captures.recurrences.clear()  # the step's last measured forward is its row's
             self.attach_layers()
             if not self.captures.probing:
                 self.attach_grads()
@@ -323,6 +357,7 @@ class Hooks:
             if self.scaler is not None:  # the signals passed back the scaled loss's gradient
                 scale = float(self.scaler.get_scale())
                 captures.signals = {name: s / scale for name, s in captures.signals.items()}
+                captures.scale = scale
             row = self.writer.row(self.step, None)
         self.before = {
             name: [w.detach().clone() for w in weights]
@@ -354,4 +389,5 @@ class Hooks:
             self.probe_seconds += time.perf_counter() - start
         self.captures.blocks.clear()  # captured inside step() (LBFGS's closure): not a later row's
         self.captures.signals.clear()
+        self.captures.recurrences.clear()
         self.step += 1

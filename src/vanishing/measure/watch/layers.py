@@ -189,6 +189,13 @@ class Layers:
                 self.weights[name] = own
             else:
                 del self.weighted[name]
+        # The recurrent modules (nn.RNN, LSTM, GRU) with a watched layer: each gets its time
+        # profile, by its name ("encoder.lstm").
+        self.recurrent = {
+            name.rsplit(".l", 1)[0]: module
+            for name, module in self.weighted.items()
+            if isinstance(module, RECURRENT)
+        }
         self.tied: dict[str, list[str]] = {}  # layer -> the layers whose weight it took over
         self.residual = False  # a measured forward added a layer's input to a later output
         self.inputs: set[int] = set()  # ids of the tensors weighted layers took this forward

@@ -42,7 +42,18 @@ def measure(
             loss = loss_of(model(x), y)
             names = list(captures.tensors)
             outputs = [captures.tensors[name][1] for name in names]
-            grads = torch.autograd.grad(loss, [w for _, w in weights] + outputs, allow_unused=True)
+            # the gradients of each recurrent module's own returns, for its time profile
+            returned = [
+                (recurrence, index, tensor)
+                for recurrence in captures.recurrences.values()
+                for index, tensor in enumerate(recurrence.returned)
+                if tensor.requires_grad
+            ]
+            grads = torch.autograd.grad(
+                loss,
+                [w for _, w in weights] + outputs + [tensor for _, _, tensor in returned],
+                allow_unused=True,
+            )
     finally:
         captures.probing = False
         for module, training in modes.items():
@@ -55,7 +66,11 @@ def measure(
         if grad is not None:
             by_layer.setdefault(name, []).append(grad)
     captures.grads = {name: joint_norm(layer_grads) for name, layer_grads in by_layer.items()}
-    for name, grad in zip(names, grads[len(weights) :], strict=True):
+    for (recurrence, index, _), grad in zip(
+        returned, grads[len(weights) + len(names) :], strict=True
+    ):
+        recurrence.grads[index] = grad
+    for name, grad in zip(names, grads[len(weights) : len(weights) + len(names)], strict=True):
         z, output = captures.tensors[name]
         module, activation = layers.activations[name]
         signal = grad.float().norm() if grad is not None else torch.zeros((), device=device)

@@ -223,6 +223,7 @@ class RunWriter:
             values = scalars.tolist()
             per_layer = torch.stack(layer_rows).tolist() if layer_rows else []
         # A layer no gradient reached (unused at this step) has none: null, not a number.
+        profile = captures.time_profile()  # the recurrent modules' time profile, if any
         got = dict(zip(present, values, strict=False))
         grad_norms = [got.get(name) for name in layers.fixed_layers]
         weight_norms = values[len(present) : len(present) + len(layers.fixed_layers)]
@@ -231,7 +232,7 @@ class RunWriter:
             values[-1] if loss is not None else None, grad_norms, per_layer, weight_norms
         )
         # the epoch under way, as training counts (from 1)
-        return {"kind": "probe", "step": step, "epoch": len(self.epochs) + 1, **measured}
+        return {"kind": "probe", "step": step, "epoch": len(self.epochs) + 1, **measured, **profile}
 
     def open(self) -> records.MetricsWriter:
         """config.json and metrics.jsonl, at the first row (the layers are known by then)."""
@@ -300,6 +301,11 @@ class RunWriter:
             versions=versions(),
             config=self.config or {},
             diverged_step=self.diverged_step,
+            time_signal_norms_init=first.get("time_signal_norms", []),
+            time_signal_norms_final=last.get("time_signal_norms", []),
+            time_layers=last.get("time_layers", first.get("time_layers", [])),
+            gates_init=first.get("gates", []),
+            gates_final=last.get("gates", []),
         )
         try:
             if self.writer is not None:

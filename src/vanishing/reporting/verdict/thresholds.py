@@ -119,8 +119,9 @@ CHANCE_CLASSES = 10  # the chance level's class count for a data set missing fro
 def chance_level(dataset: Any) -> float:
     """Accuracy of guessing: 1 / the number of classes."""
     spec = DATASETS.get(dataset) if isinstance(dataset, str) else None
-    classes = len(spec.classes) if spec is not None else 0  # a regression's spec has none
-    return 1 / (classes or CHANCE_CLASSES)
+    # A regression (the adding problem) has no classes, and no chance accuracy: its baseline
+    # is a loss (`baseline_loss`); the count here only keeps a reader from dividing by zero.
+    return 1 / (len(spec.classes) if spec is not None and spec.classes else CHANCE_CLASSES)
 
 
 def chance_loss(dataset: Any) -> float:
