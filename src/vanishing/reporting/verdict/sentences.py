@@ -474,7 +474,7 @@ def loss_sentence(point: Point, thresholds: Thresholds = THRESHOLDS) -> str:
     if not scores:
         return ""
     mean, std = point.score.mean, point.score.std
-    spread = f" ± {mse(std)}" if len(scores) > 1 else ""
+    spread = f" ± {std:.1g}" if len(scores) > 1 else ""  # one digit: the spread's size
     runs = "runs" if point.watched else "seeds"
     over = f"over {len(scores)} {runs}" if len(scores) > 1 else f"one {runs[:-1]}"
     baseline = point.baseline
