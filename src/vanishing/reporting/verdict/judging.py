@@ -196,6 +196,11 @@ def read_time(point: Point, found: ThroughTime, findings: Findings, thresholds: 
         healthy = say.time_evidence_sentence(layer, found, named)
         findings.time = ("Healthy gradient through time" + healthy.removeprefix("Through time"),
                          healthy)  # fmt: skip
+    if not vanished:
+        # The gates are why a gradient vanishes through time, not a failure of their own: a
+        # mean over units hides the few that keep the memory, as in an LSTM that solved the
+        # adding problem with its forget gates at 0.6 on average.
+        return
     closed = closed_gates(judged, thresholds)
     if closed:
         findings.add("closed-gates", say.closed_gate_sentence(closed, judged.when, named))
