@@ -158,6 +158,13 @@ def catalogue() -> dict[str, Damage]:
         "vanishing_ratio_init": ["x", [1]],
         "clipped_steps": ["x", -1],
         "run_dir": [[1], 3],
+        # a recurrent run's time profile and a regression's task (an MLP's records gain them)
+        "time_signal_norms_init": ["x", [["a", None]], [None, 3], {"a": 1}],
+        "time_signal_norms_final": [[[1.0], [1.0, 2.0, 0.0]], [[]]],
+        "time_layers": [3, [1, None]],
+        "gates_final": ["x", [3], [{"forget": "x"}], [{"forget": 0.5}, None]],
+        "task": [3, "x", ["regression"], "regression"],
+        "baseline_loss": ["x", [1], -1],
     }
     for key, values in results.items():
         for value in values:
@@ -191,6 +198,12 @@ def catalogue() -> dict[str, Damage]:
         "train_loss": ["x", [1]],
         "test_accuracy": [[1], "x"],
         "update_ratio": ["x", [[1]]],
+        # a recurrent run's time profile (an MLP's rows gain it), every shape of wrong
+        "time_signal_norms": ["x", [[None, 1.0]], [[1.0], [2.0, 3.0]], [3], [["a"]], [[]]],
+        "time_layers": [[1], "x", ["a", "b", "c"]],
+        "gates": ["x", [{"forget": "x"}], [3], [{"forget": 2.0}]],
+        "gates_saturated": ["x", [{"input": [1]}]],
+        "recurrent_norms": ["x", [[1]], [None]],
     }
     for key, values in row_values.items():
         for value in values:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import recurrent_records
 from conftest import make_arrays, write_arrays
 from vanishing import records
 from vanishing.data import datasets as data
@@ -322,3 +324,129 @@ def test_cli_needs_to(runs, capsys):
         main(["export", str(runs)])
     assert exit.value.code == 2
     assert "the following arguments are required: --to" in capsys.readouterr().err
+
+
+# A recurrent run's time profile and a regression run (records written by hand, as SPEC22's
+# trainer writes them: tests/recurrent_records.py).
+NULL_AT = (1, 1)  # lstm 2's gradient at t = 1 of the probe at step 10 was not finite
+
+
+@pytest.fixture(scope="module")
+def recurrent(tmp_path_factory) -> tuple[Path, Path]:
+    """Two runs, an LSTM on rows and a tanh RNN on the adding problem, and their export."""
+    root = tmp_path_factory.mktemp("recurrent") / "runs"
+    recurrent_records.write_lstm_run(root / "lstm", null_at=NULL_AT)
+    recurrent_records.write_adding_run(root / "adding")
+    result = export_runs([root], logdir=root / "tb")
+    assert not result.notes
+    return root, result.logdir
+
+
+def test_time_profile_and_gates_are_scalars_per_recurrent_layer(recurrent):
+    root, logdir = recurrent
+    accumulator = read(logdir / "lstm")
+    steps, layers = recurrent_records.STEPS, ["lstm_1", "lstm_2"]  # "lstm 1" as a tag
+    for layer, name in enumerate(layers):
+        probes = [
+            step
+            for step in recurrent_records.LSTM_PROBES
+            if not (step == 10 and layer == NULL_AT[0])  # no first step: no quotient
+        ]
+        factors = [recurrent_records.FACTORS[step] for step in probes]
+        first_over_last = series(accumulator, f"time/{name}/first_over_last")
+        assert [s for s, _ in first_over_last] == probes
+        assert [v for _, v in first_over_last] == pytest.approx(
+            [f ** (steps - 1) for f in factors], rel=1e-6
+        )
+        assert [v for _, v in series(accumulator, f"time/{name}/per_step")] == pytest.approx(
+            factors, rel=1e-6
+        )
+        for gate in ("input", "forget", "output"):
+            assert series(accumulator, f"gate/{name}/{gate}") == [
+                (step, f32(recurrent_records.gates(step, layer)[gate]))
+                for step in recurrent_records.LSTM_PROBES
+            ]
+            assert series(accumulator, f"gate_saturated/{name}/{gate}") == [
+                (step, f32(recurrent_records.saturated(step, layer)[gate]))
+                for step in recurrent_records.LSTM_PROBES
+            ]
+    norms = [(0, f32(0.9)), (10, 1.0), (20, f32(1.1))]
+    assert series(accumulator, "recurrent_norm/lstm_2") == norms
+    # A classification's accuracy is still there.
+    assert series(accumulator, "accuracy/test") == [(10, f32(0.7)), (20, f32(0.9))]
+    charts, tags = layout_charts(accumulator), accumulator.Tags()["scalars"]
+    drawn = [tag for regexes in charts.values() for tag in in_chart(regexes, tags)]
+    assert sorted(drawn) == sorted(tags)  # every scalar in exactly one chart
+    title = "gradient at the first step / at the last, ||dL/dh_1|| / ||dL/dh_T||"
+    assert in_chart(charts[title], tags) == [f"time/{n}/first_over_last" for n in layers]
+
+
+def viridis_lut() -> np.ndarray:
+    import matplotlib
+
+    return np.round(matplotlib.colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255)
+
+
+def test_time_heatmap_is_an_image_per_probe_on_one_log_scale(recurrent):
+    from PIL import Image
+
+    root, logdir = recurrent
+    accumulator = read(logdir / "lstm")
+    steps = recurrent_records.STEPS
+    # Every norm lies in 1e-11 (0.01 * 0.5 ** 27 = 7e-11) .. 1e-1: that scale at every probe.
+    low, high = -11, -1
+    (legend,) = accumulator.Tensors("time/heatmap_legend/text_summary")
+    text = legend.tensor_proto.string_val[0].decode()
+    assert "top to bottom: lstm 1, lstm 2" in text and f"t = 1 to {steps}" in text
+    assert f"from 1e{low} (dark purple) to 1e{high} (yellow)" in text
+    images = accumulator.Images("time/heatmap")
+    assert [image.step for image in images] == list(recurrent_records.LSTM_PROBES)
+    lut = viridis_lut()
+    cell = 23  # ceil(640 / 28) pixels per step; bands of 24 with a gap of 2
+    for image in images:
+        pixels = np.asarray(Image.open(io.BytesIO(image.encoded_image_string)).convert("RGB"))
+        assert pixels.shape == (2 * 24 + 2, steps * cell, 3) == (image.height, image.width, 3)
+        assert (pixels[24:26] == 255).all()  # the gap between the bands
+        for layer in (0, 1):
+            band = pixels[layer * 26 : layer * 26 + 24]
+            assert (band == band[:1]).all()  # each column one colour, top to bottom
+            for t in range(1, steps + 1):
+                cells = band[0, (t - 1) * cell : t * cell]
+                assert (cells == cells[:1]).all()
+                colour = cells[0]
+                if image.step == 10 and (layer, t) == NULL_AT:
+                    assert tuple(colour) == (200, 200, 200)  # no finite value: grey
+                    continue
+                # exactly a viridis colour (two pairs of its 256 round to one colour)
+                indices = np.flatnonzero((lut == colour).all(axis=1))
+                assert indices.size, colour
+                expected = np.log10(recurrent_records.time_norm(image.step, layer, t))
+                place = (expected - low) / (high - low) * 255
+                assert np.abs(indices - place).min() <= 0.5 + 1e-9, (image.step, layer, t)
+
+
+def test_a_regression_run_exports_its_loss_and_baseline_not_accuracy(recurrent):
+    root, logdir = recurrent
+    accumulator = read(logdir / "adding")
+    tags = accumulator.Tags()["scalars"]
+    assert series(accumulator, "loss/test") == [(10, f32(0.11)), (20, f32(0.06))]
+    assert series(accumulator, "loss/baseline") == [(10, f32(1 / 6)), (20, f32(1 / 6))]
+    assert not [t for t in tags if t.startswith(("accuracy/", "logged/"))]
+    assert in_chart(layout_charts(accumulator)["loss"], tags) == [
+        "loss/baseline",
+        "loss/probe",
+        "loss/test",
+        "loss/train",
+    ]
+    # A plain RNN has no gates: no gate tags; its one layer's quotient is 0.8 ** 49.
+    assert not [t for t in tags if t.startswith("gate")]
+    values = [v for _, v in series(accumulator, "time/rnn_1/first_over_last")]
+    assert values == pytest.approx([0.8 ** (recurrent_records.ADDING_STEPS - 1)] * 3, rel=1e-6)
+    assert [image.step for image in accumulator.Images("time/heatmap")] == [0, 10, 20]
+
+
+def test_an_mlp_exports_no_time_profile(exported):
+    tags = read(exported / "relu-seed0").Tags()
+    assert tags["images"] == []
+    assert not [t for t in tags["scalars"] if t.startswith(("time/", "gate", "recurrent_norm"))]
+    assert not [t for t in tags["tensors"] if t.startswith("time/")]

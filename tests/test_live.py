@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+import recurrent_records
 from vanishing import records
 from vanishing.frontends import live
 from vanishing.frontends.live.jobs import parse_config
+from vanishing.model.recurrent import ARCHS, RECURRENT, RECURRENT_HIDDEN
 from vanishing.reporting.verdict import live_headline
 from vanishing.settings.config import settings
 from vanishing.settings.naming import label
@@ -161,6 +163,12 @@ def test_settings_lists_every_field(client):
     assert "sigmoid" in by_name["activation"]["choices"]
     assert by_name["residual"]["kind"] == "bool"
     assert "%%" not in json.dumps(fields)
+    assert by_name["arch"]["choices"] == list(ARCHS)
+    assert by_name["sequence"]["optional"] is True and by_name["sequence"]["default"] == "none"
+    # The defaults that differ with the network, which the parser applies where a run has none.
+    defaults = client.get("/api/settings", headers=JSON).json()["arch_defaults"]
+    recurrent = {"activation": "tanh", "hidden": ",".join(map(str, RECURRENT_HIDDEN))}
+    assert defaults == {"mlp": {}, **dict.fromkeys(RECURRENT, recurrent)}
 
 
 @pytest.mark.parametrize(
@@ -377,6 +385,19 @@ def test_list_groups_compares_and_sweeps(app, client, tmp_path):
     assert runs["1/compare/a"] == ("1/compare", "ok", 0.5)
     assert runs["1/one/f"] == (None, "unfinished", None)
     assert items[0]["test_accuracy"] == 0.5
+
+
+def test_list_gives_a_regressions_test_loss_and_baseline(client, tmp_path):
+    served = tmp_path / "served"
+    recurrent_records.write_adding_run(served / "adding" / "a")
+    recurrent_records.write_lstm_run(served / "adding" / "lstm")
+    items = {i["path"]: i for i in client.get("/api/list", headers=JSON).json()["items"]}
+    adding, lstm = items["1/adding/a"], items["1/adding/lstm"]
+    scores = ("test_accuracy", "test_loss", "baseline_loss")
+    assert [adding[key] for key in scores] == pytest.approx([None, 0.06, 1 / 6])
+    assert [lstm[key] for key in scores] == pytest.approx([0.9, 0.5, None])
+    # a compare of both: each run's scores that it has, averaged
+    assert [items["1/adding"][key] for key in scores] == pytest.approx([0.9, 0.28, 1 / 6])
 
 
 def test_stop_leaves_a_checkpoint_and_resume_finishes_it_as_an_uninterrupted_run(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -427,3 +428,28 @@ def test_an_lstm_with_a_forget_bias_does_not_vanish_through_time():
     assert ratios["open"] > 1e-2
     assert ratios["one"] > 1e6 * ratios["default"]
     assert norms[0] / norms[-1] < 1e-10 < ratios["one"]
+
+
+@pytest.mark.parametrize(("arch", "activation"), [("rnn", "relu"), ("lstm", "tanh")])
+def test_a_recurrent_layers_histogram_is_numpys_over_every_step(arch, activation):
+    """The histogram of a recurrent layer is of its whole output sequence (batch x T x hidden
+    values), bin for bin numpy.histogram's, values on the edges included."""
+    model = build_recurrent(arch, [8, 6], activation, 3, 4, seed=0)
+    x, y = sequences()
+    measured = probes.measure_recurrent(model, get_activation(activation), x, y, F.cross_entropy)
+    with torch.no_grad():
+        first = model.layers[0](x)[0]
+        outputs = [first, model.layers[1](first)[0]]
+    for layer, h in zip(measured["activation_histogram"], outputs, strict=True):
+        counts, edges = np.histogram(h.numpy(), bins=probes.HISTOGRAM_BINS)
+        assert layer["counts"] == counts.tolist() and sum(layer["counts"]) == h.numel()
+        assert layer["edges"] == pytest.approx(edges.tolist(), rel=1e-6, abs=1e-7)
+    # every value on an edge, and one ulp either side: the bins searchsorted would give
+    edges = probes.histograms(torch.linspace(-3, 5, 1000)[None])[0, : probes.HISTOGRAM_BINS + 1]
+    values = torch.cat([edges, edges.nextafter(edges + 1), edges.nextafter(edges - 1)])
+    values = values.clamp(-3, 5)[None]
+    found = probes.histograms(values)[0]
+    inner = found[1 : probes.HISTOGRAM_BINS].contiguous()
+    index = torch.searchsorted(inner, values[0].contiguous(), right=True)
+    expected = torch.bincount(index, minlength=probes.HISTOGRAM_BINS).float()
+    assert torch.equal(found[probes.HISTOGRAM_BINS + 1 :], expected)

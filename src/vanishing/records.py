@@ -649,8 +649,11 @@ def load_result(config: Settings, run_dir: Path | str) -> RunResult | None:
         return None  # another run's result, or none: train this one afresh
     known = {f.name for f in dataclasses.fields(RunResult)}
     values = {k: v for k, v in values.items() if k in known}
+    regression = values.get("task") == "regression"  # its accuracy is None: it has none
     for key in ("test_accuracy", "test_loss", "vanishing_ratio_init"):
-        if not isinstance(values.get(key), (int, float)) or isinstance(values[key], bool):
+        if key == "test_accuracy" and regression:
+            values[key] = None
+        elif not isinstance(values.get(key), (int, float)) or isinstance(values[key], bool):
             values[key] = float("nan")  # written as null when non-finite
     return RunResult(**values)
 

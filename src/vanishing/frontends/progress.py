@@ -14,7 +14,7 @@ from typing import Any
 from vanishing import records
 from vanishing.executor import Run
 from vanishing.jobs.common import Progress
-from vanishing.model.activations import ACTIVATIONS
+from vanishing.settings import naming
 from vanishing.settings.config import TrainConfig
 
 
@@ -25,10 +25,13 @@ def stderr(message: str) -> None:
 
 def epoch_line(config: TrainConfig, row: dict[str, Any], seeds: int) -> str:
     """`[ReLU] epoch 3 | train loss .. | test loss .. | acc ..% | 1.9 s`, like the reference."""
-    label = ACTIVATIONS[config.activation].label + (f" s{config.seed}" if seeds > 1 else "")
+    label = naming.title(config.to_dict()) + (f" s{config.seed}" if seeds > 1 else "")
+    if row.get("test_accuracy") is None:  # a regression: its loss beside always answering 1's
+        score = f"test MSE {row['test_loss']:.4f} (baseline {row.get('baseline_loss', 0):.3f})"
+    else:
+        score = f"test loss {row['test_loss']:.4f} | acc {100 * row['test_accuracy']:.2f}%"
     return (
-        f"[{label}] epoch {row['epoch']} | train loss {row['train_loss']:.4f} | "
-        f"test loss {row['test_loss']:.4f} | acc {100 * row['test_accuracy']:.2f}% | "
+        f"[{label}] epoch {row['epoch']} | train loss {row['train_loss']:.4f} | {score} | "
         f"{row['train_seconds']:.1f} s"
     )
 
@@ -85,8 +88,13 @@ class RunBar(Progress):
 
     def finished(self, run: Run, status: str) -> None:
         result = records.read_json(run.run_dir / records.RESULT)
-        accuracy = result.get("test_accuracy")
-        detail = f"acc {100 * accuracy:.2f}%" if accuracy is not None else result.get("error", "")
+        accuracy, loss = result.get("test_accuracy"), result.get("test_loss")
+        if isinstance(accuracy, (int, float)):
+            detail = f"acc {100 * accuracy:.2f}%"
+        elif result.get("task") == "regression" and isinstance(loss, (int, float)):
+            detail = f"test MSE {loss:.4f}"
+        else:
+            detail = result.get("error") or ""
         self.done += 1
         line = f"[{self.done}/{self.total}] {run.run_dir.name}: {status} {detail}"
         if self.bar is not None:

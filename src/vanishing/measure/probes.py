@@ -84,13 +84,14 @@ def measure_recurrent(
     loss_fn: Callable[[Tensor, Tensor], Tensor],
 ) -> dict[str, Any]:
     """`measure` for a recurrent network, and its time profile: its own forward on the probe
-    batch x (batch, T, features), each recurrent layer unrolled (`through_time.unrolling`) so
+    batch x (batch, T, features), each recurrent layer unrolled (`through_time.unroll`) so
     that every step's h_t is in the graph, and the loss `loss_fn(output, y)`.
 
     Per weighted layer (each recurrent layer's W_ih and W_hh together, then the head) its
     weight-gradient and weight norms; per recurrent layer the `layer_block` of its output
     sequence (batch, T, hidden): the signal ||dLoss/d(output)|| as the layer above (or the head,
-    on the last step) takes it, the statistics and histogram over every step, the saturated
+    on the last step) takes it, the statistics and histogram over every step (over
+    `through_time.STAT_STEPS` evenly spaced steps when T is longer), the saturated
     share (`through_time.saturated_share`) and the units zero on every sample and step; then
     `through_time.time_probe`'s keys, its layers named "lstm 1", "lstm 2"..."""
     was_training = model.training
@@ -98,10 +99,16 @@ def measure_recurrent(
     layers = list(model.layers)
     groups = model.layer_weights()  # per layer, its weights
     weights = [w for group in groups for w in group]
-    with torch.enable_grad(), through_time.unrolling(layers) as found:
-        output = model(x)
+    unrolled: list[through_time.Unrolled] = []
+
+    def run(layer: torch.nn.Module, h: Tensor) -> Tensor:
+        found = cast(through_time.Unrolled, through_time.unroll(layer, h))  # never None here
+        unrolled.append(found)
+        return found.output
+
+    with torch.enable_grad():
+        output = model(x, run)
         loss = loss_fn(output, y)
-        unrolled = [found[layer] for layer in layers]
         steps = [u.layers[0] for u in unrolled]  # one stacked layer per module
         sequences = [u.output for u in unrolled]  # L x (batch, T, hidden)
         hidden = [h for s in steps for h in s.hidden]
@@ -110,14 +117,15 @@ def measure_recurrent(
     weight_grads = grads[: len(weights)]
     signal_grads = grads[len(weights) : len(weights) + len(layers)]
     step_grads = grads[len(weights) + len(layers) :]
+    stride = through_time.stride_of(x.shape[1])  # statistics of values: on STAT_STEPS steps
     with torch.no_grad():
         per_hidden = torch.stack(
             [
                 layer_block(
                     g.norm(),
-                    h.detach(),
-                    through_time.saturated_share(s, activation),
-                    dead_share(h.detach(), dim=2),
+                    h.detach()[:, stride - 1 :: stride],
+                    through_time.saturated_share(s, activation, stride),
+                    dead_share(h.detach()[:, stride - 1 :: stride], dim=2),
                 )
                 for g, h, s in zip(signal_grads, sequences, steps, strict=True)
             ]
@@ -259,8 +267,17 @@ def histograms(values: Tensor, bins: int = HISTOGRAM_BINS) -> Tensor:
     steps = torch.arange(bins + 1, device=values.device, dtype=values.dtype)
     edges = steps * ((hi - lo) / bins)[:, None] + lo[:, None]  # (K, bins + 1), as np.linspace
     edges[:, -1] = hi
-    # Bin i holds edges[i] <= v < edges[i + 1]; the largest value falls in the last one.
-    index = torch.searchsorted(edges[:, 1:-1].contiguous(), values.contiguous(), right=True)
+    # Bin i holds edges[i] <= v < edges[i + 1]; the largest value falls in the last one. The
+    # bin by arithmetic (halves: no overflow over a float's whole range), then moved by one
+    # where rounding put it beside its edges, as numpy.histogram does: searchsorted's answer
+    # at a fraction of its time on a recurrent layer's T x batch x hidden values.
+    kept = torch.where(finite, values, lo[:, None])
+    low, span = (lo / 2)[:, None], ((hi - lo) / 2)[:, None]
+    position = (kept / 2 - low) / span * bins
+    position = torch.where(position.isfinite(), position, 0.0)  # a row with no finite value
+    index = position.floor().clamp(0, bins - 1).long()
+    index -= ((kept < edges.gather(1, index)) & (index > 0)).long()
+    index += ((kept >= edges.gather(1, index + 1)) & (index < bins - 1)).long()
     counts = torch.zeros(len(values), bins, device=values.device, dtype=values.dtype)
     counts.scatter_add_(1, index, finite.to(values.dtype))  # exact below 2^24 values a bin
     return torch.cat([edges, counts], dim=1)

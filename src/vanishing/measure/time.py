@@ -46,6 +46,15 @@ GATE_NAMES: dict[str, tuple[str, ...]] = {
 # A gate below 0.05 is shut, above 0.95 open: it passes (or keeps) almost nothing or almost
 # everything, whatever its input does, and its own slope is under a fifth of its maximum.
 GATE_SATURATION = 0.05
+# Steps of a long sequence that a layer's statistics of values (saturation, histograms, dead
+# units) are taken on, evenly spaced, the last among them: over 784 steps they cost a probe
+# more than its gradients, and 64 steps estimate a share as well.
+STAT_STEPS = 64
+
+
+def stride_of(steps: int) -> int:
+    """Every how many steps the statistics of values are taken (`STAT_STEPS`): 1 up to 64."""
+    return -(-steps // STAT_STEPS)
 
 
 @dataclass
@@ -63,6 +72,18 @@ class Steps:
     pre: list[Tensor] = field(default_factory=list)
     activation: nn.Module | None = None  # a LoopRNN's own activation module
     cell: Tensor | None = None  # an LSTM's c_T
+    stacked: dict[int, dict[str, Tensor]] = field(default_factory=dict, repr=False)
+
+    def gate_values(self, stride: int = 1) -> dict[str, Tensor]:
+        """Each gate's values over every stride-th step (the last among them), (steps, batch,
+        hidden), out of the graph (stacked once per stride, for every statistic of the
+        gates)."""
+        if stride not in self.stacked:
+            self.stacked[stride] = {
+                name: torch.stack(values[stride - 1 :: stride]).detach()
+                for name, values in self.gates.items()
+            }
+        return self.stacked[stride]
 
 
 @dataclass
@@ -157,11 +178,13 @@ def unroll_layer(
     biased = bool(getattr(module, "bias", True))
     b_ih = getattr(module, f"bias_ih_l{layer}") if biased else None
     b_hh = getattr(module, f"bias_hh_l{layer}") if biased else None
-    driven = F.linear(x, w_ih, b_ih)  # (T, batch, gates * hidden): every step's input at once
+    # Every step's input at once, (batch, gates * hidden) per step; unbound (not indexed per
+    # step, whose backward would write a whole (T, ...) tensor of zeros at every step).
+    driven = F.linear(x, w_ih, b_ih).unbind(0)
     if kind == "lstm":
         steps = Steps(kind, w_hh, gates={name: [] for name in GATE_NAMES[kind]})
         c = c if c is not None else torch.zeros_like(h)
-        for t in range(len(x)):
+        for t in range(len(driven)):
             i, f, g, o = (driven[t] + F.linear(h, w_hh, b_hh)).chunk(4, dim=1)
             i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
             c = f * c + i * g
@@ -175,7 +198,7 @@ def unroll_layer(
         return steps
     if kind == "gru":
         steps = Steps(kind, w_hh, gates={name: [] for name in GATE_NAMES[kind]})
-        for t in range(len(x)):
+        for t in range(len(driven)):
             x_r, x_z, x_n = driven[t].chunk(3, dim=1)
             h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, dim=1)
             r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
@@ -194,7 +217,7 @@ def unroll_layer(
         else (torch.relu if nonlinearity == "relu" else torch.tanh)
     )
     steps = Steps(kind, w_hh, activation=activation)
-    for t in range(len(x)):
+    for t in range(len(driven)):
         z = driven[t] + F.linear(h, w_hh, b_hh)
         h = act(z)
         steps.pre.append(z)
@@ -246,16 +269,20 @@ def step_norms(grads: Sequence[Tensor | None], steps: Steps) -> Tensor:
 
 def gate_means(steps: Steps) -> Tensor:
     """Each gate's mean value over batch, steps and units (gates,), in GATE_NAMES order."""
-    means = [torch.stack(values).detach().float().mean() for values in steps.gates.values()]
+    # Per step, then over the steps: no copy of every step's values (784 of them per gate).
+    means = [
+        torch.stack([value.detach().float().mean() for value in values]).mean()
+        for values in steps.gates.values()
+    ]
     return torch.stack(means) if means else steps.weight_hh.new_zeros(0, dtype=torch.float)
 
 
-def gate_saturation(steps: Steps, edge: float = GATE_SATURATION) -> Tensor:
-    """Each gate's share of values below `edge` or above 1 - `edge` (gates,): shut or open."""
+def gate_saturation(steps: Steps, edge: float = GATE_SATURATION, stride: int = 1) -> Tensor:
+    """Each gate's share of values below `edge` or above 1 - `edge` (gates,): shut or open;
+    with `stride`, over every stride-th step only."""
     shares = []
-    for values in steps.gates.values():
-        stacked = torch.stack(values).detach()
-        shares.append(((stacked < edge) | (stacked > 1 - edge)).float().mean())
+    for values in steps.gate_values(stride).values():
+        shares.append(((values < edge) | (values > 1 - edge)).float().mean())
     return torch.stack(shares) if shares else steps.weight_hh.new_zeros(0, dtype=torch.float)
 
 
@@ -264,14 +291,16 @@ def recurrent_norm(steps: Steps) -> Tensor:
     return torch.linalg.matrix_norm(steps.weight_hh.detach().float(), ord=2)
 
 
-def saturated_share(steps: Steps, activation: Activation) -> Tensor:
+def saturated_share(steps: Steps, activation: Activation, stride: int = 1) -> Tensor:
     """The share of a layer's nonlinearity values whose slope is under SATURATION_FRACTION of
     its maximum, over batch, steps and units (0-d). A plain RNN: its activation's, judged on
     its input z_t (`activations.saturated_mask`, the registry's `activation` or a LoopRNN's own
     module). An LSTM or GRU: every sigmoid gate's value s (slope s (1 - s), at most 1/4) and
-    every tanh value y of the cell (slope 1 - y^2: the candidate, and an LSTM's tanh(c_t))."""
+    every tanh value y of the cell (slope 1 - y^2: the candidate, and an LSTM's tanh(c_t)).
+    With `stride`, over every stride-th step only (a long sequence's share, at a fraction of
+    the cost)."""
     if steps.kind == "rnn":
-        pre = torch.stack(steps.pre).detach()
+        pre = torch.stack(steps.pre[stride - 1 :: stride]).detach()
         module = steps.activation
         if module is None:
             module = activation.build(int(pre.shape[-1]), DEFAULT_OPTIONS)
@@ -283,11 +312,11 @@ def saturated_share(steps: Steps, activation: Activation) -> Tensor:
             module.train(was_training)
     count = torch.zeros((), device=steps.weight_hh.device)
     total = 0
-    for values in steps.gates.values():
-        s = torch.stack(values).detach().float()
+    for values in steps.gate_values(stride).values():
+        s = values.float()
         count = count + (s * (1 - s) < SATURATION_FRACTION * 0.25).sum()
         total += s.numel()
-    y = torch.stack(steps.tanh).detach().float()
+    y = torch.stack(steps.tanh[stride - 1 :: stride]).detach().float()
     count = count + (1 - y * y < SATURATION_FRACTION).sum()
     return count / (total + y.numel())
 
@@ -340,7 +369,7 @@ def time_probe(
         parts += [
             step_norms(layer_grads, steps),
             gate_means(steps),
-            gate_saturation(steps),
+            gate_saturation(steps, stride=stride_of(len(steps.hidden))),
             recurrent_norm(steps)[None],
         ]
     dtype = functools.reduce(torch.promote_types, [part.dtype for part in parts])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -108,23 +109,31 @@ class RecurrentNet(nn.Module):
         )
         self.head = nn.Linear(sizes[-1], outputs)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = x  # (batch, T, features)
+    def forward(
+        self, x: Tensor, run: Callable[[nn.Module, Tensor], Tensor] | None = None
+    ) -> Tensor:
+        """(batch, T, features) -> (batch, outputs); `run(layer, h)`, when given, computes
+        each layer's output sequence in place of the layer's own call (the probe's unroll)."""
+        h = x
         for layer in self.layers:
-            h = layer(h)[0]  # (batch, T, width)
+            h = layer(h)[0] if run is None else run(layer, h)  # (batch, T, width)
         return self.head(h[:, -1])  # (batch, outputs)
 
     def layer_weights(self) -> list[list[Tensor]]:
         """The weights of each weighted layer, input side first: a recurrent layer's W_ih and
         W_hh, then the head's weight (a layer's gradient and update are measured over its
         weights together, as an MLP's over its Linear weight)."""
-        return [[layer.weight_ih_l0, layer.weight_hh_l0] for layer in self.layers] + [
-            [self.head.weight]
-        ]
+        return [list(weights_of(layer)[:2]) for layer in self.layers] + [[self.head.weight]]
 
     def recurrent_weights(self) -> list[Tensor]:
         """Each layer's W_hh (gates stacked: (gates * hidden, hidden))."""
-        return [layer.weight_hh_l0 for layer in self.layers]
+        return [weights_of(layer)[1] for layer in self.layers]
+
+
+def weights_of(layer: nn.Module) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A single-layer recurrent module's W_ih, W_hh, b_ih and b_hh (nn.RNN's names)."""
+    names = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+    return cast(tuple[Tensor, Tensor, Tensor, Tensor], tuple(getattr(layer, n) for n in names))
 
 
 def _blocks(weight: Tensor, arch: str) -> tuple[Tensor, ...]:
@@ -159,26 +168,27 @@ def initialize(
     }
     with torch.no_grad():
         for layer in model.layers:
+            weight_ih, weight_hh, bias_ih, bias_hh = weights_of(layer)
             if name == "identity":
-                nn.init.normal_(layer.weight_ih_l0, 0.0, IRNN_INPUT_STD)
-                for block in _blocks(layer.weight_hh_l0, model.arch):
+                nn.init.normal_(weight_ih, 0.0, IRNN_INPUT_STD)
+                for block in _blocks(weight_hh, model.arch):
                     nn.init.eye_(block)
             elif name == "orthogonal":
-                for block in _blocks(layer.weight_hh_l0, model.arch):
+                for block in _blocks(weight_hh, model.arch):
                     nn.init.orthogonal_(block)
             elif name in rules:
-                for weight in (layer.weight_ih_l0, layer.weight_hh_l0):
+                for weight in (weight_ih, weight_hh):
                     for block in _blocks(weight, model.arch):
                         rules[name](block)
             if name != "default":
-                for bias in (layer.bias_ih_l0, layer.bias_hh_l0):
-                    bias.zero_()
+                bias_ih.zero_()
+                bias_hh.zero_()
             if gain != 1:  # a gain of 1 leaves the draws as they were, bit for bit
-                layer.weight_hh_l0.mul_(gain)
+                weight_hh.mul_(gain)
             if forget_bias is not None:  # LSTM gates i, f, g, o: the second block
-                size = layer.hidden_size
-                layer.bias_ih_l0[size : 2 * size] = forget_bias
-                layer.bias_hh_l0[size : 2 * size] = 0.0
+                size = weight_hh.shape[1]
+                bias_ih[size : 2 * size] = forget_bias
+                bias_hh[size : 2 * size] = 0.0
         if name in rules:
             rules[name](model.head.weight)
             model.head.bias.zero_()

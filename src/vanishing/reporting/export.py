@@ -3,7 +3,9 @@
 Reads records only (config.json, metrics.jsonl), from a training run or a watch run alike. The
 tags, per run:
 
-    loss/train, loss/test, accuracy/test      epoch rows (step: the row's step)
+    loss/train, loss/test, accuracy/test      epoch rows (step: the row's step); a regression
+    loss/baseline                             run (the adding problem): test loss the mean
+                                              squared error, no accuracy, and its baseline
     loss/probe, vanishing_ratio               probe rows
     grad_norm/LAYER, weight_norm/LAYER,       probe rows, per weighted layer (config "layers",
     update_ratio/LAYER                        else layer1..layerN and output)
@@ -12,11 +14,25 @@ tags, per run:
     dead_fraction_epoch/LAYER                 epoch rows: dead units over the training set
     logged/KEY                                any other number of an epoch row (a watch run's log)
     activation/LAYER (histogram)              probe rows' activation_histogram
-    config (text)                             config.json
+    time/RNN/first_over_last, time/RNN/per_   probe rows of a recurrent run (or a watched
+    step, recurrent_norm/RNN, gate/RNN/GATE,  nn.RNN/LSTM/GRU), per recurrent layer (the row's
+    gate_saturated/RNN/GATE                   "time_layers", else recurrent1..N): ||dL/dh_t||
+                                              at t = 1 over t = T, its T-1-th root (the factor
+                                              per step), ||W_hh||'s spectral norm, each gate's
+                                              mean and saturated share
+    time/heatmap (image)                      probe rows: ||dL/dh_t||, a row of cells per
+                                              recurrent layer, a column per step t, log colour
+    time/heatmap_legend (text), config (text) the heatmap's scale; config.json
 
 TensorBoard's Scalars tab gives each tag a chart of its own, in a section per prefix; the
 custom-scalars layout written with them (`LAYOUT`, the "Custom Scalars" tab) draws every tag of a
 prefix as the lines of one chart, so one chart shows the gradient norm of every layer.
+
+The gradient through time is an image per probe, not a histogram: TensorBoard draws a histogram's
+counts on a linear axis and its dashboards rebin it into about 30 buckets, so a gradient that
+falls by decades over 784 steps would show as a flat line with a spike at the last steps; an
+image keeps every step, its log colour shows the decades, and the Images tab's slider steps
+through the probes on one colour scale (the run's, `TimeScale`).
 
 The summaries come from tensorboardX, an optional extra imported only here when an export is
 written; the event file is written here, synchronously and atomically (`EventFile`), not by
@@ -40,7 +56,7 @@ from vanishing import records
 from vanishing.errors import UsageError, choices_error
 from vanishing.reporting.loading import read_run, run_dirs_under
 from vanishing.reporting.results import RunRecords
-from vanishing.settings.naming import LayerNames, clean_tag
+from vanishing.settings.naming import LayerNames, clean_tag, unique_tags
 
 FORMATS = ("tensorboard",)
 LOGDIR = "tensorboard"  # the default log directory, inside the first directory given
@@ -62,6 +78,15 @@ LAYOUT: dict[str, dict[str, str]] = {
         "test accuracy": r"accuracy/",
         "vanishing ratio (first layer / last layer)": r"vanishing_ratio$",
     },
+    "vanishing: through time": {
+        "gradient at the first step / at the last, ||dL/dh_1|| / ||dL/dh_T||": (
+            r"time/.*/first_over_last$"
+        ),
+        "factor per step, (||dL/dh_1|| / ||dL/dh_T||) ** (1 / (T - 1))": r"time/.*/per_step$",
+        "spectral norm of the recurrent weight W_hh": r"recurrent_norm/",
+        "gate mean activation": r"gate/",
+        "gate saturated share (below 0.05 or above 0.95)": r"gate_saturated/",
+    },
 }
 
 # Per-layer lists of a probe row: (record key, tag prefix, names: weighted or activation layers).
@@ -77,9 +102,18 @@ EPOCH_SCALARS = {
     "train_loss": "loss/train",
     "test_loss": "loss/test",
     "test_accuracy": "accuracy/test",
+    "baseline_loss": "loss/baseline",  # a regression's: the test loss of always answering 1
 }
 # Epoch-row keys that are not measurements of the model (where and how long), left out.
 NOT_LOGGED = {"kind", "epoch", "step"}
+# Per-recurrent-layer dicts of a probe row: (record key, tag prefix); one tag per gate.
+GATE_KEYS = (("gates", "gate"), ("gates_saturated", "gate_saturated"))
+# The time heatmap: each step at least this many pixels' share of the width, each recurrent
+# layer a band this tall, a white gap between bands; grey where a step has no finite norm.
+HEATMAP_WIDTH = 640
+BAND_HEIGHT = 24
+BAND_GAP = 2
+NO_VALUE = (200, 200, 200)
 
 
 @dataclass(frozen=True)
@@ -141,6 +175,7 @@ def scalars(config: dict[str, Any], row: dict[str, Any]) -> list[tuple[str, floa
                 found.append((tag, v))
         for key, prefix, kind in PER_LAYER:
             found.extend(per_layer(config, row.get(key), prefix, kind))
+        found.extend(time_scalars(row))
     elif row.get("kind") == "epoch":
         for key, value in row.items():
             if key in EPOCH_SCALARS:
@@ -155,6 +190,139 @@ def scalars(config: dict[str, Any], row: dict[str, Any]) -> list[tuple[str, floa
             per_layer(config, row.get("dead_fraction"), "dead_fraction_epoch", "activation")
         )
     return found
+
+
+def time_tags(row: dict[str, Any], count: int) -> list[str]:
+    """Tag components for `count` recurrent layers of a probe row: its `time_layers` (as
+    `unique_tags` makes them) where it names that many, else recurrent1 .. recurrentN."""
+    names = row.get("time_layers")
+    if isinstance(names, list) and len(names) == count and all(isinstance(n, str) for n in names):
+        return unique_tags(names)
+    return [f"recurrent{i}" for i in range(1, count + 1)]
+
+
+def time_profiles(row: dict[str, Any]) -> list[list[float | None]]:
+    """A probe row's ||dL/dh_t|| per recurrent layer, t = 1 .. T (None: not finite); [] for a
+    row without a time profile (an MLP's, an older record's)."""
+    norms = row.get("time_signal_norms")
+    if row.get("kind") != "probe" or not isinstance(norms, list):
+        return []
+    return [[number(v) for v in steps] if isinstance(steps, list) else [] for steps in norms]
+
+
+def first_over_last(steps: Sequence[float | None]) -> float | None:
+    """||dL/dh_1|| / ||dL/dh_T||: how much of the gradient reaching the last step reaches the
+    first; None where either is missing or the quotient is not finite."""
+    if len(steps) < 2 or steps[0] is None or steps[-1] is None or steps[-1] <= 0:
+        return None
+    ratio = steps[0] / steps[-1]
+    return ratio if math.isfinite(ratio) else None
+
+
+def time_scalars(row: dict[str, Any]) -> list[tuple[str, float]]:
+    """(tag, value) per recurrent layer of a probe row: the first step's gradient over the
+    last's and its T-1-th root (the factor per step), the recurrent weight's spectral norm, each
+    gate's mean activation and saturated share."""
+    found: list[tuple[str, float]] = []
+    profiles = time_profiles(row)
+    for name, steps in zip(time_tags(row, len(profiles)), profiles, strict=True):
+        ratio = first_over_last(steps)
+        if ratio is not None:
+            found.append((f"time/{name}/first_over_last", ratio))
+            found.append((f"time/{name}/per_step", ratio ** (1 / (len(steps) - 1))))
+    norms = row.get("recurrent_norms")
+    if isinstance(norms, list):
+        for name, norm in zip(time_tags(row, len(norms)), norms, strict=True):
+            if (v := number(norm)) is not None:
+                found.append((f"recurrent_norm/{name}", v))
+    for key, prefix in GATE_KEYS:
+        layers = row.get(key)
+        if not isinstance(layers, list):
+            continue
+        for name, gates in zip(time_tags(row, len(layers)), layers, strict=True):
+            for gate, value in gates.items() if isinstance(gates, dict) else ():
+                if (v := number(value)) is not None:
+                    found.append((f"{prefix}/{name}/{clean_tag(str(gate))}", v))
+    return found
+
+
+@dataclass(frozen=True)
+class TimeScale:
+    """The time heatmap's colour scale, one for all of a run's probes so that they compare:
+    log10 of ||dL/dh_t|| from whole decade `low` (viridis' dark end) to `high` (its yellow)."""
+
+    low: int
+    high: int
+
+    @classmethod
+    def of(cls, rows: Sequence[dict[str, Any]]) -> TimeScale | None:
+        """The decades every positive norm of the rows' time profiles lies in; None: none."""
+        logs = [
+            math.log10(v)
+            for row in rows
+            for steps in time_profiles(row)
+            for v in steps
+            if v is not None and v > 0
+        ]
+        if not logs:
+            return None
+        low = math.floor(min(logs))
+        return cls(low, max(low + 1, math.ceil(max(logs))))
+
+    def index(self, value: float) -> int:
+        """The colour of a norm > 0: its place on the scale, 0 .. 255."""
+        place = (math.log10(value) - self.low) / (self.high - self.low)
+        return round(min(1.0, max(0.0, place)) * 255)
+
+
+def viridis() -> Any:
+    """matplotlib's viridis as 256 RGB colours, (256, 3) uint8: the live page's colours."""
+    import matplotlib
+    import numpy as np
+
+    colours = matplotlib.colormaps["viridis"](np.linspace(0.0, 1.0, 256))[:, :3]
+    return np.round(colours * 255).astype(np.uint8)
+
+
+def time_heatmap(profiles: Sequence[Sequence[float | None]], scale: TimeScale) -> Any:
+    """The image of one probe's time profiles, (height, width, 3) uint8: a band of
+    BAND_HEIGHT pixels per recurrent layer (the first on top), a column of cells per step t
+    (t = 1 on the left), each coloured by `scale`; grey where a norm is missing or 0."""
+    import numpy as np
+
+    steps = max(len(p) for p in profiles)
+    cell = max(1, math.ceil(HEATMAP_WIDTH / steps))  # pixels per step
+    colours = viridis()
+    height = len(profiles) * (BAND_HEIGHT + BAND_GAP) - BAND_GAP
+    image = np.full((height, steps * cell, 3), 255, dtype=np.uint8)
+    for layer, values in enumerate(profiles):
+        band = np.array([NO_VALUE] * steps, dtype=np.uint8)
+        for t, v in enumerate(values):
+            if v is not None and v > 0:
+                band[t] = colours[scale.index(v)]
+        top = layer * (BAND_HEIGHT + BAND_GAP)
+        image[top : top + BAND_HEIGHT] = np.repeat(band, cell, axis=0)[None]
+    return image
+
+
+def heatmap_legend(rows: Sequence[dict[str, Any]], scale: TimeScale) -> str:
+    """How to read the time heatmap (TensorBoard's Text tab): rows, columns and colours."""
+    first = next(row for row in rows if time_profiles(row))
+    profiles = time_profiles(first)
+    names = first.get("time_layers")
+    layers = (
+        ", ".join(map(str, names))
+        if isinstance(names, list) and len(names) == len(profiles)
+        else f"{len(profiles)} recurrent layer(s)"
+    )
+    steps = max(len(p) for p in profiles)
+    return (
+        f"time/heatmap: the gradient ||dL/dh_t|| reaching each time step, one band per recurrent "
+        f"layer (top to bottom: {layers}), one column per step (t = 1 to {steps}, left to "
+        f"right). Colour: log10 of the norm, viridis from 1e{scale.low} (dark purple) to "
+        f"1e{scale.high} (yellow), the same scale at every probe; grey: no finite value. A "
+        "band that darkens towards the left is a gradient vanishing through time."
+    )
 
 
 def histogram(record: Any, mean: Any = None, std: Any = None) -> Histogram | None:
@@ -259,7 +427,7 @@ def find_runs(paths: Sequence[Path | str]) -> tuple[list[Path], list[str]]:
 class TensorBoard:
     """What an export takes from tensorboardX: its summaries and the event records' checksum."""
 
-    summary: ModuleType  # tensorboardX.summary: scalar, text, custom_scalars, histogram_raw
+    summary: ModuleType  # tensorboardX.summary: scalar, text, custom_scalars, histogram_raw, image
     event: Any  # tensorboardX.proto.event_pb2.Event
     masked_crc32c: Any  # the TFRecord framing's checksum
 
@@ -305,17 +473,25 @@ def event_file_name() -> str:
 
 
 def write_events(tb: TensorBoard, config: dict[str, Any], rows: list[dict], f: BinaryIO) -> None:
-    """One run's events: the custom-scalars layout, config.json as text, then every row's scalars
-    and histograms in record order (steps never go back within a tag)."""
+    """One run's events: the custom-scalars layout, config.json as text (and how to read the
+    time heatmap), then every row's scalars, histograms and time heatmap in record order
+    (steps never go back within a tag)."""
     events = EventFile(tb, f)
     events.add(tb.summary.custom_scalars(layout()))
     events.add(tb.summary.text("config", config_text(config)), step=0)
+    scale = TimeScale.of(rows)
+    if scale is not None:
+        events.add(tb.summary.text("time/heatmap_legend", heatmap_legend(rows, scale)), step=0)
     for row in rows:
         step = row_step(row)
         if step is None:
             continue
         for tag, value in scalars(config, row):
             events.add(tb.summary.scalar(tag, value), step=step)
+        profiles = time_profiles(row)
+        if scale is not None and any(profiles):
+            image = time_heatmap(profiles, scale)
+            events.add(tb.summary.image("time/heatmap", image, dataformats="HWC"), step=step)
         for tag, h in histograms(config, row):
             summary = tb.summary.histogram_raw(
                 tag,

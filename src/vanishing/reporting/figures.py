@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from vanishing.model.recurrent import ARCHS
 from vanishing.reporting import plots
 from vanishing.reporting.diagnosis import attenuation_table, cure_table, spoken, stop_rules
 from vanishing.reporting.formats import Table, number, percent2
@@ -17,6 +18,7 @@ from vanishing.reporting.results import (
     by_condition,
     depth_series,
     representative_conditions,
+    value_order,
 )
 from vanishing.reporting.verdict import (
     SATURATED,
@@ -25,6 +27,8 @@ from vanishing.reporting.verdict import (
     profile,
     setting_value,
 )
+from vanishing.reporting.verdict.time_profile import has_time
+from vanishing.settings import naming
 from vanishing.settings.config import cure_keys, field_named, words_of
 from vanishing.settings.naming import namer
 
@@ -150,12 +154,50 @@ def layer_specs(batch: str = "the fixed probe batch") -> list[FigureSpec]:
             "with depth a forward blow-up or collapse.",
             plots.activation_histograms,
         ),
+        *time_specs(batch),
         FigureSpec(
             "prelu",
             "Which negative slope does PReLU learn?",
             "Learned slope a of max(z, a z) per layer over training (mean over seeds); "
             "0 would be ReLU, 1 a linear layer.",
             plots.prelu_slopes,
+        ),
+    ]
+
+
+def time_specs(batch: str = "the fixed probe batch") -> list[FigureSpec]:
+    """The figures through time, drawn only for points with a time profile (recurrent layers):
+    the gradient per step of the sequence, its map over training, the gates."""
+    return [
+        FigureSpec(
+            "through-time",
+            "How much gradient reaches each step of the sequence?",
+            f"Norm of the gradient dLoss/dh_t of each recurrent layer's hidden state at step t "
+            f"of the sequence (1 = the first), on {batch}: at the first probe (left) and the "
+            "last (right), log scale, geometric mean over seeds. A line falling towards step 1 "
+            "is the gradient vanishing through time; where it ends, float32 underflowed to 0. "
+            "Dotted, for a plain RNN: the slope bound (max f' · ‖W_hh‖)^(T − t), scaled to the "
+            "measured norm at step T, where ‖W_hh‖ is the recurrent weight's largest singular "
+            "value; an LSTM or a GRU has no such simple line.",
+            plots.time_profiles,
+        ),
+        FigureSpec(
+            "time-heatmaps",
+            "When in training does the gradient reach the first steps?",
+            "‖dLoss/dh_t‖ by training step (rows) and step of the sequence (columns), per "
+            "recurrent layer, one shared log colour scale: darker means less gradient. Grey: "
+            "zero (underflow) or not recorded.",
+            plots.time_heatmaps,
+        ),
+        FigureSpec(
+            "gates",
+            "How open are the gates?",
+            "Mean activation of each gate over the probe batch, the steps and the units, per "
+            "recurrent layer, at the first probe (light) and after training (dark). An LSTM's "
+            "forget gate and a GRU's update gate are the share of the memory kept per step: "
+            "over T steps the cell keeps that share to the power T. Dotted: 0.5, a sigmoid at 0 "
+            "(PyTorch's forget gates at init).",
+            plots.gate_means,
         ),
     ]
 
@@ -207,10 +249,17 @@ def depth_figures(
         return []
     series = depth_series(points)
     rules = stop_rules(points, thresholds)
-    references = [(rule.chance, f"chance, {percent2(rule.chance)}", ":") for rule in rules]
-    references += [
-        (rule.threshold, f"stops learning below {percent2(rule.threshold)}", "--") for rule in rules
+    references = [
+        (rule.chance, f"always answering 1, {number(rule.chance)}", ":")
+        if rule.regression
+        else (rule.chance, f"chance, {percent2(rule.chance)}", ":")
+        for rule in rules
     ]
+    references += [
+        (rule.threshold, f"stops learning {'above' if rule.regression else 'below'} "
+         f"{rule.shown(rule.threshold)}", "--")
+        for rule in rules
+    ]  # fmt: skip
     lines = "one line per activation" + (
         " and setting of the other axes" if len({s.style for s in series}) > 1 else ""
     )
@@ -251,9 +300,42 @@ def depth_figures(
 # The settings that change how the gradient flows: what the cure section sets side by side.
 
 
-def cure_words() -> str:
-    """The cure settings as prose names them: 'normalisation, residual connections, ...'."""
-    return ", ".join(words_of(field_named(key)) for key in cure_keys())
+def cure_words(points: Sequence[Point] = ()) -> str:
+    """The cure settings as prose names them: 'normalisation, residual connections, ...'; with
+    `points`, those that differ among them, each with its values ('architecture: RNN, LSTM
+    (gated cells); forget-gate bias: none, 1')."""
+    if not points:
+        return ", ".join(words_of(field_named(key)) for key in cure_keys())
+    said = []
+    for key in cure_keys():
+        values = sorted(
+            dict.fromkeys(setting_value(g.runs[0].config, key) for g in points), key=cure_order
+        )
+        if len(values) < 2:
+            continue
+        shown = ", ".join(cure_value(key, value) for value in values)
+        gated = " (gated cells against a plain RNN)" if key == "arch" else ""
+        said.append(f"{words_of(field_named(key))}: {shown}{gated}")
+    return "; ".join(said)
+
+
+def cure_order(value: Any) -> tuple[int, Any, str]:
+    """Sort key of a cure setting's values: none first, then numbers by size, the networks in
+    the registry's order (the MLP, a plain RNN, the gated cells), other text by name."""
+    if value is None:
+        return (0, 0, "")
+    if isinstance(value, str) and value in ARCHS:
+        return (1, ARCHS.index(value), "")
+    return (2, *value_order(value)[1:]) if not isinstance(value, str) else (3, 0, value)
+
+
+def cure_value(key: str, value: Any) -> str:
+    """A cure setting's value as the cure section names it: 'LSTM', 'none', '1'."""
+    if key == "arch" and isinstance(value, str):
+        return {"mlp": "MLP", "rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}.get(value, value)
+    if value is None:
+        return "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def cure_points(points: Sequence[Point]) -> list[Point]:
@@ -294,24 +376,56 @@ def cure_figures(points: Sequence[Point], thresholds: Thresholds = THRESHOLDS) -
             "Which cure keeps the activations' scale?",
             "Standard deviation of each hidden layer's output at initialisation (step 0), "
             f"{words}. A line falling with depth is forward collapse (the output no longer "
-            "depends on the input), one rising is forward blow-up. Below: test accuracy after "
-            "training, both factors (the signal at layer 1 over the last hidden layer's, the "
-            "scale at the last hidden layer over layer 1's) and the verdict.",
+            "depends on the input), one rising is forward blow-up.",
             lambda _: plots.layer_profiles(
                 [(label, p.scale) for label, p in profiles],
                 "std of the layer's output (log)",
                 names,
             ),
-            table=lambda chosen: cure_table(chosen, thresholds),
         ),
     ]
+    timed = any(has_time(g) for g in members)
+    if timed:
+        time = FigureSpec(
+            "cure-time",
+            "Which cure restores the gradient through time?",
+            "Norm of the gradient dLoss/dh_t of each recurrent layer at step t of the "
+            f"sequence, at the first probe (left) and after training (right), {words}. A line "
+            "falling towards step 1 is the gradient vanishing through time; a flat one is "
+            "what a cure restores.",
+            plots.time_profiles,
+        )
+        # one recurrent layer: no layer to compare with another, only its steps
+        specs = [time] if all(g.depth < 2 for g in members) else [*specs, time]
+    caption = (
+        " Below: the score after training, both factors across layers at initialisation (the "
+        "signal at layer 1 over the last hidden layer's, the scale at the last hidden layer "
+        "over layer 1's), the gradient through time (step 1 over step T, after training) and "
+        "the verdict."
+        if timed
+        else " Below: test accuracy after training, both factors (the signal at layer 1 over "
+        "the last hidden layer's, the scale at the last hidden layer over layer 1's) and the "
+        "verdict."
+    )
+    last = specs[-1]
+    specs[-1] = last._replace(
+        caption=last.caption.split(" Below:")[0] + caption,
+        table=lambda chosen: cure_table(chosen, thresholds),
+    )
     depth = members[0].depth
     section = (
         "Which cure restores the gradient?",
-        f"The settings of this report that change how the gradient flows ({cure_words()}), at "
-        f"depth {depth}, side by side.",
+        f"The settings of this report that change how the gradient flows, and differ here "
+        f"({cure_words(members)}), at depth {depth}, side by side.",
     )
     return [block for spec in specs for block in draw(spec, members, section=section)]
+
+
+def short_label(point: Point) -> str:
+    """A point's label within its condition's section: its activation ('ReLU'), a recurrent
+    network's cells ('LSTM', 'RNN (Tanh)')."""
+    config = point.runs[0].config
+    return naming.title(config) if naming.recurrent(config) else point.activation.label
 
 
 def draw_figures(points: Sequence[Point], thresholds: Thresholds = THRESHOLDS) -> list[FigureBlock]:
@@ -347,7 +461,7 @@ def draw_figures(points: Sequence[Point], thresholds: Thresholds = THRESHOLDS) -
             "figures above cover them all.",
         )
         note = f" {name[:1].upper()}{name[1:]} only ({role} setting)."
-        members = [dataclasses.replace(g, label=g.activation.label) for g in conditions[condition]]
+        members = [dataclasses.replace(g, label=short_label(g)) for g in conditions[condition]]
         for spec in [*layer_specs(measured_on(members)), ATTENUATION_SPEC]:
             blocks += draw(spec, members, name, note, section)
     return blocks

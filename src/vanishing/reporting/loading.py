@@ -30,8 +30,10 @@ def find_run_dirs(path: Path) -> list[Path]:
     return sorted(found)
 
 
+# A regression's test_accuracy is null, as a diverged run's is: read as missing alike.
 RESULT_NUMBERS = ("test_accuracy", "test_loss", "vanishing_ratio_init", "train_seconds",
-                  "eval_seconds", "probe_seconds")  # fmt: skip
+                  "eval_seconds", "probe_seconds", "baseline_loss")  # fmt: skip
+TASKS = ("classification", "regression")  # result.json's `task`; older records have none
 RESULT_COUNTS = ("steps", "diverged_step", "clipped_steps")
 # A watched model's config.json (`measure.watch.rows`): the keys the readers index into, each a
 # list of layer names; its other values (the model's name, the optimizer's, a user's own
@@ -85,13 +87,19 @@ def config_problem(config: Any, measured: bool = True) -> str | None:
     known = codec.known_keys()
     for key, value in config.items():
         if key not in known and not isinstance(value, (str, int, float, bool, type(None))):
-            return f"config.json: {key} holds {shown(value)}, not one value"
+            return f"config.json: {named(key)} holds {shown(value)}, not one value"
     return None
 
 
 def shown(value: Any, limit: int = 60) -> str:
     """A record's value as a note shows it: its repr, cut to `limit` characters."""
     return cut(repr(value), limit)
+
+
+def named(key: str) -> str:
+    """A record's key as a note names it: as it is, or quoted with its escapes where it holds a
+    character that is not printable (a line separator would split the note's one line)."""
+    return cut(key, 60) if key.isprintable() else shown(key)
 
 
 def cut(text: str, limit: int = 200) -> str:
@@ -128,6 +136,8 @@ def checked_result(result: Any, failed: bool, complete: bool = True) -> dict[str
     for key in LAYER_FIELDS:
         if key in result and not isinstance(result[key], list):
             result[key] = None
+    if "task" in result and result["task"] not in TASKS:
+        result["task"] = None  # read by its data set, as an older record's
     history = result.get("history")
     result["history"] = [
         row
@@ -142,9 +152,20 @@ def checked_result(result: Any, failed: bool, complete: bool = True) -> dict[str
     return result
 
 
-# result.json's per-layer lists
+# result.json's per-layer lists (a recurrent run's per recurrent layer)
 LAYER_FIELDS = ("grad_norms_init", "signal_norms_init", "grad_norms_final",
-                "saturated_fraction", "dead_fraction")  # fmt: skip
+                "saturated_fraction", "dead_fraction", "time_signal_norms_init",
+                "time_signal_norms_final", "time_layers", "gates_init", "gates_final")  # fmt: skip
+# A probe row's time profile (`measure.time`): each key's check of its shape, one item per
+# recurrent layer; a key of another shape is dropped from its row (the report reads the row
+# without it, as an MLP's).
+TIME_KEYS = {
+    "time_signal_norms": lambda item: isinstance(item, list),
+    "time_layers": lambda item: isinstance(item, str),
+    "gates": lambda item: isinstance(item, dict),
+    "gates_saturated": lambda item: isinstance(item, dict),
+    "recurrent_norms": lambda item: item is None or is_number(item),
+}
 
 
 def is_number(value: Any) -> bool:
@@ -168,6 +189,13 @@ def usable_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             or (kind == "epoch" and is_count(row.get("epoch")) and is_count(row.get("step", 0)))
         ):
             continue
+        damaged = [
+            key
+            for key, fits in TIME_KEYS.items()
+            if key in row and not (isinstance(row[key], list) and all(map(fits, row[key])))
+        ]
+        if damaged:
+            row = {key: value for key, value in row.items() if key not in damaged}
         histogram = row.get("activation_histogram")
         if histogram is not None and not (
             isinstance(histogram, list)

@@ -22,6 +22,7 @@ from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 from vanishing.model.activations import ActivationOptions, derivative, make_activation
 from vanishing.reporting.formats import number
 from vanishing.reporting.results import DepthSeries, Point, numbers
+from vanishing.reporting.verdict.time_profile import TimeProfile, time_profile, time_series
 from vanishing.settings.naming import NUMBERED, LayerNames
 
 if TYPE_CHECKING:
@@ -131,32 +132,48 @@ def layer_legend(axes_list: Iterable[Axes], figure: Figure) -> None:
 
 
 def learning_curves(points: Sequence[Point]) -> Figure | None:
-    """Test accuracy and train/test loss per epoch, one line per activation, mean ± std band;
-    None when every run diverged (no epoch to draw)."""
+    """Test accuracy (a regression's test MSE, its baseline dotted) and train/test loss per
+    epoch, one line per activation, mean ± std band; None when every run diverged (no epoch to
+    draw)."""
     if not any(g.ok for g in points):
         return None
     figure = Figure(figsize=(WIDTH, 3.8), layout="constrained")
-    accuracy_axes, loss_axes = figure.subplots(1, 2)
+    score_axes, loss_axes = figure.subplots(1, 2)
     color = colors(points)
+    regression = all(g.regression for g in points)
     for point in points:
         c = color[point.label]
-        epochs, mean, std = point.epoch_series("test_accuracy")
-        accuracy_axes.plot(epochs, 100 * mean, "o-", color=c, markersize=3, label=point.label)
-        band = (100 * (mean - std), 100 * (mean + std))
-        accuracy_axes.fill_between(epochs, *band, color=c, alpha=0.2)
+        if point.regression == regression:  # a mixed report: accuracy on the left, losses right
+            key, scale = ("test_loss", 1) if regression else ("test_accuracy", 100)
+            epochs, mean, std = point.epoch_series(key)
+            score_axes.plot(epochs, scale * mean, "o-", color=c, markersize=3, label=point.label)
+            band = (scale * (mean - std), scale * (mean + std))
+            score_axes.fill_between(epochs, *band, color=c, alpha=0.2)
+            if regression:
+                score_axes.axhline(point.baseline, color=c, linestyle=":", linewidth=1)
         for key, style in (("test_loss", "o-"), ("train_loss", "s--")):
             epochs, mean, std = point.epoch_series(key)
             loss_axes.plot(epochs, mean, style, color=c, markersize=3)
             loss_axes.fill_between(epochs, mean - std, mean + std, color=c, alpha=0.2)
-    accuracy_axes.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
-    loss_axes.set(xlabel="epoch", ylabel="cross-entropy", title="Loss (solid: test, dashed: train)")
+    if regression:
+        score_axes.set(
+            xlabel="epoch", ylabel="test MSE", title="Test MSE (dotted: always answering 1)"
+        )
+    else:
+        score_axes.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
+    tasks = {g.regression for g in points}
+    loss_name = {
+        frozenset({False}): "cross-entropy",
+        frozenset({True}): "mean squared error",
+    }.get(frozenset(tasks), "cross-entropy; MSE")
+    loss_axes.set(xlabel="epoch", ylabel=loss_name, title="Loss (solid: test, dashed: train)")
     losses = [line.get_ydata() for line in loss_axes.get_lines()]
     if any((np.asarray(y, dtype=float) > 0).any() for y in losses):
         loss_axes.set_yscale("log")  # losses fall by orders of magnitude; the log keeps the end
     last = max((len(g.ok[0].finished.get("history", [])) for g in points if g.ok), default=1)
-    for axes in (accuracy_axes, loss_axes):
+    for axes in (score_axes, loss_axes):
         axes.grid(alpha=0.3)
-        axes.set_xlim(0.5, last + 0.5)
+        axes.set_xlim(0.5, max(last, 1) + 0.5)  # no epoch recorded: still a span
         axes.xaxis.get_major_locator().set_params(integer=True)
     legend_below(figure, 6 if len(points) <= 6 else legend_columns([g.label for g in points]))
     return figure
@@ -543,37 +560,50 @@ def accuracy_by_depth(
     series: Sequence[DepthSeries], references: Sequence[tuple[float, str, str]] = ()
 ) -> Figure:
     """Test accuracy against depth (left) and test error on a log scale (right), one line per
-    series, band mean ± std over seeds; (value, text, line style) references such as chance."""
+    series, band mean ± std over seeds; (value, text, line style) references such as chance.
+    Regressions: their test MSE (left) and the same on a log scale (right)."""
     figure = Figure(figsize=(WIDTH, 4.2), layout="constrained")
     accuracy_axes, error_axes = figure.subplots(1, 2)
+    regression = bool(series) and all(line.regression for line in series)
+    scale = 1 if regression else 100
+
+    def error(values: np.ndarray) -> np.ndarray:
+        return values if regression else 1 - values
+
     for line in series:
         mean, std = line.accuracy()
         style = series_style(line)
-        accuracy_axes.plot(line.depths, 100 * mean, label=line.label, **style)
+        accuracy_axes.plot(line.depths, scale * mean, label=line.label, **style)
         accuracy_axes.fill_between(
-            line.depths, 100 * (mean - std), 100 * (mean + std), color=line.color, alpha=0.15
+            line.depths, scale * (mean - std), scale * (mean + std), color=line.color, alpha=0.15
         )
         # Errors of 3 % and 5 % lie far apart on a log scale, where accuracies of 97 % and 95 %
         # would touch; the band is clipped at 0.1 % error, which a log axis cannot show.
-        error_axes.plot(line.depths, 100 * (1 - mean), **style)
+        error_axes.plot(line.depths, scale * error(mean), **style)
         error_axes.fill_between(
             line.depths,
-            np.maximum(100 * (1 - mean - std), 0.1),
-            100 * (1 - mean + std),
+            np.maximum(scale * (error(mean) - std), 0.1 * scale / 100),
+            scale * (error(mean) + std),
             color=line.color,
             alpha=0.15,
         )
     for value, text, linestyle in references:
-        reference_line(accuracy_axes, 100 * value, text, linestyle)
-        reference_line(error_axes, 100 * (1 - value), "", linestyle)
-    accuracy_axes.set(ylabel="test accuracy (%)", ylim=(0, 100), title="Test accuracy")
+        reference_line(accuracy_axes, scale * value, text, linestyle)
+        reference_line(error_axes, scale * (value if regression else 1 - value), "", linestyle)
+    if regression:
+        accuracy_axes.set(ylabel="test MSE", ylim=(0, None), title="Test MSE")
+    else:
+        accuracy_axes.set(ylabel="test accuracy (%)", ylim=(0, 100), title="Test accuracy")
     error_axes.set_yscale("log")
-    error_axes.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 1, 2, 5, 10, 20, 50
-    error_axes.yaxis.set_major_formatter(ScalarFormatter())
-    error_axes.yaxis.set_minor_formatter(NullFormatter())
-    error_axes.set(ylabel="test error (%), log scale", title="Test error = 100 % − accuracy")
-    top = 100 * max((1 - value for value, _, _ in references), default=0.9)
-    error_axes.set_ylim(top=min(100.0, 1.2 * top))
+    if not regression:
+        error_axes.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 1, 2, 5, 10, 20
+        error_axes.yaxis.set_major_formatter(ScalarFormatter())
+        error_axes.yaxis.set_minor_formatter(NullFormatter())
+        error_axes.set(ylabel="test error (%), log scale", title="Test error = 100 % − accuracy")
+        top = 100 * max((1 - value for value, _, _ in references), default=0.9)
+        error_axes.set_ylim(top=min(100.0, 1.2 * top))
+    else:
+        error_axes.set(ylabel="test MSE, log scale", title="Test MSE, log scale")
     for axes in (accuracy_axes, error_axes):
         depth_axes(axes, series)
     series_legend(figure, series)
@@ -656,4 +686,152 @@ def units_by_depth(series: Sequence[DepthSeries]) -> Figure | None:
         axes.set_ylim(0, max(5.0, 1.1 * top))  # at least 0-5 %, so "none" looks like none
         depth_axes(axes, series)  # every depth, so that both panels share the x axis
     series_legend(figure, series)
+    return figure
+
+
+def time_ends(point: Point) -> tuple[TimeProfile | None, TimeProfile | None]:
+    """The point's layers through time at the first probe and after training."""
+    return time_profile(point), time_profile(point, final=True)
+
+
+def time_bound(point: Point) -> float:
+    """The largest slope of the activation of a plain RNN's steps: nn.RNN's tanh and relu
+    both 1 (a watched model's), the registry's for a training run's LoopRNN."""
+    return 1.0 if point.watched else point.activation.derivative_bound
+
+
+def time_profiles(points: Sequence[Point]) -> Figure | None:
+    """||dLoss/dh_t|| against the step t of the sequence, at the first probe (left) and after
+    training (right), log scale, one line per recurrent layer (and point), with the slope
+    bound's line dotted where there is one (a plain RNN's); None where no point has a time
+    profile."""
+    shown = [(point, time_ends(point)) for point in points]
+    shown = [(point, ends) for point, ends in shown if ends[0] is not None]
+    if not shown:
+        return None
+    figure = Figure(figsize=(WIDTH, 4.2), layout="constrained")
+    left_axes, right_axes = figure.subplots(1, 2, sharey=True)
+    several = len(shown) > 1
+    index = 0
+    longest = 1
+    bound_named = False  # the legend names the slope bound once
+    for point, ends in shown:
+        first = ends[0]
+        count = len(first.layers) if first else 0
+        for layer_index in range(count):
+            color, dash = f"C{index % 10}", DASHES[index % len(DASHES)]
+            index += 1
+            for axes, found in zip((left_axes, right_axes), ends, strict=True):
+                if found is None or layer_index >= len(found.layers):
+                    continue
+                layer = found.layers[layer_index]
+                steps = np.arange(1, layer.steps + 1)
+                longest = max(longest, layer.steps)
+                name = layer.name if count > 1 or point.watched else ""
+                label = ", ".join(x for x in (point.label if several else "", name) if x)
+                norms = np.where(layer.norms > 0, layer.norms, np.nan)  # 0: underflow
+                axes.plot(
+                    steps,
+                    norms,
+                    color=color,
+                    linestyle=dash,
+                    label=(label or "measured") if axes is left_axes else None,
+                )
+                theory = layer.theory(time_bound(point))
+                if theory is not None:
+                    axes.plot(
+                        steps,
+                        np.where(theory > 0, theory, np.nan),
+                        color=color,
+                        linestyle=":",
+                        linewidth=1.2,
+                        label=None if bound_named else "slope bound (dotted)",
+                    )
+                    bound_named = True
+    for axes, title in zip(
+        (left_axes, right_axes), ("At the first probe", "After training (last probe)"), strict=True
+    ):
+        axes.set_yscale("log")
+        axes.set(
+            title=title, xlabel="step t of the sequence (1 = first)", xlim=(0.5, longest + 0.5)
+        )
+        axes.grid(alpha=0.3, which="both")
+    left_axes.set_ylabel("‖dLoss/dh_t‖ (log)")
+    legend_below(figure, 4)
+    return figure
+
+
+def time_heatmaps(points: Sequence[Point]) -> Figure | None:
+    """Per point and recurrent layer, ||dLoss/dh_t|| by training step (rows) and step of the
+    sequence (columns), one shared log colour scale; None where no point has a time profile."""
+    panels = []
+    for point in points:
+        first = time_profile(point)
+        layers = first.layers if first else ()
+        for index, layer in enumerate(layers):
+            steps, values = time_series(point, index)
+            if values.size:
+                name = layer.name if len(layers) > 1 or point.watched else ""
+                panels.append((", ".join(x for x in (point.label, name) if x), steps, values))
+    if not panels:
+        return None
+    panels = panels[:8]
+    positive = np.concatenate([values[values > 0].ravel() for _, _, values in panels])
+    norm = LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size else LogNorm(1e-6, 1)
+    columns = 1 if len(panels) <= 3 else 2
+    rows = math.ceil(len(panels) / columns)
+    figure = Figure(figsize=(WIDTH, 0.6 + 2.0 * rows), layout="constrained")
+    grid = figure.subplots(rows, columns, squeeze=False)
+    axes_list = grid.ravel()[: len(panels)]
+    for axes in grid.ravel()[len(panels) :]:
+        axes.set_visible(False)
+    cmap = colormaps["viridis"].with_extremes(bad="lightgrey")  # grey: zero or not recorded
+    mesh = None
+    for axes, (title, steps, values) in zip(axes_list, panels, strict=True):
+        masked = np.ma.masked_invalid(np.where(values > 0, values, np.nan))
+        columns_edges = np.arange(values.shape[1] + 1) + 0.5
+        mesh = axes.pcolormesh(columns_edges, step_edges(steps), masked, norm=norm, cmap=cmap)
+        axes.set_title(title, loc="left", fontsize=10)
+        axes.set(xlabel="step t of the sequence", ylabel="training step")
+    if mesh is not None:
+        figure.colorbar(mesh, ax=list(axes_list), label="‖dLoss/dh_t‖ (log)", shrink=0.9)
+    return figure
+
+
+def gate_means(points: Sequence[Point]) -> Figure | None:
+    """Per point, each recurrent layer's gates' mean activation at the first probe (light) and
+    after training (dark); None where no point recorded gates (plain RNNs, MLPs)."""
+    shown = []
+    for point in points:
+        first, last = time_ends(point)
+        if first is not None and any(layer.gates for layer in first.layers):
+            shown.append((point, first, last))
+    if not shown:
+        return None
+    shown = shown[:4]
+    figure = Figure(figsize=(WIDTH, 3.6), layout="constrained")
+    axes_list = figure.subplots(1, len(shown), squeeze=False, sharey=True)[0]
+    for axes, (point, first, last) in zip(axes_list, shown, strict=True):
+        bars = [
+            (f"{layer.name}\n{gate}" if len(first.layers) > 1 else gate, layer_index, gate)
+            for layer_index, layer in enumerate(first.layers)
+            for gate in layer.gates
+        ]
+        x = np.arange(len(bars))
+        for offset, found, label, alpha in (
+            (-0.2, first, "first probe", 0.45),
+            (0.2, last, "after training", 1.0),
+        ):
+            if found is None:
+                continue
+            heights = [
+                found.layers[i].gates.get(gate, math.nan) if i < len(found.layers) else math.nan
+                for _, i, gate in bars
+            ]
+            axes.bar(x + offset, heights, 0.38, color="C0", alpha=alpha, label=label)
+        axes.set_xticks(x, [name for name, _, _ in bars], fontsize=8)
+        axes.set(title=point.label, ylim=(0, 1), ylabel="mean gate value")
+        axes.axhline(0.5, color="grey", linestyle=":", linewidth=1)  # a sigmoid at 0
+        axes.grid(alpha=0.3, axis="y")
+    legend_below(figure, 2)
     return figure

@@ -24,13 +24,45 @@ from vanishing.reporting.diagnosis import ATTENUATION_HEADER, Gap, attenuation_c
 from vanishing.reporting.figures import FigureBlock
 from vanishing.reporting.formats import MISSING, fixed, markdown, markdown_table
 from vanishing.reporting.page import Report, build_report
-from vanishing.reporting.results import Point, RunRecords, condition_order, model_setup
-from vanishing.reporting.summary import TABLE_HEADER, summary_cells
+from vanishing.reporting.results import (
+    REGRESSION,
+    Point,
+    RunRecords,
+    condition_order,
+    model_setup,
+    task_of,
+)
+from vanishing.reporting.summary import TABLE_HEADER, is_mixed, summary_cells, summary_header
 from vanishing.reporting.verdict import SATURATED, THRESHOLDS, Thresholds, judge
+from vanishing.reporting.verdict.time_profile import has_time
+from vanishing.settings import naming
 from vanishing.settings.naming import watched
 
 SUMMARY_HEADER = (TABLE_HEADER[0], "runs", *TABLE_HEADER[1:])
 RUN_HEADER = ("directory", "activation", "seed", "status", "test acc (%)", "device")
+# Under the summary table, where a row is a regression's.
+REGRESSION_NOTE = (
+    "Test MSE: the mean squared error on the test set (the adding problem's), mean ± standard "
+    "deviation over seeds. Baseline: the test MSE of always answering 1, the targets' mean "
+    f"(about 1/6); beaten where the MSE is under {1 - THRESHOLDS.baseline_margin:g} of it."
+)
+# A recurrent network's steps, as the page explains them where a run has a time profile.
+THROUGH_TIME = (
+    "Through time it is the same product, step by step: a recurrent layer computes h_t = "
+    "f(W_ih x_t + W_hh h_{t-1} + b), so the gradient that reaches step 1 from the loss at step "
+    "T is multiplied, once per step, by W_hh and by the slope f'(z_t). Over T steps that is T "
+    "factors: a tanh RNN whose W_hh shrinks a vector to 0.57 (PyTorch's init, typically) keeps "
+    "0.57^27 = 3e-7 of it over the 28 rows of an image, and nothing measurable over its 784 "
+    "pixels (Hochreiter 1991; Bengio, Simard and Frasconi 1994). Where W_hh stretches instead, "
+    "the gradient explodes; clipping its norm (Pascanu, Mikolov and Bengio 2013) bounds the step.",
+    "An LSTM carries a cell c_t = f_t c_{t-1} + i_t g_t alongside h_t: on the cell's path the "
+    "gradient is multiplied by the forget gate f_t alone, which the network can hold near 1, so "
+    "it crosses many steps unchanged. PyTorch starts the forget gates at 0.5 (bias 0), which "
+    "halves the cell every step; a forget-gate bias of 1 starts them at 0.73 (Jozefowicz et "
+    "al. 2015). A GRU's update gate plays the same part. Other cures keep W_hh's scale: an "
+    "orthogonal W_hh, or the identity with ReLU (IRNN: Le, Jaitly and Hinton 2015); and a "
+    "shorter sequence has fewer steps to cross.",
+)
 GAP_HEADER = ("setting", "better", "worse", "gap (points)", "test", "seeds", "p")
 
 EXPLANATION = (
@@ -67,13 +99,14 @@ EXPLANATION = (
 
 def title(report: Report) -> str:
     """'Vanishing gradients: Sigmoid, ReLU on mnist', with the depths when they vary; a
-    watched model by its points' labels ('Net (ReLU)'), and its data set only if it said."""
+    watched model by its points' labels ('Net (ReLU)'), and its data set only if it said; a
+    recurrent network by its cells ('LSTM, RNN (tanh) on adding')."""
     if report.runs and all(watched(r.config) for r in report.runs):
         labels = ", ".join(dict.fromkeys(g.label for g in report.points))
         datasets = sorted({str(r.config["dataset"]) for r in report.runs if "dataset" in r.config})
         where = f" on {', '.join(datasets)}" if datasets else ""
         return f"Vanishing gradients: {labels or 'no finished runs'}{where}"
-    labels = ", ".join(dict.fromkeys(g.activation.label for g in report.points))
+    labels = ", ".join(dict.fromkeys(naming.title(g.runs[0].config) for g in report.points))
     datasets = sorted({str(r.config.get("dataset", "?")) for r in report.runs})
     depths = sorted({g.depth for g in report.points})
     span = f", {depths[0]} to {depths[-1]} hidden layers" if len(depths) > 1 else ""
@@ -94,9 +127,8 @@ def setup_line(report: Report) -> str:
         f"steps on {config.get('probe_size')} training images."
     )
     if report.conditions <= 1:
-        widths = "-".join(str(w) for w in [784, *config.get("hidden", []), 10])
         return (
-            f"MLP {widths}, init {config.get('init')}, {config.get('optimizer')} lr "
+            f"{network(config)}, init {config.get('init')}, {config.get('optimizer')} lr "
             f"{config.get('lr')}, batch {config.get('batch_size')}, epochs "
             f"{config.get('epochs')}, {probes_text}"
         )
@@ -107,13 +139,18 @@ def setup_line(report: Report) -> str:
 
     hiddens = list(dict.fromkeys(s.hidden for s in conditions))
     layer_widths = {w for hidden in hiddens for w in hidden}
-    if len(layer_widths) == 1 and all(len(set(h)) == 1 for h in hiddens):
+    configs = [g.runs[0].config for g in report.points]
+    recurrent = any(naming.recurrent(config) for config in configs)
+    if recurrent:
+        shape = "; ".join(dict.fromkeys(network(config) for config in configs))
+    elif len(layer_widths) == 1 and all(len(set(h)) == 1 for h in hiddens):
         depths = ", ".join(str(len(h)) for h in hiddens)
         shape = f"MLPs 784-{layer_widths.pop()}×L-10 with L = {depths} hidden layers"
     else:
         shape = "MLPs " + ", ".join("-".join(map(str, [784, *h, 10])) for h in hiddens)
     # Said above, or in the title (the data set); any other key that varies is named after.
-    said = ("hidden", "dataset", "init", "optimizer", "lr", "batch_size", "epochs")
+    said: tuple[str, ...] = ("hidden", "dataset", "init", "optimizer", "lr", "batch_size")
+    said += ("epochs", *(("arch", "sequence", "length") if recurrent else ()))  # network() says
     others = "".join(
         f", {key.replace('_', ' ')} {values(key)}"
         for key in dict.fromkeys(key for s in conditions for key, _ in s.pairs)
@@ -123,6 +160,27 @@ def setup_line(report: Report) -> str:
         f"{shape}; init {values('init')}, {values('optimizer')} lr {values('lr')}, batch "
         f"{values('batch_size')}, epochs {values('epochs')}{others}; {probes_text}"
     )
+
+
+def network(config: dict[str, Any]) -> str:
+    """The network in one phrase: 'MLP 784-520-320-10', 'LSTM 128 over 28 rows of 28 pixels',
+    'RNN (tanh) 128-128 on the adding problem, T = 100'."""
+    hidden = config.get("hidden") or []
+    if not naming.recurrent(config):
+        return "MLP " + "-".join(str(w) for w in [784, *hidden, 10])
+    widths = "-".join(map(str, hidden))
+    length = config.get("length")
+    sequences = {
+        "rows": "28 rows of 28 pixels",
+        "pixels": "784 pixels, one at a time",
+        "permuted": "784 pixels in a fixed random order",
+    }
+    read = (
+        f"on the adding problem, T = {length}"
+        if length is not None
+        else f"over {sequences.get(str(config.get('sequence')), config.get('sequence'))}"
+    )
+    return f"{naming.title(config)} {widths} {read}"
 
 
 def sources(report: Report) -> list[str]:
@@ -136,10 +194,10 @@ def sources(report: Report) -> list[str]:
     return [f"{len(report.sources)} directories under {parent or '.'}"]
 
 
-def point_cells(point: Point, row: dict[str, Any]) -> list[str]:
+def point_cells(point: Point, row: dict[str, Any], mixed: bool = False) -> list[str]:
     """One row of the page's summary table: the point's label, its run count, then the cells
-    `vanishing compare` prints."""
-    label, *cells = summary_cells(row, point.label)
+    `vanishing compare` prints (`mixed`: classifications and regressions in one table)."""
+    label, *cells = summary_cells(row, point.label, mixed)
     return [label, str(row["runs"]), *cells]
 
 
@@ -150,6 +208,10 @@ def run_cells(run: RunRecords) -> list[str]:
     if run.result is None:
         status = f"unfinished ({epochs} of {config.get('epochs', '?')} epochs recorded)"
         accuracy = MISSING
+    elif task_of(config, run.result) == REGRESSION:
+        status = run.status
+        loss = run.result.get("test_loss")
+        accuracy = "MSE " + fixed(loss if isinstance(loss, (int, float)) else None, 4)
     else:
         status = run.status
         value = run.result.get("test_accuracy")
@@ -170,7 +232,7 @@ def gap_cells(gap: Gap) -> list[str]:
         gap.better.condition_label or MISSING,
         gap.better.activation.label,
         gap.worse.activation.label,
-        f"{100 * gap.difference:.2f}",
+        f"{gap.difference:.3g}" if gap.better.regression else f"{100 * gap.difference:.2f}",
         gap.test_name,
         gap.seeds.removesuffix(" seeds"),
         p_text(gap.p).removeprefix("p = ").removeprefix("p ") if math.isfinite(gap.p) else MISSING,
@@ -198,13 +260,27 @@ def figure_items(report: Report) -> list[tuple[FigureBlock, tuple[str, str] | No
 
 def context(report: Report) -> dict[str, Any]:
     """What both templates show, as text and table cells."""
+    mixed = is_mixed(report.rows)
+    header = summary_header(report.rows)
+    regression = [task_of(r.config, r.result) == REGRESSION for r in report.runs]
+    run_header = RUN_HEADER
+    if any(regression):
+        score = "test MSE" if all(regression) else "test acc (%) / MSE"
+        run_header = (*RUN_HEADER[:4], score, *RUN_HEADER[5:])
+    timed = any(has_time(g) for g in report.points)
+    gap_header = GAP_HEADER
+    if any(g.better.regression for g in report.gaps):  # a regression's gap is in its MSE
+        unit = "MSE" if all(g.better.regression for g in report.gaps) else "points or MSE"
+        gap_header = (*GAP_HEADER[:3], f"gap ({unit})", *GAP_HEADER[4:])
     return {
         "report": report,
         "title": title(report),
         "setup": setup_line(report),
         "sources": sources(report),
         "sweep": report.conditions > 1,
-        "summary": [point_cells(g, r) for g, r in zip(report.points, report.rows, strict=True)],
+        "summary": [
+            point_cells(g, r, mixed) for g, r in zip(report.points, report.rows, strict=True)
+        ],
         "findings": list(zip(report.points, report.diagnoses, strict=True)),
         "significant_gaps": [gap_cells(g) for g in report.gaps if g.significant],
         "all_gaps": [all_gap_cells(g) for g in report.gaps],
@@ -212,14 +288,15 @@ def context(report: Report) -> dict[str, Any]:
         "figures": figure_items(report),
         "runs": [run_cells(r) for r in report.runs],
         "unfinished": sum(r.result is None for r in report.runs),
-        "explanation": EXPLANATION,
+        "explanation": (*EXPLANATION, *(THROUGH_TIME if timed else ())),
+        "regression_note": REGRESSION_NOTE if any(r.get("regression") for r in report.rows) else "",
         "definitions": DEFINITIONS,
         "saturated": SATURATED,
         "headers": {
-            "summary": SUMMARY_HEADER,
-            "runs": RUN_HEADER,
-            "gaps": GAP_HEADER,
-            "all_gaps": (*GAP_HEADER, "significant"),
+            "summary": (header[0], "runs", *header[1:]),
+            "runs": run_header,
+            "gaps": gap_header,
+            "all_gaps": (*gap_header, "significant"),
             "attenuation": ATTENUATION_HEADER,
         },
     }
@@ -372,8 +449,11 @@ def notebook_summary(
         scope=SCOPE,
         css=Markup(report_css()),  # noqa: S704 - our own style sheet
         title=title(report),
-        header=SUMMARY_HEADER,
-        rows=[point_cells(g, r) for g, r in zip(report.points, report.rows, strict=True)],
+        header=(summary_header(report.rows)[0], "runs", *summary_header(report.rows)[1:]),
+        rows=[
+            point_cells(g, r, is_mixed(report.rows))
+            for g, r in zip(report.points, report.rows, strict=True)
+        ],
         headlines=headlines if len(headlines) <= 8 else [],
         verdicts=[*report.stops, *report.verdicts],
         figure=Markup(figure),  # noqa: S704 - our own page's markup, escaped when written

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from vanishing import stats
+from vanishing.data import sequences
 from vanishing.model.activations import ACTIVATIONS, Activation
 from vanishing.settings import naming
 from vanishing.settings.naming import MODEL_KEYS, LayerNames, namer, watched
@@ -36,6 +37,23 @@ LEADING_KEYS = (
     "batch_size",
     "epochs",
 )
+
+
+REGRESSION, CLASSIFICATION = "regression", "classification"  # result.json's `task`
+# The adding problem's baseline in expectation: always answering 1, the targets' mean, scores
+# their variance, 2 / 12 (a sum of two U(0, 1) numbers). Records of a regression without a
+# recorded baseline (a watched model's, a run killed before its first epoch) are set against it.
+ADDING_BASELINE = 1 / 6
+
+
+def task_of(config: dict[str, Any], result: dict[str, Any] | None = None) -> str:
+    """A run's task: result.json's where it says, else its data set's (the adding problem is
+    a regression); older records are classifications."""
+    task = (result or {}).get("task")
+    if task in (REGRESSION, CLASSIFICATION):
+        return str(task)
+    dataset = config.get("dataset")
+    return sequences.task(dataset) if isinstance(dataset, str) else CLASSIFICATION
 
 
 def numbers(values: Iterable[Any] | Any) -> np.ndarray:
@@ -188,6 +206,51 @@ class Point:
     def accuracy(self) -> stats.Summary:
         """Test accuracy over seeds: mean, std and confidence interval."""
         return stats.summarize(self.accuracies)
+
+    @property
+    def task(self) -> str:
+        """ "classification" or "regression" (`task_of`): the runs of a point share a data set."""
+        return task_of(self.runs[0].config, self.runs[0].result)
+
+    @property
+    def regression(self) -> bool:
+        return self.task == REGRESSION
+
+    @property
+    def score_key(self) -> str:
+        """What the point is scored by: a classification's test accuracy (higher is better), a
+        regression's test loss, its mean squared error (lower is better)."""
+        return "test_loss" if self.regression else "test_accuracy"
+
+    @property
+    def scores(self) -> list[float]:
+        """The score (`score_key`) of each run that finished without diverging."""
+        return stats.finite(r.finished.get(self.score_key) for r in self.ok)
+
+    @property
+    def seed_scores(self) -> list[tuple[Any, float]]:
+        """(seed, score) of the runs that finished without diverging."""
+        return [
+            (r.config.get("seed"), found[0])
+            for r in self.ok
+            if (found := stats.finite([r.finished.get(self.score_key)]))
+        ]
+
+    @property
+    def score(self) -> stats.Summary:
+        """The score over seeds: mean, std and confidence interval."""
+        return stats.summarize(self.scores)
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether score `a` is better than `b`: higher accuracy, lower loss."""
+        return a < b if self.regression else a > b
+
+    @property
+    def baseline(self) -> float:
+        """A regression's baseline: the test loss of always answering 1 (result.json's
+        `baseline_loss`, the mean over runs; ADDING_BASELINE where none is recorded)."""
+        values = stats.finite((r.result or {}).get("baseline_loss") for r in self.runs)
+        return stats.mean(values) if values else ADDING_BASELINE
 
     def unit_share(self, key: str) -> stats.Summary:
         """Over seeds, the percent of all hidden units that are dead or of (sample, unit) pairs
@@ -432,9 +495,14 @@ class DepthSeries:
     def depths(self) -> np.ndarray:
         return np.array([g.depth for g in self.points], dtype=float)
 
+    @property
+    def regression(self) -> bool:
+        return self.points[0].regression
+
     def accuracy(self) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, std over seeds) of test accuracy at each depth."""
-        summaries = [g.accuracy for g in self.points]
+        """(mean, std over seeds) of the score at each depth: test accuracy, or a regression's
+        test loss (`Point.score`)."""
+        summaries = [g.score for g in self.points]
         return np.array([s.mean for s in summaries]), np.array([s.std for s in summaries])
 
     def ratio(self) -> np.ndarray:
@@ -461,12 +529,16 @@ def depth_series(points: Sequence[Point]) -> list[DepthSeries]:
         others.setdefault(text, other)
         keyed.setdefault((point.activation.name, text), []).append(point)
     style = {text: i for i, text in enumerate(others)}
-    describe = namer(list(others.values()))
+
+    def said(axes: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in axes.items() if k != "arch"}  # the title names the network
+
+    describe = namer([said(other) for other in others.values()])
     series = []
     for (_, text), members in keyed.items():
-        words = describe(others[text])
+        words = describe(said(others[text]))
         first = members[0]
-        label = first.activation.label + (f" ({words})" if words else "")
+        label = naming.title(first.runs[0].config) + (f" ({words})" if words else "")
         members = sorted(members, key=lambda g: condition_order(g.condition))
         series.append(
             DepthSeries(label, first.activation, first.color, style[text], tuple(members))

@@ -21,8 +21,15 @@ from vanishing.model.activations import ACTIVATIONS
 from vanishing.reporting.diagnosis import condition_gaps
 from vanishing.reporting.formats import NOT_APPLICABLE, UNDERFLOW, fixed, scientific, text_table
 from vanishing.reporting.loading import read_run
-from vanishing.reporting.results import Point, RunRecords, make_points, point_keys
-from vanishing.reporting.verdict import THRESHOLDS, Thresholds
+from vanishing.reporting.results import (
+    REGRESSION,
+    Point,
+    RunRecords,
+    make_points,
+    point_keys,
+    task_of,
+)
+from vanishing.reporting.verdict import THRESHOLDS, Thresholds, at_chance
 from vanishing.settings.config import in_field_order
 
 # summary.csv's columns: one row per point (an activation at one condition), over its seeds; a
@@ -48,6 +55,12 @@ TABLE_HEADER = (
     "dead %",
     "saturated %",
 )
+# A regression (the adding problem) is scored by its test loss, the mean squared error, against
+# the baseline of always answering 1, where a classification is by its accuracy.
+REGRESSION_HEADER = ("activation", "test MSE", "baseline (always 1)", *TABLE_HEADER[3:])
+MIXED_HEADER = ("activation", "test acc (%) / MSE", *TABLE_HEADER[2:])
+# summary.csv's columns of a regression, after the loss's, where any row is one.
+REGRESSION_FIELDS = ("baseline_loss", "beat_baseline")
 
 
 def in_run_order(points: Sequence[Point], runs: Sequence[RunRecords]) -> list[Point]:
@@ -63,15 +76,22 @@ def summary_row(point: Point) -> dict[str, Any]:
     """One point's row: the SUMMARY_FIELDS, its `label` and `setting` (its condition's label), and
     `ratio_underflow` for the table (not a column of summary.csv)."""
     ok = [run.finished for run in point.ok]
+    losses = stats.summarize(r.get("test_loss") for r in ok)
+    regression = point.regression
     return {
         "activation": point.activation.name,
         "label": point.label,
         "setting": point.condition_label,
         "runs": len(point.runs),
         "diverged": len(point.runs) - len(ok),
-        "test_accuracy_mean": point.accuracy.mean,
-        "test_accuracy_std": point.accuracy.std,
-        "test_loss_mean": stats.summarize(r.get("test_loss") for r in ok).mean,
+        # A regression has no accuracy: an empty cell, not nan.
+        "test_accuracy_mean": None if regression else point.accuracy.mean,
+        "test_accuracy_std": None if regression else point.accuracy.std,
+        "test_loss_mean": losses.mean,
+        "test_loss_std": losses.std,
+        "regression": regression,
+        "baseline_loss": point.baseline if regression else None,
+        "beat_baseline": (not at_chance(point)) if regression and point.scores else None,
         "seconds_per_epoch": stats.summarize(
             r["train_seconds"] / len(r["history"])
             for r in ok
@@ -90,22 +110,42 @@ def summary_rows(runs: Sequence[RunRecords]) -> list[dict[str, Any]]:
     return [summary_row(point) for point in in_run_order(make_points(runs), runs)]
 
 
-def summary_cells(row: dict[str, Any], label: str | None = None) -> list[str]:
-    """One summary row as the cells of TABLE_HEADER; `label` names it (default: the row's,
-    the report's label of its point)."""
+def summary_header(rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """The table's header: TABLE_HEADER; a regression's test MSE and baseline where every row
+    is one (REGRESSION_HEADER), both scores in one column where they mix (MIXED_HEADER)."""
+    tasks = {bool(row.get("regression")) for row in rows}
+    if tasks == {True}:
+        return REGRESSION_HEADER
+    return MIXED_HEADER if tasks == {True, False} else TABLE_HEADER
+
+
+def summary_cells(row: dict[str, Any], label: str | None = None, mixed: bool = False) -> list[str]:
+    """One summary row as the cells of its `summary_header`; `label` names it (default: the
+    row's, the report's label of its point); `mixed`: the table mixes classifications and
+    regressions (a regression's MSE in the accuracy column)."""
     activation = ACTIVATIONS[row["activation"]]
     rectifier = activation.family == "rectifier"
-    accuracy = fixed(100 * row["test_accuracy_mean"], 2)
-    if row["runs"] - row["diverged"] > 1:
-        accuracy += f" ± {fixed(100 * row['test_accuracy_std'], 2)}"
+    several = row["runs"] - row["diverged"] > 1
+    regression = bool(row.get("regression"))
+    if regression:
+        score = fixed(row["test_loss_mean"], 4)
+        if several:
+            score += f" ± {fixed(row.get('test_loss_std'), 4)}"
+    else:
+        score = fixed(pct(row["test_accuracy_mean"]), 2)
+        if several:
+            score += f" ± {fixed(pct(row['test_accuracy_std']), 2)}"
     if row["diverged"]:
-        accuracy += f" ({row['diverged']} diverged)"
+        score += f" ({row['diverged']} diverged)"
+    baseline = baseline_cell(row) if regression else ""
+    if regression and mixed:
+        score = f"MSE {score}, baseline {baseline}"
     ratio = row["vanishing_ratio_init"]
     underflow = row.get("ratio_underflow") and not math.isfinite(ratio)
     return [
         label or row.get("label") or activation.label,
-        accuracy,
-        fixed(row["test_loss_mean"], 4),
+        score,
+        baseline if regression and not mixed else fixed(row["test_loss_mean"], 4),
         fixed(row["seconds_per_epoch"], 1),
         UNDERFLOW if underflow else scientific(ratio),
         # Dead units are the rectifiers' failure, saturation the others'.
@@ -114,15 +154,37 @@ def summary_cells(row: dict[str, Any], label: str | None = None) -> list[str]:
     ]
 
 
+def pct(fraction: float | None) -> float | None:
+    """A fraction in percent; None stays None."""
+    return None if fraction is None else 100 * fraction
+
+
+def baseline_cell(row: dict[str, Any]) -> str:
+    """A regression's baseline and whether its mean test loss beat it: '0.167 (beaten)'."""
+    beaten = row.get("beat_baseline")
+    verdict = "" if beaten is None else " (beaten)" if beaten else " (not beaten)"
+    return f"{fixed(row.get('baseline_loss'), 3)}{verdict}"
+
+
+def is_mixed(rows: Sequence[dict[str, Any]]) -> bool:
+    """The rows mix classifications and regressions."""
+    return len({bool(row.get("regression")) for row in rows}) > 1
+
+
 def format_summary(rows: Sequence[dict[str, Any]]) -> str:
     """The summary as an aligned text table, as `vanishing compare` prints it."""
-    return text_table(TABLE_HEADER, [summary_cells(row) for row in rows])
+    mixed = is_mixed(rows)
+    return text_table(summary_header(rows), [summary_cells(row, mixed=mixed) for row in rows])
 
 
 def write_summary_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     """`summary.csv`: one row per point, the table's numbers unrounded; the point's condition
-    (the `setting` column) after its activation where the rows span several."""
+    (the `setting` column) after its activation where the rows span several; a regression's
+    baseline, and whether it beat it, after the loss where any row is one."""
     fields = list(SUMMARY_FIELDS)
+    if any(row.get("regression") for row in rows):
+        at = fields.index("test_loss_mean") + 1
+        fields[at:at] = REGRESSION_FIELDS
     if any(row.get("setting") for row in rows):
         fields.insert(1, "setting")
     text = io.StringIO(newline="")
@@ -156,6 +218,8 @@ def result_row(run: RunRecords, keys: Sequence[str]) -> dict[str, Any]:
         status=result["status"],
         test_accuracy=result.get("test_accuracy"),
         test_loss=result.get("test_loss"),
+        # a regression's: its test loss set against always answering 1 (older records: none)
+        **({"baseline_loss": result.get("baseline_loss")} if is_regression(run) else {}),
         epochs_completed=len(result.get("history", [])),
         vanishing_ratio_init=result.get("vanishing_ratio_init"),
         dead_percent=none_if_nan(stats.percent_of_units(result.get("dead_fraction"), widths)),
@@ -168,6 +232,11 @@ def result_row(run: RunRecords, keys: Sequence[str]) -> dict[str, Any]:
         run_dir=run.path.name,
     )
     return row
+
+
+def is_regression(run: RunRecords) -> bool:
+    """The run is a regression (`results.task_of`)."""
+    return task_of(run.config, run.result) == REGRESSION
 
 
 def none_if_nan(value: float) -> float | None:
@@ -194,14 +263,12 @@ def point_row(run_rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[s
     ok = [r for r in run_rows if r["status"] == "ok"]
     row = {k: run_rows[0].get(k) for k in keys}
     row.update(depth=run_rows[0]["depth"], runs=len(run_rows), ok=len(ok))
-    for metric in (
-        "test_accuracy",
-        "test_loss",
-        "vanishing_ratio_init",
-        "dead_percent",
-        "saturated_percent",
-    ):
-        summary = stats.summarize(r[metric] for r in ok)
+    metrics = ["test_accuracy", "test_loss", "vanishing_ratio_init"]
+    metrics += ["dead_percent", "saturated_percent"]
+    if "baseline_loss" in run_rows[0]:  # a regression: beside the loss, its baseline
+        metrics.insert(2, "baseline_loss")
+    for metric in metrics:
+        summary = stats.summarize(r.get(metric) for r in ok)
         row[f"{metric}_mean"] = summary.mean
         if metric in ("test_accuracy", "test_loss"):
             row[f"{metric}_std"] = summary.std
@@ -218,7 +285,8 @@ def pair_rows(
 ) -> list[dict[str, Any]]:
     """Per condition (the values of `keys` but the activation), each pair of activations as the
     report judges it (`diagnosis.condition_gaps`), `a` the one whose runs come first: the seeds
-    each side finished ('3', or '3 and 2'), a's mean accuracy minus b's, the t statistic and
+    each side finished ('3', or '3 and 2'), a's mean accuracy (a regression's test loss) minus
+    b's, the t statistic and
     p-value, and the test (paired on the same seeds, Welch otherwise; with one seed a side
     'vs chance' or 'vs spread'; '' when nothing could judge it)."""
     order = {id(point): i for i, point in enumerate(points)}
@@ -229,14 +297,15 @@ def pair_rows(
         if order[id(b)] < order[id(a)]:
             a, b, sign = b, a, -1
         first = rows[a.runs[0].path]
-        a_seeds, b_seeds = len(a.accuracies), len(b.accuracies)
+        a_seeds, b_seeds = len(a.scores), len(b.scores)
         pairs.append(
             {
                 **{k: first.get(k) for k in shown},
                 "a": a.activation.name,
                 "b": b.activation.name,
                 "seeds": f"{a_seeds}" if a_seeds == b_seeds else f"{a_seeds} and {b_seeds}",
-                "mean_difference": sign * gap.difference,
+                # a's mean score (accuracy, a regression's loss) minus b's
+                "mean_difference": a.score.mean - b.score.mean,
                 "t": sign * gap.t,
                 "p": gap.p,
                 "significant": gap.significant,

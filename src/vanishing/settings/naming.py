@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vanishing.model.activations import ACTIVATIONS
+from vanishing.model.recurrent import RECURRENT
 from vanishing.settings.config import TrainConfig, older_defaults, settings, unhashed
 
 # A watched model's config (`vanishing.watch`) describes its structure in these keys; its class
@@ -86,13 +87,24 @@ def compare_run_name(config: TrainConfig) -> str:
     return f"{config.activation}-seed{config.seed}"
 
 
+def recurrent(config: dict[str, Any]) -> bool:
+    """A training run of a recurrent network (--arch rnn, lstm or gru)."""
+    return not watched(config) and config.get("arch") in RECURRENT
+
+
+# How a label names a recurrent network's cells: a plain RNN by its activation too.
+CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN ({})"}
+
+
 def title(config: dict[str, Any]) -> str:
-    """What a run's label begins with: its activation ('ReLU'), or for a watched model its class
-    and activation ('Net (ReLU)')."""
+    """What a run's label begins with: its activation ('ReLU'), a recurrent network's cells
+    ('LSTM', 'RNN (Tanh)'), or for a watched model its class and activation ('Net (ReLU)')."""
     activation = ACTIVATIONS.get(config.get("activation", ""))
     name = activation.label if activation is not None else str(config.get("activation"))
     if watched(config) and config.get("model"):
         return f"{config['model']} ({name})"
+    if recurrent(config):
+        return CELLS[config["arch"]].format(name)
     return name
 
 
@@ -121,7 +133,12 @@ def label(
     values = config.to_dict() if isinstance(config, TrainConfig) else config
     rest = [other.to_dict() if isinstance(other, TrainConfig) else other for other in others]
     rest = [other for other in rest if watched(other) == watched(values)]  # alike with alike
-    words = namer([axes(item) for item in [values, *rest]])(axes(values))
+
+    def said(item: dict[str, Any]) -> dict[str, Any]:
+        # the title names the network ('LSTM', 'RNN (Tanh)', an MLP by its activation alone)
+        return {k: v for k, v in axes(item).items() if k != "arch"}
+
+    words = namer([said(item) for item in [values, *rest]])(said(values))
     name = title(values)
     return f"{name}, {words}" if words else name
 
@@ -137,6 +154,10 @@ AXIS_WORDS = {
     "epochs": "{} epochs",
     "batch_size": "batch {}",
     "dataset": "{}",
+    "arch": "{}",
+    "sequence": "{}",
+    "length": "T = {}",
+    "forget_bias": "forget-gate bias {}",
 }
 
 

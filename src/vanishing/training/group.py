@@ -31,7 +31,7 @@ from vanishing.measure import probes
 from vanishing.model.activations import (
     get_activation,
 )
-from vanishing.model.mlp import UNGROUPABLE, GroupedMLP, make_optimizer
+from vanishing.model.mlp import MLP, UNGROUPABLE, GroupedMLP, make_optimizer
 from vanishing.records import RunResult
 from vanishing.settings.config import TrainConfig, per_model_fields
 from vanishing.training.loop import (
@@ -217,7 +217,7 @@ def fit_group(
     train/eval/probe seconds), a fair per-model figure since the K models run as one.
     """
     first, k = configs[0], len(configs)
-    models = [make_model(c) for c in configs]
+    models = [cast(MLP, make_model(c)) for c in configs]  # `alone` keeps recurrent ones out
     if checkpoints is not None:
         for model, checkpoint in zip(models, checkpoints, strict=True):
             records.check_fits(checkpoint, model)

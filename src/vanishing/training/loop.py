@@ -29,7 +29,7 @@ from vanishing.model.mlp import (
     build_model,
     make_optimizer,
 )
-from vanishing.model.recurrent import RECURRENT, RecurrentNet, build_recurrent
+from vanishing.model.recurrent import RECURRENT, RecurrentNet, build_recurrent, weights_of
 from vanishing.records import RunResult
 from vanishing.settings.config import TrainConfig
 
@@ -111,7 +111,7 @@ def eval_chunk(model: Model, x: torch.Tensor) -> int:
     """Rows per evaluation pass: EVAL_CHUNK, fewer where one row's layer output is T steps."""
     if not isinstance(model, RecurrentNet):
         return EVAL_CHUNK
-    widths = max(layer.hidden_size for layer in model.layers)
+    widths = max(weights_of(layer)[1].shape[1] for layer in model.layers)
     return max(1, min(EVAL_CHUNK, EVAL_VALUES // (x.shape[1] * widths)))
 
 
@@ -134,7 +134,7 @@ def evaluate(
     for start in range(0, len(x), chunk):
         output = model(x[start : start + chunk])
         target = y[start : start + chunk]
-        loss_sum += loss(output, target, reduction="sum")
+        loss_sum += loss(output, target, reduction="sum")  # type: ignore[call-arg]
         if task != "regression":
             correct += (output.argmax(dim=1) == target).sum()
     model.train(was_training)
@@ -417,7 +417,6 @@ def fit(
     """
     activation = get_activation(config.activation)
     model = make_model(config).to(device)
-    recurrent = isinstance(model, RecurrentNet)
     optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, config.momentum)
     task = sequences.task(config.dataset)
     loss_fn = loss_function(task)
@@ -502,8 +501,8 @@ def fit(
 
         start = time.perf_counter()
         test_loss, test_accuracy = evaluate(model, x_test, y_test, task=task)
-        if recurrent:  # the last probe's count: a pass over every training sequence is long
-            log.dead = list(log.last_probe.get("dead_fraction", log.dead))
+        if isinstance(model, RecurrentNet):  # the last probe's: a pass over every sequence
+            log.dead = list(log.last_probe.get("dead_fraction", log.dead))  # is an epoch's work
         elif activation.family == "rectifier":  # only rectifiers output exact zeros
             log.dead = probes.dead_units(model, x_train)  # a whole-training-set pass, like eval
         eval_seconds = time.perf_counter() - start

@@ -31,7 +31,11 @@ Routes:
   modules, main.js first, as text/javascript; uPlot vendored in static/uplot/).
 - `GET /api/settings`: `{"fields": [{"name", "kind" ("str"|"int"|"float"|"bool"|"widths"),
   "optional", "default" (as --help shows it), "choices" (a list or null), "help", "section",
-  "axis"}], "depth_width": {"default_width": 256}}`, one entry per TrainConfig field.
+  "axis"}], "depth_width": {"default_width": 256}, "arch_defaults": {"rnn": {"activation":
+  "tanh", "hidden": "128"}, "mlp": {}, ...}}`, one entry per TrainConfig field, and per arch
+  the defaults that differ with it (`model.recurrent.arch_defaults`, which the settings parser
+  applies to a run that leaves them out: the form shows them, and sends a setting only where
+  it differs from the default shown).
 - `POST /api/runs` `{"runs": [{"activation": "sigmoid", "depth": "10", "width": "256",
   "lr": "0.001", ...}, ...], "resume": false}`: 1 to 4 runs; values are text as a form sends
   them (an empty one is left to the default) or JSON numbers and bools; `hidden` or
@@ -49,7 +53,10 @@ Routes:
   (`event: row`, `{"run", "row"}`), its layers' names once before its first row (`event:
   layers`, `{"run", "weighted", "hidden"}`: `settings.naming.LayerNames.listed`'s, the words the
   report's sentences use, one per entry of a probe row's per-weighted-layer and per-hidden-layer
-  lists; the page shows these and no names of its own); after each probe row
+  lists; the page shows these and no names of its own; a recurrent run's probe rows name
+  their recurrent layers themselves, `time_layers`, one per entry of `time_signal_norms`,
+  `gates` and `recurrent_norms`, and the page draws those with these names); after each probe
+  row
   `event: verdict` `{"run", "headline"}` (`reporting.verdict.live_headline`); `event: status`
   `{"run", "status"}` (running,
   ok, diverged, failed, stopped or unfinished) whenever it changes, with `"note": "in another
@@ -63,7 +70,9 @@ Routes:
   thread, at most 4 MB of metrics.jsonl per run and poll; a line over 16 MB, or a row that is
   not a JSON object, is skipped.
 - `GET /api/list`: `{"items": [{"kind" ("compare"|"sweep"|"run"), "path", "runs", "label",
-  "status", "test_accuracy", "parent" (runs only: the compare or sweep holding it, or null),
+  "status", "test_accuracy", "test_loss", "baseline_loss" (a regression's: its test loss,
+  the mean squared error, and that of always answering 1; its test_accuracy is null),
+  "parent" (runs only: the compare or sweep holding it, or null),
   "note" (runs only: the status event's note, or null)}]}`: per served directory, each
   directory holding several runs (a sweep when it has sweep.json; --out's own runs are
   separate live runs, not a compare), then every run. A run whose records cannot be read is

@@ -43,6 +43,7 @@ from vanishing.frontends.live.safety import (
     run_path,
 )
 from vanishing.model.mlp import DEFAULT_WIDTH
+from vanishing.model.recurrent import arch_defaults
 from vanishing.settings.config import choices_of, help_text, kind_of, optional, settings, shown
 from vanishing.settings.naming import label
 
@@ -106,7 +107,8 @@ def served_roots(dirs: Sequence[Path | str], out: Path | str) -> list[Path]:
 
 
 def settings_payload() -> dict[str, Any]:
-    """Every TrainConfig field as the page's form needs it, in declaration order."""
+    """Every TrainConfig field as the page's form needs it, in declaration order, and the
+    defaults that depend on the network (`model.recurrent.arch_defaults`)."""
     fields = []
     for setting in settings():
         fields.append(
@@ -121,7 +123,14 @@ def settings_payload() -> dict[str, Any]:
                 "axis": setting.metadata["axis"],
             }
         )
-    return {"fields": fields, "depth_width": {"default_width": DEFAULT_WIDTH}}
+    return {
+        "fields": fields,
+        "depth_width": {"default_width": DEFAULT_WIDTH},
+        "arch_defaults": {
+            arch: {name: shown(value) for name, value in arch_defaults(arch).items()}
+            for arch in choices_of("arch")
+        },
+    }
 
 
 JAVASCRIPT = "text/javascript; charset=utf-8"  # the type a browser runs a module script of

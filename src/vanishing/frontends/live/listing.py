@@ -34,7 +34,9 @@ class RunInfo:
 
     config: dict[str, Any]
     status: str | None  # result.json's; None while the run has not finished
-    test_accuracy: float | None
+    test_accuracy: float | None  # None for a regression run (and an unfinished one)
+    test_loss: float | None  # a regression's: the mean squared error on the test set
+    baseline_loss: float | None  # a regression's: that of always answering 1
 
 
 def modified(path: Path) -> int | None:
@@ -110,7 +112,10 @@ class Listing:
             held = {parent: members for parent, members in parents.items() if len(members) > 1}
             for parent, members in held.items():
                 statuses = [self.status(run_dir, info).status for run_dir, info in members]
-                accuracies = stats.finite(i.test_accuracy for _, i in members if i.status == "ok")
+                done = [info for _, info in members if info.status == "ok"]
+                accuracies = stats.finite(info.test_accuracy for info in done)
+                losses = stats.finite(info.test_loss for info in done)
+                baselines = stats.finite(info.baseline_loss for info in done)
                 items.append(
                     {
                         "kind": "sweep" if (parent / SWEEP_MARK).is_file() else "compare",
@@ -119,6 +124,8 @@ class Listing:
                         "label": f"{parent.name} ({len(members)} runs)",
                         "status": parent_status(statuses),
                         "test_accuracy": stats.mean(accuracies) if accuracies else None,
+                        "test_loss": stats.mean(losses) if losses else None,
+                        "baseline_loss": stats.mean(baselines) if baselines else None,
                     }
                 )
             configs = [info.config for _, info in runs]  # named by what sets them apart
@@ -134,6 +141,8 @@ class Listing:
                         "status": status.status,
                         "note": status.note,
                         "test_accuracy": info.test_accuracy,
+                        "test_loss": info.test_loss,
+                        "baseline_loss": info.baseline_loss,
                         "parent": run_path(self.roots, index, run_dir.parent)
                         if run_dir.parent in held
                         else None,
@@ -158,9 +167,11 @@ def read_info(run_dir: Path) -> RunInfo:
         raise Unreadable(f"{records.CONFIG} went away")
     result = read_result(run_dir) or {}
     check_metrics(run_dir)
-    accuracy = result.get("test_accuracy")
-    number = isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)
-    return RunInfo(completed(config), result.get("status"), accuracy if number else None)
+    accuracy, loss, baseline = (
+        value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        for value in (result.get(key) for key in ("test_accuracy", "test_loss", "baseline_loss"))
+    )
+    return RunInfo(completed(config), result.get("status"), accuracy, loss, baseline)
 
 
 def labelled(config: dict[str, Any], configs: Sequence[dict[str, Any]]) -> str:

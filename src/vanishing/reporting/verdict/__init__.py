@@ -1,12 +1,15 @@
 """Verdicts on gradient flow, read from every signal the probes record: the back-propagated
 signal (dLoss/dh) across the hidden layers, the activations' scale (their std) across the same
-layers, the size of the gradient norms, divergence and the final test loss, with saturation and
-dead units; each verdict names the layers and the factor, and the cure that fits what the run
-already uses.
+layers, the size of the gradient norms, divergence and the final test loss (a regression's
+against its baseline), with saturation and dead units; through time, a recurrent layer's
+gradient from the last step of the sequence back to the first, and its gates; each verdict
+names the layers (or the steps) and the factor, and the cure that fits what the run already
+uses.
 
 The modules, one job each, in the order a verdict is made:
 - `thresholds`: every threshold (`Thresholds`), and the chance level they are set against;
 - `profile`: what the records say about the layers at step 0 (`Profile`, `profile`);
+- `time_profile`: what they say through time, per recurrent layer and step (`TimeProfile`);
 - `rules`: which failure a point, or a run's latest rows, shows, as data (the kinds of finding);
 - `sentences`: the findings in words; `cures`: the cure for the worst one;
 - `judging`: a point's `Verdict` (`judge`) and one run's line (`headline`);
@@ -32,6 +35,7 @@ from vanishing.reporting.verdict.thresholds import (
     Thresholds,
     chance_level,
 )
+from vanishing.reporting.verdict.time_profile import TimeLayer, TimeProfile, time_profile
 
 __all__ = [
     "FAILURES",
@@ -41,6 +45,8 @@ __all__ = [
     "WORDS",
     "Profile",
     "Thresholds",
+    "TimeLayer",
+    "TimeProfile",
     "Verdict",
     "at_chance",
     "chance_level",
@@ -54,4 +60,5 @@ __all__ = [
     "setting_value",
     "signal_of",
     "signal_word",
+    "time_profile",
 ]

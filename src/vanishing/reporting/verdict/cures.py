@@ -1,12 +1,25 @@
 """The cure for a verdict's worst failure, fitted to what the run already uses: as options of
 `vanishing train` for a training run (`cure_sentence`), as changes to the model or the loop for a
-watched model, whose user passes no options (`model_cure`)."""
+watched model, whose user passes no options (`model_cure`); through time, by its cause
+(`time_cure`, `model_time_cure`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from vanishing.model.recurrent import RECURRENT
 from vanishing.reporting.results import Point
 from vanishing.reporting.verdict.profile import setting_value
-from vanishing.reporting.verdict.rules import TOO_LARGE, dead_layer_in_some_run, units_hurt
+from vanishing.reporting.verdict.rules import (
+    THROUGH_TIME,
+    TOO_LARGE,
+    closed_gates,
+    dead_layer_in_some_run,
+    through_time,
+    units_hurt,
+    vanishing_through_time,
+)
+from vanishing.reporting.verdict.time_profile import TimeLayer
 
 SGD_LIKE = ("sgd",)  # optimizers whose step grows with the gradient: clipping bounds it
 # What a lower learning rate is for, where the update ratios showed the steps too large.
@@ -30,7 +43,12 @@ def cure_sentence(point: Point, kinds: tuple[str, ...]) -> str:
     """The cure for the worst failure, fitted to what the run already uses; '' if none fits."""
     if point.watched:
         return model_cure(point, kinds)
+    if through := time_kind(kinds):
+        return time_cure(point, through)
     config = point.runs[0].config
+    # Normalisation and residual connections are not implemented for recurrent layers, and a
+    # depth cure between them is not what their steps need.
+    recurrent = setting_value(config, "arch") in RECURRENT
     norm = setting_value(config, "norm") or "none"
     residual = bool(setting_value(config, "residual"))
     gain = setting_value(config, "init_gain")
@@ -70,11 +88,11 @@ def cure_sentence(point: Point, kinds: tuple[str, ...]) -> str:
             parts.append("He (kaiming) initialisation, which keeps the scale")
         else:
             parts.append("a smaller initial weight scale (--init-gain below 1)")
-        if norm != "batch":
+        if norm != "batch" and not recurrent:
             parts.append("batch norm resets the scale every layer")
         if can_clip:
             parts.append("--clip-grad-norm caps each step")
-    elif worst in ("vanishing", "forward-collapse", "attenuated"):
+    elif worst in ("vanishing", "forward-collapse", "attenuated") and not recurrent:
         if gain < 1:
             parts.append(f"--init-gain 1 keeps each init's own scale ({gain:g} here)")
         if family == "rectifier":
@@ -112,6 +130,7 @@ def cure_sentence(point: Point, kinds: tuple[str, ...]) -> str:
         and hurt
         and (worst == "saturated" or not parts)
         and norm != "batch"
+        and not recurrent
         and not at_fixed_point_init(point)  # its fixed point keeps them at mean 0, variance 1
     ):
         parts.append("batch norm keeps pre-activations near 0, where the slope is largest")
@@ -132,6 +151,8 @@ def at_fixed_point_init(point: Point) -> bool:
 def model_cure(point: Point, kinds: tuple[str, ...]) -> str:
     """A watched model's cure for its worst failure, as changes to the model or the loop (its
     user passes no options): the module to add, the init to use; '' if none fits."""
+    if through := time_kind(kinds):
+        return model_time_cure(point, through)
     config = point.runs[0].config
     description = str(config.get("description") or "")
     has_norm = "BatchNorm" in description or "LayerNorm" in description
@@ -139,7 +160,7 @@ def model_cure(point: Point, kinds: tuple[str, ...]) -> str:
     # blocks); older records do not say, and are offered them.
     has_residual = config.get("residual") is True
     # An LSTM's or a GRU's gates and tanh are its own: no activation, norm or shortcut to add
-    # between its layers here (what a recurrent net needs through time is not measured yet).
+    # between its layers here (what it needs through time is `model_time_cure`'s).
     recurrent = bool(config.get("recurrent_layers"))
     norm = "nn.BatchNorm2d" if "Conv2d" in description else "nn.BatchNorm1d"
     label, family = point.activation.label, point.activation.family
@@ -219,4 +240,128 @@ def model_cure(point: Point, kinds: tuple[str, ...]) -> str:
         )
     if not parts:
         return ""
+    return f"Cure: {'; '.join(parts)}."
+
+
+def time_kind(kinds: tuple[str, ...]) -> str:
+    """The failure through time the cure is for: the worst kind where it is one, or a gradient
+    exploding through time under a training that blew up (its cause); '' otherwise."""
+    worst = kinds[0] if kinds else ""
+    if worst in THROUGH_TIME:
+        return worst
+    if worst == "training-blow-up" and "exploding-through-time" in kinds:
+        return "exploding-through-time"
+    return ""
+
+
+CLIPPING = "Pascanu, Mikolov and Bengio 2013"
+IRNN = "Le, Jaitly and Hinton 2015"
+FORGET_BIAS = "Jozefowicz et al. 2015"
+
+
+def time_cure(point: Point, worst: str) -> str:
+    """A training run's cure for a gradient that vanishes or explodes through time, by its
+    cause: a plain RNN's recurrence (gated cells, an orthogonal or identity recurrent weight),
+    an LSTM's closed forget gates (--forget-bias 1), a long sequence (a shorter one), a
+    recurrent weight too large (clipping, a smaller init); '' if none fits."""
+    config = point.runs[0].config
+    init = str(config.get("init", "default"))
+    gain = setting_value(config, "init_gain")
+    gain = gain if isinstance(gain, (int, float)) and not isinstance(gain, bool) else 1.0
+    parts: list[str] = []
+    found = through_time(point)
+    if worst == "exploding-through-time":
+        if setting_value(config, "clip_grad_norm") is None:
+            parts.append(
+                f"--clip-grad-norm 1, which cuts every step's gradient to norm 1 ({CLIPPING})"
+            )
+        here = f", {gain:g} here" if gain != 1 else ""
+        parts.append(f"a smaller recurrent weight at init (--init-gain below 1{here})")
+        return f"Cure: {'; '.join(parts)}."
+    layer = vanishing_through_time(found.judged) if found else None
+    if layer is None:
+        return ""
+    cell = layer.cell or str(setting_value(config, "arch"))
+    if cell == "rnn":
+        parts.append(
+            "gated cells (--arch lstm or --arch gru), whose cell state carries the gradient "
+            "through time"
+        )
+        recurrence = []
+        if init not in ("orthogonal", "identity"):
+            recurrence.append("an orthogonal recurrent weight (--init orthogonal)")
+        if not (point.activation.name == "relu" and init == "identity"):
+            recurrence.append(
+                f"IRNN (--arch rnn --activation relu --init identity; {IRNN}), whose recurrent "
+                "weight starts as the identity"
+            )
+        if recurrence:
+            parts.append(" or ".join(recurrence))
+    elif cell == "lstm" and forget_bias_helps(point):
+        parts.append(
+            f"--forget-bias 1 ({FORGET_BIAS}): the forget gates start at 0.73 instead of 0.5, "
+            "so the cell keeps its content, and the gradient its way back, for longer"
+        )
+    shorter = shorter_sequence(config, layer)
+    if shorter:
+        parts.append(shorter)
+    return f"Cure: {'; '.join(parts)}." if parts else ""
+
+
+def forget_bias_helps(point: Point) -> bool:
+    """An LSTM without a forget-gate bias of 1 or more whose forget gates are closed (or not
+    recorded)."""
+    bias = setting_value(point.runs[0].config, "forget_bias")
+    if isinstance(bias, (int, float)) and bias >= 1:
+        return False
+    found = through_time(point)
+    if found is None or not any(layer.keeping for layer in found.judged.layers):
+        return True  # the gates were not recorded: the bias is what is known
+    return closed_gates(found.judged) is not None
+
+
+def shorter_sequence(config: dict[str, Any], layer: TimeLayer) -> str:
+    """A shorter window to back-propagate through: rows (28 steps) for a pixel sequence, a
+    shorter adding problem; '' where the sequence is already an image's rows."""
+    sequence = setting_value(config, "sequence")
+    steps = layer.steps
+    if sequence in ("pixels", "permuted"):
+        return (
+            f"a shorter sequence to back-propagate through: --sequence rows (28 steps instead "
+            f"of {steps})"
+        )
+    if setting_value(config, "length") is not None:
+        return f"a shorter sequence to back-propagate through (--length below {steps})"
+    return ""
+
+
+def model_time_cure(point: Point, worst: str) -> str:
+    """A watched model's cure through time, as changes to the model or the loop."""
+    found = through_time(point)
+    parts: list[str] = []
+    if worst == "exploding-through-time":
+        parts.append(
+            "torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0) before optimizer.step() "
+            f"cuts every step's gradient to norm 1 ({CLIPPING})"
+        )
+        parts.append("smaller recurrent weights (nn.init.orthogonal_ on each weight_hh)")
+        return f"Cure: {'; '.join(parts)}."
+    if found is None or (layer := vanishing_through_time(found.judged)) is None:
+        return ""
+    if layer.cell == "rnn":
+        parts.append(
+            "nn.LSTM or nn.GRU in place of nn.RNN, whose cell state carries the gradient "
+            "through time; or nn.RNN(nonlinearity='relu') with its weight_hh set to the "
+            f"identity (nn.init.eye_: IRNN, {IRNN}), or a tanh one's to an orthogonal matrix "
+            "(nn.init.orthogonal_)"
+        )
+    elif layer.cell == "lstm" and closed_gates(found.judged) is not None:
+        parts.append(
+            f"the forget gates' bias at 1 ({FORGET_BIAS}): PyTorch orders an LSTM's gates i, "
+            "f, g, o, so for each layer k set bias_ih_lk[H:2H] to 1 (H the hidden size)"
+        )
+    parts.append(
+        "back-propagate through fewer steps (truncated BPTT: the sequence in chunks, the "
+        "hidden state detached between them)"
+    )
     return f"Cure: {'; '.join(parts)}."

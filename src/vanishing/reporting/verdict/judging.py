@@ -17,14 +17,18 @@ from vanishing.reporting.verdict.profile import Profile, last_signal_factor, pro
 from vanishing.reporting.verdict.rules import (
     EVIDENCE,
     FAILURES,
+    GATES,
     NOTES,
     UNITS,
     WORDS,
     Steps,
+    ThroughTime,
     at_chance,
     born_dead_runs,
+    closed_gates,
     dead_at_init,
     divergence,
+    exploding_in_point,
     gradient,
     grown_in_point,
     huge_at_init,
@@ -32,12 +36,17 @@ from vanishing.reporting.verdict.rules import (
     large_steps,
     later_signal,
     learned_well,
+    saturated_gates,
     small_steps,
     steps,
+    through_time,
     units_hurt,
+    vanishing_through_time,
+    weakest,
     weight_note,
 )
 from vanishing.reporting.verdict.thresholds import THRESHOLDS, Thresholds
+from vanishing.reporting.verdict.time_profile import TimeLayer
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,9 @@ class Findings:
     headline: list[tuple[str, str]] = field(default_factory=list)
     evidence: list[str] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
+    # A gradient through time that neither vanishes nor explodes: (the headline where nothing
+    # failed, the evidence under another failure).
+    time: tuple[str, str] = ("", "")
 
     def add(self, kind: str, sentence: str, headline: bool = True) -> None:
         assert kind in (*FAILURES, *NOTES, *EVIDENCE), kind  # noqa: S101 one vocabulary (`rules`)
@@ -118,6 +130,9 @@ def judge(point: Point, thresholds: Thresholds = THRESHOLDS) -> Verdict:
         findings.add("underflow", say.UNDERFLOW, headline=False)
     if point.activation.derivative_bound < 1 and step0.signal in ("vanishing", "attenuated"):
         findings.evidence.append(say.bound_sentence(point))
+    found_time = through_time(point)
+    if found_time is not None:
+        read_time(point, found_time, findings, thresholds)
     chance = at_chance(point, thresholds)
     moves = steps(point)
     if moves is not None:
@@ -152,8 +167,61 @@ def read_steps(
     tiny = small_steps(moves, thresholds)
     # Steps tiny because the gradient vanished or the forward pass collapsed (the output
     # layer's input is ~0) are that failure's, not the learning rate's.
-    if tiny and chance and not {"vanishing", "forward-collapse"} & set(kinds):
+    vanished = {"vanishing", "forward-collapse", "vanishing-through-time"}
+    if tiny and chance and not vanished & (set(kinds) | set(findings.kinds)):
         findings.add("small-steps", say.small_steps_sentence(tiny, moves, point.names))
+
+
+def read_time(point: Point, found: ThroughTime, findings: Findings, thresholds: Thresholds) -> None:
+    """What the records say through time, read apart from depth: a gradient that explodes
+    (at any probe) or vanishes (after training, where measured) from the last step back to the
+    first, and the gates behind it; else how much of it reaches step 1, as evidence."""
+    judged = found.judged
+    named = point.watched or len(judged.layers) > 1
+    peak = exploding_in_point(point, thresholds)
+    if peak:
+        findings.add("exploding-through-time", say.exploding_time_sentence(peak, named))
+        at = (
+            "at initialisation" if peak.first and peak.step in (0, None) else f"at step {peak.step}"
+        )
+        last = judged.layers[-1].name
+        bound_evidence(point, peak.layer, last, at, findings, vanishing=False)
+    vanished = vanishing_through_time(judged, thresholds)
+    if vanished:
+        sentence = say.vanishing_time_sentence(vanished, found, named)
+        findings.add("vanishing-through-time", sentence)
+        last = judged.layers[-1].name
+        bound_evidence(point, vanished, last, judged.moment, findings, vanishing=True)
+    elif not peak and (layer := weakest(judged)) is not None:
+        healthy = say.time_evidence_sentence(layer, found, named)
+        findings.time = ("Healthy gradient through time" + healthy.removeprefix("Through time"),
+                         healthy)  # fmt: skip
+    closed = closed_gates(judged, thresholds)
+    if closed:
+        findings.add("closed-gates", say.closed_gate_sentence(closed, judged.when, named))
+    shut = saturated_gates(judged, thresholds)
+    if shut:
+        findings.add("saturated-gates", say.saturated_gate_sentence(shut, judged.when, named))
+
+
+def bound_evidence(
+    point: Point, layer: TimeLayer, last: str, when: str, findings: Findings, vanishing: bool
+) -> None:
+    """The slope bound through time of a plain RNN's last layer (named `last`), where its
+    recurrent weight's norm was recorded and the bound explains the finding (under 1 per step
+    for a vanishing gradient, over 1 for an exploding one): the theory behind the factor. For a
+    lower layer of a stack the layer above adds paths of its own, and there is no such bound."""
+    if layer.cell != "rnn" or layer.name != last or not layer.recurrent_norm >= 0:
+        return
+    bound = 1.0 if point.watched else point.activation.derivative_bound
+    if (bound * layer.recurrent_norm < 1) != vanishing:
+        return
+    if point.watched:  # nn.RNN: tanh or relu, both of slope at most 1
+        subject, slope = "An nn.RNN", "its activation's largest slope"
+    else:
+        label = point.activation.label
+        subject, slope = f"A {label} RNN", f"{label}'s largest slope"
+    findings.evidence.append(say.time_bound_sentence(layer, subject, slope, bound, when))
 
 
 def finish(
@@ -164,10 +232,13 @@ def finish(
     ranked = sorted(findings.headline, key=lambda item: FAILURES.index(item[0]))
     kinds = sorted(dict.fromkeys(k for k in findings.kinds if k in FAILURES), key=FAILURES.index)
     kinds += [k for k in NOTES if k in findings.kinds]
-    # Dead or saturated units never head the verdict: the gradient's fate comes first.
-    gradient_first = [(kind, sentence) for kind, sentence in ranked if kind not in UNITS]
-    units = [sentence for kind, sentence in ranked if kind in UNITS]
+    # Dead or saturated units, and the gates, never head the verdict: the gradient's fate
+    # comes first.
+    aside = (*UNITS, *GATES)
+    gradient_first = [(kind, sentence) for kind, sentence in ranked if kind not in aside]
+    units = [sentence for kind, sentence in ranked if kind in aside]
     evidence: list[str] = []
+    healthy_time, time_note = findings.time
     if gradient_first:
         headline = gradient_first[0][1]
         evidence = [sentence for _, sentence in gradient_first[1:]]
@@ -175,14 +246,22 @@ def finish(
         headline = say.NO_LEARNING
     else:
         kinds = ["healthy", *kinds]
+        depth = ""
         if signal:
-            headline = say.signal_sentence(found, "healthy")
+            depth = say.signal_sentence(found, "healthy")
         elif math.isfinite(point.vanishing_ratio_init):
             ratio = point.vanishing_ratio_init
-            headline = say.ratio_sentence("healthy", ratio, found.names, "initialisation")
+            depth = say.ratio_sentence("healthy", ratio, found.names, "initialisation")
+        if healthy_time:  # a recurrent network: its steps first, its layers next
+            headline, time_note = healthy_time, ""
+            evidence += [depth] if depth else []
+        elif depth:
+            headline = depth
         else:
             headline = say.NO_GRADIENT
             kinds = kinds[1:]
+    if time_note:
+        evidence.insert(0, time_note)
     if kinds and kinds[0] != "healthy" and signal == "healthy" and found.layers >= 2:
         evidence.append(say.signal_evidence(found))
     if found.last < found.layers and signal:

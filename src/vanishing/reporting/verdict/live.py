@@ -1,8 +1,9 @@
 """The live line: one line for a run still training, from its metrics rows so far, by the rules
 `judge` applies to a finished point (`rules`), applied to the first probe (step 0) and the
 latest rows: a loss that blew up, gradients grown huge or steps as large as the weights first, the
-gradient at step 0 next, the signal at the latest probe where it reads otherwise, dead units
-last."""
+gradient at step 0 next (a recurrent network's through time before it: at the latest probe,
+as `judge` reads it after training), the signal at the latest probe where it reads otherwise,
+dead units last."""
 
 from __future__ import annotations
 
@@ -16,24 +17,32 @@ from vanishing.reporting.results import numbers
 from vanishing.reporting.verdict.profile import Profile, signal_factor
 from vanishing.reporting.verdict.rules import (
     FORWARD,
+    ThroughTime,
     dead_units,
+    exploding_through_time,
     gradient,
     grown_gradients,
     large_steps,
     later_signal,
     loss_alarm,
     probe_steps,
+    vanishing_through_time,
+    weakest,
 )
 from vanishing.reporting.verdict.sentences import (
+    exploding_time_sentence,
     large_steps_sentence,
     later_signal_sentence,
     layer_name,
     ratio_sentence,
     scale_sentence,
     signal_sentence,
+    time_evidence_sentence,
+    vanishing_time_sentence,
 )
 from vanishing.reporting.verdict.thresholds import THRESHOLDS, Thresholds
-from vanishing.settings.naming import NUMBERED, LayerNames
+from vanishing.reporting.verdict.time_profile import TIME_KEY, TimeProfile, layer_lists
+from vanishing.settings.naming import NUMBERED, LayerNames, watched
 
 
 def live_headline(
@@ -70,7 +79,31 @@ def live_headline(
     else:
         line = f"No gradient measured at {at}."
     alarm = live_alarm(probes, rows, config, thresholds)
-    return alarm + line + live_dead(latest, thresholds, found.names)
+    time = live_time(probes, config, thresholds)
+    return alarm + time + line + live_dead(latest, thresholds, found.names)
+
+
+def live_time(
+    probes: Sequence[dict[str, Any]], config: dict[str, Any], thresholds: Thresholds = THRESHOLDS
+) -> str:
+    """A recurrent network's line through time (`judge`'s rules): a gradient that explodes at
+    any probe so far, else how much of it reaches step 1 at the latest probe, vanishing or not,
+    with the first probe's beside it; '' where no probe holds a time profile (an MLP)."""
+    rows = [row for row in probes if layer_lists(row.get(TIME_KEY))]
+    first = TimeProfile.of_rows(rows[:1], config, final=False)
+    if first is None:
+        return ""
+    latest = TimeProfile.of_rows(rows[-1:], config, final=False) if len(rows) > 1 else None
+    found = ThroughTime(first, latest)
+    named = watched(config) or len(first.layers) > 1
+    peak = exploding_through_time([rows], config, thresholds)
+    if peak:
+        return exploding_time_sentence(peak, named) + " "
+    vanished = vanishing_through_time(found.judged, thresholds)
+    if vanished:
+        return vanishing_time_sentence(vanished, found, named) + " "
+    layer = weakest(found.judged)
+    return time_evidence_sentence(layer, found, named) + " " if layer else ""
 
 
 def live_alarm(
@@ -89,7 +122,7 @@ def live_alarm(
         if not math.isfinite(loss.loss):
             still = "not" if loss.step == 0 else "no longer"
             return f"{when} the loss is {still} a finite number. "
-        return f"{when} the loss is {number(loss.loss)}, far above chance's {loss.chance:.2f}. "
+        return f"{when} the loss is {number(loss.loss)}, far above {loss.reference.words}. "
     grown = grown_gradients(probes, thresholds)
     if grown:
         layers = len(config.get("hidden") or []) + 1

@@ -4,7 +4,11 @@ the rows of a run still training, and `sentences` says what they found.
 
 The kinds of finding, worst first (`FAILURES`): a verdict's headline is the worst one found.
 - training-blow-up: the training blew up: a run diverged (its loss became non-finite), its final
-  test loss is far above chance's, or its gradient norms grew huge after step 0;
+  test loss is far above chance's (a regression's: its baseline's), or its gradient norms grew
+  huge after step 0;
+- exploding-through-time, vanishing-through-time: a recurrent layer's gradient from the last
+  step of the sequence back to the first (`time_profile`), read apart from depth: it grows at
+  any probe, or it vanishes after training (at initialisation where nothing was probed later);
 - exploding, vanishing, attenuated, growing: the back-propagated signal across the hidden layers
   at step 0 (or, with one hidden layer, the weight-gradient ratio); exploding also for gradient
   norms already huge at step 0;
@@ -13,12 +17,15 @@ The kinds of finding, worst first (`FAILURES`): a verdict's headline is the wors
 - large-steps: a run that did not learn (or blew up) whose optimizer moved a layer by as much as
   its own weights in one step: the learning rate is too large;
 - small-steps: a run that did not learn whose steps stayed tiny in every layer: too small;
-- dead, saturated: a layer with too many units that pass no gradient.
+- dead, saturated: a layer with too many units that pass no gradient;
+- closed-gates, saturated-gates: an LSTM's forget gates (a GRU's update gates) that keep little
+  of the cell per step, or gates most of whose values sit at 0 or 1.
 Whether a small gradient slows learning is the optimizer's part (`Steps`): under SGD a layer's
 step is its gradient times the learning rate, under Adam or RMSprop each weight's step is
 divided by its own gradient's running size.
-Notes follow them (`NOTES`): no-learning (chance level), cancel (the weight-gradient ratio looks
-even because two failures cancel in it), mismatch (the ratio alone would read otherwise).
+Notes follow them (`NOTES`): no-learning (chance level, a regression's baseline), cancel (the
+weight-gradient ratio looks even because two failures cancel in it), mismatch (the ratio alone
+would read otherwise).
 """
 
 from __future__ import annotations
@@ -33,7 +40,15 @@ import numpy as np
 
 from vanishing import stats
 from vanishing.model.mlp import OPTIMIZERS
-from vanishing.reporting.results import Point, RunRecords, numbers
+from vanishing.reporting.formats import number
+from vanishing.reporting.results import (
+    ADDING_BASELINE,
+    REGRESSION,
+    Point,
+    RunRecords,
+    numbers,
+    task_of,
+)
 from vanishing.reporting.verdict.profile import (
     Profile,
     first_probe,
@@ -49,13 +64,21 @@ from vanishing.reporting.verdict.thresholds import (
     chance_level,
     chance_loss,
 )
+from vanishing.reporting.verdict.time_profile import (
+    TimeLayer,
+    TimeProfile,
+    time_profile,
+    time_rows,
+)
 from vanishing.settings.naming import watched
 
 FAILURES = (
     "training-blow-up",
+    "exploding-through-time",
     "exploding",
     "large-steps",
     "small-steps",
+    "vanishing-through-time",
     "vanishing",
     "forward-blow-up",
     "forward-collapse",
@@ -63,11 +86,15 @@ FAILURES = (
     "growing",
     "dead",
     "saturated",
+    "closed-gates",
+    "saturated-gates",
 )
 NOTES = ("no-learning", "cancel", "mismatch")
 # Findings that are evidence only, never a verdict's kind.
-EVIDENCE = ("underflow", "note", "steps")
+EVIDENCE = ("underflow", "note", "steps", "time")
 UNITS = ("dead", "saturated")  # never the headline: the gradient's fate comes first
+GATES = ("closed-gates", "saturated-gates")  # nor the gates: they are why, not what
+THROUGH_TIME = ("exploding-through-time", "vanishing-through-time")
 FORWARD = ("forward-collapse", "forward-blow-up")
 # What makes the scale too large, for the cures.
 TOO_LARGE = ("exploding", "forward-blow-up", "growing")
@@ -84,6 +111,10 @@ WORDS = {
     "small-steps": "steps too small",
     "dead": "dead units",
     "saturated": "saturated",
+    "exploding-through-time": "exploding through time",
+    "vanishing-through-time": "vanishing through time",
+    "closed-gates": "gates closed",
+    "saturated-gates": "gates saturated",
     "no-learning": "did not learn",
     "healthy": "healthy",
 }
@@ -242,14 +273,44 @@ def divergence(point: Point) -> Divergence | None:
     return Divergence(len(diverged), len(point.runs), min(steps) if steps else None, highest)
 
 
-def huge_losses(losses: Iterable[Any], chance: float, thresholds: Thresholds) -> list[float]:
-    """The losses that say the training blew up, in order: over `loss_blowup` times chance's,
-    or not a finite number (nan; a record writes one as null). Other values say nothing."""
+@dataclass(frozen=True)
+class Reference:
+    """What a loss is set against: chance's cross-entropy, ln(classes), for a classification;
+    for a regression its baseline, the test loss of always answering the targets' mean."""
+
+    loss: float
+    multiple: float  # a loss over `multiple` times `loss` says the training blew up
+    words: str  # "chance's 2.30", "the baseline's 0.167"
+    why: str  # what it is: "ln 10", "always answering 1"
+
+
+def loss_reference(
+    dataset: Any, regression: bool, baseline: float, thresholds: Thresholds = THRESHOLDS
+) -> Reference:
+    """The Reference of a data set's loss (`regression`: `baseline`, else chance's)."""
+    if regression:
+        words = f"the baseline's {number(baseline)}"
+        return Reference(baseline, thresholds.regression_blowup, words, "always answering 1")
+    chance = chance_loss(dataset)
+    why = f"ln {round(math.exp(chance))}"
+    return Reference(chance, thresholds.loss_blowup, f"chance's {chance:.2f}", why)
+
+
+def point_reference(point: Point, thresholds: Thresholds = THRESHOLDS) -> Reference:
+    """The point's loss Reference (`loss_reference`)."""
+    dataset = point.condition.get("dataset")
+    return loss_reference(dataset, point.regression, point.baseline, thresholds)
+
+
+def huge_losses(losses: Iterable[Any], reference: Reference) -> list[float]:
+    """The losses that say the training blew up, in order: over the reference's multiple of
+    its loss, or not a finite number (nan; a record writes one as null). Other values say
+    nothing."""
     found = []
     for loss in losses:
         if loss is None or (isinstance(loss, (int, float)) and not math.isfinite(loss)):
             found.append(math.nan)
-        elif isinstance(loss, (int, float)) and loss > thresholds.loss_blowup * chance:
+        elif isinstance(loss, (int, float)) and loss > reference.multiple * reference.loss:
             found.append(float(loss))
     return found
 
@@ -261,7 +322,7 @@ class HugeLoss:
     loss: float  # the largest
     runs: int  # runs over the threshold
     seeds: int  # in the point
-    chance: float  # chance's loss, ln(classes)
+    reference: Reference  # chance's loss, or a regression's baseline
     cause: str  # "forward": the activations grow with depth; "gain": --init-gain; "updates"
     scale_factor: float  # the activations' scale factor at step 0
     gain: Any  # --init-gain, as recorded
@@ -271,10 +332,11 @@ class HugeLoss:
 def huge_final_loss(
     point: Point, found: Profile, thresholds: Thresholds = THRESHOLDS
 ) -> HugeLoss | None:
-    """A final test loss far above chance's in the finished runs; None when none is."""
-    chance = chance_loss(point.condition.get("dataset"))
+    """A final test loss far above chance's (a regression's baseline's) in the finished runs;
+    None when none is."""
+    reference = point_reference(point, thresholds)
     losses = stats.finite(r.finished.get("test_loss") for r in point.ok)
-    huge = huge_losses(losses, chance, thresholds)
+    huge = huge_losses(losses, reference)
     if not huge:
         return None
     config = point.runs[0].config
@@ -289,7 +351,7 @@ def huge_final_loss(
         max(huge),
         len(huge),
         len(point.runs),
-        chance,
+        reference,
         cause,
         found.scale_factor,
         gain,
@@ -303,7 +365,7 @@ class LossAlarm:
 
     loss: float  # nan: not a finite number
     step: Any  # the latest probe's
-    chance: float  # chance's loss, ln(classes)
+    reference: Reference  # chance's loss, or a regression's baseline
 
 
 def loss_alarm(
@@ -321,9 +383,20 @@ def loss_alarm(
     last_rows = [*([] if blind else [latest]), *(r for r in rows[-1:] if r.get("kind") == "epoch")]
     # A key written as null is a non-finite number; a key never written says nothing.
     losses = [row[key] for row in last_rows for key in ("loss", "test_loss") if key in row]
-    chance = chance_loss(config.get("dataset"))
-    huge = huge_losses(losses, chance, thresholds)
-    return LossAlarm(huge[0], latest.get("step"), chance) if huge else None
+    reference = row_reference(rows, config, thresholds)
+    huge = huge_losses(losses, reference)
+    return LossAlarm(huge[0], latest.get("step"), reference) if huge else None
+
+
+def row_reference(
+    rows: Sequence[dict[str, Any]], config: dict[str, Any], thresholds: Thresholds = THRESHOLDS
+) -> Reference:
+    """The loss Reference of a run still training: a regression's baseline from its latest
+    epoch row that records one (ADDING_BASELINE before its first epoch)."""
+    regression = task_of(config) == REGRESSION
+    baselines = stats.finite(row.get("baseline_loss") for row in rows if row.get("kind") == "epoch")
+    baseline = baselines[-1] if baselines else ADDING_BASELINE
+    return loss_reference(config.get("dataset"), regression, baseline, thresholds)
 
 
 @dataclass(frozen=True)
@@ -482,16 +555,28 @@ def dead_layer_in_some_run(point: Point) -> bool:
 
 def learned_well(point: Point, thresholds: Thresholds = THRESHOLDS) -> bool:
     """The point's mean test accuracy is more than half way from chance to 100 % (55 % on 10
-    classes): it learned, not merely left chance."""
+    classes): it learned, not merely left chance. A regression's test loss, more than half way
+    from its baseline to 0."""
+    if point.regression:
+        far = (1 - thresholds.far_above_chance) * point.baseline
+        return bool(point.scores) and point.score.mean < far
     chance = chance_level(point.condition.get("dataset"))
     far = chance + thresholds.far_above_chance * (1 - chance)
     return bool(point.accuracies) and point.accuracy.mean > far
 
 
 def at_chance(point: Point, thresholds: Thresholds = THRESHOLDS) -> bool:
-    """The point's mean test accuracy is within `chance_margin` of chance: it did not learn."""
+    """The point's mean test accuracy is within `chance_margin` of chance: it did not learn. A
+    regression's test loss, within `baseline_margin` of its baseline's or above it."""
+    if point.regression:
+        return bool(point.scores) and at_baseline(point.score.mean, point.baseline, thresholds)
     chance = chance_level(point.condition.get("dataset"))
     return bool(point.accuracies) and point.accuracy.mean < chance + thresholds.chance_margin
+
+
+def at_baseline(loss: float, baseline: float, thresholds: Thresholds = THRESHOLDS) -> bool:
+    """A regression's test loss no better than its baseline's, within `baseline_margin`."""
+    return loss > (1 - thresholds.baseline_margin) * baseline
 
 
 @dataclass(frozen=True)
@@ -588,3 +673,120 @@ def large_steps(found: Steps, thresholds: Thresholds = THRESHOLDS) -> Peak | Non
 def small_steps(found: Steps, thresholds: Thresholds = THRESHOLDS) -> Peak | None:
     """The largest step, where even it stayed under `steps_tiny` of a layer's weights."""
     return found.peak if found.peak and found.peak.norm < thresholds.steps_tiny else None
+
+
+def time_word(factor: float, thresholds: Thresholds = THRESHOLDS) -> str:
+    """vanishing, exploding or healthy for a factor from step T back to step 1; '' when not
+    measured."""
+    if not factor >= 0:  # nan
+        return ""
+    if factor < thresholds.time_vanishing:
+        return "vanishing"
+    if factor > thresholds.time_exploding:
+        return "exploding"
+    return "healthy"
+
+
+@dataclass(frozen=True)
+class ThroughTime:
+    """What a point's (or a run's) records say through time: its layers at the first probe
+    and at the last (None where not probed after the first), and the profile the verdict
+    judges: after training where measured, since a gated cell's gates learn to keep the
+    gradient (an LSTM's at initialisation keeps 0.5 to 0.73 of it per step), else the first."""
+
+    first: TimeProfile
+    last: TimeProfile | None
+
+    @property
+    def judged(self) -> TimeProfile:
+        return self.last or self.first
+
+
+def through_time(point: Point) -> ThroughTime | None:
+    """The point's ThroughTime; None where its records hold no time profile (an MLP)."""
+    first = time_profile(point)
+    return ThroughTime(first, time_profile(point, final=True)) if first else None
+
+
+def weakest(found: TimeProfile) -> TimeLayer | None:
+    """The layer whose gradient reaching step 1 is the smallest share of step T's."""
+    return min(found.measured, key=lambda layer: layer.factor, default=None)
+
+
+def vanishing_through_time(
+    found: TimeProfile, thresholds: Thresholds = THRESHOLDS
+) -> TimeLayer | None:
+    """The layer whose gradient vanishes the most from step T back to step 1, where it falls
+    under `time_vanishing`; None where none does."""
+    layer = weakest(found)
+    return layer if layer is not None and layer.factor < thresholds.time_vanishing else None
+
+
+@dataclass(frozen=True)
+class TimePeak:
+    """The largest growth through time of any probe: step 1's norm over step T's."""
+
+    layer: TimeLayer  # at that probe
+    step: Any  # the probe's training step
+    first: bool  # the run's first probe (at initialisation where its step is 0)
+
+
+def exploding_through_time(
+    runs_rows: Sequence[Sequence[dict[str, Any]]],
+    config: dict[str, Any],
+    thresholds: Thresholds = THRESHOLDS,
+) -> TimePeak | None:
+    """The first probe at which a recurrent layer's gradient through time became non-finite
+    (a record writes it as null), else the probe whose growth from step T back to step 1 is the
+    largest, where it is over `time_exploding`; None where neither is. `runs_rows` holds each
+    run's probe rows that have a time profile."""
+    largest: TimePeak | None = None
+    for rows in runs_rows:
+        for index, row in enumerate(rows):
+            found = TimeProfile.of_rows([row], config, final=False)
+            for layer in found.layers if found else ():
+                peak = TimePeak(layer, row.get("step"), index == 0)
+                if layer.nonfinite:
+                    return peak
+                if layer.factor > (largest.layer.factor if largest else -math.inf):
+                    largest = peak
+    if largest is not None and largest.layer.factor > thresholds.time_exploding:
+        return largest
+    return None
+
+
+def exploding_in_point(point: Point, thresholds: Thresholds = THRESHOLDS) -> TimePeak | None:
+    """`exploding_through_time` over every run of the point (a diverged one's probes before)."""
+    return exploding_through_time(
+        [time_rows(run) for run in point.runs], point.runs[0].config, thresholds
+    )
+
+
+@dataclass(frozen=True)
+class GateFinding:
+    """A layer's gate, and the number behind the finding: a memory gate's mean (closed), or the
+    share of a gate's values under 0.05 or over 0.95 (saturated)."""
+
+    layer: TimeLayer
+    gate: str
+    value: float
+
+
+def closed_gates(found: TimeProfile, thresholds: Thresholds = THRESHOLDS) -> GateFinding | None:
+    """The layer whose memory gate (an LSTM's forget gate, a GRU's update gate) keeps the
+    least per step, where its mean is under `gate_closed`; None otherwise."""
+    kept = [GateFinding(layer, *keeping) for layer in found.layers if (keeping := layer.keeping)]
+    least = min(kept, key=lambda item: item.value, default=None)
+    return least if least is not None and least.value < thresholds.gate_closed else None
+
+
+def saturated_gates(found: TimeProfile, thresholds: Thresholds = THRESHOLDS) -> GateFinding | None:
+    """The gate whose values sit the most at 0 or 1, where that share reaches
+    `gates_saturated`; None otherwise."""
+    shares = [
+        (layer, gate, share) for layer in found.layers for gate, share in layer.saturated.items()
+    ]
+    if not shares:
+        return None
+    layer, gate, share = max(shares, key=lambda item: item[2])
+    return GateFinding(layer, gate, share) if share >= thresholds.gates_saturated else None

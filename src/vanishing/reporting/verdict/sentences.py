@@ -14,13 +14,17 @@ from vanishing.reporting.verdict.profile import Profile, per_layer, setting_valu
 from vanishing.reporting.verdict.rules import (
     BornDead,
     Divergence,
+    GateFinding,
     Gradient,
     Grown,
     HugeLoss,
     LayerShare,
     Peak,
     Steps,
+    ThroughTime,
+    TimePeak,
     WeightNote,
+    at_baseline,
     at_chance,
     dead_units,
     saturated_units,
@@ -31,6 +35,7 @@ from vanishing.reporting.verdict.thresholds import (
     Thresholds,
     chance_level,
 )
+from vanishing.reporting.verdict.time_profile import TimeLayer, TimeProfile
 from vanishing.settings.naming import NUMBERED, LayerNames
 
 UNDERFLOW = (
@@ -281,8 +286,8 @@ def huge_loss_sentence(found: HugeLoss) -> str:
         lr = found.lr
         cause = "the updates exploded" + (f" at lr {lr:g}" if isinstance(lr, (int, float)) else "")
     return (
-        f"Blew up: the final test loss is {number(found.loss)}{share}, far above chance's "
-        f"{found.chance:.2f} (ln {round(math.exp(found.chance))}): {cause}."
+        f"Blew up: the final test loss is {number(found.loss)}{share}, far above "
+        f"{found.reference.words} ({found.reference.why}): {cause}."
     )
 
 
@@ -429,7 +434,10 @@ def bound_sentence(point: Point) -> str:
 
 def accuracy_sentence(point: Point, thresholds: Thresholds = THRESHOLDS) -> str:
     """'Test accuracy 97.10 ± 0.20 % (over 3 seeds).', with '...: chance level, it did not
-    learn.' at chance; '' when no run finished without diverging."""
+    learn.' at chance; a regression's `loss_sentence`; '' when no run finished without
+    diverging."""
+    if point.regression:
+        return loss_sentence(point, thresholds)
     accuracies = point.accuracies
     if not accuracies:
         return ""
@@ -442,6 +450,38 @@ def accuracy_sentence(point: Point, thresholds: Thresholds = THRESHOLDS) -> str:
         chance = chance_level(point.condition.get("dataset"))
         return f"{sentence}: chance level ({percent2(chance)}), it did not learn."
     return sentence + "."
+
+
+def mse(value: float) -> str:
+    """A mean squared error for a sentence: 3 significant digits ('0.004', '0.167')."""
+    return f"{value:.3g}"
+
+
+def baseline_words(loss: float, baseline: float, thresholds: Thresholds = THRESHOLDS) -> str:
+    """Whether a regression's test loss beat its baseline: 'it beat the baseline', 'no better
+    than the baseline, it did not learn', 'worse than the baseline, it did not learn'."""
+    if not at_baseline(loss, baseline, thresholds):
+        return "it beat the baseline"
+    if loss <= baseline:
+        return "no better than the baseline, it did not learn"
+    return "worse than the baseline, it did not learn"
+
+
+def loss_sentence(point: Point, thresholds: Thresholds = THRESHOLDS) -> str:
+    """A regression's 'Test MSE 0.004 ± 0.001 (over 3 seeds; always answering 1: 0.167): it
+    beat the baseline.'; '' when no run finished without diverging."""
+    scores = point.scores
+    if not scores:
+        return ""
+    mean, std = point.score.mean, point.score.std
+    spread = f" ± {std:.1g}" if len(scores) > 1 else ""  # one digit: the spread's size
+    runs = "runs" if point.watched else "seeds"
+    over = f"over {len(scores)} {runs}" if len(scores) > 1 else f"one {runs[:-1]}"
+    baseline = point.baseline
+    return (
+        f"Test MSE {mse(mean)}{spread} ({over}; always answering 1: {mse(baseline)}): "
+        f"{baseline_words(mean, baseline, thresholds)}."
+    )
 
 
 def clipping_sentence(point: Point) -> str:
@@ -581,5 +621,143 @@ def fixed_point_sentence(point: Point, found: Profile) -> str:
 def units_spared(point: Point) -> str:
     """' It learned regardless (97.78 %): they cost it little, and get no cure.', after the
     dead or saturated units of a net they do not hurt (`rules.units_hurt`)."""
-    accuracy = f" ({100 * point.accuracy.mean:.2f} %)" if point.accuracies else ""
+    if point.regression:
+        accuracy = f" (test MSE {mse(point.score.mean)})" if point.scores else ""
+    else:
+        accuracy = f" ({100 * point.accuracy.mean:.2f} %)" if point.accuracies else ""
     return f" It learned regardless{accuracy}: under half of any layer is lost, no cure needed."
+
+
+def per_step(value: float) -> str:
+    """A factor per step: '0.97', or '0.999' where two decimals would read as 1."""
+    return f"{value:.3f}" if abs(value - 1) < 0.01 else f"{value:.2f}"
+
+
+def in_layer(layer: TimeLayer, named: bool) -> str:
+    """' in lstm 1' where the layers are named (a stacked network, a watched model), else ''."""
+    return f" in {layer.name}" if named else ""
+
+
+def reaching(layer: TimeLayer) -> str:
+    """'the gradient reaching step 1 is 1.0e-09 of what reaches step 784 (0.97 per step)',
+    or where it underflowed to 0 on its way back, how far back it reaches."""
+    steps = layer.steps
+    if layer.factor > 0:
+        return (
+            f"the gradient reaching step 1 is {times(layer.factor)} of what reaches step "
+            f"{steps} ({per_step(layer.per_step)} per step)"
+        )
+    reached = layer.reached
+    if not reached or reached == steps:
+        return "the gradient reaching step 1 is exactly 0, too small for float32"
+    each = f" ({per_step(layer.per_step)} per step)" if math.isfinite(layer.per_step) else ""
+    return (
+        f"the gradient reaching step 1 is exactly 0, too small for float32: it reaches back "
+        f"only to step {reached} of {steps}, which gets {times(layer.reached_factor)} of what "
+        f"reaches step {steps}{each}"
+    )
+
+
+def short_factor(layer: TimeLayer) -> str:
+    """'3.2e-12 (0.97 per step)', '0' where it underflowed."""
+    each = f" ({per_step(layer.per_step)} per step)" if math.isfinite(layer.per_step) else ""
+    return f"{times(layer.factor)}{each}"
+
+
+def same_layer(layer: TimeLayer, found: TimeProfile) -> TimeLayer | None:
+    """The layer of `found` that has `layer`'s name."""
+    return next((other for other in found.layers if other.name == layer.name), None)
+
+
+def vanishing_time_sentence(layer: TimeLayer, found: ThroughTime, named: bool) -> str:
+    """'Vanishing through time: the gradient reaching step 1 is 1.0e-09 of what reaches step
+    784 (0.97 per step) after training (last probe); 3.2e-12 at initialisation.'"""
+    judged = found.judged
+    sentence = f"Vanishing through time{in_layer(layer, named)}: {reaching(layer)} {judged.when}"
+    first = same_layer(layer, found.first) if judged is not found.first else None
+    if first is not None and first.factor >= 0:
+        sentence += f"; {short_factor(first)} {found.first.when}"
+    return sentence + "."
+
+
+def exploding_time_sentence(peak: TimePeak, named: bool) -> str:
+    """'Exploding through time: the gradient reaching step 1 is 3.4e+05 times what reaches step
+    100 (1.14 per step) at step 600.', or where it became non-finite, when."""
+    layer = peak.layer
+    at = "at initialisation" if peak.first and peak.step in (0, None) else f"at step {peak.step}"
+    where = in_layer(layer, named)
+    if layer.nonfinite:
+        return (
+            f"Exploding through time{where}: the gradient on its way back through the "
+            f"sequence is no longer a finite number {at}."
+        )
+    return (
+        f"Exploding through time{where}: the gradient reaching step 1 is {times(layer.factor)} "
+        f"times what reaches step {layer.steps} ({per_step(layer.per_step)} per step) {at}."
+    )
+
+
+def time_evidence_sentence(layer: TimeLayer, found: ThroughTime, named: bool) -> str:
+    """A gradient through time that neither vanishes nor explodes, as evidence: 'Through
+    time: the gradient reaching step 1 is 0.41 of what reaches step 28 (0.97 per step) after
+    training (last probe); at initialisation only 1.4e-03 (0.78 per step): training opened the
+    way back.'"""
+    judged = found.judged
+    sentence = f"Through time{in_layer(layer, named)}: {reaching(layer)} {judged.when}"
+    first = same_layer(layer, found.first) if judged is not found.first else None
+    if first is not None and first.factor >= 0:
+        vanished = first.factor < THRESHOLDS.time_vanishing
+        only = "only " if vanished else ""
+        opened = ": training opened the way back" if vanished else ""
+        sentence += f"; {found.first.when} {only}{short_factor(first)}{opened}"
+    return sentence + "."
+
+
+GATE_WORDS = {"forget": ("forget", "the cell"), "update": ("update", "the state")}
+
+
+def closed_gate_sentence(found: GateFinding, when: str, named: bool) -> str:
+    """'Closed forget gates: the forget gates keep 0.50 of the cell per step on average at
+    initialisation; over 28 steps the cell alone keeps 3.7e-09 of its content.'"""
+    layer = found.layer
+    gate, what = GATE_WORDS.get(found.gate, (found.gate, "the state"))
+    of = f" of {layer.name}" if named else ""
+    over = (
+        f"; over {layer.steps} steps {what} alone keeps {number(found.value ** (layer.steps - 1))} "
+        "of its content"
+        if layer.steps > 1 and found.value > 0
+        else ""
+    )
+    return (
+        f"Closed {gate} gates: the {gate} gates{of} keep {found.value:.2f} of {what} per step "
+        f"on average {when}{over}."
+    )
+
+
+def saturated_gate_sentence(found: GateFinding, when: str, named: bool) -> str:
+    """'Saturated gates: 62 % of the input gate's values are below 0.05 or above 0.95 after
+    training (last probe): ...'."""
+    of = f" of {found.layer.name}" if named else ""
+    return (
+        f"Saturated gates: {percent(found.value)} of the {found.gate} gate's values{of} are "
+        f"below 0.05 or above 0.95 {when}: a gate there passes under a fifth of a sigmoid's "
+        "largest slope back to its weights, which learn slowly."
+    )
+
+
+def time_bound_sentence(layer: TimeLayer, subject: str, slope: str, bound: float, when: str) -> str:
+    """'A Tanh RNN's step multiplies the gradient by at most Tanh's largest slope (1) times its
+    recurrent weight's largest singular value (0.57 at initialisation): at most 0.57 per step,
+    (0.57)^783 = 1.2e-190 over the sequence.' (the theory line of the figure)."""
+    each = bound * layer.recurrent_norm
+    span = layer.steps - 1
+    over = (
+        f", ({each:.3g})^{span} = {number(each**span)} over the sequence"
+        if each < 1 and span > 0
+        else ": a bound of 1 or more does not keep the gradient from growing"
+    )
+    return (
+        f"{subject}'s step multiplies the gradient by at most {slope} ({bound:g}) times its "
+        f"recurrent weight's largest singular value ({layer.recurrent_norm:.3g} {when}): at "
+        f"most {each:.3g} per step{over}."
+    )

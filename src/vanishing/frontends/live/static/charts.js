@@ -1,5 +1,6 @@
 // The charts of a run's panel: uPlot line charts (uPlot, vendored in uplot/, is the global
-// `uPlot`) and two canvases drawn by hand, the layer x step heatmap and the histograms. A layer
+// `uPlot`) and canvases drawn by hand: the heatmaps (layer x step, recurrent layer x time
+// step) and the histograms. A layer
 // is named only by the names the server sent; where it sent none the tick stays blank.
 
 // viridis at 10 stops: dark = little gradient, yellow = much
@@ -8,6 +9,8 @@ const VIRIDIS = [
   [31, 158, 137], [53, 183, 121], [109, 205, 89], [180, 222, 44], [253, 231, 37],
 ];
 const AXIS_FONT = "12px system-ui, sans-serif";
+// a recurrent layer's colour after the first (which takes its run's): apart from the runs'
+export const LAYER_COLOURS = ["#6c3483", "#117a65", "#7e5109", "#2e4053", "#a93226"];
 
 export function lineChart(target, width, options, data) {
   return new globalThis.uPlot({ width, height: 170, legend: { live: false }, ...options }, data, target);
@@ -32,9 +35,45 @@ export function profileOptions(weighted, colour, firstStep, label = "‖∇W‖"
   };
 }
 
-export function lossOptions(colour) {
+export function timeOptions(names, colours, firstStep) {
+  // x: time steps 1 .. T; per recurrent layer ‖∂L/∂h_t‖ on a log scale, now and at the first
+  // probe (dashed, paler)
+  const series = [{ label: "t" }];
+  names.forEach((name, i) => {
+    series.push({ label: name, stroke: colours[i], width: 2 });
+    series.push({ label: `${name}, step ${firstStep}`.trim(), stroke: `${colours[i]}99`, width: 1, dash: [4, 4] });
+  });
+  return {
+    height: 190,
+    legend: { live: false, show: true },
+    scales: { x: { time: false }, y: { distr: 3, log: 10 } },
+    axes: [
+      { label: "time step t", font: AXIS_FONT },
+      { label: "‖∂L/∂hₜ‖", size: 52, filter: decades, values: (u, splits) => splits.map((v) => (v === null ? "" : exp(v))) },
+    ],
+    series,
+  };
+}
+
+export function lossOptions(colour, regression = false) {
   // x: steps; the probe batch's loss, each epoch's train and test loss and its test accuracy
+  // (a regression: its test loss is the mean squared error, drawn beside its baseline)
   const dot = (c) => ({ show: true, size: 8, fill: c, stroke: c });
+  if (regression) {
+    return {
+      height: 190,
+      legend: { live: false, show: true },
+      scales: { x: { time: false } },
+      axes: [{ label: "step" }, { label: "loss (MSE)", size: 52 }],
+      series: [
+        { label: "step" },
+        { label: "probe loss", stroke: colour, width: 1.5, spanGaps: true },
+        { label: "train loss", stroke: "#555", points: dot("#555"), spanGaps: true },
+        { label: "test loss", stroke: "#8e44ad", dash: [5, 3], points: dot("#8e44ad"), spanGaps: true },
+        { label: "baseline", stroke: "#d68910", width: 1.5, dash: [2, 4], spanGaps: true },
+      ],
+    };
+  }
   return {
     height: 190,
     legend: { live: false, show: true },
@@ -130,14 +169,34 @@ export function drawHeatmap(canvas, probes, weighted, width) {
   // rows: weighted layers (the first on top); columns: probes; colour: log10 of the
   // weight-gradient norm. Answers the colour scale's decades, [lo, hi], or null if nothing drawn.
   const layers = probes.length ? probes[probes.length - 1].grad_norms.length : 0;
-  const height = Math.max(90, Math.min(220, layers * 16));
+  const grid = Array.from({ length: layers }, (_, layer) => probes.map((p) => p.grad_norms[layer]));
+  const ends = probes.length ? [`step ${probes[0].step}`, `step ${probes[probes.length - 1].step}`] : [];
+  return drawGrid(canvas, grid, weighted, ends, width);
+}
+
+export function drawTimeHeatmap(canvas, norms, names, width) {
+  // rows: recurrent layers (the first on top); columns: time steps t = 1 .. T; colour: log10
+  // of ‖∂L/∂h_t‖ at one probe. Answers [lo, hi] as drawHeatmap does.
+  const steps = Math.max(0, ...norms.map((values) => values.length));
+  const grid = norms.map((values) => Array.from({ length: steps }, (_, t) => values[t]));
+  return drawGrid(canvas, grid, names, steps ? ["t = 1", `t = ${steps}`] : [], width);
+}
+
+function drawGrid(canvas, grid, names, [start, end] = [], width) {
+  // A heatmap of grid[row][column] (rows named by `names`, the first and last beside their
+  // rows; `start` and `end` under the first and the last column), coloured by log10 of each
+  // value on whole decades, grey where it is not a positive number. Answers [lo, hi], the
+  // scale's decades, or null when there is nothing to draw.
+  const rows = grid.length;
+  const columns = rows ? Math.max(...grid.map((row) => row.length)) : 0;
+  const height = Math.max(90, Math.min(220, rows * 16));
   const context = sized(canvas, width, height);
   context.clearRect(0, 0, width, height);
-  if (!probes.length) return null;
+  if (!rows || !columns) return null;
   let lo = Infinity;
   let hi = -Infinity;
-  for (const p of probes) {
-    for (const v of p.grad_norms) {
+  for (const row of grid) {
+    for (const v of row) {
       if (positive(v) === null) continue;
       lo = Math.min(lo, Math.log10(v));
       hi = Math.max(hi, Math.log10(v));
@@ -146,21 +205,21 @@ export function drawHeatmap(canvas, probes, weighted, width) {
   if (!Number.isFinite(lo)) return null;
   lo = Math.floor(lo);
   hi = Math.max(lo + 1, Math.ceil(hi));
-  const image = new ImageData(probes.length, layers);
-  probes.forEach((p, column) => {
-    for (let layer = 0; layer < layers; layer++) {
-      const v = positive(p.grad_norms[layer]);
-      const [r, g, b] = v === null ? [200, 200, 200] : colour((Math.log10(v) - lo) / (hi - lo));
-      image.data.set([r, g, b, 255], 4 * (layer * probes.length + column));
+  const image = new ImageData(columns, rows);
+  grid.forEach((row, r) => {
+    for (let column = 0; column < columns; column++) {
+      const v = positive(row[column]);
+      const [red, green, blue] = v === null ? [200, 200, 200] : colour((Math.log10(v) - lo) / (hi - lo));
+      image.data.set([red, green, blue, 255], 4 * (r * columns + column));
     }
   });
   context.font = "11px system-ui, sans-serif";
-  const first = weighted[0] ?? "";
-  const last = layers > 1 ? weighted[layers - 1] ?? "" : "";
-  const names = Math.max(context.measureText(first).width, context.measureText(last).width);
-  const left = Math.min(width / 3, Math.max(46, Math.ceil(names) + 8)); // room for the names
+  const first = names[0] ?? "";
+  const last = rows > 1 ? names[rows - 1] ?? "" : "";
+  const widest = Math.max(context.measureText(first).width, context.measureText(last).width);
+  const left = Math.min(width / 3, Math.max(46, Math.ceil(widest) + 8)); // room for the names
   const bottom = 14;
-  const cells = new OffscreenCanvas(probes.length, layers);
+  const cells = new OffscreenCanvas(columns, rows);
   cells.getContext("2d").putImageData(image, 0, 0);
   context.imageSmoothingEnabled = false;
   context.drawImage(cells, left, 0, width - left, height - bottom);
@@ -169,9 +228,8 @@ export function drawHeatmap(canvas, probes, weighted, width) {
   if (first) context.fillText(first, 0, 1);
   context.textBaseline = "bottom";
   if (last) context.fillText(last, 0, height - bottom);
-  context.fillText(`step ${probes[0].step}`, left, height);
-  const end = `step ${probes[probes.length - 1].step}`;
-  context.fillText(end, width - context.measureText(end).width, height);
+  if (start) context.fillText(start, left, height);
+  if (end) context.fillText(end, width - context.measureText(end).width, height);
   return [lo, hi];
 }
 

@@ -17,7 +17,10 @@ export class SettingsForm {
     this.form = form;
     this.fields = settings.fields;
     this.defaultWidth = (settings.depth_width || {}).default_width || 256;
+    // per arch, the defaults that differ with it (a recurrent network: tanh, one layer of 128)
+    this.archDefaults = settings.arch_defaults || {};
     this.build();
+    this.arch = this.archControl() ? this.archControl().value : ""; // the arch the defaults show
   }
 
   build() {
@@ -34,6 +37,11 @@ export class SettingsForm {
       if (field.kind === "widths") {
         label.title += " (depth and width replace these when depth is set)";
         this.form.querySelector("#shape").append(label);
+        continue;
+      }
+      if (field.name === "arch") {
+        // the network first: its kind sets the shape's and the activation's defaults
+        this.form.querySelector("#shape legend").after(label);
         continue;
       }
       const section = field.section || "other";
@@ -70,6 +78,39 @@ export class SettingsForm {
     return this.fields.some((f) => f.name === control.name && f.kind === "widths");
   }
 
+  archControl() {
+    return this.form.elements.arch;
+  }
+
+  defaultsOf(arch) {
+    // {activation, hidden}: the defaults a run of `arch` gets where it leaves them out
+    const field = (name) => shown((this.fields.find((f) => f.name === name) || {}).default);
+    const own = this.archDefaults[arch] || {};
+    return { activation: own.activation ?? field("activation"), hidden: own.hidden ?? field("hidden") };
+  }
+
+  followArch() {
+    // Another arch: the activation and hidden widths it defaults to are shown instead of the
+    // last arch's, where the user left those as they were (what differs from the shown default
+    // is sent; what equals it is left to the settings parser, which gives the same default).
+    const control = this.archControl();
+    if (!control || control.value === this.arch) return;
+    const before = this.defaultsOf(this.arch);
+    const after = this.defaultsOf(control.value);
+    this.arch = control.value;
+    for (const widths of this.controls().filter((c) => this.isWidths(c))) {
+      if (widths.value.trim() === before.hidden || widths.value.trim() === "") widths.value = after.hidden;
+      widths.dataset.default = after.hidden;
+    }
+    const boxes = this.activationBoxes();
+    const checked = boxes.filter((b) => b.checked).map((b) => b.value);
+    if (!checked.length || (checked.length === 1 && checked[0] === before.activation)) {
+      for (const box of boxes) box.checked = box.value === after.activation;
+    }
+    this.form.querySelector("#activations .choices").dataset.default = after.activation;
+    this.limitActivations();
+  }
+
   values() {
     // {activations, depth, width, shared: {field: text}}: only what differs from the defaults
     const depth = this.form.elements.depth.value.trim();
@@ -99,6 +140,11 @@ export class SettingsForm {
 
   readUrl() {
     const params = new URLSearchParams(location.search);
+    if (params.has("arch") && this.archControl()) {
+      // the arch's defaults first: the widths and activations the address gives replace them
+      this.archControl().value = params.get("arch");
+      this.followArch();
+    }
     const activations = params.get("activations") || params.get("activation");
     if (activations) {
       const wanted = new Set(activations.split(",").map((a) => a.trim()));
@@ -127,10 +173,12 @@ export class SettingsForm {
   }
 
   runsBody(resume) {
-    // POST /api/runs' body: one run per chosen activation, the other settings shared
+    // POST /api/runs' body: one run per chosen activation, the other settings shared; the
+    // arch's default activation is left out, as any default is (the parser gives it)
     const { activations, depth, width, shared } = this.values();
+    const fallback = this.defaultsOf(this.arch).activation;
     const runs = activations.map((activation) => {
-      const run = { activation, ...shared };
+      const run = activation === fallback ? { ...shared } : { activation, ...shared };
       if (depth) Object.assign(run, { depth, width });
       return run;
     });
@@ -146,8 +194,10 @@ function fieldLabel(field) {
     control = element("input", { type: "checkbox", name: field.name });
     control.checked = fallback === "yes";
   } else if (field.choices && field.choices.length) {
+    // an optional one (how a recurrent network reads an image) may be none: its default
+    const choices = field.optional ? ["none", ...field.choices] : field.choices;
     control = element("select", { name: field.name },
-      field.choices.map((c) => element("option", { value: c, text: c })));
+      choices.map((c) => element("option", { value: c, text: c })));
     control.value = fallback;
   } else {
     const numeric = field.kind === "int" || field.kind === "float";

@@ -27,7 +27,7 @@ export class RunList {
   }
 
   item(item) {
-    const accuracy = Number.isFinite(item.test_accuracy) ? `${(100 * item.test_accuracy).toFixed(1)} %` : "";
+    const accuracy = score(item);
     const runs = item.runs.slice(0, MAX_RUNS).map((run) => ({ run, label: runName(run, item) }));
     const open = element("button", { type: "button", class: "open", title: item.path, text: item.label || item.path });
     open.addEventListener("click", () => this.open(runs, false));
@@ -50,4 +50,13 @@ function runName(run, item) {
   // a run's panel title: the server's label for a single run, else its directory's name
   if (item.runs.length === 1 && item.label) return item.label;
   return run.split("/").filter(Boolean).slice(-1)[0] || run;
+}
+
+function score(item) {
+  // a classification's test accuracy; a regression's test loss (mean squared error) and baseline
+  if (Number.isFinite(item.test_accuracy)) return `${(100 * item.test_accuracy).toFixed(1)} %`;
+  if (Number.isFinite(item.test_loss) && Number.isFinite(item.baseline_loss)) {
+    return `MSE ${item.test_loss.toPrecision(3)} (baseline ${item.baseline_loss.toPrecision(3)})`;
+  }
+  return "";
 }

@@ -24,6 +24,7 @@ async function main() {
   form.shapeHidden();
   form.writeUrl();
   element.addEventListener("change", () => {
+    form.followArch(); // a recurrent network defaults to tanh and one layer of 128
     form.limitActivations();
     form.shapeHidden();
     form.writeUrl();
@@ -43,6 +44,7 @@ async function main() {
     event.preventDefault();
     history.replaceState(null, "", event.currentTarget.getAttribute("href"));
     form.readUrl();
+    form.shapeHidden();
     form.writeUrl();
   });
   let resizing = 0;

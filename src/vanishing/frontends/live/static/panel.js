@@ -1,6 +1,7 @@
 // One run's panel: its rows as the stream delivers them, its status and verdict, and its charts.
 // Its layers are named only by the server's `layers` event (settings.naming.LayerNames: the
-// words the report's sentences use).
+// words the report's sentences use), a recurrent run's recurrent layers by its probe rows'
+// `time_layers`.
 
 import { LIVE_STATUSES } from "./api.js";
 import * as charts from "./charts.js";
@@ -18,10 +19,24 @@ const TEMPLATE = `
     <p class="note">update ratio ‖ΔW‖/‖W‖ of the optimizer's step: under SGD it falls with the gradient,
       Adam and RMSprop rescale each weight's step so it need not; near 1, a step as large as the weights.
       <b class="moves"></b></p></div>
-  <div class="card"><h3>Log gradient norm, layer × step</h3>
+  <div class="card time-card" hidden><h3>Gradient reaching each time step <small class="when"></small></h3>
+    <div class="time"></div>
+    <p class="note">‖∂L/∂hₜ‖ at each step t of the sequence, per recurrent layer, now (solid) and at the
+      first probe (dashed): a line that falls towards t = 1 is a gradient vanishing through time.
+      <b class="time-ratio"></b></p></div>
+  <div class="card time-heat-card" hidden><h3>Log gradient norm, recurrent layer × time step <small class="when"></small></h3>
+    <div class="heat"><canvas class="time-heatmap"></canvas></div>
+    <div class="legend"><span class="lo"></span><span class="bar"></span><span class="hi"></span></div></div>
+  <div class="card gates-card" hidden><h3>Gates per recurrent layer <small class="when"></small></h3>
+    <table class="gates"></table>
+    <p class="note">each gate's mean activation over the probe batch, its steps and units, now and at the
+      first probe; saturated: its share below 0.05 or above 0.95. A forget (LSTM) or update (GRU) gate
+      near 1 carries the state from step to step.</p></div>
+  <div class="card heat-card"><h3>Log gradient norm, layer × step</h3>
     <div class="heat"><canvas class="heatmap"></canvas></div>
     <div class="legend"><span class="lo"></span><span class="bar"></span><span class="hi"></span></div></div>
-  <div class="card"><h3>Loss and accuracy</h3><div class="loss"></div></div>
+  <div class="card"><h3 class="loss-title">Loss and accuracy</h3><div class="loss"></div>
+    <p class="note loss-note" hidden></p></div>
   <div class="card"><h3>Saturated and dead units per hidden layer <small class="when"></small></h3>
     <div class="fractions"></div></div>
   <div class="card histogram-card" hidden><h3>Activations per hidden layer <small class="when"></small></h3>
@@ -36,7 +51,9 @@ export class Panel {
     this.changed = changed;
     this.status = "";
     this.names = { weighted: [], hidden: [] }; // the server's, per weighted and per hidden layer
-    this.charts = {}; // uPlot charts by name: profile, steps, loss, fractions, prelu
+    this.charts = {}; // uPlot charts by name: profile, steps, time, loss, fractions, prelu
+    this.regression = false; // the epoch rows carry a baseline loss: no accuracy to show
+    this.timeShape = ""; // the time chart's layers and steps: another shape, another chart
     this.el = element("section", { class: "panel", "data-run": run });
     this.el.innerHTML = TEMPLATE;
     this.$("h2").textContent = label;
@@ -69,6 +86,7 @@ export class Panel {
     this.latest = null;
     this.first = null;
     this.firstSteps = null; // the first probe with update ratios (none: no optimizer watched)
+    this.firstTime = null; // the first probe with a time profile (a recurrent layer's)
     this.changed(this);
   }
 
@@ -80,6 +98,7 @@ export class Panel {
       this.latest = row;
       if (!this.first) this.first = row;
       if (!this.firstSteps && row.update_ratio && row.update_ratio.length) this.firstSteps = row;
+      if (!this.firstTime && timeProfile(row)) this.firstTime = row;
     } else if (row.kind === "epoch") {
       const last = this.epochs[this.epochs.length - 1];
       if (last && row.epoch <= last.epoch) return;
@@ -116,6 +135,7 @@ export class Panel {
     const width = this.width();
     for (const chart of Object.values(this.charts)) chart.setSize({ width, height: chart.height });
     this.drawHeatmap();
+    if (this.latest) this.drawTimeHeatmap(this.latest);
     this.drawHistograms();
   }
 
@@ -143,6 +163,9 @@ export class Panel {
     if (probe) {
       this.drawProfile(probe);
       this.drawSteps(probe);
+      this.drawTime(probe);
+      this.drawTimeHeatmap(probe);
+      this.drawGates(probe);
       this.drawFractions(probe);
       this.drawPrelu(probe);
     }
@@ -201,8 +224,90 @@ export class Panel {
     this.chart("steps", () => charts.profileOptions(weighted, this.colour, firstStep, "‖ΔW‖/‖W‖"), data);
   }
 
+  drawTime(probe) {
+    // ‖∂L/∂h_t‖ over the time steps, per recurrent layer, at this probe and at the first
+    const norms = timeProfile(probe);
+    if (!norms || !this.firstTime) return;
+    const names = timeNames(probe, norms.length);
+    const steps = Math.max(...norms.map((values) => values.length));
+    const start = timeProfile(this.firstTime);
+    const initial = start.length === norms.length ? start : norms.map(() => []);
+    const shape = JSON.stringify([names, steps, this.firstTime.step]);
+    if (shape !== this.timeShape) this.destroyCharts(["time"]);
+    this.timeShape = shape;
+    const ts = Array.from({ length: steps }, (_, i) => i + 1);
+    const pad = (values) => ts.map((_, i) => charts.positive(values[i]));
+    const data = [ts, ...norms.flatMap((values, layer) => [pad(values), pad(initial[layer])])];
+    // per layer, the gradient reaching t = 1 over that reaching the last step, and per step
+    const ratios = norms.map((values) => {
+      const [first, last] = [charts.positive(values[0]), charts.positive(values[values.length - 1])];
+      return first !== null && last !== null && values.length > 1 ? first / last : null;
+    });
+    const box = this.$(".time");
+    box.dataset.step = String(probe.step);
+    box.dataset.firstStep = String(this.firstTime.step);
+    box.dataset.layers = JSON.stringify(names);
+    box.dataset.steps = String(steps);
+    box.dataset.ratios = JSON.stringify(ratios);
+    box.dataset.values = JSON.stringify(data.slice(1).filter((_, i) => i % 2 === 0));
+    const said = ratios.map((ratio, layer) => {
+      if (ratio === null) return "";
+      const whose = names[layer] ? `${names[layer]}: ` : "";
+      const last = norms[layer].length;
+      const perStep = ratio > 0 ? ` (${charts.exp(ratio ** (1 / (last - 1)))} per step)` : "";
+      return `${whose}the gradient reaching t = 1 is ${charts.exp(ratio)} of that reaching t = ${last}${perStep}`;
+    }).filter(Boolean);
+    this.$(".time-ratio").textContent = said.length ? `At step ${probe.step}, ${said.join("; ")}.` : "";
+    if (!data.slice(1).some((values) => values.some((v) => v !== null))) return;
+    this.$(".time-card").hidden = false;
+    const colours = norms.map((_, layer) => (layer === 0 ? this.colour : charts.LAYER_COLOURS[(layer - 1) % charts.LAYER_COLOURS.length]));
+    this.chart("time", () => charts.timeOptions(names, colours, this.firstTime.step), data);
+  }
+
+  drawTimeHeatmap(probe) {
+    // recurrent layer x time step at this probe, log colour
+    const norms = timeProfile(probe);
+    if (!norms) return;
+    const canvas = this.$(".time-heatmap");
+    const scale = charts.drawTimeHeatmap(canvas, norms, timeNames(probe, norms.length), this.width());
+    if (!scale) return;
+    this.$(".time-heat-card").hidden = false;
+    this.$(".time-heat-card .legend .lo").textContent = `1e${scale[0]}`;
+    this.$(".time-heat-card .legend .hi").textContent = `1e${scale[1]}`;
+    canvas.dataset.step = String(probe.step);
+    canvas.dataset.scale = JSON.stringify(scale);
+  }
+
+  drawGates(probe) {
+    // each recurrent layer's gates: mean activation now and at the first probe, saturated share
+    const gates = Array.isArray(probe.gates) ? probe.gates : [];
+    if (!gates.some((g) => g && typeof g === "object" && Object.keys(g).length)) return;
+    const names = timeNames(probe, gates.length);
+    const listed = (row, key) => (row && Array.isArray(row[key]) && row[key].length === gates.length ? row[key] : []);
+    const initial = listed(this.firstTime, "gates");
+    const saturated = listed(probe, "gates_saturated");
+    const share = (v) => (Number.isFinite(v) ? `${(100 * v).toFixed(1)} %` : "–");
+    const mean = (v) => (Number.isFinite(v) ? v.toFixed(2) : "–");
+    const cell = (tag, text) => element(tag, { text });
+    const rows = [element("tr", {}, ["layer", "gate", "now", `step ${this.firstTime ? this.firstTime.step : ""}`.trim(), "saturated"].map((t) => cell("th", t)))];
+    gates.forEach((layer, i) => {
+      for (const [gate, value] of Object.entries(layer || {})) {
+        rows.push(element("tr", {}, [
+          cell("td", names[i] || ""), cell("td", gate), cell("td", mean(value)),
+          cell("td", mean((initial[i] || {})[gate])), cell("td", share((saturated[i] || {})[gate])),
+        ]));
+      }
+    });
+    const table = this.$(".gates");
+    table.replaceChildren(...rows);
+    table.dataset.step = String(probe.step);
+    table.dataset.values = JSON.stringify(gates);
+    this.$(".gates-card").hidden = false;
+  }
+
   drawLoss() {
     // x: steps; the probe batch's loss live, each epoch's train/test loss and accuracy at its end
+    // (a regression's epoch rows carry its baseline and no accuracy: the baseline is drawn)
     const steps = [...new Set([...this.probes.map((p) => p.step), ...this.epochs.map((e) => e.step)])]
       .filter((s) => typeof s === "number").sort((a, b) => a - b);
     if (!steps.length) return;
@@ -210,9 +315,26 @@ export class Panel {
       const byStep = new Map(rows.map((r) => [r.step, r[key]]));
       return steps.map((s) => (byStep.has(s) && Number.isFinite(byStep.get(s)) ? byStep.get(s) : null));
     };
+    const baselines = this.epochs.map((e) => e.baseline_loss).filter((v) => Number.isFinite(v));
+    const regression = baselines.length > 0;
+    if (regression !== this.regression) {
+      this.regression = regression;
+      this.destroyCharts(["loss"]);
+      this.$(".loss-title").textContent = regression ? "Loss (mean squared error) and its baseline" : "Loss and accuracy";
+    }
     const data = [steps, at(this.probes, "loss"), at(this.epochs, "train_loss"), at(this.epochs, "test_loss"),
-      at(this.epochs, "test_accuracy")];
-    this.chart("loss", () => charts.lossOptions(this.colour), data);
+      regression ? steps.map(() => baselines[baselines.length - 1]) : at(this.epochs, "test_accuracy")];
+    this.chart("loss", () => charts.lossOptions(this.colour, regression), data);
+    const note = this.$(".loss-note");
+    const tested = this.epochs.filter((e) => Number.isFinite(e.test_loss));
+    const last = tested[tested.length - 1];
+    note.hidden = !(regression && last);
+    if (!regression || !last) return;
+    const baseline = baselines[baselines.length - 1];
+    note.dataset.loss = String(last.test_loss);
+    note.dataset.baseline = String(baseline);
+    note.textContent = `Epoch ${last.epoch}: test loss (mean squared error) ${charts.exp(last.test_loss)}; `
+      + `the baseline, always answering the targets' mean, scores ${charts.exp(baseline)}.`;
   }
 
   drawFractions(probe) {
@@ -237,8 +359,8 @@ export class Panel {
     const canvas = this.$(".heatmap");
     const scale = charts.drawHeatmap(canvas, probes, this.names.weighted, this.width());
     if (!scale) return;
-    this.$(".legend .lo").textContent = `1e${scale[0]}`;
-    this.$(".legend .hi").textContent = `1e${scale[1]}`;
+    this.$(".heat-card .legend .lo").textContent = `1e${scale[0]}`;
+    this.$(".heat-card .legend .hi").textContent = `1e${scale[1]}`;
     canvas.dataset.probes = String(probes.length);
   }
 
@@ -248,4 +370,17 @@ export class Panel {
     this.$(".histogram-card").hidden = false;
     charts.drawHistograms(this.$(".histograms"), histograms, this.names.hidden, this.colour, this.width());
   }
+}
+
+function timeProfile(row) {
+  // a probe row's ‖∂L/∂h_t‖ per recurrent layer (lists of T numbers), or null: none recorded
+  const norms = row && row.time_signal_norms;
+  if (!Array.isArray(norms) || !norms.length || !norms.every(Array.isArray)) return null;
+  return norms.some((values) => values.length) ? norms : null;
+}
+
+function timeNames(row, count) {
+  // the recurrent layers' names the row gives (`time_layers`), one per layer, else blanks
+  const names = row.time_layers;
+  return Array.isArray(names) && names.length === count ? names.map(String) : Array(count).fill("");
 }
