@@ -27,14 +27,15 @@ A recurrent network (`--arch rnn`, `lstm`, `gru`) keeps every time step: paramet
 nn.LSTM's and nn.GRU's (gates x hidden x (inputs + hidden + 2) per layer) and the Linear head's; a
 training batch keeps, per step and hidden unit of each layer, `FUSED[arch]` values (the gates
 before and after their activations, the cell, the output; measured on the CPU, the backward's peak
-included: a tanh RNN 4.6 to 5.0, a GRU 11 to 12.3, an LSTM 16.2 to 16.6 per batch x T x hidden);
-the probe unrolls the layers step by step and keeps each h_t and its gradient, `UNROLLED[arch]`
-values (a loop written out as `measure.time` unrolls: a tanh RNN 3, an LSTM 14, a GRU 17); an
-evaluation pass takes as many rows as hold EVAL_VALUES values of one layer's output
-(`train.eval_chunk`), `EVALUATED[arch]` values each (no grad: a tanh RNN 3.1, an LSTM 2.5, a GRU
-6.2, and the output of the layer below); recurrent runs count no dead-unit pass (the probe counts
-dead units). The data set is T x features float32 values per example (the adding problem's float
-targets in place of labels).
+included: a tanh RNN 4.6 to 5.7, a GRU 11 to 14.3, an LSTM 16.2 to 17.2 per batch x T x hidden);
+the probe (`probes.measure_recurrent`) unrolls each layer step by step and keeps each h_t, its
+gradient and the statistics of the output sequence, `UNROLLED[arch]` values (measured, the
+allocator's pages included: a tanh RNN 10.5 to 25, an LSTM 20 to 31, a GRU 25 to 31 per probe x T x
+hidden, the most for short sequences of wide layers); an evaluation pass takes as many rows as hold
+EVAL_VALUES values of one layer's output (`train.eval_chunk`), `EVALUATED[arch]` values each (no
+grad: a tanh RNN 3.1, an LSTM 2.5, a GRU 6.2, and the output of the layer below); recurrent runs
+count no dead-unit pass (the probe counts dead units). The data set is T x features float32 values
+per example (the adding problem's float targets in place of labels).
 
 Everything per model counts K times for a group of K (`models`); the data, the evaluation and the
 dead-unit chunks are shared (a group splits a chunk's rows among its models). Not counted: the
@@ -73,8 +74,8 @@ RUNS_IN_A_ROW = 4  # equal widths written 256x30 from this many on
 # Values per time step and hidden unit of each recurrent layer that a training batch keeps for
 # the backward (PyTorch's fused modules), and that the probe's step-by-step unroll keeps (h_t
 # and its gradient too): measured on the CPU, rounded up (the module docstring).
-FUSED = {"rnn": 5, "lstm": 17, "gru": 13}
-UNROLLED = {"rnn": 4, "lstm": 15, "gru": 18}
+FUSED = {"rnn": 6, "lstm": 17, "gru": 15}
+UNROLLED = {"rnn": 16, "lstm": 28, "gru": 30}
 EVALUATED = {"rnn": 4, "lstm": 4, "gru": 7}  # the same without grad, the layer below's output too
 
 
@@ -176,6 +177,12 @@ def samples(config: TrainConfig, train_samples: int | None = None) -> tuple[int,
     return train, min(test, config.test_size or test)
 
 
+def eval_rows(config: TrainConfig) -> int:
+    """Rows per evaluation pass of a recurrent network (`train.eval_chunk`): as many as hold
+    EVAL_VALUES values of its widest layer's output over T steps, at most EVAL_CHUNK."""
+    return max(1, min(EVAL_CHUNK, EVAL_VALUES // (sequences.steps(config) * max(config.hidden))))
+
+
 def recurrent_passes(
     config: TrainConfig, k: int, batch_size: int, probe_size: int
 ) -> dict[str, int]:
@@ -186,8 +193,7 @@ def recurrent_passes(
     widest, units = max(config.hidden), sum(config.hidden)
     batch = k * batch_size * (steps * (features + units * FUSED[config.arch]) + 3 * outputs)
     probe = k * probe_size * (steps * (features + units * UNROLLED[config.arch]) + 2 * outputs)
-    rows = max(1, min(EVAL_CHUNK, EVAL_VALUES // (steps * widest)))  # `train.eval_chunk`'s
-    evaluation = rows * (steps * EVALUATED[config.arch] * widest + outputs)
+    evaluation = eval_rows(config) * (steps * EVALUATED[config.arch] * widest + outputs)
     return {"batch": batch, "probe": probe, "evaluation": evaluation, "dead units": 0}
 
 
