@@ -68,7 +68,7 @@ GRID_COMPANIONS: dict[str, dict[str, object]] = {  # the same, as a sweep's keys
     "length": {"archs": ["rnn"], "dataset": "adding"},
 }
 # The settings whose default follows the network's (`model.recurrent.arch_defaults`).
-ARCH_DEPENDENT = ("activation", "hidden", "sequence")
+ARCH_DEPENDENT = ("activation", "hidden", "sequence", "probe_size")
 
 
 def help_of(command: str) -> str:

@@ -124,6 +124,11 @@ def arch_defaulted(spec: SweepSpec, values: dict[str, Any], case: dict[str, Any]
         values["activation"] = defaults["activation"]
     if "hidden" in defaults and not spec.depths and spec.values["hidden"] == (SEED_HIDDEN,):
         values["hidden"] = defaults["hidden"]
+    for name, default in defaults.items():
+        if name not in ("activation", "hidden", *case) and spec.values[name] == (
+            field_named(name).default,
+        ):
+            values[name] = default
     return values
 
 
