@@ -36,6 +36,7 @@ from vanishing.reporting.summary import TABLE_HEADER, is_mixed, summary_cells, s
 from vanishing.reporting.verdict import SATURATED, THRESHOLDS, Thresholds, judge
 from vanishing.reporting.verdict.time_profile import has_time
 from vanishing.settings import naming
+from vanishing.settings.config import shown
 from vanishing.settings.naming import watched
 
 SUMMARY_HEADER = (TABLE_HEADER[0], "runs", *TABLE_HEADER[1:])
@@ -135,7 +136,7 @@ def setup_line(report: Report) -> str:
     conditions = sorted({g.condition for g in report.points}, key=condition_order)
 
     def values(key: str) -> str:
-        return "/".join(dict.fromkeys(str(s.get(key)) for s in conditions))
+        return "/".join(dict.fromkeys(shown(s.get(key)) for s in conditions))
 
     hiddens = list(dict.fromkeys(s.hidden for s in conditions))
     layer_widths = {w for hidden in hiddens for w in hidden}
