@@ -48,6 +48,8 @@ def write_recurrent_run(
     seed: int = 0,
     dataset: str = "mnist",
     watched_names: list[str] | None = None,
+    cut: int = 0,  # the first steps whose norm is exactly 0 (units at rest pass none back)
+    grad_norms: list[float] | None = None,  # per weighted layer (default 0.1 each)
     **config: Any,
 ) -> Path:
     """A finished recurrent run as the trainer (or, with `watched_names`, `vanishing.watch`)
@@ -104,7 +106,7 @@ def write_recurrent_run(
     rows = []
     for index, step in enumerate((0, 300, 600)):
         each = per_step[0] if index == 0 else per_step[1]
-        norms = [profile_of(each, steps) for _ in range(layers)]
+        norms = [[0.0] * cut + profile_of(each, steps)[cut:] for _ in range(layers)]
         if nonfinite_at == index:
             norms[0][0] = math.inf  # written as null
         gate = (gates[0] if index == 0 else gates[1]) if gates else {}
@@ -113,7 +115,7 @@ def write_recurrent_run(
             "step": step,
             "epoch": 1,
             "loss": test_loss,
-            "grad_norms": [0.1] * (layers + 1),
+            "grad_norms": grad_norms or [0.1] * (layers + 1),
             "vanishing_ratio": 1.0,
             "signal_norms": [0.05] * layers,
             "activation_std": [0.5] * layers,
@@ -145,8 +147,8 @@ def write_recurrent_run(
             "test_accuracy": None if regression else accuracy,
             "test_loss": test_loss,
             "history": [epoch],
-            "grad_norms_init": [0.1] * (layers + 1),
-            "vanishing_ratio_init": 1.0,
+            "grad_norms_init": grad_norms or [0.1] * (layers + 1),
+            "vanishing_ratio_init": (grad_norms[0] / grad_norms[-1]) if grad_norms else 1.0,
             "signal_norms_init": [0.05] * layers,
             "grad_norms_final": [0.1] * (layers + 1),
             "saturated_fraction": [0.0] * layers,
@@ -255,10 +257,11 @@ def test_an_lstm_with_forget_bias_1_does_not_vanish_through_time(tmp_path):
         "(0.78 per step): training opened the way back."
     )
     assert found.cure == ""
-    # The layers are read apart, in the evidence, by their weight-gradient ratio.
-    assert "Healthy gradient: layer 1 receives 1 of the output layer's weight gradient" in (
-        " ".join(found.sentences)
-    )
+    # One recurrent layer and its head make no profile across depth: no sentence on layers.
+    assert "layer 1 receives" not in " ".join(found.sentences)
+    # Two stacked layers do: the layers are read apart, in the evidence.
+    stacked = verdict_of(write_recurrent_run(tmp_path / "stacked", hidden=(64, 64), **OPEN_LSTM))
+    assert "to layer 1 (×1, 1.00 per layer)" in " ".join(stacked.sentences)
 
 
 def test_an_lstm_whose_forget_gates_stay_closed_is_told_forget_bias_1(tmp_path):
@@ -430,7 +433,7 @@ def test_a_recurrent_report_draws_time_and_an_mlps_does_not(tmp_path):
     assert "<h1>Vanishing gradients: LSTM, RNN (Tanh) on mnist</h1>" in page
     assert (
         "LSTM 128 over 28 rows of 28 pixels; RNN (Tanh) 128 over 784 pixels, one at a time; init "
-        "default, adam lr 0.001, batch 64, epochs 1, forget bias 1.0/None; seeds 0;"
+        "default, adam lr 0.001, batch 64, epochs 1, forget bias 1/none; seeds 0;"
     ) in page
 
 
@@ -545,3 +548,34 @@ def test_a_run_that_blew_up_through_time_is_cured_by_clipping(tmp_path):
         "a finite number at step 600."
     ) in found.sentences
     assert found.cure.startswith("Cure: --clip-grad-norm 1, which cuts every step's gradient")
+
+
+def test_steps_cut_off_by_units_at_rest_are_not_an_underflow(tmp_path):
+    # IRNN reading pixels: the blank top rows leave its ReLUs at 0, which pass nothing back to
+    # steps 1 to 40; from step 41 it keeps 0.999 per step: no vanishing gradient.
+    irnn = write_recurrent_run(
+        tmp_path / "irnn", activation="relu", init="identity", sequence="pixels", steps=784,
+        per_step=(0.999, 0.999), cut=40, recurrent_norm=1.0,
+    )  # fmt: skip
+    found = verdict_of(irnn)
+    assert found.kinds[0] == "healthy"
+    sentence = next(s for s in found.sentences if "no gradient reaches steps 1 to 40" in s)
+    assert "not an underflow" in sentence and "from step 41" in sentence
+    assert "too small for float32" not in " ".join(found.sentences)
+    # A tanh RNN whose gradient fades into float32's underflow on its way back is vanishing.
+    fading = write_recurrent_run(
+        tmp_path / "rnn", sequence="pixels", steps=784, per_step=(0.9, 0.9), cut=10
+    )
+    found = verdict_of(fading)
+    assert found.kinds[0] == "vanishing-through-time"
+    assert "too small for float32" in found.headline
+
+
+def test_one_recurrent_layer_and_its_head_are_not_read_as_depth(tmp_path):
+    # The recurrent layer's weight gradient sums 28 steps' and the head's sees one: a ratio of
+    # 166 between them is no exploding gradient across depth.
+    found = verdict_of(
+        write_recurrent_run(tmp_path / "rnn", per_step=(0.97, 0.97), grad_norms=[16.6, 0.1])
+    )
+    assert "exploding" not in found.kinds and found.kinds[0] == "healthy"
+    assert not any("layer 1 receives" in sentence for sentence in found.sentences)

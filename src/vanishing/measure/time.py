@@ -263,8 +263,10 @@ def step_norms(grads: Sequence[Tensor | None], steps: Steps) -> Tensor:
         for g, h in zip(grads, steps.hidden, strict=True)
     ]
     stacked = torch.stack(values).detach()
-    # float32 at least (a half-precision model's norms would overflow), float64 kept
-    return stacked.to(torch.promote_types(stacked.dtype, torch.float32)).flatten(1).norm(dim=1)
+    # In float64: a norm squares its values, and float32 squares of a gradient under 1e-19
+    # underflow to 0, so a norm would read 0 where the gradient is not (MPS has no float64).
+    wide = torch.float32 if stacked.device.type == "mps" else torch.float64
+    return stacked.to(wide).flatten(1).norm(dim=1)
 
 
 def gate_means(steps: Steps) -> Tensor:

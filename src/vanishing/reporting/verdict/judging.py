@@ -47,6 +47,7 @@ from vanishing.reporting.verdict.rules import (
 )
 from vanishing.reporting.verdict.thresholds import THRESHOLDS, Thresholds
 from vanishing.reporting.verdict.time_profile import TimeLayer
+from vanishing.settings import naming
 
 
 @dataclass(frozen=True)
@@ -102,34 +103,37 @@ def judge(point: Point, thresholds: Thresholds = THRESHOLDS) -> Verdict:
         findings.add("training-blow-up", say.grown_sentence(grown, linear_layers, names))
 
     step0 = gradient(found, point.vanishing_ratio_init, thresholds)
-    rectifier = point.activation.family == "rectifier"
-    dead = dead_at_init(point) if found.signal_factor == 0 else 0
-    born = born_dead_runs(point)
-    # Some runs born dead (the others' factor alone would hide them), or all, at other layers.
-    told = born is not None and (born.rest > 0 or not dead or len(born.layers) > 1)
-    if born and told:
-        findings.add("vanishing", say.born_dead_sentence(born, names))
-    probe = born.probe if born else "every sample"
-    for kind, sentence in say.gradient_sentences(found, step0, rectifier, dead, probe):
-        if told and kind == "vanishing" and found.signal_factor == 0:
-            continue  # said, run by run, by the born-dead sentence
-        findings.add(kind, sentence)
-    init = huge_at_init(point, thresholds)
-    if init:
-        findings.add(
-            "exploding",
-            say.huge_init_sentence(init, linear_layers, names),
-            headline="exploding" not in findings.kinds,
-        )
-    note = weight_note(found, step0, thresholds)
-    if note:
-        findings.add(note.kind, say.weight_note_sentence(note, found, step0.ratio), headline=False)
-    if "growing" in step0.kinds and at_fixed_point_init(point):
-        findings.evidence.append(say.fixed_point_sentence(point, found))
-    if point.ratio_underflow:
-        findings.add("underflow", say.UNDERFLOW, headline=False)
-    if point.activation.derivative_bound < 1 and step0.signal in ("vanishing", "attenuated"):
-        findings.evidence.append(say.bound_sentence(point))
+    if reads_depth(point):
+        rectifier = point.activation.family == "rectifier"
+        dead = dead_at_init(point) if found.signal_factor == 0 else 0
+        born = born_dead_runs(point)
+        # Some runs born dead (the others' factor alone would hide them), or all, at others.
+        told = born is not None and (born.rest > 0 or not dead or len(born.layers) > 1)
+        if born and told:
+            findings.add("vanishing", say.born_dead_sentence(born, names))
+        probe = born.probe if born else "every sample"
+        for kind, sentence in say.gradient_sentences(found, step0, rectifier, dead, probe):
+            if told and kind == "vanishing" and found.signal_factor == 0:
+                continue  # said, run by run, by the born-dead sentence
+            findings.add(kind, sentence)
+        init = huge_at_init(point, thresholds)
+        if init:
+            findings.add(
+                "exploding",
+                say.huge_init_sentence(init, linear_layers, names),
+                headline="exploding" not in findings.kinds,
+            )
+        note = weight_note(found, step0, thresholds)
+        if note:
+            findings.add(
+                note.kind, say.weight_note_sentence(note, found, step0.ratio), headline=False
+            )
+        if "growing" in step0.kinds and at_fixed_point_init(point):
+            findings.evidence.append(say.fixed_point_sentence(point, found))
+        if point.ratio_underflow:
+            findings.add("underflow", say.UNDERFLOW, headline=False)
+        if point.activation.derivative_bound < 1 and step0.signal in ("vanishing", "attenuated"):
+            findings.evidence.append(say.bound_sentence(point))
     found_time = through_time(point)
     if found_time is not None:
         read_time(point, found_time, findings, thresholds)
@@ -229,6 +233,13 @@ def bound_evidence(
     findings.evidence.append(say.time_bound_sentence(layer, subject, slope, bound, when))
 
 
+def reads_depth(point: Point) -> bool:
+    """Whether the layers' gradients make a profile across depth. Not one recurrent layer and
+    its head: the layer's weight gradient sums T steps' and the head's sees one, so their ratio
+    is no gradient across depth; depth is read where recurrent layers stack."""
+    return not (naming.recurrent(point.runs[0].config) and point.depth < 2)
+
+
 def finish(
     point: Point, found: Profile, signal: str, findings: Findings, thresholds: Thresholds
 ) -> Verdict:
@@ -252,7 +263,9 @@ def finish(
     else:
         kinds = ["healthy", *kinds]
         depth = ""
-        if signal:
+        if not reads_depth(point):
+            pass
+        elif signal:
             depth = say.signal_sentence(found, "healthy")
         elif math.isfinite(point.vanishing_ratio_init):
             ratio = point.vanishing_ratio_init

@@ -710,7 +710,7 @@ def through_time(point: Point) -> ThroughTime | None:
 
 def weakest(found: TimeProfile) -> TimeLayer | None:
     """The layer whose gradient reaching step 1 is the smallest share of step T's."""
-    return min(found.measured, key=lambda layer: layer.factor, default=None)
+    return min(found.measured, key=lambda layer: layer.judged_factor, default=None)
 
 
 def vanishing_through_time(
@@ -719,7 +719,7 @@ def vanishing_through_time(
     """The layer whose gradient vanishes the most from step T back to step 1, where it falls
     under `time_vanishing`; None where none does."""
     layer = weakest(found)
-    return layer if layer is not None and layer.factor < thresholds.time_vanishing else None
+    return layer if layer is not None and layer.judged_factor < thresholds.time_vanishing else None
 
 
 @dataclass(frozen=True)

@@ -648,6 +648,13 @@ def reaching(layer: TimeLayer) -> str:
             f"{steps} ({per_step(layer.per_step)} per step)"
         )
     reached = layer.reached
+    if layer.cut:
+        each = f" ({per_step(layer.per_step)} per step)" if math.isfinite(layer.per_step) else ""
+        return (
+            f"no gradient reaches steps 1 to {reached - 1} (exactly 0, not an underflow: units "
+            f"at rest there pass none back, as a ReLU at 0 does); from step {reached} the "
+            f"gradient is {times(layer.reached_factor)} of what reaches step {steps}{each}"
+        )
     if not reached or reached == steps:
         return "the gradient reaching step 1 is exactly 0, too small for float32"
     each = f" ({per_step(layer.per_step)} per step)" if math.isfinite(layer.per_step) else ""

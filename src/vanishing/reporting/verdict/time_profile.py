@@ -92,6 +92,11 @@ def geometric_steps(lists: Sequence[np.ndarray]) -> np.ndarray:
     return mean
 
 
+# Above this share of step T's gradient, a step next to steps of exactly 0 was not reached by
+# an underflowing gradient (that falls towards float32's 1e-38 step by step) but cut off.
+CUT = 1e-20
+
+
 @dataclass(frozen=True)
 class TimeLayer:
     """One recurrent layer through time, at one probe (geometric means over seeds)."""
@@ -122,6 +127,22 @@ class TimeLayer:
         """The first step reached's norm over step T's (`reached`)."""
         step = self.reached
         return step_factor(self.norms[step - 1 :]) if step else math.nan
+
+    @property
+    def cut(self) -> bool:
+        """Whether the steps before `reached` get exactly 0 without the gradient fading into
+        float32's underflow on its way there: the first step reached still gets over CUT of
+        step T's. Units at rest pass nothing back (a ReLU at 0: an IRNN reading the blank top
+        rows of an MNIST image); a vanishing gradient falls through 1e-38 step by step."""
+        return self.factor == 0 and self.reached > 1 and self.reached_factor > CUT
+
+    @property
+    def judged_factor(self) -> float:
+        """The factor a verdict reads: step 1's over step T's, or where the early steps were
+        cut off (`cut`), the factor per step over the steps reached, over all T steps."""
+        if self.cut and math.isfinite(self.per_step):
+            return self.per_step ** (self.steps - 1)
+        return self.factor
 
     @property
     def per_step(self) -> float:
