@@ -36,6 +36,7 @@ from vanishing.reporting.verdict.thresholds import (
     chance_level,
 )
 from vanishing.reporting.verdict.time_profile import TimeLayer, TimeProfile
+from vanishing.settings import naming
 from vanishing.settings.naming import NUMBERED, LayerNames
 
 UNDERFLOW = (
@@ -369,9 +370,16 @@ def dead_sentences(point: Point, values: np.ndarray, dead: LayerShare) -> list[t
     epochs = len(point.ok[0].finished.get("history", []))
     if dead.over:
         everywhere = percent(overall(point, values))
+        # A recurrent run counts them on its last probe's sequences, at every step (a pass
+        # over every training sequence would cost an epoch's evaluation).
+        where = (
+            "at every step of every probe sequence"
+            if naming.recurrent(point.runs[0].config)
+            else "on every training image"
+        )
         sentence = (
             f"{percent(dead.share)} of {names.units(dead.layer)} units are dead after epoch "
-            f"{epochs} (zero output on every training image); {everywhere} of all hidden units."
+            f"{epochs} (zero output {where}); {everywhere} of all hidden units."
         )
         first = point.epoch_layers("dead_fraction")[1]
         worst = dead.layer - 1
