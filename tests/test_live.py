@@ -23,7 +23,7 @@ import recurrent_records
 from vanishing import records
 from vanishing.frontends import live
 from vanishing.frontends.live.jobs import parse_config
-from vanishing.model.recurrent import ARCHS, RECURRENT, RECURRENT_HIDDEN
+from vanishing.model.recurrent import ARCHS, RECURRENT, RECURRENT_HIDDEN, RECURRENT_PROBE_SIZE
 from vanishing.reporting.verdict import live_headline
 from vanishing.settings.config import settings
 from vanishing.settings.naming import label
@@ -167,7 +167,11 @@ def test_settings_lists_every_field(client):
     assert by_name["sequence"]["optional"] is True and by_name["sequence"]["default"] == "none"
     # The defaults that differ with the network, which the parser applies where a run has none.
     defaults = client.get("/api/settings", headers=JSON).json()["arch_defaults"]
-    recurrent = {"activation": "tanh", "hidden": ",".join(map(str, RECURRENT_HIDDEN))}
+    recurrent = {
+        "activation": "tanh",
+        "hidden": ",".join(map(str, RECURRENT_HIDDEN)),
+        "probe_size": str(RECURRENT_PROBE_SIZE),
+    }
     assert defaults == {"mlp": {}, **dict.fromkeys(RECURRENT, recurrent)}
 
 
