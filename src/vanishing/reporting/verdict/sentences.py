@@ -676,6 +676,8 @@ def reaching(layer: TimeLayer) -> str:
 def short_factor(layer: TimeLayer) -> str:
     """'3.2e-12 (0.97 per step)', '0' where it underflowed."""
     each = f" ({per_step(layer.per_step)} per step)" if math.isfinite(layer.per_step) else ""
+    if layer.cut:  # steps before `reached` cut off, not vanished: the factor over the rest
+        return f"0 before step {layer.reached}, {times(layer.reached_factor)} from it{each}"
     return f"{times(layer.factor)}{each}"
 
 

@@ -10,6 +10,7 @@ records) have none: `time_profile` is None and nothing through time is said.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -182,11 +183,17 @@ class TimeProfile:
     layers: tuple[TimeLayer, ...]
     step: Any  # the training step of the probe; None where only result.json says
     final: bool
+    total: int | None = None  # the steps the run trained (the last probe's: where known)
 
     @property
     def when(self) -> str:
-        """'at initialisation', 'after training (last probe)' or 'at step 100'."""
+        """'at initialisation', 'after training (last probe)' or 'at step 100'; a last probe
+        taken well before the end of training says so: 'at the last probe (step 500 of
+        600)', since what training did after it is not measured."""
         if self.final:
+            step, total = self.step, self.total
+            if isinstance(step, int) and isinstance(total, int) and step < 0.95 * (total - 1):
+                return f"at the last probe (step {step} of {total})"
             return "after training (last probe)"
         return "at initialisation" if self.step in (0, None) else f"at step {self.step}"
 
@@ -316,7 +323,13 @@ def time_profile(point: Point, final: bool = False) -> TimeProfile | None:
             if (r.result or {}).get("time_signal_norms_final")
             != (r.result or {}).get("time_signal_norms_init")
         ]
-    return TimeProfile.of_rows(rows, config, final, fallback)
+    found_profile = TimeProfile.of_rows(rows, config, final, fallback)
+    totals = [
+        steps for run in point.ok if isinstance(steps := (run.result or {}).get("steps"), int)
+    ]
+    if found_profile is None or not final or not totals:
+        return found_profile
+    return dataclasses.replace(found_profile, total=max(totals))
 
 
 def time_series(point: Point, layer: int) -> tuple[np.ndarray, np.ndarray]:
