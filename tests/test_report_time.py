@@ -138,7 +138,7 @@ def write_recurrent_run(
         "dead_fraction": [0.0] * layers,
         **({"baseline_loss": baseline} if regression else {}),
     }
-    writer.write({"kind": "epoch", "step": 900, **epoch})
+    writer.write({"kind": "epoch", "step": 601, **epoch})  # the last probe at the end
     writer.close()
     records.write_json(
         run_dir / records.RESULT,
@@ -153,7 +153,7 @@ def write_recurrent_run(
             "grad_norms_final": [0.1] * (layers + 1),
             "saturated_fraction": [0.0] * layers,
             "dead_fraction": [0.0] * layers,
-            "steps": 900,
+            "steps": 601,
             "train_seconds": 1.0,
             "eval_seconds": 0.1,
             "probe_seconds": 0.1,
@@ -390,7 +390,7 @@ def test_a_watched_lstm_names_its_stacked_layers(tmp_path):
         "Cure: the forget gates' bias at 1 (Jozefowicz et al. 2015): PyTorch orders an LSTM's "
         "gates i, f, g, o"
     )
-    assert "truncated BPTT" in found.cure and "--" not in found.cure  # no options to give
+    assert "truncated BPTT" not in found.cure and "--" not in found.cure  # no options to give
     built = report.build_report([run])
     anchors = [block.anchor for block in built.figures]
     assert {"through-time", "time-heatmaps", "gates"} <= set(anchors)
@@ -579,3 +579,12 @@ def test_one_recurrent_layer_and_its_head_are_not_read_as_depth(tmp_path):
     )
     assert "exploding" not in found.kinds and found.kinds[0] == "healthy"
     assert not any("layer 1 receives" in sentence for sentence in found.sentences)
+
+
+def test_a_last_probe_well_before_the_end_of_training_says_when(tmp_path):
+    run = write_recurrent_run(tmp_path / "rnn", **PIXELS)
+    result = records.read_json(run / records.RESULT)
+    records.write_json(run / records.RESULT, {**result, "steps": 5000})
+    found = verdict_of(run)
+    assert "at the last probe (step 600 of 5000)" in found.headline
+    assert "after training" not in found.headline

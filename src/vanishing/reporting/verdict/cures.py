@@ -65,7 +65,18 @@ def cure_sentence(point: Point, kinds: tuple[str, ...]) -> str:
     can_clip = optimizer in SGD_LIKE and clip is None
     # What makes the scale too large: the signal or the activations growing, or the init gain.
     too_large = bool(set(TOO_LARGE) & set(kinds)) or gain > 1
-    if worst == "large-steps" or (worst == "training-blow-up" and not too_large):
+    at_once = any((run.result or {}).get("diverged_step") == 0 for run in point.runs)
+    if recurrent and worst == "training-blow-up" and at_once:
+        # Non-finite before any update: the recurrence overflowed its T steps, not the steps
+        # of the optimizer; a learning rate changes nothing there.
+        here = f", {gain:g} here" if gain != 1 else ""
+        parts.append(
+            f"a smaller recurrent weight at init (--init-gain below 1{here}, or --init "
+            "orthogonal), whose product over the steps overflowed before the first update"
+        )
+        if setting_value(config, "sequence") in ("pixels", "permuted"):
+            parts.append("a shorter sequence: --sequence rows (28 steps instead of 784)")
+    elif worst == "large-steps" or (worst == "training-blow-up" and not too_large):
         parts.append(f"a lower learning rate{lr_here}")
         if worst == "large-steps":
             parts[-1] += SMALL_FRACTION
@@ -321,8 +332,8 @@ def forget_bias_helps(point: Point) -> bool:
 
 
 def shorter_sequence(config: dict[str, Any], layer: TimeLayer) -> str:
-    """A shorter window to back-propagate through: rows (28 steps) for a pixel sequence, a
-    shorter adding problem; '' where the sequence is already an image's rows."""
+    """A shorter window to back-propagate through: rows (28 steps) for a pixel sequence; ''
+    where the sequence is already an image's rows, or is the task (the adding problem)."""
     sequence = setting_value(config, "sequence")
     steps = layer.steps
     if sequence in ("pixels", "permuted"):
@@ -330,8 +341,7 @@ def shorter_sequence(config: dict[str, Any], layer: TimeLayer) -> str:
             f"a shorter sequence to back-propagate through: --sequence rows (28 steps instead "
             f"of {steps})"
         )
-    if setting_value(config, "length") is not None:
-        return f"a shorter sequence to back-propagate through (--length below {steps})"
+    # Not a shorter adding problem: that is another task, not a cure of this one's gradient.
     return ""
 
 
@@ -360,8 +370,5 @@ def model_time_cure(point: Point, worst: str) -> str:
             f"the forget gates' bias at 1 ({FORGET_BIAS}): PyTorch orders an LSTM's gates i, "
             "f, g, o, so for each layer k set bias_ih_lk[H:2H] to 1 (H the hidden size)"
         )
-    parts.append(
-        "back-propagate through fewer steps (truncated BPTT: the sequence in chunks, the "
-        "hidden state detached between them)"
-    )
-    return f"Cure: {'; '.join(parts)}."
+    # Not truncated BPTT: a loss at the last step would then reach the early steps not at all.
+    return f"Cure: {'; '.join(parts)}." if parts else ""

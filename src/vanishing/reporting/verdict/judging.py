@@ -206,6 +206,8 @@ def read_time(point: Point, found: ThroughTime, findings: Findings, thresholds: 
         # adding problem with its forget gates at 0.6 on average.
         return
     closed = closed_gates(judged, thresholds)
+    if closed and closed.layer.name != vanished.name:
+        closed = None  # another layer's gates: not why this one's gradient vanishes
     if closed:
         findings.add("closed-gates", say.closed_gate_sentence(closed, judged.when, named))
     shut = saturated_gates(judged, thresholds)

@@ -748,9 +748,9 @@ def exploding_through_time(
                 peak = TimePeak(layer, row.get("step"), index == 0)
                 if layer.nonfinite:
                     return peak
-                if layer.factor > (largest.layer.factor if largest else -math.inf):
+                if layer.growth > (largest.layer.growth if largest else -math.inf):
                     largest = peak
-    if largest is not None and largest.layer.factor > thresholds.time_exploding:
+    if largest is not None and largest.layer.growth > thresholds.time_exploding:
         return largest
     return None
 

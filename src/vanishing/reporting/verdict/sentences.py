@@ -708,9 +708,18 @@ def exploding_time_sentence(peak: TimePeak, named: bool) -> str:
             f"Exploding through time{where}: the gradient on its way back through the "
             f"sequence is no longer a finite number {at}."
         )
+    if layer.peak == 1 or layer.factor == layer.growth:
+        return (
+            f"Exploding through time{where}: the gradient reaching step 1 is "
+            f"{times(layer.factor)} times what reaches step {layer.steps} "
+            f"({per_step(layer.per_step)} per step) {at}."
+        )
+    # The steps before the peak cut it off (units at rest) or let it fade: its height says it.
+    rise = layer.growth ** (1 / (layer.steps - layer.peak)) if layer.steps > layer.peak else 1
     return (
-        f"Exploding through time{where}: the gradient reaching step 1 is {times(layer.factor)} "
-        f"times what reaches step {layer.steps} ({per_step(layer.per_step)} per step) {at}."
+        f"Exploding through time{where}: the gradient reaching step {layer.peak} is "
+        f"{times(layer.growth)} times what reaches step {layer.steps} ({per_step(rise)} per "
+        f"step) {at}."
     )
 
 

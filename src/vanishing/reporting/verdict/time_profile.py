@@ -138,6 +138,20 @@ class TimeLayer:
         return self.factor == 0 and self.reached > 1 and self.reached_factor > CUT
 
     @property
+    def growth(self) -> float:
+        """The largest step's norm over step T's: how much the gradient grows on its way back
+        at its peak (the first step's share misses a peak the steps before cut off)."""
+        last = self.norms[-1] if self.norms.size else math.nan
+        if not last > 0 or not np.isfinite(self.norms).all():
+            return math.nan
+        return float(self.norms.max() / last)
+
+    @property
+    def peak(self) -> int:
+        """The step (from 1) whose norm is the largest."""
+        return int(np.argmax(self.norms)) + 1 if self.norms.size else 0
+
+    @property
     def judged_factor(self) -> float:
         """The factor a verdict reads: step 1's over step T's, or where the early steps were
         cut off (`cut`), the factor per step over the steps reached, over all T steps."""
