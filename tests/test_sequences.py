@@ -270,3 +270,14 @@ def test_a_recurrent_run_too_large_for_memory_is_refused_in_one_line(capsys, tin
     message = cli(capsys, tiny_dir, tmp_path, *options, "--hidden", "4096")
     assert message.startswith("a run of lstm 784x1-4096-10 needs about "), message
     assert message.endswith("; use a smaller --batch-size"), message
+
+
+def test_a_long_adding_problem_draws_what_it_holds_not_a_thousand_examples():
+    # Blocks hold at most BLOCK_VALUES steps: 10 examples of T = 300000 draw 3 or so at a time
+    # (24 MB), not 1000 (2.4 GB); the first N are still a draw of N.
+
+    assert adding.block_size(100) == adding.BLOCK and adding.block_size(300000) == 3
+    x, y = adding.generate("train", 300000, 10)
+    assert x.shape == (10, 300000, 2) and (x[..., 1].sum(dim=1) == 2).all()
+    head, _ = adding.generate("train", 300000, 4)
+    assert torch.equal(head, x[:4])

@@ -22,19 +22,30 @@ DEFAULT_LENGTH = 100  # the adding problem's T when none is given
 SIZES = {"train": 60000, "test": 10000}  # MNIST's split sizes: the same runs' budgets
 SEED = 19970  # the draw's root seed (Hochreiter and Schmidhuber, 1997); a split is one stream
 BLOCK = 1000  # examples per generator: a prefix of the data set is drawn by whole blocks
+# At most this many steps a block (fewer examples for a long T): a few examples of a very long
+# sequence draw as much as they hold, not a thousand of them.
+BLOCK_VALUES = 2**20
+
+
+def block_size(length: int) -> int:
+    """Examples per block at T = `length`: BLOCK, fewer where BLOCK_VALUES steps run out."""
+    return max(1, min(BLOCK, BLOCK_VALUES // length))
+
+
 CHANNELS = 2  # the numbers, the markers
 
 
 def block(split: str, length: int, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """Examples index * BLOCK up to (index + 1) * BLOCK of a split: (BLOCK, length, 2) float32
-    inputs and their (BLOCK,) float32 targets."""
+    """Examples index * size up to (index + 1) * size of a split (size: `block_size`): (size,
+    length, 2) float32 inputs and their (size,) float32 targets."""
+    size = block_size(length)
     rng = np.random.default_rng([SEED, list(SIZES).index(split), length, index])
-    numbers = rng.random((BLOCK, length), dtype=np.float32)
+    numbers = rng.random((size, length), dtype=np.float32)
     half = length // 2
-    first = rng.integers(0, half, BLOCK)  # a step of the first half...
-    second = rng.integers(half, length, BLOCK)  # ...and one of the second
-    rows = np.arange(BLOCK)
-    markers = np.zeros((BLOCK, length), dtype=np.float32)
+    first = rng.integers(0, half, size)  # a step of the first half...
+    second = rng.integers(half, length, size)  # ...and one of the second
+    rows = np.arange(size)
+    markers = np.zeros((size, length), dtype=np.float32)
     markers[rows, first] = markers[rows, second] = 1
     sums = numbers[rows, first] + numbers[rows, second]  # float32, as the network computes
     return np.stack([numbers, markers], axis=-1), sums
@@ -49,7 +60,7 @@ def generate(split: str, length: int, count: int) -> tuple[torch.Tensor, torch.T
         raise ValueError(f"the {split} split has {SIZES[split]} examples, asked for {count}")
     if length < 2:
         raise ValueError(f"the adding problem needs T >= 2 (a marker per half), got {length}")
-    parts = [block(split, length, i) for i in range(-(-count // BLOCK))]
+    parts = [block(split, length, i) for i in range(-(-count // block_size(length)))]
     x = np.concatenate([p[0] for p in parts])[:count] if parts else np.zeros((0, length, 2))
     y = np.concatenate([p[1] for p in parts])[:count] if parts else np.zeros(0)
     return torch.from_numpy(x).float(), torch.from_numpy(y).float()
