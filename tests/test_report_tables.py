@@ -226,13 +226,13 @@ def sweep_over(root: Path, key: str, values: tuple) -> list[Path]:
 @pytest.mark.parametrize(
     "key, values, words, setup",
     [
-        ("momentum", (0.0, 0.9), ["momentum 0", "momentum 0.9"], "momentum 0.0/0.9"),
+        ("momentum", (0.0, 0.9), ["momentum 0", "momentum 0.9"], "momentum 0/0.9"),
         # A key the report has never heard of, as the next setting of the config will write it.
         (
             "weight_decay",
             (0.0, 0.01),
             ["weight decay 0", "weight decay 0.01"],
-            "weight decay 0.0/0.01",
+            "weight decay 0/0.01",
         ),
     ],
     ids=["momentum", "new-key"],
