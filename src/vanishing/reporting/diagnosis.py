@@ -22,7 +22,7 @@ from vanishing.reporting.verdict import (
     judge,
 )
 from vanishing.reporting.verdict.rules import learned_well, through_time, weakest
-from vanishing.reporting.verdict.sentences import per_step
+from vanishing.reporting.verdict.sentences import short_factor
 
 
 def diagnose(point: Point, thresholds: Thresholds = THRESHOLDS) -> list[str]:
@@ -496,10 +496,7 @@ def time_cell(point: Point) -> str:
     verdict judges, in its weakest layer ('1.0e-09 (0.97 per step)'); MISSING without one."""
     found = through_time(point)
     layer = weakest(found.judged) if found else None
-    if layer is None:
-        return MISSING
-    each = f" ({per_step(layer.per_step)} per step)" if math.isfinite(layer.per_step) else ""
-    return ("0" if layer.factor == 0 else number(layer.factor)) + each
+    return MISSING if layer is None else short_factor(layer)
 
 
 def cure_cells(point: Point, found: Verdict, through: bool = False) -> tuple[str, ...]:

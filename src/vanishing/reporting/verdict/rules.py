@@ -675,18 +675,6 @@ def small_steps(found: Steps, thresholds: Thresholds = THRESHOLDS) -> Peak | Non
     return found.peak if found.peak and found.peak.norm < thresholds.steps_tiny else None
 
 
-def time_word(factor: float, thresholds: Thresholds = THRESHOLDS) -> str:
-    """vanishing, exploding or healthy for a factor from step T back to step 1; '' when not
-    measured."""
-    if not factor >= 0:  # nan
-        return ""
-    if factor < thresholds.time_vanishing:
-        return "vanishing"
-    if factor > thresholds.time_exploding:
-        return "exploding"
-    return "healthy"
-
-
 @dataclass(frozen=True)
 class ThroughTime:
     """What a point's (or a run's) records say through time: its layers at the first probe

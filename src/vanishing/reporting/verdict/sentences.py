@@ -732,7 +732,7 @@ def time_evidence_sentence(layer: TimeLayer, found: ThroughTime, named: bool) ->
     sentence = f"Through time{in_layer(layer, named)}: {reaching(layer)} {judged.when}"
     first = same_layer(layer, found.first) if judged is not found.first else None
     if first is not None and first.factor >= 0:
-        vanished = first.factor < THRESHOLDS.time_vanishing
+        vanished = first.judged_factor < THRESHOLDS.time_vanishing  # steps cut off: not so
         only = "only " if vanished else ""
         opened = ": training opened the way back" if vanished else ""
         sentence += f"; {found.first.when} {only}{short_factor(first)}{opened}"
