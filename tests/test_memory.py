@@ -21,7 +21,6 @@ from vanishing.frontends.cli import main
 from vanishing.measure import probes
 from vanishing.model.activations import ACTIVATIONS
 from vanishing.model.mlp import NORMS, OPTIMIZERS, GroupedMLP, build_model, make_optimizer
-from vanishing.model.recurrent import build_recurrent
 from vanishing.settings.config import TrainConfig
 from vanishing.training import group, memory
 from vanishing.training import loop as train
@@ -98,14 +97,7 @@ def test_the_chunks_are_the_passes_own():
     assert train.eval_chunk(build_model((8,), "relu"), torch.zeros(2, 784)) == memory.EVAL_CHUNK
     for settings in RECURRENT_READINGS:
         config = TrainConfig(hidden=(300, 40), **settings)
-        model = build_recurrent(
-            config.arch,
-            config.hidden,
-            config.activation,
-            sequences.input_size(config),
-            sequences.outputs(config.dataset),
-            options=config.options,
-        )
+        model = train.make_model(config)
         x = torch.zeros(2, sequences.steps(config), sequences.input_size(config))
         assert train.eval_chunk(model, x) == memory.eval_rows(config) < memory.EVAL_CHUNK
     assert chunk(probes.dead_units) == chunk(probes.dead_units_group) == memory.DEAD_CHUNK
@@ -388,14 +380,7 @@ def test_a_recurrent_networks_parameters_are_the_built_models(settings):
     """Counted from the config (nn.RNN/LSTM/GRU's gates x hidden x (inputs + hidden + 2) and
     the head), never built: the same as the built network's, the weights as the probe copies."""
     config = TrainConfig(hidden=(12, 7), **settings)
-    model = build_recurrent(
-        config.arch,
-        config.hidden,
-        config.activation,
-        sequences.input_size(config),
-        sequences.outputs(config.dataset),
-        options=config.options,
-    )
+    model = train.make_model(config)
     estimate = memory.estimate(config)
     assert (estimate.parameters, estimate.buffers) == measured(model)
     assert estimate.gradients == estimate.parameters
@@ -409,13 +394,12 @@ import ctypes, re, sys, torch
 from vanishing.data import sequences
 from vanishing.measure import probes
 from vanishing.model.activations import get_activation
-from vanishing.model.recurrent import build_recurrent
 from vanishing.settings.config import TrainConfig
 from vanishing.training import memory
+from vanishing.training.loop import make_model
 torch.set_num_threads(1)
 config, which = TrainConfig(**eval(sys.argv[1])), sys.argv[2]
-model = build_recurrent(config.arch, config.hidden, config.activation,
-                        sequences.input_size(config), sequences.outputs(config.dataset))
+model = make_model(config)
 rows = config.batch_size if which == "batch" else config.probe_size
 x = torch.rand(rows, sequences.steps(config), sequences.input_size(config))
 y = torch.zeros(rows, dtype=torch.long)
