@@ -588,3 +588,17 @@ def test_a_last_probe_well_before_the_end_of_training_says_when(tmp_path):
     found = verdict_of(run)
     assert "at the last probe (step 600 of 5000)" in found.headline
     assert "after training" not in found.headline
+
+
+def test_one_seed_whose_gradient_never_reaches_step_1_is_not_averaged_away(tmp_path):
+    # Two seeds keep 0.97 per step; the third's gradient underflows before step 1: the point's
+    # gradient through time is not called healthy on the strength of the other two.
+    runs = [
+        write_recurrent_run(tmp_path / f"s{seed}", seed=seed, per_step=(0.97, 0.97))
+        for seed in (0, 1)
+    ]
+    # 0.02 per step: under float32's smallest normal number 22 steps back, 0 at step 1
+    runs.append(write_recurrent_run(tmp_path / "s2", seed=2, per_step=(0.02, 0.02)))
+    found = verdict_of(runs)
+    assert found.kinds[0] == "vanishing-through-time"
+    assert "Healthy gradient through time" not in found.headline

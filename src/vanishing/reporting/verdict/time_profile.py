@@ -80,17 +80,24 @@ def step_factor(norms: np.ndarray) -> float:
 
 
 def geometric_steps(lists: Sequence[np.ndarray]) -> np.ndarray:
-    """Per step, the geometric mean over runs of the positive norms; 0 where every run's is 0
-    (float32 underflowed there), nan where none was measured. Runs whose lengths differ from the
-    first run's (a watched model's sequences of another length) are left out."""
+    """Per step, the geometric mean over runs of the norms: 0 where any run's is 0 (the
+    gradient did not reach that step in that run: one seed's zero is not hidden by the
+    others'), nan where none was measured. Runs whose lengths differ from the first run's (a
+    watched model's sequences of another length) are left out."""
     lists = [x for x in lists if x.size == lists[0].size] if lists else []
     if not lists:
         return np.zeros(0)
     stack = np.stack(lists)
     mean = stats.mean_over_runs(stack, geometric=True)
-    zero = np.all((stack == 0) | ~np.isfinite(stack), axis=0) & np.any(stack == 0, axis=0)
+    zero = np.any(stack == 0, axis=0)
     mean[zero] = 0.0
     return mean
+
+
+def factor_over_runs(factors: Sequence[float]) -> float:
+    """The runs' factor from step T back to step 1: their geometric mean, 0 where any run's
+    is 0 (one seed's gradient that never reaches step 1 is not averaged away)."""
+    return 0.0 if any(factor == 0 for factor in factors) else combine(factors)
 
 
 # Above this share of step T's gradient, a step next to steps of exactly 0 was not reached by
@@ -267,7 +274,7 @@ class TimeProfile:
                 TimeLayer(
                     names[index] if names else default_name(arch, index, count),
                     geometric_steps(norms),
-                    combine([step_factor(x) for x in norms]),
+                    factor_over_runs([step_factor(x) for x in norms]),
                     cell_of(gates, config, recorded),
                     gates,
                     mean_dicts(saturated),
