@@ -87,7 +87,7 @@ class RunBar(Progress):
         stderr(f"{total} runs in the grid, {skipped} already finished in {self.out}")
 
     def finished(self, run: Run, status: str) -> None:
-        result = records.read_json(run.run_dir / records.RESULT)
+        result = records.read_result(run.run_dir) or {}  # a damaged one: no detail
         accuracy, loss = result.get("test_accuracy"), result.get("test_loss")
         if isinstance(accuracy, (int, float)):
             detail = f"acc {100 * accuracy:.2f}%"

@@ -136,10 +136,6 @@ class RecurrentNet(nn.Module):
         weights together, as an MLP's over its Linear weight)."""
         return [list(weights_of(layer)[:2]) for layer in self.layers] + [[self.head.weight]]
 
-    def recurrent_weights(self) -> list[Tensor]:
-        """Each layer's W_hh (gates stacked: (gates * hidden, hidden))."""
-        return [weights_of(layer)[1] for layer in self.layers]
-
 
 def weights_of(layer: nn.Module) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """A single-layer recurrent module's W_ih, W_hh, b_ih and b_hh (nn.RNN's names)."""

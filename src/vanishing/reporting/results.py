@@ -194,15 +194,6 @@ class Point:
         return stats.finite(r.finished["test_accuracy"] for r in self.ok)
 
     @property
-    def seed_accuracies(self) -> list[tuple[Any, float]]:
-        """(seed, test accuracy) of the runs that finished without diverging."""
-        return [
-            (r.config.get("seed"), r.finished["test_accuracy"])
-            for r in self.ok
-            if r.finished["test_accuracy"] is not None
-        ]
-
-    @property
     def accuracy(self) -> stats.Summary:
         """Test accuracy over seeds: mean, std and confidence interval."""
         return stats.summarize(self.accuracies)
