@@ -111,8 +111,14 @@ def eval_chunk(model: Model, x: torch.Tensor) -> int:
     """Rows per evaluation pass: EVAL_CHUNK, fewer where one row's layer output is T steps."""
     if not isinstance(model, RecurrentNet):
         return EVAL_CHUNK
-    widths = max(weights_of(layer)[1].shape[1] for layer in model.layers)
-    return max(1, min(EVAL_CHUNK, EVAL_VALUES // (x.shape[1] * widths)))
+    return sequence_rows(x.shape[1], max(weights_of(layer)[1].shape[1] for layer in model.layers))
+
+
+def sequence_rows(steps: int, widest: int) -> int:
+    """Rows of T = `steps` per evaluation pass of a recurrent network whose widest layer has
+    `widest` units: as many as hold EVAL_VALUES values of its output, at most EVAL_CHUNK (the
+    memory estimate counts the same)."""
+    return max(1, min(EVAL_CHUNK, EVAL_VALUES // (steps * widest)))
 
 
 @torch.no_grad()

@@ -64,7 +64,7 @@ from vanishing.model.activations import get_activation, make_activation
 from vanishing.model.mlp import NORMS, OPTIMIZERS
 from vanishing.model.recurrent import GATES, NATIVE, RECURRENT
 from vanishing.settings.config import TrainConfig
-from vanishing.training.loop import EVAL_CHUNK, EVAL_VALUES
+from vanishing.training.loop import EVAL_CHUNK, sequence_rows
 
 FLOAT = 4  # bytes of a float32 value
 INDEX = 8  # bytes of an int64 label or index
@@ -180,7 +180,7 @@ def samples(config: TrainConfig, train_samples: int | None = None) -> tuple[int,
 def eval_rows(config: TrainConfig) -> int:
     """Rows per evaluation pass of a recurrent network (`train.eval_chunk`): as many as hold
     EVAL_VALUES values of its widest layer's output over T steps, at most EVAL_CHUNK."""
-    return max(1, min(EVAL_CHUNK, EVAL_VALUES // (sequences.steps(config) * max(config.hidden))))
+    return sequence_rows(sequences.steps(config), max(config.hidden))
 
 
 def recurrent_passes(
