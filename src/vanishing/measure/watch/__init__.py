@@ -207,6 +207,16 @@ class Watch:
         """The optimizer step under way (from 0): its forward, backward and step."""
         return self.hooks.step
 
+    @property
+    def config(self) -> dict[str, Any] | None:
+        """The run's config.json as written (None before the first row)."""
+        return self.writer.config
+
+    @property
+    def last_row(self) -> dict[str, Any] | None:
+        """The last probe row written (None before the first): what a logger is sent."""
+        return self.writer.last_row
+
     def labels(self) -> list[str]:
         """Per activation layer, its name in sentences (`Layers.labels`)."""
         return self.layers.labels()
