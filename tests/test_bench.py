@@ -32,6 +32,7 @@ sys.path.insert(0, str(BENCH))
 
 import bench_speed  # noqa: E402
 import bench_watch  # noqa: E402
+import bench_watch_gpt2  # noqa: E402
 
 SEED_HIDDEN = (520, 320, 240, 120)
 
@@ -345,3 +346,30 @@ def test_bench_watch_prints_each_copys_cost_and_writes_what_it_measured(
         assert [r["step"] for r in rows_written if r["kind"] == "probe"] == steps, name
         assert (tmp_path / name / records.RESULT).is_file(), name  # each watch was closed
     assert records.read_json(tmp_path / "t" / records.CONFIG)["hidden"] == [2]
+
+
+def test_bench_watch_gpt2_times_both_copies_and_holds_one_copy_of_the_weights(
+    monkeypatch, capsys, tmp_path
+):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    kept = types.SimpleNamespace(TemporaryDirectory=lambda: contextlib.nullcontext(str(tmp_path)))
+    monkeypatch.setattr(bench_watch_gpt2, "tempfile", kept)
+    argv = ["bench_watch_gpt2.py", "--steps", "100", "--chunk", "50", "--layers", "1"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--width", "32", "--vocab", "50", "--length", "8"])
+    bench_watch_gpt2.main()
+    out = capsys.readouterr().out
+    assert out.startswith("GPT2LMHeadModel, ")
+    assert "100 steps per copy in turns of 50:" in out.splitlines()[0]
+    assert re.search(r"^  watched at every=100, total time +[+-][\d.]+%  \(target", out, re.M)
+    # 101 warm-up steps (0 and 100 measured), then 100 timed: step 200 is the one measured.
+    measured = re.findall(r"^  a measured step  +[\d.]+ ms = [\d.]+ unwatched steps$", out, re.M)
+    assert len(measured) == 1, out
+    rows = records.read_metrics(tmp_path / "gpt2")
+    assert [row["step"] for row in rows if row["kind"] == "probe"] == [0, 100, 200]
+    # What a measured step holds: every watched weight once (the tied output layer is wte's).
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=1, vocab_size=50))
+    weights = sum(p.numel() * 4 for name, p in model.named_parameters() if "weight" in name)
+    held = re.search(r"the copy of the watched weights it holds: \d+ MiB, ([\d,]+) bytes", out)
+    assert held and int(held.group(1).replace(",", "")) == weights
