@@ -4,6 +4,7 @@ rank given alone is a run that says which rank it is; a damaged rank is skipped 
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -204,6 +205,36 @@ def test_the_live_list_shows_the_run_once(job, tmp_path):
     ]
 
 
+def stream_events(client: TestClient, run: str) -> list[tuple[str, dict]]:
+    """The page's event stream of one run, (name, data), up to `end`."""
+    found, event = [], None
+    with client.stream("GET", f"/api/events?runs={run}&token={TOKEN}") as response:
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                found.append((event, json.loads(line.removeprefix("data: "))))
+                if event == "end":
+                    break
+    return found
+
+
+def test_the_live_stream_sends_the_per_rank_table(job, tmp_path, caplog):
+    (job / "rank1" / records.CONFIG).write_text("{not json")  # left out, said in the log
+    app = live.create_app([job.parent], tmp_path / "out", token=TOKEN)
+    with TestClient(app, base_url=BASE) as client:  # the server closes when it ends
+        found = stream_events(client, "1/job")
+        alone = stream_events(client, "1/job/rank0")
+    (table, *_) = [data for event, data in found if event == "ranks"]
+    assert table["header"][:3] == ["rank", "step", "signal at module 0"]
+    assert table["rows"] == [expected_cells(job, COMBINED), expected_cells(job / "rank0", "0")]
+    assert table["note"].startswith("Weight gradients are all-reduced over the 2 processes")
+    assert f"{job / 'rank1'}: config.json: " in caplog.text
+    # The rank alone streams as any run: no table of its own.
+    assert "verdict" in [event for event, _ in alone]
+    assert "ranks" not in [event for event, _ in alone]
+
+
 @pytest.mark.parametrize("given", ["job", "runs"])
 def test_export_writes_each_rank_below_its_runs_events(job, tmp_path, given, capsys):
     """Each rank's events are its own run below the combined run's (TensorBoard: job,
@@ -224,3 +255,41 @@ def test_export_writes_each_rank_below_its_runs_events(job, tmp_path, given, cap
         assert [(e.step, e.value) for e in last] == [
             (row["step"], float(np.float32(value))) for value in row["signal_norms"]
         ]
+
+
+def test_the_page_shows_the_per_rank_table(job, tmp_path):
+    """In a real browser: the job's panel, opened from the list, has the server's table."""
+    from test_browser import CHROMIUM_ARGS, browser_or_skip
+    from test_live_browser import serving
+    from vanishing.frontends.live.server import bind
+
+    sync_playwright, executable = browser_or_skip()
+    sock = bind("127.0.0.1", 0)
+    app = live.create_app([job.parent], tmp_path / "out", token=TOKEN, port=sock.getsockname()[1])
+    with serving(app, sock) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{url}/?token={TOKEN}")
+            page.wait_for_selector('#list li[data-path="1/job"]')
+            listed = page.eval_on_selector_all("#list li", "li => li.map(i => i.dataset.path)")
+            page.click('#list li[data-path="1/job"] .open')
+            page.wait_for_selector('.panel[data-run="1/job"] .ranks-card:not([hidden])')
+            cells = page.eval_on_selector_all(
+                '.panel[data-run="1/job"] .ranks tr',
+                "rows => rows.map(r => [...r.children].map(c => c.textContent))",
+            )
+            note = page.text_content('.panel[data-run="1/job"] .ranks-note')
+        finally:
+            browser.close()
+    assert errors == []
+    assert listed == ["1/job"]  # the run once, not its ranks
+    assert cells[1:] == [
+        expected_cells(job, COMBINED),
+        expected_cells(job / "rank0", "0"),
+        expected_cells(job / "rank1", "1"),
+    ]
+    assert cells[0][0] == "rank" and note.startswith("Weight gradients are all-reduced")

@@ -299,11 +299,12 @@ def rank_dirs(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def with_ranks(
-    run: RunRecords, failed: bool = False, metrics: bool = True
+    run: RunRecords, failed: bool = False, metrics: bool = True, expected: bool = True
 ) -> tuple[RunRecords, list[str]]:
     """The run with its ranks' runs attached (`RunRecords.ranks`, by rank): each rank directory
     in it whose records read (`read_run`) as that rank of the run's world size; a note for each
-    one that does not (skipped), and for each rank a run with ranks="all" lacks."""
+    one that does not (skipped), and with `expected` (not while it trains: a rank's first row
+    may come after the run's) for each rank a run with ranks="all" lacks."""
     if rank_of(run.config) is not None:  # a rank's own run, read alone: it holds no ranks
         return run, []
     size = world_size(run.config)
@@ -327,7 +328,7 @@ def with_ranks(
             )
         else:
             ranks.append(rank)
-    if run.config.get("ranks") == "all":
+    if expected and run.config.get("ranks") == "all":
         there = {number for number, _ in found}
         missing = [r for r in range(size) if r not in there]
         if missing:

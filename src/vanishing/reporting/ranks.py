@@ -58,7 +58,7 @@ def rank_table(run: RunRecords) -> Table | None:
     if not run.ranks:
         return None
     row = last_probe(run)
-    count = len(row["signal_norms"]) if row is not None else 0
+    count = numbers(row["signal_norms"]).size if row is not None else 0
     names = run.names
     first, last = names.hidden(1), names.hidden(max(count, 1))
     activation = ACTIVATIONS.get(str(run.config.get("activation")))
