@@ -293,3 +293,27 @@ def test_the_page_shows_the_per_rank_table(job, tmp_path):
         expected_cells(job / "rank1", "1"),
     ]
     assert cells[0][0] == "rank" and note.startswith("Weight gradients are all-reduced")
+
+
+def test_a_data_parallel_run_beside_a_single_process_one_is_labelled_by_its_processes(
+    job, tmp_path
+):
+    """Beside the same model trained in one process, the job is its own point, labelled by
+    its processes; another job written with ranks="one" is the same point (a second run)."""
+    single = Path(shutil.copytree(job, tmp_path / "runs" / "single"))
+    other = Path(shutil.copytree(job, tmp_path / "runs" / "other"))
+    for run_dir in (single, other):
+        for r in range(2):
+            shutil.rmtree(run_dir / f"rank{r}")
+    config = records.read_json(single / records.CONFIG)
+    del config["world_size"], config["ranks"]
+    records.write_json(single / records.CONFIG, config)
+    config = records.read_json(other / records.CONFIG)
+    records.write_json(other / records.CONFIG, {**config, "ranks": "one"})
+    runs, notes = loading.load_runs([job.parent])
+    assert notes == []
+    points = make_points(runs)
+    assert [(g.label, [r.path.name for r in g.runs]) for g in points] == [
+        ("Sequential (ReLU)", ["single"]),
+        ("Sequential (ReLU), 2 processes", ["job", "other"]),
+    ]

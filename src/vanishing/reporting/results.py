@@ -29,9 +29,11 @@ from vanishing.settings.naming import (
     world_size,
 )
 
-# A grid point is every config key of a run but these: its seed (the point's runs vary it) and
-# where it ran. Read from the records, so a setting added to the config is a key by itself.
-RUN_KEYS = ("seed", "device")
+# A grid point is every config key of a run but these: its seed (the point's runs vary it), where
+# it ran, and which of a data-parallel job's processes wrote records (`ranks`: one or all; the
+# combined run is the same either way). Read from the records, so a setting added to the config
+# is a key by itself.
+RUN_KEYS = ("seed", "device", "ranks")
 # The keys points.csv and pairs.csv have always begun with, in that order; only an order: the
 # other config keys follow them, and split runs into points all the same.
 LEADING_KEYS = (
