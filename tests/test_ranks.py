@@ -317,3 +317,40 @@ def test_a_data_parallel_run_beside_a_single_process_one_is_labelled_by_its_proc
         ("Sequential (ReLU)", ["single"]),
         ("Sequential (ReLU), 2 processes", ["job", "other"]),
     ]
+
+
+def test_every_damage_to_a_rank_is_read_or_skipped_with_one_note(written, tmp_path):
+    """Each way a record gets damaged (tests/damage.py), done to rank 1 of its own copy of the
+    job: the job is still one run, rank 0 still in its table, and rank 1 either read (a damaged
+    number reads as missing) or skipped with one note naming it."""
+    from damage import CATALOGUE
+
+    root = tmp_path / "damaged"
+    jobs = {}
+    for index, (name, damage) in enumerate(CATALOGUE.items()):
+        copy = Path(shutil.copytree(written, root / f"job-{index}"))
+        damage(copy / "rank1")
+        jobs[copy] = name
+    runs, notes = loading.load_runs([root])
+    assert sorted(run.path for run in runs) == sorted(jobs)
+    for run in runs:
+        name = jobs[run.path]
+        said = [note for note in notes if note.startswith(f"{run.path}/rank1")]
+        assert len(said) == (0 if 1 in [r.rank for r in run.ranks] else 1), (name, said)
+        assert all("\n" not in note for note in said), name
+        table = rank_table(run)
+        assert table is not None and table.rows[1] == tuple(expected_cells(written / "rank0", "0"))
+        assert len(table.rows) == 1 + len(run.ranks), name
+
+
+def test_a_linked_rank_directory_is_not_read(job, tmp_path):
+    """A rank directory that is a symlink (it could lead outside a served directory) is not a
+    rank: the live page never reads through it."""
+    elsewhere = Path(shutil.move(job / "rank1", tmp_path / "elsewhere"))
+    (job / "rank1").symlink_to(elsewhere, target_is_directory=True)
+    (run,), notes = loading.load_runs([job])
+    assert [rank.rank for rank in run.ranks] == [0]
+    assert notes == [
+        f'{job}: no records of rank 1 of 2 (written with ranks="all"); the per-rank table '
+        "leaves it out"
+    ]

@@ -284,8 +284,8 @@ def read_run(path: Path, failed: bool = False, metrics: bool = True) -> RunRecor
 
 
 def rank_dirs(run_dir: Path) -> list[tuple[int, Path]]:
-    """The rank directories in a run directory (rank0, rank1, ... holding a config.json), by
-    rank."""
+    """The rank directories in a run directory (rank0, rank1, ... holding a config.json, of any
+    kind: one that is not a file is `read_run`'s to refuse, with a note), by rank."""
     try:
         children = list(run_dir.iterdir())
     except OSError:
@@ -293,7 +293,12 @@ def rank_dirs(run_dir: Path) -> list[tuple[int, Path]]:
     found = []
     for child in children:
         match = RANK_DIR.fullmatch(child.name)
-        if match and len(match.group(1)) < 10 and (child / records.CONFIG).is_file():
+        if (
+            match
+            and len(match.group(1)) < 10
+            and not child.is_symlink()  # records are never links: one could lead anywhere
+            and os.path.lexists(child / records.CONFIG)
+        ):
             found.append((int(match.group(1)), child))
     return sorted(found)
 
