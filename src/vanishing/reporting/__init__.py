@@ -11,13 +11,15 @@ condition, and draws the per-layer figures for two representative conditions onl
 
 The modules, in the order the data flows:
 - `results`: the data model (RunRecords, Point, Condition, DepthSeries; conditions' order);
-- `loading`: finding run directories and reading their records into Runs;
+- `loading`: finding run directories and reading their records into Runs (a data-parallel
+  run's rank directories attached to its run: `with_ranks`);
 - `stats` (the package's, one level up) and `formats`: numbers over seeds, and how they read;
 - `summary`: the compare summary table and summary.csv; a sweep's runs/points/pairs.csv;
 - `verdict` (a package: thresholds, profile, rules, sentences, cures, judging, live): each
   point's verdict from every signal (the back-propagated signal, the activations' scale,
   gradient sizes, divergence, units) with its cure; `headline` gives one run's verdict in one
   line, `live_headline` a run's still training, by the same rules;
+- `ranks`: a data-parallel run's per-rank table and what differs between its ranks;
 - `diagnosis`: the verdicts' sentences, gap tests, stop rules, the slope-bound and cure tables;
 - `plots` and `figures`: drawing, and which figure answers which question;
 - `page`: `build_report`, everything the page shows; `render`: HTML and Markdown, from
@@ -48,6 +50,8 @@ EXPORTS = {
     "load_runs": "loading",
     "find_run_dirs": "loading",
     "read_run": "loading",
+    "with_ranks": "loading",
+    "rank_table": "ranks",
     "RunRecords": "results",
     "Point": "results",
     "DepthSeries": "results",

@@ -401,14 +401,16 @@ def config_text(config: Any) -> str:
 
 def event_names(dirs: Sequence[Path], found: list[list[Path]]) -> list[str]:
     """Each run's event directory, relative to the log directory: its path below the directory
-    given (a run given itself: its name), below that directory's name when several are given;
+    given (a run given itself: its name, and its ranks' below it), below that directory's name
+    when several are given;
     a name taken twice is numbered."""
     names = []
     for given, run_dirs in zip(dirs, found, strict=True):
         base = given.resolve().name or "run"
         for run_dir in run_dirs:
             relative = run_dir.relative_to(given).as_posix() if run_dir != given else base
-            names.append(relative if len(dirs) == 1 or run_dir == given else f"{base}/{relative}")
+            below = len(dirs) > 1 or given in run_dirs  # a run given itself: its ranks below it
+            names.append(f"{base}/{relative}" if below and run_dir != given else relative)
     taken: dict[str, int] = {}
     result = []
     for name in names:
@@ -418,8 +420,9 @@ def event_names(dirs: Sequence[Path], found: list[list[Path]]) -> list[str]:
 
 
 def find_runs(paths: Sequence[Path | str]) -> tuple[list[Path], list[str]]:
-    """Every run directory under the given directories (each once), with its event name."""
-    found = run_dirs_under(paths)
+    """Every run directory under the given directories (each once), with its event name; a
+    data-parallel run's ranks (D/rank{r}) each a run of their own, below their run's."""
+    found = run_dirs_under(paths, ranks=True)
     return [run for runs in found for run in runs], event_names([Path(p) for p in paths], found)
 
 

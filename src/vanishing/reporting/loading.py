@@ -1,9 +1,14 @@
 """Finding run directories and reading their records (`RunRecords`), with a note for each one that
-cannot be used."""
+cannot be used. A data-parallel watched run (SPEC23: config.json's "world_size" W) may hold a run
+directory per rank, D/rank0 .. D/rank{W-1}, each with its config's "rank": those are ranks of
+D's run (`with_ranks` attaches them), never runs or seeds of their own; D/rank1 given alone is
+read as a run ("rank 1 of 2" in its label)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +19,10 @@ from vanishing.model.activations import ACTIVATIONS
 from vanishing.reporting.results import RunRecords
 from vanishing.settings import codec
 from vanishing.settings.config import completed
-from vanishing.settings.naming import watched
+from vanishing.settings.naming import rank_of, watched, world_size
+
+RANK_DIR = re.compile(r"rank(\d+)")  # a data-parallel run's rank directory: D/rank{r}
+RANKS = ("one", "all")  # config.json's "ranks": which processes wrote records
 
 
 def find_run_dirs(path: Path) -> list[Path]:
@@ -54,6 +62,9 @@ def config_problem(config: Any, measured: bool = True) -> str | None:
     module vanishing measures passes (the live page streams its gradients)."""
     if not isinstance(config, dict):
         return "config.json holds no settings"
+    problem = distributed_problem(config)
+    if problem is not None:
+        return problem
     name = config.get("activation")
     if watched(config):
         if measured and (name is None or (isinstance(name, str) and name not in ACTIVATIONS)):
@@ -88,6 +99,19 @@ def config_problem(config: Any, measured: bool = True) -> str | None:
     for key, value in config.items():
         if key not in known and not isinstance(value, (str, int, float, bool, type(None))):
             return f"config.json: {named(key)} holds {shown(value)}, not one value"
+    return None
+
+
+def distributed_problem(config: dict[str, Any]) -> str | None:
+    """Why a config's data-parallel keys (SPEC23: "world_size", "rank", "ranks") cannot be read,
+    None when they can or it has none (one process)."""
+    for key, fits in (
+        ("world_size", lambda size: world_size({"world_size": size}) == size),
+        ("rank", lambda rank: rank is not None and rank_of({**config, "rank": rank}) == rank),
+        ("ranks", lambda ranks: ranks in RANKS),
+    ):
+        if key in config and not fits(config[key]):
+            return f"config.json: {key} holds {shown(config[key])}"
     return None
 
 
@@ -259,9 +283,74 @@ def read_run(path: Path, failed: bool = False, metrics: bool = True) -> RunRecor
     return RunRecords(path, config, usable_rows(rows), result, filled)
 
 
-def run_dirs_under(paths: Sequence[Path | str]) -> list[list[Path]]:
+def rank_dirs(run_dir: Path) -> list[tuple[int, Path]]:
+    """The rank directories in a run directory (rank0, rank1, ... holding a config.json, of any
+    kind: one that is not a file is `read_run`'s to refuse, with a note), by rank."""
+    try:
+        children = list(run_dir.iterdir())
+    except OSError:
+        return []
+    found = []
+    for child in children:
+        match = RANK_DIR.fullmatch(child.name)
+        if (
+            match
+            and len(match.group(1)) < 10
+            and not child.is_symlink()  # records are never links: one could lead anywhere
+            and os.path.lexists(child / records.CONFIG)
+        ):
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def with_ranks(
+    run: RunRecords, failed: bool = False, metrics: bool = True, expected: bool = True
+) -> tuple[RunRecords, list[str]]:
+    """The run with its ranks' runs attached (`RunRecords.ranks`, by rank): each rank directory
+    in it whose records read (`read_run`) as that rank of the run's world size; a note for each
+    one that does not (skipped), and with `expected` (not while it trains: a rank's first row
+    may come after the run's) for each rank a run with ranks="all" lacks."""
+    if rank_of(run.config) is not None:  # a rank's own run, read alone: it holds no ranks
+        return run, []
+    size = world_size(run.config)
+    ranks: list[RunRecords] = []
+    notes: list[str] = []
+    found = rank_dirs(run.path)
+    for number, path in found:
+        rank = read_run(path, failed, metrics)
+        if isinstance(rank, str):
+            notes.append(rank)
+        elif (rank_of(rank.config), world_size(rank.config)) != (number, size) or size == 1:
+            said = (
+                f"rank {rank_of(rank.config)} of {world_size(rank.config)}"
+                if rank_of(rank.config) is not None
+                else "no rank"
+            )
+            whole = f"{size} processes" if size > 1 else "one process"
+            notes.append(
+                f"{path}: config.json says {said}, not rank {number} of {run.path}'s run "
+                f"({whole}); skipped"
+            )
+        else:
+            ranks.append(rank)
+    if expected and run.config.get("ranks") == "all":
+        there = {number for number, _ in found}
+        missing = [r for r in range(size) if r not in there]
+        if missing:
+            listed = ", ".join(map(str, missing))
+            notes.append(
+                f"{run.path}: no records of rank {listed} of {size} (written with "
+                'ranks="all"); the per-rank table leaves it out'
+            )
+    return dataclasses.replace(run, ranks=ranks), notes
+
+
+def run_dirs_under(paths: Sequence[Path | str], ranks: bool = False) -> list[list[Path]]:
     """Per directory given, its run directories that no earlier one holds (each run once, in
-    the order given). A missing directory, or none holding a run, is a UsageError."""
+    the order given); a rank directory (D/rank{r}) whose run D is among them is read as D's
+    rank (`with_ranks`), not again as a run, or with `ranks` (the export's reading: each rank
+    its own run, below its run's) listed right after D. A missing directory, or none holding a
+    run, is a UsageError."""
     dirs = [Path(given) for given in paths]
     for path in dirs:
         if not path.is_dir():
@@ -272,6 +361,12 @@ def run_dirs_under(paths: Sequence[Path | str]) -> list[list[Path]]:
         fresh = [d for d in find_run_dirs(path) if d.resolve() not in seen]
         seen.update(d.resolve() for d in fresh)
         found.append(fresh)
+    found = [
+        [d for d in fresh if not (RANK_DIR.fullmatch(d.name) and d.parent.resolve() in seen)]
+        for fresh in found
+    ]
+    if ranks:
+        found = [[r for d in fresh for r in [d, *(p for _, p in rank_dirs(d))]] for fresh in found]
     if not any(found):
         shown = ", ".join(str(p) for p in paths)
         raise UsageError(f"no run directories (with config.json) under {shown}")
@@ -279,15 +374,17 @@ def run_dirs_under(paths: Sequence[Path | str]) -> list[list[Path]]:
 
 
 def load_runs(paths: Sequence[Path | str]) -> tuple[list[RunRecords], list[str]]:
-    """Every run under the given directories (deduplicated, in the order given), and notes on
-    what was skipped."""
+    """Every run under the given directories (deduplicated, in the order given), each with its
+    ranks (`with_ranks`), and notes on what was skipped."""
     runs: list[RunRecords] = []
     notes: list[str] = []
     for run_dirs in run_dirs_under(paths):
         for run_dir in run_dirs:
             run = read_run(run_dir)
             if isinstance(run, RunRecords):
+                run, skipped = with_ranks(run)
                 runs.append(run)
+                notes += skipped
             else:
                 notes.append(run)
     return runs, notes

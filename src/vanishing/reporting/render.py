@@ -24,6 +24,7 @@ from vanishing.reporting.diagnosis import ATTENUATION_HEADER, Gap, attenuation_c
 from vanishing.reporting.figures import FigureBlock
 from vanishing.reporting.formats import MISSING, fixed, markdown, markdown_table
 from vanishing.reporting.page import Report, build_report
+from vanishing.reporting.ranks import rank_table, ranks_note
 from vanishing.reporting.results import (
     REGRESSION,
     Point,
@@ -288,6 +289,11 @@ def context(report: Report) -> dict[str, Any]:
         "attenuation": [attenuation_cells(r) for r in report.attenuation],
         "figures": figure_items(report),
         "runs": [run_cells(r) for r in report.runs],
+        "ranks": [
+            {"label": str(r.path), "table": table, "note": ranks_note(r)}
+            for r in report.runs
+            if (table := rank_table(r)) is not None
+        ],
         "unfinished": sum(r.result is None for r in report.runs),
         "explanation": (*EXPLANATION, *(THROUGH_TIME if timed else ())),
         "regression_note": REGRESSION_NOTE if any(r.get("regression") for r in report.rows) else "",

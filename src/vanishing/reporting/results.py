@@ -10,7 +10,7 @@ import json
 import math
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,20 @@ from vanishing import stats
 from vanishing.data import sequences
 from vanishing.model.activations import ACTIVATIONS, Activation
 from vanishing.settings import naming
-from vanishing.settings.naming import MODEL_KEYS, LayerNames, namer, watched
+from vanishing.settings.naming import (
+    MODEL_KEYS,
+    LayerNames,
+    namer,
+    rank_of,
+    watched,
+    world_size,
+)
 
-# A grid point is every config key of a run but these: its seed (the point's runs vary it) and
-# where it ran. Read from the records, so a setting added to the config is a key by itself.
-RUN_KEYS = ("seed", "device")
+# A grid point is every config key of a run but these: its seed (the point's runs vary it), where
+# it ran, and which of a data-parallel job's processes wrote records (`ranks`: one or all; the
+# combined run is the same either way). Read from the records, so a setting added to the config
+# is a key by itself.
+RUN_KEYS = ("seed", "device", "ranks")
 # The keys points.csv and pairs.csv have always begun with, in that order; only an order: the
 # other config keys follow them, and split runs into points all the same.
 LEADING_KEYS = (
@@ -114,13 +123,16 @@ class Condition:
 
 @dataclass(frozen=True)
 class RunRecords:
-    """One run directory's records; `result` is None while the run has not finished."""
+    """One run directory's records; `result` is None while the run has not finished. A
+    data-parallel run's (`vanishing.watch` under torch.distributed, ranks="all") holds its ranks'
+    own runs, D/rank0 .. D/rank{W-1} (`loading.with_ranks`): never runs of their own."""
 
     path: Path
     config: dict[str, Any]  # an older run's with the settings it predates filled in
     metrics: list[dict[str, Any]]
     result: dict[str, Any] | None
     filled: tuple[str, ...] = ()  # the config keys its records predate (`config.completed`)
+    ranks: list[RunRecords] = field(default_factory=list)  # by rank; empty for any other run
 
     @property
     def recorded(self) -> dict[str, Any]:
@@ -141,6 +153,16 @@ class RunRecords:
     def rows(self, kind: str) -> list[dict[str, Any]]:
         """The metrics rows of one kind ("probe" or "epoch")."""
         return [row for row in self.metrics if row.get("kind") == kind]
+
+    @property
+    def world_size(self) -> int:
+        """How many processes measured the run: config.json's world_size, 1 without one."""
+        return world_size(self.config)
+
+    @property
+    def rank(self) -> int | None:
+        """Which rank of a data-parallel job wrote the run (D/rank{r}); None for a whole job's."""
+        return rank_of(self.config)
 
     @property
     def names(self) -> LayerNames:
@@ -382,7 +404,8 @@ def axes_of(condition: Condition) -> dict[str, Any]:
 def model_setup(config: dict[str, Any]) -> str:
     """A watched model's setup in one line, for the page's header: 'Net (47,770 parameters;
     9 weighted layers, 8 activation layers: sigmoid), adam lr 0.001, measured every 25 steps
-    on the training batch of the step.'"""
+    on the training batch of the step.'; a data-parallel job's says over how many processes
+    (and a rank directory's, which rank)."""
     kinds = config.get("activation_kinds") or []
     parameters = config.get("parameters")
     counted = f"{parameters:,} parameters; " if isinstance(parameters, int) else ""
@@ -405,9 +428,19 @@ def model_setup(config: dict[str, Any]) -> str:
     shape += shared
     size = config.get("probe_size")
     batch = f"a fixed probe batch of {size}" if size else "the training batch of the step"
+    processes, rank = world_size(config), rank_of(config)
+    parallel = ""
+    if rank is not None:
+        parallel = f", rank {rank} of a job data-parallel over {processes} processes"
+        batch = f"{batch}, this rank's own" if size is None else batch
+    elif processes > 1:
+        parallel = f", data-parallel over {processes} processes"
+        batch = f"{batch}, every rank's (the global batch)" if size is None else batch
+    if parallel:
+        parallel += " (DistributedDataParallel)"
     return (
         f"{config.get('model')} ({shape}){trained if optimizer else ''}, watched by "
-        f"vanishing.watch: measured every {config.get('every')} steps on {batch}."
+        f"vanishing.watch{parallel}: measured every {config.get('every')} steps on {batch}."
     )
 
 

@@ -44,6 +44,23 @@ def watched(config: dict[str, Any]) -> bool:
     return config.get("source") == "watch"
 
 
+def world_size(config: dict[str, Any]) -> int:
+    """How many processes a run's records come from: config.json's "world_size" (a
+    data-parallel watch), 1 where it has none (a single process, older records) or a damaged
+    value."""
+    size = config.get("world_size")
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 1 else 1
+
+
+def rank_of(config: dict[str, Any]) -> int | None:
+    """The rank that wrote a rank directory's run (config.json's "rank"), None for any other
+    run (a combined run, a single process) or a rank outside 0 .. world_size - 1."""
+    rank = config.get("rank")
+    if isinstance(rank, int) and not isinstance(rank, bool) and 0 <= rank < world_size(config):
+        return rank
+    return None
+
+
 def run_name(config: TrainConfig) -> str:
     """A run directory's name: each setting's token (`setting(token=...)`) in their order, a
     setting with an `older` value only where it differs from it (so that the names of runs
@@ -113,6 +130,10 @@ def axes(config: dict[str, Any]) -> dict[str, Any]:
     then every other key but the activation and the device; a watched model's structure is left
     to its title ('Net (ReLU)'), its depth is its activation layers'."""
     values = {k: v for k, v in config.items() if k not in ("activation", "device")}
+    values.pop("ranks", None)  # which processes wrote records, not how the run trained
+    if rank_of(config) is not None:  # the label says "rank 1 of 2"
+        values.pop("rank", None)
+        values.pop("world_size", None)
     hidden: Sequence[Any] = values.pop("hidden", None) or ()
     if watched(config):
         for key in ("source", "model", *MODEL_KEYS):
@@ -129,7 +150,8 @@ def label(
     """A run's (or a report point's) label, the same on the live page and in the report: its
     title, then the axes in which it differs from `others` (the runs started or listed with it,
     the report's other points), as `namer` words them: 'ReLU', 'ReLU, sgd, 3 epochs, batch 32',
-    'ReLU, seed 1'. A watched model is set against watched models only."""
+    'ReLU, seed 1'; a data-parallel job's rank directory read as a run says which rank
+    ('Net (ReLU), rank 1 of 2'). A watched model is set against watched models only."""
     values = config.to_dict() if isinstance(config, TrainConfig) else config
     rest = [other.to_dict() if isinstance(other, TrainConfig) else other for other in others]
     rest = [other for other in rest if watched(other) == watched(values)]  # alike with alike
@@ -139,6 +161,9 @@ def label(
         return {k: v for k, v in axes(item).items() if k != "arch"}
 
     words = namer([said(item) for item in [values, *rest]])(said(values))
+    rank = rank_of(values)
+    if rank is not None:  # a data-parallel job's rank, given alone: never a seed
+        words = ", ".join(filter(None, [words, f"rank {rank} of {world_size(values)}"]))
     name = title(values)
     return f"{name}, {words}" if words else name
 
@@ -158,6 +183,7 @@ AXIS_WORDS = {
     "sequence": "{}",
     "length": "T = {}",
     "forget_bias": "forget-gate bias {}",
+    "world_size": "{} processes",  # a data-parallel watched run's
 }
 
 

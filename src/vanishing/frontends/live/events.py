@@ -1,7 +1,8 @@
 """The live event stream: each followed run's layer names, its metrics.jsonl rows from the start,
-then as training appends them, with a verdict after every probe and the run's status, as
-Server-Sent Events. Files are read off the event loop, a bounded chunk per poll; a run that
-cannot be read gets an `unreadable` event and its stream ends, never an exception mid-response."""
+then as training appends them, with a verdict after every probe (and a data-parallel run's
+per-rank table) and the run's status, as Server-Sent Events. Files are read off the event
+loop, a bounded chunk per poll; a run that cannot be read gets an `unreadable` event and its
+stream ends, never an exception mid-response."""
 
 from __future__ import annotations
 
@@ -25,8 +26,11 @@ from vanishing.frontends.live.reading import (
     read_config,
 )
 from vanishing.frontends.live.safety import record_file
+from vanishing.reporting.loading import with_ranks
+from vanishing.reporting.ranks import rank_table, ranks_note
+from vanishing.reporting.results import RunRecords
 from vanishing.reporting.verdict import live_headline
-from vanishing.settings.naming import LayerNames
+from vanishing.settings.naming import LayerNames, rank_of, world_size
 
 POLL_SECONDS = 0.1  # how often a run's metrics.jsonl is looked at: well under the 1 s budget
 FINAL = ("ok", "diverged", "failed", "stopped", "unfinished")  # nothing more will come
@@ -177,7 +181,29 @@ class RunFollower:
         except Exception as e:
             self.skipped.say(self.run, f"no verdict: {error_line(e)}")
             return []
-        return [sse("verdict", {"run": self.run, "headline": headline})]
+        return [sse("verdict", {"run": self.run, "headline": headline}), *self.ranks()]
+
+    def ranks(self) -> list[str]:
+        """A data-parallel run's per-rank table (`reporting.ranks`: the report's), its ranks'
+        records read again at each verdict; none for any other run, nor (said once in the log)
+        where they cannot be read."""
+        config = self.read_config()
+        if world_size(config) == 1 or rank_of(config) is not None:
+            return []
+        try:
+            run, notes = with_ranks(
+                RunRecords(self.run_dir, config, self.rows, None), expected=False
+            )
+            table = rank_table(run)
+        except Exception as e:
+            self.skipped.say(self.run, f"no per-rank table: {error_line(e)}")
+            return []
+        for note in notes:  # a damaged rank: left out of the table
+            self.skipped.say(self.run, note)
+        if table is None:
+            return []
+        data = {"run": self.run, "header": table.header, "rows": table.rows}
+        return [sse("ranks", data | {"note": ranks_note(run)})]
 
     def read_config(self) -> dict[str, Any]:
         """The run's config.json, checked (`reading.check_config`); {} while it has none."""

@@ -39,6 +39,8 @@ const TEMPLATE = `
     <p class="note loss-note" hidden></p></div>
   <div class="card"><h3>Saturated and dead units per hidden layer <small class="when"></small></h3>
     <div class="fractions"></div></div>
+  <div class="card ranks-card" hidden><h3>Each rank of the data-parallel job, at its last probe</h3>
+    <table class="ranks"></table><p class="note ranks-note"></p></div>
   <div class="card histogram-card" hidden><h3>Activations per hidden layer <small class="when"></small></h3>
     <canvas class="histograms"></canvas></div>
   <div class="card prelu-card" hidden><h3>PReLU slopes per hidden layer</h3><div class="prelu"></div></div>`;
@@ -112,6 +114,15 @@ export class Panel {
   setVerdict(headline) {
     this.$(".verdict").textContent = headline;
     this.$(".verdict").classList.add("said");
+  }
+
+  setRanks(header, rows, note) {
+    // the server's per-rank table (reporting.ranks: the report's), the combined run's row first
+    const cell = (tag, text) => element(tag, { text });
+    const lines = [header, ...rows].map((line, i) => element("tr", {}, line.map((text) => cell(i ? "td" : "th", text))));
+    this.$(".ranks").replaceChildren(...lines);
+    this.$(".ranks-note").textContent = note;
+    this.$(".ranks-card").hidden = false;
   }
 
   setStatus(status, note) {

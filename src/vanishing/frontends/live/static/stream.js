@@ -17,6 +17,7 @@ export function follow(runs, { panel, opened, status, ended }) {
   each("row", (target, data) => target.add(data.row));
   each("reset", (target) => target.reset()); // the run started afresh or resumed from a checkpoint
   each("verdict", (target, data) => target.setVerdict(data.headline));
+  each("ranks", (target, data) => target.setRanks(data.header, data.rows, data.note)); // a data-parallel run's
   each("status", (target, data) => {
     target.setStatus(data.status, data.note); // note: e.g. "in another process (pid N)"
     status();
