@@ -84,6 +84,7 @@ from torch.nn import functional as F
 
 from vanishing import records
 from vanishing.errors import UsageError
+from vanishing.measure.watch import distributed
 from vanishing.measure.watch.capture import Captures
 from vanishing.measure.watch.hooks import MARK, Hooks
 from vanishing.measure.watch.layers import Layers
@@ -120,7 +121,7 @@ def check(
             "watch it once its weights are real (model.to_empty(device=...) and an init, or "
             "load_state_dict(..., assign=True))"
         )
-    other = watched_by(model)
+    other = watched_by(model) or watched_by(distributed.unwrap(model))
     if other is not None:
         raise UsageError(
             f"watch: this {type(model).__name__} is already watched (writing to "
@@ -165,29 +166,45 @@ class Watch:
         loss: Callable[[Tensor, Tensor], Tensor] | None = None,
         settings: dict[str, Any] | None = None,
         scaler: Any = None,
+        ranks: str = "one",
     ) -> None:
         check(model, optimizer, every, probe, scaler)
+        self.world = distributed.check(model, ranks, optimizer, probe)
         self.model = model
+        own = distributed.unwrap(model)  # DDP's `.module`: the layers' names are its own
         self.every = every
-        self.layers = Layers(model, layers)
+        self.layers = Layers(own, distributed.own_names(layers, model))
         self.captures = Captures()
-        self.run_dir, lock = hold(out, model)  # the last check: nothing to undo before it
-        self.writer = RunWriter(
-            self.run_dir,
-            lock,
-            model,
-            optimizer,
-            every,
-            probe,
-            dict(settings or {}),
-            self.layers,
-            self.captures,
-        )
+        self.captures.keep_parts = self.world is not None
+        extra = dict(settings or {})
+        rank_lock: int | None = None
+        self.rank_dir: Path | None = None  # this rank's own run (ranks="all")
+        lock: int | None
+        if self.world is None:
+            self.run_dir, lock = hold(out, own)  # the last check: nothing to undo before it
+        else:
+            self.run_dir, lock, self.rank_dir, rank_lock = distributed.hold_runs(
+                self.world, out, own
+            )
+            extra.update(self.world.settings())
+
+        def writer(run_dir: Path, lock: int | None, extra: dict[str, Any]) -> RunWriter:
+            return RunWriter(
+                run_dir, lock, own, optimizer, every, probe, extra, self.layers, self.captures
+            )
+
+        # rank 0 writes the run; another rank keeps the same rows without writing them
+        self.writer = writer(self.run_dir, lock, extra)
+        self.rank_writer = None
+        if self.world is not None and self.rank_dir is not None:
+            self.rank_writer = writer(
+                self.rank_dir, rank_lock, {**(settings or {}), **self.world.rank_settings()}
+            )
         self.closed = False
         self.result: records.RunResult | None = None
         try:
             self.hooks = Hooks(
-                model,
+                own,
                 optimizer,
                 every,
                 probe,
@@ -196,11 +213,14 @@ class Watch:
                 self.layers,
                 self.captures,
                 self.writer,
+                self.world,
+                self.rank_writer,
             )
         except BaseException:
-            self.writer.close()
+            self.close_writers()
             raise
-        model.__dict__[MARK] = weakref.ref(self)
+        for marked in {id(model): model, id(own): own}.values():
+            marked.__dict__[MARK] = weakref.ref(self)
 
     @property
     def step(self) -> int:
@@ -226,16 +246,24 @@ class Watch:
         any other numbers): the report reads accuracy and losses from these rows."""
         if self.closed:
             raise UsageError("watch: log after close")
-        return self.writer.log(self.hooks.step, epoch, values)
+        row = self.writer.log(self.hooks.step, epoch, values)
+        if self.rank_writer is not None:
+            self.rank_writer.log(self.hooks.step, epoch, values)
+        return row
+
+    def close_writers(self) -> None:
+        self.writer.close()
+        if self.rank_writer is not None:
+            self.rank_writer.close()
 
     def detach(self) -> None:
         """Remove every hook, close metrics.jsonl and let go of the run directory; the model
         is no longer watched."""
         self.hooks.remove()
-        self.writer.close()
+        self.close_writers()
         self.closed = True
-        if self.model.__dict__.get(MARK) is not None:
-            del self.model.__dict__[MARK]
+        for marked in (self.model, distributed.unwrap(self.model)):
+            marked.__dict__.pop(MARK, None)
 
     def close(self) -> records.RunResult:
         """Remove every hook and write result.json (once; later calls return the result)."""
@@ -245,6 +273,8 @@ class Watch:
             raise UsageError("watch: closed after an error; its run has no result")
         try:
             self.hooks.remove()
+            if self.rank_writer is not None:
+                self.rank_writer.finish(self.hooks.step, self.hooks.probe_seconds)
             self.result = self.writer.finish(self.hooks.step, self.hooks.probe_seconds)
         finally:
             self.detach()
@@ -274,6 +304,7 @@ def watch(
     loss: Callable[[Tensor, Tensor], Tensor] | None = None,
     settings: dict[str, Any] | None = None,
     scaler: Any = None,
+    ranks: str = "one",
 ) -> Watch:
     """Watch `model`'s gradients and units as it trains (see the package's docstring); a handle
     that is also a context manager. `out` is the run directory (default
@@ -281,4 +312,4 @@ def watch(
     subset of `named_modules()` names, `loss` the probe's loss (cross-entropy by default),
     `settings` extra config.json values and `scaler` a torch.amp.GradScaler, whose scale the
     signals are divided by (the weight gradients are read after its unscaling either way)."""
-    return Watch(model, optimizer, every, probe, out, layers, loss, settings, scaler)
+    return Watch(model, optimizer, every, probe, out, layers, loss, settings, scaler, ranks)
