@@ -329,15 +329,18 @@ def first_device(layers: Layers) -> torch.device:
     return torch.device("cpu")
 
 
-def check(model: nn.Module, ranks: Any, optimizer: Any, probe: Any) -> Distributed | None:
-    """This process's place in a distributed job (None in one process, or a world of 1);
-    each argument the job cannot be watched with a UsageError."""
+def check(
+    model: nn.Module, ranks: Any, optimizer: Any, probe: Any, size: int | None = None
+) -> Distributed | None:
+    """This process's place in a distributed job of `size` processes (default: the default
+    process group's world size; None in one process, or a world of 1); each argument the job
+    cannot be watched with a UsageError, before any collective."""
     if not isinstance(ranks, str) or ranks not in RANKS:
         raise UsageError(
             'watch: ranks must be "one" (one run, written by rank 0) or "all" (that run and '
             f"a directory per rank), got {ranks!r}"
         )
-    size = process_count()
+    size = process_count() if size is None else size
     if size == 1:
         if ranks == "all":
             raise UsageError(
