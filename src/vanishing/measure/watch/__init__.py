@@ -63,12 +63,43 @@ While watched, the model's `__getstate__` leaves the watch out: torch.save(model
 copy.deepcopy(model) work, and give a model that is not watched.
 An exception inside the `with` block closes the hooks but writes no result: the run did not
 finish (its rows stay). A run directory has one writer: the watch holds its lock until it ends,
-and a second watch into it (another process, as every rank of a DistributedDataParallel job
-would be, or another model in this one) is refused.
+and a second watch into it (another process, or another model in this one) is refused.
+
+A step is an optimizer step. Under gradient accumulation (k forward and backward passes, then
+one optimizer.step(); under DDP the first k - 1 inside no_sync()) that is one step: its
+weight gradient is the accumulated one, as the optimizer receives it, and its activations and
+signals are those of the step's last forward and backward.
+
+Under torch.distributed (an initialised process group of world size W > 1), every rank calls
+watch() as one process would, given the model as it trains: the DistributedDataParallel
+wrapper (or its `.module`) or an FSDP2 `fully_shard` model; FSDP1's FullyShardedDataParallel
+is refused, and so are probe= and a watch without its optimizer. Layers are named as the
+model's own (no "module." prefix). `ranks="one"` (the default): one run, written by rank 0 into
+`out` (without `out`, one rank 0 chooses and sends to the others); the other ranks write
+nothing but run the hooks and, at measured steps only, take part in the collectives of the
+optimizer's step pre-hook (`distributed`: three, two under FSDP2, which sums its shards'
+update ratios after the step too). `ranks="all"`: that run and out/rank{r}, each rank's own.
+config.json says `world_size` and `ranks` (a rank's directory its `rank` too). In the run:
+- weight-gradient norms: the averaged gradient (DDP's all-reduce, FSDP2's reduce-scatter)
+  before the loop's clip_grad_norm_: the same on every rank, and in every rank's directory.
+  DDP's backward leaves each rank's own gradient, so at a measured step a copy of the last
+  one backward accumulates is kept in one flat buffer and averaged at the step.
+- weight norms and update ratios: the model's, the same on every rank (FSDP2: the shards'
+  squares summed over the ranks).
+- signals ||dLoss/da||: over the global batch, for the job's loss (the mean of the ranks'):
+  sqrt(sum_r s_r^2) / W of each rank's own s_r; a rank's directory has its s_r.
+- unit statistics: over the global batch: means weighted by counts, std pooled, the spread
+  across samples pooled per unit, histograms summed on edges common to every rank, the
+  saturated share of every value, a unit dead when dead on every rank (the activation layers'
+  outputs are kept until the step for this); a rank's directory has its own.
+- a recurrent module's time profile: rank 0's own (a rank's directory has its own);
+  epoch rows (`log`): rank 0's in the run, each rank's in its directory.
+`Watch.config` and `Watch.last_row` are the run's (the same numbers on every rank, but the
+time profile); `close()` gives every rank the run's result.
 
 The package, by job: `layers` (which layers, their names), `hooks` (the hooks and the steps
 they count), `capture` (a measured step's numbers), `probe` (the probe batch), `rows` (the run
-directory and its records).
+directory and its records), `distributed` (the ranks of a torch.distributed job).
 """
 
 from __future__ import annotations
@@ -176,6 +207,9 @@ class Watch:
         self.layers = Layers(own, distributed.own_names(layers, model))
         self.captures = Captures()
         self.captures.keep_parts = self.world is not None
+        # under torch.distributed the run's blocks are the global batch's (`combine`): a
+        # rank's own are computed only for its own directory
+        self.captures.own_blocks = self.world is None or ranks == "all"
         extra = dict(settings or {})
         rank_lock: int | None = None
         self.rank_dir: Path | None = None  # this rank's own run (ranks="all")
@@ -311,5 +345,7 @@ def watch(
     runs/watch/<model>-<date>-<time>), held by this watch alone until it ends; `layers` a
     subset of `named_modules()` names, `loss` the probe's loss (cross-entropy by default),
     `settings` extra config.json values and `scaler` a torch.amp.GradScaler, whose scale the
-    signals are divided by (the weight gradients are read after its unscaling either way)."""
+    signals are divided by (the weight gradients are read after its unscaling either way).
+    Under torch.distributed, `ranks` is "one" (one run, written by rank 0) or "all" (that run
+    and out/rank{r}, each rank's own measurements)."""
     return Watch(model, optimizer, every, probe, out, layers, loss, settings, scaler, ranks)

@@ -75,6 +75,7 @@ class Captures:
         # under torch.distributed: per activation layer what its numbers over the global batch
         # are taken from at the step (a Part, kept only when `keep_parts`)
         self.keep_parts = False
+        self.own_blocks = True  # this process's own blocks (not wanted by ranks="one")
         self.parts: dict[str, Part] = {}
         self.scale = 1.0  # a GradScaler's scale, divided out of the time profile
         self.probing = False  # the probe batch's forward is running
@@ -103,10 +104,11 @@ class Captures:
                 del window[:-DEAD_WINDOW]
                 shapes = {flags.shape for flags in window}
                 alive = torch.stack(window).any(dim=0) if len(shapes) == 1 else window[-1]
-                zero = torch.zeros((), device=output.device)
-                self.blocks[name] = probes.layer_block(
-                    zero, output, saturated, (~alive).float().mean()
-                )
+                if self.own_blocks:
+                    zero = torch.zeros((), device=output.device)
+                    self.blocks[name] = probes.layer_block(
+                        zero, output, saturated, (~alive).float().mean()
+                    )
                 if self.keep_parts:
                     self.parts[name] = Part(kept, kept._version, saturated, z.numel(), alive)
         finally:

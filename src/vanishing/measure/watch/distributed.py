@@ -83,7 +83,8 @@ class Distributed:
     size: int
     ranks: str  # "one" or "all"
     sharded: bool  # FSDP2: the parameters are DTensor shards
-    offsets: dict[int, tuple[int, int]] = field(default_factory=dict)  # id(weight) -> slice
+    # id(weight) -> (start, size, index): its gradient's slice of `buffer`, and its flag's
+    offsets: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     buffer: Tensor | None = None  # a measured step's local gradients, then their average
 
     def settings(self) -> dict[str, Any]:
@@ -113,23 +114,23 @@ class Distributed:
             return
         if self.buffer is None:
             self.buffer = self.new_buffer(layers, grad.device)
-        start, size = self.offsets[id(weight)]
+        start, size, index = self.offsets[id(weight)]
         self.buffer[start : start + size] = grad.detach().flatten()
-        self.buffer[-len(self.offsets) + list(self.offsets).index(id(weight))] = 1.0
+        self.buffer[index] = 1.0
 
     def new_buffer(self, layers: Layers, device: torch.device) -> Tensor:
         """Zeros for every watched weight's gradient, then a flag per weight (set when a
         gradient came): the same layout on every rank."""
         if not self.offsets:
+            unique = {id(w): w for weights in layers.weights.values() for w in weights}
+            total = sum(w.numel() for w in unique.values())
             start = 0
-            for weights in layers.weights.values():
-                for weight in weights:
-                    if id(weight) not in self.offsets:
-                        self.offsets[id(weight)] = (start, weight.numel())
-                        start += weight.numel()
-        total = sum(size for _, size in self.offsets.values())
+            for index, (key, weight) in enumerate(unique.items()):
+                self.offsets[key] = (start, weight.numel(), total + index)
+                start += weight.numel()
+        size = sum(size for _, size, _ in self.offsets.values()) + len(self.offsets)
         dtype = torch.float64 if any_double(layers) else torch.float32
-        return torch.zeros(total + len(self.offsets), dtype=dtype, device=device)
+        return torch.zeros(size, dtype=dtype, device=device)
 
     def grads(self, layers: Layers, captures: Captures) -> tuple[dict[str, Tensor], ...]:
         """Per layer, the norm of the gradient the optimizer is given now (after any clipping)
@@ -161,15 +162,14 @@ class Distributed:
         buffer = self.buffer if self.buffer is not None else self.new_buffer(layers, device)
         self.buffer = None
         self.all_reduce(buffer)
-        count = len(self.offsets)
-        flags = buffer[-count:].tolist()
-        order = list(self.offsets)
+        first_flag = len(buffer) - len(self.offsets)
+        flags = buffer[first_flag:].tolist()
         backward = {}
         for name, weights in layers.weights.items():
             norms = []
             for weight in weights:
-                if flags[order.index(id(weight))] > 0:
-                    start, size = self.offsets[id(weight)]
+                start, size, index = self.offsets[id(weight)]
+                if flags[index - first_flag] > 0:  # some rank's backward reached it
                     norms.append(buffer[start : start + size].float().norm() / self.size)
             if norms:
                 backward[name] = torch.stack(norms).norm()

@@ -426,6 +426,7 @@ class Hooks:
             self.pending, self.before, self.rank_pending = None, None, None
             self.probe_seconds += time.perf_counter() - start
         self.captures.blocks.clear()  # captured inside step() (LBFGS's closure): not a later row's
+        self.captures.parts.clear()
         self.captures.signals.clear()
         self.captures.recurrences.clear()
         self.step += 1
