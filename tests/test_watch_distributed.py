@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ def loop(
     clip: float | None = None,
     rank: int = 0,
     world: int = 1,
+    ranks: str = "one",
 ) -> list[list[float]]:
     """The training loop: per step `micro` backward passes (the first ones under DDP's
     no_sync(), as DDP users accumulate), then clip_grad_norm_ if `clip`, then the step. Returns
@@ -57,7 +59,7 @@ def loop(
     mine = slice(rank * share, (rank + 1) * share)
     given = []
     with vanishing.watch(
-        model, optimizer, every=EVERY, out=out, ranks="all" if world > 1 else "one"
+        model, optimizer, every=EVERY, out=out, ranks=ranks if world > 1 else "one"
     ):
         for step in range(STEPS):
             optimizer.zero_grad()
@@ -84,9 +86,9 @@ def full(tensor: Tensor) -> Tensor:
 
 CASES: dict[str, dict[str, Any]] = {
     "clip": {"clip": CLIP},
-    "accumulate": {"micro": 3},
+    "accumulate": {"micro": 3, "ranks": "all"},
     "buckets": {"clip": CLIP},  # gradient_as_bucket_view=True: DDP's grads are bucket views
-    "fsdp": {"clip": CLIP},
+    "fsdp": {"clip": CLIP, "ranks": "all"},
 }
 
 
@@ -113,6 +115,14 @@ def ranks_main(folder: Path) -> None:
             given = loop(wrap(case, make_model()), folder / case, rank=rank, world=world, **options)
             if rank == 0:
                 (folder / f"{case}.json").write_text(json.dumps(given))
+        os.chdir(folder / "default")  # without out=: rank 0 chooses, every rank agrees
+        model = wrap("default", make_model())
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        with vanishing.watch(model, optimizer) as w:
+            F.cross_entropy(model(torch.randn(4, FEATURES)), torch.zeros(4).long()).backward()
+            optimizer.step()
+        chosen = str(w.run_dir.resolve())
+        (folder / f"default{rank}.json").write_text(json.dumps([chosen, w.config, w.last_row]))
     finally:
         dist.destroy_process_group()
 
@@ -120,6 +130,7 @@ def ranks_main(folder: Path) -> None:
 @pytest.fixture(scope="module")
 def job(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("ranks")
+    (folder / "default").mkdir()
     run_ranks(ranks_main, folder)
     return folder
 
@@ -162,9 +173,28 @@ def test_the_weight_gradient_is_the_averaged_one_before_clipping(job, tmp_path, 
         ):
             assert found["counts"] == histogram["counts"]
             assert close(found["edges"], histogram["edges"])
-    for rank in (0, 1):  # each rank's own directory: the same averaged gradient
-        own = probe_rows(job / case / f"rank{rank}")
+    config = json.loads((job / case / "config.json").read_text())
+    ranks = CASES[case].get("ranks", "one")
+    assert (config["world_size"], config["ranks"]) == (2, ranks)
+    folders = sorted(p.name for p in (job / case).iterdir() if p.is_dir())
+    assert folders == (["rank0", "rank1"] if ranks == "all" else [])
+    for folder in folders:  # each rank's own directory: the same averaged gradient
+        own = probe_rows(job / case / folder)
         assert [r["grad_norms"] for r in own] == [r["grad_norms"] for r in rows]
+
+
+def test_without_out_rank_0_chooses_one_directory_for_every_rank(job):
+    """Every rank's watch names the directory rank 0 made, the only one; the other rank keeps
+    the run's config and rows without writing them."""
+    (first, config, row), (second, other_config, other_row) = (
+        json.loads((job / f"default{rank}.json").read_text()) for rank in (0, 1)
+    )
+    made = list((job / "default" / "runs" / "watch").iterdir())
+    assert [first] == [str(p.resolve()) for p in made] and second == first
+    assert config == other_config and config["ranks"] == "one"
+    assert row["grad_norms"] == other_row["grad_norms"] and row["step"] == 0
+    written = json.loads((made[0] / "config.json").read_text())
+    assert written == config
 
 
 def test_clipping_changes_the_steps_not_the_measured_gradient(job, tmp_path):
