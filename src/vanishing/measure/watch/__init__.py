@@ -75,10 +75,10 @@ watch() as one process would, given the model as it trains: the DistributedDataP
 wrapper (or its `.module`) or an FSDP2 `fully_shard` model; FSDP1's FullyShardedDataParallel
 is refused, and so are probe= and a watch without its optimizer. Layers are named as the
 model's own (no "module." prefix). `ranks="one"` (the default): one run, written by rank 0 into
-`out` (without `out`, one rank 0 chooses and sends to the others); the other ranks write
-nothing but run the hooks and, at measured steps only, take part in the collectives of the
-optimizer's step pre-hook (`distributed`: three, two under FSDP2, which sums its shards'
-update ratios after the step too). `ranks="all"`: that run and out/rank{r}, each rank's own.
+its `out` (without `out`, one that rank 0 chooses), which every rank is told; the other ranks
+write nothing but run the hooks and, at measured steps only, take part in the collectives of
+the optimizer's step pre-hook (`distributed`: three; under FSDP2 four, and one after the step
+for the update ratios of the shards). `ranks="all"`: that run and out/rank{r}, each rank's own.
 config.json says `world_size` and `ranks` (a rank's directory its `rank` too). In the run:
 - weight-gradient norms: the averaged gradient (DDP's all-reduce, FSDP2's reduce-scatter)
   before the loop's clip_grad_norm_: the same on every rank, and in every rank's directory.
@@ -89,9 +89,10 @@ config.json says `world_size` and `ranks` (a rank's directory its `rank` too). I
 - signals ||dLoss/da||: over the global batch, for the job's loss (the mean of the ranks'):
   sqrt(sum_r s_r^2) / W of each rank's own s_r; a rank's directory has its s_r.
 - unit statistics: over the global batch: means weighted by counts, std pooled, the spread
-  across samples pooled per unit, histograms summed on edges common to every rank, the
-  saturated share of every value, a unit dead when dead on every rank (the activation layers'
-  outputs are kept until the step for this); a rank's directory has its own.
+  across samples pooled per unit (nan where the ranks' sequences differ in length),
+  histograms summed on edges common to every rank, the saturated share of every value, a
+  unit dead when dead on every rank (the activation layers' outputs are kept until the step
+  for this); a rank's directory has its own.
 - a recurrent module's time profile: rank 0's own (a rank's directory has its own);
   epoch rows (`log`): rank 0's in the run, each rank's in its directory.
 `Watch.config` and `Watch.last_row` are the run's (the same numbers on every rank, but the
