@@ -33,10 +33,11 @@ from vanishing.model.mlp import MLP
 CHUNK = 20  # steps per turn
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=15)
-    args = parser.parse_args()
+    parser.add_argument("--chunk", type=int, default=CHUNK, help="steps per turn")
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     distributed = "RANK" in os.environ
     if distributed:
@@ -44,8 +45,9 @@ def main() -> None:
     rank = dist.get_rank() if distributed else 0
     world = dist.get_world_size() if distributed else 1
     generator = torch.Generator().manual_seed(rank)
-    x = torch.randn(CHUNK, 64, 784, generator=generator)
-    y = torch.randint(0, 10, (CHUNK, 64), generator=generator)
+    steps = args.chunk
+    x = torch.randn(steps, 64, 784, generator=generator)
+    y = torch.randint(0, 10, (steps, 64), generator=generator)
     names = ["unwatched", "every=1 (each step measured)", "hooks only"]
     copies = []
     with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
@@ -67,13 +69,13 @@ def main() -> None:
                 if distributed:
                     dist.barrier()
                 start = time.perf_counter()
-                for step in range(CHUNK):
+                for step in range(steps):
                     loss = F.cross_entropy(model(x[step]), y[step])
                     optimizer.zero_grad()
                     loss.backward()
                     optimizer.step()
                 if chunk:
-                    times[k].append((time.perf_counter() - start) / CHUNK)
+                    times[k].append((time.perf_counter() - start) / steps)
     if rank == 0:
         base = statistics.median(times[0])
         print(

@@ -43,8 +43,10 @@ def run_ranks(target: Callable[..., Any], *args: Any, world: int = 2, timeout: f
     traceback as the AssertionError."""
     import tempfile
 
+    import torch
     from torch.distributed import TCPStore
 
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)])  # its lazy imports, before the fork
     store = TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
     context = multiprocessing.get_context("fork")
     with tempfile.TemporaryDirectory() as folder:

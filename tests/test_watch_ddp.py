@@ -27,10 +27,11 @@ from vanishing.reporting import loading
 from vanishing.reporting.verdict import judge
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "watch_ddp.py"
+BENCH = Path(__file__).parents[1] / "bench" / "bench_watch_ddp.py"
 
 
-def load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("watch_ddp", EXAMPLE)
+def load_example(path: Path = EXAMPLE) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -243,3 +244,12 @@ def test_a_step_is_an_optimizer_step_under_gradient_accumulation(tmp_path):
     for row, (grads, mean) in zip(rows, expected, strict=True):
         assert close(row["grad_norms"], grads)
         assert close(row["activation_mean"], [mean])
+
+
+def test_the_bench_prints_the_measured_steps_cost(capsys):
+    """bench/bench_watch_ddp.py in one process (under torchrun the same loop with DDP)."""
+    load_example(BENCH).main(["--chunks", "1", "--chunk", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("1 process(es), torch ") and "a step unwatched" in lines[0]
+    assert lines[1].startswith("  every=1 (each step measured): +")
+    assert lines[2].startswith("  hooks only: ")

@@ -23,10 +23,20 @@ FEATURES, WIDTH, CLASSES, BATCH, STEPS, EVERY = 6, 16, 3, 8, 4, 2
 CLIP = 1e-3  # far below the gradient's norm: clipping changes every step
 
 
-def make_model() -> nn.Sequential:
+def make_model(conv: bool = False) -> nn.Sequential:
+    """An MLP, or (`conv`) one whose first layer is a Conv1d and a ReLU (its units channels)."""
     torch.manual_seed(0)
+    first: list[nn.Module] = [nn.Linear(FEATURES, WIDTH)]
+    if conv:
+        first = [
+            nn.Unflatten(1, (1, FEATURES)),
+            nn.Conv1d(1, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(4 * FEATURES, WIDTH),
+        ]
     return nn.Sequential(
-        nn.Linear(FEATURES, WIDTH),
+        *first,
         nn.Tanh(),
         nn.Linear(WIDTH, WIDTH),
         nn.ReLU(),
@@ -71,7 +81,8 @@ def loop(
                     loss = F.cross_entropy(model(x[step, k, mine]), y[step, k, mine]) / micro
                     loss.backward()
             if step % EVERY == 0:
-                weights = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+                weighted = (nn.Linear, nn.Conv1d)
+                weights = [m.weight for m in model.modules() if isinstance(m, weighted)]
                 given.append([float(full(w.grad).norm()) for w in weights])
             if clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -89,6 +100,7 @@ CASES: dict[str, dict[str, Any]] = {
     "accumulate": {"micro": 3, "ranks": "all"},
     "buckets": {"clip": CLIP},  # gradient_as_bucket_view=True: DDP's grads are bucket views
     "fsdp": {"clip": CLIP, "ranks": "all"},
+    "conv": {},  # a Conv1d's ReLU: its units are channels, its values (channel, position)
 }
 
 
@@ -112,7 +124,8 @@ def ranks_main(folder: Path) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     try:
         for case, options in CASES.items():
-            given = loop(wrap(case, make_model()), folder / case, rank=rank, world=world, **options)
+            model = wrap(case, make_model(conv=case == "conv"))
+            given = loop(model, folder / case, rank=rank, world=world, **options)
             if rank == 0:
                 (folder / f"{case}.json").write_text(json.dumps(given))
         os.chdir(folder / "default")  # without out=: rank 0 chooses, every rank agrees
@@ -141,7 +154,7 @@ def probe_rows(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def one_process(tmp_path: Path, case: str) -> tuple[list[dict[str, Any]], list[list[float]]]:
-    given = loop(make_model(), tmp_path / "one", **CASES[case])
+    given = loop(make_model(conv=case == "conv"), tmp_path / "one", **CASES[case])
     return probe_rows(tmp_path / "one"), given
 
 
