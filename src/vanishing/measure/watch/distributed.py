@@ -114,6 +114,8 @@ class Distributed:
             return
         if self.buffer is None:
             self.buffer = self.new_buffer(layers, grad.device)
+        if id(weight) not in self.offsets:  # not a watched layer's weight (any longer)
+            return
         start, size, index = self.offsets[id(weight)]
         self.buffer[start : start + size] = grad.detach().flatten()
         self.buffer[index] = 1.0
@@ -168,6 +170,8 @@ class Distributed:
         for name, weights in layers.weights.items():
             norms = []
             for weight in weights:
+                if id(weight) not in self.offsets:
+                    continue
                 start, size, index = self.offsets[id(weight)]
                 if flags[index - first_flag] > 0:  # some rank's backward reached it
                     norms.append(buffer[start : start + size].float().norm() / self.size)
