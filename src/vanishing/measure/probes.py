@@ -245,7 +245,9 @@ def layer_block(signal: Tensor, output: Tensor, saturated: Tensor, dead: Tensor)
     return torch.cat([stats, histograms(output.detach().flatten()[None])[0]])
 
 
-def histograms(values: Tensor, bins: int = HISTOGRAM_BINS) -> Tensor:
+def histograms(
+    values: Tensor, bins: int = HISTOGRAM_BINS, bounds: tuple[Tensor, Tensor] | None = None
+) -> Tensor:
     """Per row of `values` (K, N), a histogram as one row of the result (K, 2 * bins + 1): its
     bins + 1 edges, then its bins' counts (whole numbers, as floats to share a read-back).
 
@@ -255,12 +257,16 @@ def histograms(values: Tensor, bins: int = HISTOGRAM_BINS) -> Tensor:
     stream's hundreds) and the counts sum to N; the edges are recorded, so histograms of other
     layers and steps are drawn against the same axis. Non-finite values (a diverged run) are
     not counted and do not stretch the edges; a row with no finite value has nan edges and
-    zero counts.
+    zero counts. `bounds` (K,) each: the smallest and largest finite values, when the rows are
+    parts of larger sets (a distributed job's global batch: its ranks' histograms then sum).
     """
     finite = values.isfinite()
-    lo = torch.where(finite, values, math.inf).amin(dim=1)  # (K,)
-    hi = torch.where(finite, values, -math.inf).amax(dim=1)
-    empty = ~finite.any(dim=1)
+    if bounds is None:
+        lo = torch.where(finite, values, math.inf).amin(dim=1)  # (K,)
+        hi = torch.where(finite, values, -math.inf).amax(dim=1)
+    else:
+        lo, hi = bounds
+    empty = ~(lo <= hi)  # no finite value (here, or in any part)
     lo, hi = lo.masked_fill(empty, math.nan), hi.masked_fill(empty, math.nan)
     flat = lo == hi
     lo, hi = torch.where(flat, lo - 0.5, lo), torch.where(flat, hi + 0.5, hi)

@@ -63,12 +63,44 @@ While watched, the model's `__getstate__` leaves the watch out: torch.save(model
 copy.deepcopy(model) work, and give a model that is not watched.
 An exception inside the `with` block closes the hooks but writes no result: the run did not
 finish (its rows stay). A run directory has one writer: the watch holds its lock until it ends,
-and a second watch into it (another process, as every rank of a DistributedDataParallel job
-would be, or another model in this one) is refused.
+and a second watch into it (another process, or another model in this one) is refused.
+
+A step is an optimizer step. Under gradient accumulation (k forward and backward passes, then
+one optimizer.step(); under DDP the first k - 1 inside no_sync()) that is one step: its
+weight gradient is the accumulated one, as the optimizer receives it, and its activations and
+signals are those of the step's last forward and backward.
+
+Under torch.distributed (an initialised process group of world size W > 1), every rank calls
+watch() as one process would, given the model as it trains: the DistributedDataParallel
+wrapper (or its `.module`) or an FSDP2 `fully_shard` model; FSDP1's FullyShardedDataParallel
+is refused, and so are probe= and a watch without its optimizer. Layers are named as the
+model's own (no "module." prefix). `ranks="one"` (the default): one run, written by rank 0 into
+its `out` (without `out`, one that rank 0 chooses), which every rank is told; the other ranks
+write nothing but run the hooks and, at measured steps only, take part in the collectives of
+the optimizer's step pre-hook (`distributed`: three; under FSDP2 four, and one after the step
+for the update ratios of the shards). `ranks="all"`: that run and out/rank{r}, each rank's own.
+config.json says `world_size` and `ranks` (a rank's directory its `rank` too). In the run:
+- weight-gradient norms: the averaged gradient (DDP's all-reduce, FSDP2's reduce-scatter)
+  before the loop's clip_grad_norm_: the same on every rank, and in every rank's directory.
+  DDP's backward leaves each rank's own gradient, so at a measured step a copy of the last
+  one backward accumulates is kept in one flat buffer and averaged at the step.
+- weight norms and update ratios: the model's, the same on every rank (FSDP2: the shards'
+  squares summed over the ranks).
+- signals ||dLoss/da||: over the global batch, for the job's loss (the mean of the ranks'):
+  sqrt(sum_r s_r^2) / W of each rank's own s_r; a rank's directory has its s_r.
+- unit statistics: over the global batch: means weighted by counts, std pooled, the spread
+  across samples pooled per unit (nan where the ranks' sequences differ in length),
+  histograms summed on edges common to every rank, the saturated share of every value, a
+  unit dead when dead on every rank (the activation layers' outputs are kept until the step
+  for this); a rank's directory has its own.
+- a recurrent module's time profile: rank 0's own (a rank's directory has its own);
+  epoch rows (`log`): rank 0's in the run, each rank's in its directory.
+`Watch.config` and `Watch.last_row` are the run's (the same numbers on every rank, but the
+time profile); `close()` gives every rank the run's result.
 
 The package, by job: `layers` (which layers, their names), `hooks` (the hooks and the steps
 they count), `capture` (a measured step's numbers), `probe` (the probe batch), `rows` (the run
-directory and its records).
+directory and its records), `distributed` (the ranks of a torch.distributed job).
 """
 
 from __future__ import annotations
@@ -84,6 +116,7 @@ from torch.nn import functional as F
 
 from vanishing import records
 from vanishing.errors import UsageError
+from vanishing.measure.watch import distributed
 from vanishing.measure.watch.capture import Captures
 from vanishing.measure.watch.hooks import MARK, Hooks
 from vanishing.measure.watch.layers import Layers
@@ -120,7 +153,7 @@ def check(
             "watch it once its weights are real (model.to_empty(device=...) and an init, or "
             "load_state_dict(..., assign=True))"
         )
-    other = watched_by(model)
+    other = watched_by(model) or watched_by(distributed.unwrap(model))
     if other is not None:
         raise UsageError(
             f"watch: this {type(model).__name__} is already watched (writing to "
@@ -165,29 +198,48 @@ class Watch:
         loss: Callable[[Tensor, Tensor], Tensor] | None = None,
         settings: dict[str, Any] | None = None,
         scaler: Any = None,
+        ranks: str = "one",
     ) -> None:
         check(model, optimizer, every, probe, scaler)
+        self.world = distributed.check(model, ranks, optimizer, probe)
         self.model = model
+        own = distributed.unwrap(model)  # DDP's `.module`: the layers' names are its own
         self.every = every
-        self.layers = Layers(model, layers)
+        self.layers = Layers(own, distributed.own_names(layers, model))
         self.captures = Captures()
-        self.run_dir, lock = hold(out, model)  # the last check: nothing to undo before it
-        self.writer = RunWriter(
-            self.run_dir,
-            lock,
-            model,
-            optimizer,
-            every,
-            probe,
-            dict(settings or {}),
-            self.layers,
-            self.captures,
-        )
+        self.captures.keep_parts = self.world is not None
+        # under torch.distributed the run's blocks are the global batch's (`combine`): a
+        # rank's own are computed only for its own directory
+        self.captures.own_blocks = self.world is None or ranks == "all"
+        extra = dict(settings or {})
+        rank_lock: int | None = None
+        self.rank_dir: Path | None = None  # this rank's own run (ranks="all")
+        lock: int | None
+        if self.world is None:
+            self.run_dir, lock = hold(out, own)  # the last check: nothing to undo before it
+        else:
+            self.run_dir, lock, self.rank_dir, rank_lock = distributed.hold_runs(
+                self.world, out, own
+            )
+            extra.update(self.world.settings())
+
+        def writer(run_dir: Path, lock: int | None, extra: dict[str, Any]) -> RunWriter:
+            return RunWriter(
+                run_dir, lock, own, optimizer, every, probe, extra, self.layers, self.captures
+            )
+
+        # rank 0 writes the run; another rank keeps the same rows without writing them
+        self.writer = writer(self.run_dir, lock, extra)
+        self.rank_writer = None
+        if self.world is not None and self.rank_dir is not None:
+            self.rank_writer = writer(
+                self.rank_dir, rank_lock, {**(settings or {}), **self.world.rank_settings()}
+            )
         self.closed = False
         self.result: records.RunResult | None = None
         try:
             self.hooks = Hooks(
-                model,
+                own,
                 optimizer,
                 every,
                 probe,
@@ -196,11 +248,14 @@ class Watch:
                 self.layers,
                 self.captures,
                 self.writer,
+                self.world,
+                self.rank_writer,
             )
         except BaseException:
-            self.writer.close()
+            self.close_writers()
             raise
-        model.__dict__[MARK] = weakref.ref(self)
+        for marked in {id(model): model, id(own): own}.values():
+            marked.__dict__[MARK] = weakref.ref(self)
 
     @property
     def step(self) -> int:
@@ -226,16 +281,24 @@ class Watch:
         any other numbers): the report reads accuracy and losses from these rows."""
         if self.closed:
             raise UsageError("watch: log after close")
-        return self.writer.log(self.hooks.step, epoch, values)
+        row = self.writer.log(self.hooks.step, epoch, values)
+        if self.rank_writer is not None:
+            self.rank_writer.log(self.hooks.step, epoch, values)
+        return row
+
+    def close_writers(self) -> None:
+        self.writer.close()
+        if self.rank_writer is not None:
+            self.rank_writer.close()
 
     def detach(self) -> None:
         """Remove every hook, close metrics.jsonl and let go of the run directory; the model
         is no longer watched."""
         self.hooks.remove()
-        self.writer.close()
+        self.close_writers()
         self.closed = True
-        if self.model.__dict__.get(MARK) is not None:
-            del self.model.__dict__[MARK]
+        for marked in (self.model, distributed.unwrap(self.model)):
+            marked.__dict__.pop(MARK, None)
 
     def close(self) -> records.RunResult:
         """Remove every hook and write result.json (once; later calls return the result)."""
@@ -245,6 +308,8 @@ class Watch:
             raise UsageError("watch: closed after an error; its run has no result")
         try:
             self.hooks.remove()
+            if self.rank_writer is not None:
+                self.rank_writer.finish(self.hooks.step, self.hooks.probe_seconds)
             self.result = self.writer.finish(self.hooks.step, self.hooks.probe_seconds)
         finally:
             self.detach()
@@ -274,11 +339,14 @@ def watch(
     loss: Callable[[Tensor, Tensor], Tensor] | None = None,
     settings: dict[str, Any] | None = None,
     scaler: Any = None,
+    ranks: str = "one",
 ) -> Watch:
     """Watch `model`'s gradients and units as it trains (see the package's docstring); a handle
     that is also a context manager. `out` is the run directory (default
     runs/watch/<model>-<date>-<time>), held by this watch alone until it ends; `layers` a
     subset of `named_modules()` names, `loss` the probe's loss (cross-entropy by default),
     `settings` extra config.json values and `scaler` a torch.amp.GradScaler, whose scale the
-    signals are divided by (the weight gradients are read after its unscaling either way)."""
-    return Watch(model, optimizer, every, probe, out, layers, loss, settings, scaler)
+    signals are divided by (the weight gradients are read after its unscaling either way).
+    Under torch.distributed, `ranks` is "one" (one run, written by rank 0) or "all" (that run
+    and out/rank{r}, each rank's own measurements)."""
+    return Watch(model, optimizer, every, probe, out, layers, loss, settings, scaler, ranks)

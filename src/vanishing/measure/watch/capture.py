@@ -46,6 +46,18 @@ class Recurrence:
         return hook
 
 
+@dataclass
+class Part:
+    """One activation layer of a measured forward on this rank, kept until the optimizer step
+    (its values are binned then, on edges common to every rank)."""
+
+    output: Tensor  # detached: the same storage as the forward's
+    version: int  # its version then: a later in-place change leaves the layer out
+    saturated: Tensor  # the share of its input's values in saturation
+    inputs: int  # how many values that share is of
+    alive: Tensor  # (units,) bool: active in the dead-unit window
+
+
 class Captures:
     """The measured step's tensors, on the model's device (nothing is read back here)."""
 
@@ -58,6 +70,13 @@ class Captures:
         self.param_grads: dict[int, Tensor] = {}  # id(weight) -> its norm, as backward leaves it
         self.alive: dict[str, list[Tensor]] = {}  # its units active in recent measured batches
         self.recurrences: dict[str, Recurrence] = {}  # recurrent module -> its measured call
+        self.weight_norms: dict[str, Tensor] = {}  # layer -> its weights' norm, when sharded
+        self.profile: dict[str, Any] | None = None  # the time profile, once computed
+        # under torch.distributed: per activation layer what its numbers over the global batch
+        # are taken from at the step (a Part, kept only when `keep_parts`)
+        self.keep_parts = False
+        self.own_blocks = True  # this process's own blocks (not wanted by ranks="one")
+        self.parts: dict[str, Part] = {}
         self.scale = 1.0  # a GradScaler's scale, divided out of the time profile
         self.probing = False  # the probe batch's forward is running
         self.busy = False  # our own calls into a module (the saturation slope): not measured
@@ -78,23 +97,34 @@ class Captures:
         try:
             with torch.no_grad():
                 saturated = probes.saturated_share(activation, module, z)
+                kept = output
                 output = output.float()
                 window = self.alive.setdefault(name, [])
                 window.append(probes.active_units(output, dim))
                 del window[:-DEAD_WINDOW]
                 shapes = {flags.shape for flags in window}
                 alive = torch.stack(window).any(dim=0) if len(shapes) == 1 else window[-1]
-                zero = torch.zeros((), device=output.device)
-                self.blocks[name] = probes.layer_block(
-                    zero, output, saturated, (~alive).float().mean()
-                )
+                if self.own_blocks:
+                    zero = torch.zeros((), device=output.device)
+                    self.blocks[name] = probes.layer_block(
+                        zero, output, saturated, (~alive).float().mean()
+                    )
+                if self.keep_parts:
+                    self.parts[name] = Part(kept, kept._version, saturated, z.numel(), alive)
         finally:
             self.busy = False
 
     def time_profile(self) -> dict[str, Any]:
         """The probe row's keys through time (`through_time.time_probe`) of every recurrent
         module a gradient reached, in the order they ran; empty without any. One whose copy
-        cannot be passed back (its input changed in place since) is left out, never an error."""
+        cannot be passed back (its input changed in place since) is left out, never an error.
+        Computed once per step (kept until `clear`)."""
+        if self.profile is None:
+            self.profile = self.unrolled_profile()
+        return self.profile
+
+    def unrolled_profile(self) -> dict[str, Any]:
+        """`time_profile`, computed: the copies passed back once."""
         names, layers, grads = [], [], []
         for recurrence in self.recurrences.values():
             try:
@@ -117,6 +147,9 @@ class Captures:
     def clear(self) -> None:
         """Forget the step's captures (the dead-unit window stays)."""
         self.recurrences.clear()
+        self.profile = None
+        self.parts.clear()
+        self.weight_norms.clear()
         self.scale = 1.0
         self.blocks.clear()
         self.signals.clear()

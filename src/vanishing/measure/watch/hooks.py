@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +16,7 @@ from vanishing.measure import probes
 from vanishing.measure import time as through_time
 from vanishing.measure.watch import probe as probe_batch
 from vanishing.measure.watch.capture import Captures, Recurrence
+from vanishing.measure.watch.distributed import Distributed
 from vanishing.measure.watch.layers import Layers, joint_norm
 from vanishing.measure.watch.rows import RunWriter
 from vanishing.model.activations import Activation
@@ -53,10 +54,15 @@ class Hooks:
         layers: Layers,
         captures: Captures,
         writer: RunWriter,
+        world: Distributed | None = None,
+        rank_writer: RunWriter | None = None,
     ) -> None:
         self.model, self.optimizer, self.every = model, optimizer, every
         self.probe, self.loss, self.scaler = probe, loss, scaler
         self.layers, self.captures, self.writer = layers, captures, writer
+        # under torch.distributed: this process's place in the job, and its rank's own run
+        self.world, self.rank_writer = world, rank_writer
+        self.rank_pending: dict[str, Any] | None = None
         self.step = 0  # the optimizer step under way: its forward, backward and step
         self.queued = False  # no optimizer: this backward's end is queued
         self.before: dict[str, list[Tensor]] | None = None  # weights before a measured step
@@ -308,7 +314,10 @@ class Hooks:
             self.queued = True
             torch.autograd.Variable._execution_engine.queue_callback(self._end_backward)
         if self.step % self.every == 0 and weight.grad is not None:
-            self.captures.param_grads[id(weight)] = weight.grad.detach().float().norm()
+            if self.world is not None:  # averaged over the ranks at the step
+                self.world.keep(weight, self.layers, self.captures)
+            else:
+                self.captures.param_grads[id(weight)] = weight.grad.detach().float().norm()
 
     def _end_backward(self) -> None:
         """Without an optimizer: one step is over; a watched one is written."""
@@ -324,12 +333,15 @@ class Hooks:
         clip_grad_norm_), a GradScaler's scale divided out. The gradients the optimizer is
         given where they differ from those by a power of 2 only: a scaler not passed as
         `scaler=` unscaled them (its scale is always a power of 2; a clip's factor is not)."""
-        now = {}
-        for name, weights in self.layers.weights.items():
-            grads = [w.grad for w in weights if w.grad is not None]
-            if grads:
-                now[name] = joint_norm(grads)
-        backward = self.layer_grads()
+        if self.world is not None:  # every rank takes part
+            now, backward = self.world.grads(self.layers, self.captures)
+        else:
+            now = {}
+            for name, weights in self.layers.weights.items():
+                grads = [w.grad for w in weights if w.grad is not None]
+                if grads:
+                    now[name] = joint_norm(grads)
+            backward = self.layer_grads()
         self.detach_grads()
         if not backward:  # no measured backward (the model ran inside step(), as LBFGS's)
             return now
@@ -358,7 +370,11 @@ class Hooks:
                 scale = float(self.scaler.get_scale())
                 captures.signals = {name: s / scale for name, s in captures.signals.items()}
                 captures.scale = scale
-            row = self.writer.row(self.step, None)
+            row = (
+                self.distributed_rows()
+                if self.world is not None
+                else self.writer.row(self.step, None)
+            )
         self.before = {
             name: [w.detach().clone() for w in weights]
             for name, weights in self.layers.weights.items()
@@ -366,28 +382,51 @@ class Hooks:
         self.pending = row
         self.probe_seconds += time.perf_counter() - start
 
+    def distributed_rows(self) -> dict[str, Any]:
+        """A measured step's rows under torch.distributed (every rank takes part): the job's,
+        combined over the ranks (`Distributed.combine`), and with ranks="all" this rank's own
+        (`rank_pending`); the weight gradients are the averaged ones in both."""
+        world, captures, layers = cast(Distributed, self.world), self.captures, self.layers
+        layers.fix()
+        if world.sharded:  # each rank holds a shard of each weight
+            names = list(layers.weights)
+            norms = world.norms([layers.weights[name] for name in names])
+            captures.weight_norms = dict(zip(names, norms, strict=True))
+        combined = world.combine(captures, layers)
+        combined.grads = dict(captures.grads)
+        combined.weight_norms = dict(captures.weight_norms)
+        combined.profile = captures.time_profile()  # rank 0's own in the job's run
+        if self.rank_writer is not None:
+            self.rank_pending = self.rank_writer.row(self.step, None)
+        captures.clear()
+        return self.writer.row(self.step, None, combined)
+
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self.pending is not None and self.before is not None:
             start = time.perf_counter()
             weights = self.layers.weights
             with torch.no_grad():
-                ratios = torch.stack(
-                    [
-                        probes.relative(
-                            joint_norm(
-                                [w - old for w, old in zip(weights[name], olds, strict=True)]
-                            ),
-                            joint_norm(olds),
-                        )
-                        for name, olds in self.before.items()
-                    ]
-                )
+                steps = [
+                    [w - old for w, old in zip(weights[name], olds, strict=True)]
+                    for name, olds in self.before.items()
+                ]
+                if self.world is not None and self.world.sharded:
+                    norms = self.world.norms([*steps, *self.before.values()])
+                    changes, sizes = norms[: len(steps)], norms[len(steps) :]
+                else:
+                    changes = torch.stack([joint_norm(step) for step in steps])
+                    sizes = torch.stack([joint_norm(olds) for olds in self.before.values()])
+                ratios = probes.relative(changes, sizes)
             by_name = dict(zip(self.before, ratios.tolist(), strict=True))
             self.pending["update_ratio"] = [by_name[name] for name in self.layers.fixed_layers]
             self.writer.write(self.pending)
-            self.pending, self.before = None, None
+            if self.rank_writer is not None and self.rank_pending is not None:
+                self.rank_pending["update_ratio"] = self.pending["update_ratio"]
+                self.rank_writer.write(self.rank_pending)
+            self.pending, self.before, self.rank_pending = None, None, None
             self.probe_seconds += time.perf_counter() - start
         self.captures.blocks.clear()  # captured inside step() (LBFGS's closure): not a later row's
+        self.captures.parts.clear()
         self.captures.signals.clear()
         self.captures.recurrences.clear()
         self.step += 1

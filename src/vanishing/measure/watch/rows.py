@@ -9,7 +9,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -110,12 +110,14 @@ def check_writable(run_dir: Path) -> None:
 
 
 class RunWriter:
-    """Writes a watched run's rows as they come, and its result at the end."""
+    """Writes a watched run's rows as they come, and its result at the end. Without a lock
+    (another rank's copy of a distributed job's run) it writes nothing but keeps the rows and
+    the result as the writing rank does."""
 
     def __init__(
         self,
         run_dir: Path,
-        lock: int,
+        lock: int | None,
         model: nn.Module,
         optimizer: torch.optim.Optimizer | None,
         every: int,
@@ -188,9 +190,13 @@ class RunWriter:
         lr = self.optimizer.param_groups[0].get("lr") if self.optimizer is not None else None
         return float(lr) if isinstance(lr, (int, float)) else None
 
-    def row(self, step: int, loss: Tensor | None) -> dict[str, Any]:
-        """A probe row of the step's captures, read back from the device at once."""
-        layers, captures = self.layers, self.captures
+    def row(
+        self, step: int, loss: Tensor | None, captures: Captures | None = None
+    ) -> dict[str, Any]:
+        """A probe row of the step's captures (this writer's own, else `captures`: a
+        distributed job's combined ones), read back from the device at once."""
+        layers = self.layers
+        captures = captures if captures is not None else self.captures
         lr = self.lr()
         if lr is not None:
             self.lrs.append(lr)
@@ -217,7 +223,10 @@ class RunWriter:
                 layer_rows.append(block)
             scalars = torch.stack(
                 [captures.grads[name].float() for name in present]
-                + [joint_norm(layers.weights[name]) for name in layers.fixed_layers]
+                + [
+                    captures.weight_norms.get(name, joint_norm(layers.weights[name]))
+                    for name in layers.fixed_layers
+                ]
                 + [(loss if loss is not None else nan).float().reshape(())]
             )
             values = scalars.tolist()
@@ -234,16 +243,20 @@ class RunWriter:
         # the epoch under way, as training counts (from 1)
         return {"kind": "probe", "step": step, "epoch": len(self.epochs) + 1, **measured, **profile}
 
-    def open(self) -> records.MetricsWriter:
-        """config.json and metrics.jsonl, at the first row (the layers are known by then)."""
-        if self.writer is None:
+    def open(self) -> records.MetricsWriter | None:
+        """config.json and metrics.jsonl, at the first row (the layers are known by then);
+        None where this process writes nothing."""
+        if self.config is None:
             self.layers.fix()
             self.config = self.describe()
-            self.writer = records.open_run(Settings(self.config), self.run_dir)
-        return cast(records.MetricsWriter, self.writer)  # a run directory: never None
+            if self.lock is not None:
+                self.writer = records.open_run(Settings(self.config), self.run_dir)
+        return self.writer
 
     def write(self, row: dict[str, Any]) -> None:
-        self.open().write(row)
+        writer = self.open()
+        if writer is not None:
+            writer.write(row)
         if row["kind"] == "probe":
             self.first_row = self.first_row or row
             self.last_row = row
@@ -278,7 +291,8 @@ class RunWriter:
         losses = [row["test_loss"] for row in self.epochs if "test_loss" in row]
         if self.config is not None and len(set(self.lrs)) > 1:  # a schedule: say its range
             self.config["lr_range"] = [min(self.lrs), max(self.lrs)]
-            records.write_json(self.run_dir / records.CONFIG, self.config)
+            if self.lock is not None:
+                records.write_json(self.run_dir / records.CONFIG, self.config)
         elapsed = time.perf_counter() - self.started
         from vanishing.training.loop import versions  # torch's and numpy's versions, as runs record
 
@@ -311,6 +325,9 @@ class RunWriter:
             if self.writer is not None:
                 self.writer.close()
                 self.writer = None
+            if self.lock is None:
+                result.run_dir = str(self.run_dir)
+                return result
             return records.close_run(result, self.run_dir)
         finally:
             self.close()
@@ -322,4 +339,5 @@ class RunWriter:
         self.closed = True
         if self.writer is not None:
             self.writer.close()
-        os.close(self.lock)
+        if self.lock is not None:
+            os.close(self.lock)
