@@ -109,8 +109,8 @@ def runs(tmp_path_factory) -> Path:
 def exported(runs) -> Path:
     """The default log directory after one export."""
     result = export_runs([runs], to="tensorboard")
-    assert result.logdir == runs / "tensorboard" and not result.notes
-    return result.logdir
+    assert result.where == runs / "tensorboard" and not result.notes
+    return Path(result.where)
 
 
 def read(events: Path):
@@ -290,7 +290,7 @@ def test_cli_writes_and_says_how_to_open(runs, tmp_path, capsys):
     [
         ("missing", "no such directory: "),
         ("empty", "no run directories (with config.json) under "),
-        ("format", "unknown export format 'csv'; choose from: tensorboard"),
+        ("format", "unknown export format 'csv'; choose from: tensorboard, mlflow, wandb"),
         ("unwritable", "cannot write to the TensorBoard log directory "),
         (
             "no tensorboardX",
@@ -339,7 +339,7 @@ def recurrent(tmp_path_factory) -> tuple[Path, Path]:
     recurrent_records.write_adding_run(root / "adding")
     result = export_runs([root], logdir=root / "tb")
     assert not result.notes
-    return root, result.logdir
+    return root, Path(result.where)
 
 
 def test_time_profile_and_gates_are_scalars_per_recurrent_layer(recurrent):
