@@ -312,6 +312,8 @@ def test_importing_vanishing_imports_no_tracker():
          "--uri applies to --to mlflow only"),
         ("experiment with wandb", ["--to", "wandb", "--experiment", "x"],
          "--experiment applies to --to mlflow only"),
+        ("empty experiment", ["--to", "mlflow", "--experiment", " "],
+         "--experiment: give a name"),
         ("dir with mlflow", ["--to", "mlflow", "--dir", "x"], "--dir applies to --to wandb only"),
         ("logdir with wandb", ["--to", "wandb", "--logdir", "x"],
          "--logdir applies to --to tensorboard only"),
