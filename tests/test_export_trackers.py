@@ -9,7 +9,6 @@ import contextlib
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -254,30 +253,48 @@ def test_wandb_activation_histograms_are_the_recorded_bins(runs, wandb_export):
 # Nothing contacts a network; nothing is imported before it is needed
 
 
-def test_no_export_opens_a_network_connection(runs, tmp_path, monkeypatch):
-    """In this process any connection but a Unix socket (wandb's own service) raises; the
-    wandb-core child is given a proxy and a W&B server that go nowhere: offline, it needs none."""
-    tried: list[Any] = []
-    connect = socket.socket.connect
+GUARD = """
+import socket, sys, traceback
+from vanishing.frontends.cli import main
 
-    def local_only(self, address):
-        if self.family != socket.AF_UNIX:
-            tried.append(address)
-            raise OSError("the export tried the network")
-        return connect(self, address)
+tried = []
+connect = socket.socket.connect
 
-    monkeypatch.setattr(socket.socket, "connect", local_only)
-    for key in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.setenv(key, "http://10.255.255.1:9")
-    monkeypatch.setenv("WANDB_BASE_URL", "http://10.255.255.1:9")
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    start = time.perf_counter()
-    wandb = export_runs([runs / "watch"], to="wandb", wandb_dir=tmp_path)
-    # a file store: a new sqlite store's migrations cost seconds, and neither opens a socket
-    mlflow = export_runs([runs / "watch"], to="mlflow", uri=str(tmp_path / "mlruns"))
-    assert len(wandb.runs) == len(mlflow.runs) == 1 and tried == []
-    assert time.perf_counter() - start < 60  # no client waited on an unreachable host
+def local_only(self, address):
+    if self.family != socket.AF_UNIX:
+        tried.append(f"{address} from\\n{''.join(traceback.format_stack(limit=12))}")
+        raise OSError("the export tried the network")
+    return connect(self, address)
+
+socket.socket.connect = local_only
+runs, out = sys.argv[1:]
+codes = [
+    main(["export", runs, "--to", "mlflow", "--uri", f"sqlite:///{out}/mlflow.db"]),
+    main(["export", runs, "--to", "wandb", "--dir", out]),
+]
+print(codes, tried)
+"""
+
+
+def test_no_export_opens_a_network_connection(runs, tmp_path):
+    """In a process of its own, as a user runs it (no test or CI variables, which MLflow reads
+    as "no telemetry"), any connection but a Unix socket (wandb's own service) raises and is
+    recorded with its stack: MLflow 3's telemetry, at import, was one. The wandb-core child is
+    given a proxy and a W&B server that go nowhere: offline, it needs neither."""
+    quiet = ("PYTEST_", "CI", "GITHUB_", "WANDB_", "MLFLOW_", "DO_NOT_TRACK")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(quiet)}
+    unreachable = "http://10.255.255.1:9"
+    for key in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "WANDB_BASE_URL"):
+        env[key] = unreachable
+    done = subprocess.run(
+        [sys.executable, "-c", GUARD, str(runs / "watch"), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[0, 0] []", done.stdout
     logs = " ".join(p.read_text(errors="replace") for p in tmp_path.rglob("debug*.log"))
     assert "10.255.255.1" not in logs
 
@@ -319,6 +336,8 @@ def test_importing_vanishing_imports_no_tracker():
          "--logdir applies to --to tensorboard only"),
         ("unwritable store", ["--to", "mlflow", "--uri", "sqlite:///{file}/mlflow.db"],
          "cannot write to the MLflow store sqlite:///{file}/mlflow.db: "),
+        ("not a database", ["--to", "mlflow", "--uri", "sqlite:///{file}"],
+         "cannot write to the MLflow store sqlite:///{file}: file is not a database"),
         ("unwritable W&B", ["--to", "wandb", "--dir", "{file}/w"],
          "cannot write to the W&B directory {file}/w/wandb: "),
         ("format", ["--to", "csv"],

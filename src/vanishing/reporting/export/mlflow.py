@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlparse
 
 from vanishing.errors import UsageError
 from vanishing.reporting.export.tags import row_step, scalars
-from vanishing.reporting.export.target import Run
+from vanishing.reporting.export.target import Run, environment
 
 STORE = "mlflow.db"  # the default store, a sqlite database in the first directory given
 EXPERIMENT = "vanishing"
@@ -51,13 +51,20 @@ NOT_IN_KEY = re.compile(r"[^\w\-. :/]")
 
 
 def import_client() -> Any:
-    """mlflow's MlflowClient; a UsageError saying how to install it when it is missing."""
-    try:
-        from mlflow.tracking import MlflowClient
-    except ImportError:
-        raise UsageError(
-            "mlflow export needs the optional extra: pip install 'vanishing[mlflow]'"
-        ) from None
+    """mlflow's MlflowClient, imported with its telemetry off (`quiet_store`); a UsageError
+    saying how to install it when it is missing."""
+    with quiet_store("sqlite"):
+        try:
+            from mlflow.tracking import MlflowClient
+        except ImportError:
+            raise UsageError(
+                "mlflow export needs the optional extra: pip install 'vanishing[mlflow]'"
+            ) from None
+        try:
+            from mlflow.telemetry.client import set_telemetry_client
+        except ImportError:  # an MLflow before 3 has no telemetry
+            return MlflowClient
+        set_telemetry_client()  # mlflow imported earlier with telemetry on: now off
     return MlflowClient
 
 
@@ -80,26 +87,24 @@ def local_store(uri: str) -> tuple[str, Path]:
 
 @contextlib.contextmanager
 def quiet_store(kind: str) -> Iterator[None]:
-    """While the export talks to the store: MLflow's and alembic's INFO lines (creating the
-    database's tables) kept off the terminal, and a file store allowed (MLflow 3 refuses one
-    unless MLFLOW_ALLOW_FILE_STORE=true); both put back as they were."""
+    """While the export imports and calls MLflow: its usage telemetry off (MLflow 3 fetches a
+    configuration from its server at import, and sends events, unless told not to), a file
+    store allowed (MLflow 3 refuses one unless MLFLOW_ALLOW_FILE_STORE=true), MLflow's and
+    alembic's INFO lines (creating the database's tables) kept off the terminal; all put back
+    as they were."""
+    values = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    if kind == "file":
+        values["MLFLOW_ALLOW_FILE_STORE"] = "true"
     loggers = [logging.getLogger(name) for name in ("mlflow", "alembic")]
     levels = [logger.level for logger in loggers]
-    allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE")
     for logger in loggers:
         logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
-    if kind == "file":
-        os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
     try:
-        yield
+        with environment(values):
+            yield
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
-        if kind == "file":
-            if allowed is None:
-                del os.environ["MLFLOW_ALLOW_FILE_STORE"]
-            else:
-                os.environ["MLFLOW_ALLOW_FILE_STORE"] = allowed
 
 
 def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -164,14 +169,21 @@ class MLflowTarget:
     @staticmethod
     @contextlib.contextmanager
     def refused(uri: str) -> Iterator[None]:
-        """An MLflow error of the store (a database it cannot write or read) as one line."""
+        """An error of the store (a database MLflow cannot open or write, a folder of a file
+        store it cannot write) as one line."""
         from mlflow.exceptions import MlflowException
+        from sqlalchemy.exc import SQLAlchemyError
 
         try:
             yield
         except MlflowException as e:
-            reason = str(e.message).strip().splitlines()[0] if str(e.message).strip() else e
+            reason = (str(e.message).strip().splitlines() or [type(e).__name__])[0]
             raise UsageError(f"cannot write to the MLflow store {uri}: {reason}") from None
+        except SQLAlchemyError as e:
+            reason = (str(getattr(e, "orig", None) or e).strip().splitlines() or [""])[0]
+            raise UsageError(f"cannot write to the MLflow store {uri}: {reason}") from None
+        except OSError as e:
+            raise UsageError(f"cannot write to the MLflow store {uri}: {e.strerror or e}") from None
 
     def experiment_for_write(self) -> str:
         """The experiment's id, made at the first run written."""

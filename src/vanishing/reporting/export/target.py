@@ -3,7 +3,10 @@ directory given, its label as the report shows it) and the `Target` protocol."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -31,6 +34,22 @@ class Run:
         from vanishing.reporting.verdict.judging import headline
 
         return headline([self.records])
+
+
+@contextlib.contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """The environment variables `values` set while a target's library is imported and called
+    (what it reads to stay off the network), then put back as they were."""
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class Target(Protocol):

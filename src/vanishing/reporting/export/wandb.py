@@ -23,17 +23,21 @@ from typing import Any
 
 from vanishing.errors import UsageError
 from vanishing.reporting.export.tags import row_step, scalars
-from vanishing.reporting.export.target import Run
+from vanishing.reporting.export.target import Run, environment
 from vanishing.settings.naming import LayerNames
 
 PROJECT = "vanishing"
+# Read by wandb when it starts its service (wandb-core inherits them): no error reports sent to
+# W&B's servers (`--no-observability`), nothing printed.
+ENVIRONMENT = {"WANDB_ERROR_REPORTING": "false", "WANDB_SILENT": "true"}
 RUNS = "wandb"  # wandb.init(dir=D) writes its runs to D/wandb
 
 
 def import_wandb() -> Any:
     """The wandb module; a UsageError saying how to install it when it is missing."""
     try:
-        import wandb
+        with environment(ENVIRONMENT):
+            import wandb
     except ImportError:
         raise UsageError(
             "wandb export needs the optional extra: pip install 'vanishing[wandb]'"
@@ -108,6 +112,12 @@ class WandbTarget:
             disable_git=True,
             save_code=False,
         )
+        with environment(ENVIRONMENT):
+            return self.log(run, settings)
+
+    def log(self, run: Run, settings: Any) -> Path:
+        """One run: started offline, its history logged, finished."""
+        wandb = self.wandb
         started = wandb.init(
             mode="offline",
             dir=str(self.dir),
@@ -129,7 +139,8 @@ class WandbTarget:
 
     def close(self) -> None:
         if self.own_service:
-            self.wandb.teardown()
+            with environment(ENVIRONMENT):
+                self.wandb.teardown()
 
     def written(self, count: int) -> str:
         return f"{count} run(s) written as offline W&B runs to {self.where}"
