@@ -107,8 +107,12 @@ class WandbTarget:
         settings = wandb.Settings(
             silent=True,
             console="off",  # the export's own output is not the run's
-            x_disable_stats=True,  # no system metrics of the exporting machine
+            # nothing of the exporting machine (its metrics, hardware, packages): the records
+            # were made elsewhere, and their config says where
+            x_disable_stats=True,
             x_disable_meta=True,
+            x_disable_machine_info=True,
+            x_save_requirements=False,
             disable_git=True,
             save_code=False,
         )
