@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -174,6 +175,32 @@ def test_mlflow_file_store_and_experiment_name(runs, tmp_path, capsys):
             (100, 101e-5),
             (200, 201e-5),
         ]
+
+
+def test_a_failed_run_is_exported_with_its_error_in_place_of_a_verdict(runs, tmp_path):
+    """A sweep's failed run (its result.json holds its error) keeps its rows, is marked failed
+    in both trackers, and no verdict is made up for it (the report leaves it out)."""
+    failed = tmp_path / "runs" / "failed"
+    shutil.copytree(runs / TRAINED, failed)
+    config = records.read_json(failed / records.CONFIG)
+    result = {"status": "failed", "error": "RuntimeError: boom", "config": config}
+    records.write_json(failed / records.RESULT, result)
+    said = "The run failed (RuntimeError: boom): no verdict."
+    store = tmp_path / "mlruns"  # a file store: quicker to make than a sqlite store
+    export_runs([failed], to="mlflow", uri=str(store))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+        client = mlflow_client.MlflowClient(tracking_uri=store.as_uri())
+        (run,) = mlflow_runs(client).values()
+        assert run.info.status == "FAILED"
+        assert run.data.tags["mlflow.note.content"] == said
+        assert history(client, run.info.run_id, "loss/train") == expected(failed)["loss/train"]
+    ((_, out),) = export_runs([failed], to="wandb", wandb_dir=tmp_path).runs
+    logged = inspect(Path(out))
+    (started,) = [r["run"] for r in logged if r["type"] == "run"]
+    assert started["notes"] == said and started["tags"] == ["failed"]
+    (exit,) = [r["exit"] for r in logged if r["type"] == "exit"]
+    assert exit.get("exit_code") == 1
 
 
 # W&B

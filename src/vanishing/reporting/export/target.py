@@ -30,9 +30,14 @@ class Run:
         return hashlib.sha256(path.encode()).hexdigest()[:16]
 
     def verdict(self) -> str:
-        """The report's headline verdict of this run alone."""
+        """The report's headline verdict of this run alone; a failed run (which the report
+        leaves out) has none, and says why."""
+        from vanishing.reporting.loading import cut
         from vanishing.reporting.verdict.judging import headline
 
+        if self.records.status == "failed":
+            error = (self.records.result or {}).get("error")
+            return f"The run failed ({cut(str(error))}): no verdict."
         return headline([self.records])
 
 
