@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from conftest import make_arrays, write_arrays
-from test_export import SMALL, write_watch_run
+from export_records import SMALL, write_watch_run
 from vanishing import records
 from vanishing.data import datasets as data
 from vanishing.frontends.cli import main
