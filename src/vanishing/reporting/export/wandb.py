@@ -15,6 +15,7 @@ unless a W&B run of the caller's own was active in this process.
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import shutil
@@ -68,7 +69,8 @@ def history(run: Run, wandb: Any) -> list[tuple[int, dict[str, Any]]]:
 
 
 def histogram_counts(record: Any) -> bool:
-    """Whether a recorded histogram is whole: bins + 1 finite edges, counts not all 0."""
+    """Whether a recorded histogram is whole: bins + 1 finite edges, counts not all 0 (a
+    damaged one is left out, as TensorBoard's export leaves it out)."""
     if not isinstance(record, dict):
         return False
     edges, counts = record.get("edges"), record.get("counts")
@@ -78,7 +80,7 @@ def histogram_counts(record: Any) -> bool:
         and len(edges) == len(counts) + 1
         and all(isinstance(c, int) for c in counts)
         and sum(counts) > 0
-        and all(isinstance(e, (int, float)) and abs(e) != float("inf") and e == e for e in edges)
+        and all(isinstance(e, (int, float)) and math.isfinite(e) for e in edges)
     )
 
 
