@@ -4,7 +4,6 @@ of `vanishing.jobs`, the report, the export, the live server), and what it print
 from __future__ import annotations
 
 import argparse
-import shlex
 import time
 from pathlib import Path
 
@@ -223,13 +222,21 @@ def report(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    from vanishing.reporting import export  # tensorboardX loads only when an export is written
+    # tensorboardX, mlflow and wandb load only when their export is written
+    from vanishing.reporting import export
 
-    exported = export.export_runs(args.dirs, to=args.to, logdir=args.logdir)
+    exported = export.export_runs(
+        args.dirs,
+        to=args.to,
+        logdir=args.logdir,
+        uri=args.uri,
+        experiment=args.experiment,
+        wandb_dir=args.wandb_dir,
+    )
     for note in exported.notes:
         stderr(note)
-    print(f"{len(exported.runs)} run(s) written as TensorBoard event files to {exported.logdir}")
-    print(f"open them with: tensorboard --logdir {shlex.quote(str(exported.logdir))}")
+    print(exported.written)
+    print(exported.open_with)
     return 0
 
 

@@ -295,27 +295,50 @@ def build_parser() -> Parser:
 
     sub = subcommands.add_parser(
         "export",
-        help="write run records as TensorBoard event files (no training)",
+        help="write run records to TensorBoard, MLflow or W&B (no training)",
         description="Write the records of runs, compares and sweeps (config.json, "
-        "metrics.jsonl) as TensorBoard event files, one directory per run below --logdir: "
-        "losses, accuracy, the vanishing ratio, per-layer gradient, signal and weight norms, "
-        "dead and saturated fractions, and per-layer activation histograms. The Custom "
-        "Scalars tab draws each per-layer measurement of every layer in one chart. Needs "
-        "tensorboardX: pip install 'vanishing[tensorboard]'.",
+        "metrics.jsonl) to a tracker, one entry per run: losses, accuracy, the vanishing "
+        "ratio, per-layer gradient, signal and weight norms, dead and saturated fractions. "
+        "--to tensorboard: event files, a directory per run below --logdir, with activation "
+        "histograms, and a Custom Scalars tab that draws each per-layer measurement of every "
+        "layer in one chart (needs pip install 'vanishing[tensorboard]'). --to mlflow: an "
+        "MLflow run per run in a local store (--uri, --experiment; needs "
+        "'vanishing[mlflow]'). --to wandb: an offline W&B run per run, for wandb sync (--dir; "
+        "needs 'vanishing[wandb]'). Nothing contacts a server.",
     )
     add_run_dirs(sub)
     sub.add_argument(
         "--to",
         required=True,
         metavar="FORMAT",
-        help="the format to write: tensorboard",
+        help="the format to write: tensorboard, mlflow or wandb",
     )
     sub.add_argument(
         "--logdir",
         metavar="DIR",
-        help="where the event files go, a directory per run named by its path below "
-        "RUN_OR_SWEEP_DIR; an earlier export there is replaced (default: the first "
+        help="tensorboard: where the event files go, a directory per run named by its path "
+        "below RUN_OR_SWEEP_DIR; an earlier export there is replaced (default: the first "
         "RUN_OR_SWEEP_DIR/tensorboard)",
+    )
+    sub.add_argument(
+        "--uri",
+        metavar="URI",
+        help="mlflow: the local store, sqlite:///PATH (a database file) or a directory (a file "
+        "store); a run exported again replaces its earlier MLflow run (default: "
+        "sqlite:///RUN_OR_SWEEP_DIR/mlflow.db of the first directory)",
+    )
+    sub.add_argument(
+        "--experiment",
+        metavar="NAME",
+        help="mlflow: the experiment the runs go to (default: vanishing)",
+    )
+    sub.add_argument(
+        "--dir",
+        dest="wandb_dir",
+        metavar="DIR",
+        help="wandb: the runs go to DIR/wandb/offline-run-*, as wandb.init(dir=DIR) writes "
+        "them; a run exported again replaces its earlier one (default: the first "
+        "RUN_OR_SWEEP_DIR)",
     )
     sub.set_defaults(action="export")
 

@@ -1,25 +1,8 @@
-"""Run records as TensorBoard event files: `export_runs(dirs, logdir)`, one event directory per run.
+"""Run records as TensorBoard event files: one event directory per run (`TensorBoardTarget`).
 
-Reads records only (config.json, metrics.jsonl), from a training run or a watch run alike. The
-tags, per run:
+The scalars are the tags of `tags.scalars`; besides them, per run:
 
-    loss/train, loss/test, accuracy/test      epoch rows (step: the row's step); a regression
-    loss/baseline                             run (the adding problem): test loss the mean
-                                              squared error, no accuracy, and its baseline
-    loss/probe, vanishing_ratio               probe rows
-    grad_norm/LAYER, weight_norm/LAYER,       probe rows, per weighted layer (config "layers",
-    update_ratio/LAYER                        else layer1..layerN and output)
-    signal_norm/LAYER, saturated_fraction/    probe rows, per activation layer (config
-    LAYER, dead_fraction/LAYER                "layer_labels", else layer1..layerN)
-    dead_fraction_epoch/LAYER                 epoch rows: dead units over the training set
-    logged/KEY                                any other number of an epoch row (a watch run's log)
     activation/LAYER (histogram)              probe rows' activation_histogram
-    time/RNN/first_over_last, time/RNN/per_   probe rows of a recurrent run (or a watched
-    step, recurrent_norm/RNN, gate/RNN/GATE,  nn.RNN/LSTM/GRU), per recurrent layer (the row's
-    gate_saturated/RNN/GATE                   "time_layers", else recurrent1..N): ||dL/dh_t||
-                                              at t = 1 over t = T, its T-1-th root (the factor
-                                              per step), ||W_hh||'s spectral norm, each gate's
-                                              mean and saturated share
     time/heatmap (image)                      probe rows: ||dL/dh_t||, a row of cells per
                                               recurrent layer, a column per step t, log colour
     time/heatmap_legend (text), config (text) the heatmap's scale; config.json
@@ -43,22 +26,22 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import socket
 import struct
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, BinaryIO
 
 from vanishing import records
-from vanishing.errors import UsageError, choices_error
-from vanishing.reporting.loading import read_run, run_dirs_under
-from vanishing.reporting.results import RunRecords
-from vanishing.settings.naming import LayerNames, clean_tag, unique_tags
+from vanishing.errors import UsageError
+from vanishing.reporting.export.tags import number, row_step, scalars, time_profiles
+from vanishing.reporting.export.target import Run
+from vanishing.settings.naming import LayerNames
 
-FORMATS = ("tensorboard",)
 LOGDIR = "tensorboard"  # the default log directory, inside the first directory given
 
 # Custom-scalars charts: {category: {chart title: tag regex}}; each regex (matched from the tag's
@@ -89,25 +72,6 @@ LAYOUT: dict[str, dict[str, str]] = {
     },
 }
 
-# Per-layer lists of a probe row: (record key, tag prefix, names: weighted or activation layers).
-PER_LAYER = (
-    ("grad_norms", "grad_norm", "weighted"),
-    ("weight_norms", "weight_norm", "weighted"),
-    ("update_ratio", "update_ratio", "weighted"),
-    ("signal_norms", "signal_norm", "activation"),
-    ("saturated_fraction", "saturated_fraction", "activation"),
-    ("dead_fraction", "dead_fraction", "activation"),
-)
-EPOCH_SCALARS = {
-    "train_loss": "loss/train",
-    "test_loss": "loss/test",
-    "test_accuracy": "accuracy/test",
-    "baseline_loss": "loss/baseline",  # a regression's: the test loss of always answering 1
-}
-# Epoch-row keys that are not measurements of the model (where and how long), left out.
-NOT_LOGGED = {"kind", "epoch", "step"}
-# Per-recurrent-layer dicts of a probe row: (record key, tag prefix); one tag per gate.
-GATE_KEYS = (("gates", "gate"), ("gates_saturated", "gate_saturated"))
 # The time heatmap: each step at least this many pixels' share of the width, each recurrent
 # layer a band this tall, a white gap between bands; grey where a step has no finite norm.
 HEATMAP_WIDTH = 640
@@ -127,123 +91,6 @@ class Histogram:
     sum_squares: float
     bucket_limits: list[float]  # each bucket's right edge
     bucket_counts: list[int]
-
-
-@dataclass
-class Exported:
-    """What `export_runs` wrote: the log directory, each run's event directory, and notes on
-    the runs it skipped."""
-
-    logdir: Path
-    runs: list[tuple[Path, Path]] = field(default_factory=list)  # (run directory, event dir)
-    notes: list[str] = field(default_factory=list)
-
-
-def number(value: Any) -> float | None:
-    """A record's value as a finite float, None for null (non-finite), a bool or a non-number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def row_step(row: dict[str, Any]) -> int | None:
-    """The step a row is drawn at: its own, else (a row logged without one) its epoch."""
-    for key in ("step", "epoch"):
-        value = row.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
-
-
-def per_layer(
-    config: dict[str, Any], values: Any, prefix: str, kind: str
-) -> Iterator[tuple[str, float]]:
-    """(prefix/LAYER, value) for each finite value of a per-layer list."""
-    if not isinstance(values, list):
-        return
-    for name, value in zip(LayerNames.of(config).tags(kind, len(values)), values, strict=True):
-        if (v := number(value)) is not None:
-            yield f"{prefix}/{name}", v
-
-
-def scalars(config: dict[str, Any], row: dict[str, Any]) -> list[tuple[str, float]]:
-    """(tag, value) of every scalar one metrics row holds; nulls (non-finite values) left out."""
-    found: list[tuple[str, float]] = []
-    if row.get("kind") == "probe":
-        for key, tag in (("loss", "loss/probe"), ("vanishing_ratio", "vanishing_ratio")):
-            if (v := number(row.get(key))) is not None:
-                found.append((tag, v))
-        for key, prefix, kind in PER_LAYER:
-            found.extend(per_layer(config, row.get(key), prefix, kind))
-        found.extend(time_scalars(row))
-    elif row.get("kind") == "epoch":
-        for key, value in row.items():
-            if key in EPOCH_SCALARS:
-                tag = EPOCH_SCALARS[key]
-            elif key in NOT_LOGGED or key.endswith("_seconds") or key == "dead_fraction":
-                continue
-            else:
-                tag = f"logged/{clean_tag(key)}"
-            if (v := number(value)) is not None:
-                found.append((tag, v))
-        found.extend(
-            per_layer(config, row.get("dead_fraction"), "dead_fraction_epoch", "activation")
-        )
-    return found
-
-
-def time_tags(row: dict[str, Any], count: int) -> list[str]:
-    """Tag components for `count` recurrent layers of a probe row: its `time_layers` (as
-    `unique_tags` makes them) where it names that many, else recurrent1 .. recurrentN."""
-    names = row.get("time_layers")
-    if isinstance(names, list) and len(names) == count and all(isinstance(n, str) for n in names):
-        return unique_tags(names)
-    return [f"recurrent{i}" for i in range(1, count + 1)]
-
-
-def time_profiles(row: dict[str, Any]) -> list[list[float | None]]:
-    """A probe row's ||dL/dh_t|| per recurrent layer, t = 1 .. T (None: not finite); [] for a
-    row without a time profile (an MLP's, an older record's)."""
-    norms = row.get("time_signal_norms")
-    if row.get("kind") != "probe" or not isinstance(norms, list):
-        return []
-    return [[number(v) for v in steps] if isinstance(steps, list) else [] for steps in norms]
-
-
-def first_over_last(steps: Sequence[float | None]) -> float | None:
-    """||dL/dh_1|| / ||dL/dh_T||: how much of the gradient reaching the last step reaches the
-    first; None where either is missing or the quotient is not finite."""
-    if len(steps) < 2 or steps[0] is None or steps[-1] is None or steps[-1] <= 0:
-        return None
-    ratio = steps[0] / steps[-1]
-    return ratio if math.isfinite(ratio) else None
-
-
-def time_scalars(row: dict[str, Any]) -> list[tuple[str, float]]:
-    """(tag, value) per recurrent layer of a probe row: the first step's gradient over the
-    last's and its T-1-th root (the factor per step), the recurrent weight's spectral norm, each
-    gate's mean activation and saturated share."""
-    found: list[tuple[str, float]] = []
-    profiles = time_profiles(row)
-    for name, steps in zip(time_tags(row, len(profiles)), profiles, strict=True):
-        ratio = first_over_last(steps)
-        if ratio is not None:
-            found.append((f"time/{name}/first_over_last", ratio))
-            found.append((f"time/{name}/per_step", ratio ** (1 / (len(steps) - 1))))
-    norms = row.get("recurrent_norms")
-    if isinstance(norms, list):
-        for name, norm in zip(time_tags(row, len(norms)), norms, strict=True):
-            if (v := number(norm)) is not None:
-                found.append((f"recurrent_norm/{name}", v))
-    for key, prefix in GATE_KEYS:
-        layers = row.get(key)
-        if not isinstance(layers, list):
-            continue
-        for name, gates in zip(time_tags(row, len(layers)), layers, strict=True):
-            for gate, value in gates.items() if isinstance(gates, dict) else ():
-                if (v := number(value)) is not None:
-                    found.append((f"{prefix}/{name}/{clean_tag(str(gate))}", v))
-    return found
 
 
 @dataclass(frozen=True)
@@ -399,33 +246,6 @@ def config_text(config: Any) -> str:
     return "    " + body  # indented: Markdown's code block, whatever the text holds
 
 
-def event_names(dirs: Sequence[Path], found: list[list[Path]]) -> list[str]:
-    """Each run's event directory, relative to the log directory: its path below the directory
-    given (a run given itself: its name, and its ranks' below it), below that directory's name
-    when several are given;
-    a name taken twice is numbered."""
-    names = []
-    for given, run_dirs in zip(dirs, found, strict=True):
-        base = given.resolve().name or "run"
-        for run_dir in run_dirs:
-            relative = run_dir.relative_to(given).as_posix() if run_dir != given else base
-            below = len(dirs) > 1 or given in run_dirs  # a run given itself: its ranks below it
-            names.append(f"{base}/{relative}" if below and run_dir != given else relative)
-    taken: dict[str, int] = {}
-    result = []
-    for name in names:
-        taken[name] = taken.get(name, 0) + 1
-        result.append(name if taken[name] == 1 else f"{name}-{taken[name]}")
-    return result
-
-
-def find_runs(paths: Sequence[Path | str]) -> tuple[list[Path], list[str]]:
-    """Every run directory under the given directories (each once), with its event name; a
-    data-parallel run's ranks (D/rank{r}) each a run of their own, below their run's."""
-    found = run_dirs_under(paths, ranks=True)
-    return [run for runs in found for run in runs], event_names([Path(p) for p in paths], found)
-
-
 @dataclass(frozen=True)
 class TensorBoard:
     """What an export takes from tensorboardX: its summaries and the event records' checksum."""
@@ -520,34 +340,32 @@ def write_run(tb: TensorBoard, config: dict[str, Any], rows: list[dict], out: Pa
             old.unlink()
 
 
-def export_runs(
-    dirs: Sequence[Path | str], to: str = "tensorboard", logdir: Path | str | None = None
-) -> Exported:
-    """Write the records of every run under `dirs` (a run, a compare, a sweep) as TensorBoard
-    event files: one directory per run under `logdir` (default: DIR/tensorboard of the first
-    DIR), named by the run directory's path below DIR."""
-    if to not in FORMATS:
-        raise choices_error("export format", to, FORMATS)
-    if not dirs:
-        raise UsageError("give at least one directory of runs")
-    run_dirs, names = find_runs(dirs)
-    tb = import_writer()
-    exported = Exported(Path(logdir) if logdir is not None else Path(dirs[0]) / LOGDIR)
-    for run_dir, name in zip(run_dirs, names, strict=True):
-        run = read_run(run_dir, failed=True)  # the report's reader; a failed run's rows too
-        if not isinstance(run, RunRecords):
-            exported.notes.append(run)
-            continue
-        out = exported.logdir / name
+class TensorBoardTarget:
+    """Event files under `where`, a directory per run named by its path below the directory
+    given; a run exported again replaces its earlier event file."""
+
+    def __init__(self, where: Path) -> None:
+        self.where = where
+        self.tb = import_writer()
+
+    def write(self, run: Run) -> Path:
+        out = self.where / run.name
         try:
             out.mkdir(parents=True, exist_ok=True)
-            write_run(tb, run.recorded, run.metrics, out)
+            write_run(self.tb, run.records.recorded, run.records.metrics, out)
         except records.WriteError:
             raise  # the file it could not write, and why (a full disk): one line
         except OSError as e:
             raise UsageError(
-                f"cannot write to the TensorBoard log directory {exported.logdir}: "
-                f"{e.strerror or e}"
+                f"cannot write to the TensorBoard log directory {self.where}: {e.strerror or e}"
             ) from None
-        exported.runs.append((run_dir, out))
-    return exported
+        return out
+
+    def close(self) -> None:
+        pass
+
+    def written(self, count: int) -> str:
+        return f"{count} run(s) written as TensorBoard event files to {self.where}"
+
+    def open_with(self) -> str:
+        return f"open them with: tensorboard --logdir {shlex.quote(str(self.where))}"
