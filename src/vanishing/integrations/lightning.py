@@ -5,12 +5,17 @@
 
 At the start of training it watches the LightningModule with the trainer's optimizer (its one
 optimizer; with several, as a GAN has, none: each backward pass is a step), the keywords given
-passed on to `watch` (config.json's `framework` is "lightning"). Lightning runs the training
-step (forward, backward, clipping) inside `optimizer.step(closure)`; at a measured step the
-callback calls that closure just before the step begins, so the watch reads the step's own
-gradients and activations, and the optimizer is handed its result: for an optimizer that calls
-its closure once (SGD, Adam, ...) the training is what it is unwatched. An optimizer that calls
-it again (LBFGS) is given it unchanged, and its rows read as a watched LBFGS's do.
+passed on to `watch` (config.json's `framework` is "lightning"). A training_step calls the
+module's parts (`self.net(x)`), not the module, so the callback tells the watch where the
+step's forward runs: from the batch's start to its zero_grad or backward (`Watch.forward_starts`,
+`forward_ends`). Lightning runs the training step (forward, backward, clipping) inside
+`optimizer.step(closure)`; at a measured step the callback calls that closure just before the
+step begins, so the watch reads the step's own gradients (as backward leaves them, before
+Lightning's gradient clipping) and activations, and the optimizer is handed its result: for an
+optimizer that calls its closure once (SGD, Adam, ...) the training is what it is unwatched. An
+optimizer that calls it again (LBFGS) is given it unchanged, and its rows read as a watched
+LBFGS's do. A step is an optimizer step: with `accumulate_grad_batches` the batches of one
+update are one step, measured on the last batch's forward and the accumulated gradient.
 
 Each new probe row's numbers (`export.scalars`, tagged "vanishing/grad_norm/LAYER", ...) go to
 every logger of the trainer (`trainer.loggers`: CSV, TensorBoard, MLflow, W&B, ...) by its
@@ -104,6 +109,24 @@ class VanishingCallback(pl.Callback):
             return args, {**kwargs, "closure": done}
         return (done, *args[1:]), kwargs
 
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, index: int
+    ) -> None:
+        if self.watch is not None:  # training_step calls the module's parts, not the module
+            self.watch.forward_starts()
+
+    def on_before_zero_grad(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any
+    ) -> None:
+        if self.watch is not None:  # the training step's forward is over
+            self.watch.forward_ends()
+
+    def on_before_backward(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor
+    ) -> None:
+        if self.watch is not None:
+            self.watch.forward_ends()
+
     def on_train_batch_end(
         self,
         trainer: pl.Trainer,
@@ -114,6 +137,7 @@ class VanishingCallback(pl.Callback):
     ) -> None:
         if self.watch is None:
             return
+        self.watch.forward_ends()  # a training_step that returned no loss: no backward
         self.sent, values = new_scalars(self.watch, self.sent)
         if values:
             for logger in trainer.loggers:
