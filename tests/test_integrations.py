@@ -166,11 +166,20 @@ class Module(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.5, momentum=0.9)
 
 
-def fit(module: pl.LightningModule, logs: Path, callbacks: list, epochs: int = 3) -> pl.Trainer:
-    """Fit on one batch of the whole data per epoch, validated on it as well."""
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*data()), SAMPLES)
+def fit(
+    module: pl.LightningModule,
+    logs: Path,
+    callbacks: list,
+    epochs: int = 3,
+    accumulation: int = 1,
+) -> pl.Trainer:
+    """Fit on the whole data per optimizer step (`accumulation` batches of it), validated on it
+    as well."""
+    dataset = torch.utils.data.TensorDataset(*data())
+    loader = torch.utils.data.DataLoader(dataset, SAMPLES // accumulation)
     trainer = pl.Trainer(
         max_epochs=epochs,
+        accumulate_grad_batches=accumulation,
         accelerator="cpu",
         logger=pl.loggers.CSVLogger(logs, name="csv"),
         callbacks=callbacks,
@@ -233,6 +242,49 @@ def test_lightning_watches_the_steps_gradients_and_leaves_training_unchanged(tmp
     assert sorted(sent) == [1, 2, 3]
     for row in rows:
         assert sent[row["step"] + 1] == pytest.approx(expected_scalars(out, row), rel=1e-6)
+
+
+def test_lightning_step_is_an_optimizer_step_under_accumulation(tmp_path):
+    module = Module()
+    grads, _ = reference(module.net, *data())
+    out = tmp_path / "run"
+    callback = lightning_callback.VanishingCallback(every=1, out=out)
+    fit(module, tmp_path / "logs", [callback], epochs=2, accumulation=2)
+    rows = probe_rows(out)
+    assert [row["step"] for row in rows] == [0, 1]  # two updates of two batches each
+    assert rows[0]["grad_norms"] == pytest.approx(grads, rel=1e-5)  # the accumulated gradient
+    assert all(s is not None and s > 0 for row in rows for s in row["signal_norms"])
+    assert records.read_json(out / "result.json")["steps"] == 2
+
+
+class Manual(Module):
+    """Manual optimization, as a GAN's steps are written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch: tuple[Tensor, Tensor], index: int) -> None:
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        x, y = batch
+        self.manual_backward(F.cross_entropy(self.net(x), y))
+        optimizer.step()
+
+
+def test_lightning_manual_optimization_is_watched_the_same(tmp_path):
+    module = Manual()
+    unwatched = copy.deepcopy(module)
+    grads, signals = reference(module.net, *data())
+    out = tmp_path / "run"
+    fit(module, tmp_path / "logs", [lightning_callback.VanishingCallback(every=1, out=out)], 2)
+    rows = probe_rows(out)
+    assert [row["step"] for row in rows] == [0, 1]
+    assert rows[0]["grad_norms"] == pytest.approx(grads, rel=1e-5)
+    assert rows[0]["signal_norms"] == pytest.approx(signals, rel=1e-5)
+    fit(unwatched, tmp_path / "plain", [], 2)
+    for watched, plain in zip(module.parameters(), unwatched.parameters(), strict=True):
+        assert torch.equal(watched, plain)
 
 
 class Stop(pl.Callback):
