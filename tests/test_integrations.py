@@ -287,6 +287,32 @@ def test_lightning_manual_optimization_is_watched_the_same(tmp_path):
         assert torch.equal(watched, plain)
 
 
+def test_lightning_mixed_precision_signals_are_unscaled(tmp_path):
+    """precision="16-mixed" scales the loss by its GradScaler's 65536: the callback gives the
+    watch that scaler, so the signals are the loss's own (the gradients are unscaled either
+    way)."""
+    plugin = pl.plugins.MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
+    module = Module()
+    grads, signals = reference(module.net, *data())
+    out = tmp_path / "run"
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*data()), SAMPLES)
+    trainer = pl.Trainer(
+        plugins=[plugin],
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=[lightning_callback.VanishingCallback(every=1, out=out)],
+    )
+    trainer.fit(module, loader)
+    assert plugin.scaler.get_scale() == 2.0**16
+    (first, _) = probe_rows(out)
+    assert first["grad_norms"] == pytest.approx(grads, rel=1e-2)  # float16's precision
+    assert first["signal_norms"] == pytest.approx(signals, rel=1e-2)
+
+
 class Stop(pl.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, index):
         trainer.should_stop = True

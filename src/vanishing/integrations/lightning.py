@@ -14,8 +14,11 @@ step begins, so the watch reads the step's own gradients (as backward leaves the
 Lightning's gradient clipping) and activations, and the optimizer is handed its result: for an
 optimizer that calls its closure once (SGD, Adam, ...) the training is what it is unwatched. An
 optimizer that calls it again (LBFGS) is given it unchanged, and its rows read as a watched
-LBFGS's do. A step is an optimizer step: with `accumulate_grad_batches` the batches of one
-update are one step, measured on the last batch's forward and the accumulated gradient.
+LBFGS's do. Under precision="16-mixed" with a GradScaler the watch is given the scaler
+(`scaler=`): the signals are divided by its scale, as the gradients are unscaled; a step it
+skips (an overflow) is no step. A step is an optimizer step: with `accumulate_grad_batches`
+the batches of one update are one step, measured on the last batch's forward and the
+accumulated gradient.
 
 Each new probe row's numbers (`export.scalars`, tagged "vanishing/grad_norm/LAYER", ...) go to
 every logger of the trainer (`trainer.loggers`: CSV, TensorBoard, MLflow, W&B, ...) by its
@@ -80,8 +83,12 @@ class VanishingCallback(pl.Callback):
         optimizer = optimizers[0] if len(optimizers) == 1 else None
         if optimizer is not None:  # registered first: it runs before the watch's own
             self.handle = optimizer.register_step_pre_hook(self.closure_first)
+        keywords = dict(self.keywords)
+        scaler = getattr(trainer.precision_plugin, "scaler", None)  # "16-mixed"'s GradScaler
+        if scaler is not None and optimizer is not None:
+            keywords.setdefault("scaler", scaler)
         try:
-            self.watch = watch(model, optimizer, **self.keywords)
+            self.watch = watch(model, optimizer, **keywords)
         except BaseException:
             self.end(finished=False)
             raise
