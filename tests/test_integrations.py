@@ -435,6 +435,36 @@ def test_trainer_watches_the_optimizer_it_steps_and_logs_through_its_log(tmp_pat
     assert epoch["train_loss"] == pytest.approx(final[-1]) and "test_loss" not in epoch
 
 
+def test_trainer_fp16_scaler_is_divided_out_of_the_signals(tmp_path):
+    """Under fp16 on a GPU Accelerate scales the loss by its GradScaler (65536): given here to
+    the Trainer's accelerator by hand (on a CPU it has none), the watch is handed it, and the
+    signals and gradients are the loss's own."""
+    model = Classifier()
+    grads, signals = reference(model.net, *data())
+    out = tmp_path / "run"
+    arguments = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "trainer"),
+        max_steps=2,
+        per_device_train_batch_size=SAMPLES,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = transformers.Trainer(
+        model=model,
+        args=arguments,
+        train_dataset=samples(),
+        callbacks=[transformers_callback.VanishingCallback(every=1, out=out)],
+    )
+    trainer.accelerator.scaler = scaler = torch.amp.GradScaler("cpu")
+    trainer.train()
+    assert scaler.get_scale() == 2.0**16  # it scaled the loss, and no step overflowed
+    first = probe_rows(out)[0]
+    assert first["grad_norms"] == pytest.approx(grads, rel=1e-5)
+    assert first["signal_norms"] == pytest.approx(signals, rel=1e-5)
+
+
 def test_trainer_exception_leaves_no_result_and_the_next_train_runs(tmp_path):
     model = Classifier(fail_at=2)
     out = tmp_path / "run"

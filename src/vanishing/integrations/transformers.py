@@ -11,7 +11,9 @@ keywords given passed on to `watch` (config.json's `framework` is "transformers"
 optimizer step: under `gradient_accumulation_steps` the micro-batches of one update are one
 step, measured on the last micro-batch's forward and the accumulated gradient. The gradients
 are read as backward leaves them, before the Trainer's `max_grad_norm` clipping. A Hugging Face
-model returns its own loss, so the training step itself is measured; a `probe=` batch needs
+model returns its own loss, so the training step itself is measured; under fp16 with
+Accelerate's GradScaler the watch is given the scaler (`scaler=`), so the signals are the
+loss's own, not its scaled loss's; a `probe=` batch needs
 `loss=` to turn the model's output into a loss.
 
 Each new probe row's numbers (`export.scalars`, tagged "vanishing/grad_norm/LAYER", ...) go
@@ -111,8 +113,14 @@ class VanishingCallback(transformers.TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.end(finished=False)  # a watch left by an earlier train() that failed
         model = check_model(kwargs.get("model"), "the Trainer")
-        self.watch = watch(model, stepped(kwargs.get("optimizer")), **self.keywords)
+        optimizer = stepped(kwargs.get("optimizer"))
         self.trainer = calling_trainer()
+        keywords = dict(self.keywords)
+        # fp16's GradScaler (Accelerate's, on a GPU): the signals are divided by its scale
+        scaler = getattr(getattr(self.trainer, "accelerator", None), "scaler", None)
+        if scaler is not None and optimizer is not None:
+            keywords.setdefault("scaler", scaler)
+        self.watch = watch(model, optimizer, **keywords)
         self.sent, self.rows = None, 0
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
