@@ -11,9 +11,12 @@ columns of LOGS/lightning/version_0/metrics.csv beside the module's own train_lo
     vanishing report runs/watch/lightning-sigmoid
 
 The data are made up, so nothing is downloaded: 10 classes of 32 features, each a Gaussian
-cloud around a random centre. A stack of 12 sigmoid layers at PyTorch's default init shows the
-vanishing gradient: the report's verdict begins "Vanishing gradient: the back-propagated signal
-shrinks ... from layers.11 to layers.0"; with --activation relu (He init) it is healthy.
+cloud around a random centre. What the report says (the defaults: 2,000 points, two epochs):
+- a stack of 12 sigmoid layers at PyTorch's default init: "Vanishing gradient: the
+  back-propagated signal shrinks 2.5e+09-fold from layers.11 to layers.0 (0.14 per layer).",
+  and it does not learn (10.4 % validation accuracy: chance);
+- --activation relu, with He init: "Healthy gradient: the back-propagated signal keeps its size
+  from layers.11 to layers.0 (×0.628, 0.96 per layer).", 95.4 %.
 """
 
 from __future__ import annotations

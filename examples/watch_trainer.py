@@ -13,10 +13,14 @@ numbers through the Trainer's own log: they are in `trainer.state.log_history` a
 
 Nothing is downloaded: the BERT is built from a BertConfig (2 layers, hidden size 32, random
 init) and the data are made up, sequences of 16 tokens whose label is whether token 7 occurs.
-`--model sigmoid` is the same task for 12 Linear layers with sigmoid after mean-pooled token
-embeddings: the report's verdict begins "Vanishing gradient: the back-propagated signal shrinks
-... from layers.11 to layers.0". The BERT, with its residual connections and layer norms,
-keeps its gradient.
+What the report says (the defaults: 2,000 sequences, one epoch):
+- the BERT, with its residual connections and layer norms: "Healthy gradient: the
+  back-propagated signal keeps its size from bert.encoder.layer.1.intermediate.dense to
+  bert.encoder.layer.0.intermediate.dense (×0.969, 0.97 per layer)." (one epoch is too short
+  for it to learn the task: 52.8 %);
+- `--model sigmoid`, 12 Linear layers with sigmoid after mean-pooled token embeddings:
+  "Vanishing gradient: the back-propagated signal shrinks 1.6e+09-fold from layers.11 to
+  layers.0 (0.15 per layer).", 53.6 % (chance is 50 %).
 """
 
 from __future__ import annotations
