@@ -20,7 +20,8 @@ Each new probe row's numbers (`export.scalars`, tagged "vanishing/grad_norm/LAYE
 through the Trainer's own `log` at the end of that step, as its loss does: into
 `trainer.state.log_history` and to every `report_to` integration (TensorBoard, MLflow, W&B, ...;
 those add their "train/" prefix: "train/vanishing/grad_norm/LAYER"), at the Trainer's global step
-(optimizer steps done: the row of the run's step s, counted from 0, is logged at s + 1). A
+(optimizer steps done: the row of the run's step s, counted from 0, is logged at s + 1); its
+console prints them, as it prints every log. A
 callback is given no handle on its Trainer, and adding to `logs` in `on_log` would come too late
 (log_history is copied before, and the integrations, ahead of a user's callback in the list,
 have run); so at `on_train_begin` the callback finds the Trainer whose training loop called it
