@@ -172,6 +172,7 @@ def fit(
     callbacks: list,
     epochs: int = 3,
     accumulation: int = 1,
+    validate_every: int = 1,
 ) -> pl.Trainer:
     """Fit on the whole data per optimizer step (`accumulation` batches of it), validated on it
     as well."""
@@ -180,6 +181,7 @@ def fit(
     trainer = pl.Trainer(
         max_epochs=epochs,
         accumulate_grad_batches=accumulation,
+        check_val_every_n_epoch=validate_every,
         accelerator="cpu",
         logger=pl.loggers.CSVLogger(logs, name="csv"),
         callbacks=callbacks,
@@ -255,6 +257,19 @@ def test_lightning_step_is_an_optimizer_step_under_accumulation(tmp_path):
     assert rows[0]["grad_norms"] == pytest.approx(grads, rel=1e-5)  # the accumulated gradient
     assert all(s is not None and s > 0 for row in rows for s in row["signal_norms"])
     assert records.read_json(out / "result.json")["steps"] == 2
+
+
+def test_lightning_epoch_rows_take_only_a_validation_of_their_epoch(tmp_path):
+    out = tmp_path / "run"
+    callback = lightning_callback.VanishingCallback(every=1, out=out)
+    trainer = fit(Module(), tmp_path / "logs", [callback], epochs=3, validate_every=2)
+    with (Path(trainer.logger.log_dir) / "metrics.csv").open() as file:
+        (val,) = [float(row["val_loss"]) for row in csv.DictReader(file) if row["val_loss"]]
+    epochs = epoch_rows(out)
+    assert [row["epoch"] for row in epochs] == [1, 2, 3]
+    assert ["test_loss" in row for row in epochs] == [False, True, False]
+    assert epochs[1]["test_loss"] == pytest.approx(val)
+    assert all(row["train_loss"] > 0 for row in epochs)
 
 
 class Manual(Module):

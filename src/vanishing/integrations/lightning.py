@@ -25,11 +25,12 @@ every logger of the trainer (`trainer.loggers`: CSV, TensorBoard, MLflow, W&B, .
 `log_metrics`, at the trainer's global step (optimizer steps done: the row of the run's step s,
 counted from 0, is logged at s + 1). At each training epoch's end an epoch row is written from
 `trainer.callback_metrics`: `train_loss` from "train_loss" (or "train_loss_epoch"), and the
-validation set's numbers as the report's held-out ones: `test_loss` from "val_loss" and
-`test_accuracy` from "val_accuracy" or "val_acc" when it is a fraction in [0, 1]; other names
-are not guessed at (`common.held_out`). The run ends with the training (result.json, also when
-training stops early: max_steps, EarlyStopping, `trainer.should_stop`); an exception (an
-interruption too) leaves its rows and no result, as `watch`'s own `with` block does.
+validation set's numbers as the report's held-out ones when validation ran in that epoch:
+`test_loss` from "val_loss" and `test_accuracy` from "val_accuracy" or "val_acc" when it is a
+fraction in [0, 1]; other names are not guessed at (`common.held_out`). The run ends with
+the training (result.json, also when training stops early: max_steps, EarlyStopping,
+`trainer.should_stop`); an exception (an interruption too) leaves its rows and no result, as
+`watch`'s own `with` block does.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class VanishingCallback(pl.Callback):
         self.watch: Watch | None = None
         self.sent: int | None = None  # the step of the last row sent to the loggers
         self.handle: Any = None  # our step pre-hook on the optimizer
+        self.validated = False  # validation ran since the last epoch row
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.end(finished=False)  # a watch left by an earlier fit that failed
@@ -92,7 +94,7 @@ class VanishingCallback(pl.Callback):
         except BaseException:
             self.end(finished=False)
             raise
-        self.sent = None
+        self.sent, self.validated = None, False
 
     def closure_first(self, optimizer: Any, args: Any, kwargs: dict[str, Any]) -> Any:
         """At a measured step: run Lightning's closure (the training step's forward and
@@ -150,11 +152,19 @@ class VanishingCallback(pl.Callback):
             for logger in trainer.loggers:
                 logger.log_metrics(values, step=trainer.global_step)
 
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.validated = True
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.watch is not None:
-            values = held_out(trainer.callback_metrics)
-            if values:
-                self.watch.log(epoch=trainer.current_epoch + 1, **values)
+        if self.watch is None:
+            return
+        values = held_out(trainer.callback_metrics)
+        if not self.validated:  # callback_metrics still hold an earlier validation's
+            values.pop("test_loss", None)
+            values.pop("test_accuracy", None)
+        self.validated = False
+        if values:
+            self.watch.log(epoch=trainer.current_epoch + 1, **values)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.end(finished=True)
