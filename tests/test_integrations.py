@@ -450,6 +450,44 @@ def test_trainer_watches_the_optimizer_it_steps_and_logs_through_its_log(tmp_pat
     assert epoch["train_loss"] == pytest.approx(final[-1]) and "test_loss" not in epoch
 
 
+def test_trainer_epoch_rows_come_from_its_evaluations(tmp_path):
+    out = tmp_path / "run"
+    arguments = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "trainer"),
+        max_steps=2,
+        per_device_train_batch_size=SAMPLES,  # a step is an epoch
+        eval_strategy="steps",
+        eval_steps=1,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+
+    def accuracy(prediction) -> dict[str, float]:
+        logits, labels = prediction.predictions, prediction.label_ids
+        return {"accuracy": float((logits.argmax(-1) == labels).mean())}
+
+    trainer = transformers.Trainer(
+        model=Classifier(),
+        args=arguments,
+        train_dataset=samples(),
+        eval_dataset=samples(),
+        compute_metrics=accuracy,
+        callbacks=[transformers_callback.VanishingCallback(every=1, out=out)],
+    )
+    trainer.train()
+    history = trainer.state.log_history
+    evaluations = [entry for entry in history if "eval_loss" in entry]
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    epochs = epoch_rows(out)
+    assert [row["epoch"] for row in epochs] == [1, 2]
+    assert [row["test_loss"] for row in epochs] == [e["eval_loss"] for e in evaluations]
+    assert [row["test_accuracy"] for row in epochs] == [e["eval_accuracy"] for e in evaluations]
+    assert [row["train_loss"] for row in epochs] == losses  # logged before each evaluation
+
+
 def test_trainer_fp16_scaler_is_divided_out_of_the_signals(tmp_path):
     """Under fp16 on a GPU Accelerate scales the loss by its GradScaler (65536): given here to
     the Trainer's accelerator by hand (on a CPU it has none), the watch is handed it, and the

@@ -129,7 +129,10 @@ class VanishingCallback(transformers.TrainerCallback):
             return
         self.sent, values = new_scalars(self.watch, self.sent)
         if values and self.trainer is not None:
+            # the handler's on_log clears should_log: this step's own log (its loss) is kept
+            should_log = control.should_log
             self.trainer.log(values)
+            control.should_log = self.trainer.control.should_log = should_log
 
     def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.watch is None:
