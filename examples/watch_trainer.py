@@ -41,6 +41,7 @@ from torch.utils.data import Dataset  # noqa: E402
 from transformers import (  # noqa: E402
     BertConfig,
     BertForSequenceClassification,
+    EvalPrediction,
     Trainer,
     TrainingArguments,
 )
@@ -103,9 +104,9 @@ def tiny_bert() -> BertForSequenceClassification:
     return BertForSequenceClassification(config)
 
 
-def accuracy(prediction: object) -> dict[str, float]:
+def accuracy(prediction: EvalPrediction) -> dict[str, float]:
     """The evaluation's accuracy as a fraction (what the report reads as test accuracy)."""
-    logits, labels = prediction.predictions, prediction.label_ids  # type: ignore[attr-defined]
+    logits, labels = prediction.predictions, prediction.label_ids
     return {"accuracy": float((logits.argmax(-1) == labels).mean())}
 
 
