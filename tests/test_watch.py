@@ -863,3 +863,37 @@ def test_a_models_own_getstate_still_decides_what_is_saved(tmp_path):
     loaded = torch.load(buffer, weights_only=False)
     assert not hasattr(loaded, "cache") and not loaded._forward_pre_hooks
     assert hasattr(model, "cache")
+
+
+def test_a_forward_the_models_call_does_not_show_is_measured_between_its_marks(tmp_path):
+    """A loop that calls the model's parts (as a LightningModule's training_step calls
+    self.net): unmarked, its activations go unseen; between forward_starts and forward_ends
+    they are measured as the model's own forward is, the signal as autograd gives it."""
+
+    class Wrapper(nn.Module):  # the model watched; its forward is never called
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(20, 16), nn.Tanh(), nn.Linear(16, 10))
+
+    torch.manual_seed(0)
+    x, y = batch()
+    for marked in (False, True):
+        model = Wrapper()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        out = tmp_path / str(marked)
+        with watch(model, optimizer, every=1, out=out) as w:
+            if marked:
+                w.forward_starts()
+            hidden = model.net[1](model.net[0](x))
+            hidden.retain_grad()
+            loss = F.cross_entropy(model.net[2](hidden), y)
+            if marked:
+                w.forward_ends()
+            loss.backward()
+            optimizer.step()
+        (row,) = rows(out)
+        if marked:
+            assert row["signal_norms"] == pytest.approx([hidden.grad.norm().item()], rel=1e-6)
+            assert row["activation_mean"] == pytest.approx([hidden.mean().item()], rel=1e-5)
+        else:
+            assert row["signal_norms"] == [None]

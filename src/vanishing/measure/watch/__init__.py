@@ -276,6 +276,16 @@ class Watch:
         """Per activation layer, its name in sentences (`Layers.labels`)."""
         return self.layers.labels()
 
+    def forward_starts(self) -> None:
+        """A forward that the model's own call does not show begins (a LightningModule's
+        training_step calls its submodules): at a measured step it is measured as the model's
+        forward is, until `forward_ends` or the end of a call of the model inside it."""
+        self.hooks._forward_starts(self.model, ())
+
+    def forward_ends(self) -> None:
+        """The forward `forward_starts` began has ended (its backward may follow)."""
+        self.hooks._forward_ends(self.model, (), None)
+
     def log(self, epoch: int | None = None, **values: Any) -> dict[str, Any]:
         """Record an epoch row (`train_loss`, `test_loss`, `test_accuracy` as a fraction, or
         any other numbers): the report reads accuracy and losses from these rows."""
