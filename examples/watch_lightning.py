@@ -10,6 +10,10 @@ columns of LOGS/lightning/version_0/metrics.csv beside the module's own train_lo
     python examples/watch_lightning.py --activation sigmoid --out runs/watch/lightning-sigmoid
     vanishing report runs/watch/lightning-sigmoid
 
+With --devices 2 Lightning trains it data-parallel (its ddp strategy, two CPU processes) and the
+callback, unchanged, writes one run from rank 0 with the gradients all-reduced (`vanishing.watch`
+under torch.distributed): the same verdict.
+
 The data are made up, so nothing is downloaded: 10 classes of 32 features, each a Gaussian
 cloud around a random centre. What the report says (the defaults: 2,000 points, two epochs):
 - a stack of 12 sigmoid layers at PyTorch's default init: "Vanishing gradient: the
@@ -94,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=10, help="measure every N steps")
     parser.add_argument("--out", type=Path, default=None, help="run directory")
     parser.add_argument("--logs", type=Path, default=None, help="the CSVLogger's directory")
+    parser.add_argument(
+        "--devices", type=int, default=1, help="processes (more than 1: Lightning's ddp, on CPU)"
+    )
     args = parser.parse_args(argv)
 
     pl.seed_everything(0, verbose=False)
@@ -105,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         max_epochs=args.epochs,
         max_steps=args.max_steps,
         accelerator="cpu",
+        devices=args.devices,
+        strategy="ddp" if args.devices > 1 else "auto",  # ddp: one run, written by rank 0
         logger=CSVLogger(logs, name="lightning"),
         callbacks=[VanishingCallback(every=args.every, out=out)],  # the one added line
         enable_progress_bar=False,
