@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 import vanishing
 from ranks import run_ranks
+from vanishing.errors import UsageError
 
 FEATURES, WIDTH, CLASSES, BATCH, STEPS, EVERY = 6, 16, 3, 8, 4, 2
 CLIP = 1e-3  # far below the gradient's norm: clipping changes every step
@@ -136,8 +137,27 @@ def ranks_main(folder: Path) -> None:
             optimizer.step()
         chosen = str(w.run_dir.resolve())
         (folder / f"default{rank}.json").write_text(json.dumps([chosen, w.config, w.last_row]))
+        join(folder, rank)
     finally:
         dist.destroy_process_group()
+
+
+def join(folder: Path, rank: int) -> None:
+    """DDP's Join with uneven inputs (rank 1 has a batch more): every rank's measured step is
+    refused before any collective of the watch's, so no rank waits for one."""
+    from torch.distributed.algorithms.join import Join
+
+    model = wrap("join", make_model())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    refused = None
+    try:
+        with vanishing.watch(model, optimizer, every=1, out=folder / "join"), Join([model]):
+            for _ in range(1 + rank):
+                F.cross_entropy(model(torch.randn(4, FEATURES)), torch.zeros(4).long()).backward()
+                optimizer.step()
+    except UsageError as error:
+        refused = str(error)
+    (folder / f"join{rank}.json").write_text(json.dumps(refused))
 
 
 @pytest.fixture(scope="module")
@@ -235,5 +255,18 @@ def test_fsdp_norms_of_sharded_weights_are_the_whole_weights(job, tmp_path):
     config = json.loads((job / "fsdp" / "config.json").read_text())
     assert config["layers"] == ["0", "2", "4"]
     assert config["world_size"] == 2 and config["ranks"] == "all"
+    # fully_shard's own class (FSDPSequential) is not the model's name; the job says FSDP2
+    assert config["model"] == "Sequential" and config["parallel"] == "fsdp2"
+    clipped = json.loads((job / "clip" / "config.json").read_text())
+    assert clipped["model"] == "Sequential" and clipped["parallel"] == "ddp"
     for row, expected in zip(rows, reference, strict=True):
         assert close(row["weight_norms"], expected["weight_norms"])
+
+
+def test_ddp_join_with_uneven_inputs_is_refused_on_every_rank(job):
+    for rank in (0, 1):
+        refused = json.loads((job / f"join{rank}.json").read_text())
+        assert refused is not None and refused.startswith(
+            "watch: DistributedDataParallel's Join (uneven inputs) is not supported"
+        )
+        print(refused)  # the rank's message, for docs/errors.md's check

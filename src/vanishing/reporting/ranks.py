@@ -16,9 +16,14 @@ COMBINED = "all (global batch)"  # the combined run's row
 
 def ranks_note(run: RunRecords) -> str:
     """What the per-rank table shows, and what it does not: the weight gradients."""
+    averaged = (
+        "reduce-scattered (each rank holds the averaged shard of its weights)"
+        if run.config.get("parallel") == "fsdp2"
+        else "all-reduced"
+    )
     return (
-        f"Weight gradients are all-reduced over the {run.world_size} processes: after the "
-        "all-reduce they are the same on every rank, so each rank's are the combined run's. "
+        f"Weight gradients are {averaged} over the {run.world_size} processes: once averaged "
+        "they are the same on every rank, so each rank's are the combined run's. "
         "The back-propagated signals and the unit statistics are each rank's own, measured on "
         "its own batch; the combined run's are over the global batch (its signal is the job's "
         "loss's, sqrt(Σ s_r²) / W; a unit is dead there when dead on every rank), and the "

@@ -436,8 +436,12 @@ def model_setup(config: dict[str, Any]) -> str:
     elif processes > 1:
         parallel = f", data-parallel over {processes} processes"
         batch = f"{batch}, every rank's (the global batch)" if size is None else batch
-    if parallel:
-        parallel += " (DistributedDataParallel)"
+    if parallel:  # older records of this release have no "parallel": DDP's
+        parallel += (
+            " (FSDP2, sharded)"
+            if config.get("parallel") == "fsdp2"
+            else " (DistributedDataParallel)"
+        )
     return (
         f"{config.get('model')} ({shape}){trained if optimizer else ''}, watched by "
         f"vanishing.watch{parallel}: measured every {config.get('every')} steps on {batch}."

@@ -37,6 +37,11 @@ from vanishing.measure.watch.rows import hold
 
 RANKS = ("one", "all")  # one run written by rank 0; or that run and a directory per rank
 PREFIX = "module."  # DistributedDataParallel's name for the model it wraps
+JOIN_REFUSED = (
+    "watch: DistributedDataParallel's Join (uneven inputs) is not supported: a rank out of "
+    "batches cannot take part in a measured step's collectives; give every rank the same "
+    "number of batches (DistributedSampler(..., drop_last=True))"
+)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -83,17 +88,35 @@ class Distributed:
     size: int
     ranks: str  # "one" or "all"
     sharded: bool  # FSDP2: the parameters are DTensor shards
+    wrapper: Any = None  # the DistributedDataParallel given, if one was (its Join state)
     # id(weight) -> (start, size, index): its gradient's slice of `buffer`, and its flag's
     offsets: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     buffer: Tensor | None = None  # a measured step's local gradients, then their average
 
+    @property
+    def parallel(self) -> str:
+        """How the job shares the model: "fsdp2" (sharded) or "ddp"."""
+        return "fsdp2" if self.sharded else "ddp"
+
     def settings(self) -> dict[str, Any]:
         """config.json keys of the combined run."""
-        return {"world_size": self.size, "ranks": self.ranks}
+        return {"world_size": self.size, "ranks": self.ranks, "parallel": self.parallel}
 
     def rank_settings(self) -> dict[str, Any]:
         """config.json keys of this rank's own directory (ranks="all")."""
-        return {"world_size": self.size, "rank": self.rank, "ranks": "all"}
+        return {
+            "world_size": self.size,
+            "rank": self.rank,
+            "ranks": "all",
+            "parallel": self.parallel,
+        }
+
+    def check_join(self) -> None:
+        """Refuse a measured step inside DDP's Join (uneven inputs): a rank that ran out of
+        batches shadows DDP's all-reduce only, so the watch's collectives would not match."""
+        config = getattr(self.wrapper, "_join_config", None)
+        if config is not None and getattr(config, "enable", False):
+            raise UsageError(JOIN_REFUSED)
 
     def all_reduce(self, tensor: Tensor, op: Any = None) -> Tensor:
         dist = torch.distributed
@@ -137,6 +160,7 @@ class Distributed:
     def grads(self, layers: Layers, captures: Captures) -> tuple[dict[str, Tensor], ...]:
         """Per layer, the norm of the gradient the optimizer is given now (after any clipping)
         and of the averaged gradient backward left (before it): every rank takes part."""
+        self.check_join()  # the measured step's first collective: none reached yet
         device = first_device(layers)
         if self.sharded:
             entries = [(name, w) for name, ws in layers.weights.items() for w in ws]
@@ -368,7 +392,10 @@ def check(
             "training steps themselves are measured"
         )
     sharded = any(callable(getattr(p, "to_local", None)) for p in model.parameters())
-    return Distributed(torch.distributed.get_rank(), size, ranks, sharded)
+    wrapper = model if isinstance(model, nn.parallel.DistributedDataParallel) else None
+    world = Distributed(torch.distributed.get_rank(), size, ranks, sharded, wrapper=wrapper)
+    world.check_join()
+    return world
 
 
 def hold_runs(

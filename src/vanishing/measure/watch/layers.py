@@ -50,6 +50,15 @@ CONVS = (
 )
 
 
+def model_name(model: nn.Module) -> str:
+    """The model's class name: FSDP2's `fully_shard` gives a model a class of its own
+    ("FSDPSequential", a subclass of FSDPModule and of the model's class): the model's own."""
+    for cls in type(model).__mro__:
+        if not any(base.__name__ == "FSDPModule" for base in cls.__mro__):
+            return cls.__name__
+    return type(model).__name__
+
+
 def weights_of(module: nn.Module) -> list[nn.Parameter]:
     """A module's own trainable weights, its biases left out: `weight`, a recurrent layer's
     `weight_ih_l0`..., attention's `in_proj_weight`."""

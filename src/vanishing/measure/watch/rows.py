@@ -18,12 +18,21 @@ from vanishing import records
 from vanishing.errors import UsageError
 from vanishing.measure import probes
 from vanishing.measure.watch.capture import Captures
-from vanishing.measure.watch.layers import RECURRENT, Layers, joint_norm, recurrent_kind
+from vanishing.measure.watch.layers import (
+    RECURRENT,
+    Layers,
+    joint_norm,
+    model_name,
+    recurrent_kind,
+)
 
 WATCH_DIR = Path("runs") / "watch"  # where watched runs go without `out`
 DESCRIPTION_CHARS = 4000  # repr(model) kept in config.json: enough to recognise the model
 # What a second writer into a held directory should do (every rank of a DDP job, as users write).
-ADVICE = 'give each process its own out= (one directory per rank: out=f"runs/watch/rank{rank}")'
+ADVICE = (
+    "give each job its own out= (the ranks of one torch.distributed job share one: every rank "
+    "calls watch() and rank 0 writes)"
+)
 
 
 class Settings:
@@ -71,7 +80,7 @@ def hold(out: Path | str | None, model: nn.Module) -> tuple[Path, int]:
     run_dir = WATCH_DIR if out is None else Path(out)
     try:
         if out is None:
-            stem = f"{type(model).__name__.lower()}-{time.strftime('%Y%m%d-%H%M%S')}"
+            stem = f"{model_name(model).lower()}-{time.strftime('%Y%m%d-%H%M%S')}"
             run_dir = unique_dir(WATCH_DIR, stem)
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -156,7 +165,7 @@ class RunWriter:
         optimizer = self.optimizer
         return {
             "source": "watch",
-            "model": type(self.model).__name__,
+            "model": model_name(self.model),
             "description": repr(self.model)[:DESCRIPTION_CHARS],
             "parameters": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
             "layers": layers.fixed_layers,
