@@ -5,7 +5,8 @@ The LightningModule and the Trainer are what anyone writes; the only addition is
 `callbacks=[VanishingCallback(...)]`. The callback finds the module and its optimizer, writes the
 run's records (`vanishing report OUT` reads them) and sends the headline numbers
 ("vanishing/grad_norm/LAYER", ...) to the Trainer's own logger: here a CSVLogger, so they are
-columns of LOGS/lightning/version_0/metrics.csv beside the module's own train_loss and val_loss.
+columns of LOGS/lightning/version_0/metrics.csv at the step of the module's own train_loss_step
+(the loss of the same optimizer step), beside train_loss_epoch, val_loss and val_acc.
 
     python examples/watch_lightning.py --activation sigmoid --out runs/watch/lightning-sigmoid
     vanishing report runs/watch/lightning-sigmoid
@@ -75,7 +76,7 @@ class DeepNet(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], index: int) -> Tensor:
         x, y = batch
         loss = F.cross_entropy(self(x), y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True)
+        self.log("train_loss", loss, on_step=True, on_epoch=True)  # train_loss_step, _epoch
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], index: int) -> None:
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
+        log_every_n_steps=1,  # each step's train_loss, beside that step's vanishing columns
     )
     trainer.fit(DeepNet(args.activation, args.depth), train, val)
     print(f"records in {out}; verdict: vanishing report {out}")

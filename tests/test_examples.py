@@ -103,11 +103,11 @@ def verdict_of(out: Path):
 
 
 def sent_rows(out: Path) -> dict[int, dict[str, float]]:
-    """Per probe row, the headline numbers the callback sends, by the logger's step (the
-    framework's global step: the row's step + 1)."""
+    """Per probe row, the headline numbers the callback sends, by the row's step (the run's
+    optimizer step, counted from 0)."""
     config = records.read_json(out / "config.json")
     return {
-        row["step"] + 1: dict(scalars(config, row))
+        row["step"]: dict(scalars(config, row))
         for row in records.read_metrics(out)
         if row["kind"] == "probe"
     }
@@ -153,22 +153,25 @@ def test_lightning_and_trainer_examples_give_their_verdicts_and_log_to_their_log
         "bert.encoder.layer.1.intermediate.dense to bert.encoder.layer.0.intermediate.dense"
     )
 
-    # Lightning: the numbers are columns of the CSVLogger's file, at the global step
+    # Lightning: the numbers are columns of the CSVLogger's file, at the step Lightning logs
+    # the same optimizer step's own train_loss at (the module logs it at every step: the n-th
+    # train_loss_step row is step n's)
     expected = sent_rows(outs["lightning"])
     (metrics,) = (logs["lightning"] / "lightning").glob("version_*/metrics.csv")
     with metrics.open() as file:
-        logged = {
-            int(row["step"]): row
-            for row in csv.DictReader(file)
-            if row["vanishing/vanishing_ratio"]
-        }
-    assert sorted(logged) == sorted(expected)
+        rows = list(csv.DictReader(file))
+    losses = [int(row["step"]) for row in rows if row["train_loss_step"]]
+    logged = {int(row["step"]): row for row in rows if row["vanishing/vanishing_ratio"]}
+    assert len(losses) == 10 and sorted(logged) == sorted(losses[step] for step in expected)
     for step, values in expected.items():
         for tag, value in values.items():
-            assert float(logged[step][f"vanishing/{tag}"]) == pytest.approx(value, rel=1e-6)
+            found = logged[losses[step]][f"vanishing/{tag}"]
+            assert float(found) == pytest.approx(value, rel=1e-6)
 
-    # the Trainer: in its TensorBoard event file, under the Trainer's "train/" prefix
-    expected = sent_rows(outs["trainer"])
+    # the Trainer: in its TensorBoard event file, under the Trainer's "train/" prefix, at its
+    # global step once the step is done (step s at s + 1, where the Trainer logs step s's own
+    # loss: test_integrations checks that against its loss rows)
+    expected = {step + 1: values for step, values in sent_rows(outs["trainer"]).items()}
     (events,) = logs["trainer"].glob("runs/*")
     board = accumulator.EventAccumulator(str(events), size_guidance={"scalars": 0})
     board.Reload()

@@ -74,6 +74,11 @@ def epoch_rows(run: Path) -> list[dict]:
     return [row for row in records.read_metrics(run) if row["kind"] == "epoch"]
 
 
+def headline(row: dict[str, str]) -> dict[str, float]:
+    """A logger's CSV row's vanishing columns, as numbers."""
+    return {k: float(v) for k, v in row.items() if k.startswith("vanishing/") and v}
+
+
 def expected_scalars(run: Path, row: dict) -> dict[str, float]:
     config = records.read_json(run / "config.json")
     return {"vanishing/" + tag: value for tag, value in export.scalars(config, row)}
@@ -141,19 +146,21 @@ def test_held_out_maps_only_known_names_and_fractions():
 
 
 class Module(pl.LightningModule):
-    """A small sigmoid MLP; `fail_at` raises in that step's training_step."""
+    """A small sigmoid MLP; `fail_at` raises in that step's training_step; `per_step` logs
+    train_loss at each step as well ("train_loss_step", "train_loss_epoch")."""
 
-    def __init__(self, fail_at: int | None = None) -> None:
+    def __init__(self, fail_at: int | None = None, per_step: bool = False) -> None:
         super().__init__()
         self.net = network()
         self.fail_at = fail_at
+        self.per_step = per_step
 
     def training_step(self, batch: tuple[Tensor, Tensor], index: int) -> Tensor:
         if self.global_step == self.fail_at:
             raise RuntimeError("boom")
         x, y = batch
         loss = F.cross_entropy(self.net(x), y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True)
+        self.log("train_loss", loss, on_step=self.per_step, on_epoch=True)
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], index: int) -> None:
@@ -196,7 +203,7 @@ def fit(
 
 
 def test_lightning_watches_the_steps_gradients_and_leaves_training_unchanged(tmp_path):
-    module = Module()
+    module = Module(per_step=True)
     unwatched = copy.deepcopy(module)
     grads, signals = reference(module.net, *data())
     out = tmp_path / "run"
@@ -235,15 +242,24 @@ def test_lightning_watches_the_steps_gradients_and_leaves_training_unchanged(tmp
     )
     assert all(row["train_loss"] > 0 for row in epochs)
 
-    # the headline numbers in the CSVLogger's file, at the global step (the row's step + 1)
-    sent = {
-        int(row["step"]): {k: float(v) for k, v in row.items() if k.startswith("vanishing/") and v}
+    # the headline numbers in the CSVLogger's file, at the step Lightning logs that optimizer
+    # step's own train_loss at: the n-th probe row beside the n-th step's loss
+    sent = [
+        (int(row["step"]), headline(row)) for row in logged if row.get("vanishing/grad_norm/net.0")
+    ]
+    losses = [
+        (int(row["step"]), float(row["train_loss_step"]))
         for row in logged
-        if row.get("vanishing/grad_norm/net.0")
-    }
-    assert sorted(sent) == [1, 2, 3]
-    for row in rows:
-        assert sent[row["step"] + 1] == pytest.approx(expected_scalars(out, row), rel=1e-6)
+        if row["train_loss_step"]
+    ]
+    assert [step for step, _ in sent] == [step for step, _ in losses]
+    assert len(sent) == len(rows) == 3
+    x, y = data()  # the first logged loss is the first batch's, on the untrained network
+    with torch.no_grad():
+        first = float(F.cross_entropy(network()(x), y))
+    assert losses[0][1] == pytest.approx(first, rel=1e-5)
+    for row, (_, values) in zip(rows, sent, strict=True):
+        assert values == pytest.approx(expected_scalars(out, row), rel=1e-6)
 
 
 def test_lightning_step_is_an_optimizer_step_under_accumulation(tmp_path):
@@ -403,7 +419,7 @@ def train(model: nn.Module, output: Path, callback, accumulation: int = 1, steps
         gradient_accumulation_steps=accumulation,
         learning_rate=0.01,
         max_grad_norm=1e-3,  # clips every step: the watch reads the gradients before
-        logging_steps=100,
+        logging_steps=1,  # its loss at each step: the step the callback's numbers must share
         save_strategy="no",
         report_to=[],
         use_cpu=True,
@@ -436,14 +452,17 @@ def test_trainer_watches_the_optimizer_it_steps_and_logs_through_its_log(tmp_pat
     assert records.read_json(out / "result.json")["steps"] == 3
     assert watched_by(model) is None
 
-    sent = {
-        entry["step"]: {k: v for k, v in entry.items() if k.startswith("vanishing/")}
-        for entry in trainer.state.log_history
+    # each row's numbers at the step the Trainer logs the same optimizer step's own loss at
+    history = trainer.state.log_history
+    sent = [
+        (entry["step"], {k: v for k, v in entry.items() if k.startswith("vanishing/")})
+        for entry in history
         if "vanishing/vanishing_ratio" in entry
-    }
-    assert sorted(sent) == [1, 2, 3]
-    for row in rows:
-        assert sent[row["step"] + 1] == pytest.approx(expected_scalars(out, row), rel=1e-6)
+    ]
+    losses = [entry["step"] for entry in history if "loss" in entry]
+    assert [step for step, _ in sent] == losses and len(losses) == len(rows)
+    for row, (_, values) in zip(rows, sent, strict=True):
+        assert values == pytest.approx(expected_scalars(out, row), rel=1e-6)
     # no evaluation: one epoch row at the end, the training's mean loss
     (epoch,) = epoch_rows(out)
     final = [entry["train_loss"] for entry in trainer.state.log_history if "train_loss" in entry]

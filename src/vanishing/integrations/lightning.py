@@ -22,15 +22,18 @@ accumulated gradient.
 
 Each new probe row's numbers (`export.scalars`, tagged "vanishing/grad_norm/LAYER", ...) go to
 every logger of the trainer (`trainer.loggers`: CSV, TensorBoard, MLflow, W&B, ...) by its
-`log_metrics`, at the trainer's global step (optimizer steps done: the row of the run's step s,
-counted from 0, is logged at s + 1). At each training epoch's end an epoch row is written from
-`trainer.callback_metrics`: `train_loss` from "train_loss" (or "train_loss_epoch"), and the
-validation set's numbers as the report's held-out ones when validation ran in that epoch:
-`test_loss` from "val_loss" and `test_accuracy` from "val_accuracy" or "val_acc" when it is a
-fraction in [0, 1]; other names are not guessed at (`common.held_out`). The run ends with
-the training (result.json, also when training stops early: max_steps, EarlyStopping,
-`trainer.should_stop`); an exception (an interruption too) leaves its rows and no result, as
-`watch`'s own `with` block does.
+`log_metrics`, at the step Lightning logs that batch's own metrics (a `self.log(...,
+on_step=True)` of its training_step) at: the row of the run's step s, counted from 0, at s (not
+`trainer.global_step`, one past it by then). At each training epoch's end an epoch row is
+written from `trainer.callback_metrics`: `train_loss` from "train_loss" (or "train_loss_epoch"),
+and the validation set's numbers as the report's held-out ones when validation ran in that
+epoch: `test_loss` from "val_loss" and `test_accuracy` from "val_accuracy" or "val_acc" when it
+is a fraction in [0, 1]; other names are not guessed at (`common.held_out`). Under DDP a
+"val_acc" (or "val_loss") logged without `sync_dist=True` is rank 0's share of the validation
+set, and it becomes the run's test_accuracy (test_loss) as it is. The run ends with the training
+(result.json, also when training stops early: max_steps, EarlyStopping, `trainer.should_stop`);
+an exception (an interruption too) leaves its rows and no result, as `watch`'s own `with` block
+does.
 """
 
 from __future__ import annotations
@@ -149,8 +152,11 @@ class VanishingCallback(pl.Callback):
         self.watch.forward_ends()  # a training_step that returned no loss: no backward
         self.sent, values = new_scalars(self.watch, self.sent)
         if values:
+            # the step Lightning logs this batch's own metrics at (its loggers' default step,
+            # counted from 0; `global_step` is already one past it here)
+            step = trainer.fit_loop.epoch_loop._batches_that_stepped
             for logger in trainer.loggers:
-                logger.log_metrics(values, step=trainer.global_step)
+                logger.log_metrics(values, step=step)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.validated = True

@@ -20,7 +20,8 @@ Each new probe row's numbers (`export.scalars`, tagged "vanishing/grad_norm/LAYE
 through the Trainer's own `log` at the end of that step, as its loss does: into
 `trainer.state.log_history` and to every `report_to` integration (TensorBoard, MLflow, W&B, ...;
 those add their "train/" prefix: "train/vanishing/grad_norm/LAYER"), at the Trainer's global step
-(optimizer steps done: the row of the run's step s, counted from 0, is logged at s + 1); its
+(optimizer steps done: the row of the run's step s, counted from 0, is logged at s + 1, the
+step the Trainer logs that step's own loss at: it counts the step done before it logs); its
 console prints them, as it prints every log. A
 callback is given no handle on its Trainer, and adding to `logs` in `on_log` would come too late
 (log_history is copied before, and the integrations, ahead of a user's callback in the list,
@@ -32,7 +33,10 @@ Epoch rows come from each evaluation (`on_evaluate`'s metrics): the evaluation s
 the report's held-out ones, `test_loss` from "eval_loss" and `test_accuracy` from
 "eval_accuracy" when it is a fraction in [0, 1] (a `compute_metrics` that returns "accuracy"),
 with the Trainer's last logged training loss as `train_loss`; without an evaluation, one row at
-the end with the training's mean loss. Nothing else is guessed at (`common.held_out`). The run
+the end with the Trainer's own final "train_loss" (the training's mean loss). Nothing else is
+guessed at (`common.held_out`), and the numbers are copied as the Trainer reports them: its
+logged "loss" reads high in transformers 5.25 itself under `gradient_accumulation_steps` > 1 and
+under DDP (about twice the eval_loss of a model at chance, with or without the callback). The run
 ends with the training (result.json, also when a callback stops it early); an exception leaves
 its rows and no result (the next `train()` lets go of that watch first).
 """
