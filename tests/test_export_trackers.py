@@ -20,6 +20,7 @@ import pytest
 
 from conftest import make_arrays, write_arrays
 from export_records import SMALL, write_watch_run
+from rank_records import ddp_run
 from vanishing import records
 from vanishing.data import datasets as data
 from vanishing.frontends.cli import main
@@ -203,6 +204,59 @@ def test_a_failed_run_is_exported_with_its_error_in_place_of_a_verdict(runs, tmp
     assert exit.get("exit_code") == 1
 
 
+# A data-parallel run's ranks
+
+
+@pytest.fixture(scope="module")
+def ddp(tmp_path_factory) -> Path:
+    """A data-parallel run of 2 ranks: the combined run in D, each rank's in D/rank{r}."""
+    return ddp_run(tmp_path_factory.mktemp("ddp") / "job")
+
+
+def test_mlflow_ranks_are_child_runs_of_the_combined_run_without_a_verdict(ddp, tmp_path):
+    store = tmp_path / "mlruns"  # a file store: quicker to make than a sqlite store
+    export_runs([ddp], to="mlflow", uri=str(store))
+    export_runs([ddp], to="mlflow", uri=str(store))  # again: the parent is the new run
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+        client = mlflow_client.MlflowClient(tracking_uri=store.as_uri())
+        found = mlflow_runs(client)
+    assert sorted(found) == ["job", "job/rank0", "job/rank1"]
+    job = found["job"]
+    assert "mlflow.parentRunId" not in job.data.tags
+    assert job.data.tags["mlflow.note.content"] == headline(ddp)
+    for r in (0, 1):
+        rank = found[f"job/rank{r}"]
+        assert rank.data.tags["mlflow.parentRunId"] == job.info.run_id
+        assert rank.data.tags["mlflow.note.content"] == (
+            f"rank {r} of 2 of {job.info.run_name}: its own signals and unit statistics; "
+            "the verdict is the run's"
+        )
+        probes = [row for row in records.read_metrics(ddp / f"rank{r}") if row["kind"] == "probe"]
+        assert len(probes) == 3
+        assert history(client, rank.info.run_id, "signal_norm/2") == [
+            (row["step"], row["signal_norms"][1]) for row in probes
+        ]  # the rank's own signals
+
+
+def test_wandb_ranks_are_grouped_with_the_combined_run_without_a_verdict(ddp, tmp_path):
+    result = export_runs([ddp], to="wandb", wandb_dir=tmp_path)
+    places = [(Path(run_dir).name, Path(out)) for run_dir, out in result.runs]
+    started = {n: next(r["run"] for r in inspect(p) if r["type"] == "run") for n, p in places}
+    assert sorted(started) == ["job", "rank0", "rank1"]
+    job = started["job"]
+    assert job["notes"] == headline(ddp) and job.get("job_type", "") == ""
+    group = job["run_group"]
+    assert group and group == job["run_id"]  # the combined run's id names the group
+    for r in (0, 1):
+        rank = started[f"rank{r}"]
+        assert rank["run_group"] == group and rank["job_type"] == "rank"
+        assert rank["notes"] == (
+            f"rank {r} of 2 of {job['display_name']}: its own signals and unit statistics; "
+            "the verdict is the run's"
+        )
+
+
 # W&B
 
 
@@ -365,6 +419,15 @@ def test_importing_vanishing_imports_no_tracker():
          "cannot write to the MLflow store sqlite:///{file}/mlflow.db: "),
         ("not a database", ["--to", "mlflow", "--uri", "sqlite:///{file}"],
          "cannot write to the MLflow store sqlite:///{file}: file is not a database"),
+        ("directory as database", ["--to", "mlflow", "--uri", "sqlite:///{dir}"],
+         "cannot write to the MLflow store sqlite:///{dir}: {dir} is a directory, not a "
+         "database file"),
+        ("no database folder", ["--to", "mlflow", "--uri", "sqlite:///{dir}/no/x.db"],
+         "cannot write to the MLflow store sqlite:///{dir}/no/x.db: no such directory: {dir}/no"),
+        ("file store in a file", ["--to", "mlflow", "--uri", "{file}"],
+         "cannot write to the MLflow store {file}: {file} is not a directory"),
+        ("no file store folder", ["--to", "mlflow", "--uri", "{dir}/no/mlruns"],
+         "cannot write to the MLflow store {dir}/no/mlruns: no such directory: {dir}/no"),
         ("unwritable W&B", ["--to", "wandb", "--dir", "{file}/w"],
          "cannot write to the W&B directory {file}/w/wandb: "),
         ("format", ["--to", "csv"],
@@ -374,7 +437,8 @@ def test_importing_vanishing_imports_no_tracker():
 def test_cli_errors_are_one_line_exit_2(runs, tmp_path, capsys, monkeypatch, case, extra, message):
     in_the_way = tmp_path / "file"
     in_the_way.write_text("in the way")
-    argv = [part.replace("{file}", str(in_the_way)) for part in extra]
+    folder = str(tmp_path.resolve())
+    argv = [part.replace("{file}", str(in_the_way)).replace("{dir}", folder) for part in extra]
     if case.startswith("no "):
         module = case.removeprefix("no ")
         for name in (module, f"{module}.tracking") if module == "mlflow" else (module,):
@@ -382,11 +446,12 @@ def test_cli_errors_are_one_line_exit_2(runs, tmp_path, capsys, monkeypatch, cas
     monkeypatch.chdir(tmp_path)  # a relative x.db or x, were one made, would be seen here
     before = sorted(p.name for p in runs.iterdir())
     code = main(["export", str(runs), *argv])
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert code == 2
-    assert len(err.strip().splitlines()) == 1, err
+    assert len(err.strip().splitlines()) == 1 and not out, (out, err)  # no warnings, no retries
     if message is None:
         message = f"--uri {argv[-1]}: not a local MLflow store; "
-    assert err.startswith(f"vanishing export: error: {message.replace('{file}', str(in_the_way))}")
+    message = message.replace("{file}", str(in_the_way)).replace("{dir}", folder)
+    assert err.startswith(f"vanishing export: error: {message}")
     assert sorted(p.name for p in runs.iterdir()) == before  # nothing written beside the runs
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

@@ -12,7 +12,9 @@ contacts a server.
 The metrics go in `log_batch` calls of up to MLflow's 1000 values, the params in calls of 100.
 A run exported again replaces its earlier MLflow run (found by the tag `vanishing.key`; the old
 one is deleted, as the UI deletes, until `mlflow gc` purges it). The report's verdict is the
-run's description (the tag `mlflow.note.content`).
+run's description (the tag `mlflow.note.content`). A data-parallel run's ranks (D/rank{r})
+are child runs of D's (the tag `mlflow.parentRunId`, which the UI nests), with no verdict of
+their own.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import logging
 import os
 import re
 import shlex
+import sqlite3
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,8 +94,9 @@ def quiet_store(kind: str) -> Iterator[None]:
     """While the export imports and calls MLflow: its usage telemetry off (MLflow 3 fetches a
     configuration from its server at import, and sends events, unless told not to), a file
     store allowed (MLflow 3 refuses one unless MLFLOW_ALLOW_FILE_STORE=true), MLflow's and
-    alembic's INFO lines (creating the database's tables) kept off the terminal; all put back
-    as they were."""
+    alembic's INFO lines (creating the database's tables) kept off the terminal, and MLflow's
+    retries of a database it cannot open (10 tries over 100 s, a warning each: a local file
+    that fails once fails again) down to one; all put back as they were."""
     values = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     if kind == "file":
         values["MLFLOW_ALLOW_FILE_STORE"] = "true"
@@ -99,12 +104,54 @@ def quiet_store(kind: str) -> Iterator[None]:
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    retries: Any = sys.modules.get("mlflow.store.db.utils")
+    before = getattr(retries, "MAX_RETRY_COUNT", None)
+    if retries is not None and before is not None:
+        retries.MAX_RETRY_COUNT = 1  # no retry loop with a warning a try: a local file fails
     try:
         with environment(values):
             yield
     finally:
+        if retries is not None and before is not None:
+            retries.MAX_RETRY_COUNT = before
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
+
+
+def store_refused(kind: str, path: Path) -> str | None:
+    """Why the local store at `path` cannot be used, checked before MLflow opens it (MLflow
+    itself retries a database it cannot open for over a minute, printing each try); None when
+    it can. A sqlite database: a regular file or absent, in an existing writable directory, and
+    if there, a database sqlite reads. A file store: a directory or absent, likewise. A file
+    store's directory is made here."""
+    if kind == "sqlite" and path.is_dir():
+        return f"{path} is a directory, not a database file"
+    if path.exists() and not (path.is_file() if kind == "sqlite" else path.is_dir()):
+        return f"{path} is not a {'regular file' if kind == 'sqlite' else 'directory'}"
+    folder = path.parent
+    if not folder.exists():
+        return f"no such directory: {folder}"
+    if not folder.is_dir():
+        return f"{folder} is not a directory"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{folder}: permission denied"
+    if path.exists() and not os.access(
+        path, os.R_OK | os.W_OK | (0 if kind == "sqlite" else os.X_OK)
+    ):
+        return f"{path}: permission denied"
+    if kind == "file":
+        try:
+            path.mkdir(exist_ok=True)
+        except OSError as e:
+            return str(e.strerror or e)
+        return None
+    if path.exists():
+        try:
+            with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=rw", uri=True)) as db:
+                db.execute("PRAGMA schema_version").fetchall()
+        except sqlite3.Error as e:
+            return str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+    return None
 
 
 def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -139,14 +186,16 @@ class MLflowTarget:
     def __init__(self, uri: str, kind: str, experiment: str, client: Any, entities: Any) -> None:
         self.where, self.kind, self.experiment = uri, kind, experiment
         self.client, self.entities = client, entities
+        self.ids: dict[str, str] = {}  # the MLflow run id of each run written, by its key
         with quiet_store(kind):
             found = client.get_experiment_by_name(experiment)
         self.experiment_id = found.experiment_id if found is not None else None
 
     @classmethod
     def open(cls, first: Path, uri: str | None, experiment: str | None) -> MLflowTarget:
-        """The store `uri` (default sqlite:///FIRST/mlflow.db), its folder made; a UsageError
-        for a remote URI, a missing extra or a folder that cannot be made."""
+        """The store `uri` (default sqlite:///FIRST/mlflow.db); a UsageError for a remote URI, a
+        missing extra, or a store that cannot be used (`store_refused`), before MLflow opens
+        it."""
         kind, path = local_store(uri if uri is not None else f"sqlite:///{first / STORE}")
         if experiment is not None and not experiment.strip():
             raise UsageError("--experiment: give a name")
@@ -155,13 +204,12 @@ class MLflowTarget:
         client_class = import_client()
         from mlflow import entities
 
-        folder = path.parent if kind == "sqlite" else path
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            if not os.access(folder, os.W_OK):
-                raise PermissionError(13, "Permission denied")
-        except OSError as e:
-            raise UsageError(f"cannot write to the MLflow store {uri}: {e.strerror or e}") from None
+        if kind == "sqlite":
+            import mlflow.store.db.utils  # noqa: F401  (its retry count, held at 1 by quiet_store)
+
+        reason = store_refused(kind, path)
+        if reason is not None:
+            raise UsageError(f"cannot write to the MLflow store {uri}: {reason}")
         with quiet_store(kind), cls.refused(uri):
             client = client_class(tracking_uri=uri if kind == "sqlite" else path.as_uri())
             return cls(uri, kind, experiment or EXPERIMENT, client, entities)
@@ -213,6 +261,8 @@ class MLflowTarget:
                 "vanishing.run_dir": str(Path(run.records.path).resolve()),
                 "mlflow.note.content": run.verdict(),
             }
+            if run.parent is not None:  # a rank's run: a child of its combined run, nested
+                tags["mlflow.parentRunId"] = self.ids[run.parent.key]
             created = self.client.create_run(experiment_id, run_name=run.label, tags=tags)
             run_id = created.info.run_id
             params = [e.Param(k, v) for k, v in flat_params(run.records.recorded).items()]
@@ -222,6 +272,7 @@ class MLflowTarget:
             for i in range(0, len(values), METRICS_PER_BATCH):
                 self.client.log_batch(run_id, metrics=values[i : i + METRICS_PER_BATCH])
             self.client.set_terminated(run_id, status=STATUS.get(run.records.status, "FINISHED"))
+        self.ids[run.key] = str(run_id)
         return str(run_id)
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from vanishing.errors import UsageError, choices_error
 from vanishing.reporting.export.target import Run, Target
-from vanishing.reporting.loading import read_run, run_dirs_under
+from vanishing.reporting.loading import RANK_DIR, read_run, run_dirs_under
 from vanishing.reporting.results import RunRecords
 from vanishing.settings.naming import label
 
@@ -61,6 +61,20 @@ def find_runs(paths: Sequence[Path | str]) -> tuple[list[Path], list[str]]:
     data-parallel run's ranks (D/rank{r}) each a run of their own, below their run's."""
     found = run_dirs_under(paths, ranks=True)
     return [run for runs in found for run in runs], event_names([Path(p) for p in paths], found)
+
+
+def combined(run: RunRecords, read: dict[Path, RunRecords]) -> RunRecords | None:
+    """The combined run that `run` is a rank of (D/rank{r} of D, its world size and rank as
+    `with_ranks` reads them), when D's records were read too; else None."""
+    path = Path(run.path).resolve()
+    parent = read.get(path.parent)
+    if parent is None or run.rank is None or not RANK_DIR.fullmatch(path.name):
+        return None
+    if (path.name, run.world_size) != (f"rank{run.rank}", parent.world_size):
+        return None
+    if run.world_size < 2 or parent.rank is not None:
+        return None
+    return parent
 
 
 def open_target(
@@ -126,9 +140,24 @@ def export_runs(
             else:
                 exported.notes.append(run)
         configs = [run.config for run, _ in read]
+        paths = {Path(run.path).resolve(): run for run, _ in read}
+        parents = {id(run): combined(run, paths) for run, _ in read}
+        counts: dict[int, int] = {}
+        for parent in parents.values():
+            if parent is not None:
+                counts[id(parent)] = counts.get(id(parent), 0) + 1
+        made: dict[int, Run] = {}
         for run, name in read:
             others = [c for c in configs if c is not run.config]
-            place = target.write(Run(run, name, label(run.config, others)))
+            parent = parents[id(run)]
+            made[id(run)] = Run(
+                run,
+                name,
+                label(run.config, others),
+                parent=made.get(id(parent)) if parent is not None else None,
+                ranks=counts.get(id(run), 0),
+            )
+            place = target.write(made[id(run)])
             exported.runs.append((run.path, place))
     finally:
         target.close()

@@ -21,6 +21,18 @@ class Run:
     records: RunRecords
     name: str  # its path below the directory given: TensorBoard's directory, a tag elsewhere
     label: str  # as the report and the page label it: MLflow's run name, W&B's display name
+    # A data-parallel run's rank (D/rank{r}, exported after D): D's run, of which it is a child
+    # (MLflow's parent run, W&B's group) with no verdict of its own; None for any other run.
+    parent: Run | None = None
+    ranks: int = 0  # how many of its ranks' runs are exported after it (a combined run's)
+
+    @property
+    def group(self) -> str | None:
+        """The key of the combined run that a data-parallel run and its ranks share (W&B's
+        group); None for a run without ranks."""
+        if self.parent is not None:
+            return self.parent.key
+        return self.key if self.ranks else None
 
     @property
     def key(self) -> str:
@@ -31,10 +43,17 @@ class Run:
 
     def verdict(self) -> str:
         """The report's headline verdict of this run alone; a failed run (which the report
-        leaves out) has none, and says why."""
+        leaves out) has none, and says why; a rank's run has none either: the verdict is its
+        combined run's."""
         from vanishing.reporting.loading import cut
         from vanishing.reporting.verdict.judging import headline
 
+        if self.parent is not None:
+            rank, size = self.records.rank, self.records.world_size
+            return (
+                f"rank {rank} of {size} of {self.parent.label}: its own signals and unit "
+                "statistics; the verdict is the run's"
+            )
         if self.records.status == "failed":
             error = (self.records.result or {}).get("error")
             return f"The run failed ({cut(str(error))}): no verdict."

@@ -7,7 +7,8 @@ draws a tag's prefix before "/" as a section: grad_norm/, signal_norm/, ...) and
 activation histogram (`activation/LAYER`). W&B's steps only go forward, so the rows at one step
 are merged into one history row. The mode is "offline", set on each run (not read from the
 environment): nothing logs in, nothing contacts a server. A run exported again replaces its
-earlier offline directory (the same run id, `Run.key`).
+earlier offline directory (the same run id, `Run.key`). A data-parallel run's ranks (D/rank{r})
+share its group (D's key), with job type "rank" and no verdict of their own in their notes.
 
 wandb starts a service process (wandb-core) for the runs; the export ends it when it is done,
 unless a W&B run of the caller's own was active in this process.
@@ -133,6 +134,9 @@ class WandbTarget:
             notes=run.verdict(),
             config=run.records.recorded,
             tags=[run.records.status],
+            # a data-parallel run and its ranks: one group, each rank's job type "rank"
+            group=run.group,
+            job_type="rank" if run.parent is not None else None,
             settings=settings,
             reinit="create_new",  # leaves any run of the caller's alone
         )
