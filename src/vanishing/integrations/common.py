@@ -4,6 +4,7 @@ a logger, and an epoch row from the numbers a framework evaluated (`held_out`)."
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
@@ -115,3 +116,35 @@ def held_out(metrics: Mapping[str, Any]) -> dict[str, float]:
     if value is not None and 0 <= value <= 1:
         row["test_accuracy"] = value
     return row
+
+
+class Watching:
+    """What both callbacks share: `watch`'s keywords (those given, and config.json's
+    `framework`: the class's), the watch while training runs, the step of the last row sent to
+    the framework's loggers, and how the watch ends."""
+
+    framework = ""  # config.json's `framework`: each callback's own
+
+    def __init__(
+        self,
+        every: int = 100,
+        out: Path | str | None = None,
+        layers: Iterable[str] | None = None,
+        probe: tuple[Tensor, Tensor] | None = None,
+        loss: Callable[[Tensor, Tensor], Tensor] | None = None,
+        settings: dict[str, Any] | None = None,
+        **more: Any,
+    ) -> None:
+        self.keywords = forwarded(every, out, layers, probe, loss, settings, self.framework, more)
+        self.watch: Watch | None = None
+        self.sent: int | None = None  # the step of the last row sent to the loggers
+
+    def end(self, finished: bool) -> None:
+        """Close the watch (result.json) when training finished, else detach it (no result)."""
+        watched, self.watch = self.watch, None
+        if watched is None or watched.closed:
+            return
+        if finished:
+            watched.close()
+        else:
+            watched.detach()

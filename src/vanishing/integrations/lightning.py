@@ -38,21 +38,19 @@ does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from vanishing.integrations.common import (
+    Watching,
     check_model,
-    forwarded,
     held_out,
     install_hint,
     new_scalars,
 )
-from vanishing.measure.watch import Watch, watch
+from vanishing.measure.watch import watch
 
 try:
     import lightning.pytorch as pl
@@ -60,24 +58,15 @@ except ImportError:  # lightning missing (or blocked): say which extra brings it
     raise install_hint("lightning", "PyTorch Lightning") from None
 
 
-class VanishingCallback(pl.Callback):
+class VanishingCallback(Watching, pl.Callback):
     """Watch the LightningModule as it trains (see the module's docstring): `every`, `out`,
     `layers`, `probe`, `loss`, `settings` and any other keyword as `vanishing.watch` takes them
     (`ranks=` under DDP)."""
 
-    def __init__(
-        self,
-        every: int = 100,
-        out: Path | str | None = None,
-        layers: Iterable[str] | None = None,
-        probe: tuple[Tensor, Tensor] | None = None,
-        loss: Callable[[Tensor, Tensor], Tensor] | None = None,
-        settings: dict[str, Any] | None = None,
-        **more: Any,
-    ) -> None:
-        self.keywords = forwarded(every, out, layers, probe, loss, settings, "lightning", more)
-        self.watch: Watch | None = None
-        self.sent: int | None = None  # the step of the last row sent to the loggers
+    framework = "lightning"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.handle: Any = None  # our step pre-hook on the optimizer
         self.validated = False  # validation ran since the last epoch row
 
@@ -181,14 +170,8 @@ class VanishingCallback(pl.Callback):
         self.end(finished=False)
 
     def end(self, finished: bool) -> None:
-        """Close the watch (result.json) when training finished, else detach it (no result)."""
+        """Remove our step pre-hook, then end the watch (`Watching.end`)."""
         if self.handle is not None:
             self.handle.remove()
             self.handle = None
-        watched, self.watch = self.watch, None
-        if watched is None or watched.closed:
-            return
-        if finished:
-            watched.close()
-        else:
-            watched.detach()
+        super().end(finished)

@@ -45,21 +45,18 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from vanishing.integrations.common import (
+    Watching,
     check_model,
-    forwarded,
     held_out,
     install_hint,
     new_scalars,
 )
-from vanishing.measure.watch import Watch, watch
+from vanishing.measure.watch import watch
 
 try:
     import transformers
@@ -94,25 +91,16 @@ def epoch_of(state: Any) -> int:
     return max(1, math.ceil((state.epoch or 0) - 1e-9))
 
 
-class VanishingCallback(transformers.TrainerCallback):
+class VanishingCallback(Watching, transformers.TrainerCallback):
     """Watch the Trainer's model as it trains (see the module's docstring): `every`, `out`,
     `layers`, `probe`, `loss`, `settings` and any other keyword as `vanishing.watch` takes them
     (`ranks=` under torchrun)."""
 
-    def __init__(
-        self,
-        every: int = 100,
-        out: Path | str | None = None,
-        layers: Iterable[str] | None = None,
-        probe: tuple[Tensor, Tensor] | None = None,
-        loss: Callable[[Tensor, Tensor], Tensor] | None = None,
-        settings: dict[str, Any] | None = None,
-        **more: Any,
-    ) -> None:
-        self.keywords = forwarded(every, out, layers, probe, loss, settings, "transformers", more)
-        self.watch: Watch | None = None
+    framework = "transformers"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.trainer: Any = None  # the Trainer whose log is sent the headline numbers
-        self.sent: int | None = None  # the step of the last row sent
         self.rows = 0  # epoch rows written
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -157,11 +145,6 @@ class VanishingCallback(transformers.TrainerCallback):
         self.end(finished=True)
 
     def end(self, finished: bool) -> None:
-        """Close the watch (result.json) when training finished, else detach it (no result)."""
-        watched, self.watch, self.trainer = self.watch, None, None
-        if watched is None or watched.closed:
-            return
-        if finished:
-            watched.close()
-        else:
-            watched.detach()
+        """Let go of the Trainer, then end the watch (`Watching.end`)."""
+        self.trainer = None
+        super().end(finished)
